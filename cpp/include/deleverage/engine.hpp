@@ -1,0 +1,206 @@
+// The exchange state and the operations on it. See docs/semantics.md for the exact
+// integer contract every operation follows.
+//
+// Layout (structure of arrays):
+//  * accounts: id, balance, and a block [start, start+count) of position slots with spare
+//    capacity; an account's positions are contiguous, so the full margin check streams.
+//  * positions: size (lots), entry notional (money), market id, and the position's index
+//    in its market's account list. Closing a position swap-removes it inside its block;
+//    a block that outgrows its capacity moves to the end (amortized O(1)); the arrays are
+//    compacted when more than half of them is abandoned blocks.
+//  * per market: the list of accounts holding a position there, so that a mark move only
+//    touches those; per-account cached sums (at each market's last valued mark) make the
+//    incremental check cost proportional to the positions in the moved markets.
+//
+// Every operation validates all of its input before it changes anything; a call that
+// throws leaves the state exactly as it was.
+//
+// Thread safety: an Engine is not internally synchronized. Concurrent calls need external
+// locking (the Python binding holds a per-engine mutex).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "deleverage/account_index.hpp"
+#include "deleverage/fixed_point.hpp"
+#include "deleverage/market.hpp"
+
+namespace deleverage {
+
+// Per-account results of a margin check, one row per reported account.
+struct MarginReport {
+  std::vector<std::uint32_t> account_index;  // dense index, creation order
+  std::vector<i64> account_id;
+  std::vector<i64> equity;       // money units, rounded down
+  std::vector<i64> maintenance;  // money units, rounded up
+  std::vector<i64> initial;      // money units, rounded up
+  std::vector<std::uint8_t> liquidatable;  // equity < maintenance
+  std::vector<std::uint8_t> bankrupt;      // equity < 0
+};
+
+// One account's margin at the current marks.
+struct AccountMargin {
+  i64 equity = 0;
+  i64 maintenance = 0;
+  i64 initial = 0;
+  bool liquidatable = false;
+  bool bankrupt = false;
+};
+
+// Every open position, ordered by account creation order, then market id.
+struct PositionReport {
+  std::vector<i64> account_id;
+  std::vector<MarketId> market;
+  std::vector<i64> size;               // lots, signed
+  std::vector<i64> entry_notional;     // money units, signed like size
+  std::vector<i64> unrealized_pnl;     // money units, rounded down
+  std::vector<i64> liquidation_price;  // ticks; 0 = none
+  std::vector<i64> bankruptcy_price;   // ticks; 0 = none
+};
+
+// Totals of the external flows used by the conservation invariant.
+struct Flows {
+  i128 deposits = 0;
+  i128 withdrawals = 0;
+  i128 loaded_entry_notional = 0;
+};
+
+class Engine {
+ public:
+  // money_decimals in [0, 12]; threads = 0 uses every hardware thread for batch checks.
+  explicit Engine(int money_decimals = 6, int threads = 0);
+
+  // ---- configuration ----
+  MarketId add_market(const MarketSpec& spec);
+  int money_decimals() const { return money_decimals_; }
+  std::size_t market_count() const { return markets_.size(); }
+  const MarketSpec& market_spec(MarketId m) const;
+  const std::vector<Tier>& market_tiers(MarketId m) const;
+  i64 mark(MarketId m) const;
+  // Sum of signed sizes in a market (lots).
+  i128 net_size(MarketId m) const;
+
+  // ---- money in and out ----
+  // Amounts >= 0 in money units; creates unknown accounts. Atomic; ids may repeat.
+  void deposit(std::span<const i64> accounts, std::span<const i64> amounts);
+  // Refused with InsufficientMargin if an account would end below its initial margin.
+  void withdraw(std::span<const i64> accounts, std::span<const i64> amounts);
+
+  // ---- positions ----
+  // Bulk load of new positions at entry prices (ticks). counterparty: see semantics.md.
+  void load_positions(std::span<const i64> accounts, std::span<const MarketId> markets,
+                      std::span<const i64> sizes, std::span<const i64> entry_prices,
+                      std::optional<i64> counterparty = std::nullopt);
+  // A fill of `size` lots (> 0) at `price` ticks between two different accounts.
+  void trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price);
+  // A batch of fills applied in order, atomically.
+  void trades(std::span<const i64> buyers, std::span<const i64> sellers,
+              std::span<const MarketId> markets, std::span<const i64> sizes,
+              std::span<const i64> prices);
+
+  // ---- marks and margin ----
+  void set_marks(std::span<const MarketId> markets, std::span<const i64> prices);
+  // Revalues every account at the current marks (parallel over accounts).
+  MarginReport check_margin();
+  // Revalues only the positions in `moved` and in any market whose mark changed since it
+  // was last valued; reports the accounts holding a position in one of those markets.
+  MarginReport check_margin(std::span<const MarketId> moved);
+  // One account at the current marks; no allocation.
+  AccountMargin account_margin(i64 account_id) const;
+  PositionReport positions() const;
+
+  // ---- inspection ----
+  std::size_t account_count() const { return acc_id_.size(); }
+  std::size_t position_count() const { return live_positions_; }
+  bool has_account(i64 id) const { return index_.find(id, acc_id_) != AccountIndex::kNone; }
+  i64 balance(i64 account_id) const;
+  const std::vector<i64>& account_ids() const { return acc_id_; }
+  const Flows& flows() const { return flows_; }
+  // Bytes held by the engine's state (capacity of every column, index and list).
+  std::size_t memory_bytes() const;
+  // Throws InvariantViolation if conservation, zero net size or internal consistency fails.
+  void check_invariants() const;
+
+ private:
+  struct MarketState {
+    MarketSpec spec;
+    std::vector<Tier> tiers;
+    std::vector<i128> caps_v;  // tier caps in 10^-D units (cap * S)
+    int k = 0;                 // value_V = q * p * 10^k
+    i64 pow10k = 1;
+    i64 mark = 0;
+    i64 valued_mark = 0;  // the mark the cached account sums reflect
+    i64 max_abs_size = 0;  // upper bound on |q| of any position in the market
+    std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
+  };
+  struct Sums {
+    i128 u = 0, mm = 0, im = 0;
+  };
+  struct Contribution {
+    i128 u, mm, im;
+  };
+  struct FillUndo {
+    std::uint32_t account;
+    MarketId market;
+    i64 size, entry, balance;
+  };
+
+  static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
+
+  // scales
+  void set_value_scale(int new_d);
+  i128 value_v(const MarketState& mk, i64 size, i64 price) const;
+  i64 value_money(const MarketState& mk, i64 size, i64 price) const;
+  Contribution contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const;
+  AccountMargin margin_from_sums(i64 balance, const Sums& s) const;
+  Sums account_sums(std::uint32_t a, bool at_valued_marks) const;
+  void check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const;
+  void require_marks_for_open_positions() const;
+
+  // accounts and position storage
+  std::uint32_t account_index_or_throw(i64 id, const char* field, std::size_t row) const;
+  std::uint32_t create_account(i64 id);
+  const MarketState& market_or_throw(MarketId m, const char* field, std::size_t row) const;
+  std::uint32_t find_slot(std::uint32_t a, MarketId m) const;
+  void ensure_capacity(std::uint32_t a, std::uint32_t extra);
+  void compact_if_wasteful();
+  // Sets account a's position in m to (size, entry), creating or removing it; keeps caches
+  // and market lists in step. Adjusts nothing else.
+  void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry);
+  // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
+  FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
+  void undo_fills(const std::vector<FillUndo>& undo);
+  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
+                      std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
+
+  MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+
+  int money_decimals_;
+  int threads_;
+  int value_decimals_;  // D
+  i64 scale_s_;         // S = 10^(D - money_decimals)
+  ConstantDivider div_s_;   // by S
+  ConstantDivider div_sr_;  // by S * kRateScale
+
+  std::vector<MarketState> markets_;
+
+  AccountIndex index_;
+  std::vector<i64> acc_id_;
+  std::vector<i64> acc_balance_;
+  std::vector<std::uint32_t> acc_start_, acc_count_, acc_cap_;
+  std::vector<Sums> acc_cache_;
+
+  std::vector<i64> pos_size_;
+  std::vector<i64> pos_entry_;
+  std::vector<MarketId> pos_market_;
+  std::vector<std::uint32_t> pos_mslot_;  // index of the account in its market's list
+  std::size_t live_positions_ = 0;
+  std::size_t abandoned_slots_ = 0;
+
+  Flows flows_;
+};
+
+}  // namespace deleverage

@@ -1,0 +1,250 @@
+// Engine construction, markets, value scales and the position storage (blocks per account).
+#include "deleverage/engine.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <thread>
+
+namespace deleverage {
+
+namespace {
+constexpr int kMaxExtraValueDecimals = 8;  // D - money_decimals; keeps account sums in 128 bits
+constexpr std::size_t kMaxMarkets = 1024;
+}  // namespace
+
+Engine::Engine(int money_decimals, int threads) : money_decimals_(money_decimals) {
+  if (money_decimals < 0 || money_decimals > 12)
+    throw ConfigError("money_decimals must be between 0 and 12 (got " + std::to_string(money_decimals) + ")");
+  threads_ = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  value_decimals_ = money_decimals;
+  scale_s_ = 1;
+  div_s_ = ConstantDivider(1);
+  div_sr_ = ConstantDivider(kRateScale);
+}
+
+void Engine::set_value_scale(int new_d) {
+  const int delta = new_d - value_decimals_;
+  if (delta < 0) return;
+  const i64 factor = pow10_i64(delta);
+  value_decimals_ = new_d;
+  scale_s_ = pow10_i64(new_d - money_decimals_);
+  div_s_ = ConstantDivider(scale_s_);
+  div_sr_ = ConstantDivider(scale_s_ * kRateScale);
+  for (MarketState& mk : markets_) {
+    mk.k += delta;
+    mk.pow10k = pow10_i64(mk.k);
+    for (std::size_t j = 0; j < mk.caps_v.size(); ++j)
+      mk.caps_v[j] = static_cast<i128>(mk.tiers[j].max_notional) * scale_s_;
+  }
+  if (factor != 1)
+    for (Sums& s : acc_cache_) { s.u *= factor; s.mm *= factor; s.im *= factor; }
+}
+
+MarketId Engine::add_market(const MarketSpec& spec) {
+  if (spec.symbol.empty()) throw ConfigError("symbol must not be empty");
+  for (const MarketState& mk : markets_)
+    if (mk.spec.symbol == spec.symbol) throw ConfigError("symbol '" + spec.symbol + "' is already a market");
+  if (markets_.size() >= kMaxMarkets) throw ConfigError("at most 1024 markets are supported");
+  if (spec.qty_decimals < 0 || spec.qty_decimals > 18)
+    throw ConfigError("qty_decimals must be between 0 and 18");
+  if (spec.price_decimals < 0 || spec.price_decimals > 18)
+    throw ConfigError("price_decimals must be between 0 and 18");
+  const int d = spec.qty_decimals + spec.price_decimals;
+  if (d - money_decimals_ > kMaxExtraValueDecimals)
+    throw ConfigError("qty_decimals + price_decimals may exceed money_decimals by at most 8 (got " +
+                      std::to_string(spec.qty_decimals) + " + " + std::to_string(spec.price_decimals) +
+                      " with money_decimals " + std::to_string(money_decimals_) + ")");
+  if (spec.liquidation_fee_rate < 0 || spec.liquidation_fee_rate > kRateScale)
+    throw ConfigError("liquidation_fee must be between 0 and 1");
+  MarketState mk;
+  mk.spec = spec;
+  mk.tiers = build_tiers(spec);  // throws ConfigError before anything changes
+  set_value_scale(std::max(value_decimals_, d));
+  mk.k = value_decimals_ - d;
+  mk.pow10k = pow10_i64(mk.k);
+  for (const Tier& t : mk.tiers) mk.caps_v.push_back(static_cast<i128>(t.max_notional) * scale_s_);
+  markets_.push_back(std::move(mk));
+  return static_cast<MarketId>(markets_.size() - 1);
+}
+
+const Engine::MarketState& Engine::market_or_throw(MarketId m, const char* field, std::size_t row) const {
+  if (m < 0 || static_cast<std::size_t>(m) >= markets_.size())
+    throw UnknownId(std::string(field) + "[" + std::to_string(row) + "]: unknown market id " + std::to_string(m));
+  return markets_[static_cast<std::size_t>(m)];
+}
+
+const MarketSpec& Engine::market_spec(MarketId m) const { return market_or_throw(m, "market", 0).spec; }
+const std::vector<Tier>& Engine::market_tiers(MarketId m) const { return market_or_throw(m, "market", 0).tiers; }
+i64 Engine::mark(MarketId m) const { return market_or_throw(m, "market", 0).mark; }
+
+i128 Engine::net_size(MarketId m) const {
+  const MarketState& mk = market_or_throw(m, "market", 0);
+  i128 net = 0;
+  for (std::uint32_t a : mk.accounts) net += pos_size_[find_slot(a, m)];
+  return net;
+}
+
+i128 Engine::value_v(const MarketState& mk, i64 size, i64 price) const {
+  return static_cast<i128>(size) * price * mk.pow10k;
+}
+
+i64 Engine::value_money(const MarketState& mk, i64 size, i64 price) const {
+  return static_cast<i64>(div_s_.floor(value_v(mk, size, price)));
+}
+
+// Throws unless |size| * price stays within kMaxNotional money units: the bound that keeps
+// every per-account sum inside 128 bits.
+void Engine::check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const {
+  if (abs_size == 0 || price == 0) return;
+  const i128 limit = static_cast<i128>(kMaxNotional) * scale_s_;
+  // abs_size * price * 10^k <= limit, tested without overflow by dividing the limit.
+  const i128 per_lot = static_cast<i128>(price) * mk.pow10k;
+  if (static_cast<i128>(abs_size) > limit / per_lot)
+    throw ArithmeticOverflow(where + ": the notional of " + std::to_string(abs_size) + " lots at " +
+                             std::to_string(price) + " ticks in market '" + mk.spec.symbol +
+                             "' exceeds 2^62 money units");
+}
+
+std::uint32_t Engine::account_index_or_throw(i64 id, const char* field, std::size_t row) const {
+  std::uint32_t a = index_.find(id, acc_id_);
+  if (a == AccountIndex::kNone)
+    throw UnknownId(std::string(field) + "[" + std::to_string(row) + "]: unknown account id " + std::to_string(id));
+  return a;
+}
+
+i64 Engine::balance(i64 account_id) const { return acc_balance_[account_index_or_throw(account_id, "account", 0)]; }
+
+std::uint32_t Engine::create_account(i64 id) {
+  if (acc_id_.size() >= AccountIndex::kNone - 1) throw InvalidInput("too many accounts");
+  const auto a = static_cast<std::uint32_t>(acc_id_.size());
+  acc_id_.push_back(id);
+  acc_balance_.push_back(0);
+  acc_start_.push_back(0);
+  acc_count_.push_back(0);
+  acc_cap_.push_back(0);
+  acc_cache_.push_back(Sums{});
+  index_.insert(id, a, acc_id_);
+  return a;
+}
+
+std::uint32_t Engine::find_slot(std::uint32_t a, MarketId m) const {
+  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  for (std::uint32_t s = b; s < e; ++s)
+    if (pos_market_[s] == m) return s;
+  return kNoSlot;
+}
+
+// Makes room for `extra` more positions in account a's block, moving the block to the end
+// of the columns if it is full.
+void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra) {
+  const std::uint32_t count = acc_count_[a];
+  if (count + extra <= acc_cap_[a]) return;
+  const std::size_t new_cap = std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
+  const std::size_t start = pos_size_.size();
+  if (start + new_cap >= kNoSlot) throw InvalidInput("too many position slots (2^32)");
+  pos_size_.resize(start + new_cap, 0);
+  pos_entry_.resize(start + new_cap, 0);
+  pos_market_.resize(start + new_cap, -1);
+  pos_mslot_.resize(start + new_cap, kNoSlot);
+  const std::uint32_t old = acc_start_[a];
+  for (std::uint32_t i = 0; i < count; ++i) {
+    pos_size_[start + i] = pos_size_[old + i];
+    pos_entry_[start + i] = pos_entry_[old + i];
+    pos_market_[start + i] = pos_market_[old + i];
+    pos_mslot_[start + i] = pos_mslot_[old + i];
+    pos_market_[old + i] = -1;
+  }
+  abandoned_slots_ += acc_cap_[a];
+  acc_start_[a] = static_cast<std::uint32_t>(start);
+  acc_cap_[a] = static_cast<std::uint32_t>(new_cap);
+}
+
+// Rewrites the columns in account order with each block at its exact size once abandoned
+// blocks make up more than half of them. Amortized O(1) per moved block.
+void Engine::compact_if_wasteful() {
+  const std::size_t total = pos_size_.size();
+  if (abandoned_slots_ < 4096 || abandoned_slots_ * 2 < total) return;
+  std::vector<i64> size, entry;
+  std::vector<MarketId> market;
+  std::vector<std::uint32_t> mslot;
+  size.reserve(live_positions_);
+  entry.reserve(live_positions_);
+  market.reserve(live_positions_);
+  mslot.reserve(live_positions_);
+  for (std::size_t a = 0; a < acc_id_.size(); ++a) {
+    const std::uint32_t b = acc_start_[a], n = acc_count_[a];
+    acc_start_[a] = static_cast<std::uint32_t>(size.size());
+    acc_cap_[a] = n;
+    for (std::uint32_t s = b; s < b + n; ++s) {
+      size.push_back(pos_size_[s]);
+      entry.push_back(pos_entry_[s]);
+      market.push_back(pos_market_[s]);
+      mslot.push_back(pos_mslot_[s]);
+    }
+  }
+  pos_size_.swap(size);
+  pos_entry_.swap(entry);
+  pos_market_.swap(market);
+  pos_mslot_.swap(mslot);
+  abandoned_slots_ = 0;
+}
+
+void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
+  MarketState& mk = markets_[static_cast<std::size_t>(m)];
+  std::uint32_t s = find_slot(a, m);
+  Sums& cache = acc_cache_[a];
+  if (s != kNoSlot) {
+    const Contribution old = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);
+    cache.u -= old.u; cache.mm -= old.mm; cache.im -= old.im;
+  }
+  if (size == 0) {
+    if (s == kNoSlot) return;
+    // remove from the market's account list (swap-remove, fixing the moved entry)
+    const std::uint32_t ms = pos_mslot_[s];
+    const std::uint32_t moved_account = mk.accounts.back();
+    mk.accounts[ms] = moved_account;
+    mk.accounts.pop_back();
+    if (moved_account != a) pos_mslot_[find_slot(moved_account, m)] = ms;
+    // remove from the account's block (swap with its last position)
+    const std::uint32_t last = acc_start_[a] + acc_count_[a] - 1;
+    pos_size_[s] = pos_size_[last];
+    pos_entry_[s] = pos_entry_[last];
+    pos_market_[s] = pos_market_[last];
+    pos_mslot_[s] = pos_mslot_[last];
+    pos_market_[last] = -1;
+    pos_size_[last] = 0;
+    pos_entry_[last] = 0;
+    --acc_count_[a];
+    --live_positions_;
+    return;
+  }
+  if (s == kNoSlot) {
+    ensure_capacity(a, 1);
+    s = acc_start_[a] + acc_count_[a];
+    ++acc_count_[a];
+    ++live_positions_;
+    pos_market_[s] = m;
+    pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
+    mk.accounts.push_back(a);
+  }
+  pos_size_[s] = size;
+  pos_entry_[s] = entry;
+  const i64 abs_size = size < 0 ? -size : size;
+  mk.max_abs_size = std::max(mk.max_abs_size, abs_size);
+  const Contribution now = contribution(mk, size, entry, mk.valued_mark);
+  cache.u += now.u; cache.mm += now.mm; cache.im += now.im;
+}
+
+std::size_t Engine::memory_bytes() const {
+  std::size_t b = 0;
+  b += acc_id_.capacity() * sizeof(i64) + acc_balance_.capacity() * sizeof(i64);
+  b += (acc_start_.capacity() + acc_count_.capacity() + acc_cap_.capacity()) * sizeof(std::uint32_t);
+  b += acc_cache_.capacity() * sizeof(Sums);
+  b += index_.memory_bytes();
+  b += pos_size_.capacity() * sizeof(i64) + pos_entry_.capacity() * sizeof(i64);
+  b += pos_market_.capacity() * sizeof(MarketId) + pos_mslot_.capacity() * sizeof(std::uint32_t);
+  for (const MarketState& mk : markets_) b += mk.accounts.capacity() * sizeof(std::uint32_t) + sizeof(MarketState);
+  return b;
+}
+
+}  // namespace deleverage

@@ -1,0 +1,334 @@
+// Valuation of positions and accounts: the batch margin check (full and incremental), one
+// account's margin, the per-position report with liquidation and bankruptcy prices.
+#include <algorithm>
+#include <limits>
+
+#include "deleverage/engine.hpp"
+#include "deleverage/detail/parallel.hpp"
+
+namespace deleverage {
+
+namespace {
+constexpr std::size_t kAccountsPerThreadMin = 4096;
+
+i128 abs128(i128 v) { return v < 0 ? -v : v; }
+
+i128 checked_add(i128 a, i128 b) {
+  i128 r;
+  if (__builtin_add_overflow(a, b, &r)) throw ArithmeticOverflow("a price computation exceeded 128 bits");
+  return r;
+}
+i128 checked_mul(i128 a, i128 b) {
+  i128 r;
+  if (__builtin_mul_overflow(a, b, &r)) throw ArithmeticOverflow("a price computation exceeded 128 bits");
+  return r;
+}
+}  // namespace
+
+Engine::Contribution Engine::contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const {
+  const i128 v = static_cast<i128>(size) * (static_cast<i128>(price) * mk.pow10k);
+  const i128 notional = abs128(v);
+  std::size_t j = 0;
+  while (j + 1 < mk.tiers.size() && notional > mk.caps_v[j]) ++j;
+  const Tier& t = mk.tiers[j];
+  return Contribution{v - static_cast<i128>(entry) * scale_s_,
+                      notional * t.maintenance_rate - t.maintenance_deduction * scale_s_,
+                      notional * t.initial_rate - t.initial_deduction * scale_s_};
+}
+
+Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
+  Sums s;
+  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  for (std::uint32_t p = b; p < e; ++p) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
+    const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], at_valued_marks ? mk.valued_mark : mk.mark);
+    s.u += c.u; s.mm += c.mm; s.im += c.im;
+  }
+  return s;
+}
+
+AccountMargin Engine::margin_from_sums(i64 balance, const Sums& s) const {
+  AccountMargin r;
+  r.equity = to_i64_checked(static_cast<i128>(balance) + div_s_.floor(s.u), "equity");
+  r.maintenance = to_i64_checked(div_sr_.ceil(s.mm), "maintenance margin");
+  r.initial = to_i64_checked(div_sr_.ceil(s.im), "initial margin");
+  r.liquidatable = r.equity < r.maintenance;
+  r.bankrupt = r.equity < 0;
+  return r;
+}
+
+void Engine::require_marks_for_open_positions() const {
+  for (std::size_t m = 0; m < markets_.size(); ++m)
+    if (markets_[m].mark == 0 && !markets_[m].accounts.empty())
+      throw InvalidInput("market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
+                         ") has open positions but no mark price; call set_marks first");
+}
+
+AccountMargin Engine::account_margin(i64 account_id) const {
+  const std::uint32_t a = account_index_or_throw(account_id, "account", 0);
+  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  for (std::uint32_t p = b; p < e; ++p) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
+    if (mk.mark == 0)
+      throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
+  }
+  return margin_from_sums(acc_balance_[a], account_sums(a, false));
+}
+
+MarginReport Engine::check_margin() {
+  require_marks_for_open_positions();
+  const std::size_t n = acc_id_.size();
+  MarginReport r;
+  r.account_index.resize(n);
+  r.account_id = acc_id_;
+  r.equity.resize(n);
+  r.maintenance.resize(n);
+  r.initial.resize(n);
+  r.liquidatable.resize(n);
+  r.bankrupt.resize(n);
+
+  // Hot loop: per account, stream its contiguous block. The entry notionals and tier
+  // deductions are summed first and scaled by S once per account.
+  struct MarketHot {
+    i128 mark_v;
+    i64 mmr, imr;
+    const Engine::MarketState* mk;
+    bool flat;
+  };
+  std::vector<MarketHot> hot(markets_.size());
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    const MarketState& mk = markets_[m];
+    hot[m] = MarketHot{static_cast<i128>(mk.mark) * mk.pow10k, mk.tiers[0].maintenance_rate,
+                       mk.tiers[0].initial_rate, &mk, mk.tiers.size() == 1};
+  }
+  const i64 S = scale_s_;
+  detail::parallel_for(n, threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t a = begin; a < end; ++a) {
+      i128 value = 0, entry = 0, mm = 0, im = 0, mm_ded = 0, im_ded = 0;
+      const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+      for (std::uint32_t p = b; p < e; ++p) {
+        const MarketHot& h = hot[static_cast<std::size_t>(pos_market_[p])];
+        const i128 v = static_cast<i128>(pos_size_[p]) * h.mark_v;
+        const i128 notional = abs128(v);
+        value += v;
+        entry += pos_entry_[p];
+        if (h.flat) {
+          mm += notional * h.mmr;
+          im += notional * h.imr;
+        } else {
+          const MarketState& mk = *h.mk;
+          std::size_t j = 0;
+          while (j + 1 < mk.tiers.size() && notional > mk.caps_v[j]) ++j;
+          mm += notional * mk.tiers[j].maintenance_rate;
+          im += notional * mk.tiers[j].initial_rate;
+          mm_ded += mk.tiers[j].maintenance_deduction;
+          im_ded += mk.tiers[j].initial_deduction;
+        }
+      }
+      Sums s{value - entry * S, mm - mm_ded * S, im - im_ded * S};
+      acc_cache_[a] = s;
+      const AccountMargin am = margin_from_sums(acc_balance_[a], s);
+      r.account_index[a] = static_cast<std::uint32_t>(a);
+      r.equity[a] = am.equity;
+      r.maintenance[a] = am.maintenance;
+      r.initial[a] = am.initial;
+      r.liquidatable[a] = am.liquidatable;
+      r.bankrupt[a] = am.bankrupt;
+    }
+  });
+  for (MarketState& mk : markets_) mk.valued_mark = mk.mark;
+  return r;
+}
+
+MarginReport Engine::check_margin(std::span<const MarketId> moved) {
+  std::vector<std::uint8_t> revalue(markets_.size(), 0);
+  for (std::size_t i = 0; i < moved.size(); ++i) {
+    market_or_throw(moved[i], "markets", i);
+    revalue[static_cast<std::size_t>(moved[i])] = 1;
+  }
+  for (std::size_t m = 0; m < markets_.size(); ++m)
+    if (markets_[m].mark != markets_[m].valued_mark) revalue[m] = 1;
+  for (std::size_t m = 0; m < markets_.size(); ++m)
+    if (revalue[m] && markets_[m].mark == 0 && !markets_[m].accounts.empty())
+      throw InvalidInput("market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
+                         ") has open positions but no mark price; call set_marks first");
+  std::vector<std::uint32_t> touched;
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    if (!revalue[m]) continue;
+    MarketState& mk = markets_[m];
+    const auto mid = static_cast<MarketId>(m);
+    if (mk.mark != mk.valued_mark) {
+      for (std::uint32_t a : mk.accounts) {
+        const std::uint32_t s = find_slot(a, mid);
+        const Contribution before = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);
+        const Contribution after = contribution(mk, pos_size_[s], pos_entry_[s], mk.mark);
+        Sums& c = acc_cache_[a];
+        c.u += after.u - before.u;
+        c.mm += after.mm - before.mm;
+        c.im += after.im - before.im;
+      }
+      mk.valued_mark = mk.mark;
+    }
+    touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
+  }
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  return report_for(touched);
+}
+
+MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) const {
+  MarginReport r;
+  const std::size_t n = accounts.size();
+  r.account_index = accounts;
+  r.account_id.resize(n);
+  r.equity.resize(n);
+  r.maintenance.resize(n);
+  r.initial.resize(n);
+  r.liquidatable.resize(n);
+  r.bankrupt.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t a = accounts[i];
+    const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+    r.account_id[i] = acc_id_[a];
+    r.equity[i] = am.equity;
+    r.maintenance[i] = am.maintenance;
+    r.initial[i] = am.initial;
+    r.liquidatable[i] = am.liquidatable;
+    r.bankrupt[i] = am.bankrupt;
+  }
+  return r;
+}
+
+PositionReport Engine::positions() const {
+  require_marks_for_open_positions();
+  const std::size_t n_acc = acc_id_.size();
+  std::vector<std::size_t> offset(n_acc + 1, 0);
+  for (std::size_t a = 0; a < n_acc; ++a) offset[a + 1] = offset[a] + acc_count_[a];
+  const std::size_t n = offset[n_acc];
+  PositionReport r;
+  r.account_id.resize(n);
+  r.market.resize(n);
+  r.size.resize(n);
+  r.entry_notional.resize(n);
+  r.unrealized_pnl.resize(n);
+  r.liquidation_price.resize(n);
+  r.bankruptcy_price.resize(n);
+  const i64 S = scale_s_;
+
+  detail::parallel_for(n_acc, threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+    std::vector<std::uint32_t> order;
+    for (std::size_t a = begin; a < end; ++a) {
+      const std::uint32_t b = acc_start_[a], cnt = acc_count_[a];
+      if (cnt == 0) continue;
+      order.assign(cnt, 0);
+      for (std::uint32_t i = 0; i < cnt; ++i) order[i] = b + i;
+      std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
+      const Sums total = account_sums(static_cast<std::uint32_t>(a), false);
+      const AccountMargin am = margin_from_sums(acc_balance_[a], total);
+      // weights for splitting the equity into per-position bankruptcy shares
+      i128 w_mm = 0, w_notional = 0;
+      for (std::uint32_t p : order) {
+        const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
+        const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], mk.mark);
+        w_mm += div_sr_.ceil(c.mm);
+        w_notional += div_s_.floor(abs128(value_v(mk, pos_size_[p], mk.mark)));
+      }
+      std::size_t row = offset[a];
+      for (std::uint32_t p : order) {
+        const MarketId m = pos_market_[p];
+        const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+        const i64 q = pos_size_[p], E = pos_entry_[p], price = mk.mark;
+        const i64 abs_q = q < 0 ? -q : q;
+        const Contribution c = contribution(mk, q, E, price);
+        r.account_id[row] = acc_id_[a];
+        r.market[row] = m;
+        r.size[row] = q;
+        r.entry_notional[row] = E;
+        r.unrealized_pnl[row] = to_i64_checked(div_s_.floor(c.u), "unrealized pnl");
+
+        // Liquidation price: root of equity(x) == maintenance(x), tier by tier.
+        const i128 eq_other = checked_add(static_cast<i128>(acc_balance_[a]) * S, total.u - c.u);
+        const i128 mm_other = total.mm - c.mm;
+        i64 liq = 0;
+        for (std::size_t j = 0; j < mk.tiers.size(); ++j) {
+          const Tier& t = mk.tiers[j];
+          const i128 den = checked_mul(mk.pow10k, static_cast<i128>(q) * kRateScale - static_cast<i128>(abs_q) * t.maintenance_rate);
+          if (den == 0) break;
+          const i128 num = checked_add(checked_add(mm_other, -checked_mul(t.maintenance_deduction, S)),
+                                       -checked_mul(checked_add(eq_other, -static_cast<i128>(E) * S), kRateScale));
+          const i128 x = q > 0 ? ceil_div_signed(num, den) : floor_div_signed(num, den);
+          const bool last = j + 1 == mk.tiers.size();
+          if (!last && x > 0 && checked_mul(checked_mul(abs_q, x), mk.pow10k) > mk.caps_v[j]) continue;
+          liq = x > 0 && fits_i64(x) ? static_cast<i64>(x) : 0;
+          break;
+        }
+        r.liquidation_price[row] = liq;
+
+        // Bankruptcy price: this position's share of the equity, by maintenance margin.
+        i128 w, w_sum;
+        if (w_mm > 0) {
+          w = div_sr_.ceil(c.mm);
+          w_sum = w_mm;
+        } else if (w_notional > 0) {
+          w = div_s_.floor(abs128(value_v(mk, q, price)));
+          w_sum = w_notional;
+        } else {
+          w = 1;
+          w_sum = cnt;
+        }
+        const i128 share = floor_div(checked_mul(am.equity, w), w_sum);
+        const i128 bk_den = static_cast<i128>(q) * mk.pow10k;
+        const i128 bk_num = checked_add(value_v(mk, q, price), -checked_mul(share, S));
+        const i128 x = q > 0 ? floor_div_signed(bk_num, bk_den) : ceil_div_signed(bk_num, bk_den);
+        r.bankruptcy_price[row] = x > 0 && fits_i64(x) ? static_cast<i64>(x) : 0;
+        ++row;
+      }
+    }
+  });
+  return r;
+}
+
+void Engine::check_invariants() const {
+  // 1. conservation
+  i128 cash = 0;
+  for (std::size_t a = 0; a < acc_id_.size(); ++a) {
+    cash += acc_balance_[a];
+    for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) cash -= pos_entry_[p];
+  }
+  const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional;
+  if (cash != expected)
+    throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) + " money units of cash, expected " +
+                             to_string_i128(expected));
+  // 2. zero net size, 3. market lists match the positions
+  std::vector<i128> net(markets_.size(), 0);
+  std::vector<std::size_t> count(markets_.size(), 0);
+  std::size_t live = 0;
+  for (std::size_t a = 0; a < acc_id_.size(); ++a) {
+    for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) {
+      const MarketId m = pos_market_[p];
+      if (m < 0 || static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
+        throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) + " is corrupt");
+      const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+      if (pos_mslot_[p] >= mk.accounts.size() || mk.accounts[pos_mslot_[p]] != a)
+        throw InvariantViolation("market list of '" + mk.spec.symbol + "' does not point back at account " + std::to_string(acc_id_[a]));
+      if (find_slot(static_cast<std::uint32_t>(a), m) != p)
+        throw InvariantViolation("account " + std::to_string(acc_id_[a]) + " holds two positions in market '" + mk.spec.symbol + "'");
+      net[static_cast<std::size_t>(m)] += pos_size_[p];
+      ++count[static_cast<std::size_t>(m)];
+      ++live;
+    }
+    const Sums fresh = account_sums(static_cast<std::uint32_t>(a), true);
+    const Sums& cached = acc_cache_[a];
+    if (fresh.u != cached.u || fresh.mm != cached.mm || fresh.im != cached.im)
+      throw InvariantViolation("cached margin sums of account " + std::to_string(acc_id_[a]) + " are stale");
+  }
+  if (live != live_positions_) throw InvariantViolation("position count is stale");
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    if (net[m] != 0)
+      throw InvariantViolation("zero net size: market '" + markets_[m].spec.symbol + "' nets to " + to_string_i128(net[m]) + " lots");
+    if (count[m] != markets_[m].accounts.size())
+      throw InvariantViolation("market list of '" + markets_[m].spec.symbol + "' has stale entries");
+  }
+}
+
+}  // namespace deleverage

@@ -1,0 +1,284 @@
+// State-changing operations: deposits, withdrawals, bulk position loads, trades, marks.
+// Each validates all of its input first, then applies; the few checks that depend on the
+// running state (sequential trades, withdrawals) are undone on failure.
+#include <algorithm>
+#include <limits>
+
+#include "deleverage/engine.hpp"
+
+namespace deleverage {
+
+namespace {
+void check_lengths(std::size_t a, std::size_t b, const char* name_a, const char* name_b) {
+  if (a != b)
+    throw InvalidInput(std::string(name_b) + " has " + std::to_string(b) + " entries but " + name_a + " has " +
+                       std::to_string(a));
+}
+std::string at(const char* field, std::size_t row) { return std::string(field) + "[" + std::to_string(row) + "]"; }
+
+i64 add_checked(i64 a, i64 b, const std::string& what) {
+  i64 r;
+  if (__builtin_add_overflow(a, b, &r)) throw ArithmeticOverflow(what + " overflows 64 bits");
+  return r;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- deposits / withdrawals
+
+void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts) {
+  check_lengths(accounts.size(), amounts.size(), "accounts", "amounts");
+  for (std::size_t i = 0; i < amounts.size(); ++i)
+    if (amounts[i] < 0) throw InvalidInput(at("amounts", i) + ": a deposit must not be negative (got " + std::to_string(amounts[i]) + ")");
+  const std::size_t accounts_before = acc_id_.size();
+  std::vector<std::pair<std::uint32_t, i64>> applied;
+  try {
+    for (std::size_t i = 0; i < accounts.size(); ++i) {
+      std::uint32_t a = index_.find(accounts[i], acc_id_);
+      if (a == AccountIndex::kNone) a = create_account(accounts[i]);
+      acc_balance_[a] = add_checked(acc_balance_[a], amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
+      applied.emplace_back(a, amounts[i]);
+    }
+  } catch (...) {
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_balance_[it->first] -= it->second;
+    if (acc_id_.size() != accounts_before) {
+      acc_id_.resize(accounts_before);
+      acc_balance_.resize(accounts_before);
+      acc_start_.resize(accounts_before);
+      acc_count_.resize(accounts_before);
+      acc_cap_.resize(accounts_before);
+      acc_cache_.resize(accounts_before);
+      index_.rebuild(acc_id_);
+    }
+    throw;
+  }
+  for (i64 v : amounts) flows_.deposits += v;
+}
+
+void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amounts) {
+  check_lengths(accounts.size(), amounts.size(), "accounts", "amounts");
+  std::vector<std::uint32_t> idx(accounts.size());
+  for (std::size_t i = 0; i < accounts.size(); ++i) {
+    idx[i] = account_index_or_throw(accounts[i], "accounts", i);
+    if (amounts[i] < 0) throw InvalidInput(at("amounts", i) + ": a withdrawal must not be negative (got " + std::to_string(amounts[i]) + ")");
+  }
+  std::size_t done = 0;
+  try {
+    for (; done < accounts.size(); ++done) {
+      const std::uint32_t a = idx[done];
+      const i64 before = acc_balance_[a];
+      acc_balance_[a] = add_checked(before, -amounts[done], at("amounts", done));
+      AccountMargin m;
+      try {
+        m = account_margin(accounts[done]);
+      } catch (...) {
+        acc_balance_[a] = before;
+        throw;
+      }
+      const bool flat = acc_count_[a] == 0;
+      if (m.equity < m.initial || (flat && m.equity < 0)) {
+        acc_balance_[a] = before;
+        throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) + " from account " +
+                                 std::to_string(accounts[done]) + " would leave equity " + std::to_string(m.equity) +
+                                 " below its initial margin " + std::to_string(m.initial));
+      }
+    }
+  } catch (...) {
+    for (std::size_t i = done; i-- > 0;) acc_balance_[idx[i]] += amounts[i];
+    throw;
+  }
+  for (i64 v : amounts) flows_.withdrawals += v;
+}
+
+// ---------------------------------------------------------------- bulk load
+
+void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                            std::span<const i64> entry_prices, std::optional<i64> counterparty) {
+  const std::size_t n = accounts.size();
+  check_lengths(n, markets.size(), "accounts", "markets");
+  check_lengths(n, sizes.size(), "accounts", "sizes");
+  check_lengths(n, entry_prices.size(), "accounts", "entry_prices");
+  if (live_positions_ + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
+
+  // validate rows
+  std::vector<std::uint32_t> idx(n);
+  std::vector<i64> entry(n);
+  std::vector<i128> net_size(markets_.size(), 0), net_entry(markets_.size(), 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    idx[i] = account_index_or_throw(accounts[i], "accounts", i);
+    const MarketState& mk = market_or_throw(markets[i], "markets", i);
+    if (sizes[i] == 0) throw InvalidInput(at("sizes", i) + ": a position must not have zero size");
+    if (sizes[i] == std::numeric_limits<i64>::min()) throw ArithmeticOverflow(at("sizes", i) + ": size out of range");
+    if (entry_prices[i] <= 0) throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) + ")");
+    const i64 abs_size = sizes[i] < 0 ? -sizes[i] : sizes[i];
+    check_value_range(mk, abs_size, entry_prices[i], at("entry_prices", i));
+    check_value_range(mk, abs_size, mk.mark, at("sizes", i));
+    entry[i] = value_money(mk, sizes[i], entry_prices[i]);
+    net_size[static_cast<std::size_t>(markets[i])] += sizes[i];
+    net_entry[static_cast<std::size_t>(markets[i])] += entry[i];
+  }
+  // group rows by account (counting sort keeps the input order within an account)
+  const std::size_t n_acc = acc_id_.size();
+  std::vector<std::uint32_t> first(n_acc + 1, 0);
+  for (std::size_t i = 0; i < n; ++i) ++first[idx[i] + 1];
+  for (std::size_t a = 0; a < n_acc; ++a) first[a + 1] += first[a];
+  std::vector<std::uint32_t> rows(n);
+  {
+    std::vector<std::uint32_t> fill(first.begin(), first.end() - 1);
+    for (std::size_t i = 0; i < n; ++i) rows[fill[idx[i]]++] = static_cast<std::uint32_t>(i);
+  }
+  // duplicates: an (account, market) pair twice in the rows, or already held
+  {
+    std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
+    for (std::size_t a = 0; a < n_acc; ++a) {
+      if (first[a] == first[a + 1]) continue;
+      for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p)
+        stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
+      for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
+        const std::uint32_t i = rows[r];
+        auto& s = stamp[static_cast<std::size_t>(markets[i])];
+        if (s == a)
+          throw InvalidInput(at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
+                             markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
+        s = static_cast<std::uint32_t>(a);
+      }
+    }
+  }
+  // balance per market, or the counterparty's adjustment
+  std::uint32_t cp = AccountIndex::kNone;
+  std::vector<std::pair<MarketId, std::pair<i64, i64>>> cp_positions;  // new (size, entry) per market
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    if (net_size[m] == 0) continue;
+    if (!counterparty)
+      throw InvalidInput("the book is not balanced: positions in market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
+                         ") net to " + to_string_i128(net_size[m]) + " lots; pass counterparty= to name the account that takes the other side");
+    if (cp == AccountIndex::kNone) cp = account_index_or_throw(*counterparty, "counterparty", 0);
+    const MarketState& mk = markets_[m];
+    std::uint32_t slot = find_slot(cp, static_cast<MarketId>(m));
+    i128 q = -net_size[m], e = -net_entry[m];
+    for (std::uint32_t r = first[cp]; r < first[cp + 1]; ++r)  // the counterparty's own rows in this market
+      if (static_cast<std::size_t>(markets[rows[r]]) == m) { q += sizes[rows[r]]; e += entry[rows[r]]; }
+    if (slot != kNoSlot) { q += pos_size_[slot]; e += pos_entry_[slot]; }
+    if (!fits_i64(q) || !fits_i64(e) || q == std::numeric_limits<i64>::min())
+      throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
+    const i64 q64 = static_cast<i64>(q);
+    check_value_range(mk, q64 < 0 ? -q64 : q64, mk.mark, "counterparty");
+    cp_positions.push_back({static_cast<MarketId>(m), {q64, static_cast<i64>(e)}});
+  }
+
+  // apply: grow each touched account's block once, then append its rows
+  for (std::size_t a = 0; a < n_acc; ++a) {
+    const std::uint32_t k = first[a + 1] - first[a];
+    if (k == 0) continue;
+    ensure_capacity(static_cast<std::uint32_t>(a), k);
+    for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
+      const std::uint32_t i = rows[r];
+      set_position(static_cast<std::uint32_t>(a), markets[i], sizes[i], entry[i]);
+    }
+  }
+  for (const auto& [m, qe] : cp_positions) {
+    // The counterparty's position becomes (q, e); a flat result realizes its entry notional.
+    if (qe.first == 0) {
+      acc_balance_[cp] -= qe.second;  // keeps cash = balance - sum(E) unchanged
+      set_position(cp, m, 0, 0);
+    } else {
+      set_position(cp, m, qe.first, qe.second);
+    }
+  }
+  for (std::size_t m = 0; m < markets_.size(); ++m) flows_.loaded_entry_notional += net_entry[m];
+  // the counterparty's adjustment is -net_entry per unbalanced market: it cancels the rows' net
+  for (std::size_t m = 0; m < markets_.size(); ++m)
+    if (net_size[m] != 0) flows_.loaded_entry_notional -= net_entry[m];
+  compact_if_wasteful();
+}
+
+// ---------------------------------------------------------------- trades
+
+Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv) {
+  const std::uint32_t s = find_slot(a, m);
+  const i64 q0 = s == kNoSlot ? 0 : pos_size_[s];
+  const i64 e0 = s == kNoSlot ? 0 : pos_entry_[s];
+  const FillUndo undo{a, m, q0, e0, acc_balance_[a]};
+  i64 q1;
+  if (__builtin_add_overflow(q0, dq, &q1) || q1 == std::numeric_limits<i64>::min())
+    throw ArithmeticOverflow("position size of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
+  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+  check_value_range(mk, q1 < 0 ? -q1 : q1, mk.mark, "position of account " + std::to_string(acc_id_[a]));
+  i64 e1;
+  if (q0 == 0 || (q0 > 0) == (dq > 0)) {
+    e1 = add_checked(e0, sv, "entry notional of account " + std::to_string(acc_id_[a]));
+  } else if ((dq < 0 ? -static_cast<i128>(dq) : dq) <= (q0 < 0 ? -static_cast<i128>(q0) : q0)) {
+    e1 = static_cast<i64>(static_cast<i128>(e0) * q1 / q0);  // |result| <= |e0|
+  } else {
+    e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);  // |result| <= |sv|
+  }
+  const i128 balance = static_cast<i128>(acc_balance_[a]) + (static_cast<i128>(e1) - e0) - sv;
+  const i64 b1 = to_i64_checked(balance, ("balance of account " + std::to_string(acc_id_[a])).c_str());
+  set_position(a, m, q1, e1);
+  acc_balance_[a] = b1;
+  return undo;
+}
+
+void Engine::undo_fills(const std::vector<FillUndo>& undo) {
+  for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+    set_position(it->account, it->market, it->size, it->entry);
+    acc_balance_[it->account] = it->balance;
+  }
+}
+
+void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* ab,
+                            std::uint32_t* as) const {
+  *ab = account_index_or_throw(buyer, "buyers", row);
+  *as = account_index_or_throw(seller, "sellers", row);
+  if (buyer == seller) throw InvalidInput(at("sellers", row) + ": buyer and seller are the same account " + std::to_string(buyer));
+  const MarketState& mk = market_or_throw(m, "markets", row);
+  if (size <= 0) throw InvalidInput(at("sizes", row) + ": trade size must be positive (got " + std::to_string(size) + ")");
+  if (price <= 0) throw InvalidInput(at("prices", row) + ": price must be positive (got " + std::to_string(price) + ")");
+  check_value_range(mk, size, price, at("prices", row));
+}
+
+void Engine::trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
+  const i64 b[1] = {buyer}, s[1] = {seller}, q[1] = {size}, p[1] = {price};
+  const MarketId m[1] = {market};
+  trades(b, s, m, q, p);
+}
+
+void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, std::span<const MarketId> markets,
+                    std::span<const i64> sizes, std::span<const i64> prices) {
+  const std::size_t n = buyers.size();
+  check_lengths(n, sellers.size(), "buyers", "sellers");
+  check_lengths(n, markets.size(), "buyers", "markets");
+  check_lengths(n, sizes.size(), "buyers", "sizes");
+  check_lengths(n, prices.size(), "buyers", "prices");
+  std::vector<std::uint32_t> ab(n), as(n);
+  for (std::size_t i = 0; i < n; ++i) validate_trade(buyers[i], sellers[i], markets[i], sizes[i], prices[i], i, &ab[i], &as[i]);
+  std::vector<FillUndo> undo;
+  undo.reserve(2 * n);
+  try {
+    for (std::size_t i = 0; i < n; ++i) {
+      const i64 v = value_money(markets_[static_cast<std::size_t>(markets[i])], sizes[i], prices[i]);
+      undo.push_back(apply_fill(ab[i], markets[i], sizes[i], v));
+      undo.push_back(apply_fill(as[i], markets[i], -sizes[i], -v));
+    }
+  } catch (...) {
+    undo_fills(undo);
+    throw;
+  }
+  compact_if_wasteful();
+}
+
+// ---------------------------------------------------------------- marks
+
+void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> prices) {
+  check_lengths(markets.size(), prices.size(), "markets", "prices");
+  std::vector<std::uint8_t> seen(markets_.size(), 0);
+  for (std::size_t i = 0; i < markets.size(); ++i) {
+    const MarketState& mk = market_or_throw(markets[i], "markets", i);
+    if (seen[static_cast<std::size_t>(markets[i])]++)
+      throw InvalidInput(at("markets", i) + ": market id " + std::to_string(markets[i]) + " appears twice");
+    if (prices[i] <= 0) throw InvalidInput(at("prices", i) + ": price must be positive (got " + std::to_string(prices[i]) + ")");
+    check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
+  }
+  for (std::size_t i = 0; i < markets.size(); ++i) markets_[static_cast<std::size_t>(markets[i])].mark = prices[i];
+}
+
+}  // namespace deleverage

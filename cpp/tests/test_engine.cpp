@@ -1,0 +1,107 @@
+// Hand-computed cases for the engine (numbers derived in the comments from docs/semantics.md).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "deleverage/engine.hpp"
+
+using namespace deleverage;
+
+namespace {
+// BTC: lots of 0.001, ticks of 0.1, 5% maintenance, 10% initial. money_decimals 6, so
+// D = 6, S = 1 and k = 2: value(q lots, p ticks) = q * p * 100 micro-dollars.
+MarketSpec btc() {
+  MarketSpec s;
+  s.symbol = "BTC";
+  s.qty_decimals = 3;
+  s.price_decimals = 1;
+  s.maintenance_rate = 5'000'000;
+  s.initial_rate = 10'000'000;
+  return s;
+}
+
+void dep(Engine& e, i64 id, i64 amount) {
+  const i64 ids[1] = {id}, amounts[1] = {amount};
+  e.deposit(ids, amounts);
+}
+void mark(Engine& e, MarketId m, i64 price) {
+  const MarketId ms[1] = {m};
+  const i64 ps[1] = {price};
+  e.set_marks(ms, ps);
+}
+}  // namespace
+
+TEST(Engine, LongAtALossHandComputed) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 30'000'000);    // $30
+  dep(e, 2, 1'000'000'000);  // $1000
+  mark(e, m, 1000);
+  e.trade(1, 2, m, 2000, 1000);  // 2 BTC at 100.0: value 2000*1000*100 = $200
+  mark(e, m, 900);
+  e.check_invariants();
+  const AccountMargin a = e.account_margin(1);
+  EXPECT_EQ(a.equity, 10'000'000);       // 30 + (180 - 200)
+  EXPECT_EQ(a.maintenance, 9'000'000);   // 5% of 180
+  EXPECT_EQ(a.initial, 18'000'000);
+  EXPECT_FALSE(a.liquidatable);
+  const PositionReport p = e.positions();
+  ASSERT_EQ(p.size.size(), 2u);
+  EXPECT_EQ(p.account_id[0], 1);
+  EXPECT_EQ(p.unrealized_pnl[0], -20'000'000);
+  // liquidation: (30e6 - 200e6 + 2000*x*100) * 1e8 = 2000*x*100*5e6 -> x = 894.73..., ceil for a long
+  EXPECT_EQ(p.liquidation_price[0], 895);
+  // bankruptcy: 100 - 30/2 = 85.0
+  EXPECT_EQ(p.bankruptcy_price[0], 850);
+  const MarginReport r = e.check_margin();
+  ASSERT_EQ(r.equity.size(), 2u);
+  EXPECT_EQ(r.equity[1], 1'020'000'000);
+  EXPECT_EQ(r.maintenance[1], 9'000'000);
+}
+
+TEST(Engine, ReduceAndFlipRealizePnl) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 1'000'000'000);
+  dep(e, 2, 1'000'000'000);
+  e.trade(1, 2, m, 10, 1000);  // long 0.01 BTC at 100: E = 10*1000*100 = 1,000,000
+  e.trade(2, 1, m, 4, 1200);   // sell 0.004 at 120: v = 480,000; E1 = 1e6*6/10 = 600,000
+  // balance += (600,000 - 1,000,000) - (-480,000) = +80,000 realized
+  EXPECT_EQ(e.balance(1), 1'000'080'000);
+  e.trade(2, 1, m, 10, 1100);  // sell 0.01 at 110 from long 0.006: flip to short 0.004
+  // v = 1,100,000; E1 = trunc(-1,100,000 * -4 / -10) = -440,000; balance += (-440,000 - 600,000) + 1,100,000 = +60,000
+  EXPECT_EQ(e.balance(1), 1'000'140'000);
+  e.check_invariants();
+}
+
+TEST(Engine, BadInputChangesNothing) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 100);
+  const i64 ids[2] = {1, 2}, amounts[2] = {5, -1};
+  EXPECT_THROW(e.deposit(ids, amounts), InvalidInput);
+  EXPECT_FALSE(e.has_account(2));
+  EXPECT_EQ(e.balance(1), 100);
+  EXPECT_THROW(e.trade(1, 99, m, 1, 1), UnknownId);
+  EXPECT_THROW(e.trade(1, 1, m, 1, 1), InvalidInput);
+  EXPECT_THROW(e.add_market(btc()), ConfigError);
+  const MarketId bad[1] = {7};
+  const i64 p[1] = {5};
+  EXPECT_THROW(e.set_marks(bad, p), UnknownId);
+  e.check_invariants();
+}
+
+TEST(Engine, UnbalancedLoadNeedsCounterparty) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 0);
+  dep(e, 9, 0);
+  const i64 acc[1] = {1}, size[1] = {5}, price[1] = {1000};
+  const MarketId mk[1] = {m};
+  EXPECT_THROW(e.load_positions(acc, mk, size, price), InvalidInput);
+  EXPECT_EQ(e.position_count(), 0u);
+  e.load_positions(acc, mk, size, price, i64{9});
+  EXPECT_EQ(e.position_count(), 2u);
+  EXPECT_EQ(e.net_size(m), 0);
+  e.check_invariants();
+}
