@@ -114,6 +114,33 @@ std::uint32_t Engine::account_index_or_throw(i64 id, const char* field, std::siz
 
 i64 Engine::balance(i64 account_id) const { return acc_balance_[account_index_or_throw(account_id, "account", 0)]; }
 
+// Grows a column to hold `needed` elements: exactly on the first bulk call (so a loaded book
+// carries no slack), by 1.5x afterwards (so repeated small calls stay amortized O(1)).
+template <class T>
+static void reserve_for(std::vector<T>& v, std::size_t needed) {
+  if (needed <= v.capacity()) return;
+  v.reserve(std::max(needed, v.capacity() + v.capacity() / 2));
+}
+
+void Engine::reserve_accounts(std::size_t extra) {
+  const std::size_t needed = acc_id_.size() + extra;
+  reserve_for(acc_id_, needed);
+  reserve_for(acc_balance_, needed);
+  reserve_for(acc_start_, needed);
+  reserve_for(acc_count_, needed);
+  reserve_for(acc_cap_, needed);
+  reserve_for(acc_cache_, needed);
+  index_.reserve(needed, acc_id_);
+}
+
+void Engine::reserve_positions(std::size_t extra_slots) {
+  const std::size_t needed = pos_size_.size() + extra_slots;
+  reserve_for(pos_size_, needed);
+  reserve_for(pos_entry_, needed);
+  reserve_for(pos_market_, needed);
+  reserve_for(pos_mslot_, needed);
+}
+
 std::uint32_t Engine::create_account(i64 id) {
   if (acc_id_.size() >= AccountIndex::kNone - 1) throw InvalidInput("too many accounts");
   const auto a = static_cast<std::uint32_t>(acc_id_.size());
@@ -136,12 +163,14 @@ std::uint32_t Engine::find_slot(std::uint32_t a, MarketId m) const {
 
 // Makes room for `extra` more positions in account a's block, moving the block to the end
 // of the columns if it is full.
-void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra) {
+void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit) {
   const std::uint32_t count = acc_count_[a];
   if (count + extra <= acc_cap_[a]) return;
-  const std::size_t new_cap = std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
+  const std::size_t new_cap = exact_fit ? std::size_t{count} + extra
+                                        : std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
   const std::size_t start = pos_size_.size();
   if (start + new_cap >= kNoSlot) throw InvalidInput("too many position slots (2^32)");
+  reserve_positions(new_cap);
   pos_size_.resize(start + new_cap, 0);
   pos_entry_.resize(start + new_cap, 0);
   pos_market_.resize(start + new_cap, -1);
@@ -219,7 +248,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     return;
   }
   if (s == kNoSlot) {
-    ensure_capacity(a, 1);
+    ensure_capacity(a, 1, false);
     s = acc_start_[a] + acc_count_[a];
     ++acc_count_[a];
     ++live_positions_;

@@ -30,6 +30,7 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
   for (std::size_t i = 0; i < amounts.size(); ++i)
     if (amounts[i] < 0) throw InvalidInput(at("amounts", i) + ": a deposit must not be negative (got " + std::to_string(amounts[i]) + ")");
   const std::size_t accounts_before = acc_id_.size();
+  reserve_accounts(accounts.size());
   std::vector<std::pair<std::uint32_t, i64>> applied;
   try {
     for (std::size_t i = 0; i < accounts.size(); ++i) {
@@ -166,15 +167,37 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   }
 
   // apply: grow each touched account's block once, then append its rows
+  std::uint32_t cp_slots = 0;
+  {
+    std::size_t new_slots = 0;
+    std::vector<std::size_t> per_market(markets_.size(), 0);
+    for (std::size_t a = 0; a < n_acc; ++a) {
+      const std::uint32_t k = first[a + 1] - first[a];
+      if (k == 0 || acc_count_[a] + k <= acc_cap_[a]) continue;
+      new_slots += std::size_t{acc_count_[a]} + k;
+    }
+    for (std::size_t i = 0; i < n; ++i) ++per_market[static_cast<std::size_t>(markets[i])];
+    if (cp != AccountIndex::kNone) {  // the counterparty's block is moved once, at its final size
+      cp_slots = acc_count_[cp] + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
+      new_slots += cp_slots;
+      for (const auto& [m, qe] : cp_positions) ++per_market[static_cast<std::size_t>(m)];
+    }
+    reserve_positions(new_slots);
+    for (std::size_t m = 0; m < markets_.size(); ++m) {
+      auto& list = markets_[m].accounts;
+      if (list.size() + per_market[m] > list.capacity()) list.reserve(list.size() + per_market[m] + 1);
+    }
+  }
   for (std::size_t a = 0; a < n_acc; ++a) {
     const std::uint32_t k = first[a + 1] - first[a];
     if (k == 0) continue;
-    ensure_capacity(static_cast<std::uint32_t>(a), k);
+    ensure_capacity(static_cast<std::uint32_t>(a), k, true);
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
       const std::uint32_t i = rows[r];
       set_position(static_cast<std::uint32_t>(a), markets[i], sizes[i], entry[i]);
     }
   }
+  if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_count_[cp], true);
   for (const auto& [m, qe] : cp_positions) {
     // The counterparty's position becomes (q, e); a flat result realizes its entry notional.
     if (qe.first == 0) {

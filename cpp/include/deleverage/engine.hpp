@@ -163,9 +163,12 @@ class Engine {
   // accounts and position storage
   std::uint32_t account_index_or_throw(i64 id, const char* field, std::size_t row) const;
   std::uint32_t create_account(i64 id);
+  void reserve_accounts(std::size_t extra);
+  void reserve_positions(std::size_t extra_slots);
   const MarketState& market_or_throw(MarketId m, const char* field, std::size_t row) const;
   std::uint32_t find_slot(std::uint32_t a, MarketId m) const;
-  void ensure_capacity(std::uint32_t a, std::uint32_t extra);
+  // Bulk loads ask for an exact fit (no slack in a loaded book); single inserts double.
+  void ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit);
   void compact_if_wasteful();
   // Sets account a's position in m to (size, entry), creating or removing it; keeps caches
   // and market lists in step. Adjusts nothing else.

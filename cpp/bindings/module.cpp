@@ -1,0 +1,17 @@
+// deleverage._core: the compiled engine. Each area registers itself from its own file.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace deleverage::bindings {
+void register_errors(py::module_& m);
+void register_engine(py::module_& m);
+void register_bench(py::module_& m);
+}  // namespace deleverage::bindings
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "Compiled core of deleverage (integer fixed-point exchange state).";
+  deleverage::bindings::register_errors(m);
+  deleverage::bindings::register_engine(m);
+  deleverage::bindings::register_bench(m);
+}

@@ -1,0 +1,44 @@
+// Strict numpy <-> C++ conversions for the bindings: inputs must already have the exact
+// dtype (no silent float -> int casts); outputs hand a std::vector's buffer to numpy
+// without copying it.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "deleverage/errors.hpp"
+
+namespace deleverage::bindings {
+namespace py = pybind11;
+
+template <class T>
+std::span<const T> as_span(const py::array& a, const char* field) {
+  if (!py::isinstance<py::array_t<T>>(a) || a.dtype().kind() != py::dtype::of<T>().kind() ||
+      a.dtype().itemsize() != static_cast<py::ssize_t>(sizeof(T)))
+    throw InvalidInput(std::string(field) + ": expected a numpy array of dtype " + std::string(py::str(py::dtype::of<T>())) +
+                       ", got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != 1) throw InvalidInput(std::string(field) + ": expected a 1-d array");
+  if (!(a.flags() & py::array::c_style)) throw InvalidInput(std::string(field) + ": expected a contiguous array");
+  return std::span<const T>(static_cast<const T*>(a.data()), static_cast<std::size_t>(a.size()));
+}
+
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+  auto* owner = new std::vector<T>(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>({static_cast<py::ssize_t>(owner->size())}, {static_cast<py::ssize_t>(sizeof(T))}, owner->data(),
+                        free_when_done);
+}
+
+// uint8 flags are exposed as numpy bool without a copy.
+inline py::array to_numpy_bool(std::vector<std::uint8_t>&& v) {
+  auto* owner = new std::vector<std::uint8_t>(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<std::uint8_t>*>(p); });
+  return py::array(py::dtype("bool"), {static_cast<py::ssize_t>(owner->size())}, {py::ssize_t{1}}, owner->data(),
+                   free_when_done);
+}
+
+}  // namespace deleverage::bindings

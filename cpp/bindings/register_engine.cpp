@@ -1,0 +1,182 @@
+// Python binding of deleverage::Engine. Arguments are converted and checked while the GIL
+// is held; the work runs with the GIL released under a per-engine mutex, so Python threads
+// may call into one engine concurrently and are serialized here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+#include <optional>
+
+#include "deleverage/engine.hpp"
+#include "numpy_io.hpp"
+
+namespace py = pybind11;
+
+namespace deleverage::bindings {
+
+namespace {
+struct PyEngine {
+  Engine engine;
+  std::mutex mutex;
+  PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
+};
+
+// Runs fn(engine) with the GIL released and the engine's mutex held.
+template <class Fn>
+auto locked(PyEngine& self, Fn&& fn) {
+  py::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(self.mutex);
+  return fn(self.engine);
+}
+
+py::int_ to_py_int(i128 v) { return py::reinterpret_steal<py::int_>(PyLong_FromString(to_string_i128(v).c_str(), nullptr, 10)); }
+
+py::dict margin_report_to_dict(MarginReport&& r) {
+  py::dict d;
+  d["account"] = to_numpy(std::move(r.account_id));
+  d["account_index"] = to_numpy(std::move(r.account_index));
+  d["equity"] = to_numpy(std::move(r.equity));
+  d["maintenance"] = to_numpy(std::move(r.maintenance));
+  d["initial"] = to_numpy(std::move(r.initial));
+  d["liquidatable"] = to_numpy_bool(std::move(r.liquidatable));
+  d["bankrupt"] = to_numpy_bool(std::move(r.bankrupt));
+  return d;
+}
+}  // namespace
+
+void register_engine(py::module_& m) {
+  py::class_<PyEngine>(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.")
+      .def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
+      .def_property_readonly("money_decimals", [](PyEngine& s) { return s.engine.money_decimals(); })
+      .def_property_readonly("account_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.account_count(); }); })
+      .def_property_readonly("position_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.position_count(); }); })
+      .def_property_readonly("market_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.market_count(); }); })
+      .def_property_readonly("memory_bytes", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.memory_bytes(); }); })
+      .def(
+          "add_market",
+          [](PyEngine& s, const std::string& symbol, int qty_decimals, int price_decimals, i64 mmr, i64 imr, i64 fee,
+             const std::vector<std::tuple<i64, i64, i64, i64>>& tiers) {
+            MarketSpec spec;
+            spec.symbol = symbol;
+            spec.qty_decimals = qty_decimals;
+            spec.price_decimals = price_decimals;
+            spec.maintenance_rate = mmr;
+            spec.initial_rate = imr;
+            spec.liquidation_fee_rate = fee;
+            for (const auto& [cap, t_mmr, t_imr, amount] : tiers) spec.tiers.push_back(TierSpec{cap, t_mmr, t_imr, amount});
+            return locked(s, [&](Engine& e) { return e.add_market(spec); });
+          },
+          py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
+          py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"))
+      .def("market_info",
+           [](PyEngine& s, MarketId m) {
+             std::lock_guard<std::mutex> lock(s.mutex);
+             const MarketSpec& spec = s.engine.market_spec(m);
+             py::dict d;
+             d["symbol"] = spec.symbol;
+             d["qty_decimals"] = spec.qty_decimals;
+             d["price_decimals"] = spec.price_decimals;
+             d["liquidation_fee_rate"] = spec.liquidation_fee_rate;
+             d["mark"] = s.engine.mark(m);
+             py::list tiers;
+             for (const Tier& t : s.engine.market_tiers(m))
+               tiers.append(py::make_tuple(t.max_notional, t.maintenance_rate, t.initial_rate,
+                                           to_py_int(t.maintenance_deduction), to_py_int(t.initial_deduction)));
+             d["tiers"] = tiers;
+             return d;
+           })
+      .def("deposit",
+           [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
+             auto a = as_span<i64>(accounts, "accounts");
+             auto v = as_span<i64>(amounts, "amounts");
+             locked(s, [&](Engine& e) { e.deposit(a, v); });
+           })
+      .def("withdraw",
+           [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
+             auto a = as_span<i64>(accounts, "accounts");
+             auto v = as_span<i64>(amounts, "amounts");
+             locked(s, [&](Engine& e) { e.withdraw(a, v); });
+           })
+      .def("load_positions",
+           [](PyEngine& s, const py::array& accounts, const py::array& markets, const py::array& sizes,
+              const py::array& entry_prices, std::optional<i64> counterparty) {
+             auto a = as_span<i64>(accounts, "accounts");
+             auto mk = as_span<MarketId>(markets, "markets");
+             auto q = as_span<i64>(sizes, "sizes");
+             auto p = as_span<i64>(entry_prices, "entry_prices");
+             locked(s, [&](Engine& e) { e.load_positions(a, mk, q, p, counterparty); });
+           },
+           py::arg("accounts"), py::arg("markets"), py::arg("sizes"), py::arg("entry_prices"), py::arg("counterparty") = py::none())
+      .def("trade",
+           [](PyEngine& s, i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
+             locked(s, [&](Engine& e) { e.trade(buyer, seller, market, size, price); });
+           })
+      .def("trades",
+           [](PyEngine& s, const py::array& buyers, const py::array& sellers, const py::array& markets, const py::array& sizes,
+              const py::array& prices) {
+             auto b = as_span<i64>(buyers, "buyers");
+             auto se = as_span<i64>(sellers, "sellers");
+             auto mk = as_span<MarketId>(markets, "markets");
+             auto q = as_span<i64>(sizes, "sizes");
+             auto p = as_span<i64>(prices, "prices");
+             locked(s, [&](Engine& e) { e.trades(b, se, mk, q, p); });
+           })
+      .def("set_marks",
+           [](PyEngine& s, const py::array& markets, const py::array& prices) {
+             auto mk = as_span<MarketId>(markets, "markets");
+             auto p = as_span<i64>(prices, "prices");
+             locked(s, [&](Engine& e) { e.set_marks(mk, p); });
+           })
+      .def("check_margin",
+           [](PyEngine& s, std::optional<py::array> markets) {
+             MarginReport r;
+             if (markets) {
+               auto mk = as_span<MarketId>(*markets, "markets");
+               r = locked(s, [&](Engine& e) { return e.check_margin(mk); });
+             } else {
+               r = locked(s, [&](Engine& e) { return e.check_margin(); });
+             }
+             return margin_report_to_dict(std::move(r));
+           },
+           py::arg("markets") = py::none())
+      .def("account_margin",
+           [](PyEngine& s, i64 account) {
+             AccountMargin a = locked(s, [&](Engine& e) { return e.account_margin(account); });
+             return py::make_tuple(a.equity, a.maintenance, a.initial, a.liquidatable, a.bankrupt);
+           })
+      .def("positions",
+           [](PyEngine& s) {
+             PositionReport r = locked(s, [&](Engine& e) { return e.positions(); });
+             py::dict d;
+             d["account"] = to_numpy(std::move(r.account_id));
+             d["market"] = to_numpy(std::move(r.market));
+             d["size"] = to_numpy(std::move(r.size));
+             d["entry_notional"] = to_numpy(std::move(r.entry_notional));
+             d["unrealized_pnl"] = to_numpy(std::move(r.unrealized_pnl));
+             d["liquidation_price"] = to_numpy(std::move(r.liquidation_price));
+             d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
+             return d;
+           })
+      .def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
+      .def("has_account", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })
+      .def("mark", [](PyEngine& s, MarketId m) { return locked(s, [&](Engine& e) { return e.mark(m); }); })
+      .def("net_size", [](PyEngine& s, MarketId m) { return to_py_int(locked(s, [&](Engine& e) { return e.net_size(m); })); })
+      .def("account_ids",
+           [](PyEngine& s) {
+             std::vector<i64> ids = locked(s, [&](Engine& e) { return e.account_ids(); });
+             return to_numpy(std::move(ids));
+           })
+      .def("flows",
+           [](PyEngine& s) {
+             Flows f = locked(s, [&](Engine& e) { return e.flows(); });
+             py::dict d;
+             d["deposits"] = to_py_int(f.deposits);
+             d["withdrawals"] = to_py_int(f.withdrawals);
+             d["loaded_entry_notional"] = to_py_int(f.loaded_entry_notional);
+             return d;
+           })
+      .def("check_invariants", [](PyEngine& s) { locked(s, [&](Engine& e) { e.check_invariants(); }); });
+}
+
+}  // namespace deleverage::bindings

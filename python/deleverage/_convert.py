@@ -1,0 +1,126 @@
+"""Checked conversions between human units (floats) and the engine's integer fixed point.
+
+Floats exist only here, at the boundary. Sizes and prices must lie on their market's grid
+(lots and ticks) up to float noise; money amounts are rounded to the nearest unit (ties to
+even). Anything that is not finite, not representable in int64, or of the wrong kind
+raises InvalidInput / ArithmeticOverflow naming the field and the index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ArithmeticOverflow, InvalidInput
+
+# Largest float strictly below 2**63: floats at or above it do not fit in int64.
+_FLOAT_LIMIT = float(2**63)
+# Relative tolerance for "on the grid": float noise of a decimal literal, not a real offset.
+_GRID_TOLERANCE = 1e-9
+
+
+def as_1d(values: Any, field: str) -> np.ndarray:
+    """Scalars become length-1 arrays; anything deeper than 1-d is refused."""
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidInput(f"{field}: expected a scalar or a 1-d array, got {arr.ndim} dimensions")
+    return arr
+
+
+def check_lengths(**arrays: np.ndarray) -> int:
+    """All arrays must have the same length; returns it."""
+    items = list(arrays.items())
+    first_name, first = items[0]
+    for name, arr in items[1:]:
+        if len(arr) != len(first):
+            raise InvalidInput(f"{name} has {len(arr)} entries but {first_name} has {len(first)}")
+    return len(first)
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def integers(values: Any, field: str, dtype: type = np.int64) -> np.ndarray:
+    """Integer ids or exact fixed-point values: integer dtypes only, no float casts."""
+    arr = as_1d(values, field)
+    if arr.dtype == object:
+        # Python ints too large for int64 land here (and mixed lists): check each element.
+        for i, v in enumerate(arr):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise InvalidInput(f"{field}[{i}]: expected an integer, got {type(v).__name__} {v!r}")
+            if not np.iinfo(dtype).min <= int(v) <= np.iinfo(dtype).max:
+                raise ArithmeticOverflow(f"{field}[{i}]: {v} does not fit in {np.dtype(dtype).name}")
+        return np.array([int(v) for v in arr], dtype=dtype)
+    if arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
+        raise InvalidInput(f"{field}: expected integers, got an array of dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(dtype).max:
+        i = _first_bad(arr > np.iinfo(dtype).max)
+        raise ArithmeticOverflow(f"{field}[{i}]: {arr[i]} does not fit in {np.dtype(dtype).name}")
+    if np.dtype(dtype).itemsize < arr.dtype.itemsize and arr.size:
+        info = np.iinfo(dtype)
+        bad = (arr < info.min) | (arr > info.max)
+        if bad.any():
+            i = _first_bad(bad)
+            raise InvalidInput(f"{field}[{i}]: {arr[i]} is out of range")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: bool, on_grid: bool) -> np.ndarray:
+    """Human units -> int64 units of 10**-decimals (decimals may differ per row).
+
+    exact=True: the values already are integer units and must have an integer dtype.
+    on_grid=True: a float must be a whole number of units (sizes, prices); otherwise it is
+    rounded to the nearest unit (money).
+    """
+    if exact:
+        return integers(values, field)
+    arr = as_1d(values, field)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
+        raise InvalidInput(f"{field}: expected numbers, got an array of dtype {arr.dtype}")
+    scale = np.power(10.0, np.asarray(decimals, dtype=np.float64))
+    if arr.dtype.kind in "iu":
+        # integers in human units: scale exactly with Python ints when they might overflow
+        big = np.abs(arr.astype(np.float64)) * scale >= _FLOAT_LIMIT / 2
+        if big.any():
+            i = _first_bad(np.broadcast_to(big, arr.shape))
+            raise ArithmeticOverflow(f"{field}[{i}]: {arr[i]} does not fit the fixed-point range")
+        mult = np.power(10, np.asarray(decimals, dtype=np.int64)).astype(np.int64)
+        return np.ascontiguousarray(arr.astype(np.int64) * mult)
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        i = _first_bad(~finite)
+        raise InvalidInput(f"{field}[{i}]: {arr[i]} is not a finite number")
+    scaled = arr * scale
+    rounded = np.rint(scaled)
+    if on_grid:
+        off = np.abs(scaled - rounded) > _GRID_TOLERANCE * np.maximum(1.0, np.abs(scaled))
+        if off.any():
+            i = _first_bad(off)
+            unit = 10.0 ** -float(np.broadcast_to(np.asarray(decimals), arr.shape)[i])
+            raise InvalidInput(f"{field}[{i}]: {arr[i]!r} is not a multiple of the unit {unit:g}")
+    too_big = np.abs(rounded) >= _FLOAT_LIMIT
+    if too_big.any():
+        i = _first_bad(too_big)
+        raise ArithmeticOverflow(f"{field}[{i}]: {arr[i]!r} does not fit the fixed-point range")
+    return np.ascontiguousarray(rounded.astype(np.int64))
+
+
+def from_fixed(values: np.ndarray, decimals: int | np.ndarray) -> np.ndarray:
+    """int64 units -> float64 human units."""
+    return values.astype(np.float64) / np.power(10.0, np.asarray(decimals, dtype=np.float64))
+
+
+def rate_to_fixed(rate: float, field: str) -> int:
+    """A fraction in [0, 1] -> integer units of 1e-8, rounded to nearest."""
+    from .errors import ConfigError
+
+    r = float(rate)
+    if not np.isfinite(r) or r < 0 or r > 1:
+        raise ConfigError(f"{field} must be a fraction between 0 and 1 (got {rate!r})")
+    return int(round(r * 100_000_000))

@@ -1,0 +1,331 @@
+"""The Exchange: a thin, typed wrapper over the compiled engine.
+
+All keyword handling, unit conversion and dtype checking happens here; the engine sees only
+int64 fixed point. Inputs are in human units (quote currency, base units, prices) by
+default and are converted with checked rounding; pass ``exact=True`` to give and receive
+the integer fixed-point values directly (money in units of ``10**-money_decimals``, sizes
+in lots of ``10**-qty_decimals``, prices in ticks of ``10**-price_decimals``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _convert as cv
+from . import _core
+from .errors import ConfigError, InvalidInput, UnknownId
+from .reports import MarginReport, PositionReport
+
+MarketRef = Union[int, str]
+ArrayLike = npt.ArrayLike
+
+_NO_TIER_AMOUNT = -1
+_NO_CAP = np.iinfo(np.int64).max
+
+
+class Exchange:
+    """Exchange state: markets, accounts with cross-margined positions, marks.
+
+    Parameters
+    ----------
+    money_decimals:
+        Money is held in integer units of ``10**-money_decimals`` quote currency (0 to 12).
+    threads:
+        Threads for batch checks; 0 uses every core.
+    """
+
+    def __init__(self, money_decimals: int = 6, *, threads: int = 0) -> None:
+        self._engine = _core.Engine(int(money_decimals), int(threads))
+        self._money_decimals = int(money_decimals)
+        self._symbols: dict[str, int] = {}
+        self._qty_decimals: list[int] = []
+        self._price_decimals: list[int] = []
+
+    # ------------------------------------------------------------------ markets
+    @property
+    def money_decimals(self) -> int:
+        """Decimals of the money unit."""
+        return self._money_decimals
+
+    @property
+    def markets(self) -> list[str]:
+        """Market symbols, indexed by market id."""
+        return list(self._symbols)
+
+    def add_market(
+        self,
+        symbol: str,
+        *,
+        qty_decimals: int,
+        price_decimals: int,
+        maintenance_margin: float,
+        initial_margin: float,
+        liquidation_fee: float = 0.0,
+        tiers: Optional[Sequence[Sequence[Any]]] = None,
+        mark_price: Optional[float] = None,
+    ) -> int:
+        """Add a market and return its id (0, 1, 2, ...).
+
+        Rates are fractions (0.005 = 0.5%), stored in units of 1e-8. ``tiers`` is a risk
+        limit table: rows ``(max_notional, maintenance_margin, initial_margin)`` with the
+        notional cap in quote currency (``None`` for the last row), optionally with a 4th
+        element, the published maintenance amount in quote currency, which must match the
+        deduction that keeps the requirement continuous. With tiers, the flat rates are
+        ignored. ``mark_price`` optionally sets the first mark.
+        """
+        if not isinstance(symbol, str) or not symbol:
+            raise ConfigError("symbol must be a non-empty string")
+        for name, d in (("qty_decimals", qty_decimals), ("price_decimals", price_decimals)):
+            if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+                raise ConfigError(f"{name} must be an integer (got {d!r})")
+        mmr = cv.rate_to_fixed(maintenance_margin, "maintenance_margin")
+        imr = cv.rate_to_fixed(initial_margin, "initial_margin")
+        fee = cv.rate_to_fixed(liquidation_fee, "liquidation_fee")
+        tier_rows = []
+        for j, row in enumerate(tiers or []):
+            if len(row) not in (3, 4):
+                raise ConfigError(f"tiers[{j}] must be (max_notional, maintenance_margin, initial_margin[, maintenance_amount])")
+            last = j == len(tiers or []) - 1
+            cap = row[0]
+            if cap is None:
+                if not last:
+                    raise ConfigError(f"tiers[{j}].max_notional may be None only in the last tier")
+                cap_units = _NO_CAP
+            else:
+                cap_units = int(cv.to_fixed(float(cap), self._money_decimals, f"tiers[{j}].max_notional", exact=False, on_grid=False)[0])
+            amount = _NO_TIER_AMOUNT
+            if len(row) == 4 and row[3] is not None:
+                amount = int(cv.to_fixed(float(row[3]), self._money_decimals, f"tiers[{j}].maintenance_amount", exact=False, on_grid=False)[0])
+                if amount < 0:
+                    raise ConfigError(f"tiers[{j}].maintenance_amount must not be negative")
+            tier_rows.append((cap_units, cv.rate_to_fixed(row[1], f"tiers[{j}].maintenance_margin"),
+                              cv.rate_to_fixed(row[2], f"tiers[{j}].initial_margin"), amount))
+        mark_ticks = None
+        if mark_price is not None:
+            mark_ticks = cv.to_fixed(mark_price, int(price_decimals), "mark_price", exact=False, on_grid=True)
+            if mark_ticks[0] <= 0:
+                raise InvalidInput(f"mark_price must be positive (got {mark_price!r})")
+        market_id = int(self._engine.add_market(symbol, int(qty_decimals), int(price_decimals), mmr, imr, fee, tier_rows))
+        self._symbols[symbol] = market_id
+        self._qty_decimals.append(int(qty_decimals))
+        self._price_decimals.append(int(price_decimals))
+        if mark_ticks is not None:
+            self._engine.set_marks(np.array([market_id], dtype=np.int32), mark_ticks)
+        return market_id
+
+    def market_id(self, market: MarketRef) -> int:
+        """The id of a market given its id or symbol."""
+        return int(self._market_ids(market, "market")[0])
+
+    def market_info(self, market: MarketRef) -> dict[str, Any]:
+        """Configuration of a market: decimals, fee rate, mark (ticks) and tiers (integer units)."""
+        return dict(self._engine.market_info(self.market_id(market)))
+
+    def _market_ids(self, markets: Any, field: str) -> np.ndarray:
+        arr = cv.as_1d(markets, field)
+        if arr.dtype.kind in "UO" and arr.size and all(isinstance(v, str) for v in arr):
+            ids = []
+            for i, sym in enumerate(arr):
+                if sym not in self._symbols:
+                    raise UnknownId(f"{field}[{i}]: unknown market symbol {sym!r}")
+                ids.append(self._symbols[sym])
+            return np.array(ids, dtype=np.int32)
+        ids = cv.integers(arr, field, dtype=np.int64)
+        bad = (ids < 0) | (ids >= len(self._symbols))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UnknownId(f"{field}[{i}]: unknown market id {ids[i]}")
+        return ids.astype(np.int32)
+
+    # ------------------------------------------------------------------ money
+    def deposit(self, accounts: ArrayLike, amounts: ArrayLike, *, exact: bool = False) -> None:
+        """Credit collateral; creates accounts on first deposit. Amounts >= 0, in quote currency."""
+        acc = cv.integers(accounts, "accounts")
+        amt = cv.to_fixed(amounts, self._money_decimals, "amounts", exact=exact, on_grid=False)
+        acc, amt = self._broadcast(acc=acc, amt=amt, names=("accounts", "amounts"))
+        self._engine.deposit(acc, amt)
+
+    def withdraw(self, accounts: ArrayLike, amounts: ArrayLike, *, exact: bool = False) -> None:
+        """Debit collateral. Raises InsufficientMargin (and changes nothing) if an account
+        would be left below its initial margin at the current marks."""
+        acc = cv.integers(accounts, "accounts")
+        amt = cv.to_fixed(amounts, self._money_decimals, "amounts", exact=exact, on_grid=False)
+        acc, amt = self._broadcast(acc=acc, amt=amt, names=("accounts", "amounts"))
+        self._engine.withdraw(acc, amt)
+
+    @staticmethod
+    def _broadcast(*, acc: np.ndarray, amt: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        if len(acc) == 1 and len(amt) != 1:
+            acc = np.full(len(amt), acc[0], dtype=np.int64)
+        if len(amt) == 1 and len(acc) != 1:
+            amt = np.full(len(acc), amt[0], dtype=np.int64)
+        cv.check_lengths(**{names[0]: acc, names[1]: amt})
+        return acc, amt
+
+    def balance(self, account: int, *, exact: bool = False) -> Union[float, int]:
+        """Cash balance of one account (realized PnL included, unrealized excluded)."""
+        units = int(self._engine.balance(int(cv.integers(account, "account")[0])))
+        return units if exact else units / 10**self._money_decimals
+
+    # ------------------------------------------------------------------ positions
+    def load_positions(
+        self,
+        accounts: ArrayLike,
+        markets: ArrayLike,
+        sizes: ArrayLike,
+        entry_prices: ArrayLike,
+        *,
+        counterparty: Optional[int] = None,
+        exact: bool = False,
+    ) -> None:
+        """Bulk-load new positions (signed sizes in base units, entry prices in quote).
+
+        The book must net to zero size per market, unless ``counterparty`` names the
+        account that takes the opposite of the imbalance at the same entry notional.
+        """
+        acc = cv.integers(accounts, "accounts")
+        mk = self._market_ids(markets, "markets")
+        n = cv.check_lengths(accounts=acc, markets=mk, sizes=cv.as_1d(sizes, "sizes"), entry_prices=cv.as_1d(entry_prices, "entry_prices"))
+        qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk] if n else 0
+        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk] if n else 0
+        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True)
+        p = cv.to_fixed(entry_prices, pd_, "entry_prices", exact=exact, on_grid=True)
+        cp = None if counterparty is None else int(cv.integers(counterparty, "counterparty")[0])
+        self._engine.load_positions(acc, mk, q, p, cp)
+
+    def trade(self, buyer: int, seller: int, market: MarketRef, size: float, price: float, *, exact: bool = False) -> None:
+        """One fill: ``buyer`` buys ``size`` (> 0, base units) from ``seller`` at ``price``.
+
+        Updates sizes, entry notionals and realized PnL exactly; not margin-checked.
+        """
+        self.trades([buyer], [seller], [market], [size], [price], exact=exact)
+
+    def trades(
+        self,
+        buyers: ArrayLike,
+        sellers: ArrayLike,
+        markets: ArrayLike,
+        sizes: ArrayLike,
+        prices: ArrayLike,
+        *,
+        exact: bool = False,
+    ) -> None:
+        """A batch of fills, applied in order and atomically (all or none)."""
+        b = cv.integers(buyers, "buyers")
+        s = cv.integers(sellers, "sellers")
+        mk = self._market_ids(markets, "markets")
+        cv.check_lengths(buyers=b, sellers=s, markets=mk, sizes=cv.as_1d(sizes, "sizes"), prices=cv.as_1d(prices, "prices"))
+        qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
+        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
+        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True)
+        p = cv.to_fixed(prices, pd_, "prices", exact=exact, on_grid=True)
+        self._engine.trades(b, s, mk, q, p)
+
+    # ------------------------------------------------------------------ marks and margin
+    def set_marks(self, markets: ArrayLike, prices: ArrayLike, *, exact: bool = False) -> None:
+        """Set mark prices (quote per base unit, > 0). Revaluation happens in check_margin."""
+        mk = self._market_ids(markets, "markets")
+        cv.check_lengths(markets=mk, prices=cv.as_1d(prices, "prices"))
+        p = cv.to_fixed(prices, np.asarray(self._price_decimals, dtype=np.int64)[mk], "prices", exact=exact, on_grid=True)
+        self._engine.set_marks(mk, p)
+
+    def marks(self, *, exact: bool = False) -> np.ndarray:
+        """Current marks by market id (NaN / 0 where none was set)."""
+        ticks = np.array([self._engine.mark(m) for m in range(len(self._symbols))], dtype=np.int64)
+        if exact:
+            return ticks
+        out = cv.from_fixed(ticks, np.asarray(self._price_decimals, dtype=np.int64))
+        out[ticks == 0] = np.nan
+        return out
+
+    def check_margin(self, markets: Optional[ArrayLike] = None, *, exact: bool = False) -> MarginReport:
+        """Batch margin check at the current marks.
+
+        With ``markets=None`` every account is revalued (on all cores, GIL released). With
+        a list of markets whose marks moved, only positions in those markets (and in any
+        other market whose mark changed since it was last valued) are revalued, and the
+        report holds just the accounts exposed to them, in account creation order.
+        """
+        raw = self._engine.check_margin(None if markets is None else self._market_ids(markets, "markets"))
+        return self._margin_report(raw, exact)
+
+    def _margin_report(self, raw: dict[str, np.ndarray], exact: bool) -> MarginReport:
+        equity, maintenance, initial = raw["equity"], raw["maintenance"], raw["initial"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = maintenance.astype(np.float64) / equity.astype(np.float64)
+        owes = (equity <= 0) & ((maintenance > 0) | (equity < 0))
+        ratio = np.where(owes, np.inf, np.where(equity > 0, ratio, 0.0))
+        if not exact:
+            d = self._money_decimals
+            equity, maintenance, initial = cv.from_fixed(equity, d), cv.from_fixed(maintenance, d), cv.from_fixed(initial, d)
+        return MarginReport(raw["account"], equity, maintenance, initial, ratio, raw["liquidatable"], raw["bankrupt"], exact)
+
+    def account_margin(self, account: int, *, exact: bool = False) -> dict[str, Any]:
+        """One account's equity, maintenance, initial, liquidatable and bankrupt, now."""
+        e, mm, im, liq, bk = self._engine.account_margin(int(cv.integers(account, "account")[0]))
+        scale = 1 if exact else 10**self._money_decimals
+        conv = (lambda v: v) if exact else (lambda v: v / scale)
+        return {"equity": conv(e), "maintenance": conv(mm), "initial": conv(im), "liquidatable": bool(liq), "bankrupt": bool(bk)}
+
+    def positions(self, *, exact: bool = False) -> PositionReport:
+        """Every open position with its unrealized PnL, liquidation and bankruptcy prices."""
+        raw = self._engine.positions()
+        mk = raw["market"]
+        qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
+        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
+        size, entry = raw["size"], raw["entry_notional"]
+        # money per (lot * tick) is 10**(money - qty - price): entry price in ticks
+        ticks_per_unit = np.power(10.0, (qd + pd_ - self._money_decimals).astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entry_ticks = entry.astype(np.float64) * ticks_per_unit / size.astype(np.float64)
+        if exact:
+            return PositionReport(raw["account"], mk, size, entry, entry_ticks, raw["unrealized_pnl"],
+                                  raw["liquidation_price"], raw["bankruptcy_price"], True)
+        d = self._money_decimals
+
+        def price(ticks: np.ndarray) -> np.ndarray:
+            out = cv.from_fixed(ticks, pd_)
+            out[ticks == 0] = np.nan
+            return out
+
+        return PositionReport(raw["account"], mk, cv.from_fixed(size, qd), cv.from_fixed(entry, d),
+                              entry_ticks / np.power(10.0, pd_.astype(np.float64)), cv.from_fixed(raw["unrealized_pnl"], d),
+                              price(raw["liquidation_price"]), price(raw["bankruptcy_price"]), False)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def account_count(self) -> int:
+        """Number of accounts."""
+        return int(self._engine.account_count)
+
+    @property
+    def position_count(self) -> int:
+        """Number of open positions."""
+        return int(self._engine.position_count)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the engine state (columns, index and per-market lists)."""
+        return int(self._engine.memory_bytes)
+
+    def account_ids(self) -> np.ndarray:
+        """Account ids in creation order (int64)."""
+        return self._engine.account_ids()
+
+    def net_size(self, market: MarketRef, *, exact: bool = False) -> Union[int, float]:
+        """Sum of signed sizes in a market (0 in a balanced book)."""
+        m = self.market_id(market)
+        lots = int(self._engine.net_size(m))
+        return lots if exact else lots / 10 ** self._qty_decimals[m]
+
+    def check_invariants(self) -> None:
+        """Raise InvariantViolation unless conservation, zero net size and internal
+        consistency hold (exact integer comparison)."""
+        self._engine.check_invariants()
+
+    def __repr__(self) -> str:
+        return f"Exchange({len(self._symbols)} markets, {self.account_count} accounts, {self.position_count} positions)"
