@@ -138,6 +138,8 @@ class EngineExchange:
 
     def margin(self, account):
         rows = [r for r in self.check_margin() if r.account == account]
+        if not rows:  # the full report lists every account that exists
+            raise self.errors.UnknownId(account)
         assert len(rows) == 1, f"account {account} appears {len(rows)} times in the report"
         return rows[0].as_tuple()
 

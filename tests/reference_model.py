@@ -129,6 +129,7 @@ class Market:
     price_decimals: int
     tiers: list[Tier]
     mark: int = 0  # ticks; 0 = no mark yet
+    valued_mark: int = 0  # the mark at which the last margin check valued this market
 
 
 @dataclass
@@ -528,19 +529,32 @@ class ReferenceExchange:
         equity, maintenance, *_ = self.margin(account)
         return margin_ratio(equity, maintenance)
 
+    def moved_markets(self) -> set[int]:
+        """Markets whose mark moved since a margin check last valued them."""
+        return {m for m, mk in enumerate(self.markets) if mk.mark != mk.valued_mark}
+
     def check_margin(self, markets=None) -> list[MarginRow]:
-        """Rows in account creation order: every account, or (incremental) just the
-        accounts holding a position in one of ``markets``."""
+        """Rows in account creation order.
+
+        Full check (``markets is None``): every account. Incremental check: the listed
+        markets and every other market whose mark moved since it was last valued are
+        revalued, and the accounts holding a position in one of those markets are
+        reported. Either way the numbers are at the current marks."""
         self._require_marks()
-        if markets is not None:
-            markets = set(markets)
+        if markets is None:
+            revalued = set(range(len(self.markets)))
+        else:
+            markets = list(markets)
             for m in markets:
                 self._market(m)
+            revalued = set(markets) | self.moved_markets()
         rows = []
         for acct in self.accounts.values():
-            if markets is not None and not (markets & acct.positions.keys()):
+            if markets is not None and not (revalued & acct.positions.keys()):
                 continue
             rows.append(self._margin_row(acct))
+        for m in revalued:
+            self.markets[m].valued_mark = self.markets[m].mark
         return rows
 
     # ------------------------------------------------------ per position views
@@ -608,9 +622,9 @@ class ReferenceExchange:
         in lots, money units and ticks (0 = none); ``None`` when flat."""
         acct = self._account(account)
         self._market(market)
+        self._require_marks()
         if market not in acct.positions:
             return None
-        self._require_marks()
         for row in self._position_rows(acct):
             if row.market == market:
                 return row.as_tuple()

@@ -439,8 +439,8 @@ def test_load_with_counterparty_and_external_entry_flow(impl):
     # K receives (-6, -640). Y rows balance in size but E = 100 and -110: net flow -10.
     ex.load_positions([(1, x, 10, 100), (2, x, -4, 90), (1, y, 5, 20), (2, y, -5, 22)], counterparty=3)
     ex.check_invariants()
-    assert ex.position_view(3, y) is None
     ex.set_marks([x, y], [100, 21])
+    assert ex.position_view(3, y) is None
     assert ex.position_view(3, x)[:3] == (-6, -640, 40)  # u = -600 + 640
     # C: u_X = 0, u_Y = 105 - 100 = 5 -> equity 305; mm = 100 + 5.25 -> 106; im = 200 + 10.5 -> 211
     assert ex.margin(1) == (305, 106, 211, False, False)
@@ -588,24 +588,50 @@ def test_incremental_check_reports_exposed_accounts_at_current_marks(impl):
     assert [r.account for r in ex.check_margin([x])] == [1, 2]
     assert [r.account for r in ex.check_margin([y])] == [1, 2, 3, 4]
     assert [r.account for r in ex.check_margin([x, y])] == [1, 2, 3, 4]
-    # move Y's mark, then ask for X only: C's row must reflect the new Y mark.
+    # move Y's mark, then ask for X only: Y moved since it was last valued, so it is
+    # revalued too and the accounts in X or Y are reported, all at the current marks.
     ex.set_mark(y, 50)
     rows = ex.check_margin([x])
     # C: u_X = -100, u_Y = -1000 + 1000 = 0 -> equity 200; mm = 90 + 50 = 140; im = 180 + 100 = 280
     # D: u_X = +100, u_Y = 0 -> 10_100
-    assert [(r.account,) + r.as_tuple() for r in rows] == [
-        (1, 200, 140, 280, False, False),
-        (2, 10_100, 140, 280, False, False),
-    ]
-    # a following full check agrees; 3 (short 2 Y at 55 -> u = +10) and 4 (u = -10):
-    # mm = 100 * 5% = 5, im = 10
-    assert [(r.account,) + r.as_tuple() for r in ex.check_margin()] == [
+    # 3 (short 2 Y at 55 -> u = +10) and 4 (u = -10): mm = 100 * 5% = 5, im = 10
+    expected = [
         (1, 200, 140, 280, False, False),
         (2, 10_100, 140, 280, False, False),
         (3, 1010, 5, 10, False, False),
         (4, 990, 5, 10, False, False),
-        (5, 7, 0, 0, False, False),
     ]
+    assert [(r.account,) + r.as_tuple() for r in rows] == expected
+    # Y has been valued now: asking for X again reports the X accounts only
+    assert [(r.account,) + r.as_tuple() for r in ex.check_margin([x])] == expected[:2]
+    # moving X and asking for Y reports the accounts in X or Y
+    ex.set_mark(x, 100)
+    # C: u_X = 0 -> equity 300, mm = 100 + 50 = 150, im = 200 + 100 = 300; D: 10_000
+    assert [(r.account,) + r.as_tuple() for r in ex.check_margin([y])] == [
+        (1, 300, 150, 300, False, False),
+        (2, 10_000, 150, 300, False, False),
+    ] + expected[2:]
+    # a following full check agrees
+    assert [(r.account,) + r.as_tuple() for r in ex.check_margin()] == [
+        (1, 300, 150, 300, False, False),
+        (2, 10_000, 150, 300, False, False),
+    ] + expected[2:] + [(5, 7, 0, 0, False, False)]
+
+
+def test_incremental_check_refuses_unmarked_market_with_positions(impl):
+    ex = impl(0)
+    x = ex.add_market("X", 0, 0, 10 * PCT, 20 * PCT)
+    y = ex.add_market("Y", 0, 0, 10 * PCT, 20 * PCT)
+    ex.deposit(1, 100)
+    ex.deposit(2, 100)
+    ex.load_positions([(1, x, 1, 10), (2, x, -1, 10), (1, y, 1, 10), (2, y, -1, 10)])
+    ex.set_mark(y, 10)
+    # X has open positions and no mark: the margin check refuses to run, even when only
+    # Y is asked for (accounts 1 and 2 hold X too)
+    with raises(ex, "DeleverageError"):
+        ex.check_margin([y])
+    with raises(ex, "DeleverageError"):
+        ex.check_margin()
 
 
 def test_positions_listing_order(impl):

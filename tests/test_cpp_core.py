@@ -1,0 +1,57 @@
+"""Builds the C++ core on its own (cpp/CMakeLists.txt, no Python involved) and runs its
+GoogleTest suite through ctest, so one pytest run covers both languages."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CPP = ROOT / "cpp"
+
+
+def _cmake() -> str:
+    exe = shutil.which("cmake")
+    if exe is None:
+        pytest.fail("cmake is not installed: `pip install cmake` (it is in the test extras)")
+    return exe
+
+
+def test_core_has_no_python_headers() -> None:
+    offenders = []
+    for folder in (CPP / "src", CPP / "include"):
+        for path in folder.rglob("*"):
+            if path.suffix in {".hpp", ".cpp", ".h", ".cc"}:
+                text = path.read_text()
+                if re.search(r'#include\s*[<"](Python\.h|pybind11|nanobind)', text):
+                    offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_cpp_unit_tests_pass(tmp_path_factory: pytest.TempPathFactory) -> None:
+    build = Path(os.environ.get("DELEVERAGE_CPP_BUILD_DIR", tmp_path_factory.mktemp("cpp-build")))
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    # Configure with Python hidden from CMake: the core must not need it.
+    configure = subprocess.run(
+        [_cmake(), "-S", str(CPP), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
+         "-DCMAKE_DISABLE_FIND_PACKAGE_Python=ON", "-DCMAKE_DISABLE_FIND_PACKAGE_Python3=ON"],
+        capture_output=True, text=True)
+    if configure.returncode != 0 and "GTest" in configure.stderr + configure.stdout:
+        pytest.fail("GoogleTest not found: install Debian's libgtest-dev (`apt-get install -y libgtest-dev`)\n"
+                    + configure.stderr[-2000:])
+    assert configure.returncode == 0, configure.stdout[-3000:] + configure.stderr[-3000:]
+    jobs = str(os.cpu_count() or 2)
+    built = subprocess.run([_cmake(), "--build", str(build), "-j", jobs], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-5000:] + built.stderr[-3000:]
+    ctest = shutil.which("ctest") or str(Path(_cmake()).with_name("ctest"))
+    ran = subprocess.run([ctest, "--test-dir", str(build), "--output-on-failure", "-j", jobs], capture_output=True, text=True)
+    sys.stdout.write(ran.stdout[-3000:])
+    assert ran.returncode == 0, ran.stdout[-8000:] + ran.stderr[-2000:]
+    match = re.search(r"tests passed.* out of (\d+)", ran.stdout)
+    assert match is not None and int(match.group(1)) > 0, "ctest ran no tests"
