@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference_model import R, MarginRow, PositionRow, margin_ratio as _ref_margin_ratio
+from reference_model import R, MarginRow, PositionRow
 
 MARGIN_FIELDS = ("account", "equity", "maintenance", "initial", "liquidatable", "bankrupt")
 POSITION_FIELDS = (
@@ -172,7 +172,3 @@ class EngineExchange:
             {f: repr(column(pos, f).tolist()) for f in pos_cols},
             {f: repr(column(rep, f).tolist()) for f in MARGIN_FIELDS + ("margin_ratio",)},
         )
-
-
-# re-exported for tests that compare the engine's float margin ratio
-reference_margin_ratio = _ref_margin_ratio

@@ -18,8 +18,11 @@ Choices where the contract is silent (documented so a disagreement is easy to pl
   by plain addition of size and entry notional; the tests only give the counterparty
   markets where it is flat or on the same side, so the choice is never exercised
   ambiguously;
-- a liquidation-price tier whose denominator is 0 (a long with ``mmr == R``) has no root
-  and is skipped; the tests never use ``mmr == R``.
+- a liquidation-price tier whose denominator is 0 (a long with ``mmr == R``) gives "none"
+  (the contract: "there is none when the denominator is 0"); the tests never use
+  ``mmr == R``;
+- a liquidation or bankruptcy price above the int64 range is reported as 0 ("none"): the
+  contract does not say, and the price column is int64.
 """
 
 from __future__ import annotations
@@ -572,12 +575,12 @@ class ReferenceExchange:
             num = Mo - tier.A * S - (Eo - t.E * S) * R
             den = 10**k * (q * R - abs(q) * tier.mmr)
             if den == 0:
-                continue  # no root in this tier
+                return 0  # "there is none when the denominator is 0"
             # rounded against the holder: up for a long, down for a short
             x = ceil_div(num, den) if q > 0 else floor_div(num, den)
             if last or abs(q) * x * 10**k <= tier.cap * S:
-                return x if x > 0 else 0
-        return 0
+                return x if 0 < x <= INT64_MAX else 0
+        raise AssertionError("unreachable: the last tier always answers")
 
     def _bankruptcy_prices(self, acct: Account, terms: list[_Terms], equity: int) -> dict[int, int]:
         S = self.S
@@ -595,7 +598,7 @@ class ReferenceExchange:
             den = t.q * 10**t.k
             # rounded against the holder: down for a long, up for a short
             x = floor_div(num, den) if t.q > 0 else ceil_div(num, den)
-            prices[t.market] = x if x > 0 else 0
+            prices[t.market] = x if 0 < x <= INT64_MAX else 0
         return prices
 
     def _position_rows(self, acct: Account) -> list[PositionRow]:

@@ -565,6 +565,24 @@ def test_overflow_is_refused_and_changes_nothing(impl):
     ex.check_invariants()
 
 
+def test_entry_notional_beyond_2_62_is_refused(impl):
+    # md = 0, qd = pd = 0: value = q * p. "The absolute value of any position's value, at its
+    # entry and at every mark, must fit in 2^62 money units."
+    ex = impl(0)
+    m = ex.add_market("X", 0, 0, PCT, 2 * PCT)
+    ex.deposit(1, 0)
+    ex.deposit(2, 0)
+    ex.set_mark(m, 1)
+    ex.trade(1, 2, m, 2**61, 1)  # E = 2^61
+    # v = 9 * 2^58 = 1.125 * 2^61 fits, the value at the mark (2^61 + 2^58) fits, but the
+    # entry notional would become 2^61 + 9 * 2^58 = 1.0625 * 2^62: refused, nothing changes
+    with raises(ex, "ArithmeticOverflow"):
+        ex.trade(1, 2, m, 2**58, 9)
+    assert ex.position_view(1, m)[:2] == (2**61, 2**61)
+    assert ex.position_view(2, m)[:2] == (-(2**61), -(2**61))
+    ex.check_invariants()
+
+
 def test_missing_mark_refuses_margin_check(impl):
     ex = impl(6)
     m = ex.add_market("X", 0, 0, PCT, PCT)

@@ -25,18 +25,21 @@ std::span<const T> as_span(const py::array& a, const char* field) {
   return std::span<const T>(static_cast<const T*>(a.data()), static_cast<std::size_t>(a.size()));
 }
 
-template <class T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* owner = new std::vector<T>(std::move(v));
-  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <class T, class Alloc>
+py::array_t<T> to_numpy(std::vector<T, Alloc>&& v) {
+  using Vec = std::vector<T, Alloc>;
+  auto* owner = new Vec(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<Vec*>(p); });
   return py::array_t<T>({static_cast<py::ssize_t>(owner->size())}, {static_cast<py::ssize_t>(sizeof(T))}, owner->data(),
                         free_when_done);
 }
 
 // uint8 flags are exposed as numpy bool without a copy.
-inline py::array to_numpy_bool(std::vector<std::uint8_t>&& v) {
-  auto* owner = new std::vector<std::uint8_t>(std::move(v));
-  py::capsule free_when_done(owner, [](void* p) { delete static_cast<std::vector<std::uint8_t>*>(p); });
+template <class Alloc>
+py::array to_numpy_bool(std::vector<std::uint8_t, Alloc>&& v) {
+  using Vec = std::vector<std::uint8_t, Alloc>;
+  auto* owner = new Vec(std::move(v));
+  py::capsule free_when_done(owner, [](void* p) { delete static_cast<Vec*>(p); });
   return py::array(py::dtype("bool"), {static_cast<py::ssize_t>(owner->size())}, {py::ssize_t{1}}, owner->data(),
                    free_when_done);
 }

@@ -5,37 +5,42 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <mutex>
 #include <optional>
 
 #include "deleverage/engine.hpp"
 #include "numpy_io.hpp"
+#include "py_engine.hpp"
 
 namespace py = pybind11;
 
 namespace deleverage::bindings {
 
 namespace {
-struct PyEngine {
-  Engine engine;
-  std::mutex mutex;
-  PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
-};
-
-// Runs fn(engine) with the GIL released and the engine's mutex held.
-template <class Fn>
-auto locked(PyEngine& self, Fn&& fn) {
-  py::gil_scoped_release release;
-  std::lock_guard<std::mutex> lock(self.mutex);
-  return fn(self.engine);
-}
-
 py::int_ to_py_int(i128 v) { return py::reinterpret_steal<py::int_>(PyLong_FromString(to_string_i128(v).c_str(), nullptr, 10)); }
+
+// maintenance / equity for display (floats live only here, at the boundary): +inf when
+// equity <= 0 and something is owed, 0 for an empty account.
+column<double> margin_ratio(const MarginReport& r) {
+  column<double> out(r.equity.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const i64 e = r.equity[i], mm = r.maintenance[i];
+    if (e > 0) out[i] = static_cast<double>(mm) / static_cast<double>(e);
+    else out[i] = (mm > 0 || e < 0) ? std::numeric_limits<double>::infinity() : 0.0;
+  }
+  return out;
+}
 
 py::dict margin_report_to_dict(MarginReport&& r) {
   py::dict d;
+  column<double> ratio;
+  {
+    py::gil_scoped_release release;
+    ratio = margin_ratio(r);
+  }
+  d["margin_ratio"] = to_numpy(std::move(ratio));
   d["account"] = to_numpy(std::move(r.account_id));
-  d["account_index"] = to_numpy(std::move(r.account_index));
   d["equity"] = to_numpy(std::move(r.equity));
   d["maintenance"] = to_numpy(std::move(r.maintenance));
   d["initial"] = to_numpy(std::move(r.initial));
@@ -45,8 +50,12 @@ py::dict margin_report_to_dict(MarginReport&& r) {
 }
 }  // namespace
 
+void register_waterfall(py::module_& m, py::class_<PyEngine>& cls);
+
 void register_engine(py::module_& m) {
-  py::class_<PyEngine>(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.")
+  py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
+  register_waterfall(m, cls);
+  cls
       .def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
       .def_property_readonly("money_decimals", [](PyEngine& s) { return s.engine.money_decimals(); })
       .def_property_readonly("account_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.account_count(); }); })

@@ -233,6 +233,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     const std::uint32_t moved_account = mk.accounts.back();
     mk.accounts[ms] = moved_account;
     mk.accounts.pop_back();
+    if (ms != mk.accounts.size()) mk.accounts_sorted = false;
     if (moved_account != a) pos_mslot_[find_slot(moved_account, m)] = ms;
     // remove from the account's block (swap with its last position)
     const std::uint32_t last = acc_start_[a] + acc_count_[a] - 1;
@@ -254,6 +255,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     ++live_positions_;
     pos_market_[s] = m;
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
+    if (!mk.accounts.empty() && mk.accounts.back() > a) mk.accounts_sorted = false;
     mk.accounts.push_back(a);
   }
   pos_size_[s] = size;

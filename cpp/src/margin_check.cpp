@@ -47,15 +47,6 @@ Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
   return s;
 }
 
-AccountMargin Engine::margin_from_sums(i64 balance, const Sums& s) const {
-  AccountMargin r;
-  r.equity = to_i64_checked(static_cast<i128>(balance) + div_s_.floor(s.u), "equity");
-  r.maintenance = to_i64_checked(div_sr_.ceil(s.mm), "maintenance margin");
-  r.initial = to_i64_checked(div_sr_.ceil(s.im), "initial margin");
-  r.liquidatable = r.equity < r.maintenance;
-  r.bankrupt = r.equity < 0;
-  return r;
-}
 
 void Engine::require_marks_for_open_positions() const {
   for (std::size_t m = 0; m < markets_.size(); ++m)
@@ -79,56 +70,65 @@ MarginReport Engine::check_margin() {
   require_marks_for_open_positions();
   const std::size_t n = acc_id_.size();
   MarginReport r;
-  r.account_index.resize(n);
-  r.account_id = acc_id_;
+  r.account_id.assign(acc_id_.begin(), acc_id_.end());
   r.equity.resize(n);
   r.maintenance.resize(n);
   r.initial.resize(n);
   r.liquidatable.resize(n);
   r.bankrupt.resize(n);
 
-  // Hot loop: per account, stream its contiguous block. The entry notionals and tier
-  // deductions are summed first and scaled by S once per account.
+  // Per market constants. For a flat-rate market whose mark value and requirement per lot
+  // fit in 64 bits, each position costs three 64x64->128 multiplies:
+  //   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
+  // which regroups the exact products of docs/semantics.md without changing them.
   struct MarketHot {
-    i128 mark_v;
-    i64 mmr, imr;
-    const Engine::MarketState* mk;
-    bool flat;
+    i64 mark_v, mm_per_lot, im_per_lot;
+    bool fast;
   };
   std::vector<MarketHot> hot(markets_.size());
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     const MarketState& mk = markets_[m];
-    hot[m] = MarketHot{static_cast<i128>(mk.mark) * mk.pow10k, mk.tiers[0].maintenance_rate,
-                       mk.tiers[0].initial_rate, &mk, mk.tiers.size() == 1};
+    const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+    const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
+    const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
+    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0, fast ? static_cast<i64>(im) : 0, fast};
   }
+  bool all_fast = true;
+  for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
   const i64 S = scale_s_;
-  detail::parallel_for(n, threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+  // Raw pointers in locals: the compiler keeps them in registers instead of reloading the
+  // vectors through `this` on every position.
+  const i64* const size = pos_size_.data();
+  const i64* const entry_col = pos_entry_.data();
+  const MarketId* const market = pos_market_.data();
+  const std::uint32_t* const start = acc_start_.data();
+  const std::uint32_t* const count = acc_count_.data();
+  const MarketHot* const hp = hot.data();
+  detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) {
-      i128 value = 0, entry = 0, mm = 0, im = 0, mm_ded = 0, im_ded = 0;
-      const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
-      for (std::uint32_t p = b; p < e; ++p) {
-        const MarketHot& h = hot[static_cast<std::size_t>(pos_market_[p])];
-        const i128 v = static_cast<i128>(pos_size_[p]) * h.mark_v;
-        const i128 notional = abs128(v);
-        value += v;
-        entry += pos_entry_[p];
-        if (h.flat) {
-          mm += notional * h.mmr;
-          im += notional * h.imr;
-        } else {
-          const MarketState& mk = *h.mk;
-          std::size_t j = 0;
-          while (j + 1 < mk.tiers.size() && notional > mk.caps_v[j]) ++j;
-          mm += notional * mk.tiers[j].maintenance_rate;
-          im += notional * mk.tiers[j].initial_rate;
-          mm_ded += mk.tiers[j].maintenance_deduction;
-          im_ded += mk.tiers[j].initial_deduction;
+      i128 value = 0, mm = 0, im = 0;
+      i64 entry = 0;
+      bool entry_overflow = false;
+      const std::uint32_t b = start[a], e = b + count[a];
+      if (all_fast) {
+        for (std::uint32_t p = b; p < e; ++p) {
+          const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
+          const i64 q = size[p];
+          const i64 abs_q = q < 0 ? -q : q;
+          entry_overflow |= __builtin_add_overflow(entry, entry_col[p], &entry);
+          value += static_cast<i128>(q) * h.mark_v;
+          mm += static_cast<i128>(abs_q) * h.mm_per_lot;
+          im += static_cast<i128>(abs_q) * h.im_per_lot;
         }
       }
-      Sums s{value - entry * S, mm - mm_ded * S, im - im_ded * S};
+      Sums s;
+      if (all_fast && !entry_overflow) {
+        s = Sums{value - static_cast<i128>(entry) * S, mm, im};
+      } else {
+        s = account_sums(static_cast<std::uint32_t>(a), false);  // tiers or huge values: the general path
+      }
       acc_cache_[a] = s;
       const AccountMargin am = margin_from_sums(acc_balance_[a], s);
-      r.account_index[a] = static_cast<std::uint32_t>(a);
       r.equity[a] = am.equity;
       r.maintenance[a] = am.maintenance;
       r.initial[a] = am.initial;
@@ -141,45 +141,74 @@ MarginReport Engine::check_margin() {
 }
 
 MarginReport Engine::check_margin(std::span<const MarketId> moved) {
-  std::vector<std::uint8_t> revalue(markets_.size(), 0);
+  std::vector<std::uint8_t> requested(markets_.size(), 0);
   for (std::size_t i = 0; i < moved.size(); ++i) {
     market_or_throw(moved[i], "markets", i);
-    revalue[static_cast<std::size_t>(moved[i])] = 1;
+    requested[static_cast<std::size_t>(moved[i])] = 1;
   }
+  return report_for(revalue_moved_markets(requested));
+}
+
+// Brings the cached sums of every market whose mark moved (and of the requested ones) to
+// the current marks; returns the sorted accounts holding a position in any of them.
+std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::uint8_t>& requested) {
+  // An account exposed to a revalued market may hold any other market too: every market
+  // with positions needs a mark, as in the full check.
+  require_marks_for_open_positions();
+  std::vector<std::uint8_t> revalue(requested);
   for (std::size_t m = 0; m < markets_.size(); ++m)
     if (markets_[m].mark != markets_[m].valued_mark) revalue[m] = 1;
-  for (std::size_t m = 0; m < markets_.size(); ++m)
-    if (revalue[m] && markets_[m].mark == 0 && !markets_[m].accounts.empty())
-      throw InvalidInput("market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
-                         ") has open positions but no mark price; call set_marks first");
   std::vector<std::uint32_t> touched;
+  int lists = 0;
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (!revalue[m]) continue;
     MarketState& mk = markets_[m];
     const auto mid = static_cast<MarketId>(m);
+    sort_market_accounts(mk, mid);
     if (mk.mark != mk.valued_mark) {
+      // For a flat-rate market the change is linear in the mark: one multiply per field.
+      const i128 dv = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
+      const bool flat = mk.tiers.size() == 1;
+      const i128 dmm = dv * mk.tiers[0].maintenance_rate, dim = dv * mk.tiers[0].initial_rate;
       for (std::uint32_t a : mk.accounts) {
         const std::uint32_t s = find_slot(a, mid);
-        const Contribution before = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);
-        const Contribution after = contribution(mk, pos_size_[s], pos_entry_[s], mk.mark);
+        const i64 q = pos_size_[s];
         Sums& c = acc_cache_[a];
-        c.u += after.u - before.u;
-        c.mm += after.mm - before.mm;
-        c.im += after.im - before.im;
+        if (flat) {
+          const i128 abs_q = q < 0 ? -static_cast<i128>(q) : q;
+          c.u += q * dv;
+          c.mm += abs_q * dmm;
+          c.im += abs_q * dim;
+        } else {
+          const Contribution before = contribution(mk, q, pos_entry_[s], mk.valued_mark);
+          const Contribution after = contribution(mk, q, pos_entry_[s], mk.mark);
+          c.u += after.u - before.u;
+          c.mm += after.mm - before.mm;
+          c.im += after.im - before.im;
+        }
       }
       mk.valued_mark = mk.mark;
     }
     touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
+    ++lists;
   }
-  std::sort(touched.begin(), touched.end());
+  if (lists > 1) std::sort(touched.begin(), touched.end());  // one sorted list needs no merge
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  return report_for(touched);
+  return touched;
+}
+
+// Restores ascending account order in a market's list (swap-removes and out-of-order
+// inserts break it), so revaluation walks the account columns monotonically.
+void Engine::sort_market_accounts(MarketState& mk, MarketId m) {
+  if (mk.accounts_sorted) return;
+  std::sort(mk.accounts.begin(), mk.accounts.end());
+  for (std::size_t i = 0; i < mk.accounts.size(); ++i) pos_mslot_[find_slot(mk.accounts[i], m)] = static_cast<std::uint32_t>(i);
+  mk.accounts_sorted = true;
 }
 
 MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) const {
   MarginReport r;
   const std::size_t n = accounts.size();
-  r.account_index = accounts;
   r.account_id.resize(n);
   r.equity.resize(n);
   r.maintenance.resize(n);
@@ -295,10 +324,11 @@ void Engine::check_invariants() const {
     cash += acc_balance_[a];
     for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) cash -= pos_entry_[p];
   }
-  const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional;
-  if (cash != expected)
-    throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) + " money units of cash, expected " +
-                             to_string_i128(expected));
+  const i128 fund = insurance_.total();
+  const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional + flows_.insurance_deposits;
+  if (cash + fund != expected)
+    throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) + " money units of cash and the insurance fund " +
+                             to_string_i128(fund) + ", expected " + to_string_i128(expected) + " in total");
   // 2. zero net size, 3. market lists match the positions
   std::vector<i128> net(markets_.size(), 0);
   std::vector<std::size_t> count(markets_.size(), 0);

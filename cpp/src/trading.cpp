@@ -159,7 +159,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     for (std::uint32_t r = first[cp]; r < first[cp + 1]; ++r)  // the counterparty's own rows in this market
       if (static_cast<std::size_t>(markets[rows[r]]) == m) { q += sizes[rows[r]]; e += entry[rows[r]]; }
     if (slot != kNoSlot) { q += pos_size_[slot]; e += pos_entry_[slot]; }
-    if (!fits_i64(q) || !fits_i64(e) || q == std::numeric_limits<i64>::min())
+    if (!fits_i64(q) || q == std::numeric_limits<i64>::min() || e > kMaxNotional || e < -kMaxNotional)
       throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
     const i64 q64 = static_cast<i64>(q);
     check_value_range(mk, q64 < 0 ? -q64 : q64, mk.mark, "counterparty");
@@ -234,6 +234,8 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   } else {
     e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);  // |result| <= |sv|
   }
+  if (e1 > kMaxNotional || e1 < -kMaxNotional)
+    throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " would exceed 2^62 money units");
   const i128 balance = static_cast<i128>(acc_balance_[a]) + (static_cast<i128>(e1) - e0) - sv;
   const i64 b1 = to_i64_checked(balance, ("balance of account " + std::to_string(acc_id_[a])).c_str());
   set_position(a, m, q1, e1);
@@ -299,9 +301,27 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
     if (seen[static_cast<std::size_t>(markets[i])]++)
       throw InvalidInput(at("markets", i) + ": market id " + std::to_string(markets[i]) + " appears twice");
     if (prices[i] <= 0) throw InvalidInput(at("prices", i) + ": price must be positive (got " + std::to_string(prices[i]) + ")");
-    check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
+    try {
+      check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
+    } catch (const ArithmeticOverflow&) {
+      // max_abs_size only grows between recomputations: recompute it exactly and retry
+      MarketState& mutable_mk = markets_[static_cast<std::size_t>(markets[i])];
+      i64 largest = 0;
+      for (std::uint32_t a : mutable_mk.accounts) {
+        const i64 q = pos_size_[find_slot(a, markets[i])];
+        largest = std::max(largest, q < 0 ? -q : q);
+      }
+      mutable_mk.max_abs_size = largest;  // a tighter bound is not a change of state
+      check_value_range(mk, largest, prices[i], at("prices", i));
+    }
   }
-  for (std::size_t i = 0; i < markets.size(); ++i) markets_[static_cast<std::size_t>(markets[i])].mark = prices[i];
+  for (std::size_t i = 0; i < markets.size(); ++i) {
+    MarketState& mk = markets_[static_cast<std::size_t>(markets[i])];
+    if (mk.mark != prices[i]) {
+      mk.previous_mark = mk.mark;
+      mk.mark = prices[i];
+    }
+  }
 }
 
 }  // namespace deleverage

@@ -6,9 +6,24 @@ point; this package is a thin typed layer over it. Start with :class:`Exchange`.
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, executors
 from .exchange import Exchange
+from .executors import Backstop, Impact, MarketClose
 from .reports import MarginReport, PositionReport
+from .waterfall import AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
-__all__ = ["Exchange", "MarginReport", "PositionReport", "errors"]
+__all__ = [
+    "Exchange",
+    "MarginReport",
+    "PositionReport",
+    "MarketClose",
+    "Backstop",
+    "Impact",
+    "WaterfallResult",
+    "WaterfallTotals",
+    "EventTable",
+    "AdlRanking",
+    "errors",
+    "executors",
+]
 __version__ = "0.1.0"

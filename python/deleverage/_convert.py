@@ -47,6 +47,12 @@ def _first_bad(mask: np.ndarray) -> int:
 
 def integers(values: Any, field: str, dtype: type = np.int64) -> np.ndarray:
     """Integer ids or exact fixed-point values: integer dtypes only, no float casts."""
+    if isinstance(values, (list, tuple)):
+        if len(values) == 0:
+            return np.empty(0, dtype=dtype)
+        # numpy turns a list of Python ints beyond int64 into float64: check such lists exactly
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            values = np.array(values, dtype=object) if any(abs(int(v)) >= 2**62 for v in values) else np.array(values, dtype=np.int64)
     arr = as_1d(values, field)
     if arr.dtype == object:
         # Python ints too large for int64 land here (and mixed lists): check each element.
@@ -79,6 +85,8 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
     """
     if exact:
         return integers(values, field)
+    if isinstance(values, (list, tuple)) and len(values) == 0:
+        return np.empty(0, dtype=np.int64)
     arr = as_1d(values, field)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
         raise InvalidInput(f"{field}: expected numbers, got an array of dtype {arr.dtype}")
@@ -88,14 +96,14 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
         big = np.abs(arr.astype(np.float64)) * scale >= _FLOAT_LIMIT / 2
         if big.any():
             i = _first_bad(np.broadcast_to(big, arr.shape))
-            raise ArithmeticOverflow(f"{field}[{i}]: {arr[i]} does not fit the fixed-point range")
+            raise ArithmeticOverflow(f"{field}[{i}]: {arr[i].item()!r} does not fit the fixed-point range")
         mult = np.power(10, np.asarray(decimals, dtype=np.int64)).astype(np.int64)
         return np.ascontiguousarray(arr.astype(np.int64) * mult)
     arr = arr.astype(np.float64, copy=False)
     finite = np.isfinite(arr)
     if not finite.all():
         i = _first_bad(~finite)
-        raise InvalidInput(f"{field}[{i}]: {arr[i]} is not a finite number")
+        raise InvalidInput(f"{field}[{i}]: {arr[i].item()!r} is not a finite number")
     scaled = arr * scale
     rounded = np.rint(scaled)
     if on_grid:
@@ -103,11 +111,11 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
         if off.any():
             i = _first_bad(off)
             unit = 10.0 ** -float(np.broadcast_to(np.asarray(decimals), arr.shape)[i])
-            raise InvalidInput(f"{field}[{i}]: {arr[i]!r} is not a multiple of the unit {unit:g}")
+            raise InvalidInput(f"{field}[{i}]: {arr[i].item()!r} is not a multiple of the unit {unit:g}")
     too_big = np.abs(rounded) >= _FLOAT_LIMIT
     if too_big.any():
         i = _first_bad(too_big)
-        raise ArithmeticOverflow(f"{field}[{i}]: {arr[i]!r} does not fit the fixed-point range")
+        raise ArithmeticOverflow(f"{field}[{i}]: {arr[i].item()!r} does not fit the fixed-point range")
     return np.ascontiguousarray(rounded.astype(np.int64))
 
 

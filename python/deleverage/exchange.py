@@ -18,7 +18,10 @@ import numpy.typing as npt
 from . import _convert as cv
 from . import _core
 from .errors import ConfigError, InvalidInput, UnknownId
+from .executors import Backstop, Executor, MarketClose
+from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
+from .waterfall import ADL_PRICES, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
 MarketRef = Union[int, str]
 ArrayLike = npt.ArrayLike
@@ -44,6 +47,8 @@ class Exchange:
         self._symbols: dict[str, int] = {}
         self._qty_decimals: list[int] = []
         self._price_decimals: list[int] = []
+        self.insurance = InsuranceFund(self)
+        """The insurance fund: pools, deposits, ledger, history, drawdown rule."""
 
     # ------------------------------------------------------------------ markets
     @property
@@ -67,6 +72,7 @@ class Exchange:
         liquidation_fee: float = 0.0,
         tiers: Optional[Sequence[Sequence[Any]]] = None,
         mark_price: Optional[float] = None,
+        own_insurance_pool: bool = False,
     ) -> int:
         """Add a market and return its id (0, 1, 2, ...).
 
@@ -75,7 +81,9 @@ class Exchange:
         notional cap in quote currency (``None`` for the last row), optionally with a 4th
         element, the published maintenance amount in quote currency, which must match the
         deduction that keeps the requirement continuous. With tiers, the flat rates are
-        ignored. ``mark_price`` optionally sets the first mark.
+        ignored. ``mark_price`` optionally sets the first mark. ``liquidation_fee`` caps
+        what the insurance fund takes from a liquidation's surplus. ``own_insurance_pool``
+        gives the market its own insurance pool instead of the shared one.
         """
         if not isinstance(symbol, str) or not symbol:
             raise ConfigError("symbol must be a non-empty string")
@@ -115,6 +123,8 @@ class Exchange:
         self._price_decimals.append(int(price_decimals))
         if mark_ticks is not None:
             self._engine.set_marks(np.array([market_id], dtype=np.int32), mark_ticks)
+        if own_insurance_pool:
+            self._engine.give_market_own_pool(market_id)
         return market_id
 
     def market_id(self, market: MarketRef) -> int:
@@ -126,13 +136,24 @@ class Exchange:
         return dict(self._engine.market_info(self.market_id(market)))
 
     def _market_ids(self, markets: Any, field: str) -> np.ndarray:
+        if isinstance(markets, (list, tuple)) and len(markets) == 0:
+            return np.empty(0, dtype=np.int32)
+        if isinstance(markets, (list, tuple)) and any(isinstance(v, str) for v in markets):
+            markets = [self._symbols.get(v, v) if isinstance(v, str) else v for v in markets]
+            for i, v in enumerate(markets):
+                if isinstance(v, str):
+                    raise UnknownId(f"{field}[{i}]: unknown market symbol {v!r}")
+        elif isinstance(markets, str):
+            if markets not in self._symbols:
+                raise UnknownId(f"{field}[0]: unknown market symbol {markets!r}")
+            markets = self._symbols[markets]
         arr = cv.as_1d(markets, field)
         if arr.dtype.kind in "UO" and arr.size and all(isinstance(v, str) for v in arr):
             ids = []
             for i, sym in enumerate(arr):
-                if sym not in self._symbols:
-                    raise UnknownId(f"{field}[{i}]: unknown market symbol {sym!r}")
-                ids.append(self._symbols[sym])
+                if str(sym) not in self._symbols:
+                    raise UnknownId(f"{field}[{i}]: unknown market symbol {str(sym)!r}")
+                ids.append(self._symbols[str(sym)])
             return np.array(ids, dtype=np.int32)
         ids = cv.integers(arr, field, dtype=np.int64)
         bad = (ids < 0) | (ids >= len(self._symbols))
@@ -254,11 +275,7 @@ class Exchange:
         return self._margin_report(raw, exact)
 
     def _margin_report(self, raw: dict[str, np.ndarray], exact: bool) -> MarginReport:
-        equity, maintenance, initial = raw["equity"], raw["maintenance"], raw["initial"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = maintenance.astype(np.float64) / equity.astype(np.float64)
-        owes = (equity <= 0) & ((maintenance > 0) | (equity < 0))
-        ratio = np.where(owes, np.inf, np.where(equity > 0, ratio, 0.0))
+        equity, maintenance, initial, ratio = raw["equity"], raw["maintenance"], raw["initial"], raw["margin_ratio"]
         if not exact:
             d = self._money_decimals
             equity, maintenance, initial = cv.from_fixed(equity, d), cv.from_fixed(maintenance, d), cv.from_fixed(initial, d)
@@ -295,6 +312,101 @@ class Exchange:
         return PositionReport(raw["account"], mk, cv.from_fixed(size, qd), cv.from_fixed(entry, d),
                               entry_ticks / np.power(10.0, pd_.astype(np.float64)), cv.from_fixed(raw["unrealized_pnl"], d),
                               price(raw["liquidation_price"]), price(raw["bankruptcy_price"]), False)
+
+    # ------------------------------------------------------------------ the waterfall
+    def liquidate(
+        self,
+        *,
+        executor: Executor,
+        mode: str = "close",
+        policy: str = "queue",
+        ranking: str = "bitmex",
+        adl_price: str = "bankruptcy",
+        exact: bool = False,
+    ) -> WaterfallResult:
+        """Run one waterfall step over every liquidatable account, worst margin ratio first.
+
+        Each account's positions are closed through ``executor``. A fill at or better than
+        the bankruptcy price leaves a surplus: the insurance fund takes it up to the
+        liquidation fee, the rest stays with the account. A worse fill leaves a deficit: the
+        fund pays it while it can (and its drawdown rule allows). What remains goes to the
+        last resort:
+
+        * ``mode="close"``: the part of the position the fund cannot cover is closed against
+          opposite-side positions at the bankruptcy price (``adl_price`` may be ``"mark"`` or
+          ``"previous_mark"``; the gap to the bankruptcy value then goes to the fund, then to
+          haircuts). ``policy="queue"`` walks the ADL queue ordered by ``ranking``
+          (``"bitmex"``, ``"binance"``, ``"hyperliquid"``); ``policy="pro_rata"`` closes every
+          opposite position in proportion to its size.
+        * ``mode="haircut"``: the executor fills anyway and the remaining deficit is taken
+          from winners' positive unrealized PnL in the same market: ``"queue"`` in ranking
+          order, ``"pro_rata"`` in proportion to profit, or ``"funding_index"`` from all open
+          interest, longs and shorts, in proportion to size (Drift, Mango).
+
+        Winners are never accounts being liquidated in the same step, nor the executor's
+        account; flat accounts never pay. Winners pushed below maintenance are liquidated in
+        the same step. The call is atomic. See docs/waterfall.md for the exact procedure.
+        """
+        if isinstance(executor, MarketClose):
+            kind, account = 0, executor.counterparty
+            slip = int(round(executor.slippage_bps * 10_000))
+            impact_rate = int(round(executor.impact.bps_per_depth * 10_000)) if executor.impact else 0
+            depth = int(cv.to_fixed(executor.impact.depth, self._money_decimals, "impact.depth", exact=False, on_grid=False)[0]) if executor.impact else 0
+            partial = bool(executor.partial)
+        elif isinstance(executor, Backstop):
+            kind, account, slip, impact_rate, depth, partial = 1, executor.account, 0, 0, 0, False
+        else:
+            raise InvalidInput(f"executor must be a MarketClose or a Backstop (got {type(executor).__name__})")
+        codes = []
+        for name, value, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES), ("ranking", ranking, RANKINGS),
+                                     ("adl_price", adl_price, ADL_PRICES)):
+            if value not in allowed:
+                raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+            codes.append(allowed.index(value))
+        if mode == "close" and policy == "funding_index":
+            raise InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'")
+        acc = int(cv.integers(account, "executor account")[0])
+        raw, totals = self._engine.liquidate(kind, acc, slip, impact_rate, depth, partial, *codes)
+        return self._waterfall_result(raw, totals, exact)
+
+    def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool) -> WaterfallResult:
+        kind = np.array(EVENT_KINDS, dtype=object)[raw["kind"]] if len(raw["kind"]) else np.array([], dtype=object)
+        mk = raw["market"]
+        size, amount, price = raw["size"], raw["amount"], raw["price"]
+        if not exact:
+            has_market = mk >= 0
+            safe_mk = np.where(has_market, mk, 0)
+            qd = np.asarray(self._qty_decimals or [0], dtype=np.int64)[safe_mk]
+            pd_ = np.asarray(self._price_decimals or [0], dtype=np.int64)[safe_mk]
+            size = cv.from_fixed(size, qd)
+            price = cv.from_fixed(price, pd_)
+            price[raw["price"] == 0] = np.nan
+            amount = cv.from_fixed(amount, self._money_decimals)
+        events = EventTable(raw["step"], kind, raw["account"], mk, raw["counterparty"], size, amount, price, raw["pool"], exact)
+        scale = 1 if exact else 10**self._money_decimals
+        money = ("deficit", "fund_used", "fund_fees", "adl_notional", "haircut_total", "bad_debt")
+        values = {k: (v if exact or k not in money else v / scale) for k, v in totals.items()}
+        return WaterfallResult(events, WaterfallTotals(**values, exact=exact))
+
+    def adl_ranking(self, market: MarketRef, *, ranking: str = "bitmex", exact: bool = False) -> AdlRanking:
+        """The ADL indicator of a market at the current marks: every position's score, its
+        rank within its side, the 1-5 light, and its expected loss (quote currency) if the
+        largest current deficit were deleveraged now."""
+        if ranking not in RANKINGS:
+            raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
+        m = self.market_id(market)
+        raw = self._engine.adl_ranking(m, RANKINGS.index(ranking))
+        size, loss = raw["size"], raw["expected_loss"]
+        score = raw["score"] if exact else raw["score"] / 1e9
+        if not exact:
+            size = cv.from_fixed(size, self._qty_decimals[m])
+            loss = cv.from_fixed(loss, self._money_decimals)
+        return AdlRanking(raw["account"], raw["side"], size, score, raw["rank"], raw["light"], loss, exact)
+
+    @property
+    def step(self) -> int:
+        """Number of waterfall steps run so far."""
+        return int(self._engine.step)
 
     # ------------------------------------------------------------------ inspection
     @property

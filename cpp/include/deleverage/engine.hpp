@@ -25,20 +25,22 @@
 #include <vector>
 
 #include "deleverage/account_index.hpp"
+#include "deleverage/detail/uninit.hpp"
 #include "deleverage/fixed_point.hpp"
+#include "deleverage/insurance.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/waterfall.hpp"
 
 namespace deleverage {
 
 // Per-account results of a margin check, one row per reported account.
 struct MarginReport {
-  std::vector<std::uint32_t> account_index;  // dense index, creation order
-  std::vector<i64> account_id;
-  std::vector<i64> equity;       // money units, rounded down
-  std::vector<i64> maintenance;  // money units, rounded up
-  std::vector<i64> initial;      // money units, rounded up
-  std::vector<std::uint8_t> liquidatable;  // equity < maintenance
-  std::vector<std::uint8_t> bankrupt;      // equity < 0
+  column<i64> account_id;
+  column<i64> equity;       // money units, rounded down
+  column<i64> maintenance;  // money units, rounded up
+  column<i64> initial;      // money units, rounded up
+  column<std::uint8_t> liquidatable;  // equity < maintenance
+  column<std::uint8_t> bankrupt;      // equity < 0
 };
 
 // One account's margin at the current marks.
@@ -66,6 +68,7 @@ struct Flows {
   i128 deposits = 0;
   i128 withdrawals = 0;
   i128 loaded_entry_notional = 0;
+  i128 insurance_deposits = 0;
 };
 
 class Engine {
@@ -112,6 +115,23 @@ class Engine {
   AccountMargin account_margin(i64 account_id) const;
   PositionReport positions() const;
 
+  // ---- insurance fund ----
+  // Pool 0 is shared by every market; give_market_own_pool creates a pool for one market.
+  int give_market_own_pool(MarketId m);
+  int market_pool(MarketId m) const;
+  void insurance_deposit(i64 amount, int pool);
+  void set_drawdown_rule(i64 max_drawdown, int window) { insurance_.set_drawdown_rule(max_drawdown, window); }
+  const InsuranceFund& insurance() const { return insurance_; }
+
+  // ---- the loss waterfall (docs/waterfall.md) ----
+  // One step over every liquidatable account, worst first. Atomic.
+  WaterfallResult liquidate(const WaterfallConfig& config);
+  // The ADL indicator for one market at the current marks.
+  AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
+  // Waterfall steps run so far.
+  i64 step() const { return step_; }
+  i64 previous_mark(MarketId m) const;
+
   // ---- inspection ----
   std::size_t account_count() const { return acc_id_.size(); }
   std::size_t position_count() const { return live_positions_; }
@@ -134,7 +154,10 @@ class Engine {
     i64 mark = 0;
     i64 valued_mark = 0;  // the mark the cached account sums reflect
     i64 max_abs_size = 0;  // upper bound on |q| of any position in the market
+    i64 previous_mark = 0;  // the mark before the last set_marks that changed it
+    int pool = 0;           // insurance pool paying this market's deficits
     std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
+    bool accounts_sorted = true;          // kept ascending lazily, for monotonic memory access
   };
   struct Sums {
     i128 u = 0, mm = 0, im = 0;
@@ -155,7 +178,16 @@ class Engine {
   i128 value_v(const MarketState& mk, i64 size, i64 price) const;
   i64 value_money(const MarketState& mk, i64 size, i64 price) const;
   Contribution contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const;
-  AccountMargin margin_from_sums(i64 balance, const Sums& s) const;
+  AccountMargin margin_from_sums(i64 balance, const Sums& s) const {
+    AccountMargin r;
+    const i128 u = scale_s_ == 1 ? s.u : div_s_.floor(s.u);
+    r.equity = to_i64_checked(static_cast<i128>(balance) + u, "equity");
+    r.maintenance = to_i64_checked(div_sr_.ceil(s.mm), "maintenance margin");
+    r.initial = to_i64_checked(div_sr_.ceil(s.im), "initial margin");
+    r.liquidatable = r.equity < r.maintenance;
+    r.bankrupt = r.equity < 0;
+    return r;
+  }
   Sums account_sums(std::uint32_t a, bool at_valued_marks) const;
   void check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const;
   void require_marks_for_open_positions() const;
@@ -180,6 +212,13 @@ class Engine {
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested);
+  void sort_market_accounts(MarketState& mk, MarketId m);
+
+  // waterfall helpers (waterfall.cpp)
+  friend class WaterfallRun;
+  i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
+  i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
 
   int money_decimals_;
   int threads_;
@@ -204,6 +243,8 @@ class Engine {
   std::size_t abandoned_slots_ = 0;
 
   Flows flows_;
+  InsuranceFund insurance_;
+  i64 step_ = 0;
 };
 
 }  // namespace deleverage

@@ -45,9 +45,13 @@ inline bool fits_i64(i128 v) {
   return v >= std::numeric_limits<i64>::min() && v <= std::numeric_limits<i64>::max();
 }
 
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] inline void throw_does_not_fit(const char* what) {
+  throw ArithmeticOverflow(std::string(what) + " does not fit in 64 bits");
+}
+
 // Narrow to int64 or throw ArithmeticOverflow naming what overflowed.
 inline i64 to_i64_checked(i128 v, const char* what) {
-  if (!fits_i64(v)) throw ArithmeticOverflow(std::string(what) + " does not fit in 64 bits");
+  if (!fits_i64(v)) [[unlikely]] throw_does_not_fit(what);
   return static_cast<i64>(v);
 }
 

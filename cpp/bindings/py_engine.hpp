@@ -1,0 +1,26 @@
+// The Python-side engine object: the core engine plus the mutex that serializes calls from
+// Python threads (the GIL is released while the engine works).
+#pragma once
+#include <pybind11/pybind11.h>
+
+#include <mutex>
+
+#include "deleverage/engine.hpp"
+
+namespace deleverage::bindings {
+
+struct PyEngine {
+  Engine engine;
+  std::mutex mutex;
+  PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
+};
+
+// Runs fn(engine) with the GIL released and the engine's mutex held.
+template <class Fn>
+auto locked(PyEngine& self, Fn&& fn) {
+  pybind11::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(self.mutex);
+  return fn(self.engine);
+}
+
+}  // namespace deleverage::bindings

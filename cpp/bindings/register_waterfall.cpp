@@ -1,0 +1,133 @@
+// Python binding of the waterfall, the insurance fund and the ADL indicator.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "deleverage/engine.hpp"
+#include "numpy_io.hpp"
+#include "py_engine.hpp"
+
+namespace py = pybind11;
+
+namespace deleverage::bindings {
+
+namespace {
+template <class E>
+E enum_from(int v, int count, const char* field) {
+  if (v < 0 || v >= count) throw InvalidInput(std::string(field) + ": unknown value " + std::to_string(v));
+  return static_cast<E>(v);
+}
+}  // namespace
+
+void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
+  cls.def(
+         "liquidate",
+         [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
+            bool partial, int mode, int policy, int ranking, int adl_price) {
+           WaterfallConfig c;
+           c.executor.kind = enum_from<ExecutorKind>(executor_kind, 2, "executor");
+           c.executor.account = executor_account;
+           c.executor.slippage_rate = slippage_rate;
+           c.executor.impact_rate = impact_rate;
+           c.executor.impact_depth = impact_depth;
+           c.executor.partial = partial;
+           c.mode = enum_from<WaterfallMode>(mode, 2, "mode");
+           c.policy = enum_from<LastResortPolicy>(policy, 3, "policy");
+           c.ranking = enum_from<Ranking>(ranking, 3, "ranking");
+           c.adl_price = enum_from<AdlPrice>(adl_price, 3, "adl_price");
+           WaterfallResult r = locked(s, [&](Engine& e) { return e.liquidate(c); });
+           py::dict ev;
+           ev["step"] = to_numpy(std::move(r.events.step));
+           ev["kind"] = to_numpy(std::move(r.events.kind));
+           ev["account"] = to_numpy(std::move(r.events.account));
+           ev["market"] = to_numpy(std::move(r.events.market));
+           ev["counterparty"] = to_numpy(std::move(r.events.counterparty));
+           ev["size"] = to_numpy(std::move(r.events.size));
+           ev["amount"] = to_numpy(std::move(r.events.amount));
+           ev["price"] = to_numpy(std::move(r.events.price));
+           ev["pool"] = to_numpy(std::move(r.events.pool));
+           const WaterfallTotals& t = r.totals;
+           py::dict tot;
+           tot["step"] = t.step;
+           tot["liquidated_accounts"] = t.liquidated_accounts;
+           tot["partial_liquidations"] = t.partial_liquidations;
+           tot["deficit"] = t.deficit;
+           tot["fund_used"] = t.fund_used;
+           tot["fund_fees"] = t.fund_fees;
+           tot["adl_notional"] = t.adl_notional;
+           tot["adl_closes"] = t.adl_closes;
+           tot["haircut_total"] = t.haircut_total;
+           tot["accounts_touched"] = t.accounts_touched;
+           tot["bad_debt"] = t.bad_debt;
+           return py::make_tuple(ev, tot);
+         })
+      .def("adl_ranking",
+           [](PyEngine& s, MarketId market, int ranking) {
+             const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
+             AdlRankingReport r = locked(s, [&](Engine& e) { return e.adl_ranking(market, rk); });
+             py::dict d;
+             d["account"] = to_numpy(std::move(r.account));
+             d["side"] = to_numpy(std::move(r.side));
+             d["size"] = to_numpy(std::move(r.size));
+             d["score"] = to_numpy(std::move(r.score));
+             d["rank"] = to_numpy(std::move(r.rank));
+             d["light"] = to_numpy(std::move(r.light));
+             d["expected_loss"] = to_numpy(std::move(r.expected_loss));
+             return d;
+           })
+      .def("give_market_own_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.give_market_own_pool(market); }); })
+      .def("market_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
+      .def("insurance_deposit", [](PyEngine& s, i64 amount, int pool) { locked(s, [&](Engine& e) { e.insurance_deposit(amount, pool); }); })
+      .def("insurance_balance", [](PyEngine& s, int pool) {
+        return locked(s, [&](Engine& e) {
+          if (pool < 0 || pool >= e.insurance().pool_count()) throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
+          return e.insurance().balance(pool);
+        });
+      })
+      .def("insurance_pool_count", [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.insurance().pool_count(); }); })
+      .def("set_drawdown_rule", [](PyEngine& s, i64 max_drawdown, int window) { locked(s, [&](Engine& e) { e.set_drawdown_rule(max_drawdown, window); }); })
+      .def("insurance_ledger",
+           [](PyEngine& s) {
+             std::vector<LedgerEntry> l = locked(s, [&](Engine& e) { return e.insurance().ledger(); });
+             std::vector<i64> step, account, amount;
+             std::vector<std::int32_t> pool, market;
+             std::vector<std::uint8_t> reason;
+             for (const LedgerEntry& x : l) {
+               step.push_back(x.step);
+               pool.push_back(x.pool);
+               market.push_back(x.market);
+               account.push_back(x.account);
+               amount.push_back(x.amount);
+               reason.push_back(static_cast<std::uint8_t>(x.reason));
+             }
+             py::dict d;
+             d["step"] = to_numpy(std::move(step));
+             d["pool"] = to_numpy(std::move(pool));
+             d["market"] = to_numpy(std::move(market));
+             d["account"] = to_numpy(std::move(account));
+             d["amount"] = to_numpy(std::move(amount));
+             d["reason"] = to_numpy(std::move(reason));
+             return d;
+           })
+      .def("insurance_history",
+           [](PyEngine& s) {
+             auto h = locked(s, [&](Engine& e) { return e.insurance().history(); });
+             std::vector<i64> step, balance;
+             std::vector<std::int32_t> pool;
+             for (const auto& x : h) {
+               step.push_back(x.step);
+               pool.push_back(x.pool);
+               balance.push_back(x.balance);
+             }
+             py::dict d;
+             d["step"] = to_numpy(std::move(step));
+             d["pool"] = to_numpy(std::move(pool));
+             d["balance"] = to_numpy(std::move(balance));
+             return d;
+           })
+      .def_property_readonly("step", [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.step(); }); })
+      .def("previous_mark", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.previous_mark(market); }); });
+  (void)m;
+}
+
+}  // namespace deleverage::bindings

@@ -1,0 +1,17 @@
+// Exact integer allocation of a budget over winners (used by the waterfall's pro-rata
+// policies; the policy lab builds on it).
+#pragma once
+#include <vector>
+
+#include "deleverage/fixed_point.hpp"
+
+namespace deleverage {
+
+// Water-filling pro-rata: x_i = min(cap_i, h * weight_i) with the common level h chosen so
+// that sum(x) == budget exactly. Integer rounding: every uncapped x_i is floor(h * w_i) and the
+// units left over go one each to the largest fractional parts (ties: smaller id). Requires
+// 0 <= budget <= sum(cap) and weight_i, cap_i >= 0; throws InvalidInput otherwise.
+std::vector<i64> allocate_capped_pro_rata(i64 budget, const std::vector<i64>& weight, const std::vector<i64>& cap,
+                                          const std::vector<i64>& ids);
+
+}  // namespace deleverage

@@ -1,0 +1,89 @@
+// The insurance fund: one shared pool (id 0) and optional pools per market, a ledger of
+// every movement, per-step balance history, and a drawdown rule that stops the fund early.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deleverage/fixed_point.hpp"
+
+namespace deleverage {
+
+enum class LedgerReason : std::uint8_t {
+  Deposit = 0,         // external money into the fund
+  LiquidationFee = 1,  // surplus of a liquidation, up to the fee
+  DeficitPayment = 2,  // the fund covering a liquidation deficit
+  AdlPriceGap = 3,     // close-mode ADL at mark/previous mark: gap to the bankruptcy value
+};
+
+struct LedgerEntry {
+  i64 step;
+  std::int32_t pool;
+  std::int32_t market;  // -1 when not tied to a market
+  i64 account;          // 0 when not tied to an account
+  i64 amount;           // signed: into the fund > 0
+  LedgerReason reason;
+};
+
+class InsuranceFund {
+ public:
+  InsuranceFund() : balance_(1, 0) {}
+
+  int add_pool() {
+    balance_.push_back(0);
+    return static_cast<int>(balance_.size() - 1);
+  }
+  int pool_count() const { return static_cast<int>(balance_.size()); }
+  i64 balance(int pool) const { return balance_.at(static_cast<std::size_t>(pool)); }
+  i128 total() const {
+    i128 t = 0;
+    for (i64 b : balance_) t += b;
+    return t;
+  }
+
+  // A drawdown rule: the fund pays only while its balance stays at or above
+  // (1 - max_drawdown) x its peak over the last `window` steps. max_drawdown in 1e-8 units;
+  // max_drawdown = kRateScale (100%) disables the rule.
+  void set_drawdown_rule(i64 max_drawdown, int window);
+  i64 max_drawdown() const { return max_drawdown_; }
+  int drawdown_window() const { return window_; }
+
+  // What the pool may pay now under the drawdown rule.
+  i64 available(int pool) const;
+
+  // Moves money; amount > 0 into the pool. Throws ArithmeticOverflow, or InvalidInput if
+  // the pool would go negative.
+  void move(i64 step, int pool, std::int32_t market, i64 account, i64 amount, LedgerReason reason);
+
+  // Records every pool's balance as the closing balance of `step`.
+  void close_step(i64 step);
+
+  const std::vector<LedgerEntry>& ledger() const { return ledger_; }
+  // history()[i] = {step, pool, balance}
+  struct HistoryRow {
+    i64 step;
+    std::int32_t pool;
+    i64 balance;
+  };
+  const std::vector<HistoryRow>& history() const { return history_; }
+  // Restores balances after a failed operation (ledger and history are truncated too).
+  struct Mark {
+    std::vector<i64> balance;
+    std::size_t ledger_size, history_size;
+  };
+  Mark save_point() const { return Mark{balance_, ledger_.size(), history_.size()}; }
+  void restore(const Mark& m) {
+    balance_ = m.balance;
+    ledger_.resize(m.ledger_size);
+    history_.resize(m.history_size);
+  }
+
+ private:
+  std::vector<i64> balance_;
+  std::vector<LedgerEntry> ledger_;
+  std::vector<HistoryRow> history_;
+  i64 max_drawdown_ = kRateScale;
+  int window_ = 1;
+};
+
+}  // namespace deleverage

@@ -1,0 +1,110 @@
+// Configuration and results of the loss waterfall (Engine::liquidate) and of the ADL
+// ranking indicator (Engine::adl_ranking). The procedure is specified in docs/waterfall.md.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "deleverage/fixed_point.hpp"
+#include "deleverage/market.hpp"
+
+namespace deleverage {
+
+enum class ExecutorKind : std::uint8_t {
+  MarketClose = 0,  // a liquidity account takes the position at mark moved against the trader
+  Backstop = 1,     // a backstop vault takes the position over at the bankruptcy price
+};
+
+struct ExecutorSpec {
+  ExecutorKind kind = ExecutorKind::MarketClose;
+  i64 account = 0;          // the counterparty (MarketClose) or the vault (Backstop)
+  i64 slippage_rate = 0;    // 1e-8 units of the mark (1 bp = 10'000)
+  i64 impact_rate = 0;      // extra slippage, 1e-8 units per impact_depth of notional
+  i64 impact_depth = 0;     // money units; 0 disables the impact term
+  bool partial = false;     // close only enough to restore maintenance margin when possible
+};
+
+enum class WaterfallMode : std::uint8_t { Close = 0, Haircut = 1 };
+enum class LastResortPolicy : std::uint8_t { Queue = 0, ProRata = 1, FundingIndex = 2 };
+enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
+enum class AdlPrice : std::uint8_t { Bankruptcy = 0, Mark = 1, PreviousMark = 2 };
+
+struct WaterfallConfig {
+  ExecutorSpec executor;
+  WaterfallMode mode = WaterfallMode::Close;
+  LastResortPolicy policy = LastResortPolicy::Queue;
+  Ranking ranking = Ranking::BitMEX;
+  AdlPrice adl_price = AdlPrice::Bankruptcy;
+};
+
+enum class EventKind : std::uint8_t {
+  LiquidationFill = 0,  // executor fill: account closes `size` lots, receives `amount`
+  PartialFill = 1,      // the same, for a partial liquidation
+  BackstopFill = 2,     // the vault takes the position at the bankruptcy value
+  FundPayment = 3,      // the fund pays `amount` to the account (a deficit)
+  LiquidationFee = 4,   // the account pays `amount` to the fund (from its surplus)
+  AdlClose = 5,         // `account` (a winner) closes `size` lots against `counterparty`
+  Haircut = 6,          // `account` (a winner) pays `-amount` to `counterparty`
+  BadDebt = 7,          // deficit nobody could cover (all capacity exhausted)
+  SocializedCredit = 8, // the account receives `amount` raised by the round's haircuts
+};
+
+// Column-wise log of every movement in one waterfall step.
+struct WaterfallEvents {
+  std::vector<i64> step;
+  std::vector<std::uint8_t> kind;
+  std::vector<i64> account;
+  std::vector<MarketId> market;       // -1 when the movement is not tied to a market
+  std::vector<i64> counterparty;      // the other party; 0 for the fund
+  std::vector<i64> size;              // lots: change of `account`'s position
+  std::vector<i64> amount;            // money units: cash to `account` (signed)
+  std::vector<i64> price;             // ticks of the fill (rounded), 0 when not a fill
+  std::vector<std::int32_t> pool;     // insurance pool, -1 when none
+
+  void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl) {
+    step.push_back(st);
+    kind.push_back(static_cast<std::uint8_t>(k));
+    account.push_back(acc);
+    market.push_back(m);
+    counterparty.push_back(cp);
+    size.push_back(sz);
+    amount.push_back(amt);
+    price.push_back(px);
+    pool.push_back(pl);
+  }
+  std::size_t size_() const { return step.size(); }
+};
+
+struct WaterfallTotals {
+  i64 step = 0;
+  i64 liquidated_accounts = 0;  // accounts the step closed positions of
+  i64 partial_liquidations = 0;
+  i64 deficit = 0;              // total deficit before the fund (money)
+  i64 fund_used = 0;            // paid by the insurance fund (money)
+  i64 fund_fees = 0;            // liquidation fees received by the fund (money)
+  i64 adl_notional = 0;         // |value| of ADL closes (money)
+  i64 adl_closes = 0;           // number of counterparty closes
+  i64 haircut_total = 0;        // taken from winners in haircut mode (money)
+  i64 accounts_touched = 0;     // distinct winners that were deleveraged or haircut
+  i64 bad_debt = 0;             // left uncovered (money); 0 unless every winner is exhausted
+};
+
+struct WaterfallResult {
+  WaterfallEvents events;
+  WaterfallTotals totals;
+};
+
+// One row per open position of a market: the ADL indicator.
+struct AdlRankingReport {
+  std::vector<i64> account;
+  std::vector<std::int8_t> side;     // +1 long, -1 short
+  std::vector<i64> size;             // lots
+  std::vector<i64> score;            // ranking score in 1e-9 units (higher = deleveraged first)
+  std::vector<i64> rank;             // 1 = first in its side's queue
+  std::vector<std::int8_t> light;    // 1..5: 5 = top 20% of its side
+  std::vector<i64> expected_loss;    // money: loss vs mark if the largest current deficit were deleveraged now
+};
+
+// Ranking scores are integers in units of 1e-9.
+inline constexpr i64 kScoreScale = 1'000'000'000;
+
+}  // namespace deleverage

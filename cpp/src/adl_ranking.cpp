@@ -1,0 +1,80 @@
+// The ADL indicator: every position's place in its side's queue, the 1-5 light exchanges
+// show, and the loss it would take if the largest current deficit were deleveraged now.
+#include <algorithm>
+#include <numeric>
+
+#include "deleverage/engine.hpp"
+
+namespace deleverage {
+
+AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
+  const MarketState& mk = market_or_throw(m, "market", 0);
+  if (mk.mark == 0 && !mk.accounts.empty())
+    throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
+  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
+  const std::size_t n = mk.accounts.size();
+  AdlRankingReport r;
+  r.account.resize(n);
+  r.side.resize(n);
+  r.size.resize(n);
+  r.score.resize(n);
+  r.rank.resize(n);
+  r.light.resize(n);
+  r.expected_loss.assign(n, 0);
+  std::vector<std::uint32_t> acc(n);
+  std::vector<AccountMargin> margin(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t a = mk.accounts[i];
+    const std::uint32_t s = find_slot(a, m);
+    acc[i] = a;
+    r.account[i] = acc_id_[a];
+    r.size[i] = pos_size_[s];
+    r.side[i] = pos_size_[s] > 0 ? 1 : -1;
+    r.score[i] = adl_score(a, s, ranking);
+    margin[i] = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+  }
+  for (int side : {1, -1}) {
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < n; ++i)
+      if (r.side[i] == side) order.push_back(i);
+    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+      return r.score[x] != r.score[y] ? r.score[x] > r.score[y] : r.account[x] < r.account[y];
+    });
+    const i64 count = static_cast<i64>(order.size());
+    for (i64 k = 0; k < count; ++k) {
+      r.rank[order[static_cast<std::size_t>(k)]] = k + 1;
+      r.light[order[static_cast<std::size_t>(k)]] = static_cast<std::int8_t>(5 - (5 * k) / count);
+    }
+    // The largest deficit on the other side: the bankrupt position (negative equity share)
+    // with the largest gap between its mark value and its bankruptcy value.
+    i128 worst_gap = 0;
+    i64 worst_lots = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (r.side[i] != -side || margin[i].equity >= 0) continue;
+      const std::uint32_t a = acc[i];
+      i128 mm_total = 0, mm_here = 0;
+      for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) {
+        const MarketState& pm = markets_[static_cast<std::size_t>(pos_market_[p])];
+        const i128 w = div_sr_.ceil(contribution(pm, pos_size_[p], 0, pm.mark).mm);
+        mm_total += w;
+        if (pos_market_[p] == m) mm_here = w;
+      }
+      const i128 gap = mm_total > 0 ? -floor_div(static_cast<i128>(margin[i].equity) * mm_here, mm_total) : -static_cast<i128>(margin[i].equity);
+      if (gap > worst_gap) {
+        worst_gap = gap;
+        worst_lots = r.size[i] < 0 ? -r.size[i] : r.size[i];
+      }
+    }
+    i64 left = worst_lots;
+    for (std::size_t i : order) {
+      if (left == 0) break;
+      if (margin[i].liquidatable) continue;  // the waterfall never deleverages an account it is liquidating
+      const i64 lots = std::min(left, r.size[i] < 0 ? -r.size[i] : r.size[i]);
+      r.expected_loss[i] = static_cast<i64>(floor_div(worst_gap * lots, worst_lots));
+      left -= lots;
+    }
+  }
+  return r;
+}
+
+}  // namespace deleverage

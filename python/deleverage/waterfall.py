@@ -1,0 +1,105 @@
+"""Results of a waterfall step (:meth:`Exchange.liquidate`) and of the ADL indicator."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .reports import _Table
+
+EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
+               "adl_close", "haircut", "bad_debt", "socialized_credit")
+MODES = ("close", "haircut")
+POLICIES = ("queue", "pro_rata", "funding_index")
+RANKINGS = ("bitmex", "binance", "hyperliquid")
+ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class EventTable(_Table):
+    """Every movement of one waterfall step, in the order it happened.
+
+    ``kind`` (str): liquidation_fill / partial_fill / backstop_fill (``account`` closes
+    ``size`` against the executor ``counterparty``, receiving ``amount``); fund_payment (the
+    fund pays ``amount`` to ``account``); liquidation_fee (``account`` pays ``-amount`` to the
+    fund); adl_close (winner ``account`` closes ``size`` against the bankrupt
+    ``counterparty``); haircut (winner ``account`` pays ``-amount`` to ``counterparty``);
+    bad_debt (``amount`` left uncovered). Sizes in base units, money in quote currency,
+    prices in quote (NaN when not a fill) — or lots, units and ticks when ``exact``.
+    """
+
+    step: np.ndarray
+    kind: np.ndarray
+    account: np.ndarray
+    market: np.ndarray
+    counterparty: np.ndarray
+    size: np.ndarray
+    amount: np.ndarray
+    price: np.ndarray
+    pool: np.ndarray
+    exact: bool = False
+
+    def __repr__(self) -> str:
+        kinds, counts = np.unique(self.kind, return_counts=True) if len(self) else ([], [])
+        parts = ", ".join(f"{k}: {c}" for k, c in zip(kinds, counts))
+        return f"EventTable({len(self)} events; {parts})"
+
+
+@dataclasses.dataclass(frozen=True)
+class WaterfallTotals:
+    """Totals of one step. Money in quote currency (or integer units when ``exact``)."""
+
+    step: int
+    liquidated_accounts: int
+    partial_liquidations: int
+    deficit: float  #: deficit of the liquidations before the fund
+    fund_used: float  #: paid by the insurance fund
+    fund_fees: float  #: liquidation fees received by the fund
+    adl_notional: float  #: value of the ADL closes
+    adl_closes: int  #: number of counterparty closes
+    haircut_total: float  #: taken from winners in haircut mode
+    accounts_touched: int  #: distinct winners deleveraged or haircut
+    bad_debt: float  #: left uncovered (0 unless every winner is exhausted)
+    exact: bool = False
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class WaterfallResult:
+    """What :meth:`Exchange.liquidate` did: ``events`` and ``totals``."""
+
+    events: EventTable
+    totals: WaterfallTotals
+
+    def summary(self) -> dict[str, Any]:
+        """The totals as a plain dict."""
+        return {k: v for k, v in dataclasses.asdict(self.totals).items() if k != "exact"}
+
+    def __repr__(self) -> str:
+        t = self.totals
+        return (f"WaterfallResult(step {t.step}: {t.liquidated_accounts} liquidated, fund used {t.fund_used}, "
+                f"ADL {t.adl_closes} closes / {t.adl_notional}, haircuts {t.haircut_total}, bad debt {t.bad_debt})")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class AdlRanking(_Table):
+    """The ADL indicator of one market: one row per position.
+
+    ``rank`` 1 is deleveraged first within its side; ``light`` is the 1-5 indicator
+    exchanges show (5 = top 20% of the queue); ``score`` is the ranking score;
+    ``expected_loss`` is what the position would lose against the mark (quote currency) if
+    the largest current deficit on the other side were deleveraged now.
+    """
+
+    account: np.ndarray
+    side: np.ndarray
+    size: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    light: np.ndarray
+    expected_loss: np.ndarray
+    exact: bool = False
+
+    def __repr__(self) -> str:
+        return f"AdlRanking({len(self)} positions)"
