@@ -11,6 +11,7 @@ namespace deleverage {
 namespace {
 constexpr std::size_t kAccountsPerThreadMin = 4096;
 
+
 i128 abs128(i128 v) { return v < 0 ? -v : v; }
 
 i128 checked_add(i128 a, i128 b) {
@@ -127,8 +128,8 @@ MarginReport Engine::check_margin() {
       } else {
         s = account_sums(static_cast<std::uint32_t>(a), false);  // tiers or huge values: the general path
       }
-      acc_cache_[a] = s;
       const AccountMargin am = margin_from_sums(acc_balance_[a], s);
+      acc_cache_[a] = s;
       r.equity[a] = am.equity;
       r.maintenance[a] = am.maintenance;
       r.initial[a] = am.initial;

@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "deleverage/allocation.hpp"
+#include "deleverage/detail/parallel.hpp"
 #include "deleverage/engine.hpp"
 
 namespace deleverage {
@@ -67,36 +68,47 @@ i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& 
 }
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
+  const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+  return adl_score(slot, ranking, acc_balance_[a], am.equity, am.maintenance);
+}
+
+// The score of one position given its account's balance, equity and maintenance (money).
+// Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
+i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const {
   const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[slot])];
   const i64 q = pos_size_[slot], E = pos_entry_[slot];
-  const Contribution c = contribution(mk, q, E, mk.mark);
-  const i128 u = div_s_.floor(c.u);
-  const i128 notional = div_s_.floor(c.u + static_cast<i128>(E) * scale_s_) * (q < 0 ? -1 : 1);
-  const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+  const i128 value = static_cast<i128>(q) * mk.mark * mk.pow10k;
+  const i128 mark_value = scale_s_ == 1 ? value : div_s_.floor(value);
+  const i128 u = mark_value - E;  // floor(u_V / S): E * S is a multiple of S
+  const i128 notional = mark_value < 0 ? -mark_value : mark_value;
   const i128 abs_entry = std::max<i128>(1, abs64(E));
   switch (ranking) {
     case Ranking::BitMEX: {
       // pnl% x leverage when in profit, pnl% / leverage otherwise; leverage = notional over
       // the position's share of the account equity (its maintenance share)
-      const i128 pnl = u * kScoreScale / abs_entry;
-      const i128 mm_i = div_sr_.ceil(c.mm);
-      const i128 share = am.maintenance > 0 ? static_cast<i128>(am.equity) * mm_i / am.maintenance : am.equity;
-      i128 lev = share > 0 ? std::min(kMaxLeverageScaled, notional * kScoreScale / share) : kMaxLeverageScaled;
+      const i128 pnl = floor_div_fast(u * kScoreScale, abs_entry);
+      i128 share = equity;
+      if (maintenance > 0) {
+        const i128 mm_i = div_sr_.ceil(contribution(mk, q, 0, mk.mark).mm);
+        share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
+      }
+      i128 lev = share > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, share)) : kMaxLeverageScaled;
       lev = std::max<i128>(lev, 1);
-      return clamp_i64(pnl > 0 ? pnl * lev / kScoreScale : pnl * kScoreScale / lev);
+      return clamp_i64(pnl > 0 ? trunc_div(pnl * lev, kScoreScale) : trunc_div(pnl * kScoreScale, lev));
     }
     case Ranking::Binance: {
       // LeveragePnl = max(0, upnl) / max(1, wallet balance) x maintenance / (wallet + upnl)
       const i128 one_quote = pow10_i64(money_decimals_);
-      const i128 pnl = std::max<i128>(0, u) * kScoreScale / std::max<i128>(one_quote, acc_balance_[a]);
-      const i128 ratio = am.equity > 0 ? static_cast<i128>(am.maintenance) * kScoreScale / am.equity : 0;
-      return clamp_i64(std::min<i128>(pnl, kMaxLeverageScaled) * std::min<i128>(ratio, kMaxLeverageScaled) / kScoreScale);
+      const i128 pnl = trunc_div(std::max<i128>(0, u) * kScoreScale, std::max<i128>(one_quote, balance));
+      const i128 ratio = equity > 0 ? trunc_div(static_cast<i128>(maintenance) * kScoreScale, equity) : 0;
+      return clamp_i64(trunc_div(std::min<i128>(pnl, kMaxLeverageScaled) * std::min<i128>(ratio, kMaxLeverageScaled), kScoreScale));
     }
     case Ranking::Hyperliquid: {
       // (mark / entry) x (notional / account equity), mark/entry inverted for a short
-      const i128 price_ratio = q > 0 ? notional * kScoreScale / abs_entry : abs_entry * kScoreScale / std::max<i128>(1, notional);
-      const i128 lev = am.equity > 0 ? std::min(kMaxLeverageScaled, notional * kScoreScale / am.equity) : kMaxLeverageScaled;
-      return clamp_i64(std::min<i128>(price_ratio, kMaxLeverageScaled) * lev / kScoreScale);
+      const i128 price_ratio = q > 0 ? trunc_div(notional * kScoreScale, abs_entry)
+                                     : trunc_div(abs_entry * kScoreScale, std::max<i128>(1, notional));
+      const i128 lev = equity > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, equity)) : kMaxLeverageScaled;
+      return clamp_i64(trunc_div(std::min<i128>(price_ratio, kMaxLeverageScaled) * lev, kScoreScale));
     }
   }
   return 0;
@@ -115,10 +127,16 @@ class WaterfallRun {
 
  private:
   using MarketState = Engine::MarketState;
+  // What an account looked like before the step touched it; positions live in one arena
+  // (backup_positions_[first, first + count)) so that backing up allocates nothing per account.
   struct Backup {
     std::uint32_t account;
     i64 balance;
-    std::vector<std::pair<MarketId, std::pair<i64, i64>>> positions;
+    std::size_t first, count;
+  };
+  struct SavedPosition {
+    MarketId market;
+    i64 size, entry;
   };
   struct Closing {  // one position of the account being liquidated
     MarketId m;
@@ -152,14 +170,16 @@ class WaterfallRun {
   WaterfallResult result_;
   std::uint32_t exec_account_ = AccountIndex::kNone;
   std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
+  std::vector<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
   std::vector<std::uint8_t> backed_up_;
   std::vector<std::uint8_t> winner_touched_;  // this round: candidates for the cascade
   std::vector<std::uint8_t> counted_;         // this step: for accounts_touched
   std::vector<std::uint32_t> touched_list_;   // accounts with winner_touched_ set
   std::vector<Backup> backups_;
+  std::vector<SavedPosition> backup_positions_;
   std::unordered_map<int, std::vector<QueueEntry>> queues_;  // key: market * 2 + (side > 0)
   std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
-  std::unordered_map<std::uint32_t, std::vector<MarketId>> adl_markets_;  // winner -> markets it was deleveraged in
+  std::vector<std::pair<std::uint32_t, MarketId>> adl_log_;  // (winner, market) of every ADL close this round
   struct Pending {
     std::uint32_t account;
     MarketId market;
@@ -172,10 +192,9 @@ class WaterfallRun {
 void WaterfallRun::touch(std::uint32_t a) {
   if (backed_up_[a]) return;
   backed_up_[a] = 1;
-  Backup b{a, e_.acc_balance_[a], {}};
+  backups_.push_back(Backup{a, e_.acc_balance_[a], backup_positions_.size(), e_.acc_count_[a]});
   for (std::uint32_t p = e_.acc_start_[a]; p < e_.acc_start_[a] + e_.acc_count_[a]; ++p)
-    b.positions.push_back({e_.pos_market_[p], {e_.pos_size_[p], e_.pos_entry_[p]}});
-  backups_.push_back(std::move(b));
+    backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});
 }
 
 void WaterfallRun::restore() {
@@ -184,7 +203,8 @@ void WaterfallRun::restore() {
     std::vector<MarketId> now;
     for (std::uint32_t p = e_.acc_start_[a]; p < e_.acc_start_[a] + e_.acc_count_[a]; ++p) now.push_back(e_.pos_market_[p]);
     for (MarketId m : now) e_.set_position(a, m, 0, 0);
-    for (const auto& [m, qe] : it->positions) e_.set_position(a, m, qe.first, qe.second);
+    for (std::size_t i = it->first; i < it->first + it->count; ++i)
+      e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
     e_.acc_balance_[a] = it->balance;
   }
 }
@@ -201,13 +221,26 @@ std::vector<QueueEntry>& WaterfallRun::queue(MarketId m, int side) {
   if (it != queues_.end()) return it->second;
   std::vector<QueueEntry>& q = queues_[key];
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
-  q.reserve(mk.accounts.size());
+  std::vector<std::uint32_t> who, slot;
+  who.reserve(mk.accounts.size());
+  slot.reserve(mk.accounts.size());
   for (std::uint32_t a : mk.accounts) {
     if (!eligible_winner(a)) continue;
     const std::uint32_t s = e_.find_slot(a, m);
     if ((e_.pos_size_[s] > 0) != (side > 0)) continue;
-    q.push_back(QueueEntry{e_.adl_score(a, s, cfg_.ranking), e_.acc_id_[a], a});
+    who.push_back(a);
+    slot.push_back(s);
   }
+  // Scores use the account margins of the start of the step, so a queue does not depend on
+  // which bankrupt account happened to need it first.
+  q.resize(who.size());
+  detail::parallel_for(who.size(), e_.threads_, 8192, [&](std::size_t b, std::size_t end) {
+    for (std::size_t i = b; i < end; ++i) {
+      const std::uint32_t a = who[i];
+      q[i] = QueueEntry{e_.adl_score(slot[i], cfg_.ranking, start_balance_[a], start_equity_[a], start_maintenance_[a]),
+                        e_.acc_id_[a], a};
+    }
+  });
   std::make_heap(q.begin(), q.end(), QueueOrder{});
   return q;
 }
@@ -341,8 +374,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value) {
     // the winner reduces its opposite position by x lots and pays v (receives -v)
     fill(b, m, sign * x, -v);
     fill(a, m, -sign * x, v);
-    auto& where = adl_markets_[b];
-    if (std::find(where.begin(), where.end(), m) == where.end()) where.push_back(m);
+    adl_log_.push_back({b, m});
     mark_winner(b);
     const i64 px = clamp_i64(static_cast<i128>(abs64(v)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
     result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -v, px, -1);
@@ -389,7 +421,9 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (cfg_.policy == LastResortPolicy::Queue) {
       std::vector<QueueEntry> order;
       for (std::size_t i = 0; i < who.size(); ++i)
-        order.push_back(QueueEntry{e_.adl_score(who[i], e_.find_slot(who[i], m), cfg_.ranking), ids[i], static_cast<std::uint32_t>(i)});
+        order.push_back(QueueEntry{e_.adl_score(e_.find_slot(who[i], m), cfg_.ranking, start_balance_[who[i]],
+                                                start_equity_[who[i]], start_maintenance_[who[i]]),
+                                   ids[i], static_cast<std::uint32_t>(i)});
       std::sort(order.begin(), order.end(), [](const QueueEntry& u, const QueueEntry& v) { return QueueOrder{}(v, u); });
       i64 left = budget;
       for (const QueueEntry& o : order) {
@@ -597,7 +631,9 @@ void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
 void WaterfallRun::settle_flat(std::uint32_t a) {
   touch(a);
   std::vector<Closing> cl;
-  for (MarketId m : adl_markets_[a]) cl.push_back(Closing{m, 0, 0, 0, 0, 0, 1});
+  auto it = std::lower_bound(adl_log_.begin(), adl_log_.end(), std::make_pair(a, std::numeric_limits<MarketId>::min()));
+  for (; it != adl_log_.end() && it->first == a; ++it)
+    if (cl.empty() || cl.back().m != it->second) cl.push_back(Closing{it->second, 0, 0, 0, 0, 0, 1});
   settle(a, cl, {});
 }
 
@@ -622,9 +658,20 @@ WaterfallResult WaterfallRun::run() {
     const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
     return l != r ? l > r : x.id < y.id;
   };
+  start_balance_.assign(e_.acc_balance_.begin(), e_.acc_balance_.end());
+  start_equity_.resize(n);
+  start_maintenance_.resize(n);
+  detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+    for (std::size_t a = b; a < end; ++a) {
+      const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
+      start_equity_[a] = am.equity;
+      start_maintenance_[a] = am.maintenance;
+    }
+  });
   std::vector<std::uint32_t> checked(n);
   for (std::uint32_t a = 0; a < n; ++a) checked[a] = a;
   while (!checked.empty()) {
+    std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
     std::vector<Candidate> work;
     for (std::uint32_t a : checked) {
       if (a == exec_account_) continue;
@@ -641,6 +688,7 @@ WaterfallResult WaterfallRun::run() {
     if (work.empty()) break;
     std::sort(work.begin(), work.end(), worse);
     for (const Candidate& c : work) excluded_[c.a] = 1;
+    adl_log_.clear();
     for (const Candidate& c : work) liquidate_account(c.a);
     resolve_pending_haircuts();
     // a cascade: winners the step deleveraged or haircut may now be liquidatable themselves

@@ -1,7 +1,7 @@
 """The ``deleverage`` console command.
 
-``deleverage demo`` generates a book, runs the batch margin check and prints a summary a
-risk manager would want to see. Later subcommands grow from here.
+``deleverage demo`` generates a book, crashes one market, runs the margin check and one step
+of the loss waterfall, and prints the summary a risk manager would want to see.
 """
 
 from __future__ import annotations
@@ -24,15 +24,24 @@ def _positive_int(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deleverage", description="Exact loss-waterfall engine for derivatives exchanges.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="generate a book, run the margin check and print a summary",
+    demo = sub.add_parser("demo", help="crash a generated book through the whole loss waterfall",
                           description="Generate a sample book (heavy-tailed sizes, log-normal leverage, several "
-                                      "markets per account), move the marks of one market by --shock, run the "
-                                      "batch margin check and print a summary.")
+                                      "markets per account), crash one market's mark by --shock, run the margin "
+                                      "check and one waterfall step (liquidation, insurance fund, ADL or haircut) "
+                                      "and print a summary.")
     demo.add_argument("--positions", type=_positive_int, default=1_000_000, help="number of positions (default 1,000,000)")
     demo.add_argument("--accounts", type=_positive_int, default=100_000, help="number of accounts (default 100,000)")
     demo.add_argument("--markets", type=_positive_int, default=20, help="number of markets (default 20)")
     demo.add_argument("--shock", type=float, default=-0.30, help="relative move of market 0's mark, e.g. -0.3 (default)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument("--leverage", type=float, default=5.0, help="typical account leverage of the generated book (default 5)")
+    demo.add_argument("--fund", type=float, default=50_000.0, help="insurance fund before the crash, quote currency (default 50,000)")
+    demo.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
+    demo.add_argument("--mode", choices=["close", "haircut"], default="close", help="last resort: ADL close or haircut (default close)")
+    demo.add_argument("--policy", choices=["queue", "pro_rata", "funding_index"], default="queue",
+                      help="who pays in the last resort (default queue)")
+    demo.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex",
+                      help="ADL queue ranking (default bitmex)")
     return parser
 
 
@@ -41,49 +50,67 @@ def _money(x: float) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from . import MarketClose
     from .sample import MARKET_MAKER, sample_exchange
 
     if not -1.0 < args.shock < 10.0:
         print("error: --shock must be between -1 and 10", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    ex = sample_exchange(args.positions, args.accounts, args.markets, seed=args.seed)
+    ex = sample_exchange(args.positions, args.accounts, args.markets, seed=args.seed, leverage=args.leverage)
+    ex.insurance.deposit(args.fund)
     t_load = time.perf_counter() - t0
     before = ex.check_margin()
 
     marks = ex.marks()
     symbol = ex.markets[0]
-    new_mark = round(float(marks[0]) * (1.0 + args.shock), 2)
-    ex.set_marks([0], [max(new_mark, 0.01)])
+    new_mark = max(round(float(marks[0]) * (1.0 + args.shock), 2), 0.01)
+    ex.set_marks([0], [new_mark])
     t0 = time.perf_counter()
     after = ex.check_margin()
     t_check = time.perf_counter() - t0
+    fund_before = ex.insurance.balance()
+    t0 = time.perf_counter()
+    result = ex.liquidate(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps),
+                          mode=args.mode, policy=args.policy, ranking=args.ranking)
+    t_waterfall = time.perf_counter() - t0
     ex.check_invariants()
+    final = ex.check_margin()
+    t = result.totals
 
     # the market maker holding the book's imbalance is not a trader: leave it out of the totals
-    b_mask = before.account != MARKET_MAKER
-    a_mask = after.account != MARKET_MAKER
-    deficit = -after.equity[after.bankrupt & a_mask].sum()
-    print(f"deleverage demo: {ex.position_count:,} positions, {ex.account_count:,} accounts, {len(ex.markets)} markets")
-    print(f"  book loaded in {t_load:.2f} s; engine memory {ex.memory_bytes / ex.position_count:.1f} bytes/position")
-    print(f"  shock: {symbol} mark {float(marks[0]):,.2f} -> {max(new_mark, 0.01):,.2f} ({args.shock:+.0%})")
-    print(f"  margin check over all accounts: {t_check * 1e3:.1f} ms")
+    traders_before = before.account != MARKET_MAKER
+    traders_after = after.account != MARKET_MAKER
+    print(f"deleverage demo: {ex.position_count:,} positions open after the crash, {ex.account_count:,} accounts, "
+          f"{len(ex.markets)} markets")
+    print(f"  book generated and loaded in {t_load:.2f} s; engine memory {ex.memory_bytes / max(1, ex.position_count):.1f} "
+          f"bytes/position")
+    print(f"  crash: {symbol} mark {float(marks[0]):,.2f} -> {new_mark:,.2f} ({args.shock:+.0%}); "
+          f"executor: market maker at {args.slippage_bps:g} bps slippage; last resort: {args.mode}/{args.policy}/{args.ranking}")
     print()
-    print(f"  {'traders (market maker excluded)':32}{'before':>18}{'after':>18}")
+    print(f"  margin check of every account:   {t_check * 1e3:8.1f} ms")
+    print(f"  waterfall step:                  {t_waterfall * 1e3:8.1f} ms")
+    print()
     rows = [
-        ("liquidatable accounts", f"{int(before.liquidatable[b_mask].sum()):,}", f"{int(after.liquidatable[a_mask].sum()):,}"),
-        ("bankrupt accounts", f"{int(before.bankrupt[b_mask].sum()):,}", f"{int(after.bankrupt[a_mask].sum()):,}"),
-        ("total equity", _money(before.equity[b_mask].sum()), _money(after.equity[a_mask].sum())),
-        ("total maintenance margin", _money(before.maintenance[b_mask].sum()), _money(after.maintenance[a_mask].sum())),
-        ("bad debt (negative equity)", _money(-before.equity[before.bankrupt & b_mask].sum()), _money(deficit)),
+        ("liquidatable accounts (before -> after crash)",
+         f"{int(before.liquidatable[traders_before].sum()):,} -> {int(after.liquidatable[traders_after].sum()):,}"),
+        ("bankrupt accounts after the crash", f"{int(after.bankrupt[traders_after].sum()):,}"),
+        ("negative equity to cover", _money(-after.equity[after.bankrupt & traders_after].sum())),
+        ("accounts liquidated (partial)", f"{t.liquidated_accounts:,} ({t.partial_liquidations:,})"),
+        ("deficit of the liquidation fills", _money(t.deficit)),
+        ("insurance fund: before -> after", f"{_money(fund_before)} -> {_money(ex.insurance.balance())}"),
+        ("  paid out / fees received", f"{_money(t.fund_used)} / {_money(t.fund_fees)}"),
+        ("ADL: closes / notional", f"{t.adl_closes:,} / {_money(t.adl_notional)}"),
+        ("haircuts taken from winners", _money(t.haircut_total)),
+        ("winners deleveraged or haircut", f"{t.accounts_touched:,}"),
+        ("bad debt left", _money(t.bad_debt)),
+        ("accounts still liquidatable", f"{int(final.liquidatable.sum()):,}"),
     ]
-    for name, b, a in rows:
-        print(f"  {name:32}{b:>18}{a:>18}")
-    ratio = after.margin_ratio[np.isfinite(after.margin_ratio) & a_mask]
-    if ratio.size:
-        p50, p99 = np.percentile(ratio, [50, 99])
-        print(f"  margin ratio (finite) p50 {p50:.3f}, p99 {p99:.3f}")
-    print("  invariants: conservation and zero net size hold")
+    width = max(len(name) for name, _ in rows) + 2
+    for name, value in rows:
+        print(f"  {name:<{width}}{value:>28}")
+    print("  invariants: conservation (fund included) and zero net size hold; no negative equity left"
+          if not final.bankrupt.any() else "  WARNING: accounts with negative equity remain")
     return 0
 
 

@@ -218,6 +218,7 @@ class Engine {
   // waterfall helpers (waterfall.cpp)
   friend class WaterfallRun;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
+  i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
 
   int money_decimals_;

@@ -1,0 +1,804 @@
+"""Slow, readable pure-Python reference of ``docs/waterfall.md`` (the loss waterfall).
+
+Built on ``reference_model.ReferenceExchange`` (``docs/semantics.md``); every quantity is a
+Python ``int``. Section numbers in the comments are those of ``docs/waterfall.md``.
+
+Choices where the contract is silent (so that a disagreement with the engine is easy to
+place):
+
+- ``pro_rata`` ADL closes: the value ``V`` is split over the winners in ascending account
+  creation order (the doc says "winner i" without fixing the order);
+- a flat winner settled at the next round (section 5) puts its pending haircut on the first
+  market it was deleveraged in (the doc's "market with the largest deficit" has no meaning
+  for it: it has no deficit per market);
+- pending haircuts created by settling flat winners are resolved in that round even when
+  the round has no candidate (otherwise the winner would stay in debt without bad debt);
+- the totals not spelled out by the doc: ``deficit`` adds ``max(0, D)`` of every MarketClose
+  liquidation in full; ``liquidated_accounts`` counts candidates; ``partial_liquidations``
+  counts accounts that got partial fills; ``accounts_touched`` counts distinct winners
+  deleveraged or haircut;
+- scores are clamped to ``[-(2**63 - 1), 2**63 - 1]`` (int64 columns).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from reference_model import (
+    INT64_MAX,
+    R,
+    InvalidInput,
+    InvariantViolation,
+    ReferenceExchange,
+    UnknownId,
+    ceil_div,
+    floor_div,
+    trunc_div,
+)
+
+SCORE = 10**9  # ranking scores are in units of 1e-9
+MAX_LEV = 10**6 * SCORE  # 1e15
+MODES = ("close", "haircut")
+POLICIES = ("queue", "pro_rata", "funding_index")
+RANKINGS = ("bitmex", "binance", "hyperliquid")
+ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
+
+
+def clamp64(v: int) -> int:
+    return max(-INT64_MAX, min(INT64_MAX, v))
+
+
+# --------------------------------------------------------------------- executors
+
+
+@dataclass(frozen=True)
+class Exec:
+    """An executor in integer units: ``kind`` "market" or "backstop"; ``slippage`` and
+    ``impact_rate`` in 1e-8; ``depth`` in money units (0 = no impact term)."""
+
+    kind: str
+    account: int
+    slippage: int = 0
+    impact_rate: int = 0
+    depth: int = 0
+    partial: bool = False
+
+
+def exec_from_api(executor, money_decimals: int) -> Exec:
+    """The same integer spec that ``Exchange.liquidate`` derives from a MarketClose or a
+    Backstop (basis points x 10_000 = 1e-8 units; depth in quote -> money units)."""
+    from deleverage import Backstop, MarketClose
+
+    if isinstance(executor, Backstop):
+        return Exec("backstop", executor.account)
+    assert isinstance(executor, MarketClose)
+    imp = executor.impact
+    return Exec(
+        "market",
+        executor.counterparty,
+        round(executor.slippage_bps * 10_000),
+        round(imp.bps_per_depth * 10_000) if imp else 0,
+        round(imp.depth * 10**money_decimals) if imp else 0,
+        bool(executor.partial),
+    )
+
+
+# ----------------------------------------------------------------------- results
+
+
+@dataclass
+class Totals:
+    step: int = 0
+    liquidated_accounts: int = 0
+    partial_liquidations: int = 0
+    deficit: int = 0
+    fund_used: int = 0
+    fund_fees: int = 0
+    adl_notional: int = 0
+    adl_closes: int = 0
+    haircut_total: int = 0
+    accounts_touched: int = 0
+    bad_debt: int = 0
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+@dataclass
+class Result:
+    totals: Totals
+    events: list = field(default_factory=list)  # (step, kind, account, market, counterparty, size, amount, price, pool)
+    flags: set = field(default_factory=set)  # notes on which branches ran (for the tests)
+
+
+@dataclass
+class _Closing:
+    m: int
+    q: int
+    mark_value: int
+    bk_value: int
+    exec_price: int = 0
+    exec_value: int = 0
+    deficit: int = 0
+
+
+class WaterfallReference(ReferenceExchange):
+    def __init__(self, money_decimals: int = 6):
+        super().__init__(money_decimals)
+        self.fee_rate: list[int] = []  # per market, 1e-8
+        self.market_pool: list[int] = []
+        self.previous_mark: list[int] = []
+        self.pools: list[int] = [0]
+        self.ledger: list[tuple] = []  # (step, pool, market, account, amount, reason)
+        self.history: list[tuple] = []  # (step, pool, balance)
+        self.insurance_deposits = 0
+        self.max_drawdown = R
+        self.window = 1
+        self.step = 0
+
+    # ------------------------------------------------------------ configuration
+
+    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None, fee=0, own_pool=False, mark=None) -> int:
+        m = super().add_market(symbol, qty_decimals, price_decimals, mmr, imr, tiers)
+        self.fee_rate.append(fee)
+        self.market_pool.append(0)
+        self.previous_mark.append(0)
+        if mark is not None:
+            self.set_marks([m], [mark])
+        if own_pool:
+            self.give_market_own_pool(m)
+        return m
+
+    def give_market_own_pool(self, m: int) -> int:
+        if self.market_pool[m] == 0:
+            self.pools.append(0)
+            self.market_pool[m] = len(self.pools) - 1
+        return self.market_pool[m]
+
+    def set_marks(self, markets, prices) -> None:
+        old = [mk.mark for mk in self.markets]
+        super().set_marks(markets, prices)
+        for m, p in zip(markets, prices):
+            if old[m] != p:
+                self.previous_mark[m] = old[m]
+
+    def insurance_deposit(self, amount: int, pool: int = 0) -> None:
+        if amount < 0:
+            raise InvalidInput("negative insurance deposit")
+        if not 0 <= pool < len(self.pools):
+            raise UnknownId(f"unknown pool {pool}")
+        self._fund_move(pool, -1, 0, amount, "deposit")
+        self.insurance_deposits += amount
+
+    def set_drawdown_rule(self, max_drawdown: int, window: int) -> None:
+        self.max_drawdown, self.window = max_drawdown, window
+
+    # ---------------------------------------------------------------- the fund
+
+    def _fund_move(self, pool, market, account, amount, reason):
+        assert self.pools[pool] + amount >= 0, "pools never go negative"
+        self.pools[pool] += amount
+        self.ledger.append((self.step, pool, market, account, amount, reason))
+
+    def available(self, pool: int) -> int:
+        """Section 4: the drawdown rule."""
+        now = self.pools[pool]
+        if self.max_drawdown >= R:
+            return now
+        # closing balances of the last `window` steps (the current step is self.step)
+        closing = [b for (s, p, b) in self.history if p == pool and self.step - self.window <= s < self.step]
+        peak = max([now] + closing)
+        floor_amount = ceil_div(peak * (R - self.max_drawdown), R)
+        return max(0, now - floor_amount)
+
+    def check_invariants(self) -> None:
+        cash = sum(a.balance for a in self.accounts.values()) - self._sum_entry()
+        flows = self.deposits - self.withdrawals - self.loaded_entry_notional + self.insurance_deposits
+        if cash + sum(self.pools) != flows:
+            raise InvariantViolation(f"conservation: cash {cash} + fund {sum(self.pools)} != {flows}")
+        if any(b < 0 for b in self.pools):
+            raise InvariantViolation("negative pool")
+        for m in range(len(self.markets)):
+            if self.net_size(m) != 0:
+                raise InvariantViolation(f"zero net size: market {m}")
+
+    # ------------------------------------------------------------- small views
+
+    def _mm_money(self, m: int, pos) -> int:
+        return ceil_div(self._terms(m, pos).mm_VR, self.S * R)
+
+    def _u_money(self, m: int, pos) -> int:
+        return floor_div(self._terms(m, pos).u_V, self.S)
+
+    def _equity(self, acct) -> int:
+        return self._margin_row(acct).equity
+
+    # ---------------------------------------------------------- section 7: scores
+
+    def score(self, acct, m: int, ranking: str) -> int:
+        pos = acct.positions[m]
+        row = self._margin_row(acct)
+        equity, maintenance = row.equity, row.maintenance
+        u = self._u_money(m, pos)
+        mark_value = self.value_money(m, pos.size, self.markets[m].mark)
+        notional = abs(mark_value)
+        E = pos.entry
+        if ranking == "bitmex":
+            pnl = floor_div(u * SCORE, max(1, abs(E)))
+            mm_i = self._mm_money(m, pos)
+            share = trunc_div(equity * mm_i, maintenance) if maintenance > 0 else equity
+            lev = min(MAX_LEV, floor_div(notional * SCORE, share)) if share > 0 else MAX_LEV
+            lev = max(lev, 1)
+            s = trunc_div(pnl * lev, SCORE) if pnl > 0 else trunc_div(pnl * SCORE, lev)
+        elif ranking == "binance":
+            pnl = floor_div(max(0, u) * SCORE, max(10**self.money_decimals, acct.balance))
+            ratio = floor_div(maintenance * SCORE, equity) if equity > 0 else 0
+            s = min(pnl, MAX_LEV) * min(ratio, MAX_LEV) // SCORE
+        elif ranking == "hyperliquid":
+            if pos.size > 0:
+                price_ratio = floor_div(notional * SCORE, max(1, abs(E)))
+            else:
+                price_ratio = floor_div(abs(E) * SCORE, max(1, notional))
+            lev = min(MAX_LEV, floor_div(notional * SCORE, equity)) if equity > 0 else MAX_LEV
+            s = min(price_ratio, MAX_LEV) * lev // SCORE
+        else:
+            raise InvalidInput(f"unknown ranking {ranking!r}")
+        return clamp64(s)
+
+    # ---------------------------------------------------- section 8: indicator
+
+    def adl_ranking(self, m: int, ranking: str = "bitmex") -> list[dict]:
+        """One row per position of market m, in account creation order."""
+        self._market(m)
+        self._require_marks()
+        rows = []
+        for acct in self.accounts.values():
+            if m in acct.positions:
+                q = acct.positions[m].size
+                rows.append(dict(account=acct.account_id, side=1 if q > 0 else -1, size=q,
+                                 score=self.score(acct, m, ranking), rank=0, light=0, expected_loss=0,
+                                 _acct=acct))
+        for side in (1, -1):
+            mine = sorted((r for r in rows if r["side"] == side), key=lambda r: (-r["score"], r["account"]))
+            n = len(mine)
+            for k, r in enumerate(mine):
+                r["rank"] = k + 1
+                r["light"] = 5 - floor_div(5 * k, n)
+            worst_gap, worst_lots = 0, 0
+            for r in rows:  # bankrupt positions of the other side
+                if r["side"] != -side:
+                    continue
+                acct = r["_acct"]
+                equity = self._equity(acct)
+                if equity >= 0:
+                    continue
+                mm = {mm_m: self._mm_money(mm_m, p) for mm_m, p in acct.positions.items()}
+                total = sum(mm.values())
+                gap = -floor_div(equity * mm[m], total) if total > 0 else -equity
+                if gap > worst_gap:
+                    worst_gap, worst_lots = gap, abs(r["size"])
+            left = worst_lots
+            for r in mine:
+                if left == 0:
+                    break
+                if self._margin_row(r["_acct"]).liquidatable:
+                    continue
+                lots = min(left, abs(r["size"]))
+                r["expected_loss"] = floor_div(worst_gap * lots, worst_lots)
+                left -= lots
+        for r in rows:
+            del r["_acct"]
+        return rows
+
+    # --------------------------------------------------------- the waterfall
+
+    def liquidate(self, executor, mode="close", policy="queue", ranking="bitmex", adl_price="bankruptcy") -> Result:
+        if not isinstance(executor, Exec):
+            executor = exec_from_api(executor, self.money_decimals)
+        for name, v, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES),
+                                 ("ranking", ranking, RANKINGS), ("adl_price", adl_price, ADL_PRICES)):
+            if v not in allowed:
+                raise InvalidInput(f"{name} must be one of {allowed} (got {v!r})")
+        if mode == "close" and policy == "funding_index":
+            raise InvalidInput("funding_index is a haircut policy")
+        if not 0 <= executor.slippage <= R:
+            raise InvalidInput("slippage out of range")
+        if executor.account not in self.accounts:
+            raise UnknownId(f"unknown executor account {executor.account}")
+        self._require_marks()
+        saved = copy.deepcopy(self.__dict__)
+        try:
+            return _Run(self, executor, mode, policy, ranking, adl_price).run()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+
+class _Run:
+    """State of one liquidate() call (section 1)."""
+
+    def __init__(self, ex: WaterfallReference, executor: Exec, mode, policy, ranking, adl_price):
+        self.ex = ex
+        self.cfg = executor
+        self.mode, self.policy, self.ranking, self.adl_price = mode, policy, ranking, adl_price
+        self.exec_acct = ex.accounts[executor.account]
+        self.result = Result(Totals())
+        self.t = self.result.totals
+        self.excluded: set[int] = set()
+        self.touched: list[int] = []  # winners of this round (ids, in first-touch order)
+        self.counted: set[int] = set()
+        self.queues: dict[tuple[int, int], list] = {}
+        self.haircut_taken: dict[tuple[int, int], int] = {}
+        self.adl_markets: dict[int, list[int]] = {}
+        self.pending: list[list] = []  # [account id, market, amount]
+
+    # -------------------------------------------------------------- helpers
+
+    def event(self, kind, account, market, counterparty=0, size=0, amount=0, price=0, pool=-1):
+        self.result.events.append((self.ex.step, kind, account, market, counterparty, size, amount, price, pool))
+
+    def acct(self, a):
+        return self.ex.accounts[a]
+
+    def fill(self, a, m, dq, cash):
+        """A close of dq lots for which account a receives `cash`."""
+        self.ex._apply_fill(self.acct(a), m, dq, -cash)
+
+    def eligible(self, a):
+        return a != self.cfg.account and a not in self.excluded
+
+    def mark_winner(self, b):
+        if b not in self.touched:
+            self.touched.append(b)
+        if b not in self.counted:
+            self.counted.add(b)
+            self.t.accounts_touched += 1
+
+    # ------------------------------------------------------------ section 2
+
+    def closings(self, a, with_executor: bool) -> list[_Closing]:
+        ex = self.ex
+        acct = self.acct(a)
+        cl = []
+        cash = acct.balance
+        for m in sorted(acct.positions):
+            pos = acct.positions[m]
+            cash -= pos.entry
+            cl.append(_Closing(m, pos.size, ex.value_money(m, pos.size, ex.markets[m].mark), 0))
+        e_prime = cash + sum(c.mark_value for c in cl)
+        w = [ex._mm_money(c.m, acct.positions[c.m]) for c in cl]
+        if sum(w) == 0:
+            w = [abs(c.mark_value) + 1 for c in cl]
+        assigned = 0
+        for i, c in enumerate(cl):
+            share = e_prime - assigned if i == len(cl) - 1 else floor_div(e_prime * w[i], sum(w))
+            assigned += share
+            c.bk_value = c.mark_value - share
+            if with_executor:
+                c.exec_price = self.executor_price(c.m, c.q)
+                c.exec_value = ex.value_money(c.m, c.q, c.exec_price)
+                c.deficit = c.bk_value - c.exec_value
+        assert cash + sum(c.bk_value for c in cl) == 0
+        return cl
+
+    def executor_price(self, m, q):
+        ex, cfg = self.ex, self.cfg
+        p = ex.markets[m].mark
+        rate = cfg.slippage if cfg.kind == "market" else 0
+        if cfg.kind == "market" and cfg.depth > 0:
+            notional = floor_div(abs(q) * p * 10 ** ex.k(m), ex.S)
+            rate += cfg.impact_rate * notional // cfg.depth
+        rate = min(rate, R)
+        if q > 0:
+            return max(1, floor_div(p * (R - rate), R))
+        return ceil_div(p * (R + rate), R)
+
+    # -------------------------------------------------------------- the fund
+
+    def pay_from_fund(self, a, m, wanted):
+        if wanted <= 0:
+            return 0
+        pool = self.ex.market_pool[m]
+        paid = min(wanted, self.ex.available(pool))
+        if paid <= 0:
+            return 0
+        self.ex._fund_move(pool, m, a, -paid, "deficit_payment")
+        self.acct(a).balance += paid
+        self.event("fund_payment", a, m, amount=paid, pool=pool)
+        self.t.fund_used += paid
+        return paid
+
+    def take_fee(self, a, m, fee):
+        pool = self.ex.market_pool[m]
+        self.acct(a).balance -= fee
+        self.ex._fund_move(pool, m, a, fee, "liquidation_fee")
+        self.event("liquidation_fee", a, m, amount=-fee, pool=pool)
+        self.t.fund_fees += fee
+
+    # ------------------------------------------------------------- section 3
+
+    def try_partial(self, a) -> bool:
+        ex = self.ex
+        row = ex._margin_row(self.acct(a))
+        if row.equity < 0 or not row.liquidatable:  # "account not bankrupt"
+            return False
+        cl = self.closings(a, True)
+        cost = sum(c.mark_value - c.exec_value for c in cl)
+        den = row.maintenance - cost
+        num = row.maintenance - row.equity
+        if den <= 0 or num >= den:
+            return False
+        self.result.flags.add("partial")
+        for c in cl:
+            lots = min(abs(c.q), ceil_div(abs(c.q) * num, den))
+            dq = -lots if c.q > 0 else lots
+            cash = -ex.value_money(c.m, dq, c.exec_price)
+            self.fill(a, c.m, dq, cash)
+            self.fill(self.cfg.account, c.m, -dq, -cash)
+            self.event("partial_fill", a, c.m, self.cfg.account, dq, cash, c.exec_price)
+            fee = min(ceil_div(abs(cash) * ex.fee_rate[c.m], R), max(0, ex._equity(self.acct(a))))
+            if fee > 0:
+                self.take_fee(a, c.m, fee)
+        self.t.partial_liquidations += 1
+        acct = self.acct(a)
+        return not acct.positions or not ex._margin_row(acct).liquidatable
+
+    def liquidate_account(self, a):
+        ex, cfg = self.ex, self.cfg
+        self.t.liquidated_accounts += 1
+        if cfg.kind == "market" and cfg.partial and self.try_partial(a):
+            return
+        if not self.acct(a).positions:
+            return
+        if cfg.kind == "backstop":
+            for c in self.closings(a, False):
+                self.fill(a, c.m, -c.q, c.bk_value)
+                self.fill(cfg.account, c.m, c.q, -c.bk_value)
+                px = clamp64(abs(c.bk_value) * ex.S // (abs(c.q) * 10 ** ex.k(c.m)))
+                self.event("backstop_fill", a, c.m, cfg.account, -c.q, c.bk_value, px)
+            return
+        cl = self.closings(a, True)
+        self._last_closings = cl
+        D = sum(c.deficit for c in cl)
+        n = len(cl)
+        adl_lots, planned = [0] * n, [0] * n
+        if D > 0:
+            self.t.deficit += D
+            offset = sum(-c.deficit for c in cl if c.deficit < 0)
+            for i, c in enumerate(cl):
+                if c.deficit <= 0:
+                    continue
+                use = min(offset, c.deficit)
+                offset -= use
+                rest = c.deficit - use
+                pool = ex.market_pool[c.m]
+                avail = ex.available(pool) - sum(planned[j] for j in range(i) if ex.market_pool[cl[j].m] == pool)
+                planned[i] = max(0, min(rest, avail))
+                last_resort = rest - planned[i]
+                if self.mode == "close" and last_resort > 0:
+                    adl_lots[i] = min(abs(c.q), ceil_div(abs(c.q) * last_resort, c.deficit))
+        for i, c in enumerate(cl):
+            s = 1 if c.q > 0 else -1
+            closed = 0
+            if adl_lots[i] > 0:
+                if adl_lots[i] == abs(c.q):
+                    value = c.bk_value
+                else:
+                    value = trunc_div(c.bk_value * adl_lots[i], abs(c.q))
+                if self.adl_price != "bankruptcy":
+                    mk = ex.markets[c.m]
+                    if self.adl_price == "mark":
+                        px = mk.mark
+                    else:
+                        px = ex.previous_mark[c.m] if ex.previous_mark[c.m] > 0 else mk.mark
+                    value = ex.value_money(c.m, s * adl_lots[i], px)
+                closed = self.adl_close(a, c.m, adl_lots[i], value)
+            exec_lots = abs(c.q) - closed
+            if exec_lots > 0:
+                cash = ex.value_money(c.m, s * exec_lots, c.exec_price)
+                self.fill(a, c.m, -s * exec_lots, cash)
+                self.fill(cfg.account, c.m, s * exec_lots, -cash)
+                self.event("liquidation_fill", a, c.m, cfg.account, -s * exec_lots, cash, c.exec_price)
+        self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned)
+
+    def settle(self, a, markets, deficits, planned):
+        acct = self.acct(a)
+        assert not acct.positions
+        if acct.balance > 0:
+            return self.charge_fee(a)
+        for i, m in enumerate(markets):
+            if acct.balance < 0 and planned[i] > 0:
+                self.pay_from_fund(a, m, min(planned[i], -acct.balance))
+        for m in markets:
+            if acct.balance < 0:
+                self.pay_from_fund(a, m, -acct.balance)
+        if acct.balance < 0:
+            worst = 0
+            for i in range(1, len(markets)):
+                if deficits[i] > deficits[worst]:
+                    worst = i
+            self.pending.append([a, markets[worst], -acct.balance])
+
+    def charge_fee(self, a):
+        # "at most ceil(|exec_value_i| * fee_rate / R) each": the closings of the full close
+        surplus = self.acct(a).balance
+        for c in self._last_closings:
+            if surplus <= 0:
+                break
+            fee = min(surplus, ceil_div(abs(c.exec_value) * self.ex.fee_rate[c.m], R))
+            if fee <= 0:
+                continue
+            self.take_fee(a, c.m, fee)
+            surplus -= fee
+
+    # ------------------------------------------------------------- section 5
+
+    def queue_take(self, m, side, lots):
+        key = (m, side)
+        if key not in self.queues:
+            heap = []
+            for acct in self.ex.accounts.values():
+                b = acct.account_id
+                if not self.eligible(b) or m not in acct.positions:
+                    continue
+                if (acct.positions[m].size > 0) != (side > 0):
+                    continue
+                heap.append((self.ex.score(acct, m, self.ranking), b))
+            self.queues[key] = heap
+        heap = self.queues[key]
+        takes, put_back, left = [], [], lots
+        while left > 0 and heap:
+            top = max(heap, key=lambda e: (e[0], -e[1]))  # score desc, id asc
+            heap.remove(top)
+            b = top[1]
+            if not self.eligible(b):
+                continue
+            pos = self.acct(b).positions.get(m)
+            if pos is None or (pos.size > 0) != (side > 0):
+                continue
+            take = min(left, abs(pos.size))
+            takes.append((b, take))
+            left -= take
+            if take < abs(pos.size):
+                put_back.append(top)
+        heap.extend(put_back)
+        return takes
+
+    def pro_rata_take(self, a, m, side, lots):
+        who, w = [], []
+        for acct in self.ex.accounts.values():
+            b = acct.account_id
+            if not self.eligible(b) or b == a or m not in acct.positions:
+                continue
+            if (acct.positions[m].size > 0) != (side > 0):
+                continue
+            who.append(b)
+            w.append(abs(acct.positions[m].size))
+        budget = min(lots, sum(w))
+        if budget < lots:
+            self.result.flags.add("pro_rata_shortage")
+        x = allocate_capped_pro_rata(budget, w, w, who)
+        return [(b, xi) for b, xi in zip(who, x) if xi > 0]
+
+    def adl_close(self, a, m, lots, value):
+        ex = self.ex
+        q = self.acct(a).positions[m].size
+        s = 1 if q > 0 else -1
+        if self.policy == "pro_rata":
+            takes = self.pro_rata_take(a, m, -s, lots)
+        else:
+            takes = self.queue_take(m, -s, lots)
+        closed = sum(x for _, x in takes)
+        if closed == 0:
+            return 0
+        if closed < lots:
+            self.result.flags.add("adl_shortage")
+            value = trunc_div(value * closed, lots)
+        assigned = cum = 0
+        for i, (b, x) in enumerate(takes):
+            cum += x
+            v = value - assigned if i == len(takes) - 1 else trunc_div(value * cum, closed) - assigned
+            assigned += v
+            self.fill(b, m, s * x, -v)
+            self.fill(a, m, -s * x, v)
+            self.adl_markets.setdefault(b, [])
+            if m not in self.adl_markets[b]:
+                self.adl_markets[b].append(m)
+            self.mark_winner(b)
+            px = clamp64(abs(v) * ex.S // (x * 10 ** ex.k(m)))
+            self.event("adl_close", b, m, a, s * x, -v, px)
+            self.t.adl_notional += abs(v)
+            self.t.adl_closes += 1
+        return closed
+
+    # ------------------------------------------------------------- section 6
+
+    def haircut(self, m, amount):
+        if amount <= 0:
+            return 0
+        ex = self.ex
+        who, weight, cap = [], [], []
+        for acct in ex.accounts.values():
+            b = acct.account_id
+            if not self.eligible(b) or m not in acct.positions:
+                continue
+            pos = acct.positions[m]
+            free = max(0, ex._equity(acct))
+            if self.policy == "funding_index":
+                c = free
+            else:
+                c = min(free, max(0, ex._u_money(m, pos)) - self.haircut_taken.get((b, m), 0))
+            if c <= 0:
+                continue
+            who.append(b)
+            cap.append(c)
+            weight.append(abs(pos.size) if self.policy == "funding_index" else c)
+        budget = min(amount, sum(cap))
+        x = [0] * len(who)
+        if budget > 0:
+            if self.policy == "queue":
+                order = sorted(range(len(who)), key=lambda i: (-ex.score(self.acct(who[i]), m, self.ranking), who[i]))
+                left = budget
+                for i in order:
+                    x[i] = min(left, cap[i])
+                    left -= x[i]
+            else:
+                x = allocate_capped_pro_rata(budget, weight, cap, who)
+        raised = 0
+        for b, xi in zip(who, x):
+            if xi == 0:
+                continue
+            self.acct(b).balance -= xi
+            self.haircut_taken[(b, m)] = self.haircut_taken.get((b, m), 0) + xi
+            self.mark_winner(b)
+            self.event("haircut", b, m, amount=-xi)
+            raised += xi
+        self.t.haircut_total += raised
+        return raised
+
+    def credit(self, a, m, amount):
+        self.acct(a).balance += amount
+        self.event("socialized_credit", a, m, amount=amount)
+
+    def resolve_pending(self):
+        if not self.pending:
+            return
+        n = len(self.ex.markets)
+        wanted = [0] * n
+        for a, m, amt in self.pending:
+            wanted[m] += amt
+        raised = [self.haircut(m, wanted[m]) if wanted[m] > 0 else 0 for m in range(n)]
+        unpaid = 0
+        for p in self.pending:
+            pay = min(raised[p[1]], p[2])
+            raised[p[1]] -= pay
+            p[2] -= pay
+            unpaid += p[2]
+            if pay > 0:
+                self.credit(p[0], p[1], pay)
+        if unpaid > 0:
+            extra = 0
+            for m in range(n):
+                if extra >= unpaid:
+                    break
+                extra += self.haircut(m, unpaid - extra)
+            for p in self.pending:
+                pay = min(extra, p[2])
+                extra -= pay
+                p[2] -= pay
+                if pay > 0:
+                    self.credit(p[0], -1, pay)
+                if p[2] > 0:
+                    self.event("bad_debt", p[0], -1, amount=p[2])
+                    self.t.bad_debt += p[2]
+        self.pending = []
+
+    # ------------------------------------------------------------- section 1
+
+    def run(self) -> Result:
+        ex = self.ex
+        for mk in ex.markets:  # 1.1: marks of moved markets are revalued
+            mk.valued_mark = mk.mark
+        ex.step += 1  # 1.2
+        self.t.step = ex.step
+        checked = list(ex.accounts)  # first round: every account
+        first = True
+        while checked:
+            if not first:  # 1.7: winners ADL left flat with a negative balance
+                for a in checked:
+                    acct = self.acct(a)
+                    if not acct.positions and acct.balance < 0 and a not in self.excluded:
+                        self.excluded.add(a)
+                        self.result.flags.add("settle_flat")
+                        self._last_closings = []
+                        ms = self.adl_markets.get(a, [])
+                        self.settle(a, ms, [1] * len(ms), [0] * len(ms))
+            first = False
+            cands = []
+            for a in checked:
+                acct = self.acct(a)
+                if a == self.cfg.account or not acct.positions or a in self.excluded:
+                    continue
+                row = ex._margin_row(acct)
+                if row.liquidatable:
+                    cands.append((a, row.equity, row.maintenance))
+            if not cands and not self.pending:
+                break
+            if not cands:
+                self.result.flags.add("pending_without_candidates")
+            cands = _worst_first(cands)
+            for a, _, _ in cands:
+                self.excluded.add(a)
+            for a, _, _ in cands:
+                self._last_closings = []
+                self.liquidate_account(a)
+            self.resolve_pending()
+            order = {a: i for i, a in enumerate(ex.accounts)}
+            checked = sorted((b for b in self.touched if b not in self.excluded), key=order.__getitem__)
+            self.touched = []
+        for pool, bal in enumerate(ex.pools):  # 1.8
+            ex.history.append((ex.step, pool, bal))
+        return self.result
+
+
+def _worst_first(cands):
+    """Section 1.4: equity <= 0 first by equity ascending; then maintenance / equity
+    descending (exact); ties by id."""
+    import functools
+
+    def cmp(x, y):
+        xb, yb = x[1] <= 0, y[1] <= 0
+        if xb != yb:
+            return -1 if xb else 1
+        if xb:
+            if x[1] != y[1]:
+                return -1 if x[1] < y[1] else 1
+            return -1 if x[0] < y[0] else 1
+        lhs, rhs = x[2] * y[1], y[2] * x[1]
+        if lhs != rhs:
+            return -1 if lhs > rhs else 1
+        return -1 if x[0] < y[0] else 1
+
+    return sorted(cands, key=functools.cmp_to_key(cmp))
+
+
+def allocate_capped_pro_rata(budget: int, weight: list[int], cap: list[int], ids: list[int]) -> list[int]:
+    """Section 6 water-filling: x_i = min(cap_i, h * w_i) with sum(x) = budget."""
+    n = len(weight)
+    assert 0 <= budget <= sum(c for c, w in zip(cap, weight) if w > 0)
+    x = [0] * n
+    if budget == 0:
+        return x
+    import functools
+
+    def by_ratio(i, j):  # cap_i / w_i ascending, ties by id
+        lhs, rhs = cap[i] * weight[j], cap[j] * weight[i]
+        if lhs != rhs:
+            return -1 if lhs < rhs else 1
+        return -1 if ids[i] < ids[j] else 1
+
+    order = sorted((i for i in range(n) if weight[i] > 0 and cap[i] > 0), key=functools.cmp_to_key(by_ratio))
+    left, w_left = budget, sum(weight[i] for i in order)
+    k = 0
+    while k < len(order):
+        i = order[k]
+        if cap[i] * w_left > left * weight[i]:  # cap above the level h = left / w_left
+            break
+        x[i] = cap[i]
+        left -= cap[i]
+        w_left -= weight[i]
+        k += 1
+    if left == 0 or k == len(order):
+        return x
+    rest = order[k:]
+    rem = []
+    for i in rest:
+        x[i] = left * weight[i] // w_left
+        rem.append((left * weight[i] % w_left, i))
+    extra = left - sum(x[i] for i in rest)
+    rem.sort(key=lambda r: (-r[0], ids[r[1]]))
+    for _, i in rem[:extra]:
+        x[i] += 1
+    return x

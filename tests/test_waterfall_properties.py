@@ -1,0 +1,208 @@
+"""Property tests of the waterfall: hypothesis-generated books (several markets, accounts in
+several markets, flat accounts, a market maker holding the imbalance with large collateral),
+crashes (mark moves) and random executor / mode / policy / ranking / adl_price / fund / pool /
+drawdown choices. After every step: invariants, solvency, who may pay, determinism, and the
+engine equal to the reference waterfall (tests/reference_waterfall.py).
+
+Known engine bugs (see the strict xfails in test_waterfall_cases.py) are routed, not hidden:
+``KNOWN_BUG_FLAGS`` names the reference's flags for the two branches the engine gets wrong;
+when the reference took such a branch the example only checks atomicity / invariants and
+stops, and ``test_waterfall_matches_reference_without_routing`` (strict xfail) shows that
+the generator does hit them.
+"""
+
+import copy
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deleverage import Backstop, MarketClose
+from deleverage.errors import DeleverageError
+from reference_model import R
+from waterfall_harness import Book, MarketDef, build_both, engine_events, engine_margin, engine_state, engine_totals, reference_state
+
+MM = 99  # market maker: holds the imbalance, huge collateral
+LIQ = 98  # a flat liquidity account / backstop vault, huge collateral
+BIG = 10**12
+PCT = R // 100
+
+# reference flags of branches where the engine is known to be wrong (reported):
+#   pro_rata_shortage: pro_rata ADL with fewer winner lots than asked raises in the engine
+#   pending_without_candidates: a flat winner's pending haircut is never resolved by the engine
+KNOWN_BUG_FLAGS = {"pro_rata_shortage", "pending_without_candidates"}
+
+ROUTED = Counter()
+
+
+def draw_book(data):
+    d = data.draw
+    md = d(st.sampled_from([0, 2]))
+    n_markets = d(st.integers(1, 3))
+    markets = []
+    for i in range(n_markets):
+        qd, pd = d(st.integers(0, 1)), d(st.integers(0, 1))
+        mmr = d(st.integers(1, 10)) * PCT // 2 + d(st.integers(0, 99))
+        markets.append(MarketDef(f"M{i}", d(st.integers(50, 200)) * 10**pd, mmr=mmr, imr=mmr + d(st.integers(0, 5)) * PCT,
+                                 fee=d(st.sampled_from([0, 0, PCT // 2, PCT, 3 * PCT])), own_pool=d(st.booleans()),
+                                 qd=qd, pd=pd))
+    n_accounts = d(st.integers(2, 6))
+    ids = list(range(1, n_accounts + 1))
+    deposits = [(a, d(st.integers(0, 400)) * 10**md) for a in ids]
+    n_flat = d(st.integers(0, 2))
+    deposits += [(100 + j, d(st.integers(0, 50)) * 10**md) for j in range(n_flat)]
+    d(st.randoms()).shuffle(deposits)  # creation order != id order
+    deposits += [(MM, BIG), (LIQ, BIG)]
+    positions = []
+    for a in ids:
+        held = d(st.lists(st.integers(0, n_markets - 1), min_size=1, max_size=n_markets, unique=True))
+        for m in held:
+            size = d(st.integers(-20, 20).filter(lambda x: x != 0)) * 10 ** markets[m].qd
+            entry = max(1, markets[m].mark * d(st.integers(70, 130)) // 100)
+            positions.append((a, m, size, entry))
+    fund = {}
+    pools = [0] + [1 + sum(1 for mm in markets[:i] if mm.own_pool) for i, mk in enumerate(markets) if mk.own_pool]
+    for p in pools:
+        if d(st.booleans()):
+            fund[p] = d(st.integers(0, 300)) * 10**md
+    drawdown = None
+    if d(st.booleans()):
+        drawdown = (d(st.integers(1, 9)) * 10 * PCT, d(st.integers(1, 3)))
+    return Book(markets, deposits, positions, counterparty=MM, fund=fund, drawdown=drawdown, money_decimals=md)
+
+
+def draw_call(data):
+    d = data.draw
+    kind = d(st.sampled_from(["mm", "liq", "backstop"]))
+    slip = d(st.sampled_from([0, 0, 10, 100, 500]))
+    partial = d(st.booleans())
+    if kind == "backstop":
+        executor = Backstop(LIQ)
+    else:
+        executor = MarketClose(MM if kind == "mm" else LIQ, slippage_bps=slip, partial=partial)
+    mode = d(st.sampled_from(["close", "haircut"]))
+    policy = d(st.sampled_from(["queue", "pro_rata"] + (["funding_index"] if mode == "haircut" else [])))
+    ranking = d(st.sampled_from(["bitmex", "binance", "hyperliquid"]))
+    adl_price = d(st.sampled_from(["bankruptcy", "mark", "previous_mark"]))
+    return dict(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price)
+
+
+def draw_crash(data, book):
+    moves = []
+    for m, mk in enumerate(book.markets):
+        if data.draw(st.booleans()):
+            moves.append((m, max(1, mk.mark * data.draw(st.integers(55, 145)) // 100)))
+    return moves
+
+
+def set_marks(ex, ref, moves):
+    for m, p in moves:
+        ex.set_marks([m], np.array([p], dtype=np.int64), exact=True)
+        ref.set_marks([m], [p])
+
+
+def upnl_positive(ref, a, m):
+    acct = ref.accounts[a]
+    return m in acct.positions and ref._u_money(m, acct.positions[m]) > 0
+
+
+def check_step(ex, ref, call, res, before_eng, before_ref_positions):
+    """The properties of one successful engine step (engine values only, except `ref` which
+    holds the start-of-step book for the who-may-pay checks)."""
+    totals = engine_totals(res)
+    events = engine_events(res)
+    ex.check_invariants()
+    margin = engine_margin(ex)
+    if totals["bad_debt"] == 0:
+        assert not any(v[3] for v in margin.values()), f"an account is left bankrupt without bad debt: {margin}"
+    # flat accounts never pay: their balance is unchanged
+    for a, bal in before_eng["balances"].items():
+        if a not in before_ref_positions:
+            assert engine_state(ex)["balances"][a] == bal, f"flat account {a} changed"
+    executor_account = call["executor"].account if isinstance(call["executor"], Backstop) else call["executor"].counterparty
+    liquidated = set()  # liquidated so far in the step: excluded from being a winner from then on
+    adl_seen = set()
+    for e in events:
+        kind, acc, m, cp, size = e[1], e[2], e[3], e[4], e[5]
+        if kind in ("liquidation_fill", "partial_fill", "backstop_fill"):
+            liquidated.add(acc)
+        if kind in ("adl_close", "haircut"):
+            assert acc != executor_account, "the executor account was deleveraged"
+            assert acc not in liquidated, f"account {acc} deleveraged after being liquidated"
+        if kind == "adl_close":
+            assert call["mode"] == "close"
+            start = before_ref_positions.get(acc, {}).get(m)
+            assert start is not None and np.sign(start) == -np.sign(size), f"adl_close of {acc} is not against its side"
+            adl_seen.add((acc, m))
+        if kind == "haircut" and call["policy"] != "funding_index":
+            assert m in before_ref_positions.get(acc, {}), f"haircut of {acc} without a position in {m}"
+            assert (acc, m) in adl_seen or upnl_positive(ref, acc, m), f"haircut of {acc} in {m} without profit"
+        if kind == "haircut":
+            assert acc in before_ref_positions, f"flat account {acc} haircut"
+
+
+def run_example(data, routing=True):
+    book = draw_book(data)
+    ex, ref = build_both(book)
+    steps = data.draw(st.integers(1, 2))
+    for _ in range(steps):
+        set_marks(ex, ref, draw_crash(data, book))
+        call = draw_call(data)
+        before_eng = engine_state(ex)
+        before_positions = {a: {m: p.size for m, p in acct.positions.items()} for a, acct in ref.accounts.items() if acct.positions}
+        ref_before = copy.deepcopy(ref)
+        rres = ref.liquidate(call["executor"], call["mode"], call["policy"], call["ranking"], call["adl_price"])
+        ref.check_invariants()
+        try:
+            res = ex.liquidate(exact=True, **call)
+        except DeleverageError:
+            # atomic even when it raises
+            assert engine_state(ex) == before_eng
+            ex.check_invariants()
+            if routing and rres.flags & {"pro_rata_shortage"}:
+                ROUTED["pro_rata_shortage"] += 1
+                return
+            raise
+        if routing and rres.flags & KNOWN_BUG_FLAGS:
+            ROUTED[",".join(sorted(rres.flags & KNOWN_BUG_FLAGS))] += 1
+            ex.check_invariants()
+            return
+        check_step(ex, ref_before, call, res, before_eng, before_positions)
+        # differential: totals, state and events equal the reference's
+        assert engine_totals(res) == rres.totals.as_dict()
+        assert engine_state(ex) == reference_state(ref)
+        assert sorted(engine_events(res)) == sorted(rres.events)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.data())
+def test_waterfall_properties_and_reference(data):
+    run_example(data)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.data())
+def test_determinism(data):
+    book = draw_book(data)
+    moves = draw_crash(data, book)
+    call = draw_call(data)
+    outs = []
+    for _ in range(2):
+        ex, ref = build_both(book)
+        set_marks(ex, ref, moves)
+        try:
+            res = ex.liquidate(exact=True, **call)
+            outs.append((engine_totals(res), engine_events(res), engine_state(ex)))
+        except DeleverageError as e:
+            outs.append((type(e).__name__, str(e), engine_state(ex)))
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.xfail(strict=True, reason="engine bugs routed in the main property test: pro_rata ADL shortage raises; a flat "
+                                       "winner's pending haircut is dropped when its round has no candidate")
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(st.data())
+def test_waterfall_matches_reference_without_routing(data):
+    run_example(data, routing=False)
