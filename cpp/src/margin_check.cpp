@@ -10,6 +10,8 @@ namespace deleverage {
 
 namespace {
 constexpr std::size_t kAccountsPerThreadMin = 4096;
+constexpr std::size_t kPrefetchFar = 16;   // accounts ahead: their columns
+constexpr std::size_t kPrefetchNear = 8;   // accounts ahead: their position blocks
 
 
 i128 abs128(i128 v) { return v < 0 ? -v : v; }
@@ -171,7 +173,13 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
       const i128 dv = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
       const bool flat = mk.tiers.size() == 1;
       const i128 dmm = dv * mk.tiers[0].maintenance_rate, dim = dv * mk.tiers[0].initial_rate;
-      for (std::uint32_t a : mk.accounts) {
+      const std::vector<std::uint32_t>& list = mk.accounts;
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        // The accounts of one market are scattered over the columns: prefetch ahead so
+        // the cache misses overlap instead of being paid one after another.
+        if (i + kPrefetchFar < list.size()) prefetch_account(list[i + kPrefetchFar]);
+        if (i + kPrefetchNear < list.size()) prefetch_block(list[i + kPrefetchNear]);
+        const std::uint32_t a = list[i];
         const std::uint32_t s = find_slot(a, mid);
         const i64 q = pos_size_[s];
         Sums& c = acc_cache_[a];
@@ -198,6 +206,21 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
   return touched;
 }
 
+void Engine::prefetch_account(std::uint32_t a) const {
+  __builtin_prefetch(&acc_cache_[a]);
+  __builtin_prefetch(reinterpret_cast<const char*>(&acc_cache_[a]) + 40);
+  __builtin_prefetch(&acc_start_[a]);
+  __builtin_prefetch(&acc_count_[a]);
+  __builtin_prefetch(&acc_balance_[a]);
+  __builtin_prefetch(&acc_id_[a]);
+}
+
+void Engine::prefetch_block(std::uint32_t a) const {
+  const std::uint32_t b = acc_start_[a];
+  __builtin_prefetch(&pos_market_[b]);
+  __builtin_prefetch(&pos_size_[b]);
+}
+
 // Restores ascending account order in a market's list (swap-removes and out-of-order
 // inserts break it), so revaluation walks the account columns monotonically.
 void Engine::sort_market_accounts(MarketState& mk, MarketId m) {
@@ -217,6 +240,7 @@ MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) cons
   r.liquidatable.resize(n);
   r.bankrupt.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
+    if (i + kPrefetchFar < n) prefetch_account(accounts[i + kPrefetchFar]);
     const std::uint32_t a = accounts[i];
     const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
     r.account_id[i] = acc_id_[a];

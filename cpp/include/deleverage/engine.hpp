@@ -214,6 +214,8 @@ class Engine {
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
   std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested);
   void sort_market_accounts(MarketState& mk, MarketId m);
+  void prefetch_account(std::uint32_t a) const;
+  void prefetch_block(std::uint32_t a) const;
 
   // waterfall helpers (waterfall.cpp)
   friend class WaterfallRun;

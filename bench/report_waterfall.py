@@ -1,0 +1,308 @@
+"""Waterfall figures with plain time.perf_counter (best of N), for the closing note.
+
+    python bench/report_waterfall.py                     # crash 100k / 1M / 4M, lrvx 200k, ADL 1M
+    python bench/report_waterfall.py --positions 200000 --repeat 3 --json out.json
+
+1. the crash step (``ex.liquidate(MarketClose(0, 50 bps), "close", "queue")`` after a -28%
+   move of every market, ~30% of the accounts liquidated, ADL running) at a tenth, once and
+   four times ``--positions``: best time, ns per position, the < 1 s target at 1M and the
+   linearity ratio;
+2. the same book and crash at a fifth of ``--positions`` (200k) through deleverage and lrvx
+   (and a one-market variant, lrvx's best case: it walks every account once per moved
+   market); ratio lrvx / deleverage;
+3. one ADL event over ``--adl-candidates`` (1M) candidates with 1,000 counterparties: the
+   step as is, the step with the market's account list already sorted, ``check_margin()``
+   alone and the incremental revaluation of the moved market alone, and the differences.
+
+Every timed ``liquidate`` runs on a freshly built book (building is not timed); candidates
+are timed round-robin (one of each per round) so that load on a shared machine hits them
+alike. Defaults come from the ``DELEVERAGE_BENCH_*`` variables (bench/waterfall_workload.py).
+lrvx must be installed (``pip install lrvx==0.11.0``): without it the script stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import waterfall_workload as ww  # noqa: E402  (imports lrvx before the engine starts threads)
+
+import numpy as np  # noqa: E402
+
+import deleverage._core  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def engine_identity() -> str:
+    """Which engine was measured: the extension's hash and the state of cpp/ in git."""
+    so = deleverage._core.__file__
+    with open(so, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(so)))
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "cpp"], capture_output=True, text=True).stdout.split("\n")
+        dirty = [ln[3:] for ln in dirty if ln.strip()]
+    except OSError:
+        head, dirty = "?", []
+    return (f"extension sha256 {digest} built {built}; git {head}"
+            + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (cpp/ clean)"))
+
+
+@dataclasses.dataclass
+class Series:
+    """Times of one candidate (seconds) plus whatever the last run reported."""
+
+    times: list = dataclasses.field(default_factory=list)
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def best(self) -> float:
+        return min(self.times) if self.times else float("nan")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float("nan")
+
+
+def fresh_call(series: Series, build: Callable[[], Any], call: Callable[[Any], Any],
+               after: Callable[[Any, Any], dict] | None = None) -> None:
+    """One timed call on a freshly built state; ``after(state, result)`` (first time only)
+    checks the result and returns the info to keep."""
+    state = build()
+    t = time.perf_counter()
+    result = call(state)
+    series.times.append(time.perf_counter() - t)
+    if after is not None and not series.info:
+        series.info = after(state, result)
+    del state, result
+
+
+def crash_section(spec: ww.CrashSpec, repeat: int, repeat_large: int, log) -> dict:
+    sizes = ww.scaling_sizes(spec)
+    specs = {p: spec.scaled(p) for p in sizes}
+    shares = {}
+    for p, s in specs.items():
+        shares[p] = ww.probe_crash(s)
+    series = {p: Series() for p in sizes}
+    compiled = Series()
+    main = specs[spec.positions]
+
+    def after(s):
+        def _after(ex, res):
+            info = ww.check_after_step(ex, res)
+            info["events"] = len(res.events)
+            return info
+        return _after
+
+    t0 = time.perf_counter()
+    for r in range(max(repeat, repeat_large)):
+        for p in sizes:
+            if r >= (repeat_large if p == sizes[-1] else repeat):
+                continue
+            s = specs[p]
+            fresh_call(series[p], lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), after(s))
+        if r < repeat_large:  # the compiled call alone (no Python event table), informative
+            ex = ww.build_crash(main)
+            fn = ww.compiled_liquidate_call(ex, main)
+            t = time.perf_counter()
+            fn()
+            compiled.times.append(time.perf_counter() - t)
+            del ex, fn
+        log(f"crash round {r + 1} done ({time.perf_counter() - t0:.0f} s)")
+
+    print(f"## 1. crash step: {main.label()}")
+    print(f"#  the same shock at {', '.join(f'{p:_}' for p in sizes)} positions (10 per account); best of "
+          f"{repeat} ({repeat_large} at the largest), each call on a fresh book")
+    print()
+    print(f"| {'positions':>10} | {'accounts':>8} | {'liquidatable':>12} | {'liquidated':>16} | {'ADL closes':>10} | "
+          f"{'events':>9} | {'best s':>7} | {'median s':>8} | {'ns/position':>11} | {'vs smallest':>11} |")
+    print(f"|{'-' * 11}:|{'-' * 9}:|{'-' * 13}:|{'-' * 17}:|{'-' * 11}:|{'-' * 10}:|{'-' * 8}:|{'-' * 9}:|{'-' * 12}:|{'-' * 12}:|")
+    base = series[sizes[0]].best / sizes[0]
+    out = {}
+    for p in sizes:
+        s, sh, info = series[p], shares[p], series[p].info
+        n_acc = sh.accounts
+        liq = info["liquidated_accounts"]
+        print(f"| {p:>10_} | {n_acc:>8_} | {sh.liquidatable_share:>12.1%} | {liq:>8_} ({liq / n_acc:5.1%}) | "
+              f"{info['adl_closes']:>10_} | {info['events']:>9_} | {s.best:7.3f} | {s.median:8.3f} | "
+              f"{s.best / p * 1e9:11.1f} | {s.best / p / base:11.2f} |")
+        out[p] = {"best_s": s.best, "median_s": s.median, "times": s.times, "ns_per_position": s.best / p * 1e9,
+                  "liquidatable_share": sh.liquidatable_share, "summary": info}
+    big = series[sizes[-1]].best / sizes[-1] / base
+    t1 = series[spec.positions].best
+    print()
+    print(f"| {'check':44} | {'measured':>9} | {'target':>8} | {'ok':3} |")
+    print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 9}:|{'-' * 5}|")
+    print(f"| {f'step at {spec.positions:_} positions (s)':44} | {t1:9.3f} | {'< 1':>8} | "
+          f"{'yes' if t1 < ww.TARGET_CRASH_SECONDS_1M else 'NO':3} |")
+    print(f"| {f'ns/position {sizes[-1]:_} over {sizes[0]:_}':44} | {big:9.2f} | "
+          f"{f'<= {ww.TARGET_SCALING_RATIO:g}':>8} | {'yes' if big <= ww.TARGET_SCALING_RATIO else 'NO':3} |")
+    print(f"| {f'ns/position {sizes[-1]:_} over {sizes[1]:_}':44} | "
+          f"{series[sizes[-1]].best / sizes[-1] / (series[sizes[1]].best / sizes[1]):9.2f} | {'(info)':>8} |     |")
+    print(f"| {'compiled call only at ' + f'{spec.positions:_}' + ' (s)':44} | {compiled.best:9.3f} | {'(info)':>8} |     |")
+    print()
+    return {"sizes": out, "compiled_call_best_s": compiled.best, "scaling_ratio": big}
+
+
+def lrvx_section(spec: ww.CrashSpec, repeat: int, log) -> dict:
+    variants = {
+        "every market -28%": spec,
+        "market 0 only, -50%": dataclasses.replace(spec, shocked_markets=1, shock=-0.5),
+    }
+    res = {}
+    for name, s in variants.items():
+        inp = ww.lrvx_crash_inputs(s)
+        dlv, lrv = Series(), Series()
+
+        def after_dlv(ex, r):
+            info = ww.check_after_step(ex, r)
+            return info
+
+        for _ in range(repeat):
+            fresh_call(dlv, lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), after_dlv)
+            fresh_call(lrv, lambda: ww.build_lrvx(inp), lambda st: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
+        res[name] = (s, dlv, lrv)
+        log(f"lrvx variant '{name}' done")
+
+    s0 = variants["every market -28%"]
+    print(f"## 2. deleverage vs lrvx {ww.LRVX_PIN}: {s0.label()}")
+    print(f"#  same generated book (market maker 0 takes the imbalance), same slippage and fund; best of {repeat}, "
+          f"interleaved, fresh books; lrvx timed on LiquidationEngine.on_marks(shocked marks) only")
+    print()
+    print(f"| {'crash':22} | {'engine':10} | {'best ms':>8} | {'median ms':>9} | {'liquidated':>10} | {'ADL closes':>10} | "
+          f"{'fund used':>9} | {'lrvx / dlv':>10} |")
+    print(f"|{'-' * 24}|{'-' * 12}|{'-' * 9}:|{'-' * 10}:|{'-' * 11}:|{'-' * 11}:|{'-' * 10}:|{'-' * 11}:|")
+    out = {}
+    for name, (s, dlv, lrv) in res.items():
+        ratio = lrv.best / dlv.best
+        di, li = dlv.info, lrv.info
+        print(f"| {name:22} | {'deleverage':10} | {dlv.best * 1e3:8.1f} | {dlv.median * 1e3:9.1f} | "
+              f"{di['liquidated_accounts']:>10_} | {di['adl_closes']:>10_} | {di['fund_used']:>9,.0f} | {'':>10} |")
+        print(f"| {'':22} | {'lrvx':10} | {lrv.best * 1e3:8.1f} | {lrv.median * 1e3:9.1f} | "
+              f"{li['liquidated_accounts']:>10_} | {li['adl_closeouts']:>10_} | {li['insurance_fund_used']:>9,.0f} | {ratio:10.2f} |")
+        out[name] = {"deleverage_best_s": dlv.best, "lrvx_best_s": lrv.best, "lrvx_over_deleverage": ratio,
+                     "deleverage": di, "lrvx": li}
+    print()
+    print("#  not the same work: lrvx closes whole positions until the account passes maintenance, has no fee,")
+    print("#  ADL closes whole counterparty positions at the mark up to the deficit, and drops what is left;")
+    print("#  deleverage closes every liquidated account at bankruptcy-value accounting, ADL by lots at the")
+    print("#  bankruptcy price, haircuts the rest, re-checks ADL'd winners (cascade). See bench/LRVX_NOTES.md.")
+    print()
+    return out
+
+
+def adl_section(spec: ww.AdlSpec, repeat: int, log) -> dict:
+    step, step_sorted, check, reval = Series(), Series(), Series(), Series()
+    after = lambda ex, r: ww.check_adl_step(ex, r, spec)  # noqa: E731
+    book = ww.build_adl_book(spec)
+    book.check_margin()
+    flip = ww.MarkFlip(book, spec.new_mark, spec.mark)
+    flip()
+    flip()
+    for r in range(repeat):
+        fresh_call(step, lambda: ww.build_adl_book(spec), lambda e: ww.run_adl(e, spec), after)
+        fresh_call(step_sorted, lambda: ww.build_adl_book(spec, presort=True), lambda e: ww.run_adl(e, spec), after)
+        for _ in range(3):
+            t = time.perf_counter()
+            book.check_margin()
+            check.times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            flip()
+            reval.times.append(time.perf_counter() - t)
+        log(f"adl round {r + 1} done")
+    if flip.i == 1:
+        flip()
+    book.check_invariants()
+
+    print(f"## 3. one ADL event: {spec.label()}")
+    print(f"#  best of {repeat} steps on fresh books (3x as many margin checks on one book), interleaved")
+    print()
+    rows = [
+        ("step: ex.liquidate(...)", step),
+        ("step, market list sorted beforehand", step_sorted),
+        ("ex.check_margin() (all accounts, all cores)", check),
+        ("set_marks + check_margin(markets=[m]) (market)", reval),
+    ]
+    print(f"| {'candidate':48} | {'best ms':>8} | {'median ms':>9} |")
+    print(f"|{'-' * 50}|{'-' * 9}:|{'-' * 10}:|")
+    for name, s in rows:
+        print(f"| {name:48} | {s.best * 1e3:8.2f} | {s.median * 1e3:9.2f} |")
+    print()
+    diffs = [
+        ("step - check_margin()", step.best - check.best),
+        ("step - incremental revaluation", step.best - reval.best),
+        ("sorted step - incremental revaluation", step_sorted.best - reval.best),
+        ("step - sorted step (re-sort of the 1M list)", step.best - step_sorted.best),
+    ]
+    print(f"| {'difference':48} | {'ms':>8} |")
+    print(f"|{'-' * 50}|{'-' * 9}:|")
+    for name, v in diffs:
+        print(f"| {name:48} | {v * 1e3:8.2f} |")
+    ok = step.best <= ww.TARGET_ADL_EVENT_SECONDS
+    print()
+    print(f"#  target <= {ww.TARGET_ADL_EVENT_SECONDS * 1e3:g} ms for the step: {'yes' if ok else 'NO'} "
+          f"({step.best / ww.TARGET_ADL_EVENT_SECONDS:.0f}x over; sorted list: "
+          f"{step_sorted.best / ww.TARGET_ADL_EVENT_SECONDS:.0f}x); {step.info['adl_closes']} ADL closes")
+    print()
+    return {"step_best_s": step.best, "step_presorted_best_s": step_sorted.best, "check_margin_best_s": check.best,
+            "incremental_revaluation_best_s": reval.best, "differences_s": dict(diffs), "summary": step.info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = ww.CrashSpec.from_env()
+    adl_env = ww.AdlSpec.from_env()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--positions", type=int, default=env.positions, help="crash size (scaling: /10, x1, x4)")
+    ap.add_argument("--lrvx-positions", type=int, default=None, help="default: DELEVERAGE_BENCH_LRVX_POSITIONS or positions / 5")
+    ap.add_argument("--adl-candidates", type=int, default=adl_env.candidates)
+    ap.add_argument("--adl-counterparties", type=int, default=adl_env.counterparties)
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds (best is reported)")
+    ap.add_argument("--repeat-large", type=int, default=3, help="rounds at the largest crash size")
+    ap.add_argument("--lrvx-repeat", type=int, default=7)
+    ap.add_argument("--adl-repeat", type=int, default=7)
+    ap.add_argument("--skip", action="append", default=[], choices=["crash", "lrvx", "adl"])
+    ap.add_argument("--json", help="also write the numbers to this file")
+    args = ap.parse_args(argv)
+    if "lrvx" not in args.skip:
+        ww.require_lrvx()
+    spec = env.scaled(args.positions)
+    lrvx_spec = spec.scaled(args.lrvx_positions or ww.lrvx_positions(spec))
+    adl = dataclasses.replace(adl_env, candidates=args.adl_candidates, counterparties=min(args.adl_counterparties, args.adl_candidates))
+
+    def log(msg: str) -> None:
+        print(f"#   {msg}", file=sys.stderr, flush=True)
+
+    print(f"# waterfall benchmarks; {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"numpy {np.__version__}")
+    print(f"# engine: {engine_identity()}")
+    print()
+    results: dict[str, Any] = {"engine": engine_identity()}
+    t0 = time.perf_counter()
+    if "crash" not in args.skip:
+        results["crash"] = crash_section(spec, args.repeat, args.repeat_large, log)
+    if "lrvx" not in args.skip:
+        results["lrvx"] = lrvx_section(lrvx_spec, args.lrvx_repeat, log)
+    if "adl" not in args.skip:
+        results["adl"] = adl_section(adl, args.adl_repeat, log)
+    print(f"# total {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
