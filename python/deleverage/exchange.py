@@ -149,12 +149,12 @@ class Exchange:
             markets = self._symbols[markets]
         arr = cv.as_1d(markets, field)
         if arr.dtype.kind in "UO" and arr.size and all(isinstance(v, str) for v in arr):
-            ids = []
+            by_symbol = []
             for i, sym in enumerate(arr):
                 if str(sym) not in self._symbols:
                     raise UnknownId(f"{field}[{i}]: unknown market symbol {str(sym)!r}")
-                ids.append(self._symbols[str(sym)])
-            return np.array(ids, dtype=np.int32)
+                by_symbol.append(self._symbols[str(sym)])
+            return np.array(by_symbol, dtype=np.int32)
         ids = cv.integers(arr, field, dtype=np.int64)
         bad = (ids < 0) | (ids >= len(self._symbols))
         if bad.any():
@@ -385,7 +385,7 @@ class Exchange:
         events = EventTable(raw["step"], kind, raw["account"], mk, raw["counterparty"], size, amount, price, raw["pool"], exact)
         scale = 1 if exact else 10**self._money_decimals
         money = ("deficit", "fund_used", "fund_fees", "adl_notional", "haircut_total", "bad_debt")
-        values = {k: (v if exact or k not in money else v / scale) for k, v in totals.items()}
+        values: dict[str, Any] = {k: (v if exact or k not in money else v / scale) for k, v in totals.items()}
         return WaterfallResult(events, WaterfallTotals(**values, exact=exact))
 
     def adl_ranking(self, market: MarketRef, *, ranking: str = "bitmex", exact: bool = False) -> AdlRanking:

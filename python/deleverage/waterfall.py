@@ -42,8 +42,10 @@ class EventTable(_Table):
     exact: bool = False
 
     def __repr__(self) -> str:
-        kinds, counts = np.unique(self.kind, return_counts=True) if len(self) else ([], [])
-        parts = ", ".join(f"{k}: {c}" for k, c in zip(kinds, counts))
+        parts = ""
+        if len(self):
+            kinds, counts = np.unique(self.kind.astype(str), return_counts=True)
+            parts = ", ".join(f"{k}: {c}" for k, c in zip(kinds.tolist(), counts.tolist()))
         return f"EventTable({len(self)} events; {parts})"
 
 
