@@ -68,11 +68,20 @@ def _has(syms: list[str], *names: str) -> bool:
 def classify(syms: list[str], leaf_src: str) -> str | None:
     """The group of one sample from its frames (leaf first; with --call-graph dwarf, perf
     script lists inlined functions as frames of their own)."""
-    if not _has(syms, "Engine::liquidate"):
+    in_step = _has(syms, "Engine::liquidate", "WaterfallRun")  # worker threads lack liquidate
+    if not in_step:
         if _has(syms, "register_waterfall"):
             return "binding: result columns to numpy"
         return None
     leaf = syms[0] if syms else ""
+    if _has(syms, "adl_score"):
+        return "ADL queue build: Engine::adl_score (incl. 128-bit divisions)"
+    if not _has(syms, "Engine::liquidate"):  # a worker thread of a parallel_for in the step
+        if _has(syms, "WaterfallRun::queue"):
+            return "ADL queue build: other work in the parallel score loop"
+        if _has(syms, "WaterfallRun::run"):
+            return "step start: margins of every account (parallel)"
+        return "step: other work on worker threads"
     if _has(syms, "sort_market_accounts"):
         return "revaluation: re-sort of the market account lists"
     if _has(syms, "revalue_moved_markets"):
@@ -80,8 +89,6 @@ def classify(syms: list[str], leaf_src: str) -> str | None:
     if _has(syms, "compact_if_wasteful"):
         return "compaction of the position columns"
     if _has(syms, "adl_close"):
-        if _has(syms, "adl_score"):
-            return "ADL queue build: Engine::adl_score (incl. 128-bit divisions)"
         if _has(syms, "apply_fill", "set_position", "WaterfallRun::fill", "WaterfallRun::touch", "WaterfallEvents",
                 "mark_winner", "adl_markets_"):
             return "ADL event: fills, backups, event rows"
@@ -100,9 +107,13 @@ def classify(syms: list[str], leaf_src: str) -> str | None:
         return "liquidation: settlement, fees, fund"
     if _has(syms, "liquidate_account"):
         return "liquidation: executor fills and other"
+    if _has(syms, "WaterfallRun::run()::{lambda"):
+        return "step start: margins of every account (parallel)"
     if _has(syms, "WaterfallRun::run"):
         if _has(syms, "margin_from_sums") or "WaterfallRun::run" in leaf or "divti3" in leaf:
             return "candidate scan: margin of every account (run())"
+        if _has(syms, "std::pair<unsigned int, int>"):
+            return "re-sort of the (winner, market) ADL log every round"
         if _has(syms, "introsort", "insertion_sort", "std::sort"):
             return "candidate sort (worst first)"
         if _has(syms, "memset", "fill_a", "assign"):
@@ -197,16 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     if n_in == 0:
         print("no samples inside Engine::liquidate: is the extension stripped? pass --core (see --help)")
         return 1
-    print(f"# {n_in} of {n_all} samples inside the compiled step (the rest: Python wrapper, idle between steps)")
+    print(f"# {n_in} of {n_all} samples inside the compiled step, worker threads included (the rest: the Python")
+    print("# wrapper and the loop between steps)")
     print()
-    print(f"| {'group':66} | {'share':>6} | {'ms/step':>8} |")
-    print(f"|{'-' * 68}|{'-' * 7}:|{'-' * 9}:|")
-    compiled_ms = mean * 1e3  # upper bound: the whole step; shares are of the compiled part
+    cpu_ms = 1e3 / args.freq / len(times)  # one sample ~ 1/freq s of one thread's CPU
+    print(f"| {'group':66} | {'share':>6} | {'CPU ms/step':>11} |")
+    print(f"|{'-' * 68}|{'-' * 7}:|{'-' * 12}:|")
     for k, v in sorted(inside.items(), key=lambda kv: -kv[1]):
-        print(f"| {k:66} | {v / n_in:6.1%} | {v / n_in * compiled_ms:8.2f} |")
+        print(f"| {k:66} | {v / n_in:6.1%} | {v * cpu_ms:11.2f} |")
+    print(f"| {'total (CPU of every thread; the step is partly parallel)':66} | {1:6.1%} | {n_in * cpu_ms:11.2f} |")
     print()
-    print("# ms/step spreads the mean wall time of the whole Python call over the groups by their share")
-    print("# of the compiled samples (it slightly overstates each group by the wrapper's share).")
+    print(f"# share = of the samples in the step (all threads); CPU ms/step = samples / {args.freq} Hz / steps,")
+    print(f"# compare with the mean wall time of a step, {mean * 1e3:.1f} ms (perf adds a little).")
     if args.top:
         rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--sort", "dso,sym", "-g", "none", "--stdio"],
                              capture_output=True, text=True).stdout

@@ -92,14 +92,18 @@ i64 Engine::value_money(const MarketState& mk, i64 size, i64 price) const {
   return static_cast<i64>(div_s_.floor(value_v(mk, size, price)));
 }
 
-// Throws unless |size| * price stays within kMaxNotional money units: the bound that keeps
-// every per-account sum inside 128 bits.
-void Engine::check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const {
-  if (abs_size == 0 || price == 0) return;
+// Whether |size| * price stays within kMaxNotional money units: the bound that keeps every
+// per-account sum inside 128 bits.
+bool Engine::value_in_range(const MarketState& mk, i64 abs_size, i64 price) const {
+  if (abs_size == 0 || price == 0) return true;
   const i128 limit = static_cast<i128>(kMaxNotional) * scale_s_;
   // abs_size * price * 10^k <= limit, tested without overflow by dividing the limit.
   const i128 per_lot = static_cast<i128>(price) * mk.pow10k;
-  if (static_cast<i128>(abs_size) > limit / per_lot)
+  return static_cast<i128>(abs_size) <= limit / per_lot;
+}
+
+void Engine::check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const {
+  if (!value_in_range(mk, abs_size, price))
     throw ArithmeticOverflow(where + ": the notional of " + std::to_string(abs_size) + " lots at " +
                              std::to_string(price) + " ticks in market '" + mk.spec.symbol +
                              "' exceeds 2^62 money units");
@@ -233,7 +237,6 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     const std::uint32_t moved_account = mk.accounts.back();
     mk.accounts[ms] = moved_account;
     mk.accounts.pop_back();
-    if (ms != mk.accounts.size()) mk.accounts_sorted = false;
     if (moved_account != a) pos_mslot_[find_slot(moved_account, m)] = ms;
     // remove from the account's block (swap with its last position)
     const std::uint32_t last = acc_start_[a] + acc_count_[a] - 1;
@@ -255,7 +258,6 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     ++live_positions_;
     pos_market_[s] = m;
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
-    if (!mk.accounts.empty() && mk.accounts.back() > a) mk.accounts_sorted = false;
     mk.accounts.push_back(a);
   }
   pos_size_[s] = size;

@@ -167,7 +167,6 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
     if (!revalue[m]) continue;
     MarketState& mk = markets_[m];
     const auto mid = static_cast<MarketId>(m);
-    sort_market_accounts(mk, mid);
     if (mk.mark != mk.valued_mark) {
       // For a flat-rate market the change is linear in the mark: one multiply per field.
       const i128 dv = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
@@ -201,7 +200,8 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
     touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
     ++lists;
   }
-  if (lists > 1) std::sort(touched.begin(), touched.end());  // one sorted list needs no merge
+  if (lists > 1) std::sort(touched.begin(), touched.end());
+  else sort_nearly_sorted(touched);  // one market's list: sorted but for a few displaced entries
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
   return touched;
 }
@@ -221,13 +221,24 @@ void Engine::prefetch_block(std::uint32_t a) const {
   __builtin_prefetch(&pos_size_[b]);
 }
 
-// Restores ascending account order in a market's list (swap-removes and out-of-order
-// inserts break it), so revaluation walks the account columns monotonically.
-void Engine::sort_market_accounts(MarketState& mk, MarketId m) {
-  if (mk.accounts_sorted) return;
-  std::sort(mk.accounts.begin(), mk.accounts.end());
-  for (std::size_t i = 0; i < mk.accounts.size(); ++i) pos_mslot_[find_slot(mk.accounts[i], m)] = static_cast<std::uint32_t>(i);
-  mk.accounts_sorted = true;
+// Sorts a list that is ascending but for a few displaced entries (swap-removes and late
+// inserts in a market's account list) in O(n + k log k): every inversion sends both of its
+// elements to a small side list, which is sorted and merged back.
+void sort_nearly_sorted(std::vector<std::uint32_t>& v) {
+  std::vector<std::uint32_t> kept, displaced;
+  kept.reserve(v.size());
+  for (std::uint32_t x : v) {
+    if (!kept.empty() && x < kept.back()) {
+      displaced.push_back(x);
+      displaced.push_back(kept.back());
+      kept.pop_back();
+    } else {
+      kept.push_back(x);
+    }
+  }
+  if (displaced.empty()) return;
+  std::sort(displaced.begin(), displaced.end());
+  std::merge(kept.begin(), kept.end(), displaced.begin(), displaced.end(), v.begin());
 }
 
 MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) const {

@@ -225,10 +225,13 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   if (__builtin_add_overflow(q0, dq, &q1) || q1 == std::numeric_limits<i64>::min())
     throw ArithmeticOverflow("position size of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  check_value_range(mk, q1 < 0 ? -q1 : q1, mk.mark, "position of account " + std::to_string(acc_id_[a]));
+  // (messages are built only on the error path: this runs for every fill of a cascade)
+  if (!value_in_range(mk, q1 < 0 ? -q1 : q1, mk.mark)) [[unlikely]]
+    check_value_range(mk, q1 < 0 ? -q1 : q1, mk.mark, "position of account " + std::to_string(acc_id_[a]));
   i64 e1;
   if (q0 == 0 || (q0 > 0) == (dq > 0)) {
-    e1 = add_checked(e0, sv, "entry notional of account " + std::to_string(acc_id_[a]));
+    if (__builtin_add_overflow(e0, sv, &e1)) [[unlikely]]
+      throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
   } else if ((dq < 0 ? -static_cast<i128>(dq) : dq) <= (q0 < 0 ? -static_cast<i128>(q0) : q0)) {
     e1 = static_cast<i64>(static_cast<i128>(e0) * q1 / q0);  // |result| <= |e0|
   } else {
@@ -237,7 +240,9 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   if (e1 > kMaxNotional || e1 < -kMaxNotional)
     throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " would exceed 2^62 money units");
   const i128 balance = static_cast<i128>(acc_balance_[a]) + (static_cast<i128>(e1) - e0) - sv;
-  const i64 b1 = to_i64_checked(balance, ("balance of account " + std::to_string(acc_id_[a])).c_str());
+  if (!fits_i64(balance)) [[unlikely]]
+    throw ArithmeticOverflow("balance of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
+  const i64 b1 = static_cast<i64>(balance);
   set_position(a, m, q1, e1);
   acc_balance_[a] = b1;
   return undo;

@@ -668,8 +668,10 @@ WaterfallResult WaterfallRun::run() {
       start_maintenance_[a] = am.maintenance;
     }
   });
-  std::vector<std::uint32_t> checked(n);
-  for (std::uint32_t a = 0; a < n; ++a) checked[a] = a;
+  // The first round's candidates come straight from the start-of-step margins.
+  std::vector<std::uint32_t> checked;
+  for (std::uint32_t a = 0; a < n; ++a)
+    if (start_equity_[a] < start_maintenance_[a] || (e_.acc_count_[a] == 0 && e_.acc_balance_[a] < 0)) checked.push_back(a);
   while (!checked.empty()) {
     std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
     std::vector<Candidate> work;

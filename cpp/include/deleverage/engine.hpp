@@ -33,6 +33,8 @@
 
 namespace deleverage {
 
+void sort_nearly_sorted(std::vector<std::uint32_t>& v);
+
 // Per-account results of a margin check, one row per reported account.
 struct MarginReport {
   column<i64> account_id;
@@ -157,7 +159,6 @@ class Engine {
     i64 previous_mark = 0;  // the mark before the last set_marks that changed it
     int pool = 0;           // insurance pool paying this market's deficits
     std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
-    bool accounts_sorted = true;          // kept ascending lazily, for monotonic memory access
   };
   struct Sums {
     i128 u = 0, mm = 0, im = 0;
@@ -189,6 +190,7 @@ class Engine {
     return r;
   }
   Sums account_sums(std::uint32_t a, bool at_valued_marks) const;
+  bool value_in_range(const MarketState& mk, i64 abs_size, i64 price) const;
   void check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const;
   void require_marks_for_open_positions() const;
 
@@ -213,7 +215,6 @@ class Engine {
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
   std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested);
-  void sort_market_accounts(MarketState& mk, MarketId m);
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
 
