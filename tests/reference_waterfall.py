@@ -136,6 +136,7 @@ class WaterfallReference(ReferenceExchange):
         self.max_drawdown = R
         self.window = 1
         self.step = 0
+        self.opening: list[int] = []  # pool balances when the current step began
 
     # ------------------------------------------------------------ configuration
 
@@ -188,7 +189,8 @@ class WaterfallReference(ReferenceExchange):
             return now
         # closing balances of the last `window` steps (the current step is self.step)
         closing = [b for (s, p, b) in self.history if p == pool and self.step - self.window <= s < self.step]
-        peak = max([now] + closing)
+        opening = self.opening[pool] if pool < len(self.opening) else 0
+        peak = max([now, opening] + closing)
         floor_amount = ceil_div(peak * (R - self.max_drawdown), R)
         return max(0, now - floor_amount)
 
@@ -421,10 +423,12 @@ class _Run:
 
     def try_partial(self, a) -> bool:
         ex = self.ex
+        self._partial_closings = []
         row = ex._margin_row(self.acct(a))
         if row.equity < 0 or not row.liquidatable:  # "account not bankrupt"
             return False
         cl = self.closings(a, True)
+        self._partial_closings = cl
         cost = sum(c.mark_value - c.exec_value for c in cl)
         den = row.maintenance - cost
         num = row.maintenance - row.equity
@@ -448,8 +452,15 @@ class _Run:
     def liquidate_account(self, a):
         ex, cfg = self.ex, self.cfg
         self.t.liquidated_accounts += 1
-        if cfg.kind == "market" and cfg.partial and self.try_partial(a):
-            return
+        if cfg.kind == "market" and cfg.partial:
+            done = self.try_partial(a)
+            if not self.acct(a).positions:  # the partial fills closed everything: settle the rest
+                cl = self._partial_closings
+                self._last_closings = cl
+                self.settle(a, [c.m for c in cl], [c.deficit for c in cl], [0] * len(cl))
+                return
+            if done:
+                return
         if not self.acct(a).positions:
             return
         if cfg.kind == "backstop":
@@ -702,8 +713,11 @@ class _Run:
         for mk in ex.markets:  # 1.1: marks of moved markets are revalued
             mk.valued_mark = mk.mark
         ex.step += 1  # 1.2
+        ex.opening = list(ex.pools)  # section 4: the drawdown peak includes the opening balance
         self.t.step = ex.step
         checked = list(ex.accounts)  # first round: every account
+        if any(not acct.positions and acct.balance < 0 for acct in ex.accounts.values()):
+            self.result.flags.add("flat_debt_before")  # left alone: only accounts with positions are candidates
         first = True
         while checked:
             if not first:  # 1.7: winners ADL left flat with a negative balance

@@ -184,9 +184,6 @@ def test_adl_close_pro_rata():
           positions=[(7, 0, -2, -200), (2, 0, -2, -200), (4, 0, -2, -200), (5, 0, 2, 160), (MM, 0, 4, 352)])
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidInput,
-                   reason="engine bug: pro_rata ADL raises 'budget ... must be between 0 and the total capacity' "
-                          "when the opposite-side winners hold fewer lots than asked (doc §5: closed < lots)")
 def test_adl_pro_rata_fewer_lots_than_asked():
     # 1: long 10 bankrupt (bk 900, d 20, no fund -> 10 lots to ADL). Shorts: MM (the executor,
     # never a winner) 8 lots, 2: 2 lots. closed = 2 < 10: V = trunc(900 * 2 / 10) = 180;
@@ -363,16 +360,16 @@ def test_drawdown_floor_stops_the_fund():
     assert engine_state(ex)["history"] == [(1, 0, 800), (2, 0, 560)]
 
 
-def test_drawdown_without_history_uses_current_balance():
-    # No earlier step, so the peak is the current balance and the floor moves down with it:
-    # account 1: floor ceil(800 * 0.7) = 560, plan 240, paid -> 560; "any pool pays what it
-    # still can": floor ceil(560 * 0.7) = 392, available 168 >= the 60 left: paid -> 500.
-    # Account 2: floor 350, plan 150, paid -> 350; then floor ceil(245) = 245, 105 more -> 245.
-    # Fund used 300 + 255 = 555; pending 300 - 255 = 45, paid by 3.
+def test_drawdown_floor_holds_within_a_step():
+    # No earlier step: the peak is the opening balance 800 (section 4), so the floor is
+    # ceil(800 * 0.7) = 560 for the whole step, whatever is paid during it.
+    # Account 1 (deficit 300): available 800 - 560 = 240 -> paid 240, fund 560; 60 pending.
+    # Account 2 (deficit 300): available 560 - 560 = 0; 300 pending.
+    # Haircut: 360 pending, paid by the one winner, 3: 10_000 - 360 = 9_640.
     res, ex, rres, ref = run(drawdown_book(), MarketClose(MM), mode="haircut")
     check(res, ex, rres, ref,
-          totals=zero_totals(step=1, liquidated_accounts=2, deficit=600, fund_used=555, haircut_total=45, accounts_touched=1),
-          balances={1: 0, 2: 0, 3: 9955}, pools=[245])
+          totals=zero_totals(step=1, liquidated_accounts=2, deficit=600, fund_used=240, haircut_total=360, accounts_touched=1),
+          balances={1: 0, 2: 0, 3: 9640}, pools=[560])
 
 
 # ----------------------------------------------------------------- adl_price
@@ -439,9 +436,6 @@ def test_cascade_flat_winner_in_debt_reference():
     assert ref.balance(6) == 0 and ref.balance(5) == 990 and ref.balance(1) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a winner ADL left flat in debt is settled in the next round, but when "
-                                       "that round has no candidate the loop breaks before resolve_pending_haircuts(): the "
-                                       "winner stays in debt with no haircut and no bad_debt (doc §1.7, §5, §6)")
 def test_cascade_flat_winner_in_debt_engine():
     res, ex, rres, ref = run(flat_debt_book(), MarketClose(MM, slippage_bps=100))
     check(res, ex, rres, ref,
@@ -575,9 +569,6 @@ def test_executor_never_deleveraged_and_nothing_to_do():
     assert engine_state(ex)["history"] == [(1, 0, 7)]
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: round 1 settles every flat account with a negative balance "
-                                       "(settle_flat), though candidates are accounts with a position (doc §1.3) and only "
-                                       "winners ADL left flat are settled (§1.7): winners are haircut for an unrelated old debt")
 def test_flat_account_with_old_debt_is_not_settled():
     # adl_book plus account 3, which bought 10 @ 100 from MM and sold them back @ 90 with no
     # deposit: flat with balance -100 (a trade is not margin-checked). The step must be exactly
@@ -636,8 +627,6 @@ def test_other_rankings_small_book():
     assert {r["account"]: r["score"] for r in ref.adl_ranking(0, "hyperliquid")}[2] == 2_777_777_776
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: BitMEX pnl uses C++ truncation (u * 1e9 / |E|) where the doc says "
-                                       "floor: a losing position's pnl is 1 too high")
 def test_bitmex_pnl_is_floored_for_losers():
     # 3: long 3 @ 97 (E 291), deposit 291, mark 96: u = 288 - 291 = -3, equity 288 = notional:
     # pnl floor(-3e9 / 291) = floor(-10_309_278.35) = -10_309_279; share = equity = 288,
@@ -646,3 +635,4 @@ def test_bitmex_pnl_is_floored_for_losers():
     ex, ref = build_both(book)
     assert {r["account"]: r["score"] for r in ref.adl_ranking(0)}[3] == -10_309_279
     assert {r["account"]: r["score"] for r in engine_ranking(ex, "A")}[3] == -10_309_279
+

@@ -15,10 +15,11 @@ void InsuranceFund::set_drawdown_rule(i64 max_drawdown, int window) {
 i64 InsuranceFund::available(int pool) const {
   const i64 now = balance(pool);
   if (max_drawdown_ >= kRateScale) return now;
-  // peak over the recorded closing balances of the last `window` steps, and now
+  // peak: now, the balance the current step opened with, and the closing balances of the
+  // last `window` steps
   i64 peak = now;
-  int seen = 0;
-  for (auto it = history_.rbegin(); it != history_.rend() && seen < window_ * pool_count(); ++it, ++seen)
+  if (static_cast<std::size_t>(pool) < opening_.size()) peak = std::max(peak, opening_[static_cast<std::size_t>(pool)]);
+  for (auto it = history_.rbegin(); it != history_.rend() && it->step > current_step_ - 1 - window_; ++it)
     if (it->pool == pool) peak = std::max(peak, it->balance);
   // floor = ceil(peak * (1 - max_drawdown)): the fund stops at or above it
   const i128 floor_amount = ceil_div(static_cast<i128>(peak) * (kRateScale - max_drawdown_), kRateScale);

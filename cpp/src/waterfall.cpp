@@ -146,7 +146,7 @@ class WaterfallRun {
   void touch(std::uint32_t a);
   void fill(std::uint32_t a, MarketId m, i64 dq, i64 cash_to_account);
   void liquidate_account(std::uint32_t a);
-  bool try_partial(std::uint32_t a);
+  bool try_partial(std::uint32_t a, std::vector<Closing>& cl);
   std::vector<Closing> closings(std::uint32_t a, bool with_executor);
   i64 pay_from_fund(std::uint32_t a, MarketId m, i64 wanted);
   void charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus);
@@ -332,9 +332,23 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value) {
       who.push_back(b);
       w.push_back(abs64(qb));
     }
-    std::vector<i64> ids(who.size());
-    for (std::size_t i = 0; i < who.size(); ++i) ids[i] = e_.acc_id_[who[i]];
-    const std::vector<i64> x = allocate_capped_pro_rata(lots, w, w, ids);
+    // creation order, so the split does not depend on the market list's internal order
+    std::vector<std::size_t> order(who.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return who[x] < who[y]; });
+    std::vector<std::uint32_t> who_sorted(who.size());
+    std::vector<i64> w_sorted(who.size()), ids(who.size());
+    i128 available = 0;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      who_sorted[i] = who[order[i]];
+      w_sorted[i] = w[order[i]];
+      ids[i] = e_.acc_id_[who_sorted[i]];
+      available += w_sorted[i];
+    }
+    who.swap(who_sorted);
+    w.swap(w_sorted);
+    const i64 budget = static_cast<i64>(std::min<i128>(lots, available));  // fewer winner lots: the executor takes the rest
+    const std::vector<i64> x = allocate_capped_pro_rata(budget, w, w, ids);
     for (std::size_t i = 0; i < who.size(); ++i)
       if (x[i] > 0) takes.push_back({who[i], x[i]});
   } else {
@@ -453,20 +467,18 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
 // Partial liquidation: close the same fraction f of every position through the executor,
 // with f the smallest that restores maintenance if fills cost `slippage`:
 // equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
-bool WaterfallRun::try_partial(std::uint32_t a) {
+bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
   const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
-  if (am.equity <= 0 || !am.liquidatable) return false;
-  std::vector<Closing> cl = closings(a, true);
+  if (am.equity < 0 || !am.liquidatable) return false;
+  cl = closings(a, true);
   i128 cost = 0;  // value lost against the mark by closing everything through the executor
   for (const Closing& c : cl) cost += static_cast<i128>(c.mark_value) - c.exec_value;
   const i128 den = static_cast<i128>(am.maintenance) - cost;
   if (den <= 0) return false;
   const i128 num = static_cast<i128>(am.maintenance) - am.equity;
   if (num >= den) return false;  // closing everything would not be enough: full liquidation
-  bool closed_all = true;
   for (const Closing& c : cl) {
     const i64 lots = static_cast<i64>(std::min<i128>(abs64(c.q), ceil_div(static_cast<i128>(abs64(c.q)) * num, den)));
-    if (lots < abs64(c.q)) closed_all = false;
     if (lots == 0) continue;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
     const i64 dq = c.q > 0 ? -lots : lots;
@@ -484,14 +496,22 @@ bool WaterfallRun::try_partial(std::uint32_t a) {
     }
   }
   ++result_.totals.partial_liquidations;
-  return closed_all || !e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]).liquidatable;
+  return e_.acc_count_[a] == 0 || !e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]).liquidatable;
 }
 
 void WaterfallRun::liquidate_account(std::uint32_t a) {
   touch(a);
   ++result_.totals.liquidated_accounts;
   const i64 id = e_.acc_id_[a];
-  if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose && try_partial(a)) return;
+  if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose) {
+    std::vector<Closing> partial;
+    const bool done = try_partial(a, partial);
+    if (e_.acc_count_[a] == 0) {  // rounding up closed everything: settle what is left
+      settle(a, partial, {});
+      return;
+    }
+    if (done) return;
+  }
   if (e_.acc_count_[a] == 0) return;
 
   if (cfg_.executor.kind == ExecutorKind::Backstop) {
@@ -668,17 +688,19 @@ WaterfallResult WaterfallRun::run() {
       start_maintenance_[a] = am.maintenance;
     }
   });
-  // The first round's candidates come straight from the start-of-step margins.
+  // The first round's candidates come straight from the start-of-step margins: accounts with
+  // positions below maintenance (a flat account's old debt is not this step's to settle).
   std::vector<std::uint32_t> checked;
   for (std::uint32_t a = 0; a < n; ++a)
-    if (start_equity_[a] < start_maintenance_[a] || (e_.acc_count_[a] == 0 && e_.acc_balance_[a] < 0)) checked.push_back(a);
+    if (e_.acc_count_[a] > 0 && start_equity_[a] < start_maintenance_[a]) checked.push_back(a);
+  bool first_round = true;
   while (!checked.empty()) {
     std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
     std::vector<Candidate> work;
     for (std::uint32_t a : checked) {
       if (a == exec_account_) continue;
       if (e_.acc_count_[a] == 0) {
-        if (e_.acc_balance_[a] < 0 && excluded_[a] == 0) {  // a winner left flat in debt by ADL
+        if (!first_round && e_.acc_balance_[a] < 0 && excluded_[a] == 0) {  // a winner ADL left flat in debt
           excluded_[a] = 1;
           settle_flat(a);
         }
@@ -687,7 +709,7 @@ WaterfallResult WaterfallRun::run() {
       const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
       if (am.liquidatable) work.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
     }
-    if (work.empty()) break;
+    first_round = false;
     std::sort(work.begin(), work.end(), worse);
     for (const Candidate& c : work) excluded_[c.a] = 1;
     adl_log_.clear();
@@ -716,6 +738,7 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
+  insurance_.open_step(step_);
   WaterfallRun run(*this, config);
   try {
     WaterfallResult r = run.run();

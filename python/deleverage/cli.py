@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Optional, Sequence
 
-import numpy as np
 
 
 def _positive_int(text: str) -> int:

@@ -19,7 +19,7 @@ from .reports import _Table
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-LEDGER_REASONS = ("deposit", "liquidation_fee", "deficit_payment", "adl_price_gap")
+LEDGER_REASONS = ("deposit", "liquidation_fee", "deficit_payment")
 
 SHARED_POOL = 0
 

@@ -13,7 +13,6 @@ enum class LedgerReason : std::uint8_t {
   Deposit = 0,         // external money into the fund
   LiquidationFee = 1,  // surplus of a liquidation, up to the fee
   DeficitPayment = 2,  // the fund covering a liquidation deficit
-  AdlPriceGap = 3,     // close-mode ADL at mark/previous mark: gap to the bankruptcy value
 };
 
 struct LedgerEntry {
@@ -31,6 +30,7 @@ class InsuranceFund {
 
   int add_pool() {
     balance_.push_back(0);
+    if (!opening_.empty()) opening_.push_back(0);
     return static_cast<int>(balance_.size() - 1);
   }
   int pool_count() const { return static_cast<int>(balance_.size()); }
@@ -50,6 +50,13 @@ class InsuranceFund {
 
   // What the pool may pay now under the drawdown rule.
   i64 available(int pool) const;
+
+  // Marks the start of a step: the peak of the drawdown rule includes this opening balance,
+  // so payments within the step cannot walk the floor down.
+  void open_step(i64 step) {
+    current_step_ = step;
+    opening_ = balance_;
+  }
 
   // Moves money; amount > 0 into the pool. Throws ArithmeticOverflow, or InvalidInput if
   // the pool would go negative.
@@ -84,6 +91,8 @@ class InsuranceFund {
   std::vector<HistoryRow> history_;
   i64 max_drawdown_ = kRateScale;
   int window_ = 1;
+  i64 current_step_ = 0;
+  std::vector<i64> opening_;
 };
 
 }  // namespace deleverage
