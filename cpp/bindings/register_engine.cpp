@@ -7,8 +7,10 @@
 
 #include <limits>
 #include <mutex>
+#include <thread>
 #include <optional>
 
+#include "deleverage/detail/parallel.hpp"
 #include "deleverage/engine.hpp"
 #include "numpy_io.hpp"
 #include "py_engine.hpp"
@@ -24,11 +26,14 @@ py::int_ to_py_int(i128 v) { return py::reinterpret_steal<py::int_>(PyLong_FromS
 // equity <= 0 and something is owed, 0 for an empty account.
 column<double> margin_ratio(const MarginReport& r) {
   column<double> out(r.equity.size());
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const i64 e = r.equity[i], mm = r.maintenance[i];
-    if (e > 0) out[i] = static_cast<double>(mm) / static_cast<double>(e);
-    else out[i] = (mm > 0 || e < 0) ? std::numeric_limits<double>::infinity() : 0.0;
-  }
+  const int threads = static_cast<int>(std::thread::hardware_concurrency());
+  detail::parallel_for(out.size(), threads, 1 << 16, [&](std::size_t b, std::size_t end) {
+    for (std::size_t i = b; i < end; ++i) {
+      const i64 e = r.equity[i], mm = r.maintenance[i];
+      if (e > 0) out[i] = static_cast<double>(mm) / static_cast<double>(e);
+      else out[i] = (mm > 0 || e < 0) ? std::numeric_limits<double>::infinity() : 0.0;
+    }
+  });
   return out;
 }
 

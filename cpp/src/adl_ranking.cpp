@@ -31,7 +31,7 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
     r.size[i] = pos_size_[s];
     r.side[i] = pos_size_[s] > 0 ? 1 : -1;
     r.score[i] = adl_score(a, s, ranking);
-    margin[i] = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+    margin[i] = margin_from_sums(acc_[a].balance, acc_[a].cache);
   }
   for (int side : {1, -1}) {
     std::vector<std::size_t> order;
@@ -53,7 +53,7 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
       if (r.side[i] != -side || margin[i].equity >= 0) continue;
       const std::uint32_t a = acc[i];
       i128 mm_total = 0, mm_here = 0;
-      for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) {
+      for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
         const MarketState& pm = markets_[static_cast<std::size_t>(pos_market_[p])];
         const i128 w = div_sr_.ceil(contribution(pm, pos_size_[p], 0, pm.mark).mm);
         mm_total += w;

@@ -37,7 +37,7 @@ void Engine::set_value_scale(int new_d) {
       mk.caps_v[j] = static_cast<i128>(mk.tiers[j].max_notional) * scale_s_;
   }
   if (factor != 1)
-    for (Sums& s : acc_cache_) { s.u *= factor; s.mm *= factor; s.im *= factor; }
+    for (AccountHot& h : acc_) { h.cache.u *= factor; h.cache.mm *= factor; h.cache.im *= factor; }
 }
 
 MarketId Engine::add_market(const MarketSpec& spec) {
@@ -116,7 +116,7 @@ std::uint32_t Engine::account_index_or_throw(i64 id, const char* field, std::siz
   return a;
 }
 
-i64 Engine::balance(i64 account_id) const { return acc_balance_[account_index_or_throw(account_id, "account", 0)]; }
+i64 Engine::balance(i64 account_id) const { return acc_[account_index_or_throw(account_id, "account", 0)].balance; }
 
 // Grows a column to hold `needed` elements: exactly on the first bulk call (so a loaded book
 // carries no slack), by 1.5x afterwards (so repeated small calls stay amortized O(1)).
@@ -129,11 +129,8 @@ static void reserve_for(std::vector<T>& v, std::size_t needed) {
 void Engine::reserve_accounts(std::size_t extra) {
   const std::size_t needed = acc_id_.size() + extra;
   reserve_for(acc_id_, needed);
-  reserve_for(acc_balance_, needed);
-  reserve_for(acc_start_, needed);
-  reserve_for(acc_count_, needed);
+  reserve_for(acc_, needed);
   reserve_for(acc_cap_, needed);
-  reserve_for(acc_cache_, needed);
   index_.reserve(needed, acc_id_);
 }
 
@@ -149,17 +146,14 @@ std::uint32_t Engine::create_account(i64 id) {
   if (acc_id_.size() >= AccountIndex::kNone - 1) throw InvalidInput("too many accounts");
   const auto a = static_cast<std::uint32_t>(acc_id_.size());
   acc_id_.push_back(id);
-  acc_balance_.push_back(0);
-  acc_start_.push_back(0);
-  acc_count_.push_back(0);
+  acc_.push_back(AccountHot{});
   acc_cap_.push_back(0);
-  acc_cache_.push_back(Sums{});
   index_.insert(id, a, acc_id_);
   return a;
 }
 
 std::uint32_t Engine::find_slot(std::uint32_t a, MarketId m) const {
-  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
   for (std::uint32_t s = b; s < e; ++s)
     if (pos_market_[s] == m) return s;
   return kNoSlot;
@@ -168,7 +162,7 @@ std::uint32_t Engine::find_slot(std::uint32_t a, MarketId m) const {
 // Makes room for `extra` more positions in account a's block, moving the block to the end
 // of the columns if it is full.
 void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit) {
-  const std::uint32_t count = acc_count_[a];
+  const std::uint32_t count = acc_[a].count;
   if (count + extra <= acc_cap_[a]) return;
   const std::size_t new_cap = exact_fit ? std::size_t{count} + extra
                                         : std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
@@ -179,7 +173,7 @@ void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fi
   pos_entry_.resize(start + new_cap, 0);
   pos_market_.resize(start + new_cap, -1);
   pos_mslot_.resize(start + new_cap, kNoSlot);
-  const std::uint32_t old = acc_start_[a];
+  const std::uint32_t old = acc_[a].start;
   for (std::uint32_t i = 0; i < count; ++i) {
     pos_size_[start + i] = pos_size_[old + i];
     pos_entry_[start + i] = pos_entry_[old + i];
@@ -188,7 +182,7 @@ void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fi
     pos_market_[old + i] = -1;
   }
   abandoned_slots_ += acc_cap_[a];
-  acc_start_[a] = static_cast<std::uint32_t>(start);
+  acc_[a].start = static_cast<std::uint32_t>(start);
   acc_cap_[a] = static_cast<std::uint32_t>(new_cap);
 }
 
@@ -205,8 +199,8 @@ void Engine::compact_if_wasteful() {
   market.reserve(live_positions_);
   mslot.reserve(live_positions_);
   for (std::size_t a = 0; a < acc_id_.size(); ++a) {
-    const std::uint32_t b = acc_start_[a], n = acc_count_[a];
-    acc_start_[a] = static_cast<std::uint32_t>(size.size());
+    const std::uint32_t b = acc_[a].start, n = acc_[a].count;
+    acc_[a].start = static_cast<std::uint32_t>(size.size());
     acc_cap_[a] = n;
     for (std::uint32_t s = b; s < b + n; ++s) {
       size.push_back(pos_size_[s]);
@@ -225,7 +219,7 @@ void Engine::compact_if_wasteful() {
 void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
   MarketState& mk = markets_[static_cast<std::size_t>(m)];
   std::uint32_t s = find_slot(a, m);
-  Sums& cache = acc_cache_[a];
+  Sums& cache = acc_[a].cache;
   if (s != kNoSlot) {
     const Contribution old = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);
     cache.u -= old.u; cache.mm -= old.mm; cache.im -= old.im;
@@ -239,7 +233,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     mk.accounts.pop_back();
     if (moved_account != a) pos_mslot_[find_slot(moved_account, m)] = ms;
     // remove from the account's block (swap with its last position)
-    const std::uint32_t last = acc_start_[a] + acc_count_[a] - 1;
+    const std::uint32_t last = acc_[a].start + acc_[a].count - 1;
     pos_size_[s] = pos_size_[last];
     pos_entry_[s] = pos_entry_[last];
     pos_market_[s] = pos_market_[last];
@@ -247,14 +241,14 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     pos_market_[last] = -1;
     pos_size_[last] = 0;
     pos_entry_[last] = 0;
-    --acc_count_[a];
+    --acc_[a].count;
     --live_positions_;
     return;
   }
   if (s == kNoSlot) {
     ensure_capacity(a, 1, false);
-    s = acc_start_[a] + acc_count_[a];
-    ++acc_count_[a];
+    s = acc_[a].start + acc_[a].count;
+    ++acc_[a].count;
     ++live_positions_;
     pos_market_[s] = m;
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
@@ -270,9 +264,8 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
 
 std::size_t Engine::memory_bytes() const {
   std::size_t b = 0;
-  b += acc_id_.capacity() * sizeof(i64) + acc_balance_.capacity() * sizeof(i64);
-  b += (acc_start_.capacity() + acc_count_.capacity() + acc_cap_.capacity()) * sizeof(std::uint32_t);
-  b += acc_cache_.capacity() * sizeof(Sums);
+  b += acc_id_.capacity() * sizeof(i64) + acc_.capacity() * sizeof(AccountHot);
+  b += acc_cap_.capacity() * sizeof(std::uint32_t);
   b += index_.memory_bytes();
   b += pos_size_.capacity() * sizeof(i64) + pos_entry_.capacity() * sizeof(i64);
   b += pos_market_.capacity() * sizeof(MarketId) + pos_mslot_.capacity() * sizeof(std::uint32_t);

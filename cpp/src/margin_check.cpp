@@ -41,7 +41,7 @@ Engine::Contribution Engine::contribution(const MarketState& mk, i64 size, i64 e
 
 Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
   Sums s;
-  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
   for (std::uint32_t p = b; p < e; ++p) {
     const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
     const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], at_valued_marks ? mk.valued_mark : mk.mark);
@@ -60,13 +60,13 @@ void Engine::require_marks_for_open_positions() const {
 
 AccountMargin Engine::account_margin(i64 account_id) const {
   const std::uint32_t a = account_index_or_throw(account_id, "account", 0);
-  const std::uint32_t b = acc_start_[a], e = b + acc_count_[a];
+  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
   for (std::uint32_t p = b; p < e; ++p) {
     const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
     if (mk.mark == 0)
       throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
   }
-  return margin_from_sums(acc_balance_[a], account_sums(a, false));
+  return margin_from_sums(acc_[a].balance, account_sums(a, false));
 }
 
 MarginReport Engine::check_margin() {
@@ -104,15 +104,15 @@ MarginReport Engine::check_margin() {
   const i64* const size = pos_size_.data();
   const i64* const entry_col = pos_entry_.data();
   const MarketId* const market = pos_market_.data();
-  const std::uint32_t* const start = acc_start_.data();
-  const std::uint32_t* const count = acc_count_.data();
+  AccountHot* const accounts = acc_.data();
   const MarketHot* const hp = hot.data();
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) {
       i128 value = 0, mm = 0, im = 0;
       i64 entry = 0;
       bool entry_overflow = false;
-      const std::uint32_t b = start[a], e = b + count[a];
+      AccountHot& acc = accounts[a];
+      const std::uint32_t b = acc.start, e = b + acc.count;
       if (all_fast) {
         for (std::uint32_t p = b; p < e; ++p) {
           const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
@@ -130,8 +130,8 @@ MarginReport Engine::check_margin() {
       } else {
         s = account_sums(static_cast<std::uint32_t>(a), false);  // tiers or huge values: the general path
       }
-      const AccountMargin am = margin_from_sums(acc_balance_[a], s);
-      acc_cache_[a] = s;
+      const AccountMargin am = margin_from_sums(acc.balance, s);
+      acc.cache = s;
       r.equity[a] = am.equity;
       r.maintenance[a] = am.maintenance;
       r.initial[a] = am.initial;
@@ -181,7 +181,7 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
         const std::uint32_t a = list[i];
         const std::uint32_t s = find_slot(a, mid);
         const i64 q = pos_size_[s];
-        Sums& c = acc_cache_[a];
+        Sums& c = acc_[a].cache;
         if (flat) {
           const i128 abs_q = q < 0 ? -static_cast<i128>(q) : q;
           c.u += q * dv;
@@ -207,16 +207,12 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
 }
 
 void Engine::prefetch_account(std::uint32_t a) const {
-  __builtin_prefetch(&acc_cache_[a]);
-  __builtin_prefetch(reinterpret_cast<const char*>(&acc_cache_[a]) + 40);
-  __builtin_prefetch(&acc_start_[a]);
-  __builtin_prefetch(&acc_count_[a]);
-  __builtin_prefetch(&acc_balance_[a]);
+  __builtin_prefetch(&acc_[a]);
   __builtin_prefetch(&acc_id_[a]);
 }
 
 void Engine::prefetch_block(std::uint32_t a) const {
-  const std::uint32_t b = acc_start_[a];
+  const std::uint32_t b = acc_[a].start;
   __builtin_prefetch(&pos_market_[b]);
   __builtin_prefetch(&pos_size_[b]);
 }
@@ -253,7 +249,7 @@ MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) cons
   for (std::size_t i = 0; i < n; ++i) {
     if (i + kPrefetchFar < n) prefetch_account(accounts[i + kPrefetchFar]);
     const std::uint32_t a = accounts[i];
-    const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
+    const AccountMargin am = margin_from_sums(acc_[a].balance, acc_[a].cache);
     r.account_id[i] = acc_id_[a];
     r.equity[i] = am.equity;
     r.maintenance[i] = am.maintenance;
@@ -268,7 +264,7 @@ PositionReport Engine::positions() const {
   require_marks_for_open_positions();
   const std::size_t n_acc = acc_id_.size();
   std::vector<std::size_t> offset(n_acc + 1, 0);
-  for (std::size_t a = 0; a < n_acc; ++a) offset[a + 1] = offset[a] + acc_count_[a];
+  for (std::size_t a = 0; a < n_acc; ++a) offset[a + 1] = offset[a] + acc_[a].count;
   const std::size_t n = offset[n_acc];
   PositionReport r;
   r.account_id.resize(n);
@@ -283,13 +279,13 @@ PositionReport Engine::positions() const {
   detail::parallel_for(n_acc, threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
     std::vector<std::uint32_t> order;
     for (std::size_t a = begin; a < end; ++a) {
-      const std::uint32_t b = acc_start_[a], cnt = acc_count_[a];
+      const std::uint32_t b = acc_[a].start, cnt = acc_[a].count;
       if (cnt == 0) continue;
       order.assign(cnt, 0);
       for (std::uint32_t i = 0; i < cnt; ++i) order[i] = b + i;
       std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
       const Sums total = account_sums(static_cast<std::uint32_t>(a), false);
-      const AccountMargin am = margin_from_sums(acc_balance_[a], total);
+      const AccountMargin am = margin_from_sums(acc_[a].balance, total);
       // weights for splitting the equity into per-position bankruptcy shares
       i128 w_mm = 0, w_notional = 0;
       for (std::uint32_t p : order) {
@@ -312,7 +308,7 @@ PositionReport Engine::positions() const {
         r.unrealized_pnl[row] = to_i64_checked(div_s_.floor(c.u), "unrealized pnl");
 
         // Liquidation price: root of equity(x) == maintenance(x), tier by tier.
-        const i128 eq_other = checked_add(static_cast<i128>(acc_balance_[a]) * S, total.u - c.u);
+        const i128 eq_other = checked_add(static_cast<i128>(acc_[a].balance) * S, total.u - c.u);
         const i128 mm_other = total.mm - c.mm;
         i64 liq = 0;
         for (std::size_t j = 0; j < mk.tiers.size(); ++j) {
@@ -357,8 +353,8 @@ void Engine::check_invariants() const {
   // 1. conservation
   i128 cash = 0;
   for (std::size_t a = 0; a < acc_id_.size(); ++a) {
-    cash += acc_balance_[a];
-    for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) cash -= pos_entry_[p];
+    cash += acc_[a].balance;
+    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) cash -= pos_entry_[p];
   }
   const i128 fund = insurance_.total();
   const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional + flows_.insurance_deposits;
@@ -370,7 +366,7 @@ void Engine::check_invariants() const {
   std::vector<std::size_t> count(markets_.size(), 0);
   std::size_t live = 0;
   for (std::size_t a = 0; a < acc_id_.size(); ++a) {
-    for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p) {
+    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
       const MarketId m = pos_market_[p];
       if (m < 0 || static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
         throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) + " is corrupt");
@@ -384,7 +380,7 @@ void Engine::check_invariants() const {
       ++live;
     }
     const Sums fresh = account_sums(static_cast<std::uint32_t>(a), true);
-    const Sums& cached = acc_cache_[a];
+    const Sums& cached = acc_[a].cache;
     if (fresh.u != cached.u || fresh.mm != cached.mm || fresh.im != cached.im)
       throw InvariantViolation("cached margin sums of account " + std::to_string(acc_id_[a]) + " are stale");
   }

@@ -36,18 +36,15 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
     for (std::size_t i = 0; i < accounts.size(); ++i) {
       std::uint32_t a = index_.find(accounts[i], acc_id_);
       if (a == AccountIndex::kNone) a = create_account(accounts[i]);
-      acc_balance_[a] = add_checked(acc_balance_[a], amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
+      acc_[a].balance = add_checked(acc_[a].balance, amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
       applied.emplace_back(a, amounts[i]);
     }
   } catch (...) {
-    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_balance_[it->first] -= it->second;
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_[it->first].balance -= it->second;
     if (acc_id_.size() != accounts_before) {
       acc_id_.resize(accounts_before);
-      acc_balance_.resize(accounts_before);
-      acc_start_.resize(accounts_before);
-      acc_count_.resize(accounts_before);
+      acc_.resize(accounts_before);
       acc_cap_.resize(accounts_before);
-      acc_cache_.resize(accounts_before);
       index_.rebuild(acc_id_);
     }
     throw;
@@ -66,25 +63,25 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
   try {
     for (; done < accounts.size(); ++done) {
       const std::uint32_t a = idx[done];
-      const i64 before = acc_balance_[a];
-      acc_balance_[a] = add_checked(before, -amounts[done], at("amounts", done));
+      const i64 before = acc_[a].balance;
+      acc_[a].balance = add_checked(before, -amounts[done], at("amounts", done));
       AccountMargin m;
       try {
         m = account_margin(accounts[done]);
       } catch (...) {
-        acc_balance_[a] = before;
+        acc_[a].balance = before;
         throw;
       }
-      const bool flat = acc_count_[a] == 0;
+      const bool flat = acc_[a].count == 0;
       if (m.equity < m.initial || (flat && m.equity < 0)) {
-        acc_balance_[a] = before;
+        acc_[a].balance = before;
         throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) + " from account " +
                                  std::to_string(accounts[done]) + " would leave equity " + std::to_string(m.equity) +
                                  " below its initial margin " + std::to_string(m.initial));
       }
     }
   } catch (...) {
-    for (std::size_t i = done; i-- > 0;) acc_balance_[idx[i]] += amounts[i];
+    for (std::size_t i = done; i-- > 0;) acc_[idx[i]].balance += amounts[i];
     throw;
   }
   for (i64 v : amounts) flows_.withdrawals += v;
@@ -132,7 +129,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
     for (std::size_t a = 0; a < n_acc; ++a) {
       if (first[a] == first[a + 1]) continue;
-      for (std::uint32_t p = acc_start_[a]; p < acc_start_[a] + acc_count_[a]; ++p)
+      for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p)
         stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
       for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
         const std::uint32_t i = rows[r];
@@ -173,12 +170,12 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     std::vector<std::size_t> per_market(markets_.size(), 0);
     for (std::size_t a = 0; a < n_acc; ++a) {
       const std::uint32_t k = first[a + 1] - first[a];
-      if (k == 0 || acc_count_[a] + k <= acc_cap_[a]) continue;
-      new_slots += std::size_t{acc_count_[a]} + k;
+      if (k == 0 || acc_[a].count + k <= acc_cap_[a]) continue;
+      new_slots += std::size_t{acc_[a].count} + k;
     }
     for (std::size_t i = 0; i < n; ++i) ++per_market[static_cast<std::size_t>(markets[i])];
     if (cp != AccountIndex::kNone) {  // the counterparty's block is moved once, at its final size
-      cp_slots = acc_count_[cp] + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
+      cp_slots = acc_[cp].count + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
       new_slots += cp_slots;
       for (const auto& [m, qe] : cp_positions) ++per_market[static_cast<std::size_t>(m)];
     }
@@ -197,11 +194,11 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
       set_position(static_cast<std::uint32_t>(a), markets[i], sizes[i], entry[i]);
     }
   }
-  if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_count_[cp], true);
+  if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_[cp].count, true);
   for (const auto& [m, qe] : cp_positions) {
     // The counterparty's position becomes (q, e); a flat result realizes its entry notional.
     if (qe.first == 0) {
-      acc_balance_[cp] -= qe.second;  // keeps cash = balance - sum(E) unchanged
+      acc_[cp].balance -= qe.second;  // keeps cash = balance - sum(E) unchanged
       set_position(cp, m, 0, 0);
     } else {
       set_position(cp, m, qe.first, qe.second);
@@ -220,7 +217,7 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   const std::uint32_t s = find_slot(a, m);
   const i64 q0 = s == kNoSlot ? 0 : pos_size_[s];
   const i64 e0 = s == kNoSlot ? 0 : pos_entry_[s];
-  const FillUndo undo{a, m, q0, e0, acc_balance_[a]};
+  const FillUndo undo{a, m, q0, e0, acc_[a].balance};
   i64 q1;
   if (__builtin_add_overflow(q0, dq, &q1) || q1 == std::numeric_limits<i64>::min())
     throw ArithmeticOverflow("position size of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
@@ -239,19 +236,19 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   }
   if (e1 > kMaxNotional || e1 < -kMaxNotional)
     throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " would exceed 2^62 money units");
-  const i128 balance = static_cast<i128>(acc_balance_[a]) + (static_cast<i128>(e1) - e0) - sv;
+  const i128 balance = static_cast<i128>(acc_[a].balance) + (static_cast<i128>(e1) - e0) - sv;
   if (!fits_i64(balance)) [[unlikely]]
     throw ArithmeticOverflow("balance of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
   const i64 b1 = static_cast<i64>(balance);
   set_position(a, m, q1, e1);
-  acc_balance_[a] = b1;
+  acc_[a].balance = b1;
   return undo;
 }
 
 void Engine::undo_fills(const std::vector<FillUndo>& undo) {
   for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
     set_position(it->account, it->market, it->size, it->entry);
-    acc_balance_[it->account] = it->balance;
+    acc_[it->account].balance = it->balance;
   }
 }
 

@@ -68,8 +68,8 @@ i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& 
 }
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
-  const AccountMargin am = margin_from_sums(acc_balance_[a], acc_cache_[a]);
-  return adl_score(slot, ranking, acc_balance_[a], am.equity, am.maintenance);
+  const AccountMargin am = margin_from_sums(acc_[a].balance, acc_[a].cache);
+  return adl_score(slot, ranking, acc_[a].balance, am.equity, am.maintenance);
 }
 
 // The score of one position given its account's balance, equity and maintenance (money).
@@ -163,7 +163,7 @@ class WaterfallRun {
   void resolve_pending_haircuts();
   std::vector<QueueEntry>& queue(MarketId m, int side);
   bool eligible_winner(std::uint32_t a) const { return a != exec_account_ && !excluded_[a]; }
-  i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]).equity; }
+  i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
 
   Engine& e_;
   const WaterfallConfig& cfg_;
@@ -192,8 +192,8 @@ class WaterfallRun {
 void WaterfallRun::touch(std::uint32_t a) {
   if (backed_up_[a]) return;
   backed_up_[a] = 1;
-  backups_.push_back(Backup{a, e_.acc_balance_[a], backup_positions_.size(), e_.acc_count_[a]});
-  for (std::uint32_t p = e_.acc_start_[a]; p < e_.acc_start_[a] + e_.acc_count_[a]; ++p)
+  backups_.push_back(Backup{a, e_.acc_[a].balance, backup_positions_.size(), e_.acc_[a].count});
+  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
     backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});
 }
 
@@ -201,11 +201,11 @@ void WaterfallRun::restore() {
   for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {
     const std::uint32_t a = it->account;
     std::vector<MarketId> now;
-    for (std::uint32_t p = e_.acc_start_[a]; p < e_.acc_start_[a] + e_.acc_count_[a]; ++p) now.push_back(e_.pos_market_[p]);
+    for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) now.push_back(e_.pos_market_[p]);
     for (MarketId m : now) e_.set_position(a, m, 0, 0);
     for (std::size_t i = it->first; i < it->first + it->count; ++i)
       e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
-    e_.acc_balance_[a] = it->balance;
+    e_.acc_[a].balance = it->balance;
   }
 }
 
@@ -250,8 +250,8 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
   // maintenance share (docs/semantics.md), the remainder to the last position, so that
   // cash + sum(bk values) == 0 exactly.
   std::vector<Closing> cl;
-  i128 cash = e_.acc_balance_[a];
-  for (std::uint32_t p = e_.acc_start_[a]; p < e_.acc_start_[a] + e_.acc_count_[a]; ++p) {
+  i128 cash = e_.acc_[a].balance;
+  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) {
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(e_.pos_market_[p])];
     cash -= e_.pos_entry_[p];
     cl.push_back(Closing{e_.pos_market_[p], e_.pos_size_[p], e_.value_money(mk, e_.pos_size_[p], mk.mark), 0, 0, 0, 0});
@@ -293,7 +293,7 @@ i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
   if (paid <= 0) return 0;
   touch(a);
   e_.insurance_.move(e_.step_, pool, m, e_.acc_id_[a], -paid, LedgerReason::DeficitPayment);
-  e_.acc_balance_[a] += paid;
+  e_.acc_[a].balance += paid;
   result_.events.add(e_.step_, EventKind::FundPayment, e_.acc_id_[a], m, 0, 0, paid, 0, pool);
   result_.totals.fund_used += paid;
   return paid;
@@ -307,7 +307,7 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
     const i64 cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min(surplus, cap);
     if (fee <= 0) continue;
-    e_.acc_balance_[a] -= fee;
+    e_.acc_[a].balance -= fee;
     e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
     result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
     result_.totals.fund_fees += fee;
@@ -454,7 +454,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (x[i] == 0) continue;
     const std::uint32_t b = who[i];
     touch(b);
-    e_.acc_balance_[b] -= x[i];
+    e_.acc_[b].balance -= x[i];
     haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
     mark_winner(b);
     result_.events.add(e_.step_, EventKind::Haircut, e_.acc_id_[b], m, 0, 0, -x[i], 0, -1);
@@ -468,7 +468,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
 // with f the smallest that restores maintenance if fills cost `slippage`:
 // equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
 bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
-  const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
+  const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
   if (am.equity < 0 || !am.liquidatable) return false;
   cl = closings(a, true);
   i128 cost = 0;  // value lost against the mark by closing everything through the executor
@@ -489,14 +489,14 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
     const i64 fee_cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
-      e_.acc_balance_[a] -= fee;
+      e_.acc_[a].balance -= fee;
       e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
       result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
       result_.totals.fund_fees += fee;
     }
   }
   ++result_.totals.partial_liquidations;
-  return e_.acc_count_[a] == 0 || !e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]).liquidatable;
+  return e_.acc_[a].count == 0 || !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
 }
 
 void WaterfallRun::liquidate_account(std::uint32_t a) {
@@ -506,13 +506,13 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose) {
     std::vector<Closing> partial;
     const bool done = try_partial(a, partial);
-    if (e_.acc_count_[a] == 0) {  // rounding up closed everything: settle what is left
+    if (e_.acc_[a].count == 0) {  // rounding up closed everything: settle what is left
       settle(a, partial, {});
       return;
     }
     if (done) return;
   }
-  if (e_.acc_count_[a] == 0) return;
+  if (e_.acc_[a].count == 0) return;
 
   if (cfg_.executor.kind == ExecutorKind::Backstop) {
     for (const Closing& c : closings(a, false)) {
@@ -586,20 +586,20 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
 // account's markets are haircut; what nobody can cover is bad debt).
 void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned) {
   const i64 id = e_.acc_id_[a];
-  if (e_.acc_balance_[a] > 0) {
-    charge_fee(a, cl, e_.acc_balance_[a]);
+  if (e_.acc_[a].balance > 0) {
+    charge_fee(a, cl, e_.acc_[a].balance);
     return;
   }
-  for (std::size_t i = 0; i < cl.size() && e_.acc_balance_[a] < 0; ++i)
-    if (i < fund_planned.size() && fund_planned[i] > 0) pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_balance_[a]));
+  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i)
+    if (i < fund_planned.size() && fund_planned[i] > 0) pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
   // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
   // then (at the end of the round) winners of the market that caused most of it.
-  for (std::size_t i = 0; i < cl.size() && e_.acc_balance_[a] < 0; ++i) pay_from_fund(a, cl[i].m, -e_.acc_balance_[a]);
-  if (e_.acc_balance_[a] < 0) {
+  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i) pay_from_fund(a, cl[i].m, -e_.acc_[a].balance);
+  if (e_.acc_[a].balance < 0) {
     std::size_t worst = 0;
     for (std::size_t i = 1; i < cl.size(); ++i)
       if (cl[i].deficit > cl[worst].deficit) worst = i;
-    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.acc_balance_[a]});
+    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.acc_[a].balance});
   }
 }
 
@@ -642,7 +642,7 @@ void WaterfallRun::resolve_pending_haircuts() {
 
 void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
   touch(a);
-  e_.acc_balance_[a] += amount;
+  e_.acc_[a].balance += amount;
   result_.events.add(e_.step_, EventKind::SocializedCredit, e_.acc_id_[a], m, 0, 0, amount, 0, -1);
 }
 
@@ -678,12 +678,13 @@ WaterfallResult WaterfallRun::run() {
     const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
     return l != r ? l > r : x.id < y.id;
   };
-  start_balance_.assign(e_.acc_balance_.begin(), e_.acc_balance_.end());
+  start_balance_.resize(n);
+  for (std::size_t a = 0; a < n; ++a) start_balance_[a] = e_.acc_[a].balance;
   start_equity_.resize(n);
   start_maintenance_.resize(n);
   detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
     for (std::size_t a = b; a < end; ++a) {
-      const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
+      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
       start_equity_[a] = am.equity;
       start_maintenance_[a] = am.maintenance;
     }
@@ -692,21 +693,21 @@ WaterfallResult WaterfallRun::run() {
   // positions below maintenance (a flat account's old debt is not this step's to settle).
   std::vector<std::uint32_t> checked;
   for (std::uint32_t a = 0; a < n; ++a)
-    if (e_.acc_count_[a] > 0 && start_equity_[a] < start_maintenance_[a]) checked.push_back(a);
+    if (e_.acc_[a].count > 0 && start_equity_[a] < start_maintenance_[a]) checked.push_back(a);
   bool first_round = true;
   while (!checked.empty()) {
     std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
     std::vector<Candidate> work;
     for (std::uint32_t a : checked) {
       if (a == exec_account_) continue;
-      if (e_.acc_count_[a] == 0) {
-        if (!first_round && e_.acc_balance_[a] < 0 && excluded_[a] == 0) {  // a winner ADL left flat in debt
+      if (e_.acc_[a].count == 0) {
+        if (!first_round && e_.acc_[a].balance < 0 && excluded_[a] == 0) {  // a winner ADL left flat in debt
           excluded_[a] = 1;
           settle_flat(a);
         }
         continue;
       }
-      const AccountMargin am = e_.margin_from_sums(e_.acc_balance_[a], e_.acc_cache_[a]);
+      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
       if (am.liquidatable) work.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
     }
     first_round = false;

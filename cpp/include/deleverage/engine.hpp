@@ -235,9 +235,16 @@ class Engine {
 
   AccountIndex index_;
   std::vector<i64> acc_id_;
-  std::vector<i64> acc_balance_;
-  std::vector<std::uint32_t> acc_start_, acc_count_, acc_cap_;
-  std::vector<Sums> acc_cache_;
+  // The fields every per-account operation touches share one cache line: a market's
+  // accounts are scattered, so each of them costs one miss instead of five.
+  struct alignas(64) AccountHot {
+    Sums cache;          // sums at each market's valued mark (incremental check)
+    i64 balance = 0;     // money units
+    std::uint32_t start = 0, count = 0;  // the account's block of position slots
+  };
+  static_assert(sizeof(AccountHot) == 64);
+  std::vector<AccountHot> acc_;
+  std::vector<std::uint32_t> acc_cap_;
 
   std::vector<i64> pos_size_;
   std::vector<i64> pos_entry_;
