@@ -22,29 +22,8 @@ namespace deleverage::bindings {
 namespace {
 py::int_ to_py_int(i128 v) { return py::reinterpret_steal<py::int_>(PyLong_FromString(to_string_i128(v).c_str(), nullptr, 10)); }
 
-// maintenance / equity for display (floats live only here, at the boundary): +inf when
-// equity <= 0 and something is owed, 0 for an empty account.
-column<double> margin_ratio(const MarginReport& r) {
-  column<double> out(r.equity.size());
-  const int threads = static_cast<int>(std::thread::hardware_concurrency());
-  detail::parallel_for(out.size(), threads, 1 << 16, [&](std::size_t b, std::size_t end) {
-    for (std::size_t i = b; i < end; ++i) {
-      const i64 e = r.equity[i], mm = r.maintenance[i];
-      if (e > 0) out[i] = static_cast<double>(mm) / static_cast<double>(e);
-      else out[i] = (mm > 0 || e < 0) ? std::numeric_limits<double>::infinity() : 0.0;
-    }
-  });
-  return out;
-}
-
 py::dict margin_report_to_dict(MarginReport&& r) {
   py::dict d;
-  column<double> ratio;
-  {
-    py::gil_scoped_release release;
-    ratio = margin_ratio(r);
-  }
-  d["margin_ratio"] = to_numpy(std::move(ratio));
   d["account"] = to_numpy(std::move(r.account_id));
   d["equity"] = to_numpy(std::move(r.equity));
   d["maintenance"] = to_numpy(std::move(r.maintenance));
@@ -58,6 +37,28 @@ py::dict margin_report_to_dict(MarginReport&& r) {
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls);
 
 void register_engine(py::module_& m) {
+  m.def(
+      "margin_ratio",
+      [](const py::array& equity, const py::array& maintenance) {
+        auto e = as_span<i64>(equity, "equity");
+        auto mm = as_span<i64>(maintenance, "maintenance");
+        if (e.size() != mm.size()) throw InvalidInput("maintenance has a different length than equity");
+        column<double> out(e.size());
+        {
+          // maintenance / equity for display (floats live only here, at the boundary):
+          // +inf when equity <= 0 and something is owed, 0 for an empty account
+          py::gil_scoped_release release;
+          const int threads = static_cast<int>(std::thread::hardware_concurrency());
+          detail::parallel_for(out.size(), threads, 1 << 16, [&](std::size_t b, std::size_t end) {
+            for (std::size_t i = b; i < end; ++i) {
+              if (e[i] > 0) out[i] = static_cast<double>(mm[i]) / static_cast<double>(e[i]);
+              else out[i] = (mm[i] > 0 || e[i] < 0) ? std::numeric_limits<double>::infinity() : 0.0;
+            }
+          });
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("equity"), py::arg("maintenance"), "maintenance / equity per account (float64), from exact int64 values.");
   py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
   register_waterfall(m, cls);
   cls

@@ -101,34 +101,41 @@ MarginReport Engine::check_margin() {
   const i64 S = scale_s_;
   // Raw pointers in locals: the compiler keeps them in registers instead of reloading the
   // vectors through `this` on every position.
-  const i64* const size = pos_size_.data();
-  const i64* const entry_col = pos_entry_.data();
-  const MarketId* const market = pos_market_.data();
+  const i64* __restrict const size = pos_size_.data();
+  const i64* __restrict const entry_col = pos_entry_.data();
+  const MarketId* __restrict const market = pos_market_.data();
   AccountHot* const accounts = acc_.data();
   const MarketHot* const hp = hot.data();
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) {
-      i128 value = 0, mm = 0, im = 0;
-      i64 entry = 0;
-      bool entry_overflow = false;
+      // u = sum(q * mark_v - E * S): with S == 1 (money decimals cover the market's) the
+      // entry is subtracted directly, keeping the loop's live values in registers.
+      i128 u = 0, mm = 0, im = 0;
       AccountHot& acc = accounts[a];
       const std::uint32_t b = acc.start, e = b + acc.count;
-      if (all_fast) {
+      Sums s;
+      if (all_fast && S == 1) {
         for (std::uint32_t p = b; p < e; ++p) {
           const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
           const i64 q = size[p];
           const i64 abs_q = q < 0 ? -q : q;
-          entry_overflow |= __builtin_add_overflow(entry, entry_col[p], &entry);
-          value += static_cast<i128>(q) * h.mark_v;
+          u += static_cast<i128>(q) * h.mark_v - entry_col[p];
           mm += static_cast<i128>(abs_q) * h.mm_per_lot;
           im += static_cast<i128>(abs_q) * h.im_per_lot;
         }
-      }
-      Sums s;
-      if (all_fast && !entry_overflow) {
-        s = Sums{value - static_cast<i128>(entry) * S, mm, im};
+        s = Sums{u, mm, im};
+      } else if (all_fast) {
+        for (std::uint32_t p = b; p < e; ++p) {
+          const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
+          const i64 q = size[p];
+          const i64 abs_q = q < 0 ? -q : q;
+          u += static_cast<i128>(q) * h.mark_v - static_cast<i128>(entry_col[p]) * S;
+          mm += static_cast<i128>(abs_q) * h.mm_per_lot;
+          im += static_cast<i128>(abs_q) * h.im_per_lot;
+        }
+        s = Sums{u, mm, im};
       } else {
-        s = account_sums(static_cast<std::uint32_t>(a), false);  // tiers or huge values: the general path
+        s = account_sums(static_cast<std::uint32_t>(a), false);  // tiered markets: the general path
       }
       const AccountMargin am = margin_from_sums(acc.balance, s);
       acc.cache = s;

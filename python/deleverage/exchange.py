@@ -275,11 +275,12 @@ class Exchange:
         return self._margin_report(raw, exact)
 
     def _margin_report(self, raw: dict[str, np.ndarray], exact: bool) -> MarginReport:
-        equity, maintenance, initial, ratio = raw["equity"], raw["maintenance"], raw["initial"], raw["margin_ratio"]
+        equity, maintenance, initial = raw["equity"], raw["maintenance"], raw["initial"]
         if not exact:
             d = self._money_decimals
             equity, maintenance, initial = cv.from_fixed(equity, d), cv.from_fixed(maintenance, d), cv.from_fixed(initial, d)
-        return MarginReport(raw["account"], equity, maintenance, initial, ratio, raw["liquidatable"], raw["bankrupt"], exact)
+        return MarginReport(raw["account"], equity, maintenance, initial, raw["liquidatable"], raw["bankrupt"], exact,
+                            raw["equity"], raw["maintenance"])
 
     def account_margin(self, account: int, *, exact: bool = False) -> dict[str, Any]:
         """One account's equity, maintenance, initial, liquidatable and bankrupt, now."""

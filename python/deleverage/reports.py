@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,17 +30,36 @@ class MarginReport(_Table):
 
     Money columns are in quote currency (float64), or integer units of
     ``10**-money_decimals`` when ``exact`` is true. ``margin_ratio`` is maintenance / equity
-    (+inf when equity <= 0 and something is owed, 0 for an empty account).
+    (+inf when equity <= 0 and something is owed, 0 for an empty account), computed from the
+    exact values the first time it is read.
     """
 
     account: np.ndarray  #: account ids (int64)
     equity: np.ndarray  #: balance + unrealized PnL, rounded down
     maintenance: np.ndarray  #: maintenance margin, rounded up
     initial: np.ndarray  #: initial margin, rounded up
-    margin_ratio: np.ndarray  #: maintenance / equity (float64)
     liquidatable: np.ndarray  #: equity < maintenance (bool)
     bankrupt: np.ndarray  #: equity < 0 (bool)
     exact: bool = False
+    # the exact int64 columns the ratio is computed from (the same arrays when exact)
+    _equity_units: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)
+    _maintenance_units: Optional[np.ndarray] = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def margin_ratio(self) -> np.ndarray:
+        """maintenance / equity (float64)."""
+        cached = self.__dict__.get("_ratio")
+        if cached is None:
+            from . import _core
+
+            assert self._equity_units is not None and self._maintenance_units is not None
+            cached = _core.margin_ratio(self._equity_units, self._maintenance_units)
+            object.__setattr__(self, "_ratio", cached)
+        return cached
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"account": self.account, "equity": self.equity, "maintenance": self.maintenance, "initial": self.initial,
+                "margin_ratio": self.margin_ratio, "liquidatable": self.liquidatable, "bankrupt": self.bankrupt}
 
     def __repr__(self) -> str:
         return (f"MarginReport({len(self)} accounts, {int(self.liquidatable.sum())} liquidatable, "
