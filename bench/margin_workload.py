@@ -193,23 +193,26 @@ def busiest_market(c: Columns) -> int:
 
 
 class IncrementalMove:
-    """Callable: move market ``m``'s mark by +-1% alternately, then check just that market."""
+    """Callable: move the marks of market ``m`` (or of every market in ``m`` when it is a list)
+    by +-1% alternately, then check just those markets."""
 
-    def __init__(self, ex: Exchange, m: int):
+    def __init__(self, ex: Exchange, m: Any):
         self.ex = ex
-        self.m = m
-        self.p0 = int(ex.marks(exact=True)[m])
-        self.p1 = max(1, self.p0 + max(1, self.p0 // 100))
+        self.markets = [int(x) for x in (m if isinstance(m, (list, tuple)) else [m])]
+        self.m = self.markets[0]
+        marks = ex.marks(exact=True)
+        self.p0 = [int(marks[x]) for x in self.markets]
+        self.p1 = [max(1, p + max(1, p // 100)) for p in self.p0]
         self.flip = False
 
     def __call__(self) -> Any:
         self.flip = not self.flip
-        self.ex.set_marks([self.m], [self.p1 if self.flip else self.p0], exact=True)
-        return self.ex.check_margin(markets=[self.m], exact=True)
+        self.ex.set_marks(self.markets, self.p1 if self.flip else self.p0, exact=True)
+        return self.ex.check_margin(markets=self.markets, exact=True)
 
     def restore(self) -> None:
-        self.ex.set_marks([self.m], [self.p0], exact=True)
-        self.ex.check_margin(markets=[self.m], exact=True)
+        self.ex.set_marks(self.markets, self.p0, exact=True)
+        self.ex.check_margin(markets=self.markets, exact=True)
         self.flip = False
 
 

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     move.restore()
     ex.check_invariants()
 
+    # proportionality: moving k markets revalues about k times as many positions
+    k_markets = [k for k in (4, 16) if k <= args.markets]
+    moves_k = {k: mw.IncrementalMove(ex, [(w.incremental_market + i) % args.markets for i in range(k)]) for k in k_markets}
     core = ex._engine  # the compiled call without the Python report wrapper (informative only)
     candidates = {
         "stream_sum (24 B/position)": lambda: mw.stream_sum(w.stream),
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "  of which compiled call": lambda: core.check_margin(None),
         "numpy float64 (1 core)": lambda: mw.numpy_margin_check(w.cols),
         "engine incremental, 1 market": move,
+        **{f"engine incremental, {k} markets": mv for k, mv in moves_k.items()},
     }
     best = {k: float("inf") for k in candidates}
     for fn in candidates.values():  # warm-up
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
     move.restore()
+    for mv in moves_k.values():
+        mv.restore()
     ex.check_invariants()
     elapsed = time.perf_counter() - t_start
 
@@ -83,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'candidate':34} | {'best ms':>9} | {'ns/position':>11} | {'vs engine':>9} |")
     print(f"|{'-' * 36}|{'-' * 10}:|{'-' * 12}:|{'-' * 10}:|")
     for name, t in best.items():
-        per = w.incremental_positions if name.startswith("engine incremental") else n_pos
+        per = n_pos
+        if name.startswith("engine incremental"):
+            k = int(name.split(",")[1].split()[0])
+            per = w.incremental_positions * k  # markets hold about the same number of positions
         print(f"| {name:34} | {t * 1e3:9.2f} | {t / per * 1e9:11.2f} | {t / eng:9.3f} |")
 
     share = w.incremental_positions / n_pos
@@ -96,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                                     w.bytes_per_position <= mw.TARGET_BYTES_PER_POSITION),
         "incremental / full": (best["engine incremental, 1 market"] / eng, f"~ {share:.4f} (share)",
                                best["engine incremental, 1 market"] / eng <= 2 * share),
+        **{f"incremental {k} markets / 1 market": (best[f"engine incremental, {k} markets"] / best["engine incremental, 1 market"],
+                                                    f"~ {k} (linear)", None) for k in k_markets},
         "numpy / engine compiled call": (best["numpy float64 (1 core)"] / best["  of which compiled call"], "(info)", None),
         "compiled call / stream": (best["  of which compiled call"] / best["stream_sum (24 B/position)"], "(info)", None),
     }
