@@ -411,3 +411,16 @@ def test_empty_batches_are_accepted() -> None:
     # no market listed and none moved since the last check: nobody to report
     ex.check_margin()
     assert len(ex.check_margin([])) == 0
+
+
+def test_large_float_conversion_is_the_same_division_as_numpy() -> None:
+    # Columns of 2^16 rows and more are converted in compiled code: it must give exactly
+    # value / 10**decimals as numpy computes it, with one decimals value or one per row.
+    from deleverage import _convert
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(-(2**62), 2**62, size=70_000, dtype=np.int64)
+    for d in (0, 2, 6, 9):
+        np.testing.assert_array_equal(_convert.from_fixed(values, d), values.astype(np.float64) / 10.0**d)
+    per_row = rng.integers(0, 12, size=values.size, dtype=np.int64)
+    np.testing.assert_array_equal(_convert.from_fixed(values, per_row), values.astype(np.float64) / np.power(10.0, per_row.astype(np.float64)))

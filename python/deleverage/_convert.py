@@ -120,7 +120,12 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
 
 
 def from_fixed(values: np.ndarray, decimals: int | np.ndarray) -> np.ndarray:
-    """int64 units -> float64 human units."""
+    """int64 units -> float64 human units (value / 10**decimals, correctly rounded)."""
+    if values.dtype == np.int64 and values.ndim == 1 and len(values) >= 1 << 16:
+        from . import _core  # large columns: the same division on every core
+
+        d = np.ascontiguousarray(np.atleast_1d(np.asarray(decimals, dtype=np.int64)))
+        return _core.to_float(np.ascontiguousarray(values), d)
     return values.astype(np.float64) / np.power(10.0, np.asarray(decimals, dtype=np.float64))
 
 
