@@ -59,6 +59,36 @@ void register_engine(py::module_& m) {
         return to_numpy(std::move(out));
       },
       py::arg("equity"), py::arg("maintenance"), "maintenance / equity per account (float64), from exact int64 values.");
+  m.def(
+      "margin_floats",
+      [](const py::array& equity, const py::array& maintenance, const py::array& initial, int decimals) {
+        // One pass for a float-mode report: the three money columns in quote currency and the
+        // margin ratio from the exact values, so the int64 columns need not be kept.
+        auto e = as_span<i64>(equity, "equity");
+        auto mm = as_span<i64>(maintenance, "maintenance");
+        auto im = as_span<i64>(initial, "initial");
+        if (e.size() != mm.size() || e.size() != im.size()) throw InvalidInput("columns of different lengths");
+        if (decimals < 0 || decimals > 22) throw InvalidInput("decimals must be between 0 and 22");
+        static constexpr double kPow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                            1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        const double p = kPow10[decimals];
+        column<double> ef(e.size()), mf(e.size()), inf_(e.size()), ratio(e.size());
+        {
+          py::gil_scoped_release release;
+          const int threads = static_cast<int>(std::thread::hardware_concurrency());
+          detail::parallel_for(e.size(), threads, 1 << 16, [&](std::size_t b, std::size_t end) {
+            for (std::size_t i = b; i < end; ++i) {
+              ef[i] = static_cast<double>(e[i]) / p;
+              mf[i] = static_cast<double>(mm[i]) / p;
+              inf_[i] = static_cast<double>(im[i]) / p;
+              if (e[i] > 0) ratio[i] = static_cast<double>(mm[i]) / static_cast<double>(e[i]);
+              else ratio[i] = (mm[i] > 0 || e[i] < 0) ? std::numeric_limits<double>::infinity() : 0.0;
+            }
+          });
+        }
+        return py::make_tuple(to_numpy(std::move(ef)), to_numpy(std::move(mf)), to_numpy(std::move(inf_)), to_numpy(std::move(ratio)));
+      },
+      py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("decimals"));
   py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
   register_waterfall(m, cls);
   cls

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <type_traits>
 
@@ -237,11 +238,20 @@ std::pair<V, V> water_level(const std::vector<V>& K, const std::vector<V>& v, V 
   }
 }
 
-std::vector<i64> water_fill_exact(const std::vector<u64>& K, const std::vector<u64>& v, u64 budget) {
+// uniform: K == v (plain pro-rata), so tau = budget / sum(v) without a search.
+std::vector<i64> water_fill_exact(const std::vector<u64>& K, const std::vector<u64>& v, u64 budget, bool uniform = false) {
   const std::size_t n = K.size();
   std::vector<i64> x(n, 0);
   if (budget == 0) return x;
-  const auto [q, V] = water_level(K, v, budget);
+  std::pair<u64, u64> level;
+  if (uniform) {
+    u64 total = 0;
+    for (u64 vi : v) total += vi;
+    level = budget == total ? std::pair<u64, u64>{0, 0} : std::pair<u64, u64>{budget, total};
+  } else {
+    level = water_level(K, v, budget);
+  }
+  const auto [q, V] = level;
   struct Rem {
     u64 r;
     u32 i;
@@ -354,7 +364,7 @@ template <class T>
 std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   using L = Lots<T>;
   const auto w = req.capacity;
-  const T lot = req.lot;
+  const T lot = *req.lot;
   const std::size_t n = w.size();
   std::vector<u64> maxl(n, 0);
   u64 total_lots = 0;
@@ -508,12 +518,12 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
   require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
   if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
-  require(req.lot != 0, "lot", pol, pol == AllocPolicy::MinMaxLots);
+  require(req.lot.has_value(), "lot", pol, pol == AllocPolicy::MinMaxLots);
   if (pol == AllocPolicy::MinMaxLots) {
     if constexpr (std::is_same_v<T, double>) {
-      if (!(std::isfinite(req.lot) && req.lot > 0)) throw InvalidInput("lot: " + num_str(req.lot) + " must be a positive finite number");
+      if (!(std::isfinite(*req.lot) && *req.lot > 0)) throw InvalidInput("lot: " + num_str(*req.lot) + " must be a positive finite number");
     } else {
-      if (req.lot <= 0) throw InvalidInput("lot: " + num_str(req.lot) + " must be positive");
+      if (*req.lot <= 0) throw InvalidInput("lot: " + num_str(*req.lot) + " must be positive");
     }
   }
   if (pol != AllocPolicy::RiskAware && req.g.kind != RiskFunction::Kind::Linear)
@@ -557,7 +567,7 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         // no winner saturates below the full budget: tau = B / W, straight to the rounding
         std::vector<u64> K(n);
         for (std::size_t i = 0; i < n; ++i) K[i] = static_cast<u64>(w[i]);
-        return water_fill_exact(K, K, static_cast<u64>(budget));
+        return water_fill_exact(K, K, static_cast<u64>(budget), true);
       }
     }
     case AllocPolicy::CappedProRata:

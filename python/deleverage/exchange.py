@@ -275,12 +275,14 @@ class Exchange:
         return self._margin_report(raw, exact)
 
     def _margin_report(self, raw: dict[str, np.ndarray], exact: bool) -> MarginReport:
-        equity, maintenance, initial = raw["equity"], raw["maintenance"], raw["initial"]
-        if not exact:
-            d = self._money_decimals
-            equity, maintenance, initial = cv.from_fixed(equity, d), cv.from_fixed(maintenance, d), cv.from_fixed(initial, d)
-        return MarginReport(raw["account"], equity, maintenance, initial, raw["liquidatable"], raw["bankrupt"], exact,
-                            raw["equity"], raw["maintenance"])
+        if exact:
+            return MarginReport(raw["account"], raw["equity"], raw["maintenance"], raw["initial"], raw["liquidatable"],
+                                raw["bankrupt"], True, raw["equity"], raw["maintenance"])
+        equity, maintenance, initial, ratio = _core.margin_floats(raw["equity"], raw["maintenance"], raw["initial"],
+                                                                  self._money_decimals)
+        report = MarginReport(raw["account"], equity, maintenance, initial, raw["liquidatable"], raw["bankrupt"], False)
+        object.__setattr__(report, "_ratio", ratio)  # computed in the same pass from the exact values
+        return report
 
     def account_margin(self, account: int, *, exact: bool = False) -> dict[str, Any]:
         """One account's equity, maintenance, initial, liquidatable and bankrupt, now."""

@@ -34,6 +34,7 @@
 // budget is lowered to that amount. Every selection and water-fill is expected linear time.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -68,7 +69,7 @@ struct AllocRequest {
   std::span<const double> score;  // queue: ranking key, higher closes first
   std::span<const T> leverage;    // risk_aware: exact mode in 1e-8 units
   std::span<const T> cap;         // capped_pro_rata (required), risk_aware (optional); size 1 broadcasts
-  T lot = 0;                      // min_max_lots
+  std::optional<T> lot;           // min_max_lots (> 0)
   RiskFunction g{};
   std::uint64_t seed = 0;         // random_walk
   bool clip = false;
