@@ -585,7 +585,6 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
 // deficit (the fund pays what is planned, then whatever it can, then winners of the
 // account's markets are haircut; what nobody can cover is bad debt).
 void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned) {
-  const i64 id = e_.acc_id_[a];
   if (e_.acc_[a].balance > 0) {
     charge_fee(a, cl, e_.acc_[a].balance);
     return;
