@@ -7,6 +7,7 @@ point; this package is a thin typed layer over it. Start with :class:`Exchange`.
 from __future__ import annotations
 
 from . import errors, executors
+from .allocate import allocate
 from .exchange import Exchange
 from .executors import Backstop, Impact, MarketClose
 from .reports import MarginReport, PositionReport
@@ -14,6 +15,7 @@ from .waterfall import AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
 __all__ = [
     "Exchange",
+    "allocate",
     "MarginReport",
     "PositionReport",
     "MarketClose",

@@ -92,3 +92,29 @@ def margin_floats(
 def to_float(values: npt.NDArray[np.int64], decimals: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]: ...
 def stream_sum(data: npt.NDArray[np.int64], threads: int = 0) -> int: ...
 
+# the allocation kernel (see cpp/bindings/register_allocate.cpp)
+def allocate_exact(
+    policy: str,
+    budget: int,
+    capacity: npt.NDArray[np.int64],
+    score: Optional[npt.NDArray[np.float64]],
+    leverage: Optional[npt.NDArray[np.int64]],
+    cap: Optional[npt.NDArray[np.int64]],
+    lot: Optional[int],
+    g: str,
+    seed: int,
+    clip: bool,
+) -> npt.NDArray[np.int64]: ...
+def allocate_float(
+    policy: str,
+    budget: float,
+    capacity: npt.NDArray[np.float64],
+    score: Optional[npt.NDArray[np.float64]],
+    leverage: Optional[npt.NDArray[np.float64]],
+    cap: Optional[npt.NDArray[np.float64]],
+    lot: Optional[float],
+    g: str,
+    seed: int,
+    clip: bool,
+) -> npt.NDArray[np.float64]: ...
+def random_walk_start(seed: int, n: int) -> int: ...

@@ -1,0 +1,178 @@
+"""Slow pure-Python reference of every allocation policy (exact mode), straight from the
+definitions in python/deleverage/allocate.py: sorting, Fractions and heaps, no selection
+tricks. Used to check the compiled kernel on random inputs."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from fractions import Fraction
+from typing import Optional, Sequence
+
+SCALE = 100_000_000
+MASK64 = 2**64 - 1
+
+
+class Infeasible(Exception):
+    pass
+
+
+def splitmix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def _budget(budget: int, reachable: int, clip: bool) -> int:
+    if budget <= reachable:
+        return budget
+    if clip:
+        return reachable
+    raise Infeasible(f"budget {budget} above {reachable}")
+
+
+def queue(budget: int, w: Sequence[int], score: Sequence[float], clip: bool = False) -> list[int]:
+    b = _budget(budget, sum(w), clip)
+    order = sorted(range(len(w)), key=lambda i: (-score[i], i))
+    x = [0] * len(w)
+    for i in order:
+        x[i] = min(w[i], b)
+        b -= x[i]
+    return x
+
+
+def random_walk(budget: int, w: Sequence[int], seed: int, clip: bool = False) -> list[int]:
+    b = _budget(budget, sum(w), clip)
+    n = len(w)
+    x = [0] * n
+    if n == 0:
+        return x
+    start = splitmix64(seed) % n
+    for k in range(n):
+        i = (start + k) % n
+        x[i] = min(w[i], b)
+        b -= x[i]
+    return x
+
+
+def water_fill(budget: int, K: Sequence[int], v: Sequence[int], clip: bool = False) -> list[int]:
+    """x_i = min(K_i, tau*v_i) with the exact rational tau making the sum `budget`, then
+    floor + largest remainder (ties: smaller index)."""
+    n = len(K)
+    live = [i for i in range(n) if K[i] > 0 and v[i] > 0]
+    b = _budget(budget, sum(K[i] for i in live), clip)
+    x = [0] * n
+    if b == 0:
+        return x
+    # saturation order: by K_i / v_i; walk it with exact fractions
+    order = sorted(live, key=lambda i: Fraction(K[i], v[i]))
+    left, vleft = Fraction(b), sum(v[i] for i in live)
+    tau: Optional[Fraction] = None
+    for k, i in enumerate(order):
+        t = Fraction(K[i], v[i])
+        if t * vleft <= left:  # saturated at the level where the rest would share `left`
+            left -= K[i]
+            vleft -= v[i]
+        else:
+            tau = left / vleft
+            break
+    y = [Fraction(0)] * n
+    for i in live:
+        y[i] = Fraction(K[i]) if tau is None else min(Fraction(K[i]), tau * v[i])
+    assert sum(y) == b
+    x = [math.floor(yi) for yi in y]
+    extra = b - sum(x)
+    by_rem = sorted(live, key=lambda i: (-(y[i] - x[i]), i))
+    for i in by_rem[:extra]:
+        x[i] += 1
+    return x
+
+
+def pro_rata(budget: int, w: Sequence[int], clip: bool = False) -> list[int]:
+    return water_fill(budget, w, w, clip)
+
+
+def cap_amounts(w: Sequence[int], cap: Optional[Sequence[int]]) -> list[int]:
+    if cap is None:
+        return list(w)
+    return [wi * ci // SCALE for wi, ci in zip(w, cap)]
+
+
+def capped_pro_rata(budget: int, w: Sequence[int], cap: Sequence[int], clip: bool = False) -> list[int]:
+    return water_fill(budget, cap_amounts(w, cap), w, clip)
+
+
+def risk_g(lam: float, g: str) -> float:
+    if g == "linear":
+        return lam
+    kind, arg = g.split(":")
+    p = float(arg)
+    return lam**p if kind == "power" else max(lam - p, 0.0)
+
+
+def risk_pull_weights(w: Sequence[int], leverage: Sequence[int], g: str) -> list[int]:
+    r = [(l / SCALE) * risk_g(l / SCALE, g) for l in leverage]
+    rmax = max(r, default=0.0)
+    rho = [ri / rmax if rmax > 0 else 0.0 for ri in r]
+    rhohat = [math.floor(p * 2**32 + 0.5) for p in rho]
+    s = min(max(62 - sum(w).bit_length(), 0), 32)
+    if s == 32:
+        return [wi * rh for wi, rh in zip(w, rhohat)]
+    half = 1 << (31 - s)
+    return [(wi * rh + half) >> (32 - s) for wi, rh in zip(w, rhohat)]
+
+
+def risk_aware(
+    budget: int, w: Sequence[int], leverage: Sequence[int], cap: Optional[Sequence[int]] = None, g: str = "linear", clip: bool = False
+) -> list[int]:
+    return water_fill(budget, cap_amounts(w, cap), risk_pull_weights(w, leverage, g), clip)
+
+
+def min_max_lots(budget: int, w: Sequence[int], lot: int, clip: bool = False) -> list[int]:
+    """Hand out ceil(budget/lot) lots one at a time to the winner whose next lot gives the
+    smallest fraction m*lot/w_i (ties: smaller index)."""
+    maxl = [wi // lot for wi in w]
+    b = _budget(budget, lot * sum(maxl), clip)
+    need = -(-b // lot)
+    taken = [0] * len(w)
+    heap = [(Fraction(lot, w[i]), i) for i in range(len(w)) if maxl[i] > 0]
+    heapq.heapify(heap)
+    for _ in range(need):
+        _, i = heapq.heappop(heap)
+        taken[i] += 1
+        if taken[i] < maxl[i]:
+            heapq.heappush(heap, (Fraction((taken[i] + 1) * lot, w[i]), i))
+    return [lot * t for t in taken]
+
+
+def allocate(
+    budget: int,
+    w: Sequence[int],
+    policy: str,
+    *,
+    score: Optional[Sequence[float]] = None,
+    leverage: Optional[Sequence[int]] = None,
+    cap: Optional[Sequence[int]] = None,
+    lot: Optional[int] = None,
+    g: str = "linear",
+    seed: int = 0,
+    clip: bool = False,
+) -> list[int]:
+    if policy == "queue":
+        assert score is not None
+        return queue(budget, w, score, clip)
+    if policy == "pro_rata":
+        return pro_rata(budget, w, clip)
+    if policy == "capped_pro_rata":
+        assert cap is not None
+        return capped_pro_rata(budget, w, cap, clip)
+    if policy == "risk_aware":
+        assert leverage is not None
+        return risk_aware(budget, w, leverage, cap, g, clip)
+    if policy == "min_max_lots":
+        assert lot is not None
+        return min_max_lots(budget, w, lot, clip)
+    if policy == "random_walk":
+        return random_walk(budget, w, seed, clip)
+    raise ValueError(policy)

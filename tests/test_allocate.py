@@ -1,0 +1,355 @@
+"""deleverage.allocate: each policy on hand-worked cases, properties on random inputs, the
+compiled kernel against tests/reference_allocate.py, and bad inputs."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference_allocate as ref
+from deleverage import allocate
+from deleverage.errors import ArithmeticOverflow, InvalidInput
+
+S = 100_000_000  # 1e-8 units of cap and leverage in exact mode
+
+
+def a64(*v: int) -> np.ndarray:
+    return np.array(v, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- hand-worked cases
+
+
+def test_queue_by_hand():
+    # scores 0.5, 2.0, 2.0, 1.0 -> order #1, #2 (tie: smaller index first), #3, #0.
+    # B = 12: #1 gives all 5, #2 gives all 4, #3 gives the remaining 3 of its 6.
+    x = allocate(12, a64(7, 5, 4, 6), "queue", score=[0.5, 2.0, 2.0, 1.0])
+    assert x.dtype == np.int64
+    assert x.tolist() == [0, 5, 4, 3]
+
+
+def test_pro_rata_by_hand():
+    # sum w = 3 + 3 + 4 = 10, B = 7: exact shares 2.1, 2.1, 2.8 -> floors 2, 2, 2 = 6.
+    # One unit left: remainders .1, .1, .8 -> #2. Result 2, 2, 3.
+    assert allocate(7, a64(3, 3, 4), "pro_rata").tolist() == [2, 2, 3]
+    # ties in the remainder go to the smaller index: w = 1, 1, 1, B = 2: shares 2/3 each,
+    # floors 0, leftovers 2 -> #0 and #1.
+    assert allocate(2, a64(1, 1, 1), "pro_rata").tolist() == [1, 1, 0]
+
+
+def test_pro_rata_float_by_hand():
+    # 6 * (1, 2, 3) / 6 = (1, 2, 3) halved by B = 3: (0.5, 1, 1.5)
+    x = allocate(3.0, np.array([1.0, 2.0, 3.0]), "pro_rata")
+    assert x.dtype == np.float64
+    assert x.tolist() == [0.5, 1.0, 1.5]
+
+
+def test_capped_pro_rata_by_hand():
+    # w = 200, 100, 100; cap = 5%, 50%, 100% -> K = 10, 50, 100.
+    # B = 130: try tau with #0 capped: 10 + tau*(100 + 100) = 130 -> tau = 0.6;
+    # #1 would take 60 > 50, so #1 is capped too: 10 + 50 + 100*tau = 130 -> tau = 0.7;
+    # #0 uncapped would take 140 > 10 (capped, fine), #2 takes 70 < 100. -> 10, 50, 70.
+    x = allocate(130, a64(200, 100, 100), "capped_pro_rata", cap=a64(5_000_000, 50_000_000, S))
+    assert x.tolist() == [10, 50, 70]
+    # float mode, same numbers
+    xf = allocate(130.0, np.array([200.0, 100.0, 100.0]), "capped_pro_rata", cap=np.array([0.05, 0.5, 1.0]))
+    assert np.allclose(xf, [10.0, 50.0, 70.0], rtol=0, atol=1e-9)
+
+
+def test_capped_integer_cap_is_floored():
+    # w = 3, cap 50% -> K = floor(1.5) = 1; w = 10, cap 100% -> K = 10. B = 4:
+    # 1 + 10*tau = 4 would need #0 capped: t_0 = 1/3 <= tau = 0.3? no -> nobody capped:
+    # tau*(3 + 10) = 4 -> tau = 4/13: #0 takes 12/13 < 1 ok, #1 40/13 = 3.08.
+    # floors 0, 3 = 3; leftover 1 -> remainders 12/13 vs 1/13 -> #0. Result 1, 3.
+    assert allocate(4, a64(3, 10), "capped_pro_rata", cap=a64(S // 2, S)).tolist() == [1, 3]
+
+
+def test_risk_aware_by_hand():
+    # leverage 1, 2, 3 with g linear: weights lambda^2 = 1, 4, 9 (w equal).
+    # B = 28 over w = 100 each: 28 * (1, 4, 9) / 14 = 2, 8, 18.
+    x = allocate(28, a64(100, 100, 100), "risk_aware", leverage=a64(S, 2 * S, 3 * S))
+    assert x.tolist() == [2, 8, 18]
+    # excess:1.5: g = (0, 0.5, 1.5) -> weights lambda*g = 0, 1, 4.5 -> B = 11: 0, 2, 9
+    x = allocate(11, a64(100, 100, 100), "risk_aware", leverage=a64(S, 2 * S, 3 * S), g="excess:1.5")
+    assert x.tolist() == [0, 2, 9]
+    # power:0 -> weights lambda = 1, 2, 3 -> B = 12: 2, 4, 6 (float mode)
+    xf = allocate(12.0, np.array([100.0, 100.0, 100.0]), "risk_aware", leverage=np.array([1.0, 2.0, 3.0]), g="power:0")
+    assert np.allclose(xf, [2.0, 4.0, 6.0], rtol=0, atol=1e-12)
+    # with a cap of 10% on everyone: weights 1, 4, 9, B = 28 + ... : take B = 25.
+    # uncapped tau: 25/14 per weight unit -> #2 would take 16.07 > 10 -> capped at 10;
+    # the rest: 15 = tau*(1 + 4) -> 3, 12 -> #1 12 > 10 capped too; 5 = tau*1 -> #0 takes 5.
+    x = allocate(25, a64(100, 100, 100), "risk_aware", leverage=a64(S, 2 * S, 3 * S), cap=S // 10)
+    assert x.tolist() == [5, 10, 10]
+
+
+def test_min_max_lots_by_hand():
+    # lot 3, w = 9, 6, 12 -> lots 3, 2, 4. B = 10 -> ceil(10/3) = 4 lots.
+    # next-lot fractions: #0 1/3, 2/3, 1; #1 1/2, 1; #2 1/4, 1/2, 3/4, 1.
+    # smallest four: 1/4 (#2), 1/3 (#0), 1/2 (#1), 1/2 (#2) -> lots 1, 1, 2 -> 3, 3, 6 (= 12 >= 10)
+    # largest fraction 1/2; e.g. (6, 0, 6) would be 2/3.
+    assert allocate(10, a64(9, 6, 12), "min_max_lots", lot=3).tolist() == [3, 3, 6]
+    # a tie at the level goes to the smaller index: w = 4, 4, lot 2, B = 2 -> one lot, both at 1/2 -> #0
+    assert allocate(2, a64(4, 4), "min_max_lots", lot=2).tolist() == [2, 0]
+
+
+def test_random_walk_by_hand():
+    # splitmix64(0) = 0xE220A8397B1DCDAF (published first output of SplitMix64 seeded 0);
+    # mod 4 = 3 -> start at #3: takes 2, wrap to #0: takes 3, #1 the remaining 1.
+    assert 0xE220A8397B1DCDAF % 4 == 3
+    assert allocate(6, a64(3, 3, 3, 2), "random_walk", seed=0).tolist() == [3, 1, 0, 2]
+
+
+def test_clip():
+    # B = 10 above sum w = 6: error, or everything with clip
+    with pytest.raises(InvalidInput, match="clip"):
+        allocate(10, a64(1, 2, 3), "pro_rata")
+    assert allocate(10, a64(1, 2, 3), "pro_rata", clip=True).tolist() == [1, 2, 3]
+    # capped: K = 0, 1 (50% of 2): reachable 1
+    assert allocate(5, a64(1, 2), "capped_pro_rata", cap=S // 2, clip=True).tolist() == [0, 1]
+    # whole lots: lots of 2 in 3 and 5 -> 2 + 4 = 6 reachable
+    assert allocate(8, a64(3, 5), "min_max_lots", lot=2, clip=True).tolist() == [2, 4]
+    with pytest.raises(InvalidInput):
+        allocate(7, a64(3, 5), "min_max_lots", lot=2)
+
+
+# ---------------------------------------------------------------- strategies
+
+caps_st = st.lists(st.integers(0, 10**6), min_size=1, max_size=30)
+
+
+@st.composite
+def problem(draw, max_w=10**6, max_n=30):
+    w = draw(st.lists(st.integers(0, max_w), min_size=1, max_size=max_n))
+    frac = draw(st.fractions(0, 1))
+    budget = int(frac * sum(w))
+    return budget, w
+
+
+def bounded(x, w):
+    return all(0 <= xi <= wi for xi, wi in zip(x, w))
+
+
+@given(problem(), st.data())
+def test_queue_greedy_prefix(p, data):
+    budget, w = p
+    score = data.draw(st.lists(st.integers(-3, 3), min_size=len(w), max_size=len(w)))
+    x = allocate(budget, np.array(w, dtype=np.int64), "queue", score=np.array(score, dtype=np.float64)).tolist()
+    assert sum(x) == budget and bounded(x, w)
+    order = sorted(range(len(w)), key=lambda i: (-score[i], i))
+    # greedy prefix: everyone before the first partially-taken winner is taken in full, nobody after
+    seen_partial = False
+    for i in order:
+        if seen_partial:
+            assert x[i] == 0
+        elif x[i] < w[i]:
+            seen_partial = True
+
+
+@given(problem())
+def test_pro_rata_sum_bounds_and_shares(p):
+    budget, w = p
+    x = allocate(budget, np.array(w, dtype=np.int64), "pro_rata").tolist()
+    assert sum(x) == budget and bounded(x, w)
+    total = sum(w)
+    for xi, wi in zip(x, w):  # within one unit of the exact share (all zero when nothing to take)
+        assert abs(Fraction(xi) - Fraction(budget * wi, max(total, 1))) < 1
+
+
+@given(problem(max_w=10**5), st.integers(1, 1000))
+def test_pro_rata_scale_invariant(p, k):
+    budget, w = p
+    x = allocate(budget, np.array(w, dtype=np.int64), "pro_rata").tolist()
+    # capacities in other units (times k): the shares B*k*w_i/(k*W) are the same numbers,
+    # so the amounts are identical, rounding included
+    xk = allocate(budget, np.array(w, dtype=np.int64) * k, "pro_rata").tolist()
+    assert xk == x
+    # budget and capacities both times k: every exact share is k times larger, the
+    # integer amounts within one unit of k times the old ones
+    xkk = allocate(budget * k, np.array(w, dtype=np.int64) * k, "pro_rata").tolist()
+    assert sum(xkk) == budget * k
+    assert all(abs(a - k * b) <= k for a, b in zip(xkk, x))
+    wf = np.array(w, dtype=np.float64)
+    if wf.sum() > 0:
+        xf = allocate(float(budget), wf, "pro_rata")
+        xfk = allocate(float(budget) * k, wf * k, "pro_rata")
+        assert np.allclose(xfk, xf * k, rtol=1e-12, atol=1e-9)
+
+
+@given(problem(), st.integers(1, 50 * S))
+def test_risk_aware_constant_leverage_is_pro_rata(p, lev):
+    budget, w = p
+    wa = np.array(w, dtype=np.int64)
+    x = allocate(budget, wa, "risk_aware", leverage=np.full(len(w), lev, dtype=np.int64))
+    assert x.tolist() == ref.pro_rata(budget, w)
+    assert sum(x.tolist()) == budget
+
+
+@given(problem(), st.data())
+def test_risk_aware_constant_leverage_with_cap_is_capped(p, data):
+    _, w = p
+    cap = data.draw(st.lists(st.integers(0, S), min_size=len(w), max_size=len(w)))
+    reach = sum(wi * ci // S for wi, ci in zip(w, cap))
+    budget = data.draw(st.integers(0, reach))
+    wa, ca = np.array(w, dtype=np.int64), np.array(cap, dtype=np.int64)
+    x = allocate(budget, wa, "risk_aware", leverage=np.full(len(w), 3 * S, dtype=np.int64), cap=ca).tolist()
+    assert x == ref.capped_pro_rata(budget, w, cap)
+
+
+@given(problem(), st.data())
+def test_capped_respects_caps(p, data):
+    _, w = p
+    cap = data.draw(st.lists(st.integers(0, S), min_size=len(w), max_size=len(w)))
+    reach = sum(wi * ci // S for wi, ci in zip(w, cap))
+    budget = data.draw(st.integers(0, reach))
+    x = allocate(budget, np.array(w, dtype=np.int64), "capped_pro_rata", cap=np.array(cap, dtype=np.int64)).tolist()
+    assert sum(x) == budget
+    for xi, wi, ci in zip(x, w, cap):
+        assert 0 <= xi and xi * S <= wi * ci
+
+
+def brute_min_max(budget, w, lot):
+    best = None
+    for ks in itertools.product(*[range(wi // lot + 1) for wi in w]):
+        if lot * sum(ks) < budget:
+            continue
+        level = max((Fraction(k * lot, wi) for k, wi in zip(ks, w) if wi > 0), default=Fraction(0))
+        best = level if best is None else min(best, level)
+    return best
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=4), st.integers(1, 4), st.data())
+def test_min_max_lots_is_minimal(w, lot, data):
+    reach = lot * sum(wi // lot for wi in w)
+    budget = data.draw(st.integers(0, reach))
+    x = allocate(budget, np.array(w, dtype=np.int64), "min_max_lots", lot=lot).tolist()
+    assert all(xi % lot == 0 for xi in x) and bounded(x, w)
+    assert budget <= sum(x) < budget + lot
+    level = max((Fraction(xi, wi) for xi, wi in zip(x, w) if wi > 0), default=Fraction(0))
+    assert level == brute_min_max(budget, w, lot)
+
+
+# ---------------------------------------------------------------- against the reference
+
+POLICY_ST = st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk"])
+
+
+@settings(max_examples=300)
+@given(POLICY_ST, st.data())
+def test_kernel_matches_reference(policy, data):
+    n = data.draw(st.integers(1, 40))
+    big = data.draw(st.booleans())
+    w = data.draw(st.lists(st.integers(0, 10**15 if big else 50), min_size=n, max_size=n))
+    kw: dict = {}
+    if policy == "queue":
+        kw["score"] = data.draw(st.lists(st.floats(-5, 5, allow_nan=False).map(lambda f: round(f, 1)), min_size=n, max_size=n))
+    if policy in ("capped_pro_rata", "risk_aware") and (policy == "capped_pro_rata" or data.draw(st.booleans())):
+        kw["cap"] = data.draw(st.lists(st.integers(0, S), min_size=n, max_size=n))
+    if policy == "risk_aware":
+        kw["leverage"] = data.draw(st.lists(st.integers(0, 100 * S), min_size=n, max_size=n))
+        kw["g"] = data.draw(st.sampled_from(["linear", "power:2", "power:0.5", "excess:3", "excess:0"]))
+    if policy == "min_max_lots":
+        kw["lot"] = data.draw(st.integers(1, 10**12 if big else 7))
+    if policy == "random_walk":
+        kw["seed"] = data.draw(st.integers(0, 2**64 - 1))
+    clip = data.draw(st.booleans())
+    budget = data.draw(st.integers(0, sum(w) + 3))
+    try:
+        expected = ref.allocate(budget, w, policy, clip=clip, **kw)
+    except ref.Infeasible:
+        expected = None
+    args = {k: (np.array(v, dtype=np.float64) if k == "score" else np.array(v, dtype=np.int64)) if isinstance(v, list) else v for k, v in kw.items()}
+    if expected is None:
+        with pytest.raises(InvalidInput, match="exceeds"):
+            allocate(budget, np.array(w, dtype=np.int64), policy, clip=clip, **args)
+        return
+    x = allocate(budget, np.array(w, dtype=np.int64), policy, clip=clip, **args)
+    assert x.tolist() == expected
+
+
+@settings(max_examples=100)
+@given(POLICY_ST, st.data())
+def test_float_mode_close_to_exact_reference(policy, data):
+    # float mode on integer-valued inputs agrees with the exact reference up to rounding:
+    # within one unit per winner for the rounded policies, exactly for the others
+    n = data.draw(st.integers(1, 30))
+    w = data.draw(st.lists(st.integers(1, 10**6), min_size=n, max_size=n))
+    budget = data.draw(st.integers(0, sum(w)))
+    kw: dict = {}
+    fkw: dict = {}
+    if policy == "queue":
+        kw["score"] = fkw["score"] = data.draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n))
+    if policy == "capped_pro_rata":
+        # capacities in hundreds so that the integer caps floor(w*c) equal the float caps w*c
+        w = [100 * wi for wi in w]
+        c = data.draw(st.lists(st.integers(0, 100), min_size=n, max_size=n))
+        kw["cap"] = [ci * S // 100 for ci in c]
+        fkw["cap"] = [ci / 100 for ci in c]
+        budget = min(budget, sum(wi * ci // S for wi, ci in zip(w, kw["cap"])))
+    if policy == "risk_aware":
+        lev = data.draw(st.lists(st.integers(1, 20), min_size=n, max_size=n))
+        kw["leverage"] = [l * S for l in lev]
+        fkw["leverage"] = [float(l) for l in lev]
+    if policy == "min_max_lots":
+        kw["lot"] = fkw["lot"] = data.draw(st.integers(1, 5))
+        budget = min(budget, kw["lot"] * sum(wi // kw["lot"] for wi in w))
+    if policy == "random_walk":
+        kw["seed"] = fkw["seed"] = data.draw(st.integers(0, 1000))
+    expected = ref.allocate(budget, w, policy, **kw)
+    fargs = {k: np.array(v, dtype=np.float64) if isinstance(v, list) else v for k, v in fkw.items()}
+    x = allocate(float(budget), np.array(w, dtype=np.float64), policy, **fargs)
+    assert x.dtype == np.float64
+    tol = 0 if policy in ("queue", "random_walk", "min_max_lots") else 1 + 1e-6 * max(w)
+    assert np.all(np.abs(x - np.array(expected, dtype=np.float64)) <= tol)
+    assert np.all(x >= 0) and np.all(x <= np.array(w) * (1 + 1e-12))
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: allocate(1, a64(1, -2), "pro_rata"), r"capacity\[1\]"),
+        (lambda: allocate(1.0, np.array([1.0, np.nan]), "pro_rata"), r"capacity\[1\]"),
+        (lambda: allocate(float("nan"), np.array([1.0]), "pro_rata"), "budget"),
+        (lambda: allocate(-1, a64(1), "pro_rata"), "budget"),
+        (lambda: allocate(1, a64(1, 2), "queue", score=[1.0]), "score has 1 entries but capacity has 2"),
+        (lambda: allocate(1, a64(1, 2), "queue", score=[1.0, np.nan]), r"score\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "capped_pro_rata", cap=a64(1, 2 * S)), r"cap\[1\]"),
+        (lambda: allocate(1.0, np.array([1.0, 2.0]), "capped_pro_rata", cap=[0.5, -0.1]), r"cap\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "capped_pro_rata", cap=[0.5, 0.5]), "units of 1e-8"),
+        (lambda: allocate(1, a64(1, 2), "capped_pro_rata", cap=a64(1, 2, 3)), "cap has 3 entries"),
+        (lambda: allocate(1, a64(1, 2), "fifo"), "unknown policy 'fifo'"),
+        (lambda: allocate(1, a64(1, 2), "min_max_lots", lot=0), "lot"),
+        (lambda: allocate(1, a64(1, 2), "min_max_lots", lot=-3), "lot"),
+        (lambda: allocate(1, a64(1, 2), "min_max_lots"), "lot is required"),
+        (lambda: allocate(1, a64(1, 2), "queue"), "score is required"),
+        (lambda: allocate(1, a64(1, 2), "risk_aware"), "leverage is required"),
+        (lambda: allocate(1, a64(1, 2), "pro_rata", score=[1.0, 2.0]), "score is not used"),
+        (lambda: allocate(1, a64(1, 2), "risk_aware", leverage=a64(S, -1)), r"leverage\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "risk_aware", leverage=a64(S, S), g="cubic"), "g: unknown"),
+        (lambda: allocate(1, a64(1, 2), "risk_aware", leverage=a64(S, S), g="power:-1"), "g:"),
+        (lambda: allocate(1.5, a64(1, 2), "pro_rata"), "budget"),
+        (lambda: allocate(1, np.array([1, 2], dtype=np.float32), "pro_rata"), "float32"),
+        (lambda: allocate(1, a64(1, 2), "random_walk", seed=-1), "seed"),
+        (lambda: allocate(4, a64(1, 2), "pro_rata"), "exceeds"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises(InvalidInput, match=match):
+        call()
+
+
+def test_total_capacity_overflow():
+    with pytest.raises(ArithmeticOverflow, match="total capacity"):
+        allocate(1, a64(2**62, 2**62), "pro_rata")
+
+
+def test_empty_and_zero_budget():
+    assert allocate(0, np.array([], dtype=np.int64), "pro_rata").tolist() == []
+    assert allocate(0, a64(5, 5), "queue", score=[1.0, 2.0]).tolist() == [0, 0]
