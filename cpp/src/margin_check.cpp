@@ -75,12 +75,8 @@ MarginReport Engine::check_margin() {
   require_marks_for_open_positions();
   const std::size_t n = acc_id_.size();
   MarginReport r;
-  r.account_id.assign(acc_id_.begin(), acc_id_.end());
-  r.equity.resize(n);
-  r.maintenance.resize(n);
-  r.initial.resize(n);
-  r.liquidatable.resize(n);
-  r.bankrupt.resize(n);
+  r.resize(n);
+  std::copy(acc_id_.begin(), acc_id_.end(), r.account_id.begin());
   revalue_all(&r);
   return r;
 }
@@ -175,12 +171,7 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
   // the full pass already computed every row: gather the exposed ones in account order
   MarginReport r;
   const std::size_t n = touched.size();
-  r.account_id.resize(n);
-  r.equity.resize(n);
-  r.maintenance.resize(n);
-  r.initial.resize(n);
-  r.liquidatable.resize(n);
-  r.bankrupt.resize(n);
+  r.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint32_t a = touched[i];
     r.account_id[i] = acc_id_[a];
@@ -210,14 +201,7 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
     if (revalue[m] && markets_[m].mark != markets_[m].valued_mark) moved_positions += markets_[m].accounts.size();
   const bool full_pass = live_positions_ >= kFullPassMinPositions && moved_positions * kFullPassShare > live_positions_;
   if (full_pass) {
-    if (full_out != nullptr) {
-      const std::size_t n = acc_id_.size();
-      full_out->equity.resize(n);
-      full_out->maintenance.resize(n);
-      full_out->initial.resize(n);
-      full_out->liquidatable.resize(n);
-      full_out->bankrupt.resize(n);
-    }
+    if (full_out != nullptr) full_out->resize(acc_id_.size());
     revalue_all(full_out);
     if (used_full_pass != nullptr) *used_full_pass = full_out != nullptr;
   }
@@ -307,12 +291,7 @@ void sort_nearly_sorted(std::vector<std::uint32_t>& v) {
 MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) const {
   MarginReport r;
   const std::size_t n = accounts.size();
-  r.account_id.resize(n);
-  r.equity.resize(n);
-  r.maintenance.resize(n);
-  r.initial.resize(n);
-  r.liquidatable.resize(n);
-  r.bankrupt.resize(n);
+  r.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     if (i + kPrefetchFar < n) prefetch_account(accounts[i + kPrefetchFar]);
     const std::uint32_t a = accounts[i];

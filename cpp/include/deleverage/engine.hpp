@@ -43,6 +43,16 @@ struct MarginReport {
   column<i64> initial;      // money units, rounded up
   column<std::uint8_t> liquidatable;  // equity < maintenance
   column<std::uint8_t> bankrupt;      // equity < 0
+
+  // Sizes every column to n rows (uninitialized: the check writes each row once).
+  void resize(std::size_t n) {
+    account_id.resize(n);
+    equity.resize(n);
+    maintenance.resize(n);
+    initial.resize(n);
+    liquidatable.resize(n);
+    bankrupt.resize(n);
+  }
 };
 
 // One account's margin at the current marks.
