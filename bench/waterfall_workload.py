@@ -56,6 +56,8 @@ import deleverage
 from deleverage.exchange import Exchange
 from deleverage.sample import MARKET_MAKER, generate_book, sample_exchange
 
+from margin_workload import best_of  # noqa: E402,F401  (one timer for every report)
+
 #: Targets of the issue.
 TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash
 TARGET_ADL_EVENT_SECONDS = 0.002  # one ADL event over 1M candidates, 1,000 counterparties
@@ -397,12 +399,3 @@ class MarkFlip:
         return self.ex.check_margin(markets=[0], exact=True)
 
 
-def best_of(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best

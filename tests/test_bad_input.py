@@ -15,27 +15,12 @@ import numpy as np
 import pytest
 
 import deleverage
+from books import two_market_exchange
 from deleverage import errors
 
 
 def make_exchange() -> deleverage.Exchange:
-    """Two markets, three accounts with positions; every number below is hand-computed.
-
-    BTC: lots of 0.001, ticks of 0.1, 5% / 10%.  ETH: lots of 0.01, ticks of 0.01, 2% / 4%.
-    money_decimals 6: D = 6, S = 1, k = 2 in both markets (value = lots * ticks * 100 micro-$).
-    Account 1: $50, long 2 BTC at 100 -> at mark 90: equity 50 - 20 = 30, maintenance 9, initial 18.
-    Account 3: $50, long 1.5 ETH at 20 -> at mark 21: equity 51.5, maintenance 0.63, initial 1.26.
-    Account 2: $1000, the other side of both.  Account 4: $10, no positions.
-    """
-    ex = deleverage.Exchange(6, threads=1)
-    ex.add_market("BTC", qty_decimals=3, price_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
-    ex.add_market("ETH", qty_decimals=2, price_decimals=2, maintenance_margin=0.02, initial_margin=0.04)
-    ex.deposit([1, 2, 3], [50.0, 1000.0, 50.0])
-    ex.trade(1, 2, "BTC", 2.0, 100.0)
-    ex.trade(3, 2, "ETH", 1.5, 20.0)
-    ex.set_marks(["BTC", "ETH"], [90.0, 21.0])
-    ex.deposit(4, 10.0)
-    return ex
+    return two_market_exchange()
 
 
 def snapshot(ex: deleverage.Exchange) -> dict[str, Any]:

@@ -4,8 +4,11 @@
 #include <vector>
 
 #include "deleverage/engine.hpp"
+#include "test_helpers.hpp"
 
 using namespace deleverage;
+using deleverage::testing::dep;
+using deleverage::testing::mark;
 
 namespace {
 // BTC: lots of 0.001, ticks of 0.1, 5% maintenance, 10% initial. money_decimals 6, so
@@ -20,15 +23,6 @@ MarketSpec btc() {
   return s;
 }
 
-void dep(Engine& e, i64 id, i64 amount) {
-  const i64 ids[1] = {id}, amounts[1] = {amount};
-  e.deposit(ids, amounts);
-}
-void mark(Engine& e, MarketId m, i64 price) {
-  const MarketId ms[1] = {m};
-  const i64 ps[1] = {price};
-  e.set_marks(ms, ps);
-}
 }  // namespace
 
 TEST(Engine, LongAtALossHandComputed) {

@@ -16,8 +16,11 @@
 #include <vector>
 
 #include "deleverage/engine.hpp"
+#include "test_helpers.hpp"
 
 using namespace deleverage;
+using deleverage::testing::dep;
+using deleverage::testing::mark;
 
 namespace {
 
@@ -33,15 +36,6 @@ MarketSpec flat_market(const std::string& symbol, int qty_decimals, int price_de
   return s;
 }
 
-void dep(Engine& e, i64 id, i64 amount) {
-  const i64 ids[1] = {id}, amounts[1] = {amount};
-  e.deposit(ids, amounts);
-}
-void mark(Engine& e, MarketId m, i64 price) {
-  const MarketId ms[1] = {m};
-  const i64 ps[1] = {price};
-  e.set_marks(ms, ps);
-}
 
 // Everything observable about the state, for "a refused call changed nothing" checks.
 struct Snapshot {
