@@ -12,6 +12,10 @@ namespace deleverage::bindings {
 struct PyEngine {
   Engine engine;
   std::mutex mutex;
+  // A read-only numpy copy of the account ids, shared by full margin reports: ids are only
+  // ever appended, so any prefix of a longer copy is still right. Touched with the GIL held.
+  pybind11::object ids;
+  std::size_t ids_count = 0;
   PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
 };
 

@@ -179,10 +179,32 @@ void register_engine(py::module_& m) {
              if (markets) {
                auto mk = as_span<MarketId>(*markets, "markets");
                r = locked(s, [&](Engine& e) { return e.check_margin(mk); });
-             } else {
-               r = locked(s, [&](Engine& e) { return e.check_margin(); });
+               return margin_report_to_dict(std::move(r));
              }
-             return margin_report_to_dict(std::move(r));
+             // full report: the ids column is the shared read-only copy (refreshed when
+             // accounts were added) instead of an 8-byte-per-account copy every call
+             const std::size_t cached = s.ids_count;
+             std::vector<i64> fresh_ids;
+             bool refreshed = false;
+             locked(s, [&](Engine& e) {
+               r = e.check_margin_values();
+               if (e.account_count() > cached) {
+                 fresh_ids = e.account_ids();
+                 refreshed = true;
+               }
+             });
+             const std::size_t n = r.equity.size();
+             if (refreshed && fresh_ids.size() >= s.ids_count) {
+               py::array_t<i64> ids = to_numpy(std::move(fresh_ids));
+               ids.attr("flags").attr("writeable") = false;
+               s.ids = ids;
+               s.ids_count = n;
+             }
+             r.account_id = column<i64>();
+             py::dict d = margin_report_to_dict(std::move(r));
+             if (n == 0) d["account"] = py::array_t<i64>(0);
+             else d["account"] = s.ids.attr("__getitem__")(py::slice(0, static_cast<py::ssize_t>(n), 1));
+             return d;
            },
            py::arg("markets") = py::none())
       .def("account_margin",

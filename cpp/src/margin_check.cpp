@@ -81,6 +81,15 @@ MarginReport Engine::check_margin() {
   return r;
 }
 
+MarginReport Engine::check_margin_values() {
+  require_marks_for_open_positions();
+  MarginReport r;
+  r.resize(acc_id_.size());
+  r.account_id = column<i64>();
+  revalue_all(&r);
+  return r;
+}
+
 // Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
 // per-account columns when given.
 void Engine::revalue_all(MarginReport* out) {

@@ -120,6 +120,9 @@ class Engine {
   void set_marks(std::span<const MarketId> markets, std::span<const i64> prices);
   // Revalues every account at the current marks (parallel over accounts).
   MarginReport check_margin();
+  // The same without copying the account ids into the report (account_id left empty): for
+  // callers that keep their own copy of account_ids(), which only ever grows at the end.
+  MarginReport check_margin_values();
   // Revalues only the positions in `moved` and in any market whose mark changed since it
   // was last valued; reports the accounts holding a position in one of those markets.
   MarginReport check_margin(std::span<const MarketId> moved);
