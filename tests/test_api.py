@@ -410,3 +410,19 @@ def test_large_float_conversion_is_the_same_division_as_numpy() -> None:
         np.testing.assert_array_equal(_convert.from_fixed(values, d), values.astype(np.float64) / 10.0**d)
     per_row = rng.integers(0, 12, size=values.size, dtype=np.int64)
     np.testing.assert_array_equal(_convert.from_fixed(values, per_row), values.astype(np.float64) / np.power(10.0, per_row.astype(np.float64)))
+
+
+def test_full_report_account_column_is_read_only_and_follows_new_accounts() -> None:
+    # The full report's account column is a shared read-only copy of the ids: it must refuse
+    # writes, list exactly the accounts that existed at the check, and grow with new ones.
+    ex = make_exchange()  # accounts 1, 2, 3, 4 in creation order
+    first = ex.check_margin()
+    assert first.account.tolist() == [1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        first.account[0] = 99
+    ex.deposit([77, 5], [1.0, 2.0])
+    second = ex.check_margin()
+    assert second.account.tolist() == [1, 2, 3, 4, 77, 5]
+    assert first.account.tolist() == [1, 2, 3, 4]
+    assert second.equity[4] == 1.0 and second.equity[5] == 2.0
+    assert deleverage.Exchange().check_margin().account.tolist() == []
