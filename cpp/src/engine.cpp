@@ -171,7 +171,7 @@ void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fi
   reserve_positions(new_cap);
   pos_size_.resize(start + new_cap, 0);
   pos_entry_.resize(start + new_cap, 0);
-  pos_market_.resize(start + new_cap, -1);
+  pos_market_.resize(start + new_cap, kNoMarket);
   pos_mslot_.resize(start + new_cap, kNoSlot);
   const std::uint32_t old = acc_[a].start;
   for (std::uint32_t i = 0; i < count; ++i) {
@@ -179,7 +179,7 @@ void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fi
     pos_entry_[start + i] = pos_entry_[old + i];
     pos_market_[start + i] = pos_market_[old + i];
     pos_mslot_[start + i] = pos_mslot_[old + i];
-    pos_market_[old + i] = -1;
+    pos_market_[old + i] = kNoMarket;
   }
   abandoned_slots_ += acc_cap_[a];
   acc_[a].start = static_cast<std::uint32_t>(start);
@@ -192,7 +192,7 @@ void Engine::compact_if_wasteful() {
   const std::size_t total = pos_size_.size();
   if (abandoned_slots_ < 4096 || abandoned_slots_ * 2 < total) return;
   std::vector<i64> size, entry;
-  std::vector<MarketId> market;
+  std::vector<std::uint16_t> market;
   std::vector<std::uint32_t> mslot;
   size.reserve(live_positions_);
   entry.reserve(live_positions_);
@@ -238,7 +238,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     pos_entry_[s] = pos_entry_[last];
     pos_market_[s] = pos_market_[last];
     pos_mslot_[s] = pos_mslot_[last];
-    pos_market_[last] = -1;
+    pos_market_[last] = kNoMarket;
     pos_size_[last] = 0;
     pos_entry_[last] = 0;
     --acc_[a].count;
@@ -250,7 +250,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     s = acc_[a].start + acc_[a].count;
     ++acc_[a].count;
     ++live_positions_;
-    pos_market_[s] = m;
+    pos_market_[s] = static_cast<std::uint16_t>(m);
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
     mk.accounts.push_back(a);
   }
@@ -268,7 +268,7 @@ std::size_t Engine::memory_bytes() const {
   b += acc_cap_.capacity() * sizeof(std::uint32_t);
   b += index_.memory_bytes();
   b += pos_size_.capacity() * sizeof(i64) + pos_entry_.capacity() * sizeof(i64);
-  b += pos_market_.capacity() * sizeof(MarketId) + pos_mslot_.capacity() * sizeof(std::uint32_t);
+  b += pos_market_.capacity() * sizeof(std::uint16_t) + pos_mslot_.capacity() * sizeof(std::uint32_t);
   for (const MarketState& mk : markets_) b += mk.accounts.capacity() * sizeof(std::uint32_t) + sizeof(MarketState);
   return b;
 }

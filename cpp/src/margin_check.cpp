@@ -120,7 +120,7 @@ void Engine::revalue_all(MarginReport* out) {
   // vectors through `this` on every position.
   const i64* __restrict const size = pos_size_.data();
   const i64* __restrict const entry_col = pos_entry_.data();
-  const MarketId* __restrict const market = pos_market_.data();
+  const std::uint16_t* __restrict const market = pos_market_.data();
   AccountHot* const accounts = acc_.data();
   const MarketHot* const hp = hot.data();
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
@@ -423,7 +423,7 @@ void Engine::check_invariants() const {
   for (std::size_t a = 0; a < acc_id_.size(); ++a) {
     for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
       const MarketId m = pos_market_[p];
-      if (m < 0 || static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
+      if (static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
         throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) + " is corrupt");
       const MarketState& mk = markets_[static_cast<std::size_t>(m)];
       if (pos_mslot_[p] >= mk.accounts.size() || mk.accounts[pos_mslot_[p]] != a)

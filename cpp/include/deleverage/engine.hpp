@@ -187,6 +187,7 @@ class Engine {
   };
 
   static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
+  static constexpr std::uint16_t kNoMarket = 0xFFFF;
 
   // scales
   void set_value_scale(int new_d);
@@ -264,7 +265,7 @@ class Engine {
 
   std::vector<i64> pos_size_;
   std::vector<i64> pos_entry_;
-  std::vector<MarketId> pos_market_;
+  std::vector<std::uint16_t> pos_market_;  // market id (at most 1024 markets); kNoMarket in a free slot
   std::vector<std::uint32_t> pos_mslot_;  // index of the account in its market's list
   std::size_t live_positions_ = 0;
   std::size_t abandoned_slots_ = 0;
