@@ -55,3 +55,30 @@ def test_cpp_unit_tests_pass(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert ran.returncode == 0, ran.stdout[-8000:] + ran.stderr[-2000:]
     match = re.search(r"tests passed.* out of (\d+)", ran.stdout)
     assert match is not None and int(match.group(1)) > 0, "ctest ran no tests"
+
+
+def test_installed_core_builds_the_embedding_example(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`cmake --install` of the core, then cpp/examples built with find_package(deleverage)
+    against that tree alone, and run: the embedding path an exchange engineer takes."""
+    root = tmp_path_factory.mktemp("embed")
+    build, prefix, example = root / "core", root / "install", root / "example"
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    jobs = str(os.cpu_count() or 2)
+    steps = [
+        [_cmake(), "-S", str(CPP), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
+         "-DDELEVERAGE_BUILD_TESTS=OFF", "-DCMAKE_DISABLE_FIND_PACKAGE_Python=ON"],
+        [_cmake(), "--build", str(build), "-j", jobs],
+        [_cmake(), "--install", str(build), "--prefix", str(prefix)],
+        [_cmake(), "-S", str(CPP / "examples"), "-B", str(example), *generator, f"-DCMAKE_PREFIX_PATH={prefix}"],
+        [_cmake(), "--build", str(example), "-j", jobs],
+    ]
+    for cmd in steps:
+        ran = subprocess.run(cmd, capture_output=True, text=True)
+        assert ran.returncode == 0, " ".join(cmd) + "\n" + ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert (prefix / "include" / "deleverage" / "engine.hpp").exists()
+    exe = example / "risk_service_example"
+    out = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the example's account: $30 long 2 BTC at 100, mark 90 -> equity 10, maintenance 9 (5%),
+    # initial 18 (10%), as computed by hand in cpp/tests/test_engine.cpp
+    assert "equity 10.000000  maintenance 9.000000  initial 18.000000  liquidatable no" in out.stdout, out.stdout
