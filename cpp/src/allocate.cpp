@@ -1,5 +1,15 @@
 // The allocation kernel (see allocate.hpp for the definitions). Everything is selection by
 // random-pivot partitioning (expected linear time); nothing sorts the winners.
+//
+// Where `double` appears, and why it never touches an exact amount:
+//  * every template is instantiated twice: T = i64 (exact mode, integer budget and
+//    capacities, amounts summing to the budget exactly) and T = double (float mode, used only
+//    when the caller passes float arrays and asks for float amounts);
+//  * the queue's ranking score is an ordering key supplied by the caller (float64), never
+//    an amount;
+//  * risk_aware's weights lambda * g(lambda) are computed in double and rounded to integer
+//    weights before any exact amount is derived from them (documented in allocate.py);
+//  * num_str formats values for error messages.
 #include "deleverage/allocate.hpp"
 
 #include <algorithm>
