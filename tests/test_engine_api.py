@@ -143,3 +143,30 @@ def test_positions_report_hand_values():
     assert fpos.size.tolist() == pytest.approx([2.0, -2.0], rel=1e-12)
     assert fpos.liquidation_price.tolist() == pytest.approx([89.5, 571.4], rel=1e-12)
     assert fpos.bankruptcy_price.tolist() == pytest.approx([85.0, 600.0], rel=1e-12)
+
+
+def test_copy_is_deep_and_independent():
+    from books import two_market_exchange
+
+    ex = two_market_exchange()
+    ex.insurance.deposit(5.0)
+    twin = ex.copy()
+    # Same state: positions, balances, marks, fund.
+    a, b = ex.positions(exact=True), twin.positions(exact=True)
+    for col in ("account", "market", "size", "entry_notional"):
+        assert np.array_equal(getattr(a, col), getattr(b, col))
+    assert twin.balance(2, exact=True) == ex.balance(2, exact=True) == 1_000_000_000 - 0  # $1000, no fees
+    assert twin.insurance.balance(exact=True) == ex.insurance.balance(exact=True) == 5_000_000
+    assert twin.markets == ex.markets
+    # Changing the copy leaves the original as it was, and the other way round.
+    twin.set_marks(["BTC"], [50.0])
+    twin.deposit(4, 1.0)
+    twin.trade(4, 2, "ETH", 0.5, 21.0)
+    assert ex.marks(exact=True).tolist() == [900, 2100]
+    assert ex.balance(4, exact=True) == 10_000_000
+    assert ex.position_count == 4
+    assert twin.position_count == 5
+    ex.deposit(1, 3.0)
+    assert twin.balance(1, exact=True) == 50_000_000
+    ex.check_invariants()
+    twin.check_invariants()

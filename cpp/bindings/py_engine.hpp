@@ -17,6 +17,8 @@ struct PyEngine {
   pybind11::object ids;
   std::size_t ids_count = 0;
   PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
+  // A deep copy of the state (the ids cache is rebuilt on demand).
+  explicit PyEngine(const Engine& other) : engine(other) {}
 };
 
 // Runs fn(engine) with the GIL released and the engine's mutex held.

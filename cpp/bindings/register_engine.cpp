@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <optional>
@@ -93,6 +94,13 @@ void register_engine(py::module_& m) {
   register_waterfall(m, cls);
   cls
       .def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
+      .def("copy",
+           [](PyEngine& s) {
+             std::unique_ptr<PyEngine> out;
+             locked(s, [&](Engine& e) { out = std::make_unique<PyEngine>(e); });
+             return out;
+           },
+           "A deep copy of the whole state (accounts, positions, marks, fund, ledger, step).")
       .def_property_readonly("money_decimals", [](PyEngine& s) { return s.engine.money_decimals(); })
       .def_property_readonly("account_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.account_count(); }); })
       .def_property_readonly("position_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.position_count(); }); })

@@ -50,6 +50,18 @@ class Exchange:
         self.insurance = InsuranceFund(self)
         """The insurance fund: pools, deposits, ledger, history, drawdown rule."""
 
+    def copy(self) -> "Exchange":
+        """An independent deep copy: accounts, positions, marks, insurance pools, ledger,
+        history and step counter. Changes to either never affect the other."""
+        other = Exchange.__new__(Exchange)
+        other._engine = self._engine.copy()
+        other._money_decimals = self._money_decimals
+        other._symbols = dict(self._symbols)
+        other._qty_decimals = list(self._qty_decimals)
+        other._price_decimals = list(self._price_decimals)
+        other.insurance = InsuranceFund(other)
+        return other
+
     # ------------------------------------------------------------------ markets
     @property
     def money_decimals(self) -> int:
