@@ -347,6 +347,8 @@ class _Run:
         self.pending: list[list] = []  # [account id, market, amount]
         self.theta, self.cap, self.lot, self.g, self.seed = -1, R, 1, "linear", 0
         self.random_walks = 0  # kernel allocations so far this step (random walk seeds)
+        self.demands: list[list] = []  # [account, market, sign, lots, value, exec_price] for the round's shared ADL
+        self.deferred: list[tuple] = []  # settlements waiting for the round's shared ADL
 
     # -------------------------------------------------------------- helpers
 
@@ -526,7 +528,11 @@ class _Run:
                     else:
                         px = ex.previous_mark[c.m] if ex.previous_mark[c.m] > 0 else mk.mark
                     value = ex.value_money(c.m, s * adl_lots[i], px)
-                closed = self.adl_close(a, c.m, adl_lots[i], value, c.exec_price)
+                if self.mode == "close" and self.policy != "queue":  # section 5: shared at the round's end
+                    self.demands.append([a, c.m, s, adl_lots[i], value, c.exec_price])
+                    closed = adl_lots[i]
+                else:
+                    closed = self.adl_close(a, c.m, adl_lots[i], value, c.exec_price)
             exec_lots = abs(c.q) - closed
             if exec_lots > 0:
                 cash = ex.value_money(c.m, s * exec_lots, c.exec_price)
@@ -534,6 +540,9 @@ class _Run:
                 self.fill(cfg.account, c.m, s * exec_lots, -cash)
                 self.event("liquidation_fill", a, c.m, cfg.account, -s * exec_lots, cash, c.exec_price, exec_price=c.exec_price)
         keep = reserved if self.theta >= 0 and self.mode == "haircut" else 0
+        if self.demands and self.demands[-1][0] == a:
+            self.deferred.append((a, cl, planned, keep))
+            return
         self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
 
     def settle(self, a, markets, deficits, planned, reserved=0):
@@ -600,33 +609,64 @@ class _Run:
         heap.extend(put_back)
         return takes
 
-    def pro_rata_take(self, a, m, side, lots):
-        who, w = [], []
-        for acct in self.ex.accounts.values():
-            b = acct.account_id
-            if not self.eligible(b) or b == a or m not in acct.positions:
-                continue
-            if (acct.positions[m].size > 0) != (side > 0):
-                continue
-            who.append(b)
-            w.append(abs(acct.positions[m].size))
-        budget = min(lots, sum(w))
-        if budget < lots:
-            self.result.flags.add("pro_rata_shortage")
-        if self.policy in KERNEL_POLICIES:
-            x = self.kernel_allocate(budget, who, w, m)
-        else:
-            x = allocate_capped_pro_rata(budget, w, w, who)
-        return [(b, xi) for b, xi in zip(who, x) if xi > 0]
+    def round_adl(self):
+        """Section 5, shared policies: per market and side, the round's demands are allocated
+        at once over the opposite-side winners (creation order), whose lots then go to the
+        demands in liquidation order; the executor takes what is left."""
+        ex = self.ex
+        groups: dict[tuple[int, int], list] = {}
+        for d in self.demands:
+            groups.setdefault((d[1], -d[2]), []).append(d)  # markets ascending, longs (+1) first
+        for (m, _), demands in sorted(groups.items()):
+            side = -demands[0][2]
+            who, w = [], []
+            for acct in ex.accounts.values():
+                b = acct.account_id
+                if not self.eligible(b) or m not in acct.positions:
+                    continue
+                if (acct.positions[m].size > 0) != (side > 0):
+                    continue
+                who.append(b)
+                w.append(abs(acct.positions[m].size))
+            total = sum(d[3] for d in demands)
+            budget = min(total, sum(w))
+            if budget < total:
+                self.result.flags.add("pro_rata_shortage")
+            if self.policy in KERNEL_POLICIES:
+                x = self.kernel_allocate(budget, who, w, m)
+            else:
+                x = allocate_capped_pro_rata(budget, w, w, who)
+            wi = 0
+            for a, _, s, lots, value, exec_price in demands:
+                takes, left = [], lots
+                while left > 0 and wi < len(who):
+                    if x[wi] == 0:
+                        wi += 1
+                        continue
+                    t = min(left, x[wi])
+                    takes.append((who[wi], t))
+                    x[wi] -= t
+                    left -= t
+                closed = self.apply_takes(a, m, s, lots, value, exec_price, takes)
+                if lots > closed:
+                    rest = lots - closed
+                    cash = ex.value_money(m, s * rest, exec_price)
+                    self.fill(a, m, -s * rest, cash)
+                    self.fill(self.cfg.account, m, s * rest, -cash)
+                    self.event("liquidation_fill", a, m, self.cfg.account, -s * rest, cash, exec_price, exec_price=exec_price)
+        self.demands = []
+        for a, cl, planned, keep in self.deferred:
+            self._last_closings = cl
+            self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
+        self.deferred = []
 
     def adl_close(self, a, m, lots, value, exec_price):
-        ex = self.ex
         q = self.acct(a).positions[m].size
         s = 1 if q > 0 else -1
-        if self.policy != "queue":
-            takes = self.pro_rata_take(a, m, -s, lots)
-        else:
-            takes = self.queue_take(m, -s, lots)
+        return self.apply_takes(a, m, s, lots, value, exec_price, self.queue_take(m, -s, lots))
+
+    def apply_takes(self, a, m, s, lots, value, exec_price, takes):
+        ex = self.ex
         closed = sum(x for _, x in takes)
         if closed == 0:
             return 0
@@ -812,6 +852,7 @@ class _Run:
             for a, _, _ in cands:
                 self._last_closings = []
                 self.liquidate_account(a)
+            self.round_adl()
             self.resolve_pending()
             order = {a: i for i, a in enumerate(ex.accounts)}
             checked = sorted((b for b in self.touched if b not in self.excluded), key=order.__getitem__)

@@ -307,8 +307,9 @@ def test_adl_close_min_max_lots_trims_the_last_lot():
           totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_used=8, adl_notional=540, adl_closes=2,
                              accounts_touched=2),
           balances={1: 0, 7: 120, 2: 140, 4: 1000}, pools=[0],
-          events=[("adl_close", 7, 0, 1, 2, -180, 90, -1), ("adl_close", 2, 0, 1, 4, -360, 90, -1),
-                  ("liquidation_fill", 1, 0, MM, -4, 352, 88, -1), ("fund_payment", 1, 0, 0, 0, 8, 0, 0)],
+          # shared ADL runs at the end of the round: the executor's part is filled first
+          events=[("liquidation_fill", 1, 0, MM, -4, 352, 88, -1), ("adl_close", 7, 0, 1, 2, -180, 90, -1),
+                  ("adl_close", 2, 0, 1, 4, -360, 90, -1), ("fund_payment", 1, 0, 0, 0, 8, 0, 0)],
           exec_prices=[88, 88, 88, 0])
 
 

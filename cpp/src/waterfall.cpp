@@ -140,6 +140,13 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
 class WaterfallRun {
  public:
   WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
+  // Start-of-step margins already computed by the step's revaluation pass (moved in).
+  void use_start_margins(Engine::StepMargins&& m) {
+    start_balance_ = std::move(m.balance);
+    start_equity_ = std::move(m.equity);
+    start_maintenance_ = std::move(m.maintenance);
+    have_start_margins_ = true;
+  }
 
   WaterfallResult run();
   void restore();
@@ -180,6 +187,18 @@ class WaterfallRun {
     if (!counted_[b]) { counted_[b] = 1; ++result_.totals.accounts_touched; }
   }
   i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price);
+  // Closes the bankrupt position's lots against the chosen winners (winner, lots) and splits
+  // `value` over them by lots. Returns the lots closed.
+  i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                      const std::vector<std::pair<std::uint32_t, i64>>& takes);
+  // Opposite-side winners of market m (not account a), in account creation order, with their
+  // sizes (lots) and ids.
+  void opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                        std::vector<i64>& ids);
+  // Close mode with a shared policy (everything but the queue): the round's ADL demand per
+  // market and side is allocated at once, then handed to the bankrupt positions in order.
+  bool batched_adl() const { return cfg_.mode == WaterfallMode::Close && cfg_.policy != LastResortPolicy::Queue; }
+  void run_round_adl();
   // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
   // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
   std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
@@ -200,7 +219,8 @@ class WaterfallRun {
   WaterfallResult result_;
   std::uint32_t exec_account_ = AccountIndex::kNone;
   std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
-  std::vector<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
+  column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
+  bool have_start_margins_ = false;
   std::vector<std::uint8_t> backed_up_;
   std::vector<std::uint8_t> winner_touched_;  // this round: candidates for the cascade
   std::vector<std::uint8_t> counted_;         // this step: for accounts_touched
@@ -216,6 +236,20 @@ class WaterfallRun {
     i64 amount;
   };
   std::vector<Pending> pending_;  // deficits left for this round's haircuts
+  struct AdlDemand {  // lots of a bankrupt position waiting for the round's shared ADL
+    std::uint32_t account;
+    MarketId m;
+    int sign;  // of the bankrupt position
+    i64 lots, value, exec_price;
+  };
+  struct DeferredSettlement {  // an account whose settlement waits for the round's ADL
+    std::uint32_t account;
+    std::vector<Closing> closings;
+    std::vector<i64> fund_planned;
+    i64 reserved;
+  };
+  std::vector<AdlDemand> demands_;
+  std::vector<DeferredSettlement> deferred_;
   int rounds_ = 0;
   std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
 };
@@ -348,61 +382,57 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
 
 // Closes `lots` of account a's position in m against opposite-side winners; the account
 // receives `value` in total (signed like its position). Returns the lots closed.
+void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                                    std::vector<i64>& ids) {
+  who.clear();
+  w.clear();
+  ids.clear();
+  for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
+    if (!eligible_winner(b) || b == a) continue;
+    const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
+    if ((qb > 0) == (sign > 0)) continue;
+    who.push_back(b);
+  }
+  // creation order, so the split does not depend on the market list's internal order
+  std::sort(who.begin(), who.end());
+  for (std::uint32_t b : who) {
+    w.push_back(abs64(e_.pos_size_[e_.find_slot(b, m)]));
+    ids.push_back(e_.acc_id_[b]);
+  }
+}
+
+// Closes `lots` of account a's position in m against opposite-side winners taken from the
+// ADL queue; the account receives `value` in total (signed like its position). Returns the
+// lots closed.
 i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>> takes;  // (winner, lots)
-  if (cfg_.policy != LastResortPolicy::Queue) {
-    std::vector<std::uint32_t> who;
-    std::vector<i64> w;
-    for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
-      if (!eligible_winner(b) || b == a) continue;
-      const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
-      if ((qb > 0) == (sign > 0)) continue;
-      who.push_back(b);
-      w.push_back(abs64(qb));
-    }
-    // creation order, so the split does not depend on the market list's internal order
-    std::vector<std::size_t> order(who.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return who[x] < who[y]; });
-    std::vector<std::uint32_t> who_sorted(who.size());
-    std::vector<i64> w_sorted(who.size()), ids(who.size());
-    i128 available = 0;
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      who_sorted[i] = who[order[i]];
-      w_sorted[i] = w[order[i]];
-      ids[i] = e_.acc_id_[who_sorted[i]];
-      available += w_sorted[i];
-    }
-    who.swap(who_sorted);
-    w.swap(w_sorted);
-    const i64 budget = static_cast<i64>(std::min<i128>(lots, available));  // fewer winner lots: the executor takes the rest
-    const std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m) : allocate_capped_pro_rata(budget, w, w, ids);
-    for (std::size_t i = 0; i < who.size(); ++i)
-      if (x[i] > 0) takes.push_back({who[i], x[i]});
-  } else {
-    std::vector<QueueEntry>& heap = queue(m, -sign);
-    i64 left = lots;
-    std::vector<QueueEntry> put_back;
-    while (left > 0 && !heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), QueueOrder{});
-      const QueueEntry top = heap.back();
-      heap.pop_back();
-      if (!eligible_winner(top.account)) continue;
-      const std::uint32_t s = e_.find_slot(top.account, m);
-      if (s == Engine::kNoSlot || (e_.pos_size_[s] > 0) == (sign > 0)) continue;
-      const i64 take = std::min(left, abs64(e_.pos_size_[s]));
-      takes.push_back({top.account, take});
-      left -= take;
-      if (take < abs64(e_.pos_size_[s])) put_back.push_back(top);  // keeps its place for the next event
-    }
-    for (const QueueEntry& qe : put_back) {
-      heap.push_back(qe);
-      std::push_heap(heap.begin(), heap.end(), QueueOrder{});
-    }
+  std::vector<QueueEntry>& heap = queue(m, -sign);
+  i64 left = lots;
+  std::vector<QueueEntry> put_back;
+  while (left > 0 && !heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), QueueOrder{});
+    const QueueEntry top = heap.back();
+    heap.pop_back();
+    if (!eligible_winner(top.account)) continue;
+    const std::uint32_t s = e_.find_slot(top.account, m);
+    if (s == Engine::kNoSlot || (e_.pos_size_[s] > 0) == (sign > 0)) continue;
+    const i64 take = std::min(left, abs64(e_.pos_size_[s]));
+    takes.push_back({top.account, take});
+    left -= take;
+    if (take < abs64(e_.pos_size_[s])) put_back.push_back(top);  // keeps its place for the next event
   }
+  for (const QueueEntry& qe : put_back) {
+    heap.push_back(qe);
+    std::push_heap(heap.begin(), heap.end(), QueueOrder{});
+  }
+  return apply_adl_takes(a, m, sign, lots, value, exec_price, takes);
+}
+
+i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                                  const std::vector<std::pair<std::uint32_t, i64>>& takes) {
   i64 closed = 0;
   for (const auto& t : takes) closed += t.second;
   if (closed == 0) return 0;
@@ -427,6 +457,63 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
     ++result_.totals.adl_closes;
   }
   return closed;
+}
+
+void WaterfallRun::run_round_adl() {
+  if (demands_.empty()) return;
+  // one allocation per market and side (markets ascending, long bankrupt positions first);
+  // within a group the demands keep their liquidation order
+  std::vector<std::size_t> order(demands_.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    const AdlDemand &dx = demands_[x], &dy = demands_[y];
+    return dx.m != dy.m ? dx.m < dy.m : dx.sign > dy.sign;
+  });
+  std::vector<std::uint32_t> who;
+  std::vector<i64> w, ids;
+  std::vector<std::pair<std::uint32_t, i64>> takes;
+  for (std::size_t g = 0; g < order.size();) {
+    std::size_t end = g;
+    i128 total = 0;
+    const MarketId m = demands_[order[g]].m;
+    const int sign = demands_[order[g]].sign;
+    while (end < order.size() && demands_[order[end]].m == m && demands_[order[end]].sign == sign) total += demands_[order[end++]].lots;
+    opposite_winners(AccountIndex::kNone, m, sign, who, w, ids);
+    i128 available = 0;
+    for (i64 v : w) available += v;
+    const i64 budget = static_cast<i64>(std::min(total, available));  // fewer winner lots: the executor takes the rest
+    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m) : allocate_capped_pro_rata(budget, w, w, ids);
+    // hand the winners' lots (creation order) to the demands (liquidation order)
+    std::size_t wi = 0;
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+    for (; g < end; ++g) {
+      const AdlDemand& d = demands_[order[g]];
+      takes.clear();
+      i64 left = d.lots;
+      while (left > 0 && wi < who.size()) {
+        if (x[wi] == 0) {
+          ++wi;
+          continue;
+        }
+        const i64 t = std::min(left, x[wi]);
+        takes.push_back({who[wi], t});
+        x[wi] -= t;
+        left -= t;
+      }
+      const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.exec_price, takes);
+      const i64 rest = d.lots - closed;
+      if (rest > 0) {  // the executor takes what the winners could not
+        const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
+        fill(d.account, m, -d.sign * rest, cash);
+        fill(exec_account_, m, d.sign * rest, -cash);
+        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_], -d.sign * rest,
+                           cash, d.exec_price, -1, d.exec_price);
+      }
+    }
+  }
+  demands_.clear();
+  for (DeferredSettlement& ds : deferred_) settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  deferred_.clear();
 }
 
 std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who,
@@ -690,7 +777,10 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
         const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
         adl_value = e_.value_money(mk, sign * adl_lots[i], px);
       }
-      adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, c.exec_price);
+      if (batched_adl())  // the lots stay open until the round's shared ADL
+        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, c.exec_price});
+      else
+        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, c.exec_price);
     }
     const i64 exec_lots = abs64(c.q) - adl_lots[i];
     if (exec_lots > 0) {
@@ -705,6 +795,10 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   i64 reserved = 0;
   if (fixed_theta() && cfg_.mode == WaterfallMode::Haircut)
     for (i64 v : last_resort) reserved += v;
+  if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
+    deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
+    return;
+  }
   settle(a, cl, fund_planned, reserved);
 }
 
@@ -808,22 +902,24 @@ WaterfallResult WaterfallRun::run() {
     const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
     return l != r ? l > r : x.id < y.id;
   };
-  start_balance_.resize(n);
-  for (std::size_t a = 0; a < n; ++a) start_balance_[a] = e_.acc_[a].balance;
-  start_equity_.resize(n);
-  start_maintenance_.resize(n);
-  detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
-    for (std::size_t a = b; a < end; ++a) {
-      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-      start_equity_[a] = am.equity;
-      start_maintenance_[a] = am.maintenance;
-    }
-  });
+  if (!have_start_margins_) {
+    start_balance_.resize(n);
+    start_equity_.resize(n);
+    start_maintenance_.resize(n);
+    detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+      for (std::size_t a = b; a < end; ++a) {
+        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+        start_balance_[a] = e_.acc_[a].balance;
+        start_equity_[a] = am.equity;
+        start_maintenance_[a] = am.maintenance;
+      }
+    });
+  }
   // The first round's candidates come straight from the start-of-step margins: accounts with
   // positions below maintenance (a flat account's old debt is not this step's to settle).
   std::vector<std::uint32_t> checked;
-  for (std::uint32_t a = 0; a < n; ++a)
-    if (e_.acc_[a].count > 0 && start_equity_[a] < start_maintenance_[a]) checked.push_back(a);
+  for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
+    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0) checked.push_back(a);
   bool first_round = true;
   while (!checked.empty()) {
     std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
@@ -845,6 +941,7 @@ WaterfallResult WaterfallRun::run() {
     for (const Candidate& c : work) excluded_[c.a] = 1;
     adl_log_.clear();
     for (const Candidate& c : work) liquidate_account(c.a);
+    run_round_adl();
     resolve_pending_haircuts();
     // a cascade: winners the step deleveraged or haircut may now be liquidatable themselves
     checked.clear();
@@ -874,11 +971,13 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
     throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
   account_index_or_throw(config.executor.account, "executor.account", 0);
   require_marks_for_open_positions();
-  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
+  StepMargins start;
+  const bool have_margins = revalue_for_step(start);
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
   WaterfallRun run(*this, config);
+  if (have_margins) run.use_start_margins(std::move(start));
   try {
     WaterfallResult r = run.run();
     insurance_.close_step(step_);
