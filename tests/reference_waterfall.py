@@ -349,6 +349,7 @@ class _Run:
         self.random_walks = 0  # kernel allocations so far this step (random walk seeds)
         self.demands: list[list] = []  # [account, market, sign, lots, value, exec_price] for the round's shared ADL
         self.deferred: list[tuple] = []  # settlements waiting for the round's shared ADL
+        self.promised: dict[int, int] = {}  # pool -> fund payments planned for the waiting accounts
 
     # -------------------------------------------------------------- helpers
 
@@ -417,7 +418,7 @@ class _Run:
         if wanted <= 0:
             return 0
         pool = self.ex.market_pool[m]
-        paid = min(wanted, self.ex.available(pool))
+        paid = min(wanted, self.ex.available(pool) - self.promised.get(pool, 0))
         if paid <= 0:
             return 0
         self.ex._fund_move(pool, m, a, -paid, "deficit_payment")
@@ -501,8 +502,10 @@ class _Run:
                 rest = c.deficit - use
                 pool = ex.market_pool[c.m]
                 same_pool = [j for j in range(i) if ex.market_pool[cl[j].m] == pool]
-                avail = ex.available(pool) - sum(planned[j] for j in same_pool)
-                avail_matching = ex.available(pool) - sum(matching[j] for j in same_pool)
+                # what accounts waiting for the round's shared ADL were promised is taken
+                free = ex.available(pool) - self.promised.get(pool, 0)
+                avail = free - sum(planned[j] for j in same_pool)
+                avail_matching = free - sum(matching[j] for j in same_pool)
                 matching[i] = max(0, min(rest, avail_matching))  # what deficit matching asks of the fund
                 self.t.last_resort_needed += rest - matching[i]
                 planned[i] = max(0, min(rest, avail))
@@ -541,6 +544,9 @@ class _Run:
                 self.event("liquidation_fill", a, c.m, cfg.account, -s * exec_lots, cash, c.exec_price, exec_price=c.exec_price)
         keep = reserved if self.theta >= 0 and self.mode == "haircut" else 0
         if self.demands and self.demands[-1][0] == a:
+            for c, p in zip(cl, planned):
+                pool = ex.market_pool[c.m]
+                self.promised[pool] = self.promised.get(pool, 0) + p
             self.deferred.append((a, cl, planned, keep))
             return
         self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
@@ -656,6 +662,8 @@ class _Run:
                     self.event("liquidation_fill", a, m, self.cfg.account, -s * rest, cash, exec_price, exec_price=exec_price)
         self.demands = []
         for a, cl, planned, keep in self.deferred:
+            for c, p in zip(cl, planned):  # the promise becomes a payment
+                self.promised[ex.market_pool[c.m]] -= p
             self._last_closings = cl
             self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
         self.deferred = []

@@ -329,6 +329,31 @@ def test_adl_close_random_walk_is_a_contiguous_walk_and_seeded():
     assert len({tuple(o) for o in outs}) > 1  # different seeds start at different winners
 
 
+def test_shared_adl_round_keeps_the_fund_promised_to_waiting_accounts():
+    # Two bankrupt longs 1, 2 (10 @ 100, deposit 100, mark 89: bk 900, exec 88 at 100 bp,
+    # d = 20 each); winners 3, 4 short 10 @ 100; pool 10. Worst first: 1 then 2 (tie by id).
+    # 1: fund 10 (promised until the round's end), L = 10 -> demand ceil(10 * 10 / 20) = 5 lots;
+    # the executor takes the other 5 at 88 (440). 2: the pool's 10 is promised to 1, so
+    # L = 20 -> demand 10 lots, nothing for the executor. Round: 15 lots pro rata over 10, 10:
+    # 7.5 each -> 7, 7 and the unit left to the smaller id: 3: 8, 4: 7. Demands in order:
+    # 1 takes 5 from 3 (value trunc(900 * 5 / 10) = 450); 2 takes 3 from 3 and 7 from 4
+    # (V = 900: 270 and 630). 1: 100 + (440 - 500) + (450 - 500) = -10, the fund pays 10.
+    # 2: 100 + 900 - 1000 = 0. 3: 1000 + (500 - 450) + (300 - 270) = 1080, short 2 (E -200);
+    # 4: 1000 + 700 - 630 = 1070, short 3 (E -300). needed: 1: 20 - 10, 2: 20 - 0 = 30.
+    book = Book([MarketDef("A", 89)], [(1, 100), (2, 100), (3, 1000), (4, 1000), (MM, BIG)],
+                [(1, 0, 10, 100), (2, 0, 10, 100), (3, 0, -10, 100), (4, 0, -10, 100)], fund={0: 10})
+    res, ex, rres, ref = run(book, MarketClose(MM, slippage_bps=100), policy="pro_rata")
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=2, deficit=40, fund_used=10, adl_notional=1350, adl_closes=3,
+                             accounts_touched=2),
+          balances={1: 0, 2: 0, 3: 1080, 4: 1070},
+          positions=[(3, 0, -2, -200), (4, 0, -3, -300), (MM, 0, 5, 440)], pools=[0],
+          events=[("liquidation_fill", 1, 0, MM, -5, 440, 88, -1), ("adl_close", 3, 0, 1, 5, -450, 90, -1),
+                  ("adl_close", 3, 0, 2, 3, -270, 90, -1), ("adl_close", 4, 0, 2, 7, -630, 90, -1),
+                  ("fund_payment", 1, 0, 0, 0, 10, 0, 0)])
+    assert (engine_totals(res)["last_resort_needed"], engine_totals(res)["last_resort_planned"]) == (30, 30)
+
+
 def test_theta_one_closes_everything_and_leaves_the_fund():
     # theta = 1: the last resort takes the whole deficit (20) although the pool holds 8:
     # adl = ceil(10 * 20 / 20) = 10 lots, as in test_adl_close_whole_position_bankrupt_ends_at_zero;

@@ -250,6 +250,7 @@ class WaterfallRun {
   };
   std::vector<AdlDemand> demands_;
   std::vector<DeferredSettlement> deferred_;
+  std::vector<i64> promised_;  // per pool: fund payments planned for accounts whose settlement waits
   int rounds_ = 0;
   std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
 };
@@ -354,7 +355,7 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
 i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
   if (wanted <= 0) return 0;
   const int pool = e_.markets_[static_cast<std::size_t>(m)].pool;
-  const i64 paid = std::min(wanted, e_.insurance_.available(pool));
+  const i64 paid = std::min(wanted, e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)]);
   if (paid <= 0) return 0;
   touch(a);
   e_.insurance_.move(e_.step_, pool, m, e_.acc_id_[a], -paid, LedgerReason::DeficitPayment);
@@ -512,7 +513,11 @@ void WaterfallRun::run_round_adl() {
     }
   }
   demands_.clear();
-  for (DeferredSettlement& ds : deferred_) settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  for (DeferredSettlement& ds : deferred_) {
+    for (std::size_t i = 0; i < ds.closings.size(); ++i)  // its promise becomes a payment
+      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(ds.closings[i].m)].pool)] -= ds.fund_planned[i];
+    settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  }
   deferred_.clear();
 }
 
@@ -741,7 +746,8 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       offset -= use;
       const i64 rest = cl[i].deficit - use;
       const int pool = e_.markets_[static_cast<std::size_t>(cl[i].m)].pool;
-      const i64 avail0 = e_.insurance_.available(pool);
+      // what accounts waiting for the round's ADL were promised is not available any more
+      const i64 avail0 = e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)];
       i64 avail = avail0, avail_matching = avail0;
       for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
         if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) {
@@ -796,6 +802,8 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   if (fixed_theta() && cfg_.mode == WaterfallMode::Haircut)
     for (i64 v : last_resort) reserved += v;
   if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
+    for (std::size_t i = 0; i < cl.size(); ++i)
+      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(cl[i].m)].pool)] += fund_planned[i];
     deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
     return;
   }
@@ -885,6 +893,7 @@ WaterfallResult WaterfallRun::run() {
   const std::size_t n = e_.acc_id_.size();
   result_.totals.step = e_.step_;
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
+  promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
   excluded_.assign(n, 0);
   backed_up_.assign(n, 0);
   winner_touched_.assign(n, 0);
