@@ -119,7 +119,7 @@ class ComparisonTable:
             finite = frac[np.isfinite(frac) & (frac > 0)]
             data.append(finite)
             extra = int((~np.isfinite(frac)).sum())
-            ticks.append(f"{label}\n{len(frac)} touched" + (f"\n{extra} w/o profit" if extra else ""))
+            ticks.append(f"{label}\n{len(frac)} positions" + (f"\n{extra} w/o profit" if extra else ""))
             if len(finite):
                 left.scatter(i + 1 + rng.uniform(-0.18, 0.18, len(finite)), finite, s=6, alpha=0.35, color=f"C{i}",
                              linewidths=0)
