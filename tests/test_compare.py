@@ -199,3 +199,39 @@ def test_exports():
     assert deleverage.compare is not None and deleverage.metrics.measure is not None
     assert isinstance(deleverage.compare(adl_exchange_at_100(), {"A": -0.11}, ["queue"], executor=EXEC), ComparisonTable)
     assert MM == 9
+
+
+def test_example_script_runs_small(tmp_path, monkeypatch):
+    # docs/examples/compare_policies.py at a tiny size, writing into tmp_path: both modes give
+    # one row per policy the engine runs, the PNGs exist, --update-doc fills the markers.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "compare_policies.py"
+    spec = importlib.util.spec_from_file_location("compare_policies_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "BOOK", dict(positions=1_500, accounts=150, markets=2, seed=3, leverage=8.0))
+    monkeypatch.setattr(mod, "IMG", tmp_path / "img")
+    monkeypatch.setattr(mod, "DOCS", tmp_path)
+    (tmp_path / "policy_lab.md").write_text("x\n<!-- compare_policies:close:begin -->\nold\n<!-- compare_policies:close:end -->\n"
+                                            "<!-- compare_policies:haircut:begin -->\n<!-- compare_policies:haircut:end -->\n")
+    monkeypatch.setattr(sys, "argv", ["compare_policies.py", "--update-doc"])
+    mod.main()
+    assert (tmp_path / "img" / "policy_lab_close.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "img" / "policy_lab_haircut.png").exists()
+    doc = (tmp_path / "policy_lab.md").read_text()
+    assert "old" not in doc and doc.count("| queue (BitMEX)") == 2 and "| pro_rata" in doc
+    runs = set(deleverage.waterfall.POLICIES)
+    assert doc.count("\n| ") - 2 == sum(s["policy"] in runs for s in mod.CLOSE + mod.HAIRCUT)  # rows + 2 headers
+
+
+def test_plot_when_nothing_was_taken():
+    import warnings
+
+    table = deleverage.compare(adl_exchange_at_100(), {"A": 0.0}, ["queue", "pro_rata"], executor=EXEC)
+    assert table["queue"].accounts_touched == 0 and "n/a" in table.to_markdown()  # Gini of nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = table.plot()
+    assert len(fig.axes) == 2

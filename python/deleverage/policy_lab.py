@@ -133,15 +133,18 @@ class ComparisonTable:
         left.set_ylabel("fraction of capacity taken (per touched position)")
         left.set_title("Haircut per touched winner")
         left.grid(axis="y", alpha=0.3, which="both")
+        drawn = 0
         for i, (label, row) in enumerate(zip(self.labels, self.rows)):
             x, y = _lorenz(row)
             if len(x):
                 right.plot(x, y, color=f"C{i}", label=f"{label} (Gini {row.gini_touched:.2f})")
+                drawn += 1
         right.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         right.set_xlabel("share of touched accounts (least taken first)")
         right.set_ylabel("share of money taken")
         right.set_title("Lorenz curve of money taken")
-        right.legend(fontsize=8, loc="upper left")
+        if drawn:
+            right.legend(fontsize=8, loc="upper left")
         if title:
             fig.suptitle(title)
         return fig
