@@ -347,8 +347,10 @@ def test_against_reference(kw, seed, move, slip, impact):
     lf = ref["largest_fraction"]
     assert got.largest_fraction == (math.inf if lf is None else pytest.approx(float(lf), rel=1e-15))
     assert (got._rank_cd, got.rank_pairs) == ref["rank"]
-    # events and winners add up to the totals of the step
+    # events and winners add up to the totals of the step, and agree with the engine's totals
     assert int(w.value_units.sum()) == got.taken_units
+    assert got.accounts_touched == res.totals.accounts_touched
+    assert got.bad_debt_units == res.totals.bad_debt
     assert got.haircut_total * 10**6 == pytest.approx(sum(v for (_, _, h), (_, _, v) in ref["winners"].items()
                                                           if h == "haircut"))
 
