@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import reference_allocate as ra
+
 from reference_model import (
     INT64_MAX,
     R,
@@ -40,7 +42,10 @@ from reference_model import (
 SCORE = 10**9  # ranking scores are in units of 1e-9
 MAX_LEV = 10**6 * SCORE  # 1e15
 MODES = ("close", "haircut")
-POLICIES = ("queue", "pro_rata", "funding_index")
+POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
+KERNEL_POLICIES = ("capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
+MAX_ALLOC_LEV = 10**6 * ra.SCALE  # the risk-aware leverage cap, in 1e-8 units
+MASK64 = 2**64 - 1
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 
@@ -100,6 +105,8 @@ class Totals:
     haircut_total: int = 0
     accounts_touched: int = 0
     bad_debt: int = 0
+    last_resort_needed: int = 0
+    last_resort_planned: int = 0
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -108,7 +115,7 @@ class Totals:
 @dataclass
 class Result:
     totals: Totals
-    events: list = field(default_factory=list)  # (step, kind, account, market, counterparty, size, amount, price, pool)
+    events: list = field(default_factory=list)  # (step, kind, account, market, counterparty, size, amount, price, pool, exec_price)
     flags: set = field(default_factory=set)  # notes on which branches ran (for the tests)
 
 
@@ -295,7 +302,8 @@ class WaterfallReference(ReferenceExchange):
 
     # --------------------------------------------------------- the waterfall
 
-    def liquidate(self, executor, mode="close", policy="queue", ranking="bitmex", adl_price="bankruptcy") -> Result:
+    def liquidate(self, executor, mode="close", policy="queue", ranking="bitmex", adl_price="bankruptcy", theta=-1, cap=R,
+                  lot=1, g="linear", seed=0) -> Result:
         if not isinstance(executor, Exec):
             executor = exec_from_api(executor, self.money_decimals)
         for name, v, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES),
@@ -311,7 +319,9 @@ class WaterfallReference(ReferenceExchange):
         self._require_marks()
         saved = copy.deepcopy(self.__dict__)
         try:
-            return _Run(self, executor, mode, policy, ranking, adl_price).run()
+            run = _Run(self, executor, mode, policy, ranking, adl_price)
+            run.theta, run.cap, run.lot, run.g, run.seed = theta, cap, lot, g, seed
+            return run.run()
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
@@ -335,11 +345,15 @@ class _Run:
         self.haircut_taken: dict[tuple[int, int], int] = {}
         self.adl_markets: dict[int, list[int]] = {}
         self.pending: list[list] = []  # [account id, market, amount]
+        self.theta, self.cap, self.lot, self.g, self.seed = -1, R, 1, "linear", 0
+        self.random_walks = 0  # kernel allocations so far this step (random walk seeds)
+        self.demands: list[list] = []  # [account, market, sign, lots, value, exec_price] for the round's shared ADL
+        self.deferred: list[tuple] = []  # settlements waiting for the round's shared ADL
 
     # -------------------------------------------------------------- helpers
 
-    def event(self, kind, account, market, counterparty=0, size=0, amount=0, price=0, pool=-1):
-        self.result.events.append((self.ex.step, kind, account, market, counterparty, size, amount, price, pool))
+    def event(self, kind, account, market, counterparty=0, size=0, amount=0, price=0, pool=-1, exec_price=0):
+        self.result.events.append((self.ex.step, kind, account, market, counterparty, size, amount, price, pool, exec_price))
 
     def acct(self, a):
         return self.ex.accounts[a]
@@ -441,7 +455,7 @@ class _Run:
             cash = -ex.value_money(c.m, dq, c.exec_price)
             self.fill(a, c.m, dq, cash)
             self.fill(self.cfg.account, c.m, -dq, -cash)
-            self.event("partial_fill", a, c.m, self.cfg.account, dq, cash, c.exec_price)
+            self.event("partial_fill", a, c.m, self.cfg.account, dq, cash, c.exec_price, exec_price=c.exec_price)
             fee = min(ceil_div(abs(cash) * ex.fee_rate[c.m], R), max(0, ex._equity(self.acct(a))))
             if fee > 0:
                 self.take_fee(a, c.m, fee)
@@ -468,13 +482,14 @@ class _Run:
                 self.fill(a, c.m, -c.q, c.bk_value)
                 self.fill(cfg.account, c.m, c.q, -c.bk_value)
                 px = clamp64(abs(c.bk_value) * ex.S // (abs(c.q) * 10 ** ex.k(c.m)))
-                self.event("backstop_fill", a, c.m, cfg.account, -c.q, c.bk_value, px)
+                self.event("backstop_fill", a, c.m, cfg.account, -c.q, c.bk_value, px, exec_price=px)
             return
         cl = self.closings(a, True)
         self._last_closings = cl
         D = sum(c.deficit for c in cl)
         n = len(cl)
-        adl_lots, planned = [0] * n, [0] * n
+        adl_lots, planned, matching = [0] * n, [0] * n, [0] * n
+        reserved = 0
         if D > 0:
             self.t.deficit += D
             offset = sum(-c.deficit for c in cl if c.deficit < 0)
@@ -485,9 +500,17 @@ class _Run:
                 offset -= use
                 rest = c.deficit - use
                 pool = ex.market_pool[c.m]
-                avail = ex.available(pool) - sum(planned[j] for j in range(i) if ex.market_pool[cl[j].m] == pool)
+                same_pool = [j for j in range(i) if ex.market_pool[cl[j].m] == pool]
+                avail = ex.available(pool) - sum(planned[j] for j in same_pool)
+                avail_matching = ex.available(pool) - sum(matching[j] for j in same_pool)
+                matching[i] = max(0, min(rest, avail_matching))  # what deficit matching asks of the fund
+                self.t.last_resort_needed += rest - matching[i]
                 planned[i] = max(0, min(rest, avail))
+                if self.theta >= 0:  # a fixed severity: at least theta of the deficit to the last resort
+                    planned[i] = min(planned[i], rest - ceil_div(rest * self.theta, R))
                 last_resort = rest - planned[i]
+                self.t.last_resort_planned += last_resort
+                reserved += last_resort
                 if self.mode == "close" and last_resort > 0:
                     adl_lots[i] = min(abs(c.q), ceil_div(abs(c.q) * last_resort, c.deficit))
         for i, c in enumerate(cl):
@@ -505,16 +528,24 @@ class _Run:
                     else:
                         px = ex.previous_mark[c.m] if ex.previous_mark[c.m] > 0 else mk.mark
                     value = ex.value_money(c.m, s * adl_lots[i], px)
-                closed = self.adl_close(a, c.m, adl_lots[i], value)
+                if self.mode == "close" and self.policy != "queue":  # section 5: shared at the round's end
+                    self.demands.append([a, c.m, s, adl_lots[i], value, c.exec_price])
+                    closed = adl_lots[i]
+                else:
+                    closed = self.adl_close(a, c.m, adl_lots[i], value, c.exec_price)
             exec_lots = abs(c.q) - closed
             if exec_lots > 0:
                 cash = ex.value_money(c.m, s * exec_lots, c.exec_price)
                 self.fill(a, c.m, -s * exec_lots, cash)
                 self.fill(cfg.account, c.m, s * exec_lots, -cash)
-                self.event("liquidation_fill", a, c.m, cfg.account, -s * exec_lots, cash, c.exec_price)
-        self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned)
+                self.event("liquidation_fill", a, c.m, cfg.account, -s * exec_lots, cash, c.exec_price, exec_price=c.exec_price)
+        keep = reserved if self.theta >= 0 and self.mode == "haircut" else 0
+        if self.demands and self.demands[-1][0] == a:
+            self.deferred.append((a, cl, planned, keep))
+            return
+        self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
 
-    def settle(self, a, markets, deficits, planned):
+    def settle(self, a, markets, deficits, planned, reserved=0):
         acct = self.acct(a)
         assert not acct.positions
         if acct.balance > 0:
@@ -522,9 +553,10 @@ class _Run:
         for i, m in enumerate(markets):
             if acct.balance < 0 and planned[i] > 0:
                 self.pay_from_fund(a, m, min(planned[i], -acct.balance))
+        reserved = min(reserved, max(0, -acct.balance))  # kept for the haircuts (a fixed theta)
         for m in markets:
-            if acct.balance < 0:
-                self.pay_from_fund(a, m, -acct.balance)
+            if acct.balance + reserved < 0:
+                self.pay_from_fund(a, m, -acct.balance - reserved)
         if acct.balance < 0:
             worst = 0
             for i in range(1, len(markets)):
@@ -577,30 +609,64 @@ class _Run:
         heap.extend(put_back)
         return takes
 
-    def pro_rata_take(self, a, m, side, lots):
-        who, w = [], []
-        for acct in self.ex.accounts.values():
-            b = acct.account_id
-            if not self.eligible(b) or b == a or m not in acct.positions:
-                continue
-            if (acct.positions[m].size > 0) != (side > 0):
-                continue
-            who.append(b)
-            w.append(abs(acct.positions[m].size))
-        budget = min(lots, sum(w))
-        if budget < lots:
-            self.result.flags.add("pro_rata_shortage")
-        x = allocate_capped_pro_rata(budget, w, w, who)
-        return [(b, xi) for b, xi in zip(who, x) if xi > 0]
-
-    def adl_close(self, a, m, lots, value):
+    def round_adl(self):
+        """Section 5, shared policies: per market and side, the round's demands are allocated
+        at once over the opposite-side winners (creation order), whose lots then go to the
+        demands in liquidation order; the executor takes what is left."""
         ex = self.ex
+        groups: dict[tuple[int, int], list] = {}
+        for d in self.demands:
+            groups.setdefault((d[1], -d[2]), []).append(d)  # markets ascending, longs (+1) first
+        for (m, _), demands in sorted(groups.items()):
+            side = -demands[0][2]
+            who, w = [], []
+            for acct in ex.accounts.values():
+                b = acct.account_id
+                if not self.eligible(b) or m not in acct.positions:
+                    continue
+                if (acct.positions[m].size > 0) != (side > 0):
+                    continue
+                who.append(b)
+                w.append(abs(acct.positions[m].size))
+            total = sum(d[3] for d in demands)
+            budget = min(total, sum(w))
+            if budget < total:
+                self.result.flags.add("pro_rata_shortage")
+            if self.policy in KERNEL_POLICIES:
+                x = self.kernel_allocate(budget, who, w, m)
+            else:
+                x = allocate_capped_pro_rata(budget, w, w, who)
+            wi = 0
+            for a, _, s, lots, value, exec_price in demands:
+                takes, left = [], lots
+                while left > 0 and wi < len(who):
+                    if x[wi] == 0:
+                        wi += 1
+                        continue
+                    t = min(left, x[wi])
+                    takes.append((who[wi], t))
+                    x[wi] -= t
+                    left -= t
+                closed = self.apply_takes(a, m, s, lots, value, exec_price, takes)
+                if lots > closed:
+                    rest = lots - closed
+                    cash = ex.value_money(m, s * rest, exec_price)
+                    self.fill(a, m, -s * rest, cash)
+                    self.fill(self.cfg.account, m, s * rest, -cash)
+                    self.event("liquidation_fill", a, m, self.cfg.account, -s * rest, cash, exec_price, exec_price=exec_price)
+        self.demands = []
+        for a, cl, planned, keep in self.deferred:
+            self._last_closings = cl
+            self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
+        self.deferred = []
+
+    def adl_close(self, a, m, lots, value, exec_price):
         q = self.acct(a).positions[m].size
         s = 1 if q > 0 else -1
-        if self.policy == "pro_rata":
-            takes = self.pro_rata_take(a, m, -s, lots)
-        else:
-            takes = self.queue_take(m, -s, lots)
+        return self.apply_takes(a, m, s, lots, value, exec_price, self.queue_take(m, -s, lots))
+
+    def apply_takes(self, a, m, s, lots, value, exec_price, takes):
+        ex = self.ex
         closed = sum(x for _, x in takes)
         if closed == 0:
             return 0
@@ -619,7 +685,7 @@ class _Run:
                 self.adl_markets[b].append(m)
             self.mark_winner(b)
             px = clamp64(abs(v) * ex.S // (x * 10 ** ex.k(m)))
-            self.event("adl_close", b, m, a, s * x, -v, px)
+            self.event("adl_close", b, m, a, s * x, -v, px, exec_price=exec_price)
             self.t.adl_notional += abs(v)
             self.t.adl_closes += 1
         return closed
@@ -655,6 +721,8 @@ class _Run:
                 for i in order:
                     x[i] = min(left, cap[i])
                     left -= x[i]
+            elif self.policy in KERNEL_POLICIES:
+                x = self.kernel_allocate(budget, who, cap, m)
             else:
                 x = allocate_capped_pro_rata(budget, weight, cap, who)
         raised = 0
@@ -668,6 +736,38 @@ class _Run:
             raised += xi
         self.t.haircut_total += raised
         return raised
+
+    def kernel_allocate(self, budget, who, capacity, m):
+        """The policies served by the allocation kernel; winners in account creation order."""
+        ex = self.ex
+        if not who or budget == 0:
+            return [0] * len(who)
+        kw = {}
+        if self.policy == "capped_pro_rata":
+            kw["cap"] = [self.cap] * len(who)
+        elif self.policy == "risk_aware":
+            lev = []
+            for b in who:
+                acct = self.acct(b)
+                notional = abs(ex.value_money(m, acct.positions[m].size, ex.markets[m].mark))
+                eq = self.start_equity[b]
+                lev.append(min(MAX_ALLOC_LEV, notional * ra.SCALE // eq) if eq > 0 else MAX_ALLOC_LEV)
+            kw.update(leverage=lev, cap=[self.cap] * len(who), g=self.g)
+        elif self.policy == "min_max_lots":
+            kw["lot"] = self.lot
+        elif self.policy == "random_walk":
+            mix = ra.splitmix64(ra.splitmix64(self.seed) ^ ex.step)
+            kw["seed"] = ra.splitmix64(mix ^ ((m | (self.random_walks << 16)) & MASK64))
+            self.random_walks += 1
+        x = ra.allocate(budget, list(capacity), self.policy, clip=True, **kw)
+        if self.policy == "min_max_lots" and sum(x) > budget:
+            # the winner with the largest fraction (ties: first) gives back the excess
+            top = None
+            for i, xi in enumerate(x):
+                if xi > 0 and (top is None or xi * capacity[top] > x[top] * capacity[i]):
+                    top = i
+            x[top] -= sum(x) - budget
+        return x
 
     def credit(self, a, m, amount):
         self.acct(a).balance += amount
@@ -701,6 +801,8 @@ class _Run:
                 p[2] -= pay
                 if pay > 0:
                     self.credit(p[0], -1, pay)
+                if p[2] > 0 and self.theta >= 0:  # the winners are exhausted: the fund pays what it kept
+                    p[2] -= self.pay_from_fund(p[0], p[1], p[2])
                 if p[2] > 0:
                     self.event("bad_debt", p[0], -1, amount=p[2])
                     self.t.bad_debt += p[2]
@@ -715,6 +817,8 @@ class _Run:
         ex.step += 1  # 1.2
         ex.opening = list(ex.pools)  # section 4: the drawdown peak includes the opening balance
         self.t.step = ex.step
+        # the risk-aware policy's leverage uses the equity of the start of the step
+        self.start_equity = {a: ex._equity(acct) for a, acct in ex.accounts.items()}
         checked = list(ex.accounts)  # first round: every account
         if any(not acct.positions and acct.balance < 0 for acct in ex.accounts.values()):
             self.result.flags.add("flat_debt_before")  # left alone: only accounts with positions are candidates
@@ -748,6 +852,7 @@ class _Run:
             for a, _, _ in cands:
                 self._last_closings = []
                 self.liquidate_account(a)
+            self.round_adl()
             self.resolve_pending()
             order = {a: i for i, a in enumerate(ex.accounts)}
             checked = sorted((b for b in self.touched if b not in self.excluded), key=order.__getitem__)

@@ -42,11 +42,16 @@ def run(book, executor, marks=None, **kw):
             ex.set_marks([m], np.array([p], dtype=np.int64), exact=True)
             ref.set_marks([m], [p])
     res = ex.liquidate(executor=executor, exact=True, **kw)
-    rres = ref.liquidate(executor, **kw)
+    ref_kw = dict(kw)  # fractions in the reference's 1e-8 units
+    if "cap" in ref_kw:
+        ref_kw["cap"] = round(ref_kw["cap"] * R)
+    if "theta" in ref_kw:
+        ref_kw["theta"] = round(ref_kw["theta"] * R)
+    rres = ref.liquidate(executor, **ref_kw)
     return res, ex, rres, ref
 
 
-def check(res, ex, rres, ref, totals=None, balances=None, positions=None, pools=None, events=None):
+def check(res, ex, rres, ref, totals=None, balances=None, positions=None, pools=None, events=None, exec_prices=None):
     """Assert the hand-computed expectations on the engine and on the reference."""
     for name, tot, ev, st in (("engine", engine_totals(res), engine_events(res), engine_state(ex)),
                               ("reference", rres.totals.as_dict(), rres.events, reference_state(ref))):
@@ -60,8 +65,10 @@ def check(res, ex, rres, ref, totals=None, balances=None, positions=None, pools=
             assert st["positions"] == sorted(positions), f"{name} positions"
         if pools is not None:
             assert st["pools"] == pools, f"{name} pools"
-        if events is not None:
-            assert [e[1:] for e in ev] == events, f"{name} events"
+        if events is not None:  # (kind, account, market, counterparty, size, amount, price, pool)
+            assert [e[1:9] for e in ev] == events, f"{name} events"
+        if exec_prices is not None:
+            assert [e[9] for e in ev] == exec_prices, f"{name} exec prices"
     ex.check_invariants()
     ref.check_invariants()
 
@@ -254,6 +261,122 @@ def test_water_filling_saturation():
     assert allocate_capped_pro_rata(9, [1, 1, 2], [1, 10, 10], [10, 11, 12]) == [1, 3, 5]
 
 
+# ------------------------------------------------- the policy lab's policies
+# adl_book with pool 8 again: 6 lots (worth 540) go to ADL; the shorts are 7, 2, 4 (4 lots
+# each, creation order 7, 2, 4); the executor takes the rest at 88.
+
+def test_adl_close_capped_pro_rata_clips_then_haircuts():
+    # cap 25%: K = floor(4 * 0.25) = 1 lot each, 3 < 6: each closes 1, V = trunc(540 * 3 / 6)
+    # = 270, split by lots in creation order: 90, 90, 90. Winners: -3 lots, E -300, balance
+    # 100 + (100 - 90) = 110. Account 1: 100 + 270 - 300 = 70; the executor takes 7 at 88
+    # (616): 70 + 616 - 700 = -14; the fund's 8 -> -6; pool empty: pending 6 on A.
+    # Haircut (capped 25% of profit): u = 3 * 11 = 33 for 7, 2, 4 (equity 143, 143, 1043) and
+    # 18 for 5: K = 8, 8, 8, 4; weights = capacities 33, 33, 33, 18 (W 117): 6 * 33 / 117 =
+    # 1 + 81/117 (x3), 6 * 18 / 117 = 0 + 108/117. Floors 1, 1, 1, 0; 3 units left to the
+    # largest remainders: 5 (108), then 7 and 2 (81, ties in creation order): 2, 2, 1, 1.
+    res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), policy="capped_pro_rata", cap=0.25)
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_used=8, adl_notional=270, adl_closes=3,
+                             haircut_total=6, accounts_touched=4),
+          balances={1: 0, 7: 108, 2: 108, 4: 1009, 5: 49},
+          positions=[(7, 0, -3, -300), (2, 0, -3, -300), (4, 0, -3, -300), (5, 0, 2, 160), (MM, 0, 7, 616)])
+    assert engine_totals(res)["last_resort_needed"] == 12  # 20 - the fund's 8
+
+
+def test_adl_close_risk_aware_takes_the_leveraged_first():
+    # leverage = notional 356 / equity: 7 and 2: 356 / 144 = 2.47, 4: 356 / 1044 = 0.34.
+    # linear g: weight w * lambda^2 = 24.4, 24.4, 0.47: shares of 6 lots 2.97, 2.97, 0.06 ->
+    # floors 2, 2, 0, the 2 left to the largest remainders (7, 2): 3, 3, 0 (pro rata: 2, 2, 2).
+    # V = 540: 270 each. 7 and 2: -1 lot, E -100, balance 100 + 300 - 270 = 130.
+    res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), policy="risk_aware")
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_used=8, adl_notional=540, adl_closes=2,
+                             accounts_touched=2),
+          balances={1: 0, 7: 130, 2: 130, 4: 1000},
+          positions=[(7, 0, -1, -100), (2, 0, -1, -100), (4, 0, -4, -400), (5, 0, 2, 160), (MM, 0, 4, 352)])
+
+
+def test_adl_close_min_max_lots_trims_the_last_lot():
+    # lot = 4: one whole lot each (L = 1); ceil(6 / 4) = 2 lots: 7 then 2 (equal fractions,
+    # creation order): 4 + 4 = 8 > 6, so 7 (largest fraction, first) gives back 2: 2 and 4.
+    # V = 540 split by lots: 7 trunc(540 * 2 / 6) = 180, 2 the rest 360. 7: -2, E -200,
+    # balance 100 + 200 - 180 = 120; 2 flat, 100 + 400 - 360 = 140. Account 1: 100 + 540 - 600
+    # = 40, the executor takes 4 at 88: 40 + 352 - 400 = -8, the fund pays 8.
+    res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), policy="min_max_lots", lot=4)
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_used=8, adl_notional=540, adl_closes=2,
+                             accounts_touched=2),
+          balances={1: 0, 7: 120, 2: 140, 4: 1000}, pools=[0],
+          # shared ADL runs at the end of the round: the executor's part is filled first
+          events=[("liquidation_fill", 1, 0, MM, -4, 352, 88, -1), ("adl_close", 7, 0, 1, 2, -180, 90, -1),
+                  ("adl_close", 2, 0, 1, 4, -360, 90, -1), ("fund_payment", 1, 0, 0, 0, 8, 0, 0)],
+          exec_prices=[88, 88, 88, 0])
+
+
+def test_adl_close_random_walk_is_a_contiguous_walk_and_seeded():
+    # Whatever the start, the walk takes 4 + 2 from two consecutive winners (cyclic creation
+    # order 7, 2, 4), and the same seed gives the same closes.
+    outs = []
+    for seed in (1, 1, 2, 3, 4, 5):
+        res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), policy="random_walk", seed=seed)
+        closes = [(e[2], e[5]) for e in engine_events(res) if e[1] == "adl_close"]
+        assert [e for e in rres.events if e[1] == "adl_close"] == [e for e in engine_events(res) if e[1] == "adl_close"]
+        order = [7, 2, 4]
+        first = order.index(closes[0][0])
+        assert closes == [(order[first], 4), (order[(first + 1) % 3], 2)]
+        outs.append(closes)
+    assert outs[0] == outs[1]
+    assert len({tuple(o) for o in outs}) > 1  # different seeds start at different winners
+
+
+def test_theta_one_closes_everything_and_leaves_the_fund():
+    # theta = 1: the last resort takes the whole deficit (20) although the pool holds 8:
+    # adl = ceil(10 * 20 / 20) = 10 lots, as in test_adl_close_whole_position_bankrupt_ends_at_zero;
+    # the pool keeps its 8. Deficit matching would have needed 20 - 8 = 12.
+    res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), theta=1.0)
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, adl_notional=900, adl_closes=3, accounts_touched=3),
+          balances={1: 0, 2: 140, 7: 140, 4: 1020}, pools=[8])
+    assert (engine_totals(res)["last_resort_needed"], engine_totals(res)["last_resort_planned"]) == (12, 20)
+
+
+def test_theta_one_haircut_keeps_the_fund():
+    # Haircut mode, theta 1: the executor takes all 10 at 88 (balance -20); nothing planned
+    # for the fund, the whole 20 is kept for the haircuts. Pro rata over profits 44, 44, 44, 18
+    # (W 150): 20 * 44 / 150 = 5 + 130/150 (x3), 20 * 18 / 150 = 2 + 60/150; 3 left -> 6, 6, 6, 2.
+    res, ex, rres, ref = run(adl_book(fund=8), MarketClose(MM, slippage_bps=100), mode="haircut", policy="pro_rata",
+                             theta=1.0)
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, haircut_total=20, accounts_touched=4),
+          balances={1: 0, 7: 94, 2: 94, 4: 994, 5: 48}, pools=[8])
+
+
+def test_theta_fund_pays_when_no_winner_is_left():
+    # one_long at 89 with a pool of 1000, haircut mode, theta 1: the -20 is kept for haircuts,
+    # but the only other account is the executor: nobody can pay, so the fund pays the 20
+    # instead of leaving bad debt.
+    res, ex, rres, ref = run(one_long(89, fund={0: 1000}), MarketClose(MM, slippage_bps=100), mode="haircut", theta=1.0)
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_used=20),
+          balances={1: 0}, pools=[980],
+          events=[("liquidation_fill", 1, 0, MM, -10, 880, 88, -1), ("fund_payment", 1, 0, 0, 0, 20, 0, 0)])
+
+
+def test_policy_options_are_checked():
+    ex, _ = build_both(adl_book(fund=8))
+    before = engine_state(ex)
+    bad = [dict(policy="capped_pro_rata"),  # needs cap
+           dict(policy="queue", cap=0.5), dict(policy="pro_rata", lot=2), dict(policy="queue", g="power:2"),
+           dict(policy="capped_pro_rata", cap=1.5), dict(policy="capped_pro_rata", cap=float("nan")),
+           dict(policy="min_max_lots", lot=0), dict(policy="min_max_lots", lot=-3), dict(policy="risk_aware", g="cubic"),
+           dict(policy="risk_aware", g="power:-1"), dict(theta=-0.1), dict(theta=2.0), dict(theta="half"),
+           dict(policy="random_walk", seed=-1), dict(policy="random_walk", seed=2**64), dict(policy="fair")]
+    for kw in bad:
+        with pytest.raises(InvalidInput):
+            ex.liquidate(executor=MarketClose(MM), exact=True, **kw)
+        assert engine_state(ex) == before, kw
+
+
 # ----------------------------------------------------------- partial, backstop
 
 def partial_book(fee):
@@ -432,7 +555,9 @@ def test_cascade_flat_winner_in_debt_reference():
     ex, ref = build_both(flat_debt_book())
     rres = ref.liquidate(MarketClose(MM, slippage_bps=100))
     assert rres.totals.as_dict() == dict(zero_totals(step=1, liquidated_accounts=1, deficit=110, adl_notional=900,
-                                                     adl_closes=1, haircut_total=10, accounts_touched=2))
+                                                     adl_closes=1, haircut_total=10, accounts_touched=2),
+                                          # no fund: deficit matching needs the whole deficit from the last resort
+                                          last_resort_needed=110, last_resort_planned=110)
     assert ref.balance(6) == 0 and ref.balance(5) == 990 and ref.balance(1) == 0
 
 

@@ -76,10 +76,30 @@ def draw_call(data):
     else:
         executor = MarketClose(MM if kind == "mm" else LIQ, slippage_bps=slip, partial=partial)
     mode = d(st.sampled_from(["close", "haircut"]))
-    policy = d(st.sampled_from(["queue", "pro_rata"] + (["funding_index"] if mode == "haircut" else [])))
+    policy = d(st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk"]
+                               + (["funding_index"] if mode == "haircut" else [])))
     ranking = d(st.sampled_from(["bitmex", "binance", "hyperliquid"]))
     adl_price = d(st.sampled_from(["bankruptcy", "mark", "previous_mark"]))
-    return dict(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price)
+    call = dict(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price)
+    theta = d(st.sampled_from(["deficit", "deficit", 0.0, 0.5, 1.0, 0.123]))
+    if theta != "deficit":
+        call["theta"] = theta
+    if policy == "capped_pro_rata" or (policy == "risk_aware" and d(st.booleans())):
+        call["cap"] = d(st.sampled_from([0.0, 0.1, 0.5, 1.0, 0.333]))
+    if policy == "risk_aware":
+        call["g"] = d(st.sampled_from(["linear", "power:2", "excess:1.5", "power:0"]))
+    if policy == "min_max_lots":
+        call["lot"] = d(st.sampled_from([1, 2, 3, 7]))
+    if policy == "random_walk":
+        call["seed"] = d(st.integers(0, 2**64 - 1))
+    return call
+
+
+def reference_call(call):
+    """liquidate()'s keywords in the reference's integer units."""
+    theta = call.get("theta", "deficit")
+    return dict(theta=-1 if theta == "deficit" else int(round(theta * R)), cap=int(round(call.get("cap", 1.0) * R)),
+                lot=call.get("lot", 1), g=call.get("g", "linear"), seed=call.get("seed", 0))
 
 
 def draw_crash(data, book):
@@ -149,7 +169,7 @@ def run_example(data, differential=True):
         before_eng = engine_state(ex)
         before_positions = {a: {m: p.size for m, p in acct.positions.items()} for a, acct in ref.accounts.items() if acct.positions}
         ref_before = copy.deepcopy(ref)
-        rres = ref.liquidate(call["executor"], call["mode"], call["policy"], call["ranking"], call["adl_price"])
+        rres = ref.liquidate(call["executor"], call["mode"], call["policy"], call["ranking"], call["adl_price"], **reference_call(call))
         ref.check_invariants()
         try:
             res = ex.liquidate(exact=True, **call)
@@ -188,7 +208,7 @@ def test_waterfall_properties(data):
     run_example(data, differential=False)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@settings(max_examples=80, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(st.data())
 def test_waterfall_equals_reference(data):
     """Differential: totals, state (balances, positions, pools, ledger, history, step) and events."""

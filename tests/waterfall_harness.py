@@ -81,7 +81,8 @@ def build_both(book: Book):
 # ------------------------------------------------------------------ read back
 
 TOTAL_FIELDS = ("step", "liquidated_accounts", "partial_liquidations", "deficit", "fund_used", "fund_fees",
-                "adl_notional", "adl_closes", "haircut_total", "accounts_touched", "bad_debt")
+                "adl_notional", "adl_closes", "haircut_total", "accounts_touched", "bad_debt", "last_resort_needed",
+                "last_resort_planned")
 
 
 def engine_totals(res) -> dict:
@@ -92,7 +93,7 @@ def engine_events(res) -> list[tuple]:
     e = res.events
     return [
         (int(e.step[i]), str(e.kind[i]), int(e.account[i]), int(e.market[i]), int(e.counterparty[i]),
-         int(e.size[i]), int(e.amount[i]), int(e.price[i]), int(e.pool[i]))
+         int(e.size[i]), int(e.amount[i]), int(e.price[i]), int(e.pool[i]), int(e.exec_price[i]))
         for i in range(len(e))
     ]
 

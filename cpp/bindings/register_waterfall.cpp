@@ -23,7 +23,8 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
   cls.def(
          "liquidate",
          [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
-            bool partial, int mode, int policy, int ranking, int adl_price) {
+            bool partial, int mode, int policy, int ranking, int adl_price, i64 theta, i64 cap, i64 lot,
+            const std::string& g, std::uint64_t seed) {
            WaterfallConfig c;
            c.executor.kind = enum_from<ExecutorKind>(executor_kind, 2, "executor");
            c.executor.account = executor_account;
@@ -32,9 +33,14 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            c.executor.impact_depth = impact_depth;
            c.executor.partial = partial;
            c.mode = enum_from<WaterfallMode>(mode, 2, "mode");
-           c.policy = enum_from<LastResortPolicy>(policy, 3, "policy");
+           c.policy = enum_from<LastResortPolicy>(policy, kLastResortPolicyCount, "policy");
            c.ranking = enum_from<Ranking>(ranking, 3, "ranking");
            c.adl_price = enum_from<AdlPrice>(adl_price, 3, "adl_price");
+           c.theta = theta;
+           c.cap = cap;
+           c.lot = lot;
+           c.g = parse_risk_function(g);
+           c.seed = seed;
            WaterfallResult r = locked(s, [&](Engine& e) { return e.liquidate(c); });
            py::dict ev;
            ev["step"] = to_numpy(std::move(r.events.step));
@@ -46,6 +52,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            ev["amount"] = to_numpy(std::move(r.events.amount));
            ev["price"] = to_numpy(std::move(r.events.price));
            ev["pool"] = to_numpy(std::move(r.events.pool));
+           ev["exec_price"] = to_numpy(std::move(r.events.exec_price));
            const WaterfallTotals& t = r.totals;
            py::dict tot;
            tot["step"] = t.step;
@@ -59,8 +66,14 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            tot["haircut_total"] = t.haircut_total;
            tot["accounts_touched"] = t.accounts_touched;
            tot["bad_debt"] = t.bad_debt;
+           tot["last_resort_needed"] = t.last_resort_needed;
+           tot["last_resort_planned"] = t.last_resort_planned;
            return py::make_tuple(ev, tot);
-         })
+         },
+         py::arg("executor_kind"), py::arg("executor_account"), py::arg("slippage_rate"), py::arg("impact_rate"),
+         py::arg("impact_depth"), py::arg("partial"), py::arg("mode"), py::arg("policy"), py::arg("ranking"),
+         py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
+         py::arg("g") = "linear", py::arg("seed") = 0)
       .def("adl_ranking",
            [](PyEngine& s, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");

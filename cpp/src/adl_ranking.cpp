@@ -11,7 +11,7 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
   const MarketState& mk = market_or_throw(m, "market", 0);
   if (mk.mark == 0 && !mk.accounts.empty())
     throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
-  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
+  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
   const std::size_t n = mk.accounts.size();
   AdlRankingReport r;
   r.account.resize(n);

@@ -92,10 +92,13 @@ MarginReport Engine::check_margin_values() {
 
 // Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
 // per-account columns when given.
-void Engine::revalue_all(MarginReport* out) {
+void Engine::revalue_all(MarginReport* out, StepMargins* step) {
   const std::size_t n = acc_id_.size();
   MarginReport dummy;
   MarginReport& r = out != nullptr ? *out : dummy;
+  i64* const step_balance = step != nullptr ? step->balance.data() : nullptr;
+  i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
+  i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
 
   // Per market constants. For a flat-rate market whose mark value and requirement per lot
   // fit in 64 bits, each position costs three 64x64->128 multiplies:
@@ -155,8 +158,14 @@ void Engine::revalue_all(MarginReport* out) {
         s = account_sums(static_cast<std::uint32_t>(a), false);  // tiered markets: the general path
       }
       acc.cache = s;
-      if (out == nullptr) continue;
+      if (out == nullptr && step_equity == nullptr) continue;
       const AccountMargin am = margin_from_sums(acc.balance, s);
+      if (step_equity != nullptr) {
+        step_balance[a] = acc.balance;
+        step_equity[a] = am.equity;
+        step_maintenance[a] = am.maintenance;
+      }
+      if (out == nullptr) continue;
       r.equity[a] = am.equity;
       r.maintenance[a] = am.maintenance;
       r.initial[a] = am.initial;
@@ -193,10 +202,26 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
   return r;
 }
 
+bool Engine::revalue_for_step(StepMargins& step) {
+  require_marks_for_open_positions();
+  std::size_t moved_positions = 0;
+  for (const MarketState& mk : markets_)
+    if (mk.mark != mk.valued_mark) moved_positions += mk.accounts.size();
+  if (live_positions_ >= kFullPassMinPositions && moved_positions * kFullPassShare > live_positions_) {
+    step.balance.resize(acc_id_.size());
+    step.equity.resize(acc_id_.size());
+    step.maintenance.resize(acc_id_.size());
+    revalue_all(nullptr, &step);
+    return true;
+  }
+  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
+  return false;
+}
+
 // Brings the cached sums of every market whose mark moved (and of the requested ones) to
 // the current marks; returns the sorted accounts holding a position in any of them.
 std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out,
-                                                         bool* used_full_pass) {
+                                                         bool* used_full_pass, bool collect) {
   // An account exposed to a revalued market may hold any other market too: every market
   // with positions needs a mark, as in the full check.
   require_marks_for_open_positions();
@@ -250,9 +275,10 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
       }
       mk.valued_mark = mk.mark;
     }
-    touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
+    if (collect) touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
     ++lists;
   }
+  if (!collect) return touched;
   if (lists > 1) {
     // several lists: a mark per account gives the sorted union in O(accounts + positions)
     std::vector<std::uint8_t> seen(acc_id_.size(), 0);

@@ -19,6 +19,25 @@ i64 clamp_i64(i128 v) {
 }
 // Leverage is capped so that an account with no equity left still ranks finitely.
 constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
+// The same cap for the risk-aware policy's leverage, in the allocation kernel's 1e-8 units.
+constexpr i64 kMaxAllocLeverage = i64{1'000'000} * kAllocRateScale;
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+AllocPolicy kernel_policy(LastResortPolicy p) {
+  switch (p) {
+    case LastResortPolicy::CappedProRata: return AllocPolicy::CappedProRata;
+    case LastResortPolicy::RiskAware: return AllocPolicy::RiskAware;
+    case LastResortPolicy::MinMaxLots: return AllocPolicy::MinMaxLots;
+    case LastResortPolicy::RandomWalk: return AllocPolicy::RandomWalk;
+    default: return AllocPolicy::ProRata;
+  }
+}
 
 struct QueueEntry {
   i64 score;
@@ -121,6 +140,13 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
 class WaterfallRun {
  public:
   WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
+  // Start-of-step margins already computed by the step's revaluation pass (moved in).
+  void use_start_margins(Engine::StepMargins&& m) {
+    start_balance_ = std::move(m.balance);
+    start_equity_ = std::move(m.equity);
+    start_maintenance_ = std::move(m.maintenance);
+    have_start_margins_ = true;
+  }
 
   WaterfallResult run();
   void restore();
@@ -150,7 +176,9 @@ class WaterfallRun {
   std::vector<Closing> closings(std::uint32_t a, bool with_executor);
   i64 pay_from_fund(std::uint32_t a, MarketId m, i64 wanted);
   void charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus);
-  void settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned);
+  // `reserved`: part of the debt kept for the haircuts even if the fund could pay it (a fixed
+  // theta in haircut mode).
+  void settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned, i64 reserved = 0);
   void settle_flat(std::uint32_t a);
   void credit(std::uint32_t a, MarketId m, i64 amount);
   void mark_winner(std::uint32_t b) {
@@ -158,7 +186,28 @@ class WaterfallRun {
     winner_touched_[b] = 1;
     if (!counted_[b]) { counted_[b] = 1; ++result_.totals.accounts_touched; }
   }
-  i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value);
+  i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price);
+  // Closes the bankrupt position's lots against the chosen winners (winner, lots) and splits
+  // `value` over them by lots. Returns the lots closed.
+  i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                      const std::vector<std::pair<std::uint32_t, i64>>& takes);
+  // Opposite-side winners of market m (not account a), in account creation order, with their
+  // sizes (lots) and ids.
+  void opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                        std::vector<i64>& ids);
+  // Close mode with a shared policy (everything but the queue): the round's ADL demand per
+  // market and side is allocated at once, then handed to the bankrupt positions in order.
+  bool batched_adl() const { return cfg_.mode == WaterfallMode::Close && cfg_.policy != LastResortPolicy::Queue; }
+  void run_round_adl();
+  // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
+  // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
+  std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
+                                      MarketId m);
+  bool uses_kernel() const {
+    return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
+           cfg_.policy != LastResortPolicy::FundingIndex;
+  }
+  bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
   i64 haircut(MarketId m, i64 amount);
   void resolve_pending_haircuts();
   std::vector<QueueEntry>& queue(MarketId m, int side);
@@ -170,7 +219,8 @@ class WaterfallRun {
   WaterfallResult result_;
   std::uint32_t exec_account_ = AccountIndex::kNone;
   std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
-  std::vector<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
+  column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
+  bool have_start_margins_ = false;
   std::vector<std::uint8_t> backed_up_;
   std::vector<std::uint8_t> winner_touched_;  // this round: candidates for the cascade
   std::vector<std::uint8_t> counted_;         // this step: for accounts_touched
@@ -186,7 +236,22 @@ class WaterfallRun {
     i64 amount;
   };
   std::vector<Pending> pending_;  // deficits left for this round's haircuts
+  struct AdlDemand {  // lots of a bankrupt position waiting for the round's shared ADL
+    std::uint32_t account;
+    MarketId m;
+    int sign;  // of the bankrupt position
+    i64 lots, value, exec_price;
+  };
+  struct DeferredSettlement {  // an account whose settlement waits for the round's ADL
+    std::uint32_t account;
+    std::vector<Closing> closings;
+    std::vector<i64> fund_planned;
+    i64 reserved;
+  };
+  std::vector<AdlDemand> demands_;
+  std::vector<DeferredSettlement> deferred_;
   int rounds_ = 0;
+  std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
 };
 
 void WaterfallRun::touch(std::uint32_t a) {
@@ -317,61 +382,57 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
 
 // Closes `lots` of account a's position in m against opposite-side winners; the account
 // receives `value` in total (signed like its position). Returns the lots closed.
-i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value) {
+void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                                    std::vector<i64>& ids) {
+  who.clear();
+  w.clear();
+  ids.clear();
+  for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
+    if (!eligible_winner(b) || b == a) continue;
+    const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
+    if ((qb > 0) == (sign > 0)) continue;
+    who.push_back(b);
+  }
+  // creation order, so the split does not depend on the market list's internal order
+  std::sort(who.begin(), who.end());
+  for (std::uint32_t b : who) {
+    w.push_back(abs64(e_.pos_size_[e_.find_slot(b, m)]));
+    ids.push_back(e_.acc_id_[b]);
+  }
+}
+
+// Closes `lots` of account a's position in m against opposite-side winners taken from the
+// ADL queue; the account receives `value` in total (signed like its position). Returns the
+// lots closed.
+i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>> takes;  // (winner, lots)
-  if (cfg_.policy == LastResortPolicy::ProRata) {
-    std::vector<std::uint32_t> who;
-    std::vector<i64> w;
-    for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
-      if (!eligible_winner(b) || b == a) continue;
-      const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
-      if ((qb > 0) == (sign > 0)) continue;
-      who.push_back(b);
-      w.push_back(abs64(qb));
-    }
-    // creation order, so the split does not depend on the market list's internal order
-    std::vector<std::size_t> order(who.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return who[x] < who[y]; });
-    std::vector<std::uint32_t> who_sorted(who.size());
-    std::vector<i64> w_sorted(who.size()), ids(who.size());
-    i128 available = 0;
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      who_sorted[i] = who[order[i]];
-      w_sorted[i] = w[order[i]];
-      ids[i] = e_.acc_id_[who_sorted[i]];
-      available += w_sorted[i];
-    }
-    who.swap(who_sorted);
-    w.swap(w_sorted);
-    const i64 budget = static_cast<i64>(std::min<i128>(lots, available));  // fewer winner lots: the executor takes the rest
-    const std::vector<i64> x = allocate_capped_pro_rata(budget, w, w, ids);
-    for (std::size_t i = 0; i < who.size(); ++i)
-      if (x[i] > 0) takes.push_back({who[i], x[i]});
-  } else {
-    std::vector<QueueEntry>& heap = queue(m, -sign);
-    i64 left = lots;
-    std::vector<QueueEntry> put_back;
-    while (left > 0 && !heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), QueueOrder{});
-      const QueueEntry top = heap.back();
-      heap.pop_back();
-      if (!eligible_winner(top.account)) continue;
-      const std::uint32_t s = e_.find_slot(top.account, m);
-      if (s == Engine::kNoSlot || (e_.pos_size_[s] > 0) == (sign > 0)) continue;
-      const i64 take = std::min(left, abs64(e_.pos_size_[s]));
-      takes.push_back({top.account, take});
-      left -= take;
-      if (take < abs64(e_.pos_size_[s])) put_back.push_back(top);  // keeps its place for the next event
-    }
-    for (const QueueEntry& qe : put_back) {
-      heap.push_back(qe);
-      std::push_heap(heap.begin(), heap.end(), QueueOrder{});
-    }
+  std::vector<QueueEntry>& heap = queue(m, -sign);
+  i64 left = lots;
+  std::vector<QueueEntry> put_back;
+  while (left > 0 && !heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), QueueOrder{});
+    const QueueEntry top = heap.back();
+    heap.pop_back();
+    if (!eligible_winner(top.account)) continue;
+    const std::uint32_t s = e_.find_slot(top.account, m);
+    if (s == Engine::kNoSlot || (e_.pos_size_[s] > 0) == (sign > 0)) continue;
+    const i64 take = std::min(left, abs64(e_.pos_size_[s]));
+    takes.push_back({top.account, take});
+    left -= take;
+    if (take < abs64(e_.pos_size_[s])) put_back.push_back(top);  // keeps its place for the next event
   }
+  for (const QueueEntry& qe : put_back) {
+    heap.push_back(qe);
+    std::push_heap(heap.begin(), heap.end(), QueueOrder{});
+  }
+  return apply_adl_takes(a, m, sign, lots, value, exec_price, takes);
+}
+
+i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                                  const std::vector<std::pair<std::uint32_t, i64>>& takes) {
   i64 closed = 0;
   for (const auto& t : takes) closed += t.second;
   if (closed == 0) return 0;
@@ -391,11 +452,128 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value) {
     adl_log_.push_back({b, m});
     mark_winner(b);
     const i64 px = clamp_i64(static_cast<i128>(abs64(v)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
-    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -v, px, -1);
+    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -v, px, -1, exec_price);
     result_.totals.adl_notional += abs64(v);
     ++result_.totals.adl_closes;
   }
   return closed;
+}
+
+void WaterfallRun::run_round_adl() {
+  if (demands_.empty()) return;
+  // one allocation per market and side (markets ascending, long bankrupt positions first);
+  // within a group the demands keep their liquidation order
+  std::vector<std::size_t> order(demands_.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    const AdlDemand &dx = demands_[x], &dy = demands_[y];
+    return dx.m != dy.m ? dx.m < dy.m : dx.sign > dy.sign;
+  });
+  std::vector<std::uint32_t> who;
+  std::vector<i64> w, ids;
+  std::vector<std::pair<std::uint32_t, i64>> takes;
+  for (std::size_t g = 0; g < order.size();) {
+    std::size_t end = g;
+    i128 total = 0;
+    const MarketId m = demands_[order[g]].m;
+    const int sign = demands_[order[g]].sign;
+    while (end < order.size() && demands_[order[end]].m == m && demands_[order[end]].sign == sign) total += demands_[order[end++]].lots;
+    opposite_winners(AccountIndex::kNone, m, sign, who, w, ids);
+    i128 available = 0;
+    for (i64 v : w) available += v;
+    const i64 budget = static_cast<i64>(std::min(total, available));  // fewer winner lots: the executor takes the rest
+    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m) : allocate_capped_pro_rata(budget, w, w, ids);
+    // hand the winners' lots (creation order) to the demands (liquidation order)
+    std::size_t wi = 0;
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+    for (; g < end; ++g) {
+      const AdlDemand& d = demands_[order[g]];
+      takes.clear();
+      i64 left = d.lots;
+      while (left > 0 && wi < who.size()) {
+        if (x[wi] == 0) {
+          ++wi;
+          continue;
+        }
+        const i64 t = std::min(left, x[wi]);
+        takes.push_back({who[wi], t});
+        x[wi] -= t;
+        left -= t;
+      }
+      const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.exec_price, takes);
+      const i64 rest = d.lots - closed;
+      if (rest > 0) {  // the executor takes what the winners could not
+        const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
+        fill(d.account, m, -d.sign * rest, cash);
+        fill(exec_account_, m, d.sign * rest, -cash);
+        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_], -d.sign * rest,
+                           cash, d.exec_price, -1, d.exec_price);
+      }
+    }
+  }
+  demands_.clear();
+  for (DeferredSettlement& ds : deferred_) settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  deferred_.clear();
+}
+
+std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who,
+                                                  const std::vector<i64>& capacity, MarketId m) {
+  if (who.empty() || budget == 0) return std::vector<i64>(who.size(), 0);
+  AllocRequest<i64> req;
+  req.policy = kernel_policy(cfg_.policy);
+  req.budget = budget;
+  req.capacity = capacity;
+  req.clip = true;  // a policy that cannot raise the whole budget takes what it can; the rest falls through
+  const std::vector<i64> cap{cfg_.cap};
+  std::vector<i64> leverage;
+  switch (cfg_.policy) {
+    case LastResortPolicy::CappedProRata:
+      req.cap = cap;
+      break;
+    case LastResortPolicy::RiskAware: {
+      // leverage of the winner's position: its notional at mark over its account's equity at
+      // the start of the step (1e-8 units), capped like the ranking scores' leverage
+      const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+      leverage.resize(who.size());
+      for (std::size_t i = 0; i < who.size(); ++i) {
+        const std::uint32_t s = e_.find_slot(who[i], m);
+        const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
+        const i64 eq = start_equity_[who[i]];
+        leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq)) : kMaxAllocLeverage;
+      }
+      req.leverage = leverage;
+      req.cap = cap;
+      req.g = cfg_.g;
+      break;
+    }
+    case LastResortPolicy::MinMaxLots:
+      req.lot = cfg_.lot;
+      break;
+    case LastResortPolicy::RandomWalk:
+      // a fresh, reproducible start for every allocation of the step
+      req.seed = splitmix64(splitmix64(splitmix64(cfg_.seed) ^ static_cast<std::uint64_t>(e_.step_)) ^
+                            (static_cast<std::uint64_t>(m) | (random_walks_ << 16)));
+      ++random_walks_;
+      break;
+    default:
+      break;
+  }
+  std::vector<i64> x = allocate(req);
+  if (cfg_.policy == LastResortPolicy::MinMaxLots) {
+    // Whole lots may overshoot the budget by less than one lot: the winner with the largest
+    // fraction taken (ties: first) gives the excess back, so exactly the budget is taken.
+    i128 sum = 0;
+    for (i64 v : x) sum += v;
+    if (sum > budget) {
+      std::size_t top = x.size();
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (x[i] == 0) continue;
+        if (top == x.size() || static_cast<i128>(x[i]) * capacity[top] > static_cast<i128>(x[top]) * capacity[i]) top = i;
+      }
+      x[top] -= static_cast<i64>(sum - budget);
+    }
+  }
+  return x;
 }
 
 // Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than
@@ -427,6 +605,23 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[s]) : c);
     ids.push_back(e_.acc_id_[b]);
   }
+  if (uses_kernel()) {  // the kernel breaks ties by position: give it creation order
+    std::vector<std::size_t> order(who.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return who[x] < who[y]; });
+    std::vector<std::uint32_t> who2(who.size());
+    std::vector<i64> cap2(who.size()), weight2(who.size()), ids2(who.size());
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      who2[i] = who[order[i]];
+      cap2[i] = cap[order[i]];
+      weight2[i] = weight[order[i]];
+      ids2[i] = ids[order[i]];
+    }
+    who.swap(who2);
+    cap.swap(cap2);
+    weight.swap(weight2);
+    ids.swap(ids2);
+  }
   i128 capacity = 0;
   for (i64 c : cap) capacity += c;
   const i64 budget = static_cast<i64>(std::min<i128>(amount, capacity));
@@ -445,6 +640,8 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
         x[o.account] = std::min(left, cap[o.account]);
         left -= x[o.account];
       }
+    } else if (uses_kernel()) {
+      x = allocate_by_policy(budget, who, cap, m);
     } else {
       x = allocate_capped_pro_rata(budget, weight, cap, ids);
     }
@@ -485,7 +682,8 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
     const i64 cash = -e_.value_money(mk, dq, c.exec_price);
     fill(a, c.m, dq, cash);
     fill(exec_account_, c.m, -dq, -cash);
-    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash, c.exec_price, -1);
+    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash, c.exec_price, -1,
+                       c.exec_price);
     const i64 fee_cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
@@ -520,7 +718,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       fill(exec_account_, c.m, c.q, -c.bk_value);
       const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
       const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.scale_s_ / (static_cast<i128>(abs64(c.q)) * mk.pow10k));
-      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px, -1);
+      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px, -1, px);
     }
     return;
   }
@@ -534,7 +732,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   if (total_deficit > 0) result_.totals.deficit += static_cast<i64>(total_deficit);
 
   // Plan: surplus positions offset deficits first, then each market's pool, then the last resort.
-  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0);
+  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0), fund_matching(cl.size(), 0);
   if (total_deficit > 0) {
     i128 offset = surplus;
     for (std::size_t i = 0; i < cl.size(); ++i) {
@@ -543,11 +741,23 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       offset -= use;
       const i64 rest = cl[i].deficit - use;
       const int pool = e_.markets_[static_cast<std::size_t>(cl[i].m)].pool;
-      i64 avail = e_.insurance_.available(pool);
+      const i64 avail0 = e_.insurance_.available(pool);
+      i64 avail = avail0, avail_matching = avail0;
       for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
-        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
+        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) {
+          avail -= fund_planned[j];
+          avail_matching -= fund_matching[j];
+        }
+      // what deficit matching would have asked the fund for (for last_resort_needed)
+      fund_matching[i] = std::max<i64>(0, std::min(rest, avail_matching));
+      result_.totals.last_resort_needed += rest - fund_matching[i];
       fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
+      if (fixed_theta()) {  // the last resort takes at least theta of the deficit
+        const i64 share = static_cast<i64>(ceil_div(static_cast<i128>(rest) * cfg_.theta, kRateScale));
+        fund_planned[i] = std::min(fund_planned[i], rest - share);
+      }
       last_resort[i] = rest - fund_planned[i];
+      result_.totals.last_resort_planned += last_resort[i];
       if (cfg_.mode == WaterfallMode::Close && last_resort[i] > 0)
         adl_lots[i] = static_cast<i64>(std::min<i128>(abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
     }
@@ -567,24 +777,35 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
         const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
         adl_value = e_.value_money(mk, sign * adl_lots[i], px);
       }
-      adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value);
+      if (batched_adl())  // the lots stay open until the round's shared ADL
+        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, c.exec_price});
+      else
+        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, c.exec_price);
     }
     const i64 exec_lots = abs64(c.q) - adl_lots[i];
     if (exec_lots > 0) {
       const i64 cash = e_.value_money(mk, sign * exec_lots, c.exec_price);
       fill(a, c.m, -sign * exec_lots, cash);
       fill(exec_account_, c.m, sign * exec_lots, -cash);
-      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots, cash, c.exec_price, -1);
+      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots, cash, c.exec_price,
+                         -1, c.exec_price);
     }
   }
 
-  settle(a, cl, fund_planned);
+  i64 reserved = 0;
+  if (fixed_theta() && cfg_.mode == WaterfallMode::Haircut)
+    for (i64 v : last_resort) reserved += v;
+  if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
+    deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
+    return;
+  }
+  settle(a, cl, fund_planned, reserved);
 }
 
 // Settlement of a flat account: its balance is its surplus (the fund takes the fee) or its
 // deficit (the fund pays what is planned, then whatever it can, then winners of the
 // account's markets are haircut; what nobody can cover is bad debt).
-void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned) {
+void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned, i64 reserved) {
   if (e_.acc_[a].balance > 0) {
     charge_fee(a, cl, e_.acc_[a].balance);
     return;
@@ -593,7 +814,9 @@ void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const
     if (i < fund_planned.size() && fund_planned[i] > 0) pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
   // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
   // then (at the end of the round) winners of the market that caused most of it.
-  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i) pay_from_fund(a, cl[i].m, -e_.acc_[a].balance);
+  reserved = std::min(reserved, std::max<i64>(0, -e_.acc_[a].balance));
+  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance + reserved < 0; ++i)
+    pay_from_fund(a, cl[i].m, -e_.acc_[a].balance - reserved);
   if (e_.acc_[a].balance < 0) {
     std::size_t worst = 0;
     for (std::size_t i = 1; i < cl.size(); ++i)
@@ -630,6 +853,8 @@ void WaterfallRun::resolve_pending_haircuts() {
       extra -= pay;
       p.amount -= pay;
       if (pay > 0) credit(p.account, -1, pay);
+      // a fixed theta kept this debt from the fund; with the winners exhausted, the fund pays
+      if (p.amount > 0 && fixed_theta()) p.amount -= pay_from_fund(p.account, p.market, p.amount);
       if (p.amount > 0) {
         result_.events.add(e_.step_, EventKind::BadDebt, e_.acc_id_[p.account], -1, 0, 0, p.amount, 0, -1);
         result_.totals.bad_debt += p.amount;
@@ -677,22 +902,24 @@ WaterfallResult WaterfallRun::run() {
     const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
     return l != r ? l > r : x.id < y.id;
   };
-  start_balance_.resize(n);
-  for (std::size_t a = 0; a < n; ++a) start_balance_[a] = e_.acc_[a].balance;
-  start_equity_.resize(n);
-  start_maintenance_.resize(n);
-  detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
-    for (std::size_t a = b; a < end; ++a) {
-      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-      start_equity_[a] = am.equity;
-      start_maintenance_[a] = am.maintenance;
-    }
-  });
+  if (!have_start_margins_) {
+    start_balance_.resize(n);
+    start_equity_.resize(n);
+    start_maintenance_.resize(n);
+    detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+      for (std::size_t a = b; a < end; ++a) {
+        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+        start_balance_[a] = e_.acc_[a].balance;
+        start_equity_[a] = am.equity;
+        start_maintenance_[a] = am.maintenance;
+      }
+    });
+  }
   // The first round's candidates come straight from the start-of-step margins: accounts with
   // positions below maintenance (a flat account's old debt is not this step's to settle).
   std::vector<std::uint32_t> checked;
-  for (std::uint32_t a = 0; a < n; ++a)
-    if (e_.acc_[a].count > 0 && start_equity_[a] < start_maintenance_[a]) checked.push_back(a);
+  for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
+    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0) checked.push_back(a);
   bool first_round = true;
   while (!checked.empty()) {
     std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
@@ -714,6 +941,7 @@ WaterfallResult WaterfallRun::run() {
     for (const Candidate& c : work) excluded_[c.a] = 1;
     adl_log_.clear();
     for (const Candidate& c : work) liquidate_account(c.a);
+    run_round_adl();
     resolve_pending_haircuts();
     // a cascade: winners the step deleveraged or haircut may now be liquidatable themselves
     checked.clear();
@@ -733,13 +961,23 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
     throw InvalidInput("executor.slippage must be between 0 and 1");
   if (config.executor.impact_rate < 0 || config.executor.impact_depth < 0)
     throw InvalidInput("executor.impact must not be negative");
+  if (config.theta != kThetaDeficit && (config.theta < 0 || config.theta > kRateScale))
+    throw InvalidInput("theta must be 'deficit' or between 0 and 1 (got " + std::to_string(config.theta) + " x 1e-8)");
+  if (config.cap < 0 || config.cap > kRateScale)
+    throw InvalidInput("cap must be between 0 and 1 (got " + std::to_string(config.cap) + " x 1e-8)");
+  if (config.lot <= 0) throw InvalidInput("lot must be positive (got " + std::to_string(config.lot) + ")");
+  if (!(config.g.param >= 0 && config.g.param < 1e300)) throw InvalidInput("g: the parameter must be a finite number >= 0");
+  if (config.mode == WaterfallMode::Close && config.policy == LastResortPolicy::FundingIndex)
+    throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
   account_index_or_throw(config.executor.account, "executor.account", 0);
   require_marks_for_open_positions();
-  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
+  StepMargins start;
+  const bool have_margins = revalue_for_step(start);
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
   WaterfallRun run(*this, config);
+  if (have_margins) run.use_start_margins(std::move(start));
   try {
     WaterfallResult r = run.run();
     insurance_.close_step(step_);

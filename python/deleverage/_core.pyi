@@ -72,6 +72,11 @@ class Engine:
         policy: int,
         ranking: int,
         adl_price: int,
+        theta: int = -1,
+        cap: int = 100_000_000,
+        lot: int = 1,
+        g: str = "linear",
+        seed: int = 0,
     ) -> tuple[dict[str, np.ndarray], dict[str, int]]: ...
     def adl_ranking(self, market: int, ranking: int) -> dict[str, np.ndarray]: ...
     def give_market_own_pool(self, market: int) -> int: ...

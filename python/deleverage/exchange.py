@@ -30,6 +30,16 @@ _NO_TIER_AMOUNT = -1
 _NO_CAP = np.iinfo(np.int64).max
 
 
+def _fraction_units(value: Any, field: str) -> int:
+    """A fraction in [0, 1] -> integer units of 1e-8 (nearest), or InvalidInput naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {value!r})")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or v > 1:
+        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {value!r})")
+    return int(round(v * 100_000_000))
+
+
 class Exchange:
     """Exchange state: markets, accounts with cross-margined positions, marks.
 
@@ -337,6 +347,11 @@ class Exchange:
         policy: str = "queue",
         ranking: str = "bitmex",
         adl_price: str = "bankruptcy",
+        theta: Union[str, float] = "deficit",
+        cap: Optional[float] = None,
+        lot: Optional[float] = None,
+        g: str = "linear",
+        seed: int = 0,
         exact: bool = False,
     ) -> WaterfallResult:
         """Run one waterfall step over every liquidatable account, worst margin ratio first.
@@ -350,18 +365,46 @@ class Exchange:
         * ``mode="close"``: the part of the position the fund cannot cover is closed against
           opposite-side positions at the bankruptcy price (``adl_price`` may be ``"mark"`` or
           ``"previous_mark"``; the gap to the bankruptcy value then goes to the fund, then to
-          haircuts). ``policy="queue"`` walks the ADL queue ordered by ``ranking``
-          (``"bitmex"``, ``"binance"``, ``"hyperliquid"``); ``policy="pro_rata"`` closes every
-          opposite position in proportion to its size.
+          haircuts). The policy splits the lots to close over the opposite-side positions
+          (capacity = position size in lots).
         * ``mode="haircut"``: the executor fills anyway and the remaining deficit is taken
-          from winners' positive unrealized PnL in the same market: ``"queue"`` in ranking
-          order, ``"pro_rata"`` in proportion to profit, or ``"funding_index"`` from all open
-          interest, longs and shorts, in proportion to size (Drift, Mango).
+          from winners' positive unrealized PnL in the same market (capacity = that profit,
+          never more than the account's equity).
+
+        Policies (formulas in :func:`deleverage.allocate` and docs/waterfall.md):
+        ``"queue"`` walks the ADL queue ordered by ``ranking`` (``"bitmex"``, ``"binance"``,
+        ``"hyperliquid"``); ``"pro_rata"`` in proportion to capacity; ``"capped_pro_rata"``
+        the same with nobody losing more than ``cap`` (a fraction) of its capacity;
+        ``"risk_aware"`` in proportion to capacity x leverage x ``g(leverage)`` (leverage = the
+        position's notional over its account's equity at the start of the step; ``g`` is
+        ``"linear"``, ``"power:k"`` or ``"excess:l0"``), capped by ``cap``;
+        ``"min_max_lots"`` in whole lots of ``lot`` minimising the largest fraction taken
+        (``lot``: an integer number of the market's lots in close mode, quote currency in
+        haircut mode; the winner with the largest fraction gives back the part of its last
+        lot beyond what is needed); ``"random_walk"`` (dYdX v4) walks winners in account
+        creation order from a start drawn from ``seed``, the step and the market;
+        ``"funding_index"`` (haircut mode only) spreads the deficit over all open interest,
+        longs and shorts, in proportion to size (Drift, Mango).
+
+        ``theta`` is the severity: ``"deficit"`` (deficit matching, the default) sends to the
+        last resort only what the insurance fund cannot pay; a number in [0, 1] sends at least
+        that share of every bankrupt position's deficit to the last resort even when the fund
+        could pay it (1 = the fund is never used for it). ``result.totals.last_resort_needed``
+        is what deficit matching would have needed, for measuring the overshoot.
 
         Winners are never accounts being liquidated in the same step, nor the executor's
         account; flat accounts never pay. Winners pushed below maintenance are liquidated in
         the same step. The call is atomic. See docs/waterfall.md for the exact procedure.
         """
+        args = self._waterfall_args(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
+                                    theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact)
+        raw, totals = self._engine.liquidate(**args)
+        return self._waterfall_result(raw, totals, exact)
+
+    def _waterfall_args(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
+                        adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
+                        lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False) -> dict[str, Any]:
+        """Checks liquidate()'s keywords and returns the engine's integer configuration."""
         if isinstance(executor, MarketClose):
             kind, account = 0, executor.counterparty
             slip = int(round(executor.slippage_bps * 10_000))
@@ -380,9 +423,32 @@ class Exchange:
             codes.append(allowed.index(value))
         if mode == "close" and policy == "funding_index":
             raise InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'")
+        theta_units = -1 if isinstance(theta, str) and theta == "deficit" else _fraction_units(theta, "theta")
+        if cap is not None and policy not in ("capped_pro_rata", "risk_aware"):
+            raise InvalidInput(f"cap is not used by policy {policy!r} (only capped_pro_rata and risk_aware)")
+        if policy == "capped_pro_rata" and cap is None:
+            raise InvalidInput("policy 'capped_pro_rata' needs cap: the largest fraction of its capacity a winner may lose")
+        cap_units = 100_000_000 if cap is None else _fraction_units(cap, "cap")
+        if lot is not None and policy != "min_max_lots":
+            raise InvalidInput(f"lot is not used by policy {policy!r} (only min_max_lots)")
+        lot_units = 1
+        if lot is not None:
+            if mode == "close" or exact:
+                lot_units = int(cv.integers(lot, "lot")[0])
+            else:
+                lot_units = int(cv.to_fixed(lot, self._money_decimals, "lot", exact=False, on_grid=False)[0])
+            if lot_units <= 0:
+                raise InvalidInput(f"lot must be positive (got {lot!r})")
+        if not isinstance(g, str):
+            raise InvalidInput(f"g must be a string: 'linear', 'power:k' or 'excess:l0' (got {g!r})")
+        if g != "linear" and policy != "risk_aware":
+            raise InvalidInput(f"g is not used by policy {policy!r} (only risk_aware)")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+            raise InvalidInput(f"seed must be an integer in [0, 2**64) (got {seed!r})")
         acc = int(cv.integers(account, "executor account")[0])
-        raw, totals = self._engine.liquidate(kind, acc, slip, impact_rate, depth, partial, *codes)
-        return self._waterfall_result(raw, totals, exact)
+        return dict(executor_kind=kind, executor_account=acc, slippage_rate=slip, impact_rate=impact_rate,
+                    impact_depth=depth, partial=partial, mode=codes[0], policy=codes[1], ranking=codes[2],
+                    adl_price=codes[3], theta=theta_units, cap=cap_units, lot=lot_units, g=g, seed=int(seed))
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool) -> WaterfallResult:
         kind = np.array(EVENT_KINDS, dtype=object)[raw["kind"]] if len(raw["kind"]) else np.array([], dtype=object)
@@ -397,9 +463,15 @@ class Exchange:
             price = cv.from_fixed(price, pd_)
             price[raw["price"] == 0] = np.nan
             amount = cv.from_fixed(amount, self._money_decimals)
-        events = EventTable(raw["step"], kind, raw["account"], mk, raw["counterparty"], size, amount, price, raw["pool"], exact)
+        exec_price = raw["exec_price"]
+        if not exact:
+            exec_price = cv.from_fixed(exec_price, pd_)
+            exec_price[raw["exec_price"] == 0] = np.nan
+        events = EventTable(raw["step"], kind, raw["account"], mk, raw["counterparty"], size, amount, price, raw["pool"],
+                            exec_price, exact)
         scale = 1 if exact else 10**self._money_decimals
-        money = ("deficit", "fund_used", "fund_fees", "adl_notional", "haircut_total", "bad_debt")
+        money = ("deficit", "fund_used", "fund_fees", "adl_notional", "haircut_total", "bad_debt", "last_resort_needed",
+                 "last_resort_planned")
         values: dict[str, Any] = {k: (v if exact or k not in money else v / scale) for k, v in totals.items()}
         return WaterfallResult(events, WaterfallTotals(**values, exact=exact))
 

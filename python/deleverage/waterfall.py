@@ -12,7 +12,8 @@ from .reports import _Table
 EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
                "adl_close", "haircut", "bad_debt", "socialized_credit")
 MODES = ("close", "haircut")
-POLICIES = ("queue", "pro_rata", "funding_index")
+# Index = the engine's LastResortPolicy code; funding_index is haircut-only.
+POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 
@@ -28,6 +29,8 @@ class EventTable(_Table):
     ``counterparty``); haircut (winner ``account`` pays ``-amount`` to ``counterparty``);
     bad_debt (``amount`` left uncovered). Sizes in base units, money in quote currency,
     prices in quote (NaN when not a fill) — or lots, units and ticks when ``exact``.
+    ``exec_price``: on fills, the fill price; on adl_close rows, the executor's price for the
+    bankrupt position, i.e. what those lots would have filled at without ADL (NaN / 0 elsewhere).
     """
 
     step: np.ndarray
@@ -39,6 +42,7 @@ class EventTable(_Table):
     amount: np.ndarray
     price: np.ndarray
     pool: np.ndarray
+    exec_price: np.ndarray
     exact: bool = False
 
     def __repr__(self) -> str:
@@ -64,6 +68,10 @@ class WaterfallTotals:
     haircut_total: float  #: taken from winners in haircut mode
     accounts_touched: int  #: distinct winners deleveraged or haircut
     bad_debt: float  #: left uncovered (0 unless every winner is exhausted)
+    #: what the last resort had to raise under deficit matching (per position, the deficit the
+    #: fund could not have paid); a fixed ``theta`` may send more to the last resort
+    last_resort_needed: float = 0.0
+    last_resort_planned: float = 0.0  #: what the step's plans sent to the last resort
     exact: bool = False
 
 

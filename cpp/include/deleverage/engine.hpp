@@ -229,9 +229,19 @@ class Engine {
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+  // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
+  // market (sorted) unless `collect` is false (callers that only need the caches current).
   std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out = nullptr,
-                                                   bool* used_full_pass = nullptr);
-  void revalue_all(MarginReport* out);
+                                                   bool* used_full_pass = nullptr, bool collect = true);
+  // Every account's balance, equity and maintenance at the start of a waterfall step.
+  struct StepMargins {
+    column<i64> balance, equity, maintenance;
+  };
+  // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
+  void revalue_all(MarginReport* out, StepMargins* step = nullptr);
+  // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
+  // the pass also fills `step` and this returns true.
+  bool revalue_for_step(StepMargins& step);
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
 

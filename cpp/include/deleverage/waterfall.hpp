@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "deleverage/allocate.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/market.hpp"
 
@@ -24,7 +25,19 @@ struct ExecutorSpec {
 };
 
 enum class WaterfallMode : std::uint8_t { Close = 0, Haircut = 1 };
-enum class LastResortPolicy : std::uint8_t { Queue = 0, ProRata = 1, FundingIndex = 2 };
+// Who pays the last resort (docs/waterfall.md section 5 and 6). FundingIndex is haircut-only.
+enum class LastResortPolicy : std::uint8_t {
+  Queue = 0,
+  ProRata = 1,
+  FundingIndex = 2,
+  CappedProRata = 3,
+  RiskAware = 4,
+  MinMaxLots = 5,
+  RandomWalk = 6,
+};
+inline constexpr int kLastResortPolicyCount = 7;
+// Severity: -1 = deficit-matching (the last resort takes only what the fund cannot pay).
+inline constexpr i64 kThetaDeficit = -1;
 enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
 enum class AdlPrice : std::uint8_t { Bankruptcy = 0, Mark = 1, PreviousMark = 2 };
 
@@ -34,6 +47,17 @@ struct WaterfallConfig {
   LastResortPolicy policy = LastResortPolicy::Queue;
   Ranking ranking = Ranking::BitMEX;
   AdlPrice adl_price = AdlPrice::Bankruptcy;
+  // Severity theta in 1e-8 units (0..kRateScale): the share of each position's deficit (after
+  // surplus offsets) that goes to the last resort even when the fund could pay it;
+  // kThetaDeficit = only what the fund cannot pay.
+  i64 theta = kThetaDeficit;
+  // capped_pro_rata / risk_aware: the largest fraction (1e-8 units) of its capacity a winner
+  // may lose (lots of its position in close mode, profit in haircut mode).
+  i64 cap = kRateScale;
+  // min_max_lots: the lot (lots of the market in close mode, money units in haircut mode).
+  i64 lot = 1;
+  RiskFunction g{};        // risk_aware
+  std::uint64_t seed = 0;  // random_walk
 };
 
 enum class EventKind : std::uint8_t {
@@ -59,8 +83,11 @@ struct WaterfallEvents {
   std::vector<i64> amount;            // money units: cash to `account` (signed)
   std::vector<i64> price;             // ticks of the fill (rounded), 0 when not a fill
   std::vector<std::int32_t> pool;     // insurance pool, -1 when none
+  // ticks: for fills their price; for AdlClose the executor's price for the bankrupt
+  // position (what those lots would have filled at without ADL); 0 otherwise
+  std::vector<i64> exec_price;
 
-  void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl) {
+  void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl, i64 xpx = 0) {
     step.push_back(st);
     kind.push_back(static_cast<std::uint8_t>(k));
     account.push_back(acc);
@@ -70,6 +97,7 @@ struct WaterfallEvents {
     amount.push_back(amt);
     price.push_back(px);
     pool.push_back(pl);
+    exec_price.push_back(xpx);
   }
   std::size_t size_() const { return step.size(); }
 };
@@ -86,6 +114,10 @@ struct WaterfallTotals {
   i64 haircut_total = 0;        // taken from winners in haircut mode (money)
   i64 accounts_touched = 0;     // distinct winners that were deleveraged or haircut
   i64 bad_debt = 0;             // left uncovered (money); 0 unless every winner is exhausted
+  // What the last resort had to raise under deficit matching: per position, the deficit the
+  // fund could not have paid (money). With a fixed theta the last resort may take more.
+  i64 last_resort_needed = 0;
+  i64 last_resort_planned = 0;  // what the plan sent to the last resort (money)
 };
 
 struct WaterfallResult {
