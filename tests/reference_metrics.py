@@ -45,8 +45,10 @@ def kendall_brute(x, y):
     return cd, pairs
 
 
-def reference_metrics(before, after, result, executor, ranking="bitmex"):
-    """The step's metrics as plain Python values (exact ints; ratios as Fractions)."""
+def reference_metrics(before, after, result, executor, ranking="bitmex", use_column=False):
+    """The step's metrics as plain Python values (exact ints; ratios as Fractions). The
+    executor's price of each bankrupt position is recomputed from the executor spec, or read
+    from the event table's exec_price column with ``use_column``."""
     md, S, k = _units(before)
     marks = [int(v) for v in before.marks(exact=True)]
     slip = int(round(executor.slippage_bps * 10_000))
@@ -84,19 +86,23 @@ def reference_metrics(before, after, result, executor, ranking="bitmex"):
         if kind in FILLS:
             liquidated.add(a)
             fill_market[a] = m
-            running[(a, m)] = running.get((a, m), 0) + dq
-            running[(cp, m)] = running.get((cp, m), 0) - dq
+            if kind == "partial_fill":  # a full close is priced at the size it started from
+                running[(a, m)] = running.get((a, m), 0) + dq
         elif kind == "adl_close":
             key = (cp, m)
             liquidated.add(cp)
             if key not in exec_px:
-                exec_px[key] = executor_price(marks[m], running[key], slip, impact_rate, depth, k[m], S)
+                if use_column:
+                    exec_px[key] = int(ev.exec_price[i])
+                else:
+                    exec_px[key] = executor_price(marks[m], running[key], slip, impact_rate, depth, k[m], S)
+            elif use_column:
+                assert int(ev.exec_price[i]) == exec_px[key]  # one executor price per bankrupt position
             gave = -value(m, dq, marks[m]) - amt
             add(key, gave, value(m, -dq, exec_px[key]) - amt)
             adl_lots[(a, m)] = adl_lots.get((a, m), 0) + abs(dq)
             adl_value[(a, m)] = adl_value.get((a, m), 0) + gave
             running[(a, m)] = running.get((a, m), 0) + dq
-            running[key] -= dq
         elif kind == "haircut":
             hc[(a, m)] = hc.get((a, m), 0) - amt
         elif kind in ("socialized_credit", "bad_debt"):

@@ -235,3 +235,25 @@ def test_plot_when_nothing_was_taken():
         warnings.simplefilter("error")
         fig = table.plot()
     assert len(fig.axes) == 2
+
+
+def test_every_lab_policy_runs_and_haircut_lot_is_quote_currency():
+    # Every policy of the lab through compare, with its keywords in human units. In haircut
+    # mode lot=0.5 is half a unit of quote currency (500_000 money units): min_max_lots takes
+    # whole multiples of it except, in each allocation (market and round), the one winner that
+    # gives back the excess.
+    ex, mm, marks = random_exchange(8, fund=10.0)
+    executor = MarketClose(mm, slippage_bps=20)
+    close = deleverage.compare(ex, {"M0": -0.35}, ["queue", "pro_rata", {"policy": "capped_pro_rata", "cap": 0.5},
+                                                    "risk_aware", {"policy": "min_max_lots", "lot": 10}, "random_walk"],
+                               executor=executor)
+    assert len(close) == 6 and all(r.accounts_touched > 0 for r in close.rows)
+    assert close.labels[2] == "capped_pro_rata (cap=0.5)"
+    hc = deleverage.compare(ex, {"M0": -0.35}, [{"policy": "min_max_lots", "lot": 0.5}, "funding_index"],
+                            executor=executor, mode="haircut")
+    takes = hc.rows[0].winner_rows.taken_units
+    allocations = len({(int(m), int(s)) for m, s in zip(hc.rows[0].winner_rows.market, hc.rows[0].winner_rows.step)})
+    assert len(takes) > 10 and sum(int(t) % 500_000 != 0 for t in takes) <= 2 * allocations
+    with pytest.raises(InvalidInput, match="lot"):
+        deleverage.compare(ex, {"M0": -0.35}, [{"policy": "min_max_lots", "lot": "big"}], executor=executor,
+                           mode="haircut")

@@ -8,6 +8,7 @@ as in tests/test_waterfall_cases.py; the expected numbers are derived in the com
 from __future__ import annotations
 
 import math
+import types
 from fractions import Fraction
 
 import numpy as np
@@ -25,6 +26,12 @@ from waterfall_harness import Book, MarketDef, build_engine
 
 MM = 9
 BIG = 10**9
+
+
+def without_exec_price(res):
+    """The same result as an engine without the exec_price column would give it."""
+    cols = {k: v for k, v in res.events.columns().items() if k != "exec_price"}
+    return deleverage.WaterfallResult(types.SimpleNamespace(**cols, exact=res.events.exact), res.totals)
 
 
 def step(book, executor, marks=None, **kw):
@@ -117,6 +124,22 @@ def test_haircut_pro_rata_fractions():
     assert m.largest_fraction == pytest.approx(4 / 44)
     assert m.gini_touched == pytest.approx(5 / 24)
     assert m.top_winner_profit_after_units == 40  # 2 paid 4
+
+
+@pytest.mark.parametrize("theta, lots, excess", [("deficit", 6, 0), (1.0, 10, 4)])
+def test_severity_theta_excess(theta, lots, excess):
+    # No slippage: the executor would sell at the mark 89, so each bankrupt lot's deficit is
+    # 90 - 89 = 1 (d = 10) and ADL at 90 takes exactly 1 a lot from its winner: taken =
+    # needed = lots closed, overshoot_net 0. Pool 4: deficit matching lets the fund pay 4 and
+    # sends L = 6 (6 lots) to ADL: last_resort_needed = 6. theta = 1 keeps the fund out and
+    # closes all 10 lots (last_resort_planned 10): severity_excess = 10 - 6 = 4, the money the
+    # fund could have paid that was taken from winners instead.
+    ex_ = MarketClose(MM)
+    before, after, res = step(adl_book(fund=4), ex_, theta=theta)
+    m = measure(before, after, res, executor=ex_)
+    assert (m.taken_units, m.needed_units, m.overshoot_net_units) == (lots, lots, 0)
+    assert (m.last_resort_needed_units, m.severity_excess_units) == (6, excess)
+    assert m.fund_used == 10 - lots
 
 
 def test_bad_debt_event():
@@ -241,7 +264,8 @@ def test_bad_arguments():
     with pytest.raises(InvalidInput, match="steps"):
         measure(after, after, res, executor=EXEC)
     with pytest.raises(InvalidInput, match="executor"):
-        measure(before, after, res)
+        measure(before, after, without_exec_price(res))  # the executor price must be recomputed
+    assert measure(before, after, res).needed_units == 20  # the engine's exec_price column
     with pytest.raises(InvalidInput, match="WaterfallResult"):
         measure(before, after, "result")
 
@@ -313,7 +337,11 @@ def crash(ex, marks, move):
 
 CASES = [dict(policy="queue"), dict(policy="pro_rata"), dict(policy="queue", ranking="hyperliquid"),
          dict(mode="haircut", policy="queue"), dict(mode="haircut", policy="pro_rata"),
-         dict(mode="haircut", policy="funding_index"), dict(policy="queue", adl_price="mark")]
+         dict(mode="haircut", policy="funding_index"), dict(policy="queue", adl_price="mark"),
+         dict(policy="capped_pro_rata", cap=0.5), dict(policy="risk_aware"), dict(policy="min_max_lots", lot=100),
+         dict(policy="random_walk", seed=3), dict(policy="pro_rata", theta=1.0),
+         dict(mode="haircut", policy="capped_pro_rata", cap=0.3), dict(mode="haircut", policy="risk_aware", g="power:2"),
+         dict(mode="haircut", policy="min_max_lots", lot=10**6), dict(mode="haircut", policy="random_walk", theta=0.5)]
 
 
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(map(str, kw.values())))
@@ -325,8 +353,14 @@ def test_against_reference(kw, seed, move, slip, impact):
     crash(ex, marks, move)
     before = ex.copy()
     res = ex.liquidate(executor=executor, exact=True, **kw)
-    got = measure(before, ex, res, executor=executor, ranking=kw.get("ranking", "bitmex"))
-    ref = reference_metrics(before, ex, res, executor, ranking=kw.get("ranking", "bitmex"))
+    ranking = kw.get("ranking", "bitmex")
+    got = measure(before, ex, res, executor=executor, ranking=ranking)
+    ref = reference_metrics(before, ex, res, executor, ranking=ranking, use_column=True)
+    # the executor price recomputed from the spec (no exec_price column) gives the same metrics,
+    # on both sides: the engine's column agrees with docs/waterfall.md section 2
+    assert reference_metrics(before, ex, res, executor, ranking=ranking) == ref
+    assert measure(before, ex, without_exec_price(res), executor=executor, ranking=ranking).to_dict() == pytest.approx(
+        got.to_dict(), nan_ok=True)
     for name in ("taken_units", "needed_units", "overshoot_net_units", "overshoot_gross_units", "bad_debt_units",
                  "accounts_touched", "eligible_accounts", "top_winner", "top_winner_profit_before_units",
                  "top_winner_profit_after_units"):
@@ -355,7 +389,7 @@ def test_against_reference(kw, seed, move, slip, impact):
                                                           if h == "haircut"))
 
 
-@pytest.mark.parametrize("kw", CASES[:2] + CASES[3:6], ids=lambda kw: "-".join(map(str, kw.values())))
+@pytest.mark.parametrize("kw", CASES[:2] + CASES[3:6] + CASES[7:], ids=lambda kw: "-".join(map(str, kw.values())))
 @given(seed=st.integers(0, 10_000), move=st.sampled_from([-0.25, -0.4]))
 def test_properties(kw, seed, move):
     ex, mm, marks = random_exchange(seed)
@@ -369,7 +403,7 @@ def test_properties(kw, seed, move):
     assert m.accounts_touched <= m.eligible_accounts
     if kw.get("mode", "close") == "close":
         assert 0.0 <= m.largest_fraction <= 1.0
-    else:
+    elif "theta" not in kw:
         assert m.overshoot_net_units == -m.bad_debt_units  # haircuts raise what they are asked, or bad debt
 
 

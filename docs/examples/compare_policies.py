@@ -34,7 +34,7 @@ CLOSE = [
     {"policy": "queue", "ranking": "bitmex", "label": "queue (BitMEX)"},
     {"policy": "queue", "ranking": "hyperliquid", "label": "queue (Hyperliquid)"},
     {"policy": "pro_rata", "label": "pro_rata"},
-    {"policy": "capped_pro_rata", "cap": 0.5, "label": "capped_pro_rata (50%)"},
+    {"policy": "capped_pro_rata", "cap": 0.25, "label": "capped_pro_rata (25%)"},
     {"policy": "risk_aware", "g": "linear", "label": "risk_aware (linear)"},
     {"policy": "min_max_lots", "label": "min_max_lots"},
     {"policy": "random_walk", "seed": 1, "label": "random_walk"},
@@ -42,7 +42,7 @@ CLOSE = [
 HAIRCUT = [
     {"policy": "queue", "ranking": "bitmex", "label": "queue (BitMEX)"},
     {"policy": "pro_rata", "label": "pro_rata"},
-    {"policy": "capped_pro_rata", "cap": 0.5, "label": "capped_pro_rata (50%)"},
+    {"policy": "capped_pro_rata", "cap": 0.25, "label": "capped_pro_rata (25%)"},
     {"policy": "risk_aware", "g": "linear", "label": "risk_aware (linear)"},
     {"policy": "funding_index", "label": "funding_index"},
 ]

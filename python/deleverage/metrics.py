@@ -42,6 +42,12 @@ they needed), so ``overshoot_net <= overshoot_gross`` and ``overshoot_gross >= 0
 haircut mode an event's overshoot is minus its bad debt; in close mode a negative overshoot
 is the executor's slippage that ADL avoided.
 
+**Severity excess**: ``severity_excess = last_resort_planned - last_resort_needed`` (engine
+totals, ``WaterfallTotals``): what a fixed severity ``theta`` sent to the last resort beyond
+deficit matching (what the insurance fund could have paid but was kept out of); 0 with
+``theta="deficit"``. ``overshoot_net`` measures each event against what it was asked to raise,
+so ``overshoot_net + severity_excess`` is the overshoot against deficit matching.
+
 **Winner rows** (table ``winners``): one row per touched winner position
 ``(account, market)`` and way it was touched: ``"adl"`` (taken = lots closed, capacity = its
 size before the step, both in base units) or ``"haircut"`` (taken = haircut money, capacity =
@@ -141,11 +147,12 @@ class WinnerMetrics(_Table):
 _SUMMARY_FIELDS = (
     "steps", "events", "accounts_touched", "positions_touched", "eligible_accounts",
     "largest_fraction", "gini_touched", "gini_eligible",
-    "taken", "needed", "overshoot_net", "overshoot_gross", "bad_debt",
+    "taken", "needed", "overshoot_net", "overshoot_gross", "bad_debt", "last_resort_needed", "severity_excess",
     "adl_notional", "haircut_total", "fund_used", "deficit",
     "top_winner", "top_winner_profit_before", "top_winner_profit_after",
     "rank_tau", "rank_pairs",
     "taken_units", "needed_units", "overshoot_net_units", "overshoot_gross_units", "bad_debt_units",
+    "last_resort_needed_units", "severity_excess_units",
     "top_winner_profit_before_units", "top_winner_profit_after_units",
 )
 
@@ -172,6 +179,8 @@ class PolicyMetrics:
     overshoot_net: float  #: sum over events of taken - needed
     overshoot_gross: float  #: sum over events of max(taken - needed, 0)
     bad_debt: float  #: left uncovered
+    last_resort_needed: float  #: what deficit matching needed from the last resort (WaterfallTotals)
+    severity_excess: float  #: last_resort_planned - last_resort_needed: what theta added
     adl_notional: float  #: value of the ADL closes (WaterfallTotals)
     haircut_total: float  #: haircut money (WaterfallTotals)
     fund_used: float  #: paid by the insurance fund (WaterfallTotals)
@@ -186,6 +195,8 @@ class PolicyMetrics:
     overshoot_net_units: int
     overshoot_gross_units: int
     bad_debt_units: int
+    last_resort_needed_units: int
+    severity_excess_units: int
     top_winner_profit_before_units: int
     top_winner_profit_after_units: int
     event_rows: EventMetrics = dataclasses.field(compare=False)
@@ -194,7 +205,7 @@ class PolicyMetrics:
     money_decimals: int = dataclasses.field(default=6, compare=False)
     _eligible: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64), compare=False)
     _rank_cd: int = dataclasses.field(default=0, compare=False)
-    _totals_units: tuple[int, int, int, int] = dataclasses.field(default=(0, 0, 0, 0), compare=False)
+    _totals_units: tuple[int, int, int, int, int, int] = dataclasses.field(default=(0, 0, 0, 0, 0, 0), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The scalar metrics as a plain dict (floats and ints)."""
@@ -427,10 +438,11 @@ def measure(
             raise InvalidInput("executor: needed to price the executor's alternative of the adl_close rows "
                                "(this result has no exec_price column)")
         # the bankrupt position's size when its closings were computed: before the step, plus
-        # the rows that changed it before its first adl_close row (its partial fills, and the
-        # ADL it took as a winner in an earlier round of a cascade)
+        # the rows that changed it before its first adl_close row: its partial fills, and the
+        # ADL it took as a winner in an earlier round of a cascade (not its own full-close
+        # fill, which comes before its ADL rows when the round's ADL demand is shared)
         size_then = lookup(e_uniq, p_size).astype(np.int64, copy=False)
-        ifl = np.flatnonzero(is_fill)
+        ifl = np.flatnonzero(rows_of("partial_fill"))
         cascade = np.flatnonzero(np.isin(a_w, keys.account(e_uniq)))  # winners that were liquidated later
         c_code = np.concatenate([keys.code(acc[ifl], mk[ifl]), keys.code(a_w[cascade], a_m[cascade])])
         c_row = np.concatenate([ifl, ia[cascade]])
@@ -530,7 +542,9 @@ def measure(
 
     rank_cd, rank_pairs = _rank_stability(before, after, ranking)
     tt = result.totals
-    totals = (int(tt.adl_notional), int(tt.haircut_total), int(tt.fund_used), int(tt.deficit))
+    # last_resort_needed / _planned: engines before the severity theta did not report them (then 0)
+    totals = (int(tt.adl_notional), int(tt.haircut_total), int(tt.fund_used), int(tt.deficit),
+              int(getattr(tt, "last_resort_needed", 0)), int(getattr(tt, "last_resort_planned", 0)))
     return _summarize(md, 1, event_table, winners, eligible.astype(np.int64), top, top_before, top_before + top_delta,
                       rank_cd, rank_pairs, totals, bad_debt)
 
@@ -642,7 +656,7 @@ def _rank_stability(before: Exchange, after: Exchange, ranking: str) -> tuple[in
 # ---------------------------------------------------------------------------- summaries
 
 def _summarize(md: int, steps: int, events: EventMetrics, winners: WinnerMetrics, eligible: np.ndarray, top: int,
-               top_before: int, top_after: int, rank_cd: int, rank_pairs: int, totals: tuple[int, int, int, int],
+               top_before: int, top_after: int, rank_cd: int, rank_pairs: int, totals: tuple[int, int, int, int, int, int],
                bad_debt: int) -> PolicyMetrics:
     taken = sum(int(v) for v in events.taken_units)
     needed = sum(int(v) for v in events.needed_units)
@@ -669,6 +683,8 @@ def _summarize(md: int, steps: int, events: EventMetrics, winners: WinnerMetrics
         overshoot_net=_money(net, md),
         overshoot_gross=_money(gross, md),
         bad_debt=_money(bad_debt, md),
+        last_resort_needed=_money(totals[4], md),
+        severity_excess=_money(totals[5] - totals[4], md),
         adl_notional=_money(totals[0], md),
         haircut_total=_money(totals[1], md),
         fund_used=_money(totals[2], md),
@@ -683,6 +699,8 @@ def _summarize(md: int, steps: int, events: EventMetrics, winners: WinnerMetrics
         overshoot_net_units=net,
         overshoot_gross_units=gross,
         bad_debt_units=bad_debt,
+        last_resort_needed_units=totals[4],
+        severity_excess_units=totals[5] - totals[4],
         top_winner_profit_before_units=top_before,
         top_winner_profit_after_units=top_after,
         event_rows=events,
@@ -721,7 +739,7 @@ def combine(parts: Sequence[PolicyMetrics]) -> PolicyMetrics:
     eligible = np.unique(np.concatenate([p._eligible for p in parts]))
     top_before = parts[0].top_winner_profit_before_units
     top_after = top_before + sum(p.top_winner_profit_after_units - p.top_winner_profit_before_units for p in parts)
-    totals = tuple(sum(p._totals_units[i] for p in parts) for i in range(4))
+    totals = tuple(sum(p._totals_units[i] for p in parts) for i in range(6))
     return _summarize(md, sum(p.steps for p in parts), events, winners, eligible, top, top_before, top_after,
                       sum(p._rank_cd for p in parts), sum(p.rank_pairs for p in parts),
-                      (totals[0], totals[1], totals[2], totals[3]), sum(p.bad_debt_units for p in parts))
+                      (totals[0], totals[1], totals[2], totals[3], totals[4], totals[5]), sum(p.bad_debt_units for p in parts))

@@ -33,12 +33,13 @@ Shock = Union[Mapping[Any, float], Sequence[float], np.ndarray]
 #: Columns of :meth:`ComparisonTable.to_markdown` by default (to_pandas has every metric).
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "accounts_touched", "largest_fraction", "gini_touched", "gini_eligible", "taken", "needed", "overshoot_net",
-    "overshoot_gross", "bad_debt", "top_winner_profit_after", "rank_tau",
+    "overshoot_gross", "severity_excess", "bad_debt", "top_winner_profit_after", "rank_tau",
 )
 _HEADERS = {
     "accounts_touched": "touched", "positions_touched": "positions", "eligible_accounts": "eligible",
     "largest_fraction": "max fraction", "gini_touched": "Gini touched", "gini_eligible": "Gini eligible",
     "overshoot_net": "overshoot net", "overshoot_gross": "overshoot gross", "bad_debt": "bad debt",
+    "severity_excess": "severity excess", "last_resort_needed": "needed (matching)",
     "adl_notional": "ADL notional", "haircut_total": "haircuts", "fund_used": "fund used",
     "top_winner": "top winner", "top_winner_profit_before": "top profit before",
     "top_winner_profit_after": "top profit after", "rank_tau": "rank tau", "rank_pairs": "rank pairs",
@@ -110,7 +111,8 @@ class ComparisonTable:
             from matplotlib.figure import Figure
         except ImportError as exc:  # the optional extra
             raise ImportError("ComparisonTable.plot needs matplotlib: pip install 'deleverage[plot]'") from exc
-        fig = Figure(figsize=(11, 4.5), layout="constrained")
+        n = len(self.labels)
+        fig = Figure(figsize=(max(11.0, 5.0 + 1.25 * n), 4.8), layout="constrained")
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
         rng = np.random.default_rng(0)  # jitter of the points: deterministic figures
         data, ticks = [], []
@@ -119,7 +121,8 @@ class ComparisonTable:
             finite = frac[np.isfinite(frac) & (frac > 0)]
             data.append(finite)
             extra = int((~np.isfinite(frac)).sum())
-            ticks.append(f"{label}\n{len(frac)} positions" + (f"\n{extra} w/o profit" if extra else ""))
+            name = label.replace(" (", "\n(")  # long labels on two lines
+            ticks.append(f"{name}\n{len(frac)} positions" + (f"\n{extra} w/o profit" if extra else ""))
             if len(finite):
                 left.scatter(i + 1 + rng.uniform(-0.18, 0.18, len(finite)), finite, s=6, alpha=0.35, color=f"C{i}",
                              linewidths=0)
@@ -128,7 +131,7 @@ class ComparisonTable:
             left.boxplot([data[j] for j in nonempty], positions=[j + 1 for j in nonempty], widths=0.5,
                          showfliers=False, medianprops={"color": "black"})
             left.set_yscale("log")
-        left.set_xticks(range(1, len(self.labels) + 1), ticks, fontsize=8)
+        left.set_xticks(range(1, len(self.labels) + 1), ticks, fontsize=8 if n <= 4 else 7)
         left.set_xlim(0.4, len(self.labels) + 0.6)
         left.set_ylabel("fraction of capacity taken (per touched position)")
         left.set_title("Haircut per touched winner")
@@ -271,6 +274,19 @@ def _path(ex: Exchange, shock: Any) -> list[dict[int, int]]:
 
 # ---------------------------------------------------------------------------- compare
 
+def _exact_keywords(exchange: Exchange, kw: dict[str, Any]) -> dict[str, Any]:
+    """compare runs liquidate with exact=True (the metrics need integer amounts), but takes its
+    keywords in human units: a haircut-mode ``lot`` is quote currency, converted here to money
+    units (a close-mode ``lot`` is a number of the market's lots either way)."""
+    out = dict(kw)
+    lot = out.get("lot")
+    if lot is not None and out.get("mode", "close") == "haircut":
+        if isinstance(lot, bool) or not isinstance(lot, (int, float, np.integer, np.floating)) or not math.isfinite(lot):
+            raise InvalidInput(f"lot must be a positive amount of quote currency in haircut mode (got {lot!r})")
+        out["lot"] = int(round(float(lot) * 10**exchange.money_decimals))
+    return out
+
+
 def compare(
     exchange: Exchange,
     shock: Shock,
@@ -292,8 +308,9 @@ def compare(
             keywords (``{"policy": "capped_pro_rata", "cap": 0.5, "label": "capped 50%"}``);
             a dict's keys override the shared ones, ``label`` names the row.
         executor, mode, liquidate_kwargs: passed to every :meth:`Exchange.liquidate` call
-            (``ranking``, ``adl_price``, ``theta``, ...). ``ranking`` is also the ranking
-            whose stability ``rank_tau`` measures.
+            (``ranking``, ``adl_price``, ``theta``, ``cap``, ``lot``, ``g``, ``seed``), in the
+            units of ``exact=False`` (a haircut-mode ``lot`` in quote currency). ``ranking`` is
+            also the ranking whose stability ``rank_tau`` measures.
 
     Returns:
         A :class:`ComparisonTable`, one row per policy, in order.
@@ -314,6 +331,7 @@ def compare(
     for label, kw in specs:
         ex = exchange.copy()
         ranking = kw.get("ranking", "bitmex")
+        run_kw = _exact_keywords(exchange, kw)
         parts: list[PolicyMetrics] = []
         top = None
         for marks in path:
@@ -321,7 +339,7 @@ def compare(
                 ids = np.array(list(marks), dtype=np.int32)
                 ex.set_marks(ids, np.array([marks[m] for m in ids.tolist()], dtype=np.int64), exact=True)
             before = ex.copy()
-            result = ex.liquidate(executor=executor, exact=True, **kw)
+            result = ex.liquidate(executor=executor, exact=True, **run_kw)
             part = _metrics.measure(before, ex, result, executor=executor, ranking=ranking, top_winner=top)
             if top is None:
                 top = part.top_winner
