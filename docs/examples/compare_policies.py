@@ -44,6 +44,8 @@ HAIRCUT = [
     {"policy": "pro_rata", "label": "pro_rata"},
     {"policy": "capped_pro_rata", "cap": 0.25, "label": "capped_pro_rata (25%)"},
     {"policy": "risk_aware", "g": "linear", "label": "risk_aware (linear)"},
+    {"policy": "min_max_lots", "lot": 1.0, "label": "min_max_lots (1.00)"},
+    {"policy": "random_walk", "seed": 1, "label": "random_walk"},
     {"policy": "funding_index", "label": "funding_index"},
 ]
 
