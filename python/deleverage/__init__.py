@@ -6,16 +6,22 @@ point; this package is a thin typed layer over it. Start with :class:`Exchange`.
 
 from __future__ import annotations
 
-from . import errors, executors
+from . import errors, executors, metrics
 from .allocate import allocate
 from .exchange import Exchange
 from .executors import Backstop, Impact, MarketClose
+from .metrics import PolicyMetrics
+from .policy_lab import ComparisonTable, compare
 from .reports import MarginReport, PositionReport
 from .waterfall import AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
 __all__ = [
     "Exchange",
     "allocate",
+    "compare",
+    "ComparisonTable",
+    "PolicyMetrics",
+    "metrics",
     "MarginReport",
     "PositionReport",
     "MarketClose",
