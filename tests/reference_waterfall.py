@@ -489,7 +489,7 @@ class _Run:
         self._last_closings = cl
         D = sum(c.deficit for c in cl)
         n = len(cl)
-        adl_lots, planned, matching = [0] * n, [0] * n, [0] * n
+        adl_lots, planned = [0] * n, [0] * n
         reserved = 0
         if D > 0:
             self.t.deficit += D
@@ -505,12 +505,16 @@ class _Run:
                 # what accounts waiting for the round's shared ADL were promised is taken
                 free = ex.available(pool) - self.promised.get(pool, 0)
                 avail = free - sum(planned[j] for j in same_pool)
-                avail_matching = free - sum(matching[j] for j in same_pool)
-                matching[i] = max(0, min(rest, avail_matching))  # what deficit matching asks of the fund
-                self.t.last_resort_needed += rest - matching[i]
                 planned[i] = max(0, min(rest, avail))
-                if self.theta >= 0:  # a fixed severity: at least theta of the deficit to the last resort
+                if self.theta >= 0:
+                    # needed: deficit matching against a counterfactual pool paying every deficit in turn
+                    matching = max(0, min(rest, self.matching_pool[pool]))
+                    self.matching_pool[pool] -= matching
+                    self.t.last_resort_needed += rest - matching
+                    # a fixed severity: at least theta of the deficit to the last resort
                     planned[i] = min(planned[i], rest - ceil_div(rest * self.theta, R))
+                else:
+                    self.t.last_resort_needed += rest - planned[i]
                 last_resort = rest - planned[i]
                 self.t.last_resort_planned += last_resort
                 reserved += last_resort
@@ -827,6 +831,7 @@ class _Run:
         self.t.step = ex.step
         # the risk-aware policy's leverage uses the equity of the start of the step
         self.start_equity = {a: ex._equity(acct) for a, acct in ex.accounts.items()}
+        self.matching_pool = [ex.available(p) for p in range(len(ex.pools))]
         checked = list(ex.accounts)  # first round: every account
         if any(not acct.positions and acct.balance < 0 for acct in ex.accounts.values()):
             self.result.flags.add("flat_debt_before")  # left alone: only accounts with positions are candidates

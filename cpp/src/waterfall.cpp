@@ -251,6 +251,7 @@ class WaterfallRun {
   std::vector<AdlDemand> demands_;
   std::vector<DeferredSettlement> deferred_;
   std::vector<i64> promised_;  // per pool: fund payments planned for accounts whose settlement waits
+  std::vector<i64> matching_pool_;  // per pool, fixed theta: what deficit matching would have left
   int rounds_ = 0;
   std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
 };
@@ -737,7 +738,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   if (total_deficit > 0) result_.totals.deficit += static_cast<i64>(total_deficit);
 
   // Plan: surplus positions offset deficits first, then each market's pool, then the last resort.
-  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0), fund_matching(cl.size(), 0);
+  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0);
   if (total_deficit > 0) {
     i128 offset = surplus;
     for (std::size_t i = 0; i < cl.size(); ++i) {
@@ -747,20 +748,22 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       const i64 rest = cl[i].deficit - use;
       const int pool = e_.markets_[static_cast<std::size_t>(cl[i].m)].pool;
       // what accounts waiting for the round's ADL were promised is not available any more
-      const i64 avail0 = e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)];
-      i64 avail = avail0, avail_matching = avail0;
+      i64 avail = e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)];
       for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
-        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) {
-          avail -= fund_planned[j];
-          avail_matching -= fund_matching[j];
-        }
-      // what deficit matching would have asked the fund for (for last_resort_needed)
-      fund_matching[i] = std::max<i64>(0, std::min(rest, avail_matching));
-      result_.totals.last_resort_needed += rest - fund_matching[i];
+        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
       fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
-      if (fixed_theta()) {  // the last resort takes at least theta of the deficit
+      if (fixed_theta()) {
+        // last_resort_needed: what deficit matching would have left to the last resort, with a
+        // counterfactual pool that pays every deficit of the step in turn
+        i64& left = matching_pool_[static_cast<std::size_t>(pool)];
+        const i64 matching = std::max<i64>(0, std::min(rest, left));
+        left -= matching;
+        result_.totals.last_resort_needed += rest - matching;
+        // the last resort takes at least theta of the deficit
         const i64 share = static_cast<i64>(ceil_div(static_cast<i128>(rest) * cfg_.theta, kRateScale));
         fund_planned[i] = std::min(fund_planned[i], rest - share);
+      } else {
+        result_.totals.last_resort_needed += rest - fund_planned[i];
       }
       last_resort[i] = rest - fund_planned[i];
       result_.totals.last_resort_planned += last_resort[i];
@@ -894,6 +897,8 @@ WaterfallResult WaterfallRun::run() {
   result_.totals.step = e_.step_;
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
   promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
+  matching_pool_.resize(promised_.size());
+  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
   excluded_.assign(n, 0);
   backed_up_.assign(n, 0);
   winner_touched_.assign(n, 0);

@@ -38,6 +38,7 @@ CLOSE = [
     {"policy": "risk_aware", "g": "linear", "label": "risk_aware (linear)"},
     {"policy": "min_max_lots", "label": "min_max_lots"},
     {"policy": "random_walk", "seed": 1, "label": "random_walk"},
+    {"policy": "pro_rata", "theta": 1.0, "label": "pro_rata, theta = 1"},
 ]
 HAIRCUT = [
     {"policy": "queue", "ranking": "bitmex", "label": "queue (BitMEX)"},
@@ -46,6 +47,7 @@ HAIRCUT = [
     {"policy": "risk_aware", "g": "linear", "label": "risk_aware (linear)"},
     {"policy": "min_max_lots", "lot": 1.0, "label": "min_max_lots (1.00)"},
     {"policy": "random_walk", "seed": 1, "label": "random_walk"},
+    {"policy": "pro_rata", "theta": 1.0, "label": "pro_rata, theta = 1"},
     {"policy": "funding_index", "label": "funding_index"},
 ]
 
