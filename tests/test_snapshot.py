@@ -234,3 +234,15 @@ def test_positions_order_and_entries_preserved() -> None:
     a, b = ex.positions(exact=True), back.positions(exact=True)
     for f in ("account", "market", "size", "entry_notional", "unrealized_pnl", "liquidation_price", "bankruptcy_price"):
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_symbol_that_is_not_utf8_is_corrupt() -> None:
+    """Found by fuzz/fuzz_snapshot.py: a symbol's bytes changed to invalid UTF-8 (checksums
+    repaired) must be refused, not crash the Python wrapper when it decodes the symbol."""
+    data = bytearray(small_snapshot())
+    at = bytes(data).index(struct.pack("<I", 1) + b"X")
+    data[at + 4] = 0xBF
+    struct.pack_into("<Q", data, 24, deleverage._core.checksum64(bytes(data[HEADER:]), 1))
+    struct.pack_into("<Q", data, 32, deleverage._core.checksum64(bytes(data[:32]), 2))
+    with pytest.raises(CorruptSnapshot, match="UTF-8"):
+        Exchange.from_bytes(bytes(data))
