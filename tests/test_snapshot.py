@@ -246,3 +246,17 @@ def test_symbol_that_is_not_utf8_is_corrupt() -> None:
     struct.pack_into("<Q", data, 32, deleverage._core.checksum64(bytes(data[:32]), 2))
     with pytest.raises(CorruptSnapshot, match="UTF-8"):
         Exchange.from_bytes(bytes(data))
+
+
+def test_many_markets_round_trip() -> None:
+    """Regression: with a large market section the writer's buffer grew while it held
+    pointers into it (caught by the benchmark's 100-market book)."""
+    from deleverage.sample import sample_exchange
+
+    ex = sample_exchange(5000, 500, 100, threads=1)
+    for m in range(0, 100, 7):
+        ex.insurance.use_own_pool(m)
+    back = Exchange.from_bytes(ex.to_bytes())
+    assert back.state_hash() == ex.state_hash()
+    assert back.to_bytes() == ex.to_bytes()
+    back.check_invariants()

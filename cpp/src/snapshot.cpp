@@ -178,7 +178,9 @@ struct SnapshotAccess {
     const InsuranceFund& f = e.insurance_;
     const std::size_t n = e.acc_id_.size(), p = e.live_positions_;
     Writer w;
-    w.reserve(kSnapshotHeaderBytes + 4096 + n * kAccountBytes + p * kPositionBytes +
+    std::size_t market_bytes = 0;
+    for (const Engine::MarketState& mk : e.markets_) market_bytes += 128 + mk.spec.symbol.size() + 32 * mk.spec.tiers.size();
+    w.reserve(kSnapshotHeaderBytes + 1024 + market_bytes + 16 * f.balance_.size() + n * kAccountBytes + p * kPositionBytes +
               f.ledger_.size() * kLedgerBytes + f.history_.size() * kHistoryBytes);
     w.zeros(kSnapshotHeaderBytes);  // filled in at the end
     w.put<std::int32_t>(e.money_decimals_);
@@ -230,10 +232,11 @@ struct SnapshotAccess {
     }
     // positions, column by column, in account order (each account's slots in block order)
     w.put<u64>(p);
-    std::byte* market = w.grow(p * 2);
-    std::byte* size = w.grow(p * 8);
-    std::byte* entry = w.grow(p * 8);
-    std::byte* mslot = w.grow(p * 4);
+    // one grow for the four columns: a later grow could move the buffer under earlier pointers
+    std::byte* market = w.grow(p * kPositionBytes);
+    std::byte* size = market + p * 2;
+    std::byte* entry = size + p * 8;
+    std::byte* mslot = entry + p * 8;
     std::size_t row = 0;
     for (std::size_t a = 0; a < n; ++a) {
       const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
