@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "deleverage/detail/parallel.hpp"
 #include "deleverage/detail/serial.hpp"
@@ -41,34 +42,131 @@ using detail::corrupt;
 
 // ------------------------------------------------------------------ checksum
 
-std::uint64_t checksum64(const void* data, std::size_t size, std::uint64_t seed) {
-  // Four lanes, each a chain of bijections (xor a word, multiply by an odd constant, xor-shift):
-  // any change confined to one 8-byte word changes its lane and therefore the result.
-  constexpr u64 M0 = 0xD6E8FEB86659FD93ull, M1 = 0xA0761D6478BD642Full, M2 = 0xE7037ED1A0B428DBull,
-                M3 = 0x8EBC6AF09C88C6E3ull;
-  const auto* p = static_cast<const unsigned char*>(data);
-  u64 a = seed ^ 0x243F6A8885A308D3ull, b = seed ^ 0x13198A2E03707344ull, c = seed ^ 0xA4093822299F31D0ull,
-      d = seed ^ 0x082EFA98EC4E6C89ull;
-  auto round = [](u64 acc, u64 v, u64 m) {
+namespace {
+// checksum64 over data that arrives in pieces; equal to the one-shot function on the whole.
+// Four lanes, each a chain of bijections (xor a word, multiply by an odd constant, xor-shift):
+// any change confined to one 8-byte word changes its lane and therefore the result.
+class Checksum64 {
+ public:
+  explicit Checksum64(u64 seed)
+      : lane_{seed ^ 0x243F6A8885A308D3ull, seed ^ 0x13198A2E03707344ull, seed ^ 0xA4093822299F31D0ull,
+              seed ^ 0x082EFA98EC4E6C89ull} {}
+  void update(const void* data, std::size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    total_ += size;
+    if (held_) {  // complete the held partial block first
+      const std::size_t take = std::min(size, std::size_t{32} - held_);
+      std::memcpy(block_ + held_, p, take);
+      held_ += take;
+      p += take;
+      size -= take;
+      if (held_ < 32) return;
+      blocks(block_, 32);
+      held_ = 0;
+    }
+    const std::size_t whole = size & ~std::size_t{31};
+    blocks(p, whole);
+    std::memcpy(block_, p + whole, size - whole);
+    held_ = size - whole;
+  }
+  u64 finish() const {
+    u64 a = lane_[0];
+    std::size_t i = 0;
+    for (; i + 8 <= held_; i += 8) a = round(a, detail::load_le<u64>(block_ + i), kM[1]);
+    u64 tail = 0;
+    for (std::size_t k = 0; i < held_; ++i, ++k) tail |= static_cast<u64>(block_[i]) << (8 * k);
+    u64 h = detail::mix64(a);
+    h = detail::mix64(h ^ lane_[1]);
+    h = detail::mix64(h ^ lane_[2]);
+    h = detail::mix64(h ^ lane_[3]);
+    h = detail::mix64(h ^ tail);
+    return detail::mix64(h ^ static_cast<u64>(total_));
+  }
+
+ private:
+  static constexpr u64 kM[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull, 0x8EBC6AF09C88C6E3ull};
+  static u64 round(u64 acc, u64 v, u64 m) {
     acc = (acc ^ v) * m;
     return acc ^ (acc >> 29);
-  };
-  std::size_t i = 0;
-  for (; i + 32 <= size; i += 32) {
-    a = round(a, detail::load_le<u64>(p + i), M0);
-    b = round(b, detail::load_le<u64>(p + i + 8), M1);
-    c = round(c, detail::load_le<u64>(p + i + 16), M2);
-    d = round(d, detail::load_le<u64>(p + i + 24), M3);
   }
-  for (; i + 8 <= size; i += 8) a = round(a, detail::load_le<u64>(p + i), M1);
-  u64 tail = 0;
-  for (std::size_t k = 0; i < size; ++i, ++k) tail |= static_cast<u64>(p[i]) << (8 * k);
-  u64 h = detail::mix64(a);
-  h = detail::mix64(h ^ b);
-  h = detail::mix64(h ^ c);
-  h = detail::mix64(h ^ d);
-  h = detail::mix64(h ^ tail);
-  return detail::mix64(h ^ static_cast<u64>(size));
+  void blocks(const unsigned char* p, std::size_t n) {
+    u64 a = lane_[0], b = lane_[1], c = lane_[2], d = lane_[3];
+    for (std::size_t i = 0; i < n; i += 32) {
+      a = round(a, detail::load_le<u64>(p + i), kM[0]);
+      b = round(b, detail::load_le<u64>(p + i + 8), kM[1]);
+      c = round(c, detail::load_le<u64>(p + i + 16), kM[2]);
+      d = round(d, detail::load_le<u64>(p + i + 24), kM[3]);
+    }
+    lane_[0] = a; lane_[1] = b; lane_[2] = c; lane_[3] = d;
+  }
+  u64 lane_[4];
+  unsigned char block_[32] = {};
+  std::size_t held_ = 0;
+  std::size_t total_ = 0;
+};
+
+// Snapshot output straight to a file through a small reused buffer (no payload-sized
+// allocation), checksumming as it goes.
+class FileSink {
+ public:
+  FileSink(int fd, const std::string& path) : fd_(fd), path_(path), sum_(1) { buf_.resize(kChunk); }
+  template <class T>
+  void put(T v) {
+    if constexpr (std::is_same_v<T, i128>) {
+      put<u64>(static_cast<u64>(static_cast<u128>(v)));
+      put<u64>(static_cast<u64>(static_cast<u128>(v) >> 64));
+    } else {
+      if (used_ + sizeof(T) > kChunk) flush();
+      detail::store_le<T>(buf_.data() + used_, v);
+      used_ += sizeof(T);
+    }
+  }
+  template <class T>
+  void array(const T* v, std::size_t n) {
+    const auto* p = reinterpret_cast<const std::byte*>(v);
+    std::size_t bytes = n * sizeof(T);
+    while (bytes) {
+      if (used_ == kChunk) flush();
+      const std::size_t take = std::min(bytes, kChunk - used_);
+      std::memcpy(buf_.data() + used_, p, take);
+      used_ += take;
+      p += take;
+      bytes -= take;
+    }
+  }
+  void str(const std::string& s) {
+    put<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
+    array(s.data(), s.size());
+  }
+  void flush() {
+    sum_.update(buf_.data(), used_);
+    std::size_t done = 0;
+    while (done < used_) {
+      const ssize_t w = ::write(fd_, buf_.data() + done, used_ - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw Error(sys_error("cannot write", path_));
+      done += static_cast<std::size_t>(w);
+    }
+    total_ += used_;
+    used_ = 0;
+  }
+  std::size_t total() const { return total_; }
+  u64 checksum() const { return sum_.finish(); }
+
+ private:
+  static constexpr std::size_t kChunk = std::size_t{1} << 20;
+  int fd_;
+  std::string path_;
+  Checksum64 sum_;
+  column<std::byte> buf_;
+  std::size_t used_ = 0, total_ = 0;
+};
+}  // namespace
+
+std::uint64_t checksum64(const void* data, std::size_t size, std::uint64_t seed) {
+  Checksum64 c(seed);
+  c.update(data, size);
+  return c.finish();
 }
 
 // ------------------------------------------------------------------ files
@@ -81,7 +179,9 @@ column<std::byte> read_file_bytes(const std::string& path) {
     ::close(fd);
     throw Error(sys_error("cannot stat", path));
   }
-  column<std::byte> out(static_cast<std::size_t>(st.st_size));
+  column<std::byte> out;
+  detail::reserve_huge(out, static_cast<std::size_t>(st.st_size));
+  out.resize(static_cast<std::size_t>(st.st_size));  // default-initialized: not touched yet
   std::size_t done = 0;
   while (done < out.size()) {
     const ssize_t r = ::read(fd, out.data() + done, out.size() - done);
@@ -98,24 +198,22 @@ column<std::byte> read_file_bytes(const std::string& path) {
   return out;
 }
 
-void write_file_atomic(const std::string& path, std::span<const std::byte> bytes) {
+namespace {
+// Creates `<path>.tmp.<pid>`, lets `fill(fd, tmp)` write it, fsyncs, renames over `path` and
+// fsyncs the folder. On any failure the temporary file is removed and `path` is untouched.
+template <class Fill>
+void atomic_write(const std::string& path, Fill&& fill) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(sys_error("cannot create", tmp));
-  auto fail = [&](const std::string& what) {
-    const std::string msg = sys_error(what, tmp);
+  try {
+    fill(fd, tmp);
+    if (::fsync(fd) != 0) throw Error(sys_error("cannot fsync", tmp));
+  } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    throw Error(msg);
-  };
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, std::min<std::size_t>(bytes.size() - done, std::size_t{1} << 30));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail("cannot write");
-    done += static_cast<std::size_t>(w);
+    throw;
   }
-  if (::fsync(fd) != 0) fail("cannot fsync");
   if (::close(fd) != 0) {
     const std::string msg = sys_error("cannot close", tmp);
     ::unlink(tmp.c_str());
@@ -136,22 +234,38 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
   }
 }
 
+void write_all(int fd, const std::byte* data, std::size_t size, const std::string& path) {
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, data + done, std::min<std::size_t>(size - done, std::size_t{1} << 30));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) throw Error(sys_error("cannot write", path));
+    done += static_cast<std::size_t>(w);
+  }
+}
+}  // namespace
+
+void write_file_atomic(const std::string& path, std::span<const std::byte> bytes) {
+  atomic_write(path, [&](int fd, const std::string& tmp) { write_all(fd, bytes.data(), bytes.size(), tmp); });
+}
+
 // ------------------------------------------------------------------ the private state
 
 struct SnapshotAccess {
-  static void write_spec(Writer& w, const MarketSpec& s) {
+  template <class Out>
+  static void write_spec(Out& w, const MarketSpec& s) {
     w.str(s.symbol);
-    w.put<std::int32_t>(s.qty_decimals);
-    w.put<std::int32_t>(s.price_decimals);
-    w.put<i64>(s.maintenance_rate);
-    w.put<i64>(s.initial_rate);
-    w.put<i64>(s.liquidation_fee_rate);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(s.tiers.size()));
+    w.template put<std::int32_t>(s.qty_decimals);
+    w.template put<std::int32_t>(s.price_decimals);
+    w.template put<i64>(s.maintenance_rate);
+    w.template put<i64>(s.initial_rate);
+    w.template put<i64>(s.liquidation_fee_rate);
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(s.tiers.size()));
     for (const TierSpec& t : s.tiers) {
-      w.put<i64>(t.max_notional);
-      w.put<i64>(t.maintenance_rate);
-      w.put<i64>(t.initial_rate);
-      w.put<i64>(t.maintenance_amount);
+      w.template put<i64>(t.max_notional);
+      w.template put<i64>(t.maintenance_rate);
+      w.template put<i64>(t.initial_rate);
+      w.template put<i64>(t.maintenance_amount);
     }
   }
 
@@ -174,89 +288,100 @@ struct SnapshotAccess {
     return s;
   }
 
-  static column<std::byte> write(const Engine& e) {
+  static std::size_t payload_estimate(const Engine& e) {
     const InsuranceFund& f = e.insurance_;
-    const std::size_t n = e.acc_id_.size(), p = e.live_positions_;
-    Writer w;
     std::size_t market_bytes = 0;
     for (const Engine::MarketState& mk : e.markets_) market_bytes += 128 + mk.spec.symbol.size() + 32 * mk.spec.tiers.size();
-    w.reserve(kSnapshotHeaderBytes + 1024 + market_bytes + 16 * f.balance_.size() + n * kAccountBytes + p * kPositionBytes +
-              f.ledger_.size() * kLedgerBytes + f.history_.size() * kHistoryBytes);
-    w.zeros(kSnapshotHeaderBytes);  // filled in at the end
-    w.put<std::int32_t>(e.money_decimals_);
-    w.put<i64>(e.step_);
-    w.put<i128>(e.flows_.deposits);
-    w.put<i128>(e.flows_.withdrawals);
-    w.put<i128>(e.flows_.loaded_entry_notional);
-    w.put<i128>(e.flows_.insurance_deposits);
+    return 1024 + market_bytes + 16 * f.balance_.size() + e.acc_id_.size() * kAccountBytes + e.live_positions_ * kPositionBytes +
+           f.ledger_.size() * kLedgerBytes + f.history_.size() * kHistoryBytes;
+  }
+
+  // The payload (docs/durability.md), to a memory Writer or a FileSink.
+  template <class Out>
+  static void write_payload(const Engine& e, Out& w) {
+    const InsuranceFund& f = e.insurance_;
+    const std::size_t n = e.acc_id_.size(), p = e.live_positions_;
+    w.template put<std::int32_t>(e.money_decimals_);
+    w.template put<i64>(e.step_);
+    w.template put<i128>(e.flows_.deposits);
+    w.template put<i128>(e.flows_.withdrawals);
+    w.template put<i128>(e.flows_.loaded_entry_notional);
+    w.template put<i128>(e.flows_.insurance_deposits);
     // markets
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(e.markets_.size()));
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(e.markets_.size()));
     for (const Engine::MarketState& mk : e.markets_) {
       write_spec(w, mk.spec);
-      w.put<i64>(mk.mark);
-      w.put<i64>(mk.previous_mark);
-      w.put<i64>(mk.valued_mark);
-      w.put<std::int32_t>(mk.pool);
+      w.template put<i64>(mk.mark);
+      w.template put<i64>(mk.previous_mark);
+      w.template put<i64>(mk.valued_mark);
+      w.template put<std::int32_t>(mk.pool);
     }
     // insurance fund
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(f.balance_.size()));
-    for (i64 b : f.balance_) w.put<i64>(b);
-    w.put<i64>(f.max_drawdown_);
-    w.put<std::int32_t>(f.window_);
-    w.put<i64>(f.current_step_);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(f.opening_.size()));
-    for (i64 b : f.opening_) w.put<i64>(b);
-    w.put<u64>(f.ledger_.size());
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(f.balance_.size()));
+    for (i64 b : f.balance_) w.template put<i64>(b);
+    w.template put<i64>(f.max_drawdown_);
+    w.template put<std::int32_t>(f.window_);
+    w.template put<i64>(f.current_step_);
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(f.opening_.size()));
+    for (i64 b : f.opening_) w.template put<i64>(b);
+    w.template put<u64>(f.ledger_.size());
     for (const LedgerEntry& x : f.ledger_) {
-      w.put<i64>(x.step);
-      w.put<std::int32_t>(x.pool);
-      w.put<std::int32_t>(x.market);
-      w.put<i64>(x.account);
-      w.put<i64>(x.amount);
-      w.put<std::uint8_t>(static_cast<std::uint8_t>(x.reason));
+      w.template put<i64>(x.step);
+      w.template put<std::int32_t>(x.pool);
+      w.template put<std::int32_t>(x.market);
+      w.template put<i64>(x.account);
+      w.template put<i64>(x.amount);
+      w.template put<std::uint8_t>(static_cast<std::uint8_t>(x.reason));
     }
-    w.put<u64>(f.history_.size());
+    w.template put<u64>(f.history_.size());
     for (const InsuranceFund::HistoryRow& x : f.history_) {
-      w.put<i64>(x.step);
-      w.put<std::int32_t>(x.pool);
-      w.put<i64>(x.balance);
+      w.template put<i64>(x.step);
+      w.template put<std::int32_t>(x.pool);
+      w.template put<i64>(x.balance);
     }
     // accounts, column by column
-    w.put<u64>(n);
+    w.template put<u64>(n);
     w.array(e.acc_id_.data(), n);
-    {
-      std::byte* out = w.grow(n * 8);
-      for (std::size_t a = 0; a < n; ++a) detail::store_le<i64>(out + 8 * a, e.acc_[a].balance);
-      out = w.grow(n * 4);
-      for (std::size_t a = 0; a < n; ++a) detail::store_le<std::uint32_t>(out + 4 * a, e.acc_[a].count);
-    }
+    for (std::size_t a = 0; a < n; ++a) w.template put<i64>(e.acc_[a].balance);
+    for (std::size_t a = 0; a < n; ++a) w.template put<std::uint32_t>(e.acc_[a].count);
     // positions, column by column, in account order (each account's slots in block order)
-    w.put<u64>(p);
-    // one grow for the four columns: a later grow could move the buffer under earlier pointers
-    std::byte* market = w.grow(p * kPositionBytes);
-    std::byte* size = market + p * 2;
-    std::byte* entry = size + p * 8;
-    std::byte* mslot = entry + p * 8;
-    std::size_t row = 0;
-    for (std::size_t a = 0; a < n; ++a) {
-      const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
-      detail::store_array(market + 2 * row, e.pos_market_.data() + b, c);
-      detail::store_array(size + 8 * row, e.pos_size_.data() + b, c);
-      detail::store_array(entry + 8 * row, e.pos_entry_.data() + b, c);
-      detail::store_array(mslot + 4 * row, e.pos_mslot_.data() + b, c);
-      row += c;
-    }
-    column<std::byte> out = w.take();
-    // header: magic, version, flags, payload length, payload checksum, header checksum
-    std::byte* h = out.data();
+    w.template put<u64>(p);
+    for (std::size_t a = 0; a < n; ++a) w.array(e.pos_market_.data() + e.acc_[a].start, e.acc_[a].count);
+    for (std::size_t a = 0; a < n; ++a) w.array(e.pos_size_.data() + e.acc_[a].start, e.acc_[a].count);
+    for (std::size_t a = 0; a < n; ++a) w.array(e.pos_entry_.data() + e.acc_[a].start, e.acc_[a].count);
+    for (std::size_t a = 0; a < n; ++a) w.array(e.pos_mslot_.data() + e.acc_[a].start, e.acc_[a].count);
+  }
+
+  static void fill_header(std::byte* h, std::size_t payload, u64 payload_checksum) {
     std::memcpy(h, kMagic, 8);
     detail::store_le<std::uint32_t>(h + 8, kSnapshotVersion);
     detail::store_le<std::uint32_t>(h + 12, 0);
-    const std::size_t payload = out.size() - kSnapshotHeaderBytes;
     detail::store_le<u64>(h + 16, payload);
-    detail::store_le<u64>(h + 24, checksum64(h + kSnapshotHeaderBytes, payload, 1));
+    detail::store_le<u64>(h + 24, payload_checksum);
     detail::store_le<u64>(h + 32, checksum64(h, 32, 2));
+  }
+
+  static column<std::byte> write(const Engine& e) {
+    Writer w;
+    w.reserve(kSnapshotHeaderBytes + payload_estimate(e));
+    w.zeros(kSnapshotHeaderBytes);  // filled in at the end
+    write_payload(e, w);
+    column<std::byte> out = w.take();
+    const std::size_t payload = out.size() - kSnapshotHeaderBytes;
+    fill_header(out.data(), payload, checksum64(out.data() + kSnapshotHeaderBytes, payload, 1));
     return out;
+  }
+
+  static void save(const Engine& e, const std::string& path) {
+    atomic_write(path, [&](int fd, const std::string& tmp) {
+      std::byte header[kSnapshotHeaderBytes] = {};
+      write_all(fd, header, sizeof(header), tmp);  // placeholder until the checksum is known
+      FileSink sink(fd, tmp);
+      write_payload(e, sink);
+      sink.flush();
+      fill_header(header, sink.total(), sink.checksum());
+      if (::pwrite(fd, header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header))) throw Error(sys_error("cannot write", tmp));
+    });
   }
 
   static Engine read(std::span<const std::byte> bytes, int threads) {
@@ -352,6 +477,9 @@ struct SnapshotAccess {
     }
     // accounts
     const std::size_t n = r.count<u64>(kAccountBytes, AccountIndex::kNone - 2, "account count");
+    detail::reserve_huge(e.acc_id_, n);
+    detail::reserve_huge(e.acc_, n);
+    detail::reserve_huge(e.acc_cap_, n);
     e.acc_id_.resize(n);
     r.array(e.acc_id_.data(), n);
     e.acc_.resize(n);
@@ -378,6 +506,10 @@ struct SnapshotAccess {
     // positions
     const std::size_t p = r.count<u64>(kPositionBytes, std::numeric_limits<std::size_t>::max(), "position count");
     if (p != total) corrupt("position count " + std::to_string(p) + " does not match the accounts' " + std::to_string(total));
+    detail::reserve_huge(e.pos_market_, p);
+    detail::reserve_huge(e.pos_size_, p);
+    detail::reserve_huge(e.pos_entry_, p);
+    detail::reserve_huge(e.pos_mslot_, p);
     e.pos_market_.resize(p);
     e.pos_size_.resize(p);
     e.pos_entry_.resize(p);
@@ -547,10 +679,7 @@ std::vector<i64> account_balances(const Engine& engine) { return SnapshotAccess:
 
 Engine engine_from_snapshot(std::span<const std::byte> bytes, int threads) { return SnapshotAccess::read(bytes, threads); }
 
-void save_snapshot(const Engine& engine, const std::string& path) {
-  const column<std::byte> bytes = snapshot_bytes(engine);
-  write_file_atomic(path, bytes);
-}
+void save_snapshot(const Engine& engine, const std::string& path) { SnapshotAccess::save(engine, path); }
 
 Engine load_snapshot(const std::string& path, int threads) {
   const column<std::byte> bytes = read_file_bytes(path);
