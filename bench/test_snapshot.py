@@ -51,7 +51,7 @@ def test_load(benchmark, run, timings, workload, ops) -> None:
         assert best <= 2 * copy
 
 
-@pytest.mark.parametrize("name", ["copy", "file_write", "file_read"])
+@pytest.mark.parametrize("name", ["copy", "file_write", "file_read", "engine_copy"])
 def test_baseline(benchmark, run, timings, workload, ops, name) -> None:
     _, best = run(ops[name])
     timings[name] = best

@@ -3,6 +3,7 @@
 #include "deleverage/snapshot.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -535,28 +536,58 @@ struct SnapshotAccess {
       ++holders[m];
     }
     for (std::size_t m = 0; m < n_markets; ++m) e.markets_[m].accounts.assign(holders[m], AccountIndex::kNone);
+    // the largest |size| whose notional stays in range at both the mark and the valued mark
+    // (value_in_range once per market instead of a 128-bit division per position)
+    std::vector<i64> max_abs(n_markets, std::numeric_limits<i64>::max());
+    for (std::size_t m = 0; m < n_markets; ++m) {
+      const Engine::MarketState& mk = e.markets_[m];
+      for (i64 price : {mk.mark, mk.valued_mark}) {
+        if (price <= 0) continue;
+        const i128 limit = static_cast<i128>(kMaxNotional) * e.scale_s_ / (static_cast<i128>(price) * mk.pow10k);
+        if (limit < max_abs[m]) max_abs[m] = static_cast<i64>(limit);
+      }
+    }
+    // Per-account checks and the cached sums, in parallel over accounts; each thread keeps
+    // its own partial sums, merged below.
+    struct Part {
+      std::vector<i128> net;
+      std::vector<i64> largest;
+      i128 cash = 0;
+    };
+    const std::size_t threads = static_cast<std::size_t>(std::max(1, e.threads_));
+    std::vector<Part> parts(threads);
+    std::atomic<std::size_t> next_part{0};
+    detail::parallel_for(n, e.threads_, 1 << 15, [&](std::size_t begin, std::size_t end) {
+      Part& part = parts[next_part.fetch_add(1) % threads];  // one chunk per thread
+      part.net.assign(n_markets, 0);
+      part.largest.assign(n_markets, 0);
+      std::vector<std::uint32_t> stamp(n_markets, AccountIndex::kNone);
+      for (std::size_t a = begin; a < end; ++a) {
+        part.cash += e.acc_[a].balance;
+        const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
+        for (std::uint32_t s = b; s < b + c; ++s) {
+          const std::size_t m = e.pos_market_[s];
+          const i64 q = e.pos_size_[s];
+          if (stamp[m] == a) corrupt("account " + std::to_string(e.acc_id_[a]) + " holds two positions in market " + std::to_string(m));
+          stamp[m] = static_cast<std::uint32_t>(a);
+          if (q == 0 || q == std::numeric_limits<i64>::min()) corrupt("position of account " + std::to_string(e.acc_id_[a]) + " has size " + std::to_string(q));
+          const i64 abs_q = q < 0 ? -q : q;
+          if (abs_q > max_abs[m]) corrupt("a position's notional in market " + std::to_string(m) + " is out of range");
+          part.largest[m] = std::max(part.largest[m], abs_q);
+          part.net[m] += q;
+          part.cash -= e.pos_entry_[s];
+        }
+        // cached sums at each market's valued mark (every position checked above)
+        e.acc_[a].cache = e.account_sums(static_cast<std::uint32_t>(a), true);
+      }
+    });
     std::vector<i128> net(n_markets, 0);
-    std::vector<std::uint32_t> stamp(n_markets, AccountIndex::kNone);
     i128 cash = 0;
-    for (std::size_t a = 0; a < n; ++a) {
-      cash += e.acc_[a].balance;
-      const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
-      for (std::uint32_t s = b; s < b + c; ++s) {
-        const std::size_t m = e.pos_market_[s];
-        Engine::MarketState& mk = e.markets_[m];
-        const i64 q = e.pos_size_[s];
-        if (stamp[m] == a) corrupt("account " + std::to_string(e.acc_id_[a]) + " holds two positions in market " + std::to_string(m));
-        stamp[m] = static_cast<std::uint32_t>(a);
-        if (q == 0 || q == std::numeric_limits<i64>::min()) corrupt("position of account " + std::to_string(e.acc_id_[a]) + " has size " + std::to_string(q));
-        const std::uint32_t ms = e.pos_mslot_[s];
-        if (ms >= mk.accounts.size() || mk.accounts[ms] != AccountIndex::kNone) corrupt("market holder list of market " + std::to_string(m) + " is not a permutation");
-        mk.accounts[ms] = static_cast<std::uint32_t>(a);
-        const i64 abs_q = q < 0 ? -q : q;
-        for (i64 price : {mk.mark, mk.valued_mark})
-          if (!e.value_in_range(mk, abs_q, price)) corrupt("a position's notional in market " + std::to_string(m) + " is out of range");
-        mk.max_abs_size = std::max(mk.max_abs_size, abs_q);
-        net[m] += q;
-        cash -= e.pos_entry_[s];
+    for (const Part& part : parts) {
+      cash += part.cash;
+      for (std::size_t m = 0; m < part.net.size(); ++m) {
+        net[m] += part.net[m];
+        e.markets_[m].max_abs_size = std::max(e.markets_[m].max_abs_size, part.largest[m]);
       }
     }
     for (std::size_t m = 0; m < n_markets; ++m) {
@@ -566,10 +597,17 @@ struct SnapshotAccess {
     const Flows& fl = e.flows_;
     if (cash + fund != fl.deposits - fl.withdrawals - fl.loaded_entry_notional + fl.insurance_deposits)
       corrupt("conservation does not hold (accounts' cash + fund != net deposits)");
-    // cached sums at each market's valued mark, in parallel over accounts
-    detail::parallel_for(n, e.threads_, 1 << 15, [&](std::size_t b, std::size_t end) {
-      for (std::size_t a = b; a < end; ++a) e.acc_[a].cache = e.account_sums(static_cast<std::uint32_t>(a), true);
-    });
+    // each market's holder list from the holder slots, which must form a permutation
+    for (std::size_t a = 0; a < n; ++a) {
+      const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
+      for (std::uint32_t s = b; s < b + c; ++s) {
+        std::vector<std::uint32_t>& list = e.markets_[e.pos_market_[s]].accounts;
+        const std::uint32_t ms = e.pos_mslot_[s];
+        if (ms >= list.size() || list[ms] != AccountIndex::kNone)
+          corrupt("market holder list of market " + std::to_string(e.pos_market_[s]) + " is not a permutation");
+        list[ms] = static_cast<std::uint32_t>(a);
+      }
+    }
   }
 
   static std::vector<i64> balances(const Engine& e) {
@@ -682,8 +720,35 @@ Engine engine_from_snapshot(std::span<const std::byte> bytes, int threads) { ret
 void save_snapshot(const Engine& engine, const std::string& path) { SnapshotAccess::save(engine, path); }
 
 Engine load_snapshot(const std::string& path, int threads) {
-  const column<std::byte> bytes = read_file_bytes(path);
-  return engine_from_snapshot(bytes, threads);
+  // Map the file rather than copy it: the page cache pages are read in place.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(sys_error("cannot open", path));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const std::string msg = sys_error("cannot stat", path);
+    ::close(fd);
+    throw Error(msg);
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size == 0 || !S_ISREG(st.st_mode)) {  // nothing to map: read what is there
+    ::close(fd);
+    const column<std::byte> bytes = read_file_bytes(path);
+    return engine_from_snapshot(bytes, threads);
+  }
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    const column<std::byte> bytes = read_file_bytes(path);
+    return engine_from_snapshot(bytes, threads);
+  }
+  struct Unmap {
+    void* p;
+    std::size_t n;
+    ~Unmap() { ::munmap(p, n); }
+  } unmap{map, size};
+  // A file truncated by another process while mapped would fault (SIGBUS): snapshots are
+  // written to a temporary file and renamed, so the file we opened is never truncated.
+  return engine_from_snapshot(std::span(static_cast<const std::byte*>(map), size), threads);
 }
 
 StateHash Engine::state_hash() const { return SnapshotAccess::hash(*this); }
