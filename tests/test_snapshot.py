@@ -260,3 +260,23 @@ def test_many_markets_round_trip() -> None:
     assert back.state_hash() == ex.state_hash()
     assert back.to_bytes() == ex.to_bytes()
     back.check_invariants()
+
+
+def test_export_parquet(tmp_path) -> None:
+    import pandas as pd
+
+    ex = busy_exchange()
+    paths = ex.export_parquet(tmp_path / "out")
+    assert set(paths) == {"accounts", "positions", "ledger"}
+    accounts = pd.read_parquet(paths["accounts"])
+    assert accounts["account"].tolist() == ex.account_ids().tolist()
+    assert accounts["balance"].tolist() == [ex.balance(a, exact=True) for a in ex.account_ids()]
+    positions = pd.read_parquet(paths["positions"])
+    pos = ex.positions(exact=True)
+    assert positions["size"].tolist() == pos.size.tolist()
+    assert positions["entry_notional"].tolist() == pos.entry_notional.tolist()
+    assert positions["symbol"].tolist() == [ex.markets[m] for m in pos.market]
+    assert str(positions["size"].dtype) == "int64"
+    ledger = pd.read_parquet(paths["ledger"])
+    assert ledger["amount"].tolist() == ex.insurance.ledger(exact=True).amount.tolist()
+    assert len(ledger) == 2 and ledger["amount"].sum() == ex.insurance.balance(0, exact=True)
