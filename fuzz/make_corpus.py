@@ -45,6 +45,12 @@ def main() -> None:
     (HERE / "journal").mkdir(parents=True, exist_ok=True)
     (HERE / "journal" / "every_op").write_bytes(records)
     (HERE / "journal" / "cut").write_bytes(records[: len(records) // 2])
+    # the C++ libFuzzer target (cpp/fuzz): first byte 0 / 2 = snapshot as is / repaired, 1 = journal
+    cpp = HERE.parent.parent / "cpp" / "fuzz" / "corpus"
+    cpp.mkdir(parents=True, exist_ok=True)
+    (cpp / "snapshot").write_bytes(b"\x00" + snap)
+    (cpp / "snapshot_repair").write_bytes(b"\x02" + snap)
+    (cpp / "journal").write_bytes(b"\x01" + records)
     (HERE / "batch").mkdir(parents=True, exist_ok=True)
     for i in range(4):
         (HERE / "batch" / f"seed{i}").write_bytes(bytes((i * 37 + k * 11) % 256 for k in range(64)))
