@@ -3,9 +3,11 @@
 #pragma once
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <mutex>
 
 #include "deleverage/engine.hpp"
+#include "deleverage/journal.hpp"
 
 namespace deleverage::bindings {
 
@@ -16,9 +18,12 @@ struct PyEngine {
   // ever appended, so any prefix of a longer copy is still right. Touched with the GIL held.
   pybind11::object ids;
   std::size_t ids_count = 0;
+  // When open, every state-changing call goes through it (apply, then record on success).
+  std::unique_ptr<Journal> journal;
   PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
-  // A deep copy of the state (the ids cache is rebuilt on demand).
+  // A deep copy of the state (the ids cache is rebuilt on demand; no journal).
   explicit PyEngine(const Engine& other) : engine(other) {}
+  explicit PyEngine(Engine&& other) : engine(std::move(other)) {}
 };
 
 // Runs fn(engine) with the GIL released and the engine's mutex held.

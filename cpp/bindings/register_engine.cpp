@@ -36,6 +36,7 @@ py::dict margin_report_to_dict(MarginReport&& r) {
 }  // namespace
 
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls);
+void register_durability(py::module_& m, py::class_<PyEngine>& cls);
 
 void register_engine(py::module_& m) {
   m.def(
@@ -92,6 +93,7 @@ void register_engine(py::module_& m) {
       py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("decimals"));
   py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
   register_waterfall(m, cls);
+  register_durability(m, cls);
   cls
       .def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
       .def("copy",
@@ -118,7 +120,7 @@ void register_engine(py::module_& m) {
             spec.initial_rate = imr;
             spec.liquidation_fee_rate = fee;
             for (const auto& [cap, t_mmr, t_imr, amount] : tiers) spec.tiers.push_back(TierSpec{cap, t_mmr, t_imr, amount});
-            return locked(s, [&](Engine& e) { return e.add_market(spec); });
+            return locked(s, [&](Engine& e) { return s.journal ? s.journal->add_market(e, spec) : e.add_market(spec); });
           },
           py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
           py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"))
@@ -143,13 +145,13 @@ void register_engine(py::module_& m) {
            [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
              auto a = as_span<i64>(accounts, "accounts");
              auto v = as_span<i64>(amounts, "amounts");
-             locked(s, [&](Engine& e) { e.deposit(a, v); });
+             locked(s, [&](Engine& e) { s.journal ? s.journal->deposit(e, a, v) : e.deposit(a, v); });
            })
       .def("withdraw",
            [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
              auto a = as_span<i64>(accounts, "accounts");
              auto v = as_span<i64>(amounts, "amounts");
-             locked(s, [&](Engine& e) { e.withdraw(a, v); });
+             locked(s, [&](Engine& e) { s.journal ? s.journal->withdraw(e, a, v) : e.withdraw(a, v); });
            })
       .def("load_positions",
            [](PyEngine& s, const py::array& accounts, const py::array& markets, const py::array& sizes,
@@ -158,12 +160,16 @@ void register_engine(py::module_& m) {
              auto mk = as_span<MarketId>(markets, "markets");
              auto q = as_span<i64>(sizes, "sizes");
              auto p = as_span<i64>(entry_prices, "entry_prices");
-             locked(s, [&](Engine& e) { e.load_positions(a, mk, q, p, counterparty); });
+             locked(s, [&](Engine& e) {
+               s.journal ? s.journal->load_positions(e, a, mk, q, p, counterparty) : e.load_positions(a, mk, q, p, counterparty);
+             });
            },
            py::arg("accounts"), py::arg("markets"), py::arg("sizes"), py::arg("entry_prices"), py::arg("counterparty") = py::none())
       .def("trade",
            [](PyEngine& s, i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
-             locked(s, [&](Engine& e) { e.trade(buyer, seller, market, size, price); });
+             locked(s, [&](Engine& e) {
+               s.journal ? s.journal->trade(e, buyer, seller, market, size, price) : e.trade(buyer, seller, market, size, price);
+             });
            })
       .def("trades",
            [](PyEngine& s, const py::array& buyers, const py::array& sellers, const py::array& markets, const py::array& sizes,
@@ -173,20 +179,20 @@ void register_engine(py::module_& m) {
              auto mk = as_span<MarketId>(markets, "markets");
              auto q = as_span<i64>(sizes, "sizes");
              auto p = as_span<i64>(prices, "prices");
-             locked(s, [&](Engine& e) { e.trades(b, se, mk, q, p); });
+             locked(s, [&](Engine& e) { s.journal ? s.journal->trades(e, b, se, mk, q, p) : e.trades(b, se, mk, q, p); });
            })
       .def("set_marks",
            [](PyEngine& s, const py::array& markets, const py::array& prices) {
              auto mk = as_span<MarketId>(markets, "markets");
              auto p = as_span<i64>(prices, "prices");
-             locked(s, [&](Engine& e) { e.set_marks(mk, p); });
+             locked(s, [&](Engine& e) { s.journal ? s.journal->set_marks(e, mk, p) : e.set_marks(mk, p); });
            })
       .def("check_margin",
            [](PyEngine& s, std::optional<py::array> markets) {
              MarginReport r;
              if (markets) {
                auto mk = as_span<MarketId>(*markets, "markets");
-               r = locked(s, [&](Engine& e) { return e.check_margin(mk); });
+               r = locked(s, [&](Engine& e) { return s.journal ? s.journal->check_margin(e, mk) : e.check_margin(mk); });
                return margin_report_to_dict(std::move(r));
              }
              // full report: the ids column is the shared read-only copy (refreshed when
@@ -195,7 +201,7 @@ void register_engine(py::module_& m) {
              std::vector<i64> fresh_ids;
              bool refreshed = false;
              locked(s, [&](Engine& e) {
-               r = e.check_margin_values();
+               r = s.journal ? s.journal->check_margin_values(e) : e.check_margin_values();
                if (e.account_count() > cached) {
                  fresh_ids = e.account_ids();
                  refreshed = true;

@@ -41,7 +41,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            c.lot = lot;
            c.g = parse_risk_function(g);
            c.seed = seed;
-           WaterfallResult r = locked(s, [&](Engine& e) { return e.liquidate(c); });
+           WaterfallResult r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
            py::dict ev;
            ev["step"] = to_numpy(std::move(r.events.step));
            ev["kind"] = to_numpy(std::move(r.events.kind));
@@ -77,7 +77,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
       .def("adl_ranking",
            [](PyEngine& s, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-             AdlRankingReport r = locked(s, [&](Engine& e) { return e.adl_ranking(market, rk); });
+             AdlRankingReport r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_ranking(e, market, rk) : e.adl_ranking(market, rk); });
              py::dict d;
              d["account"] = to_numpy(std::move(r.account));
              d["side"] = to_numpy(std::move(r.side));
@@ -88,9 +88,9 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
              d["expected_loss"] = to_numpy(std::move(r.expected_loss));
              return d;
            })
-      .def("give_market_own_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.give_market_own_pool(market); }); })
+      .def("give_market_own_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return s.journal ? s.journal->give_market_own_pool(e, market) : e.give_market_own_pool(market); }); })
       .def("market_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
-      .def("insurance_deposit", [](PyEngine& s, i64 amount, int pool) { locked(s, [&](Engine& e) { e.insurance_deposit(amount, pool); }); })
+      .def("insurance_deposit", [](PyEngine& s, i64 amount, int pool) { locked(s, [&](Engine& e) { s.journal ? s.journal->insurance_deposit(e, amount, pool) : e.insurance_deposit(amount, pool); }); })
       .def("insurance_balance", [](PyEngine& s, int pool) {
         return locked(s, [&](Engine& e) {
           if (pool < 0 || pool >= e.insurance().pool_count()) throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
@@ -98,7 +98,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
         });
       })
       .def("insurance_pool_count", [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.insurance().pool_count(); }); })
-      .def("set_drawdown_rule", [](PyEngine& s, i64 max_drawdown, int window) { locked(s, [&](Engine& e) { e.set_drawdown_rule(max_drawdown, window); }); })
+      .def("set_drawdown_rule", [](PyEngine& s, i64 max_drawdown, int window) { locked(s, [&](Engine& e) { s.journal ? s.journal->set_drawdown_rule(e, max_drawdown, window) : e.set_drawdown_rule(max_drawdown, window); }); })
       .def("insurance_ledger",
            [](PyEngine& s) {
              std::vector<LedgerEntry> l = locked(s, [&](Engine& e) { return e.insurance().ledger(); });

@@ -10,6 +10,29 @@ namespace deleverage {
 namespace {
 constexpr int kMaxExtraValueDecimals = 8;  // D - money_decimals; keeps account sums in 128 bits
 constexpr std::size_t kMaxMarkets = 1024;
+
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): symbols
+// reach Python as str, and snapshots or journals may carry them from other writers.
+bool valid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    std::size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80) { ++i; continue; }
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+    else return false;
+    if (i + len > n) return false;
+    if (p[i + 1] < lo || p[i + 1] > hi) return false;
+    for (std::size_t k = 2; k < len; ++k)
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return false;
+    i += len;
+  }
+  return true;
+}
 }  // namespace
 
 Engine::Engine(int money_decimals, int threads) : money_decimals_(money_decimals) {
@@ -42,6 +65,7 @@ void Engine::set_value_scale(int new_d) {
 
 MarketId Engine::add_market(const MarketSpec& spec) {
   if (spec.symbol.empty()) throw ConfigError("symbol must not be empty");
+  if (!valid_utf8(spec.symbol)) throw ConfigError("symbol must be valid UTF-8");
   for (const MarketState& mk : markets_)
     if (mk.spec.symbol == spec.symbol) throw ConfigError("symbol '" + spec.symbol + "' is already a market");
   if (markets_.size() >= kMaxMarkets) throw ConfigError("at most 1024 markets are supported");

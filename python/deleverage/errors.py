@@ -16,6 +16,7 @@ __all__ = [
     "InsufficientMargin",
     "CorruptSnapshot",
     "InvariantViolation",
+    "JournalTruncated",
 ]
 
 
@@ -52,3 +53,7 @@ class CorruptSnapshot(DeleverageError):
 
 class InvariantViolation(DeleverageError):
     """Conservation, zero net size or internal consistency does not hold."""
+
+
+class JournalTruncated(UserWarning):
+    """Warning: a journal ended inside a record; replay stopped at the last whole record."""

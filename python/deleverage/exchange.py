@@ -9,7 +9,10 @@ in lots of ``10**-qty_decimals``, prices in ticks of ``10**-price_decimals``).
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -17,7 +20,7 @@ import numpy.typing as npt
 
 from . import _convert as cv
 from . import _core
-from .errors import ConfigError, InvalidInput, UnknownId
+from .errors import ConfigError, InvalidInput, JournalTruncated, UnknownId
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
@@ -71,6 +74,131 @@ class Exchange:
         other._price_decimals = list(self._price_decimals)
         other.insurance = InsuranceFund(other)
         return other
+
+    # ------------------------------------------------------------------ durability
+    @classmethod
+    def _from_engine(cls, engine: Any) -> "Exchange":
+        """Wraps a compiled engine (from a snapshot or a replay): the Python-side market
+        tables (symbols, decimals) are rebuilt from the engine's market specs."""
+        ex = cls.__new__(cls)
+        ex._engine = engine
+        ex._money_decimals = int(engine.money_decimals)
+        ex._symbols = {}
+        ex._qty_decimals = []
+        ex._price_decimals = []
+        for m in range(int(engine.market_count)):
+            info = engine.market_info(m)
+            ex._symbols[str(info["symbol"])] = m
+            ex._qty_decimals.append(int(info["qty_decimals"]))
+            ex._price_decimals.append(int(info["price_decimals"]))
+        ex.insurance = InsuranceFund(ex)
+        return ex
+
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Write a snapshot of the whole state to ``path`` atomically (a temporary file next
+        to it, fsync, rename). If anything fails, an existing file at ``path`` is left
+        unchanged. Format and guarantees: docs/durability.md."""
+        self._engine.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike[str]], *, threads: int = 0) -> "Exchange":
+        """Read a snapshot written by :meth:`save`. A truncated, damaged, empty, foreign or
+        newer-version file raises :class:`~deleverage.errors.CorruptSnapshot`."""
+        return cls._from_engine(_core.Engine.load(os.fspath(path), int(threads)))
+
+    def to_bytes(self) -> bytes:
+        """The snapshot as bytes (the same bytes :meth:`save` writes)."""
+        return bytes(self._engine.snapshot_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, threads: int = 0) -> "Exchange":
+        """Rebuild an exchange from :meth:`to_bytes` output (CorruptSnapshot if damaged)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"data must be bytes (got {type(data).__name__})")
+        return cls._from_engine(_core.Engine.from_snapshot_bytes(bytes(data), int(threads)))
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # pickling goes through the snapshot bytes: exact, versioned and checked on load
+        return (_exchange_from_bytes, (self.to_bytes(),))
+
+    def state_hash(self) -> int:
+        """A 128-bit hash of the logical state: markets, accounts (id, balance, positions),
+        the insurance fund (pools, rule, ledger, history), flows, step and money decimals.
+        Independent of the order in which accounts and positions were created; equal after
+        save/load and after replay."""
+        return int(self._engine.state_hash())
+
+    def open_journal(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Create (or replace) a journal at ``path`` and record every state-changing call
+        from now on: markets, deposits, withdrawals, positions, trades, marks, margin
+        checks, insurance calls and waterfall steps. A call that raises writes nothing.
+        Each record reaches the OS in one write; :meth:`close_journal` also fsyncs."""
+        self._engine.open_journal(os.fspath(path))
+
+    def close_journal(self) -> None:
+        """Flush (fsync) and close the journal; no-op when none is open."""
+        self._engine.close_journal()
+
+    @property
+    def journal_records(self) -> Optional[int]:
+        """Records written to the open journal, or None when no journal is open."""
+        n = self._engine.journal_records
+        return None if n is None else int(n)
+
+    @classmethod
+    def replay(cls, snapshot_path: Union[str, os.PathLike[str]], journal_path: Union[str, os.PathLike[str]], *,
+               threads: int = 0) -> "Exchange":
+        """Rebuild the state from a snapshot and the journal opened right after it was taken.
+
+        The journal's header holds the state hash it started from; a different snapshot
+        raises CorruptSnapshot. A journal cut off mid-record is replayed up to its last
+        whole record, with a :class:`~deleverage.errors.JournalTruncated` warning. The result
+        has ``replayed_records`` (int) and ``journal_truncated`` (bool) attributes.
+        """
+        engine, info = _core.Engine.replay(os.fspath(snapshot_path), os.fspath(journal_path), int(threads))
+        ex = cls._from_engine(engine)
+        ex.replayed_records = int(info["records"])
+        ex.journal_truncated = bool(info["truncated"])
+        if ex.journal_truncated:
+            warnings.warn(f"journal {os.fspath(journal_path)!r} ends inside a record: replayed {ex.replayed_records} whole "
+                          f"records ({info['valid_bytes']} of {info['total_bytes']} bytes)", JournalTruncated, stacklevel=2)
+        return ex
+
+    replayed_records: Optional[int] = None
+    """Records applied by :meth:`replay` (None for an exchange not made by replay)."""
+    journal_truncated: bool = False
+    """Whether :meth:`replay` found the journal cut off mid-record."""
+
+    def export_parquet(self, directory: Union[str, os.PathLike[str]]) -> dict[str, Path]:
+        """Write ``accounts.parquet`` (account, balance), ``positions.parquet`` (account,
+        market, symbol, size, entry_notional, unrealized_pnl: exact integer units) and
+        ``ledger.parquet`` (the insurance fund ledger) into ``directory`` (created if
+        needed), for analysis with pandas, Arrow, DuckDB or Spark. Needs pyarrow.
+        Returns the paths written, by table name."""
+        import pandas as pd  # optional dependencies, only needed here
+
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - pyarrow is in the test extra
+            raise ImportError("export_parquet needs pyarrow: pip install pyarrow") from exc
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        accounts = pd.DataFrame({"account": self._engine.account_ids(), "balance": self._engine.account_balances()})
+        raw = self._engine.positions()
+        symbols = np.array(self.markets, dtype=object)
+        positions = pd.DataFrame({
+            "account": raw["account"],
+            "market": raw["market"],
+            "symbol": symbols[raw["market"]] if len(raw["market"]) else np.array([], dtype=object),
+            "size": raw["size"],
+            "entry_notional": raw["entry_notional"],
+            "unrealized_pnl": raw["unrealized_pnl"],
+        })
+        ledger = pd.DataFrame(self._engine.insurance_ledger())
+        paths = {name: out / f"{name}.parquet" for name in ("accounts", "positions", "ledger")}
+        for name, frame in (("accounts", accounts), ("positions", positions), ("ledger", ledger)):
+            frame.to_parquet(paths[name], index=False)
+        return paths
 
     # ------------------------------------------------------------------ markets
     @property
@@ -528,3 +656,8 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"Exchange({len(self._symbols)} markets, {self.account_count} accounts, {self.position_count} positions)"
+
+
+def _exchange_from_bytes(data: bytes) -> Exchange:
+    """Unpickling helper (module level so pickle can find it)."""
+    return Exchange.from_bytes(data)

@@ -83,6 +83,12 @@ struct Flows {
   i128 insurance_deposits = 0;
 };
 
+// A 128-bit hash of the logical state (see Engine::state_hash).
+struct StateHash {
+  u64 lo = 0, hi = 0;
+  friend bool operator==(const StateHash&, const StateHash&) = default;
+};
+
 class Engine {
  public:
   // money_decimals in [0, 12]; threads = 0 uses every hardware thread for batch checks.
@@ -159,6 +165,11 @@ class Engine {
   std::size_t memory_bytes() const;
   // Throws InvariantViolation if conservation, zero net size or internal consistency fails.
   void check_invariants() const;
+  // A hash of the logical state (snapshot.cpp): markets (specs, marks, previous marks,
+  // pools), every account (id, balance, positions sorted by market), the insurance fund
+  // (pools, rule, ledger, history), flows, step and money_decimals. Independent of the order
+  // in which accounts and positions were created; equal after save/load and after replay.
+  StateHash state_hash() const;
 
  private:
   struct MarketState {
@@ -245,6 +256,8 @@ class Engine {
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
 
+  // snapshots and the state hash (snapshot.cpp) read and rebuild the private state
+  friend struct SnapshotAccess;
   // waterfall helpers (waterfall.cpp)
   friend class WaterfallRun;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;

@@ -86,6 +86,7 @@ class InsuranceFund {
   }
 
  private:
+  friend struct SnapshotAccess;  // snapshot.cpp
   std::vector<i64> balance_;
   std::vector<LedgerEntry> ledger_;
   std::vector<HistoryRow> history_;
