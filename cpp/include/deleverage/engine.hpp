@@ -109,8 +109,21 @@ class Engine {
   void load_positions(std::span<const i64> accounts, std::span<const MarketId> markets,
                       std::span<const i64> sizes, std::span<const i64> entry_prices,
                       std::optional<i64> counterparty = std::nullopt);
-  // A fill of `size` lots (> 0) at `price` ticks between two different accounts.
+  // A fill of `size` lots (> 0) at `price` ticks between two different accounts. The buyer
+  // pays, and the seller receives, floor(size x price) in money units (semantics.md
+  // "Trades"). Atomic. No heap allocation when both accounts already hold a position in
+  // `market` (or have a spare slot from an earlier position there) and none needs the book
+  // compacted: the hot path of a risk service.
   void trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price);
+  // One auto-deleveraging fill, the step the waterfall repeats per counterparty: closes
+  // `lots` (> 0) of the bankrupt account's position in `market` against the winner's
+  // opposite position, at `price` ticks (normally the bankrupt position's bankruptcy price,
+  // positions().bankruptcy_price). Both positions only shrink: `lots` may not exceed either
+  // |size|. The bankrupt account is credited floor(lots x price) when it is long and charged
+  // ceil(lots x price) when short (money units; rounding favours solvency). The insurance
+  // fund, the event log and step() are untouched: liquidate() is the full waterfall.
+  // Atomic; no heap allocation.
+  void adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
   // A batch of fills applied in order, atomically.
   void trades(std::span<const i64> buyers, std::span<const i64> sellers,
               std::span<const MarketId> markets, std::span<const i64> sizes,
@@ -225,6 +238,7 @@ class Engine {
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);
+  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
   void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
