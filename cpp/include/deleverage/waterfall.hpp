@@ -28,6 +28,7 @@ enum class LastResortPolicy : std::uint8_t { Queue = 0, ProRata = 1, FundingInde
 enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
 enum class AdlPrice : std::uint8_t { Bankruptcy = 0, Mark = 1, PreviousMark = 2 };
 
+// What Engine::liquidate runs: who closes the positions, then the last resort (docs/waterfall.md).
 struct WaterfallConfig {
   ExecutorSpec executor;
   WaterfallMode mode = WaterfallMode::Close;
@@ -71,6 +72,7 @@ struct WaterfallEvents {
     price.push_back(px);
     pool.push_back(pl);
   }
+  // Number of events (rows).
   std::size_t size_() const { return step.size(); }
 };
 
