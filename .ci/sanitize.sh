@@ -22,7 +22,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-strict_string_checks=1:detect_stack_use_afte
 if [ "$PART" = all ] || [ "$PART" = cpp ]; then
   echo "== sanitize: C++ core + GoogleTest ($SAN)"
   B=build/sanitize-cpp
-  cmake -S cpp -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELEVERAGE_BUILD_TESTS=ON \
+  GEN=(); command -v ninja >/dev/null && [ ! -f "$B/CMakeCache.txt" ] && GEN=(-G Ninja)
+  cmake -S cpp -B "$B" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELEVERAGE_BUILD_TESTS=ON \
     -DDELEVERAGE_SANITIZE=$SAN -DCMAKE_DISABLE_FIND_PACKAGE_Python=ON >/dev/null
   cmake --build "$B" -j "$JOBS"
   # Every C++ test runs (leak checking on: the core owns all its memory).
