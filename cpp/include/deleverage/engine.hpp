@@ -278,6 +278,7 @@ class Engine {
   void revalue_all(MarginReport* out);
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
+  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
 
   // waterfall helpers (waterfall.cpp)
   friend class WaterfallRun;
