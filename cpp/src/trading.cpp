@@ -268,10 +268,11 @@ void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 pri
 void Engine::prefetch_pair(std::uint32_t a, std::uint32_t b) const {
   prefetch_account(a);
   prefetch_account(b);
-  prefetch_block(a);
-  prefetch_block(b);
-  __builtin_prefetch(&pos_entry_[acc_[a].start]);
-  __builtin_prefetch(&pos_entry_[acc_[b].start]);
+  for (const std::uint32_t x : {a, b}) {
+    if (acc_[x].count == 0) continue;  // no block (it may start at the end of the columns)
+    prefetch_block(x);
+    __builtin_prefetch(pos_entry_.data() + acc_[x].start);
+  }
 }
 
 // Applies both sides of one fill that validate_trade accepted; on failure the first side is
