@@ -82,3 +82,28 @@ def test_installed_core_builds_the_embedding_example(tmp_path_factory: pytest.Te
     # the example's account: $30 long 2 BTC at 100, mark 90 -> equity 10, maintenance 9 (5%),
     # initial 18 (10%), as computed by hand in cpp/tests/test_engine.cpp
     assert "equity 10.000000  maintenance 9.000000  initial 18.000000  liquidatable no" in out.stdout, out.stdout
+    # then the mark falls to 80: bankruptcy price 100 - 30 / 2 = 85.0; an ADL fill of 1 BTC at
+    # 85 realizes 85 - 100 = -15 (balance 15, equity 15 + 80 - 100 = -5) and +15 for account 2
+    assert "ADL at 85.0: account 1 equity -5.000000, account 2 balance 1015.000000" in out.stdout, out.stdout
+    assert (prefix / "include" / "deleverage" / "deleverage.hpp").exists()
+
+
+def test_public_headers_are_documented() -> None:
+    """Each public header opens with a comment saying what it is, before any code, and the
+    umbrella header lists every one of them."""
+    include = CPP / "include" / "deleverage"
+    umbrella = (include / "deleverage.hpp").read_text()
+    undocumented, unlisted = [], []
+    for path in sorted(include.rglob("*.hpp")):
+        lines = path.read_text().splitlines()
+        head = []
+        for line in lines:
+            if not line.startswith("//"):
+                break
+            head.append(line)
+        if len(" ".join(head)) < 60:  # at least a sentence
+            undocumented.append(str(path.relative_to(include)))
+        if path.parent == include and path.name != "deleverage.hpp" and path.name not in umbrella:
+            unlisted.append(path.name)
+    assert undocumented == []
+    assert unlisted == []

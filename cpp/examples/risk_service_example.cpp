@@ -1,9 +1,10 @@
 // A minimal risk service built on the installed core library: one market, two accounts,
-// a fill, a mark move, then the margin of one account (money in micro-dollars).
+// a fill, a mark move, the margin of one account (money in micro-dollars), then a crash
+// that bankrupts it and one auto-deleveraging fill at its bankruptcy price.
 #include <cstdio>
 #include <vector>
 
-#include "deleverage/engine.hpp"
+#include "deleverage/deleverage.hpp"
 
 int main() {
   using namespace deleverage;
@@ -37,6 +38,17 @@ int main() {
   std::size_t liquidatable = 0;
   for (auto flag : report.liquidatable) liquidatable += flag;
   std::printf("%zu accounts checked, %zu liquidatable\n", report.account_id.size(), liquidatable);
+
+  // BTC falls to $80.0: account 1's equity is 30 + (160 - 200) = -$10, bankrupt at $85.0.
+  const std::vector<i64> crash = {800};
+  engine.set_marks(markets, crash);
+  const PositionReport pos = engine.positions();  // account 1's position is row 0
+  const i64 bankruptcy_price = pos.bankruptcy_price[0];
+  // Close half of it (1000 lots) against account 2's short at the bankruptcy price.
+  engine.adl_fill(/*bankrupt=*/1, /*winner=*/2, m, /*lots=*/1'000, bankruptcy_price);
+  const AccountMargin after = engine.account_margin(1);
+  std::printf("ADL at %.1f: account 1 equity %.6f, account 2 balance %.6f\n", bankruptcy_price / 10.0,
+              after.equity / 1e6, engine.balance(2) / 1e6);
   engine.check_invariants();
   return 0;
 }

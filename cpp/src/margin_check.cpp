@@ -298,9 +298,10 @@ void Engine::prefetch_account(std::uint32_t a) const {
 }
 
 void Engine::prefetch_block(std::uint32_t a) const {
+  // pointer arithmetic, not operator[]: an empty block may start at the end of the columns
   const std::uint32_t b = acc_[a].start;
-  __builtin_prefetch(&pos_market_[b]);
-  __builtin_prefetch(&pos_size_[b]);
+  __builtin_prefetch(pos_market_.data() + b);
+  __builtin_prefetch(pos_size_.data() + b);
 }
 
 // Sorts a list that is ascending but for a few displaced entries (swap-removes and late

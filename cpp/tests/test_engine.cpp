@@ -99,3 +99,86 @@ TEST(Engine, UnbalancedLoadNeedsCounterparty) {
   EXPECT_EQ(e.net_size(m), 0);
   e.check_invariants();
 }
+
+TEST(Engine, AdlFillHandComputed) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 30'000'000);     // $30
+  dep(e, 2, 1'000'000'000);  // $1000
+  mark(e, m, 1000);
+  e.trade(1, 2, m, 2000, 1000);  // 1 long 2 BTC at 100.0 (entry $200), 2 short
+  mark(e, m, 800);               // 1: equity 30 + (160 - 200) = -$10, bankrupt at 85.0
+  ASSERT_TRUE(e.account_margin(1).bankrupt);
+  // 500 lots at 85.0: value 500 * 850 * 100 = $42.5. The long keeps 3/4 of its entry ($150)
+  // and realizes 42.5 - 50 = -7.5; the short realizes +7.5.
+  e.adl_fill(1, 2, m, 500, 850);
+  EXPECT_EQ(e.balance(1), 22'500'000);
+  EXPECT_EQ(e.balance(2), 1'007'500'000);
+  const AccountMargin a = e.account_margin(1);
+  EXPECT_EQ(a.equity, -7'500'000);  // 22.5 + (1500 * 800 * 100 = 120) - 150: the deficit shrinks by 1/4
+  const PositionReport p = e.positions();
+  ASSERT_EQ(p.size.size(), 2u);
+  EXPECT_EQ(p.size[0], 1500);
+  EXPECT_EQ(p.entry_notional[0], 150'000'000);
+  EXPECT_EQ(p.size[1], -1500);
+  EXPECT_EQ(p.entry_notional[1], -150'000'000);
+  e.check_invariants();
+  // closing the rest flattens both
+  e.adl_fill(1, 2, m, 1500, 850);
+  EXPECT_EQ(e.position_count(), 0u);
+  e.check_invariants();
+}
+
+TEST(Engine, AdlFillRoundsAgainstTheBankruptSide) {
+  // money_decimals 0 with lots of 0.001 and ticks of 0.1: one lot at one tick is 1e-4 money
+  // units, so a fill of 1 lot at 3 ticks is worth 0.0003.
+  Engine e(0, 1);
+  const MarketId m = e.add_market(btc());
+  dep(e, 1, 100);
+  dep(e, 2, 100);
+  dep(e, 3, 100);
+  dep(e, 4, 100);
+  mark(e, m, 3);
+  e.trade(2, 1, m, 5, 3);  // 1 short 5 lots, 2 long: entry floor(0.0015) = 0
+  e.trade(3, 4, m, 5, 3);  // 3 long 5 lots, 4 short
+  e.adl_fill(1, 2, m, 1, 3);  // bankrupt short buys: charged ceil(0.0003) = 1
+  EXPECT_EQ(e.balance(1), 99);
+  EXPECT_EQ(e.balance(2), 101);
+  e.adl_fill(3, 4, m, 1, 3);  // bankrupt long sells: credited floor(0.0003) = 0
+  EXPECT_EQ(e.balance(3), 100);
+  EXPECT_EQ(e.balance(4), 100);
+  e.check_invariants();
+}
+
+TEST(Engine, AdlFillBadInputChangesNothing) {
+  Engine e(6, 1);
+  const MarketId m = e.add_market(btc());
+  MarketSpec eth = btc();
+  eth.symbol = "ETH";
+  const MarketId m2 = e.add_market(eth);
+  for (i64 id : {1, 2, 3}) dep(e, id, 1'000'000'000);
+  mark(e, m, 1000);
+  mark(e, m2, 1000);
+  e.trade(1, 2, m, 100, 1000);  // 1 long 100, 2 short 100
+  e.trade(3, 2, m, 50, 1000);   // 3 long 50, 2 short 150
+  const PositionReport before = e.positions();
+  const i64 b1 = e.balance(1), b2 = e.balance(2), b3 = e.balance(3);
+  EXPECT_THROW(e.adl_fill(1, 99, m, 1, 1000), UnknownId);   // unknown winner
+  EXPECT_THROW(e.adl_fill(99, 2, m, 1, 1000), UnknownId);   // unknown bankrupt
+  EXPECT_THROW(e.adl_fill(1, 2, 7, 1, 1000), UnknownId);    // unknown market
+  EXPECT_THROW(e.adl_fill(1, 1, m, 1, 1000), InvalidInput);  // same account
+  EXPECT_THROW(e.adl_fill(1, 3, m, 1, 1000), InvalidInput);  // same side
+  EXPECT_THROW(e.adl_fill(1, 2, m2, 1, 1000), InvalidInput);  // no position there
+  EXPECT_THROW(e.adl_fill(1, 2, m, 0, 1000), InvalidInput);   // zero lots
+  EXPECT_THROW(e.adl_fill(1, 2, m, 1, 0), InvalidInput);      // zero price
+  EXPECT_THROW(e.adl_fill(1, 2, m, 101, 1000), InvalidInput);  // more than the bankrupt holds
+  EXPECT_THROW(e.adl_fill(2, 3, m, 51, 1000), InvalidInput);   // more than the winner holds
+  EXPECT_THROW(e.adl_fill(1, 2, m, 100, INT64_MAX / 2), ArithmeticOverflow);
+  const PositionReport after = e.positions();
+  EXPECT_EQ(after.size, before.size);
+  EXPECT_EQ(after.entry_notional, before.entry_notional);
+  EXPECT_EQ(e.balance(1), b1);
+  EXPECT_EQ(e.balance(2), b2);
+  EXPECT_EQ(e.balance(3), b3);
+  e.check_invariants();
+}

@@ -23,6 +23,11 @@ class AccountIndex {
       if (ids[idx] == id) return idx;
     }
   }
+  // Starts loading the table slot where `id` is looked for (a hint: hot single-account
+  // calls look up two accounts, and their cache misses overlap).
+  void prefetch(i64 id) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[hash(id) & (slots_.size() - 1)]);
+  }
   // Records that ids[index] == id (which must not be present yet).
   void insert(i64 id, std::uint32_t index, const std::vector<i64>& ids) {
     if ((size_ + 1) * 2 > slots_.size()) grow(ids);

@@ -1,5 +1,13 @@
-// The exchange state and the operations on it. See docs/semantics.md for the exact
-// integer contract every operation follows.
+// The exchange state and the operations on it: the class an embedding application uses.
+// See docs/semantics.md for the exact integer contract every operation follows.
+//
+// Units everywhere: money in integer units of 10^-money_decimals quote currency; sizes in
+// lots of 10^-qty_decimals base units and prices in ticks of 10^-price_decimals quote
+// units, both per market; rates in 1e-8 (kRateScale). Account ids are any int64 chosen by
+// the caller; market ids are the dense ints returned by add_market (0, 1, ...).
+//
+// Errors: every failure throws a deleverage::Error subclass (errors.hpp) whose message names
+// the offending field and row.
 //
 // Layout (structure of arrays):
 //  * accounts: id, balance, and a block [start, start+count) of position slots with spare
@@ -33,6 +41,8 @@
 
 namespace deleverage {
 
+// Sorts a vector that is sorted except for a few displaced entries (an insertion pass when
+// few are out of place, std::sort otherwise). Internal helper of the incremental check.
 void sort_nearly_sorted(std::vector<std::uint32_t>& v);
 
 // Per-account results of a margin check, one row per reported account.
@@ -94,12 +104,19 @@ class Engine {
   // money_decimals in [0, 12]; threads = 0 uses every hardware thread for batch checks.
   explicit Engine(int money_decimals = 6, int threads = 0);
 
+  // Copyable: a copy is a deep, independent copy of the whole state.
+
   // ---- configuration ----
+  // Adds a market and returns its id (the next integer). Throws ConfigError for an empty or
+  // repeated symbol, decimals out of range (qty + price decimals may exceed money_decimals
+  // by at most 8), bad rates or tiers, or more than 1024 markets.
   MarketId add_market(const MarketSpec& spec);
   int money_decimals() const { return money_decimals_; }
   std::size_t market_count() const { return markets_.size(); }
+  // The spec as given, and the validated tier table (UnknownId for an unknown market).
   const MarketSpec& market_spec(MarketId m) const;
   const std::vector<Tier>& market_tiers(MarketId m) const;
+  // The current mark (ticks); 0 until set_marks sets one.
   i64 mark(MarketId m) const;
   // Sum of signed sizes in a market (lots).
   i128 net_size(MarketId m) const;
@@ -115,14 +132,29 @@ class Engine {
   void load_positions(std::span<const i64> accounts, std::span<const MarketId> markets,
                       std::span<const i64> sizes, std::span<const i64> entry_prices,
                       std::optional<i64> counterparty = std::nullopt);
-  // A fill of `size` lots (> 0) at `price` ticks between two different accounts.
+  // A fill of `size` lots (> 0) at `price` ticks between two different accounts. The buyer
+  // pays, and the seller receives, floor(size x price) in money units (semantics.md
+  // "Trades"). Atomic. No heap allocation when both accounts already hold a position in
+  // `market` (or have a spare slot from an earlier position there) and none needs the book
+  // compacted: the hot path of a risk service.
   void trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price);
+  // One auto-deleveraging fill, the step the waterfall repeats per counterparty: closes
+  // `lots` (> 0) of the bankrupt account's position in `market` against the winner's
+  // opposite position, at `price` ticks (normally the bankrupt position's bankruptcy price,
+  // positions().bankruptcy_price). Both positions only shrink: `lots` may not exceed either
+  // |size|. The bankrupt account is credited floor(lots x price) when it is long and charged
+  // ceil(lots x price) when short (money units; rounding favours solvency). The insurance
+  // fund, the event log and step() are untouched: liquidate() is the full waterfall.
+  // Atomic; no heap allocation.
+  void adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
   // A batch of fills applied in order, atomically.
   void trades(std::span<const i64> buyers, std::span<const i64> sellers,
               std::span<const MarketId> markets, std::span<const i64> sizes,
               std::span<const i64> prices);
 
   // ---- marks and margin ----
+  // Sets marks (ticks, > 0); a market may appear once. Atomic. Revalues nothing by itself:
+  // account_margin reads the new marks at once, the batch checks revalue what moved.
   void set_marks(std::span<const MarketId> markets, std::span<const i64> prices);
   // Revalues every account at the current marks (parallel over accounts).
   MarginReport check_margin();
@@ -133,15 +165,21 @@ class Engine {
   // was last valued; reports the accounts holding a position in one of those markets.
   // (Past 1/50 of a large book, one full pass is cheaper and is used; same report.)
   MarginReport check_margin(std::span<const MarketId> moved);
-  // One account at the current marks; no allocation.
+  // One account at the current marks: equity rounded down, requirements rounded up (money
+  // units). Cost proportional to the account's positions; no allocation. UnknownId for an
+  // unknown account, InvalidInput if one of its markets has no mark yet.
   AccountMargin account_margin(i64 account_id) const;
+  // Every open position with its PnL, liquidation and bankruptcy prices (see PositionReport).
   PositionReport positions() const;
 
   // ---- insurance fund ----
   // Pool 0 is shared by every market; give_market_own_pool creates a pool for one market.
   int give_market_own_pool(MarketId m);
+  // The pool paying market m's deficits (0 unless give_market_own_pool was called).
   int market_pool(MarketId m) const;
+  // Money units (>= 0) into a pool from outside; counted in flows().insurance_deposits.
   void insurance_deposit(i64 amount, int pool);
+  // See InsuranceFund::set_drawdown_rule (max_drawdown in 1e-8 units, window in steps).
   void set_drawdown_rule(i64 max_drawdown, int window) { insurance_.set_drawdown_rule(max_drawdown, window); }
   const InsuranceFund& insurance() const { return insurance_; }
 
@@ -152,14 +190,19 @@ class Engine {
   AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
   // Waterfall steps run so far.
   i64 step() const { return step_; }
+  // The mark (ticks) before the last set_marks that changed it (AdlPrice::PreviousMark).
   i64 previous_mark(MarketId m) const;
 
   // ---- inspection ----
   std::size_t account_count() const { return acc_id_.size(); }
   std::size_t position_count() const { return live_positions_; }
   bool has_account(i64 id) const { return index_.find(id, acc_id_) != AccountIndex::kNone; }
+  // Collateral balance (money units): deposits - withdrawals + realized PnL, before
+  // unrealized PnL. UnknownId for an unknown account.
   i64 balance(i64 account_id) const;
+  // Account ids in creation order (the row order of check_margin's report).
   const std::vector<i64>& account_ids() const { return acc_id_; }
+  // Money that entered or left from outside, for the conservation invariant (money units).
   const Flows& flows() const { return flows_; }
   // Bytes held by the engine's state (capacity of every column, index and list).
   std::size_t memory_bytes() const;
@@ -236,6 +279,7 @@ class Engine {
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);
+  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
   void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
@@ -255,6 +299,7 @@ class Engine {
   bool revalue_for_step(StepMargins& step);
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
+  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
 
   // snapshots and the state hash (snapshot.cpp) read and rebuild the private state
   friend struct SnapshotAccess;

@@ -19,12 +19,14 @@ inline constexpr i64 kRateScale = 100'000'000;
 // Every position's value, at entry and at every mark, must stay within this many money units.
 inline constexpr i64 kMaxNotional = i64{1} << 62;
 
+// 10^e for 0 <= e <= 18 (larger e overflows: callers bound it).
 inline constexpr i64 pow10_i64(int e) {
   i64 r = 1;
   for (int i = 0; i < e; ++i) r *= 10;
   return r;
 }
 
+// Whether v is representable as int64.
 inline bool fits_i64(i128 v) {
   return v >= std::numeric_limits<i64>::min() && v <= std::numeric_limits<i64>::max();
 }
@@ -85,10 +87,12 @@ class ConstantDivider {
   }
   i64 divisor() const { return d_; }
 
+  // n / d for any unsigned 64-bit n.
   u64 div_u64(u64 n) const {
     u64 t = static_cast<u64>((static_cast<u128>(magic_) * n) >> 64);
     return (t + ((n - t) >> shift1_)) >> shift2_;
   }
+  // floor(a / d) and ceil(a / d) for any a.
   i128 floor(i128 a) const {
     if (a >= 0 && a < (i128{1} << 63)) return static_cast<i128>(div_u64(static_cast<u64>(a)));
     if (a < 0 && a > -(i128{1} << 63)) {
@@ -111,6 +115,7 @@ class ConstantDivider {
   int shift2_ = 0;
 };
 
+// Decimal text of a 128-bit integer (for messages: std::to_string has no i128 overload).
 std::string to_string_i128(i128 v);
 
 }  // namespace deleverage

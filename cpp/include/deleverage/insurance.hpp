@@ -24,17 +24,23 @@ struct LedgerEntry {
   LedgerReason reason;
 };
 
+// Owned by the Engine (Engine::insurance()); an embedding application reads it and changes
+// it through the Engine (insurance_deposit, give_market_own_pool, set_drawdown_rule,
+// liquidate). Balances are money units.
 class InsuranceFund {
  public:
   InsuranceFund() : balance_(1, 0) {}
 
+  // Adds an empty pool and returns its id.
   int add_pool() {
     balance_.push_back(0);
     if (!opening_.empty()) opening_.push_back(0);
     return static_cast<int>(balance_.size() - 1);
   }
   int pool_count() const { return static_cast<int>(balance_.size()); }
+  // A pool's balance (money units); std::out_of_range for an unknown pool.
   i64 balance(int pool) const { return balance_.at(static_cast<std::size_t>(pool)); }
+  // Sum over every pool (money units).
   i128 total() const {
     i128 t = 0;
     for (i64 b : balance_) t += b;

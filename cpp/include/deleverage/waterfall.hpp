@@ -41,6 +41,7 @@ inline constexpr i64 kThetaDeficit = -1;
 enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
 enum class AdlPrice : std::uint8_t { Bankruptcy = 0, Mark = 1, PreviousMark = 2 };
 
+// What Engine::liquidate runs: who closes the positions, then the last resort (docs/waterfall.md).
 struct WaterfallConfig {
   ExecutorSpec executor;
   WaterfallMode mode = WaterfallMode::Close;
@@ -99,6 +100,7 @@ struct WaterfallEvents {
     pool.push_back(pl);
     exec_price.push_back(xpx);
   }
+  // Number of events (rows).
   std::size_t size_() const { return step.size(); }
 };
 
