@@ -149,6 +149,7 @@ const char* op_name(std::uint8_t op) {
     case JournalOp::SetDrawdownRule: return "set_drawdown_rule";
     case JournalOp::Liquidate: return "liquidate";
     case JournalOp::AdlRanking: return "adl_ranking";
+    case JournalOp::AdlFill: return "adl_fill";
   }
   return "unknown";
 }
@@ -188,6 +189,14 @@ void apply_record(Engine& e, std::uint8_t op, Reader& r) {
       const i64 q = r.get<i64>(), p = r.get<i64>();
       if (!r.done()) break;
       e.trade(b, s, m, q, p);
+      return;
+    }
+    case JournalOp::AdlFill: {
+      const i64 bankrupt = r.get<i64>(), winner = r.get<i64>();
+      const MarketId m = r.get<MarketId>();
+      const i64 lots = r.get<i64>(), price = r.get<i64>();
+      if (!r.done()) break;
+      e.adl_fill(bankrupt, winner, m, lots, price);
       return;
     }
     case JournalOp::Trades: {
@@ -377,6 +386,17 @@ void Journal::load_positions(Engine& e, std::span<const i64> accounts, std::span
   p.w.put<std::uint8_t>(counterparty ? 1 : 0);
   p.w.put<i64>(counterparty.value_or(0));
   append(JournalOp::LoadPositions, p.bytes());
+}
+
+void Journal::adl_fill(Engine& e, i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price) {
+  e.adl_fill(bankrupt, winner, market, lots, price);
+  Payload p;
+  p.w.put<i64>(bankrupt);
+  p.w.put<i64>(winner);
+  p.w.put<MarketId>(market);
+  p.w.put<i64>(lots);
+  p.w.put<i64>(price);
+  append(JournalOp::AdlFill, p.bytes());
 }
 
 void Journal::trade(Engine& e, i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {

@@ -157,6 +157,33 @@ TEST(Journal, ReplayRebuildsTheStateAndStopsAtACutRecord) {
   EXPECT_THROW(replay_journal(other, journal), CorruptSnapshot);
 }
 
+TEST(Journal, RecordsAdlFills) {
+  Engine e(6, 1);
+  e.add_market(spec("X", 5'000'000, 10'000'000));
+  mark(e, 0, 100);
+  dep(e, 2, 20'000'000);
+  dep(e, 3, 500'000'000);
+  e.trade(2, 3, 0, 3, 100);
+  mark(e, 0, 95);
+  const column<std::byte> base = snapshot_bytes(e);
+  const std::string path = temp_path("adl.log");
+  {
+    Journal j(path, e);
+    j.adl_fill(e, 2, 3, 0, 2, 95);                         // the long closes 2 of 3 lots against the short
+    EXPECT_THROW(j.adl_fill(e, 2, 3, 0, 5, 95), Error);   // more lots than it holds: refused, not recorded
+    EXPECT_EQ(j.records(), 1u);
+    j.close();
+  }
+  const column<std::byte> journal = read_file_bytes(path);
+  std::remove(path.c_str());
+  Engine replayed = engine_from_snapshot(base, 1);
+  EXPECT_NE(replayed.state_hash(), e.state_hash());
+  const JournalReplay r = replay_journal(replayed, journal);
+  EXPECT_EQ(r.records, 1u);
+  EXPECT_EQ(replayed.state_hash(), e.state_hash());
+  replayed.check_invariants();
+}
+
 TEST(Checksum, DetectsAnyChangeWithinOneWord) {
   std::vector<unsigned char> data(100, 7);
   const u64 base = checksum64(data.data(), data.size());

@@ -14,6 +14,8 @@
 //   allocation.hpp   allocate_capped_pro_rata(): the waterfall's exact water-filling
 //   fixed_point.hpp  i64 / i128 money arithmetic helpers and constants (kRateScale)
 //   errors.hpp       the exception hierarchy (deleverage::Error and subclasses)
+//   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
+//   journal.hpp      the journal of state-changing calls and its replay
 //   account_index.hpp, detail/  internals the headers above need; not for direct use
 //
 // Units, rounding and atomicity: see engine.hpp and docs/semantics.md. Threads:
@@ -27,5 +29,7 @@
 #include "deleverage/errors.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/insurance.hpp"
+#include "deleverage/journal.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/snapshot.hpp"
 #include "deleverage/waterfall.hpp"

@@ -38,6 +38,7 @@ enum class JournalOp : std::uint8_t {
   SetDrawdownRule = 12,
   Liquidate = 13,         // the config as (key, value) pairs: see LiquidateKey
   AdlRanking = 14,        // revalues moved markets as a side effect
+  AdlFill = 15,           // Engine::adl_fill (C++ only)
 };
 
 // Keys of the liquidate record's settings. New WaterfallConfig fields get new keys; a reader
@@ -103,6 +104,7 @@ class Journal {
   void set_drawdown_rule(Engine& e, i64 max_drawdown, int window);
   WaterfallResult liquidate(Engine& e, const WaterfallConfig& config);
   AdlRankingReport adl_ranking(Engine& e, MarketId m, Ranking ranking);
+  void adl_fill(Engine& e, i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
 
  private:
   void append(JournalOp op, std::span<const std::byte> payload);
