@@ -6,8 +6,10 @@ point; this package is a thin typed layer over it. Start with :class:`Exchange`.
 
 from __future__ import annotations
 
-from . import errors, executors
+from . import errors, executors, scenarios
+from ._stress import StressResult, stress
 from .allocate import allocate
+from .books import load_book
 from .exchange import Exchange
 from .executors import Backstop, Impact, MarketClose
 from .reports import MarginReport, PositionReport
@@ -27,5 +29,9 @@ __all__ = [
     "AdlRanking",
     "errors",
     "executors",
+    "scenarios",
+    "stress",
+    "StressResult",
+    "load_book",
 ]
 __version__ = "0.1.0"

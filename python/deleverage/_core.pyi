@@ -119,3 +119,12 @@ def allocate_float(
     clip: bool,
 ) -> npt.NDArray[np.float64]: ...
 def random_walk_start(seed: int, n: int) -> int: ...
+# stress paths (see cpp/bindings/register_stress.cpp)
+def run_stress(
+    engine: Engine,
+    config: tuple[Any, ...],
+    marks: npt.NDArray[np.int64],
+    paths: int,
+    steps: int,
+    threads: int = 0,
+) -> dict[str, Any]: ...

@@ -362,6 +362,22 @@ class Exchange:
         account; flat accounts never pay. Winners pushed below maintenance are liquidated in
         the same step. The call is atomic. See docs/waterfall.md for the exact procedure.
         """
+        raw, totals = self._engine.liquidate(*self._waterfall_config(executor=executor, mode=mode, policy=policy,
+                                                                      ranking=ranking, adl_price=adl_price))
+        return self._waterfall_result(raw, totals, exact)
+
+    def _waterfall_config(
+        self,
+        *,
+        executor: Executor,
+        mode: str = "close",
+        policy: str = "queue",
+        ranking: str = "bitmex",
+        adl_price: str = "bankruptcy",
+    ) -> tuple[Any, ...]:
+        """The engine's waterfall configuration for :meth:`liquidate`'s keywords, checked: the
+        one place that turns them into the values the compiled code takes (``liquidate`` and
+        :func:`deleverage.stress` both use it)."""
         if isinstance(executor, MarketClose):
             kind, account = 0, executor.counterparty
             slip = int(round(executor.slippage_bps * 10_000))
@@ -381,8 +397,7 @@ class Exchange:
         if mode == "close" and policy == "funding_index":
             raise InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'")
         acc = int(cv.integers(account, "executor account")[0])
-        raw, totals = self._engine.liquidate(kind, acc, slip, impact_rate, depth, partial, *codes)
-        return self._waterfall_result(raw, totals, exact)
+        return (kind, acc, slip, impact_rate, depth, partial, *codes)
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool) -> WaterfallResult:
         kind = np.array(EVENT_KINDS, dtype=object)[raw["kind"]] if len(raw["kind"]) else np.array([], dtype=object)

@@ -91,12 +91,18 @@ class Engine {
   // ---- configuration ----
   MarketId add_market(const MarketSpec& spec);
   int money_decimals() const { return money_decimals_; }
+  // Threads used by batch checks and the waterfall's parallel parts; 0 = every hardware
+  // thread. A stress path running beside others sets 1 on its own copy.
+  void set_threads(int threads);
+  int threads() const { return threads_; }
   std::size_t market_count() const { return markets_.size(); }
   const MarketSpec& market_spec(MarketId m) const;
   const std::vector<Tier>& market_tiers(MarketId m) const;
   i64 mark(MarketId m) const;
   // Sum of signed sizes in a market (lots).
   i128 net_size(MarketId m) const;
+  // Value of `size` lots (signed) at `price` ticks in money units, rounded down.
+  i64 value_at(MarketId m, i64 size, i64 price) const;
 
   // ---- money in and out ----
   // Amounts >= 0 in money units; creates unknown accounts. Atomic; ids may repeat.
