@@ -196,7 +196,7 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
 // Brings the cached sums of every market whose mark moved (and of the requested ones) to
 // the current marks; returns the sorted accounts holding a position in any of them.
 std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out,
-                                                         bool* used_full_pass) {
+                                                         bool* used_full_pass, bool collect) {
   // An account exposed to a revalued market may hold any other market too: every market
   // with positions needs a mark, as in the full check.
   require_marks_for_open_positions();
@@ -250,9 +250,10 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
       }
       mk.valued_mark = mk.mark;
     }
-    touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
+    if (collect) touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
     ++lists;
   }
+  if (!collect) return touched;  // the caller (a waterfall step) needs the revaluation only
   if (lists > 1) {
     // several lists: a mark per account gives the sorted union in O(accounts + positions)
     std::vector<std::uint8_t> seen(acc_id_.size(), 0);

@@ -120,7 +120,10 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
 // across the bankrupt accounts of the step, and the result being built.
 class WaterfallRun {
  public:
-  WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
+  // start_margins: every account's margins at the step's marks when the revaluation already
+  // computed them (a full pass), so the step does not compute them again.
+  WaterfallRun(Engine& e, const WaterfallConfig& cfg, const MarginReport* start_margins = nullptr)
+      : e_(e), cfg_(cfg), start_margins_(start_margins) {}
 
   WaterfallResult run();
   void restore();
@@ -167,6 +170,7 @@ class WaterfallRun {
 
   Engine& e_;
   const WaterfallConfig& cfg_;
+  const MarginReport* start_margins_;
   WaterfallResult result_;
   std::uint32_t exec_account_ = AccountIndex::kNone;
   std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
@@ -681,13 +685,18 @@ WaterfallResult WaterfallRun::run() {
   for (std::size_t a = 0; a < n; ++a) start_balance_[a] = e_.acc_[a].balance;
   start_equity_.resize(n);
   start_maintenance_.resize(n);
-  detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
-    for (std::size_t a = b; a < end; ++a) {
-      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-      start_equity_[a] = am.equity;
-      start_maintenance_[a] = am.maintenance;
-    }
-  });
+  if (start_margins_ != nullptr) {
+    std::copy(start_margins_->equity.begin(), start_margins_->equity.end(), start_equity_.begin());
+    std::copy(start_margins_->maintenance.begin(), start_margins_->maintenance.end(), start_maintenance_.begin());
+  } else {
+    detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+      for (std::size_t a = b; a < end; ++a) {
+        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+        start_equity_[a] = am.equity;
+        start_maintenance_[a] = am.maintenance;
+      }
+    });
+  }
   // The first round's candidates come straight from the start-of-step margins: accounts with
   // positions below maintenance (a flat account's old debt is not this step's to settle).
   std::vector<std::uint32_t> checked;
@@ -735,11 +744,15 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
     throw InvalidInput("executor.impact must not be negative");
   account_index_or_throw(config.executor.account, "executor.account", 0);
   require_marks_for_open_positions();
-  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0));
+  // When every market moved (a stress step), the revaluation is one full pass that also
+  // yields every account's margins: the step starts from them.
+  MarginReport margins;
+  bool full_pass = false;
+  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), &margins, &full_pass, /*collect=*/false);
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
-  WaterfallRun run(*this, config);
+  WaterfallRun run(*this, config, full_pass ? &margins : nullptr);
   try {
     WaterfallResult r = run.run();
     insurance_.close_step(step_);

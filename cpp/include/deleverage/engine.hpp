@@ -236,7 +236,7 @@ class Engine {
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
   std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out = nullptr,
-                                                   bool* used_full_pass = nullptr);
+                                                   bool* used_full_pass = nullptr, bool collect = true);
   void revalue_all(MarginReport* out);
   void prefetch_account(std::uint32_t a) const;
   void prefetch_block(std::uint32_t a) const;
