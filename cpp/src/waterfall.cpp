@@ -744,8 +744,9 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
     throw InvalidInput("executor.impact must not be negative");
   account_index_or_throw(config.executor.account, "executor.account", 0);
   require_marks_for_open_positions();
-  // When every market moved (a stress step), the revaluation is one full pass that also
-  // yields every account's margins: the step starts from them.
+  // When the moved markets hold a large share of the book (every mark moves in a stress
+  // step), the revaluation is one full pass that also yields every account's margins: the
+  // step starts from them instead of computing them again.
   MarginReport margins;
   bool full_pass = false;
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), &margins, &full_pass, /*collect=*/false);
