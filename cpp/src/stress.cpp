@@ -1,5 +1,5 @@
 // Stress paths (stress.hpp): copies of the base engine stepped through mark paths, with
-// per-step totals and per-account outcomes aggregated as the events are read.
+// per-step totals and per-account outcomes aggregated by an event sink as the waterfall runs.
 #include "deleverage/stress.hpp"
 
 #include <algorithm>
@@ -28,6 +28,63 @@ struct AccountAcc {
   explicit AccountAcc(std::size_t n)
       : loss_total(n, 0), loss_max(n, 0), paths_hit(n, 0), paths_liquidated(n, 0),
         final_equity_min(n, std::numeric_limits<i64>::max()) {}
+};
+
+constexpr std::uint8_t kLiquidated = 1, kListed = 2, kPaid = 4;
+
+// Reads one path's events as the waterfall emits them: what each winner lost (ADL against
+// the mark, haircuts) and who was liquidated, without keeping the events.
+class PathSink final : public EventSink {
+ public:
+  PathSink(const Engine& e, const std::unordered_map<i64, std::uint32_t>& dense, std::vector<i64>& loss,
+           std::vector<std::uint8_t>& flags, std::vector<std::uint32_t>& hit)
+      : e_(e), dense_(dense), loss_(loss), flags_(flags), hit_(hit) {}
+
+  i64 step_loss = 0;
+
+  void add(i64, EventKind kind, i64 account, MarketId market, i64 counterparty, i64 size, i64 amount, i64,
+           std::int32_t) override {
+    switch (kind) {
+      case EventKind::AdlClose: {
+        // what the winner would have received closing at the mark, less what it got
+        const i64 loss = e_.value_at(market, -size, e_.mark(market)) - amount;
+        paid(account, loss);
+        note(counterparty, kLiquidated);  // the bankrupt side, even when no executor fill remains
+        break;
+      }
+      case EventKind::Haircut:
+        paid(account, -amount);
+        break;
+      case EventKind::LiquidationFill:
+      case EventKind::PartialFill:
+      case EventKind::BackstopFill:
+        note(account, kLiquidated);
+        break;
+      default:
+        break;
+    }
+  }
+
+ private:
+  std::uint32_t note(i64 id, std::uint8_t flag) {
+    const auto it = dense_.find(id);
+    if (it == dense_.end()) return AccountIndex::kNone;  // not an account of the base book
+    const std::uint32_t a = it->second;
+    if (!(flags_[a] & kListed)) hit_.push_back(a);
+    flags_[a] |= kListed | flag;
+    return a;
+  }
+  void paid(i64 id, i64 loss) {
+    const std::uint32_t a = note(id, kPaid);
+    if (a != AccountIndex::kNone) loss_[a] = add_checked(loss_[a], loss, "an account's stress loss");
+    step_loss = add_checked(step_loss, loss, "a step's winner loss");
+  }
+
+  const Engine& e_;
+  const std::unordered_map<i64, std::uint32_t>& dense_;
+  std::vector<i64>& loss_;
+  std::vector<std::uint8_t>& flags_;
+  std::vector<std::uint32_t>& hit_;
 };
 
 }  // namespace
@@ -83,15 +140,17 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
     AccountAcc& acc = accs[w];
     std::vector<i64> path_loss(n, 0);
     std::vector<std::uint8_t> path_flags(n, 0);
-    constexpr std::uint8_t kLiquidated = 1, kListed = 2, kPaid = 4;
     std::vector<std::uint32_t> hit;  // accounts with a loss or liquidation in this path
     for (std::size_t p = next.fetch_add(1); p < paths && !failed.load(); p = next.fetch_add(1)) {
       Engine e(base);
       // several paths in flight share the cores: one thread per path's margin checks
       if (workers > 1) e.set_threads(1);
+      PathSink sink(e, dense, path_loss, path_flags, hit);
+      e.set_event_sink(&sink);
       for (std::size_t s = 0; s < steps; ++s) {
         const std::size_t row = p * steps + s;
         e.set_marks(market_ids, marks.subspan(row * markets, markets));
+        sink.step_loss = 0;
         const WaterfallResult r = e.liquidate(config);
         const WaterfallTotals& t = r.totals;
         se.deficit[row] = t.deficit;
@@ -105,39 +164,7 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
         se.haircut_total[row] = t.haircut_total;
         se.accounts_touched[row] = t.accounts_touched;
         for (std::size_t k = 0; k < pools; ++k) se.fund_balance[row * pools + k] = e.insurance().balance(static_cast<int>(k));
-        i64 step_loss = 0;
-        const WaterfallEvents& ev = r.events;
-        for (std::size_t i = 0; i < ev.size_(); ++i) {
-          const auto kind = static_cast<EventKind>(ev.kind[i]);
-          i64 loss = 0;
-          if (kind == EventKind::AdlClose) {
-            // what the winner would have received closing at the mark, less what it got
-            const MarketId m = ev.market[i];
-            loss = e.value_at(m, -ev.size[i], e.mark(m)) - ev.amount[i];
-          } else if (kind == EventKind::Haircut) {
-            loss = -ev.amount[i];
-          } else if (kind != EventKind::LiquidationFill && kind != EventKind::PartialFill && kind != EventKind::BackstopFill) {
-            continue;
-          }
-          const auto note = [&](i64 id, std::uint8_t flag) -> std::uint32_t {
-            const auto it = dense.find(id);
-            if (it == dense.end()) return AccountIndex::kNone;  // not an account of the base book
-            const std::uint32_t a = it->second;
-            if (!(path_flags[a] & kListed)) hit.push_back(a);
-            path_flags[a] |= kListed | flag;
-            return a;
-          };
-          if (kind == EventKind::AdlClose || kind == EventKind::Haircut) {
-            const std::uint32_t a = note(ev.account[i], kPaid);
-            if (a != AccountIndex::kNone) path_loss[a] = add_checked(path_loss[a], loss, "an account's stress loss");
-            step_loss = add_checked(step_loss, loss, "a step's winner loss");
-            // the bankrupt side of an ADL close is liquidated even when no executor fill remains
-            if (kind == EventKind::AdlClose) note(ev.counterparty[i], kLiquidated);
-          } else {
-            note(ev.account[i], kLiquidated);
-          }
-        }
-        se.winner_loss[row] = step_loss;
+        se.winner_loss[row] = sink.step_loss;
       }
       // end of the path: equity of every account, and the per-account outcomes
       const MarginReport fin = e.check_margin_values();

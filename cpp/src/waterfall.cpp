@@ -663,6 +663,7 @@ void WaterfallRun::settle_flat(std::uint32_t a) {
 WaterfallResult WaterfallRun::run() {
   const std::size_t n = e_.acc_id_.size();
   result_.totals.step = e_.step_;
+  result_.events.sink = e_.event_sink_;
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
   excluded_.assign(n, 0);
   backed_up_.assign(n, 0);
@@ -756,6 +757,7 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
   WaterfallRun run(*this, config, full_pass ? &margins : nullptr);
   try {
     WaterfallResult r = run.run();
+    r.events.sink = nullptr;  // the result does not hand out the engine's sink
     insurance_.close_step(step_);
     compact_if_wasteful();
     return r;

@@ -114,6 +114,34 @@ TEST(Stress, ResultDoesNotDependOnThreads) {
   EXPECT_EQ(a.accounts.final_equity_min, b.accounts.final_equity_min);
 }
 
+// A sink receives exactly the movements the column log would hold, and the log stays empty.
+TEST(Stress, EventSinkSeesTheColumnLog) {
+  struct Recorder final : EventSink {
+    std::vector<std::vector<i64>> rows;
+    void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl) override {
+      rows.push_back({st, static_cast<i64>(k), acc, m, cp, sz, amt, px, pl});
+    }
+  };
+  Engine a = book(), b = book();
+  Recorder rec;
+  b.set_event_sink(&rec);
+  const MarketId ids[2] = {0, 1};
+  const i64 crash[2] = {9'000, 5'600};
+  a.set_marks(ids, crash);
+  b.set_marks(ids, crash);
+  const WaterfallConfig cfg = config(LastResortPolicy::Queue, WaterfallMode::Close);
+  const WaterfallResult ra = a.liquidate(cfg), rb = b.liquidate(cfg);
+  ASSERT_GT(ra.events.size_(), 0u);
+  EXPECT_EQ(rb.events.size_(), 0u);
+  ASSERT_EQ(rec.rows.size(), ra.events.size_());
+  for (std::size_t i = 0; i < rec.rows.size(); ++i) {
+    const WaterfallEvents& ev = ra.events;
+    EXPECT_EQ(rec.rows[i], (std::vector<i64>{ev.step[i], ev.kind[i], ev.account[i], ev.market[i], ev.counterparty[i], ev.size[i],
+                                             ev.amount[i], ev.price[i], ev.pool[i]}));
+  }
+  EXPECT_EQ(ra.totals.adl_notional, rb.totals.adl_notional);
+}
+
 TEST(Stress, BadMarksAreRefused) {
   const Engine base = book();
   const WaterfallConfig cfg = config(LastResortPolicy::Queue, WaterfallMode::Close);

@@ -152,6 +152,9 @@ class Engine {
   AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
   // Waterfall steps run so far.
   i64 step() const { return step_; }
+  // Sends the events of the following liquidate() calls to `sink` (nullptr: back to the
+  // result's column log). The sink sees a failed step's events before the step is undone.
+  void set_event_sink(EventSink* sink) { event_sink_ = sink; }
   i64 previous_mark(MarketId m) const;
 
   // ---- inspection ----
@@ -279,6 +282,7 @@ class Engine {
   Flows flows_;
   InsuranceFund insurance_;
   i64 step_ = 0;
+  EventSink* event_sink_ = nullptr;  // not owned, and copied with the engine; see set_event_sink
 };
 
 }  // namespace deleverage
