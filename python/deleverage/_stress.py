@@ -159,7 +159,9 @@ def _worker_exchange(payload: tuple[str, Any]) -> "Exchange":
 
 def _dask_batch(payload: tuple[str, Any], config: tuple[Any, ...], scenario: Scenario, paths: Sequence[int],
                 threads: int) -> dict[str, Any]:
-    return _run_batch(_worker_exchange(payload), config, scenario, paths, threads)
+    # a copy per task: the runner holds its engine's lock for the whole batch, so tasks
+    # running side by side in one worker process must not share the cached book
+    return _run_batch(_worker_exchange(payload).copy(), config, scenario, paths, threads)
 
 
 # ---------------------------------------------------------------------- progress
