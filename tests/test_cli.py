@@ -37,3 +37,110 @@ def test_console_script_help_documents_every_option() -> None:
     for option in ("--positions", "--accounts", "--markets", "--shock", "--seed", "--leverage", "--fund",
                    "--slippage-bps", "--mode", "--policy", "--ranking"):
         assert option in ran.stdout
+
+
+# ---------------------------------------------------------------------- deleverage stress
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SMALL = ["stress", "--positions", "3000", "--accounts", "600", "--markets", "3", "--seed", "2", "--no-progress"]
+
+
+def test_stress_writes_summary_report_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(SMALL + ["--shock", "-0.1", "--paths", "3", "--steps", "10", "--policies", "queue,pro_rata,funding_index",
+                         "--out", str(out), "--parquet"]) == 0
+    text = capsys.readouterr().out
+    for policy in ("queue", "pro_rata", "funding_index"):
+        assert policy in text
+    assert "fund needed VaR" in text and "bad debt" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["policies"]) == {"queue", "pro_rata", "funding_index"}
+    q = summary["policies"]["queue"]
+    assert q["paths"] == 3 and q["steps"] == 11  # the shock is step 0
+    assert q["liquidations_mean"] > 0 and "fund_needed_var_0.99" in q
+    assert summary["policies"]["funding_index"]["adl_notional_mean"] == 0.0  # a haircut policy never closes
+    report = (out / "report.md").read_text()
+    assert "| metric | queue | pro_rata | funding_index |" in report
+    for png in ("fund.png", "bad_debt.png", "adl.png", "haircuts.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in report
+    for pq in ("series.parquet", "accounts.parquet", "summary.parquet"):
+        assert (out / pq).stat().st_size > 0
+
+
+def test_stress_shock_alone_is_one_path_of_one_step_and_html_report(tmp_path: Path) -> None:
+    assert main(SMALL + ["--shock", "-0.3", "--policies", "queue", "--format", "html", "--out", str(tmp_path)]) == 0
+    q = json.loads((tmp_path / "summary.json").read_text())["policies"]["queue"]
+    assert (q["paths"], q["steps"]) == (1, 1)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<table" in page
+
+
+def test_stress_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    args = SMALL + ["--paths", "2", "--steps", "15", "--vol", "0.02", "--policies", "queue,haircut:pro_rata"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--threads", "1"]) == 0
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())["policies"]
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())["policies"]
+    assert a == b
+
+
+def test_stress_loads_a_book_file(tmp_path: Path) -> None:
+    import pandas as pd
+
+    book = pd.DataFrame({"account": [1, 2, 3, 4], "market": ["BTC", "BTC", "ETH", "ETH"], "size": [1.0, -1.0, 10.0, -10.0],
+                         "entry_price": [100.0, 100.0, 10.0, 10.0], "collateral": [12.0, 1000.0, 11.0, 1000.0]})
+    path = tmp_path / "book.csv"
+    book.to_csv(path, index=False)
+    assert main(["stress", "--book", str(path), "--shock", "-0.2", "--fund", "0", "--policies", "queue",
+                 "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    q = json.loads((tmp_path / "out" / "summary.json").read_text())["policies"]["queue"]
+    # both longs are bankrupt at -20%: 1 has 12 - 20 = -8, 3 has 11 - 20 = -9
+    assert q["liquidations_mean"] == 2 and q["bad_debt_mean"] == 0.0
+    assert q["accounts_hit"] == 2  # the two shorts are deleveraged
+
+
+@pytest.mark.parametrize("args", [["stress", "--policies", "queue,lottery"], ["stress", "--paths", "-1"],
+                                  ["stress", "--steps", "0"], ["stress", "--policies", "sideways:queue"],
+                                  ["stress", "--format", "pdf"], ["stress", "--policies", "queue,queue"]])
+def test_stress_bad_arguments_exit_with_usage(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_stress_refuses_a_malformed_book_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "book.csv"
+    path.write_text("account,market,size,entry_price\n1,BTC,1.0,100\n")
+    assert main(["stress", "--book", str(path), "--shock", "-0.1", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "missing column 'collateral'" in capsys.readouterr().err
+    path.write_text("account,market,size,entry_price,collateral\n1,BTC,one,100,5\n2,BTC,-1,100,5\n")
+    assert main(["stress", "--book", str(path), "--shock", "-0.1", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "book.size[0]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_stress_refuses_nothing_to_run_and_bad_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(SMALL + ["--paths", "0"]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+    assert main(SMALL + ["--shock", "-2"]) == 2
+    assert main(SMALL + ["--confidence", "1.5", "--shock", "-0.1"]) == 2
+    assert main(SMALL + ["--counterparty", "999999", "--shock", "-0.1"]) == 2
+    assert "--counterparty" in capsys.readouterr().err
+
+
+def test_help_documents_every_stress_option() -> None:
+    ran = subprocess.run([sys.executable, "-m", "deleverage.cli", "stress", "--help"], capture_output=True, text=True)
+    assert ran.returncode == 0
+    from deleverage.cli import _build_parser
+
+    stress = _build_parser()._subparsers._group_actions[0].choices["stress"]  # type: ignore[union-attr]
+    options = [o for a in stress._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert len(options) >= 25
+    for option in options:
+        assert option in ran.stdout
+    top = subprocess.run([sys.executable, "-m", "deleverage.cli", "--help"], capture_output=True, text=True)
+    assert "stress" in top.stdout and "demo" in top.stdout

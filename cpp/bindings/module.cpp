@@ -8,6 +8,7 @@ void register_errors(py::module_& m);
 void register_engine(py::module_& m);
 void register_bench(py::module_& m);
 void register_allocate(py::module_& m);
+void register_stress(py::module_& m);
 }  // namespace deleverage::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   deleverage::bindings::register_engine(m);
   deleverage::bindings::register_bench(m);
   deleverage::bindings::register_allocate(m);
+  deleverage::bindings::register_stress(m);
 }

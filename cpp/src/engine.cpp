@@ -45,6 +45,16 @@ Engine::Engine(int money_decimals, int threads) : money_decimals_(money_decimals
   div_sr_ = ConstantDivider(kRateScale);
 }
 
+void Engine::set_threads(int threads) {
+  threads_ = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+i64 Engine::value_at(MarketId m, i64 size, i64 price) const {
+  const MarketState& mk = market_or_throw(m, "market", 0);
+  const i128 v = div_s_.floor(value_v(mk, size, price));
+  return to_i64_checked(v, "value");
+}
+
 void Engine::set_value_scale(int new_d) {
   const int delta = new_d - value_decimals_;
   if (delta < 0) return;

@@ -895,6 +895,7 @@ void WaterfallRun::settle_flat(std::uint32_t a) {
 WaterfallResult WaterfallRun::run() {
   const std::size_t n = e_.acc_id_.size();
   result_.totals.step = e_.step_;
+  result_.events.sink = e_.event_sink_;
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
   promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
   matching_pool_.resize(promised_.size());
@@ -994,6 +995,7 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
   if (have_margins) run.use_start_margins(std::move(start));
   try {
     WaterfallResult r = run.run();
+    r.events.sink = nullptr;  // the result does not hand out the engine's sink
     insurance_.close_step(step_);
     compact_if_wasteful();
     return r;

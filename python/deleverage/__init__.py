@@ -6,8 +6,10 @@ point; this package is a thin typed layer over it. Start with :class:`Exchange`.
 
 from __future__ import annotations
 
-from . import errors, executors, metrics
+from . import errors, executors, metrics, scenarios
+from ._stress import StressResult, stress
 from .allocate import allocate
+from .books import load_book
 from .exchange import Exchange
 from .executors import Backstop, Impact, MarketClose
 from .metrics import PolicyMetrics
@@ -33,5 +35,9 @@ __all__ = [
     "AdlRanking",
     "errors",
     "executors",
+    "scenarios",
+    "stress",
+    "StressResult",
+    "load_book",
 ]
 __version__ = "0.1.0"

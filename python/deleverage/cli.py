@@ -2,6 +2,8 @@
 
 ``deleverage demo`` generates a book, crashes one market, runs the margin check and one step
 of the loss waterfall, and prints the summary a risk manager would want to see.
+``deleverage stress`` runs a generated or loaded book through an optional instantaneous shock
+and many random mark paths, once per last-resort policy, and writes a report.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 
 
@@ -41,7 +43,90 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="who pays in the last resort (default queue)")
     demo.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex",
                       help="ADL queue ranking (default bitmex)")
+    _add_stress_parser(sub)
     return parser
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative (got {value})")
+    return value
+
+
+def _policy_list(text: str) -> list[str]:
+    from .waterfall import MODES, POLICIES
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one policy")
+    for name in names:
+        mode, _, policy = name.rpartition(":")
+        if policy not in POLICIES:
+            raise argparse.ArgumentTypeError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+        if mode and mode not in MODES:
+            raise argparse.ArgumentTypeError(f"unknown mode {mode!r} in {name!r} (known: {', '.join(MODES)})")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("a policy is listed twice")
+    return names
+
+
+def _add_stress_parser(sub: Any) -> None:
+    from .scenarios import BOOK_PRESETS
+
+    st = sub.add_parser(
+        "stress", help="stress a book over a shock and many random mark paths, per ADL policy",
+        description="Generate a book (or load one with --book), apply an optional instantaneous shock to every "
+                    "market's mark, then run --paths random paths of --steps steps (correlated geometric Brownian "
+                    "motion with jumps), stepping the whole loss waterfall at every step, once per policy. A shock "
+                    "alone is one path of one step. Prints a summary table and writes summary.json, a report and PNG "
+                    "plots to --out. Money is in quote currency.")
+    book = st.add_argument_group("book")
+    book.add_argument("--positions", type=_positive_int, default=100_000, help="positions of the generated book (default 100,000)")
+    book.add_argument("--accounts", type=_positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
+    book.add_argument("--markets", type=_positive_int, default=10, help="markets of the generated book (default 10)")
+    book.add_argument("--preset", choices=sorted(BOOK_PRESETS), default="balanced",
+                      help="shape of the generated book: leverage and long/short imbalance (default balanced)")
+    book.add_argument("--leverage", type=float, default=None, help="typical account leverage, overrides the preset's")
+    book.add_argument("--book", metavar="FILE", default=None,
+                      help="load this book (.csv or .parquet; columns account, market, size, entry_price, collateral; "
+                           "see docs/stress.md) instead of generating one")
+    book.add_argument("--market-table", metavar="FILE", default=None,
+                      help="with --book: market table (.csv/.parquet: symbol, qty_decimals, price_decimals, "
+                           "maintenance_margin, initial_margin, liquidation_fee, mark_price)")
+    book.add_argument("--fund", type=float, default=50_000.0, help="insurance fund at the start, quote currency (default 50,000)")
+    sc = st.add_argument_group("scenario")
+    sc.add_argument("--shock", type=float, default=None, help="instantaneous relative move of every mark first, e.g. -0.3")
+    sc.add_argument("--paths", type=_nonnegative_int, default=None,
+                    help="random paths after the shock (default 10 without --shock, 0 with it)")
+    sc.add_argument("--steps", type=_positive_int, default=100, help="steps per random path (default 100)")
+    sc.add_argument("--vol", type=float, default=0.005, help="volatility of log returns per step (default 0.005)")
+    sc.add_argument("--correlation", type=float, default=0.6, help="correlation between markets (default 0.6)")
+    sc.add_argument("--jump-rate", type=float, default=0.002, help="expected jumps per step (default 0.002)")
+    sc.add_argument("--jump-mean", type=float, default=-0.08, help="mean log size of a jump (default -0.08)")
+    sc.add_argument("--jump-std", type=float, default=0.03, help="standard deviation of a jump's log size (default 0.03)")
+    sc.add_argument("--seed", type=int, default=7, help="seed of the book and of the paths (default 7)")
+    wf = st.add_argument_group("waterfall")
+    wf.add_argument("--policies", type=_policy_list, default=["queue", "haircut:pro_rata"],
+                    help="comma-separated last-resort policies to compare, each NAME or MODE:NAME with MODE close or "
+                         "haircut, e.g. queue,pro_rata,haircut:pro_rata,funding_index (default queue,haircut:pro_rata: "
+                         "the ADL queue against a pro-rata socialized loss). Close-mode pro_rata deleverages every "
+                         "opposite position of each bankrupt one, and is much slower on long paths")
+    wf.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex", help="ADL queue ranking (default bitmex)")
+    wf.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
+    wf.add_argument("--counterparty", type=int, default=0,
+                    help="liquidation counterparty account (default 0: the generated market maker; created with ample "
+                         "collateral when a loaded book lacks it)")
+    run = st.add_argument_group("run and output")
+    run.add_argument("--dask", metavar="local|ADDRESS", default=None,
+                     help="spread paths over Dask: 'local' starts a LocalCluster on this machine, otherwise the "
+                          "scheduler address to connect to")
+    run.add_argument("--threads", type=_nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
+    run.add_argument("--confidence", type=float, default=0.99, help="confidence of the fund-size VaR / ES (default 0.99)")
+    run.add_argument("--out", metavar="DIR", default="stress-out", help="output directory (default stress-out)")
+    run.add_argument("--format", choices=["md", "html"], default="md", help="report format: report.md or report.html (default md)")
+    run.add_argument("--parquet", action="store_true", help="also write the per-step series and per-account outcomes as Parquet")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def _money(x: float) -> str:
@@ -117,6 +202,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "stress":
+        from .stress_cli import run_stress_command
+
+        return run_stress_command(args)
     return 2  # argparse rejects unknown commands before this
 
 

@@ -524,15 +524,18 @@ class Exchange:
         account; flat accounts never pay. Winners pushed below maintenance are liquidated in
         the same step. The call is atomic. See docs/waterfall.md for the exact procedure.
         """
-        args = self._waterfall_args(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
-                                    theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact)
-        raw, totals = self._engine.liquidate(**args)
+        raw, totals = self._engine.liquidate(*self._waterfall_config(
+            executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price, theta=theta, cap=cap, lot=lot,
+            g=g, seed=seed, exact=exact))
         return self._waterfall_result(raw, totals, exact)
 
-    def _waterfall_args(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
-                        adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
-                        lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False) -> dict[str, Any]:
-        """Checks liquidate()'s keywords and returns the engine's integer configuration."""
+    def _waterfall_config(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
+                          adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
+                          lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False) -> tuple[Any, ...]:
+        """The engine's waterfall configuration for :meth:`liquidate`'s keywords, checked: the
+        one place that turns them into the values the compiled code takes (``liquidate`` and
+        :func:`deleverage.stress` both use it). ``exact`` only says the unit of a haircut-mode
+        ``lot``."""
         if isinstance(executor, MarketClose):
             kind, account = 0, executor.counterparty
             slip = int(round(executor.slippage_bps * 10_000))
@@ -574,9 +577,7 @@ class Exchange:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
             raise InvalidInput(f"seed must be an integer in [0, 2**64) (got {seed!r})")
         acc = int(cv.integers(account, "executor account")[0])
-        return dict(executor_kind=kind, executor_account=acc, slippage_rate=slip, impact_rate=impact_rate,
-                    impact_depth=depth, partial=partial, mode=codes[0], policy=codes[1], ranking=codes[2],
-                    adl_price=codes[3], theta=theta_units, cap=cap_units, lot=lot_units, g=g, seed=int(seed))
+        return (kind, acc, slip, impact_rate, depth, partial, *codes, theta_units, cap_units, lot_units, g, int(seed))
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool) -> WaterfallResult:
         kind = np.array(EVENT_KINDS, dtype=object)[raw["kind"]] if len(raw["kind"]) else np.array([], dtype=object)

@@ -16,6 +16,7 @@
 //   errors.hpp       the exception hierarchy (deleverage::Error and subclasses)
 //   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
 //   journal.hpp      the journal of state-changing calls and its replay
+//   stress.hpp       run_stress(): waterfall steps along price paths, in parallel
 //   account_index.hpp, detail/  internals the headers above need; not for direct use
 //
 // Units, rounding and atomicity: see engine.hpp and docs/semantics.md. Threads:
@@ -32,4 +33,5 @@
 #include "deleverage/journal.hpp"
 #include "deleverage/market.hpp"
 #include "deleverage/snapshot.hpp"
+#include "deleverage/stress.hpp"
 #include "deleverage/waterfall.hpp"

@@ -112,6 +112,10 @@ class Engine {
   // by at most 8), bad rates or tiers, or more than 1024 markets.
   MarketId add_market(const MarketSpec& spec);
   int money_decimals() const { return money_decimals_; }
+  // Threads used by batch checks and the waterfall's parallel parts; 0 = every hardware
+  // thread. A stress path running beside others sets 1 on its own copy.
+  void set_threads(int threads);
+  int threads() const { return threads_; }
   std::size_t market_count() const { return markets_.size(); }
   // The spec as given, and the validated tier table (UnknownId for an unknown market).
   const MarketSpec& market_spec(MarketId m) const;
@@ -120,6 +124,8 @@ class Engine {
   i64 mark(MarketId m) const;
   // Sum of signed sizes in a market (lots).
   i128 net_size(MarketId m) const;
+  // Value of `size` lots (signed) at `price` ticks in money units, rounded down.
+  i64 value_at(MarketId m, i64 size, i64 price) const;
 
   // ---- money in and out ----
   // Amounts >= 0 in money units; creates unknown accounts. Atomic; ids may repeat.
@@ -190,6 +196,9 @@ class Engine {
   AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
   // Waterfall steps run so far.
   i64 step() const { return step_; }
+  // Sends the events of the following liquidate() calls to `sink` (nullptr: back to the
+  // result's column log). The sink sees a failed step's events before the step is undone.
+  void set_event_sink(EventSink* sink) { event_sink_ = sink; }
   // The mark (ticks) before the last set_marks that changed it (AdlPrice::PreviousMark).
   i64 previous_mark(MarketId m) const;
 
@@ -341,6 +350,7 @@ class Engine {
   Flows flows_;
   InsuranceFund insurance_;
   i64 step_ = 0;
+  EventSink* event_sink_ = nullptr;  // not owned, and copied with the engine; see set_event_sink
 };
 
 }  // namespace deleverage

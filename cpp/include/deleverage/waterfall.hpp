@@ -73,8 +73,20 @@ enum class EventKind : std::uint8_t {
   SocializedCredit = 8, // the account receives `amount` raised by the round's haircuts
 };
 
-// Column-wise log of every movement in one waterfall step.
+// Receives the movements of waterfall steps one by one instead of the column log (see
+// Engine::set_event_sink): a long stress path aggregates them as they happen rather than
+// holding a step's whole log.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void add(i64 step, EventKind kind, i64 account, MarketId market, i64 counterparty, i64 size, i64 amount,
+                   i64 price, std::int32_t pool, i64 exec_price) = 0;
+};
+
+// Column-wise log of every movement in one waterfall step (empty when a sink takes them).
 struct WaterfallEvents {
+  EventSink* sink = nullptr;
+
   std::vector<i64> step;
   std::vector<std::uint8_t> kind;
   std::vector<i64> account;
@@ -89,6 +101,10 @@ struct WaterfallEvents {
   std::vector<i64> exec_price;
 
   void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl, i64 xpx = 0) {
+    if (sink != nullptr) {
+      sink->add(st, k, acc, m, cp, sz, amt, px, pl, xpx);
+      return;
+    }
     step.push_back(st);
     kind.push_back(static_cast<std::uint8_t>(k));
     account.push_back(acc);

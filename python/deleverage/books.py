@@ -1,0 +1,203 @@
+"""Loading a real book from pandas, CSV or Parquet.
+
+Book columns (one row per position; names are exact, extra columns are ignored):
+
+===============  ==========================================================================
+``account``      integer account id (>= 0)
+``market``       market symbol (string)
+``size``         signed position size in base units (long > 0, short < 0, never 0)
+``entry_price``  average entry price, quote currency per base unit (> 0)
+``collateral``   the account's collateral balance in quote currency (>= 0); the same value
+                 on every row of one account
+===============  ==========================================================================
+
+Markets are described by an optional market table (``markets=``: a DataFrame, a CSV or
+Parquet path, or a list of dicts) with columns ``symbol`` and optionally ``qty_decimals``,
+``price_decimals``, ``maintenance_margin``, ``initial_margin``, ``liquidation_fee``,
+``mark_price``. Anything not given is defaulted: decimals are the fewest (at least 3 for sizes, 2 for
+prices, at most 8) that hold every size / entry price of the market exactly, rates are 0.5% maintenance, twice the maintenance rate initial, 0.5% liquidation fee, and the mark
+is the size-weighted average entry price on the tick grid. Without a table every symbol of
+the book gets those defaults.
+
+A book whose sizes do not net to zero in a market is completed by ``counterparty`` (an
+account holding the opposite of the imbalance); the counterparty, if absent from the book,
+is created with ``counterparty_collateral``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import numpy as np
+
+from .errors import ConfigError, InvalidInput
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+BOOK_COLUMNS = ("account", "market", "size", "entry_price", "collateral")
+MARKET_COLUMNS = ("symbol", "qty_decimals", "price_decimals", "maintenance_margin", "initial_margin", "liquidation_fee",
+                  "mark_price")
+DEFAULT_RATES = {"maintenance_margin": 0.005, "initial_margin": 0.01, "liquidation_fee": 0.005}
+
+Source = Union[Any, str, "os.PathLike[str]"]
+
+
+def _read_table(source: Source, what: str) -> Any:
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        return source
+    if isinstance(source, (list, tuple)):
+        return pd.DataFrame(list(source))
+    if isinstance(source, (str, os.PathLike)):
+        p = os.fspath(source)
+        if not os.path.exists(p):
+            raise InvalidInput(f"{what}: no such file {p!r}")
+        try:
+            if p.endswith(".csv"):
+                return pd.read_csv(p)
+            if p.endswith((".parquet", ".pq")):
+                return pd.read_parquet(p)
+        except (ValueError, OSError) as err:  # pandas' parse errors are ValueErrors
+            raise InvalidInput(f"{what}: cannot read {p!r}: {err}") from err
+        raise InvalidInput(f"{what}: expected a .csv or .parquet file (got {p!r})")
+    raise InvalidInput(f"{what}: expected a pandas DataFrame or a .csv / .parquet path (got {type(source).__name__})")
+
+
+def _numeric(df: Any, col: str, what: str) -> np.ndarray:
+    import pandas as pd
+
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(f"{what}.{col}[{i}]: expected a finite number (got {raw.iloc[i]!r})")
+    return values
+
+
+def _decimals(values: np.ndarray) -> int:
+    """The fewest decimals (0-8) that hold every value exactly (to 1e-9 relative)."""
+    for d in range(9):
+        scaled = values * 10.0**d
+        if np.all(np.abs(scaled - np.rint(scaled)) <= 1e-9 * np.maximum(1.0, np.abs(scaled))):
+            return d
+    return 8
+
+
+def load_book(
+    source: Source,
+    *,
+    markets: Optional[Source] = None,
+    money_decimals: int = 6,
+    counterparty: Optional[int] = None,
+    counterparty_collateral: float = 1e12,
+    fund: float = 0.0,
+    threads: int = 0,
+) -> "Exchange":
+    """An :class:`~deleverage.Exchange` holding the book in ``source`` (a DataFrame, or a
+    ``.csv`` / ``.parquet`` path) with the module's column schema; ``fund`` is deposited in
+    the shared insurance pool. Raises ``InvalidInput`` naming the column and row of the first
+    bad value, ``ConfigError`` for a bad market table; nothing is returned half-loaded."""
+    from .exchange import Exchange
+
+    df = _read_table(source, "book")
+    missing = [c for c in BOOK_COLUMNS if c not in df.columns]
+    if missing:
+        raise InvalidInput(f"book: missing column {missing[0]!r} (a book needs columns {', '.join(BOOK_COLUMNS)})")
+    if len(df) == 0:
+        raise InvalidInput("book: no rows")
+    acc_f = _numeric(df, "account", "book")
+    bad = (acc_f != np.rint(acc_f)) | (acc_f < 0) | (acc_f >= 2.0**63)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(f"book.account[{i}]: expected a non-negative integer id (got {df['account'].iloc[i]!r})")
+    accounts = acc_f.astype(np.int64)
+    symbols = df["market"]
+    bad_sym = [i for i, v in enumerate(symbols) if not isinstance(v, str) or not v]
+    if bad_sym:
+        raise InvalidInput(f"book.market[{bad_sym[0]}]: expected a market symbol (got {symbols.iloc[bad_sym[0]]!r})")
+    symbols = symbols.astype(str).to_numpy()
+    sizes = _numeric(df, "size", "book")
+    if (sizes == 0).any():
+        raise InvalidInput(f"book.size[{int(np.flatnonzero(sizes == 0)[0])}]: a position size must not be zero")
+    prices = _numeric(df, "entry_price", "book")
+    if (prices <= 0).any():
+        i = int(np.flatnonzero(prices <= 0)[0])
+        raise InvalidInput(f"book.entry_price[{i}]: an entry price must be positive (got {float(prices[i])!r})")
+    collateral = _numeric(df, "collateral", "book")
+    if (collateral < 0).any():
+        i = int(np.flatnonzero(collateral < 0)[0])
+        raise InvalidInput(f"book.collateral[{i}]: collateral must not be negative (got {float(collateral[i])!r})")
+    # one position per (account, market), one collateral per account
+    order = np.lexsort((symbols, accounts))
+    same = (accounts[order][1:] == accounts[order][:-1]) & (symbols[order][1:] == symbols[order][:-1])
+    if same.any():
+        j = int(np.flatnonzero(same)[0])
+        a, b = sorted((int(order[j]), int(order[j + 1])))
+        raise InvalidInput(f"book rows {a} and {b}: account {accounts[a]} holds market {symbols[a]!r} twice")
+    first: dict[int, int] = {}
+    for i, (a, c) in enumerate(zip(accounts.tolist(), collateral.tolist())):
+        j = first.setdefault(a, i)
+        if collateral[j] != c:
+            raise InvalidInput(f"book.collateral[{i}]: account {a} has collateral {float(collateral[j])!r} on row {j} and {float(c)!r} here")
+
+    spec = _market_table(markets, symbols, sizes, prices)
+    ex = Exchange(money_decimals, threads=threads)
+    for row in spec:
+        ex.add_market(row["symbol"], qty_decimals=int(row["qty_decimals"]), price_decimals=int(row["price_decimals"]),
+                      maintenance_margin=float(row["maintenance_margin"]), initial_margin=float(row["initial_margin"]),
+                      liquidation_fee=float(row["liquidation_fee"]), mark_price=float(row["mark_price"]))
+    ids = np.fromiter(first.keys(), dtype=np.int64, count=len(first))
+    amounts = collateral[np.fromiter(first.values(), dtype=np.int64, count=len(first))]
+    if counterparty is not None and int(counterparty) not in first:
+        ex.deposit(int(counterparty), counterparty_collateral)
+    ex.deposit(ids, amounts)
+    ex.load_positions(accounts, list(symbols), sizes, prices, counterparty=counterparty)
+    if fund > 0:
+        ex.insurance.deposit(fund)
+    return ex
+
+
+def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndarray, prices: np.ndarray) -> list[dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    if markets is not None:
+        mt = _read_table(markets, "markets")
+        if "symbol" not in mt.columns:
+            raise ConfigError("markets: missing column 'symbol'")
+        unknown_cols = [c for c in mt.columns if c not in MARKET_COLUMNS]
+        if unknown_cols:
+            raise ConfigError(f"markets: unknown column {unknown_cols[0]!r} (known: {', '.join(MARKET_COLUMNS)})")
+        for i, row in enumerate(mt.to_dict("records")):
+            sym = row["symbol"]
+            if not isinstance(sym, str) or not sym or sym in table:
+                raise ConfigError(f"markets.symbol[{i}]: expected a new market symbol (got {sym!r})")
+            table[sym] = {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and np.isnan(v))}
+        missing = sorted(set(symbols.tolist()) - set(table))
+        if missing:
+            i = int(np.flatnonzero(symbols == missing[0])[0])
+            raise InvalidInput(f"book.market[{i}]: market {missing[0]!r} is not in the market table")
+    else:
+        for sym in dict.fromkeys(symbols.tolist()):
+            table[sym] = {"symbol": sym}
+    out = []
+    for sym, row in table.items():
+        sel = symbols == sym
+        r = dict(DEFAULT_RATES)
+        r.update(row)
+        if "initial_margin" not in row:
+            r["initial_margin"] = 2 * float(r["maintenance_margin"])
+        if "qty_decimals" not in r:
+            r["qty_decimals"] = max(3, _decimals(np.abs(sizes[sel]))) if sel.any() else 3
+        if "price_decimals" not in r:
+            r["price_decimals"] = max(2, _decimals(prices[sel])) if sel.any() else 2
+        if "mark_price" not in r:
+            if not sel.any():
+                raise ConfigError(f"markets: market {sym!r} has no position and no mark_price")
+            w = np.abs(sizes[sel])
+            r["mark_price"] = max(round(float((w * prices[sel]).sum() / w.sum()), int(r["price_decimals"])),
+                                  10.0 ** -int(r["price_decimals"]))
+        out.append(r)
+    return out
