@@ -70,6 +70,19 @@ def test_stress_writes_summary_report_and_plots(tmp_path: Path, capsys: pytest.C
         assert (out / pq).stat().st_size > 0
 
 
+def test_stress_runs_every_policy_lab_policy_with_theta(tmp_path: Path) -> None:
+    names = "queue,capped_pro_rata,risk_aware,min_max_lots,random_walk,haircut:capped_pro_rata"
+    assert main(SMALL + ["--shock", "-0.15", "--paths", "2", "--steps", "5", "--policies", names, "--cap", "0.3",
+                         "--theta", "1", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["policies"]) == set(names.split(","))
+    # theta = 1: the last resort takes every deficit, so the insurance fund is never drawn
+    for name, totals in summary["policies"].items():
+        assert totals["paths"] == 2, name
+        assert totals["fund_used_mean"] == 0.0 and totals["fund_draw_max"] == 0.0, name
+    assert summary["policies"]["queue"]["deficit_mean"] > 0  # there was something to cover
+
+
 def test_stress_shock_alone_is_one_path_of_one_step_and_html_report(tmp_path: Path) -> None:
     assert main(SMALL + ["--shock", "-0.3", "--policies", "queue", "--format", "html", "--out", str(tmp_path)]) == 0
     q = json.loads((tmp_path / "summary.json").read_text())["policies"]["queue"]
@@ -104,7 +117,8 @@ def test_stress_loads_a_book_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["stress", "--policies", "queue,lottery"], ["stress", "--paths", "-1"],
                                   ["stress", "--steps", "0"], ["stress", "--policies", "sideways:queue"],
-                                  ["stress", "--format", "pdf"], ["stress", "--policies", "queue,queue"]])
+                                  ["stress", "--format", "pdf"], ["stress", "--policies", "queue,queue"],
+                                  ["stress", "--cap", "1.5"], ["stress", "--theta", "lots"], ["stress", "--theta", "-0.2"]])
 def test_stress_bad_arguments_exit_with_usage(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         main(args)

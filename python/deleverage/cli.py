@@ -54,6 +54,20 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
+    return v
+
+
+def _theta(text: str) -> str:
+    return text if text == "deficit" else str(_fraction(text))
+
+
 def _policy_list(text: str) -> list[str]:
     from .waterfall import MODES, POLICIES
 
@@ -107,12 +121,17 @@ def _add_stress_parser(sub: Any) -> None:
     sc.add_argument("--jump-std", type=float, default=0.03, help="standard deviation of a jump's log size (default 0.03)")
     sc.add_argument("--seed", type=int, default=7, help="seed of the book and of the paths (default 7)")
     wf = st.add_argument_group("waterfall")
-    wf.add_argument("--policies", type=_policy_list, default=["queue", "haircut:pro_rata"],
+    wf.add_argument("--policies", type=_policy_list, default=["queue", "pro_rata", "risk_aware"],
                     help="comma-separated last-resort policies to compare, each NAME or MODE:NAME with MODE close or "
-                         "haircut, e.g. queue,pro_rata,haircut:pro_rata,funding_index (default queue,haircut:pro_rata: "
-                         "the ADL queue against a pro-rata socialized loss). Close-mode pro_rata deleverages every "
-                         "opposite position of each bankrupt one, and is much slower on long paths")
+                         "haircut (NAME: queue, pro_rata, capped_pro_rata, risk_aware, min_max_lots, random_walk, "
+                         "funding_index), e.g. queue,pro_rata,haircut:pro_rata,haircut:funding_index "
+                         "(default queue,pro_rata,risk_aware)")
     wf.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex", help="ADL queue ranking (default bitmex)")
+    wf.add_argument("--cap", type=_fraction, default=0.25,
+                    help="capped_pro_rata: the largest fraction of its capacity a winner may lose (default 0.25)")
+    wf.add_argument("--theta", type=_theta, default="deficit",
+                    help="severity: 'deficit' (default: the last resort takes only what the fund cannot pay) or a "
+                         "share in [0, 1] of every deficit sent to the last resort")
     wf.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
     wf.add_argument("--counterparty", type=int, default=0,
                     help="liquidation counterparty account (default 0: the generated market maker; created with ample "

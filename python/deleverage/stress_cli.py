@@ -172,6 +172,10 @@ def run_stress_command(args: argparse.Namespace) -> int:
             kw = {"policy": policy, "ranking": args.ranking, "label": name}
             if mode or policy == "funding_index":
                 kw["mode"] = mode or "haircut"
+            if policy == "capped_pro_rata":
+                kw["cap"] = args.cap
+            if args.theta != "deficit":
+                kw["theta"] = float(args.theta)
             policies.append(kw)
         t_load = time.perf_counter() - t0
         client, cluster, where = None, None, f"local, {args.threads or os.cpu_count()} threads"
