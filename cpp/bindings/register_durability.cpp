@@ -26,6 +26,17 @@ std::span<const std::byte> bytes_span(const py::bytes& b) {
   if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
   return {reinterpret_cast<const std::byte*>(data), static_cast<std::size_t>(size)};
 }
+
+// What a replay did, for Exchange.replay.
+py::dict replay_info(const JournalReplay& r) {
+  py::dict info;
+  info["records"] = r.records;
+  info["truncated"] = r.truncated;
+  info["valid_bytes"] = r.valid_bytes;
+  info["total_bytes"] = r.total_bytes;
+  return info;
+}
+
 }  // namespace
 
 void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
@@ -106,12 +117,7 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
                       r = replay_journal(e, j);
                       out = std::make_unique<PyEngine>(std::move(e));
                     }
-                    py::dict info;
-                    info["records"] = r.records;
-                    info["truncated"] = r.truncated;
-                    info["valid_bytes"] = r.valid_bytes;
-                    info["total_bytes"] = r.total_bytes;
-                    return py::make_tuple(std::move(out), info);
+                    return py::make_tuple(std::move(out), replay_info(r));
                   },
                   py::arg("snapshot_path"), py::arg("journal_path"), py::arg("threads") = 0)
       .def_static("replay_bytes",
@@ -126,12 +132,7 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
                       r = replay_journal(e, jb);
                       out = std::make_unique<PyEngine>(std::move(e));
                     }
-                    py::dict info;
-                    info["records"] = r.records;
-                    info["truncated"] = r.truncated;
-                    info["valid_bytes"] = r.valid_bytes;
-                    info["total_bytes"] = r.total_bytes;
-                    return py::make_tuple(std::move(out), info);
+                    return py::make_tuple(std::move(out), replay_info(r));
                   },
                   py::arg("snapshot"), py::arg("journal"), py::arg("threads") = 0);
 }

@@ -38,40 +38,6 @@ std::vector<T> get_vector(Reader& r) {
   return out;
 }
 
-void put_spec(Writer& w, const MarketSpec& s) {
-  w.str(s.symbol);
-  w.put<std::int32_t>(s.qty_decimals);
-  w.put<std::int32_t>(s.price_decimals);
-  w.put<i64>(s.maintenance_rate);
-  w.put<i64>(s.initial_rate);
-  w.put<i64>(s.liquidation_fee_rate);
-  w.put<std::uint32_t>(static_cast<std::uint32_t>(s.tiers.size()));
-  for (const TierSpec& t : s.tiers) {
-    w.put<i64>(t.max_notional);
-    w.put<i64>(t.maintenance_rate);
-    w.put<i64>(t.initial_rate);
-    w.put<i64>(t.maintenance_amount);
-  }
-}
-MarketSpec get_spec(Reader& r) {
-  MarketSpec s;
-  s.symbol = r.str(4096, "market symbol");
-  s.qty_decimals = r.get<std::int32_t>();
-  s.price_decimals = r.get<std::int32_t>();
-  s.maintenance_rate = r.get<i64>();
-  s.initial_rate = r.get<i64>();
-  s.liquidation_fee_rate = r.get<i64>();
-  const std::size_t n = r.count<std::uint32_t>(32, 4096, "tier count");
-  s.tiers.resize(n);
-  for (TierSpec& t : s.tiers) {
-    t.max_notional = r.get<i64>();
-    t.maintenance_rate = r.get<i64>();
-    t.initial_rate = r.get<i64>();
-    t.maintenance_amount = r.get<i64>();
-  }
-  return s;
-}
-
 void put_config(Writer& w, const WaterfallConfig& c) {
   const std::pair<LiquidateKey, i64> kv[] = {
       {LiquidateKey::ExecutorKind, static_cast<i64>(c.executor.kind)},
@@ -158,7 +124,7 @@ const char* op_name(std::uint8_t op) {
 void apply_record(Engine& e, std::uint8_t op, Reader& r) {
   switch (static_cast<JournalOp>(op)) {
     case JournalOp::AddMarket: {
-      const MarketSpec s = get_spec(r);
+      const MarketSpec s = detail::read_market_spec(r);
       if (!r.done()) break;
       e.add_market(s);
       return;
@@ -354,7 +320,7 @@ struct Payload {
 MarketId Journal::add_market(Engine& e, const MarketSpec& spec) {
   const MarketId id = e.add_market(spec);
   Payload p;
-  put_spec(p.w, spec);
+  detail::write_market_spec(p.w, spec);
   append(JournalOp::AddMarket, p.bytes());
   return id;
 }

@@ -23,8 +23,6 @@ namespace deleverage {
 namespace {
 constexpr char kMagic[8] = {'D', 'L', 'V', 'S', 'N', 'A', 'P', '\0'};
 constexpr std::size_t kMaxMarketsInFile = 1024;
-constexpr std::size_t kMaxTiers = 4096;
-constexpr std::size_t kMaxSymbolBytes = 4096;
 // Bytes per account and per position in the column sections (id + balance + count;
 // market + size + entry + holder slot).
 constexpr std::size_t kAccountBytes = 8 + 8 + 4;
@@ -255,39 +253,9 @@ void write_file_atomic(const std::string& path, std::span<const std::byte> bytes
 struct SnapshotAccess {
   template <class Out>
   static void write_spec(Out& w, const MarketSpec& s) {
-    w.str(s.symbol);
-    w.template put<std::int32_t>(s.qty_decimals);
-    w.template put<std::int32_t>(s.price_decimals);
-    w.template put<i64>(s.maintenance_rate);
-    w.template put<i64>(s.initial_rate);
-    w.template put<i64>(s.liquidation_fee_rate);
-    w.template put<std::uint32_t>(static_cast<std::uint32_t>(s.tiers.size()));
-    for (const TierSpec& t : s.tiers) {
-      w.template put<i64>(t.max_notional);
-      w.template put<i64>(t.maintenance_rate);
-      w.template put<i64>(t.initial_rate);
-      w.template put<i64>(t.maintenance_amount);
-    }
+    detail::write_market_spec(w, s);
   }
-
-  static MarketSpec read_spec(Reader& r) {
-    MarketSpec s;
-    s.symbol = r.str(kMaxSymbolBytes, "market symbol");
-    s.qty_decimals = r.get<std::int32_t>();
-    s.price_decimals = r.get<std::int32_t>();
-    s.maintenance_rate = r.get<i64>();
-    s.initial_rate = r.get<i64>();
-    s.liquidation_fee_rate = r.get<i64>();
-    const std::size_t n = r.count<std::uint32_t>(4 * 8, kMaxTiers, "tier count");
-    s.tiers.resize(n);
-    for (TierSpec& t : s.tiers) {
-      t.max_notional = r.get<i64>();
-      t.maintenance_rate = r.get<i64>();
-      t.initial_rate = r.get<i64>();
-      t.maintenance_amount = r.get<i64>();
-    }
-    return s;
-  }
+  static MarketSpec read_spec(Reader& r) { return detail::read_market_spec(r); }
 
   static std::size_t payload_estimate(const Engine& e) {
     const InsuranceFund& f = e.insurance_;

@@ -16,6 +16,7 @@
 #include "deleverage/detail/uninit.hpp"
 #include "deleverage/errors.hpp"
 #include "deleverage/fixed_point.hpp"
+#include "deleverage/market.hpp"
 
 namespace deleverage::detail {
 
@@ -155,5 +156,46 @@ class Reader {
   const std::byte* p_;
   const std::byte* end_;
 };
+
+// A market's specification, as both the snapshot and the journal's add_market record hold it
+// (docs/durability.md). `Out` is a Writer or any sink with the same put/str.
+inline constexpr std::size_t kMaxTiers = 4096;
+inline constexpr std::size_t kMaxSymbolBytes = 4096;
+
+template <class Out>
+void write_market_spec(Out& w, const MarketSpec& s) {
+  w.str(s.symbol);
+  w.template put<std::int32_t>(s.qty_decimals);
+  w.template put<std::int32_t>(s.price_decimals);
+  w.template put<i64>(s.maintenance_rate);
+  w.template put<i64>(s.initial_rate);
+  w.template put<i64>(s.liquidation_fee_rate);
+  w.template put<std::uint32_t>(static_cast<std::uint32_t>(s.tiers.size()));
+  for (const TierSpec& t : s.tiers) {
+    w.template put<i64>(t.max_notional);
+    w.template put<i64>(t.maintenance_rate);
+    w.template put<i64>(t.initial_rate);
+    w.template put<i64>(t.maintenance_amount);
+  }
+}
+
+inline MarketSpec read_market_spec(Reader& r) {
+  MarketSpec s;
+  s.symbol = r.str(kMaxSymbolBytes, "market symbol");
+  s.qty_decimals = r.get<std::int32_t>();
+  s.price_decimals = r.get<std::int32_t>();
+  s.maintenance_rate = r.get<i64>();
+  s.initial_rate = r.get<i64>();
+  s.liquidation_fee_rate = r.get<i64>();
+  const std::size_t n = r.count<std::uint32_t>(4 * 8, kMaxTiers, "tier count");
+  s.tiers.resize(n);
+  for (TierSpec& t : s.tiers) {
+    t.max_notional = r.get<i64>();
+    t.maintenance_rate = r.get<i64>();
+    t.initial_rate = r.get<i64>();
+    t.maintenance_amount = r.get<i64>();
+  }
+  return s;
+}
 
 }  // namespace deleverage::detail
