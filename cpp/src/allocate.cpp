@@ -120,14 +120,23 @@ std::size_t weighted_select(std::vector<Item>& a, Before before, Weight wt, S ta
 
 // ---------------------------------------------------------------- validation
 
+// Checks every capacity and returns their sum, in the same pass (exact mode: in 128 bits, the
+// caller checks that it fits in int64 after the other arguments).
 template <class T>
-void check_capacity(std::span<const T> w) {
+auto check_capacity(std::span<const T> w) {
+  std::conditional_t<std::is_same_v<T, double>, double, u128> total = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if constexpr (std::is_same_v<T, double>) {
       if (!std::isfinite(w[i])) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " is not a finite number");
     }
     if (w[i] < 0) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " must not be negative");
+    if constexpr (std::is_same_v<T, double>) {
+      total += w[i];
+    } else {
+      total += static_cast<u64>(w[i]);
+    }
   }
+  return total;
 }
 
 template <class T>
@@ -196,7 +205,11 @@ void for_slices(std::size_t n, Fn&& fn) {
 // items inside go on to the exact random-pivot selection. A bad guess costs another pass,
 // never a different result: every decision about an item is an exact comparison (exact mode).
 
-constexpr std::size_t kSample = 8192;  // sample size of a bracketing round
+constexpr std::size_t kSample = 8192;  // largest sample of a bracketing round
+
+// Sample size for n items: a sixteenth of them, between 1024 and kSample (sorting the sample
+// should cost little next to the pass it saves).
+inline std::size_t sample_size(std::size_t n) { return std::clamp<std::size_t>(n / 16, 1024, kSample); }
 constexpr std::size_t kSmall = 4096;   // below this many items, select directly
 
 // Half-width of the bracket around the sample's estimate, in sample ranks: a few standard
@@ -404,20 +417,36 @@ std::vector<T> queue_alloc(const AllocRequest<T>& req, T budget) {
   const std::size_t h = bracket_halfwidth(smp.size());
   const bool has_first = est >= h, has_last = est + h < smp.size();
   const Item p1 = has_first ? smp[est - h] : Item{}, p2 = has_last ? smp[est + h] : Item{};
-  // one exact pass: winners before p1 are taken in full, winners after p2 not at all
-  T taken{}, between{};
-  std::vector<Item> mid;
-  mid.reserve(static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25) + 64);
-  for (std::size_t i = 0; i < n; ++i) {
-    const Item it{score[i], w[i], static_cast<u32>(i)};
-    const bool first = has_first && before(it, p1), last = has_last && before(p2, it);
-    x[i] = first ? it.w : T{0};
-    taken += first ? it.w : T{0};
-    if (!first && !last && it.w > 0) [[unlikely]] {
-      mid.push_back(it);
-      between += it.w;
+  // one exact pass: winners before p1 are taken in full, winners after p2 not at all. The
+  // comparisons are written with & and | (no branches: which side a winner falls on is random)
+  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
+  T taken_p[kParts] = {}, between_p[kParts] = {};
+  std::vector<Item> mids[kParts];
+  T* const xp = x.data();
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    const double s1 = has_first ? p1.s : std::numeric_limits<double>::infinity(), s2 = has_last ? p2.s : -std::numeric_limits<double>::infinity();
+    const std::size_t i1 = has_first ? p1.i : 0, i2 = has_last ? p2.i : n;
+    std::vector<Item>& mid = mids[p];
+    mid.reserve(expect);
+    T taken{}, between{};
+    for (std::size_t i = b; i < e; ++i) {
+      const double si = score[i];
+      const T wi = w[i];
+      const bool first = (si > s1) | ((si == s1) & (i < i1));
+      const bool last = (si < s2) | ((si == s2) & (i > i2));
+      xp[i] = first ? wi : T{0};
+      taken += first ? wi : T{0};
+      if (!(first | last) & (wi > 0)) [[unlikely]] {
+        mid.push_back({si, wi, static_cast<u32>(i)});
+        between += wi;
+      }
     }
-  }
+    taken_p[p] = taken, between_p[p] = between;
+  });
+  T taken{}, between{};
+  for (std::size_t p = 0; p < kParts; ++p) taken += taken_p[p], between += between_p[p];
+  std::vector<Item> mid = std::move(mids[0]);
+  for (std::size_t p = 1; p < kParts; ++p) mid.insert(mid.end(), mids[p].begin(), mids[p].end());
   // the winner at which the running capacity reaches the budget lies between the pivots
   if (taken < budget && (!has_last || taken + between >= budget)) {
     finish(mid, static_cast<T>(budget - taken));
@@ -494,13 +523,14 @@ std::pair<V, V> water_level_small(std::vector<WfItem<V>>& a, V budget, V A, V Vs
 // rest. F(t) = sum min(K_i, t v_i) is continuous and increasing, so tau lies in [t_lo, t_hi]
 // iff F(t_lo) <= budget <= F(t_hi), both known exactly from the pass's sums.
 template <class V, class Get>
-[[gnu::noinline]] std::vector<WfItem<V>> water_bracket(std::size_t n, Get get, V budget, V& A, V& Vs, Rng& rng) {
+[[gnu::noinline]] std::vector<WfItem<V>> water_bracket(std::size_t n, Get get, V budget, V& A, V& Vs, Rng& rng, V& reach) {
   std::vector<WfItem<V>> out;
   auto live = [](const WfItem<V>& it) { return it.k > 0 && it.v > 0; };
   auto everyone = [&] {
     out.clear();
+    reach = 0;
     for (std::size_t i = 0; i < n; ++i)
-      if (const WfItem<V> it = get(i); live(it)) out.push_back(it);
+      if (const WfItem<V> it = get(i); live(it)) out.push_back(it), reach += it.k;
     return std::move(out);
   };
   if (n <= kSmall) return everyone();
@@ -509,15 +539,16 @@ template <class V, class Get>
     WfItem<V> it;
   };
   std::vector<Smp> smp;
-  smp.reserve(kSample);
-  for (std::size_t k = 0; k < kSample; ++k)
+  const std::size_t draws = sample_size(n);
+  smp.reserve(draws);
+  for (std::size_t k = 0; k < draws; ++k)
     if (const WfItem<V> it = get(rng.below(n)); live(it))
       smp.push_back({static_cast<double>(it.k) / static_cast<double>(it.v), it});
   if (smp.size() < 64) return everyone();
   std::sort(smp.begin(), smp.end(), [](const Smp& a, const Smp& b) { return a.t < b.t; });
-  // estimate F at each sampled level (the sample stands for n / kSample items each) and
+  // estimate F at each sampled level (the sample stands for n / draws items each) and
   // take the first one at which it reaches the budget
-  const double scale = static_cast<double>(n) / static_cast<double>(kSample);
+  const double scale = static_cast<double>(n) / static_cast<double>(draws);
   double sk = 0.0, sv = 0.0;
   for (const Smp& s : smp) sv += static_cast<double>(s.it.v);
   std::size_t est = smp.size();
@@ -535,7 +566,7 @@ template <class V, class Get>
   const WfItem<V> plo = has_lo ? smp[est - h].it : WfItem<V>{}, phi = has_hi ? smp[est + h].it : WfItem<V>{};
   // one exact pass, per slice: sums of the settled groups, the items in between
   const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
-  V sums[kParts][4] = {};
+  V sums[kParts][5] = {};
   std::vector<WfItem<V>> mids[kParts];
   for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
     const Get g = get;
@@ -543,7 +574,7 @@ template <class V, class Get>
     const bool hl = has_lo, hh = has_hi;
     std::vector<WfItem<V>>& mid = mids[p];
     mid.reserve(expect);
-    V skl = 0, svh = 0, skm = 0, svm = 0;
+    V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
     for (std::size_t i = b; i < e; ++i) {
       const WfItem<V> it = g(i);
       if (!live(it)) continue;
@@ -551,16 +582,19 @@ template <class V, class Get>
       const bool above = hh && mulw(u.k, it.v) < mulw(it.k, u.v);
       skl += below ? it.k : V{0};
       svh += above ? it.v : V{0};
+      skh += above ? it.k : V{0};
       if (!below && !above) [[unlikely]] {
         mid.push_back(it);
         skm += it.k;
         svm += it.v;
       }
     }
-    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm;
+    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh;
   });
-  V skl = 0, svh = 0, skm = 0, svm = 0;
-  for (std::size_t p = 0; p < kParts; ++p) skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3];
+  V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
+  for (std::size_t p = 0; p < kParts; ++p)
+    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4];
+  reach = skl + skm + skh;
   out = std::move(mids[0]);
   for (std::size_t p = 1; p < kParts; ++p) out.insert(out.end(), mids[p].begin(), mids[p].end());
   const bool lo_ok = !has_lo || mulw(static_cast<V>(A + skl), plo.v) + mulw(plo.k, static_cast<V>(Vs + svm + svh)) <= mulw(budget, plo.v);
@@ -584,15 +618,18 @@ template <class V, class Get>
   return out;
 }
 
-// Returns (q, Vsum): tau = q / Vsum (Vsum == 0: everything saturated).
+// Returns (q, Vsum): tau = q / Vsum (Vsum == 0: everything saturated), and in `reach` the sum
+// of K over the live items (what the policy can raise), found by the first pass on the way.
+// With a budget above reach the level is meaningless; the caller then clips or refuses.
 template <class V, class Get>
-std::pair<V, V> water_level(std::size_t n, Get get, V budget) {
+std::pair<V, V> water_level(std::size_t n, Get get, V budget, V& reach) {
   Rng rng;
-  V A = 0, Vs = 0;
-  std::vector<WfItem<V>> cand = water_bracket<V>(n, get, budget, A, Vs, rng);
+  V A = 0, Vs = 0, unused = 0;
+  std::vector<WfItem<V>> cand = water_bracket<V>(n, get, budget, A, Vs, rng, reach);
+  if (budget > reach) return {0, 0};
   while (cand.size() > kSmall) {
     const std::size_t before = cand.size();
-    std::vector<WfItem<V>> next = water_bracket<V>(cand.size(), [&](std::size_t j) { return cand[j]; }, budget, A, Vs, rng);
+    std::vector<WfItem<V>> next = water_bracket<V>(cand.size(), [&](std::size_t j) { return cand[j]; }, budget, A, Vs, rng, unused);
     cand = std::move(next);
     if (cand.size() * 2 > before) break;  // many equal levels: the exact selection copes
   }
@@ -652,18 +689,24 @@ template <class Get>
   return x;
 }
 
-template <class Get>
-std::vector<i64> water_fill_exact(std::size_t n, Get get, u64 budget) {
+// clip(reach) -> the budget to raise (clipped, or throws when the policy cannot raise it).
+template <class Get, class Clip>
+std::vector<i64> water_fill_exact(std::size_t n, Get get, u64 budget, Clip clip) {
   if (budget == 0) return std::vector<i64>(n, 0);
-  const auto [q, V] = water_level<u64>(n, get, budget);
+  u64 reach = 0;
+  const auto [q, V] = water_level<u64>(n, get, budget, reach);
+  const u64 b = clip(reach);
+  if (b != budget) return water_round_exact(n, get, b, 0, 0);  // clipped to reach: all saturated
   return water_round_exact(n, get, budget, q, V);
 }
 
-template <class Get>
-std::vector<double> water_fill_float(std::size_t n, Get get, double budget) {
+template <class Get, class Clip>
+std::vector<double> water_fill_float(std::size_t n, Get get, double budget, Clip clip) {
   std::vector<double> x(n, 0.0);
   if (budget == 0) return x;
-  const auto [q, V] = water_level<double>(n, get, budget);
+  double reach = 0.0;
+  auto [q, V] = water_level<double>(n, get, budget, reach);
+  if (clip(reach) != budget) q = 0.0, V = 0.0;  // clipped to reach: all saturated
   const double tau = V > 0 ? q / V : 0.0;
   double* const xp = x.data();
   for_slices(n, [&, xp, tau, V](std::size_t, std::size_t b, std::size_t e) {
@@ -771,17 +814,25 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
       return by_lot.div_u64(static_cast<u64>(w[i]));
     }
   };
+  u64 lots_p[kParts] = {}, live_p[kParts] = {};
+  double wlive_p[kParts] = {};
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+    u64 tl = 0, nl = 0;
+    double wl = 0.0;
+    for (std::size_t i = b; i < e; ++i) {
+      if constexpr (std::is_same_v<T, double>) {
+        if (std::floor(w[i] / lot) >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
+      }
+      const u64 l = lots(i);
+      tl += l;
+      nl += l > 0 ? 1 : 0;
+      wl += l > 0 ? static_cast<double>(w[i]) : 0.0;
+    }
+    lots_p[p] = tl, live_p[p] = nl, wlive_p[p] = wl;
+  });
   u64 total_lots = 0, nlive = 0;
   double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
-  for (std::size_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<T, double>) {
-      if (std::floor(w[i] / lot) >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
-    }
-    const u64 l = lots(i);
-    total_lots += l;
-    nlive += l > 0 ? 1 : 0;
-    wlive += l > 0 ? static_cast<double>(w[i]) : 0.0;
-  }
+  for (std::size_t p = 0; p < kParts; ++p) total_lots += lots_p[p], nlive += live_p[p], wlive += wlive_p[p];
   T reachable;
   if constexpr (std::is_same_v<T, double>) {
     reachable = lot * static_cast<double>(total_lots);
@@ -809,17 +860,25 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
   auto count2 = [&](double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) {
     const auto l1 = L::level(c1), l2 = L::level(c2);
-    u64 a1 = 0, a2 = 0;
+    u64 a[kParts][2] = {};
+    Sum u[kParts][2] = {};
+    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+      u64 a1 = 0, a2 = 0;
+      Sum s1 = 0, s2 = 0;
+      for (std::size_t i = b; i < e; ++i) {
+        const u64 li = lots(i);
+        bool f1, f2;
+        a1 += L::count(l1, w[i], li, f1);
+        a2 += L::count(l2, w[i], li, f2);
+        s1 += f1 ? Sum{0} : static_cast<Sum>(w[i]);
+        s2 += f2 ? Sum{0} : static_cast<Sum>(w[i]);
+      }
+      a[p][0] = a1, a[p][1] = a2, u[p][0] = s1, u[p][1] = s2;
+    });
+    n1 = n2 = 0;
     Sum s1 = 0, s2 = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const u64 li = lots(i);
-      bool f1, f2;
-      a1 += L::count(l1, w[i], li, f1);
-      a2 += L::count(l2, w[i], li, f2);
-      s1 += f1 ? Sum{0} : static_cast<Sum>(w[i]);
-      s2 += f2 ? Sum{0} : static_cast<Sum>(w[i]);
-    }
-    n1 = a1, n2 = a2, u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
+    for (std::size_t p = 0; p < kParts; ++p) n1 += a[p][0], n2 += a[p][1], s1 += u[p][0], s2 += u[p][1];
+    u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
   };
   // N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per
   // unfilled winner below the line c * (their capacity): Newton steps aim there, with pivots
@@ -861,21 +920,26 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     u64 m;
     u32 i;
   };
-  std::vector<Pair> pairs;
-  pairs.reserve(static_cast<std::size_t>(nhi - nlo));
+  std::vector<Pair> slice_pairs[kParts];
   const auto llo = L::level(lo), lhi = L::level(hi);
-  for (std::size_t i = 0; i < n; ++i) {
-    const u64 li = lots(i);
-    bool full;
-    const u64 a = L::count(llo, w[i], li, full);
-    const u64 b = L::count(lhi, w[i], li, full);
-    if constexpr (std::is_same_v<T, double>) {
-      x[i] = static_cast<double>(a);  // lots for now: lot * (a + extra) below, as one product
-    } else {
-      x[i] = static_cast<i64>(static_cast<u64>(lot) * a);
+  T* const xp = x.data();
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    std::vector<Pair>& pairs = slice_pairs[p];
+    for (std::size_t i = b; i < e; ++i) {
+      const u64 li = lots(i);
+      bool full;
+      const u64 a = L::count(llo, w[i], li, full);
+      const u64 c = L::count(lhi, w[i], li, full);
+      if constexpr (std::is_same_v<T, double>) {
+        xp[i] = static_cast<double>(a);  // lots for now: lot * (a + extra) below, as one product
+      } else {
+        xp[i] = static_cast<i64>(static_cast<u64>(lot) * a);
+      }
+      for (u64 m = a + 1; m <= c; ++m) pairs.push_back({m, static_cast<u32>(i)});
     }
-    for (u64 m = a + 1; m <= b; ++m) pairs.push_back({m, static_cast<u32>(i)});
-  }
+  });
+  std::vector<Pair> pairs = std::move(slice_pairs[0]);
+  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
   const u64 need = M - nlo;
   auto before = [&](const Pair& p, const Pair& q) {
     if (L::less(p.m, w[p.i], q.m, w[q.i])) return true;
@@ -885,7 +949,9 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   if (need < pairs.size()) std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
   if constexpr (std::is_same_v<T, double>) {
     for (u64 j = 0; j < need; ++j) x[pairs[j].i] += 1.0;
-    for (double& xi : x) xi *= lot;
+    for_slices(n, [&, xp](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) xp[i] *= lot;
+    });
   } else {
     for (u64 j = 0; j < need; ++j) x[pairs[j].i] += lot;
   }
@@ -904,7 +970,7 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     if (!std::isfinite(req.budget)) throw InvalidInput("budget: " + num_str(req.budget) + " is not a finite number");
   }
   if (req.budget < 0) throw InvalidInput("budget: " + num_str(req.budget) + " must not be negative");
-  check_capacity(w);
+  const auto wsum = check_capacity(w);
   require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
   require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
   if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
@@ -932,11 +998,10 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   // total capacity (exact mode: must fit in int64)
   T total{};
   if constexpr (std::is_same_v<T, double>) {
-    for (double v : w) total += v;
+    total = wsum;
     if (!std::isfinite(total)) throw InvalidInput("capacity: the total is not a finite number");
   } else {
-    u128 t = 0;
-    for (i64 v : w) t += static_cast<u64>(v);
+    const u128 t = wsum;
     if (t > static_cast<u128>(std::numeric_limits<i64>::max()))
       throw ArithmeticOverflow("capacity: the total capacity does not fit in int64");
     total = static_cast<i64>(t);
@@ -994,41 +1059,16 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       }
       const T* const vp = vbuf.empty() ? w.data() : vbuf.data();
       const T* const wp = w.data();
+      auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
       if constexpr (std::is_same_v<T, double>) {
-        auto solve = [&](auto get) {
-          double reach[kParts] = {};
-          for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
-            double r = 0.0;
-            for (std::size_t i = b; i < e; ++i) {
-              const WfItem<double> it = get(i);
-              if (it.v > 0) r += it.k;
-            }
-            reach[p] = r;
-          });
-          double total_reach = 0.0;
-          for (double r : reach) total_reach += r;
-          return water_fill_float(n, get, budget_or_clip(req.budget, total_reach, req));
-        };
-        if (capped) return solve([=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; });
-        return solve([=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; });
+        if (capped) return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
+        return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
       } else {
         const u64* const vu = reinterpret_cast<const u64*>(vp);
-        auto solve = [&](auto get) {
-          u64 reach[kParts] = {};
-          for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
-            u64 r = 0;
-            for (std::size_t i = b; i < e; ++i) {
-              const WfItem<u64> it = get(i);
-              r += it.v > 0 ? it.k : 0;
-            }
-            reach[p] = r;
-          });
-          u64 total_reach = 0;
-          for (u64 r : reach) total_reach += r;
-          return water_fill_exact(n, get, static_cast<u64>(budget_or_clip(req.budget, static_cast<i64>(total_reach), req)));
-        };
-        if (capped) return solve([=](std::size_t i) { return WfItem<u64>{cap_amount(wp[i], cp[i * cstep]), vu[i]}; });
-        return solve([=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; });
+        auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+        const u64 b = static_cast<u64>(req.budget);
+        if (capped) return water_fill_exact(n, [=](std::size_t i) { return WfItem<u64>{cap_amount(wp[i], cp[i * cstep]), vu[i]}; }, b, uclip);
+        return water_fill_exact(n, [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
       }
     }
   }
