@@ -348,7 +348,7 @@ template <class RemOf>
       const u64 k = r >> shift;
       x[i] += k > bucket ? 1 : 0;
       tp[nt] = static_cast<u32>(i);
-      nt += k == bucket ? 1 : 0;
+      nt += (k == bucket) & (r != 0) ? 1 : 0;  // zero remainders never compete
     }
     got[p] = nt;
   });
@@ -357,8 +357,6 @@ template <class RemOf>
     std::copy(idx.get() + start[p], idx.get() + start[p] + got[p], idx.get() + m);
     m += got[p];
   }
-  if (bucket == 0)  // zero remainders never compete
-    m = static_cast<std::size_t>(std::remove_if(idx.get(), idx.get() + m, [&](u32 i) { return rem_of(i) == 0; }) - idx.get());
   add_top_remainders(x, idx.get(), m, extra - above, rem_of);
 }
 
@@ -636,27 +634,29 @@ std::pair<V, V> water_level(std::size_t n, Get get, V budget, V& reach) {
   return water_level_small(cand, budget, A, Vs);
 }
 
-// Exact x_i = min(K_i, floor(q v_i / V)) plus largest remainder (V == 0: x_i = K_i for v_i > 0).
-// Saturated (K_i V <= q v_i) is the same as K_i <= floor(q v_i / V) since K_i is an integer.
+// Exact x_i = min(K_i, floor(q v_i / V)) plus largest remainder (V == 0: x_i = K_i for
+// v_i > 0), written into x, which get() may read K_i from (each x_i is read before it is
+// written). Saturated (K_i V <= q v_i) is the same as K_i <= floor(q v_i / V) since K_i is an
+// integer.
 template <class Get>
-[[gnu::noinline]] std::vector<i64> water_round_exact(std::size_t n, Get get, u64 budget, u64 q, u64 V) {
-  std::vector<i64> x(n);
+[[gnu::noinline]] void water_round_exact(i64* x, std::size_t n, Get get, u64 budget, u64 q, u64 V) {
   if (budget == 0) {
-    std::fill(x.begin(), x.end(), 0);
-    return x;
+    std::fill(x, x + n, 0);
+    return;
   }
   if (V == 0) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const WfItem<u64> it = get(i);
-      x[i] = it.v > 0 ? static_cast<i64>(it.k) : 0;
-    }
-    return x;
+    for_slices(n, [&, x](std::size_t, std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) {
+        const WfItem<u64> it = get(i);
+        x[i] = it.v > 0 ? static_cast<i64>(it.k) : 0;
+      }
+    });
+    return;
   }
   const MulDiv md(q, V);
   RemHistogram hist(V);
-  i64* const xp = x.data();
   u64 sums[kParts] = {};
-  for_slices(n, [&, xp](std::size_t p, std::size_t lo, std::size_t hi) {
+  for_slices(n, [&, x](std::size_t p, std::size_t lo, std::size_t hi) {
     // locals, so that the stores to x cannot alias them
     const MulDiv m = md;
     const Get g = get;
@@ -669,35 +669,54 @@ template <class Get>
       const bool sat = mulw(it.k, VV) <= mulw(qq, it.v);
       u64 r;
       const u64 f = m.div(it.v, r);  // meaningful only if not saturated (then f < K_i)
-      const u64 xi = sat ? it.k : f;
       RemHistogram::add(part, i, sat ? 0 : r, shift);
-      xp[i] = static_cast<i64>(xi);
-      sum += xi;
+      // a saturated winner is stored as ~K_i (negative) until the next pass: that pass knows
+      // it from the sign without K_i, which may have been cached in x
+      x[i] = sat ? ~static_cast<i64>(it.k) : static_cast<i64>(f);
+      sum += sat ? it.k : f;
     }
     sums[p] = sum;
   });
   u64 sum = 0;
   for (u64 v : sums) sum += v;
-  // the second pass rebuilds each remainder from the stored floor: saturated iff x_i = K_i
-  // (an unsaturated floor is below K_i), else q v_i - x_i V, exact in wrapping 64-bit
-  // arithmetic because the true value is below V < 2^63
-  add_largest_remainders(xp, n, hist, budget - sum, [get, q, V, xp](std::size_t i) {
-    const WfItem<u64> it = get(i);
-    const u64 xi = static_cast<u64>(xp[i]);
-    return xi == it.k ? u64{0} : q * it.v - xi * V;
-  });
-  return x;
+  // the second pass rebuilds each remainder from the stored floor: q v_i - x_i V, exact in
+  // wrapping 64-bit arithmetic because the true value is below V < 2^63; a saturated winner
+  // gets K_i back and remainder 0
+  auto rem_of = [get, q, V, x](std::size_t i) {
+    const i64 xi = x[i];
+    if (xi < 0) {
+      x[i] = ~xi;
+      return u64{0};
+    }
+    return q * get(i).v - static_cast<u64>(xi) * V;
+  };
+  if (budget == sum) {
+    for_slices(n, [&](std::size_t, std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) (void)rem_of(i);
+    });
+    return;
+  }
+  add_largest_remainders(x, n, hist, budget - sum, rem_of);
 }
 
 // clip(reach) -> the budget to raise (clipped, or throws when the policy cannot raise it).
+// x: the output, which get() may read K_i from.
 template <class Get, class Clip>
-std::vector<i64> water_fill_exact(std::size_t n, Get get, u64 budget, Clip clip) {
-  if (budget == 0) return std::vector<i64>(n, 0);
+std::vector<i64> water_fill_exact(std::vector<i64> x, Get get, u64 budget, Clip clip) {
+  const std::size_t n = x.size();
+  if (budget == 0) {
+    std::fill(x.begin(), x.end(), 0);
+    return x;
+  }
   u64 reach = 0;
   const auto [q, V] = water_level<u64>(n, get, budget, reach);
   const u64 b = clip(reach);
-  if (b != budget) return water_round_exact(n, get, b, 0, 0);  // clipped to reach: all saturated
-  return water_round_exact(n, get, budget, q, V);
+  if (b != budget) {
+    water_round_exact(x.data(), n, get, b, 0, 0);  // clipped to reach: all saturated
+  } else {
+    water_round_exact(x.data(), n, get, budget, q, V);
+  }
+  return x;
 }
 
 template <class Get, class Clip>
@@ -1023,7 +1042,13 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         const u64* wu = reinterpret_cast<const u64*>(w.data());
         auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
         const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
-        return b == t ? water_round_exact(n, get, b, 0, 0) : water_round_exact(n, get, b, b, t);
+        std::vector<i64> x(n);
+        if (b == t) {
+          water_round_exact(x.data(), n, get, b, 0, 0);
+        } else {
+          water_round_exact(x.data(), n, get, b, b, t);
+        }
+        return x;
       }
     }
     case AllocPolicy::CappedProRata:
@@ -1067,8 +1092,22 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         const u64* const vu = reinterpret_cast<const u64*>(vp);
         auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
         const u64 b = static_cast<u64>(req.budget);
-        if (capped) return water_fill_exact(n, [=](std::size_t i) { return WfItem<u64>{cap_amount(wp[i], cp[i * cstep]), vu[i]}; }, b, uclip);
-        return water_fill_exact(n, [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
+        std::vector<i64> x(n);
+        if (capped) {
+          // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
+          i64* const xp = x.data();
+          if (cstep == 0) {
+            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
+            });
+          } else {
+            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
+            });
+          }
+          return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
+        }
+        return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
       }
     }
   }
