@@ -826,32 +826,42 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   const std::size_t n = w.size();
   ConstantDivider by_lot;
   if constexpr (std::is_same_v<T, i64>) by_lot = ConstantDivider(lot);
-  auto lots = [&](std::size_t i) -> u64 {
+  // float mode: L_i = floor(w_i / lot) is cached in x by the first pass (a division costs
+  // more than reading it back); the passes read it before they write x_i
+  std::vector<T> x(n, T{0});
+  T* const xp = x.data();
+  auto lots = [&, xp](std::size_t i) -> u64 {
     if constexpr (std::is_same_v<T, double>) {
-      return static_cast<u64>(std::floor(w[i] / lot));
+      return static_cast<u64>(xp[i]);
     } else {
       return by_lot.div_u64(static_cast<u64>(w[i]));
     }
   };
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
   u64 lots_p[kParts] = {}, live_p[kParts] = {};
-  double wlive_p[kParts] = {};
-  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+  Sum wlive_p[kParts] = {};
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
     u64 tl = 0, nl = 0;
-    double wl = 0.0;
+    Sum wl = 0;
     for (std::size_t i = b; i < e; ++i) {
+      u64 l;
       if constexpr (std::is_same_v<T, double>) {
-        if (std::floor(w[i] / lot) >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
+        const double f = std::floor(w[i] / lot);
+        if (f >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
+        xp[i] = f;
+        l = static_cast<u64>(f);
+      } else {
+        l = lots(i);
       }
-      const u64 l = lots(i);
       tl += l;
       nl += l > 0 ? 1 : 0;
-      wl += l > 0 ? static_cast<double>(w[i]) : 0.0;
+      wl += l > 0 ? static_cast<Sum>(w[i]) : Sum{0};
     }
     lots_p[p] = tl, live_p[p] = nl, wlive_p[p] = wl;
   });
   u64 total_lots = 0, nlive = 0;
   double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
-  for (std::size_t p = 0; p < kParts; ++p) total_lots += lots_p[p], nlive += live_p[p], wlive += wlive_p[p];
+  for (std::size_t p = 0; p < kParts; ++p) total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
   T reachable;
   if constexpr (std::is_same_v<T, double>) {
     reachable = lot * static_cast<double>(total_lots);
@@ -869,14 +879,15 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     budget = budget_or_clip(budget, reachable, req);
     M = static_cast<u64>(budget / lot) + (budget % lot != 0 ? 1 : 0);
   }
-  std::vector<T> x(n, T{0});
-  if (M == 0) return x;
+  if (M == 0) {
+    std::fill(x.begin(), x.end(), T{0});
+    return x;
+  }
   if (M == total_lots) {
     for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(lot * static_cast<T>(lots(i)));
     return x;
   }
   // N and the capacity of the winners not yet full (dN/dc, ignoring the floors) at two levels
-  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
   auto count2 = [&](double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) {
     const auto l1 = L::level(c1), l2 = L::level(c2);
     u64 a[kParts][2] = {};
@@ -941,7 +952,6 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   };
   std::vector<Pair> slice_pairs[kParts];
   const auto llo = L::level(lo), lhi = L::level(hi);
-  T* const xp = x.data();
   for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
     std::vector<Pair>& pairs = slice_pairs[p];
     for (std::size_t i = b; i < e; ++i) {
