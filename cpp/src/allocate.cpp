@@ -199,6 +199,44 @@ void for_slices(std::size_t n, Fn&& fn) {
   detail::parallel_for(kParts, pass_threads(), 1, run);
 }
 
+// ---------------------------------------------------------------- scratch memory
+// Scratch arrays kept by the calling thread between calls, up to kScratchKeep bytes each: on
+// this kind of machine (a VM) a fresh 8 MB array costs about 3 ms of page faults, more than
+// the pass that fills it. Larger arrays are allocated for the call and freed after it.
+constexpr std::size_t kScratchKeep = std::size_t{32} << 20;
+
+template <class T, int Slot>
+class Scratch {
+ public:
+  explicit Scratch(std::size_t n) {
+    Cache& c = cache();
+    if (n * sizeof(T) <= kScratchKeep) {
+      if (c.size < n) {
+        c.data.reset();
+        c.data.reset(new T[n]);
+        c.size = n;
+      }
+      ptr_ = c.data.get();
+    } else {
+      own_.reset(new T[n]);
+      ptr_ = own_.get();
+    }
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  struct Cache {
+    std::unique_ptr<T[]> data;
+    std::size_t size = 0;
+  };
+  static Cache& cache() {
+    thread_local Cache c;
+    return c;
+  }
+  std::unique_ptr<T[]> own_;
+  T* ptr_ = nullptr;
+};
+
 // ---------------------------------------------------------------- sampling and rounding helpers
 // The selections below first guess, from a random sample, two pivots that should bracket the
 // answer, then make one exact pass that settles every item outside the bracket; only the few
@@ -337,7 +375,7 @@ template <class RemOf>
   // array, without a branch (one spare slot per slice takes the misses)
   std::size_t start[kParts + 1] = {};
   for (std::size_t p = 0; p < kParts; ++p) start[p + 1] = start[p] + hist.slice_count(p, b) + 1;
-  std::unique_ptr<u32[]> idx(new u32[start[kParts]]);
+  const Scratch<u32, 0> idx(start[kParts]);
   std::size_t got[kParts] = {};
   for_slices(n, [&, x, bucket, shift](std::size_t p, std::size_t lo, std::size_t hi) {
     u32* const tp = idx.get() + start[p];
@@ -1068,11 +1106,11 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
       const bool capped = !cap.empty();
       // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
-      std::vector<T> vbuf;
+      std::optional<Scratch<T, 0>> vbuf;
       if (pol == AllocPolicy::RiskAware) {
         // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
-        vbuf.resize(n);
-        T* const vb = vbuf.data();
+        vbuf.emplace(n);
+        T* const vb = vbuf->get();
         double rmaxs[kParts] = {};
         for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
         const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
@@ -1092,7 +1130,7 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
           });
         }
       }
-      const T* const vp = vbuf.empty() ? w.data() : vbuf.data();
+      const T* const vp = vbuf ? vbuf->get() : w.data();
       const T* const wp = w.data();
       auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
       if constexpr (std::is_same_v<T, double>) {
