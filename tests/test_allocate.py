@@ -388,7 +388,8 @@ def _check_big(policy: str, shape: str, seed: int, budget_kind: str, **kw) -> No
     total = sum(wl)
     args: dict = {}
     if policy == "queue":
-        s = rng.integers(0, 3, BIG).astype(np.float64) if shape in ("equal", "small") else rng.standard_normal(BIG)
+        s = rng.integers(-1, 2, BIG).astype(np.float64) if shape in ("equal", "small") else rng.standard_normal(BIG)
+        s[::11] = -0.0  # ties with +0.0
         args["score"] = s
     if policy in ("capped_pro_rata", "risk_aware") and kw.get("cap", policy == "capped_pro_rata"):
         c = rng.integers(0, S + 1, BIG)

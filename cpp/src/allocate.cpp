@@ -453,25 +453,32 @@ std::vector<T> queue_alloc(const AllocRequest<T>& req, T budget) {
   const std::size_t h = bracket_halfwidth(smp.size());
   const bool has_first = est >= h, has_last = est + h < smp.size();
   const Item p1 = has_first ? smp[est - h] : Item{}, p2 = has_last ? smp[est + h] : Item{};
-  // one exact pass: winners before p1 are taken in full, winners after p2 not at all. The
-  // comparisons are written with & and | (no branches: which side a winner falls on is random)
+  // one exact pass: winners before p1 are taken in full, winners after p2 not at all
   const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
   T taken_p[kParts] = {}, between_p[kParts] = {};
   std::vector<Item> mids[kParts];
   T* const xp = x.data();
+  // the ranking as one unsigned 128-bit key: the score's bits flipped so that unsigned order
+  // is numeric order (-0 made +0 first: they tie), then the index complemented (the smaller
+  // index ranks first); "ranks before" is then a single unsigned comparison
+  auto key = [](double sc, std::size_t i) {
+    const u64 b = std::bit_cast<u64>(sc + 0.0);
+    const u64 k = (b >> 63) ? ~b : (b | (u64{1} << 63));
+    return (static_cast<u128>(k) << 64) | static_cast<u64>(~static_cast<u64>(i));
+  };
+  const u128 k1 = has_first ? key(p1.s, p1.i) : ~u128{0}, k2 = has_last ? key(p2.s, p2.i) : u128{0};
   for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
-    const double s1 = has_first ? p1.s : std::numeric_limits<double>::infinity(), s2 = has_last ? p2.s : -std::numeric_limits<double>::infinity();
-    const std::size_t i1 = has_first ? p1.i : 0, i2 = has_last ? p2.i : n;
     std::vector<Item>& mid = mids[p];
     mid.reserve(expect);
     T taken{}, between{};
     for (std::size_t i = b; i < e; ++i) {
       const double si = score[i];
       const T wi = w[i];
-      const bool first = (si > s1) | ((si == s1) & (i < i1));
-      const bool last = (si < s2) | ((si == s2) & (i > i2));
-      xp[i] = first ? wi : T{0};
-      taken += first ? wi : T{0};
+      const u128 ki = key(si, i);
+      const bool first = ki > k1, last = ki < k2;
+      const T take = wi * static_cast<T>(first);  // no branch: which side a winner falls on is random
+      xp[i] = take;
+      taken += take;
       if (!(first | last) & (wi > 0)) [[unlikely]] {
         mid.push_back({si, wi, static_cast<u32>(i)});
         between += wi;
