@@ -33,6 +33,13 @@ using u32 = std::uint32_t;
 
 inline u128 mulw(u64 a, u64 b) { return static_cast<u128>(a) * b; }
 inline double mulw(double a, double b) { return a * b; }
+// a < b through the borrow of a - b: compilers keep this free of branches, where they often
+// branch on a 128-bit `<`
+inline bool less(u128 a, u128 b) {
+  u128 d;
+  return __builtin_sub_overflow(a, b, &d);
+}
+inline bool less(double a, double b) { return a < b; }
 
 // floor(n / d) and n mod d for a 128-bit n whose quotient fits in 64 bits (n >> 64 < d).
 inline u64 div128(u128 n, u64 d, u64& rem) {
@@ -613,23 +620,25 @@ template <class V, class Get>
   std::vector<WfItem<V>> mids[kParts];
   for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
     const Get g = get;
-    const WfItem<V> l = plo, u = phi;
-    const bool hl = has_lo, hh = has_hi;
+    // a missing pivot is one nothing falls beyond: level 0 below, an infinite level above
+    const WfItem<V> l = has_lo ? plo : WfItem<V>{0, 1}, u = has_hi ? phi : WfItem<V>{1, 0};
     std::vector<WfItem<V>>& mid = mids[p];
     mid.reserve(expect);
     V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
     for (std::size_t i = b; i < e; ++i) {
       const WfItem<V> it = g(i);
-      if (!live(it)) continue;
-      const bool below = hl && mulw(it.k, l.v) < mulw(l.k, it.v);
-      const bool above = hh && mulw(u.k, it.v) < mulw(it.k, u.v);
-      skl += below ? it.k : V{0};
-      svh += above ? it.v : V{0};
-      skh += above ? it.k : V{0};
+      const V k = it.k, v = it.v;
+      if (!(k > 0 && v > 0)) continue;
+      // no branches on the comparisons: which side an item falls on is random
+      const bool below = less(mulw(k, l.v), mulw(l.k, v));
+      const bool above = less(mulw(u.k, v), mulw(k, u.v));
+      skl += below ? k : V{0};
+      svh += above ? v : V{0};
+      skh += above ? k : V{0};
       if (!below && !above) [[unlikely]] {
-        mid.push_back(it);
-        skm += it.k;
-        svm += it.v;
+        mid.push_back(WfItem<V>{k, v});
+        skm += k;
+        svm += v;
       }
     }
     sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh;
