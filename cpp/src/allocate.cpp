@@ -393,7 +393,7 @@ template <class RemOf>
       const u64 k = r >> shift;
       x[i] += k > bucket ? 1 : 0;
       tp[nt] = static_cast<u32>(i);
-      nt += (k == bucket) & (r != 0) ? 1 : 0;  // zero remainders never compete
+      nt += ((k == bucket) & (r != 0)) ? 1 : 0;  // zero remainders never compete
     }
     got[p] = nt;
   });
@@ -778,7 +778,8 @@ std::vector<double> water_fill_float(std::size_t n, Get get, double budget, Clip
   std::vector<double> x(n, 0.0);
   if (budget == 0) return x;
   double reach = 0.0;
-  auto [q, V] = water_level<double>(n, get, budget, reach);
+  const std::pair<double, double> level = water_level<double>(n, get, budget, reach);
+  double q = level.first, V = level.second;
   if (clip(reach) != budget) q = 0.0, V = 0.0;  // clipped to reach: all saturated
   const double tau = V > 0 ? q / V : 0.0;
   double* const xp = x.data();
@@ -886,7 +887,7 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   // more than reading it back); the passes read it before they write x_i
   std::vector<T> x(n, T{0});
   T* const xp = x.data();
-  auto lots = [&, xp](std::size_t i) -> u64 {
+  auto lots = [&](std::size_t i) -> u64 {
     if constexpr (std::is_same_v<T, double>) {
       return static_cast<u64>(static_cast<i64>(xp[i]));  // < 2^53
     } else {
@@ -896,7 +897,7 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
   u64 lots_p[kParts] = {}, live_p[kParts] = {};
   Sum wlive_p[kParts] = {};
-  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
     u64 tl = 0, nl = 0;
     Sum wl = 0;
     for (std::size_t i = b; i < e; ++i) {
