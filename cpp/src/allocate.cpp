@@ -16,6 +16,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <thread>
@@ -179,12 +180,13 @@ T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
                      num_str(reachable) + "); pass clip=True to raise only that much");
 }
 
-// ---------------------------------------------------------------- two cores
-// The long passes run over kParts fixed slices of the index range, on up to kParts threads.
-// The slices do not depend on the thread count, so neither do the results: integer sums are
-// exact anyway, float sums are always added slice by slice in the same order, and lists
-// collected per slice are joined in slice (hence index) order.
-constexpr std::size_t kParts = 2;
+// ---------------------------------------------------------------- threads
+// The long passes run over kParts fixed slices of the index range, handed out to up to
+// kParts threads as they free up (on a shared machine a static split waits for the slowest
+// thread). The slices do not depend on the thread count, so neither do the results: integer
+// sums are exact anyway, float sums are always added slice by slice in the same order, and
+// lists collected per slice are joined in slice (hence index) order.
+constexpr std::size_t kParts = 8;
 constexpr std::size_t kParallelMin = std::size_t{1} << 16;  // below this a thread costs more than it saves
 
 inline int pass_threads() {
@@ -196,14 +198,22 @@ inline int pass_threads() {
 // reports the first bad index).
 template <class Fn>
 void for_slices(std::size_t n, Fn&& fn) {
-  auto run = [&](std::size_t pb, std::size_t pe) {
-    for (std::size_t p = pb; p < pe; ++p) fn(p, n * p / kParts, n * (p + 1) / kParts);
-  };
-  if (n < kParallelMin) {
-    run(0, kParts);
+  if (n < kParallelMin || pass_threads() == 1) {
+    for (std::size_t p = 0; p < kParts; ++p) fn(p, n * p / kParts, n * (p + 1) / kParts);
     return;
   }
-  detail::parallel_for(kParts, pass_threads(), 1, run);
+  std::exception_ptr errors[kParts];
+  detail::parallel_for_dynamic(kParts, pass_threads(), 1, [&](std::size_t pb, std::size_t pe) {
+    for (std::size_t p = pb; p < pe; ++p) {
+      try {
+        fn(p, n * p / kParts, n * (p + 1) / kParts);
+      } catch (...) {
+        errors[p] = std::current_exception();
+      }
+    }
+  });
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 // ---------------------------------------------------------------- scratch memory
