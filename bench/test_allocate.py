@@ -37,6 +37,8 @@ S = 100_000_000
 
 
 def _best(fn: Callable[[], Any], k: int) -> float:
+    """Best of k timed calls after one untimed call (which leaves the allocator warm)."""
+    fn()
     best = float("inf")
     for _ in range(k):
         t = time.perf_counter()
