@@ -130,8 +130,8 @@ TEST(Allocate, BadInput) {
 }
 
 // Large inputs: above 4096 winners the kernel guesses its selections from a sample, above
-// 65536 its passes run in two slices. Equal capacities make every comparison a tie, so the
-// expected amounts follow from the tie rules by hand.
+// 65536 its passes run in eight slices on several threads. Equal capacities make every
+// comparison a tie, so the expected amounts follow from the tie rules by hand.
 TEST(Allocate, ManyEqualWinnersProRataUnitsGoByIndex) {
   const std::size_t n = 100'003;
   std::vector<i64> w(n, 10);

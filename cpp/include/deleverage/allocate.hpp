@@ -34,7 +34,7 @@
 // budget is lowered to that amount. Every selection and water-fill is expected linear time:
 // a random sample guesses two pivots around the answer, one exact pass settles everything
 // outside them, and only the few items between go to an exact selection; the long passes run
-// over two fixed slices on up to two threads (the result never depends on the thread count).
+// over eight fixed slices on the machine's threads (the result never depends on the thread count).
 #pragma once
 #include <cstdint>
 #include <optional>
