@@ -578,6 +578,79 @@ std::pair<V, V> water_level_small(std::vector<WfItem<V>>& a, V budget, V A, V Vs
   }
 }
 
+// The fallback of a bracketing round, robust to any weights: 63 pivots at count quantiles of
+// a sample of the live items with in_side(K, v), one exact pass that puts each such item in
+// its bucket between pivots (branch-free binary search) and sums K and v per bucket, which
+// gives F exactly at every pivot, hence the bucket holding tau; a second pass collects that
+// bucket (about 1/64 of the side whatever the weights). A side too rare to sample is collected
+// whole (it is small then).
+template <class V, class Get, class InSide>
+[[gnu::noinline]] std::vector<WfItem<V>> water_buckets(std::size_t n, Get get, InSide in_side, V budget, V& A, V& Vs, Rng& rng) {
+  constexpr std::size_t kPivots = 63, kBuckets = kPivots + 1;
+  auto member = [&](const WfItem<V>& it) { return it.k > 0 && it.v > 0 && in_side(it.k, it.v); };
+  struct Smp {
+    double t;
+    WfItem<V> it;
+  };
+  std::vector<Smp> smp;
+  for (std::size_t k = 0; k < 4 * kSample && smp.size() < kSample / 4; ++k)
+    if (const WfItem<V> it = get(rng.below(n)); member(it))
+      smp.push_back({static_cast<double>(it.k) / static_cast<double>(it.v), it});
+  std::vector<WfItem<V>> out;
+  if (smp.size() < 4 * kPivots) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (const WfItem<V> it = get(i); member(it)) out.push_back(it);
+    return out;
+  }
+  std::sort(smp.begin(), smp.end(), [](const Smp& a, const Smp& b) { return a.t < b.t; });
+  WfItem<V> piv[kBuckets];
+  for (std::size_t j = 0; j < kPivots; ++j) piv[j] = smp[(j + 1) * smp.size() / kBuckets].it;
+  piv[kPivots] = WfItem<V>{1, 0};  // an infinite level: no item lies beyond it
+  const Scratch<std::uint8_t, 0> ids(n);
+  std::uint8_t* const id = ids.get();
+  V sk[kParts][kBuckets] = {}, sv[kParts][kBuckets] = {};
+  for_slices(n, [&, id](std::size_t part, std::size_t b, std::size_t e) {
+    V* const k_sum = sk[part];
+    V* const v_sum = sv[part];
+    for (std::size_t i = b; i < e; ++i) {
+      const WfItem<V> it = get(i);
+      if (!member(it)) {
+        id[i] = 0xFF;
+        continue;
+      }
+      std::size_t pos = 0;  // the number of pivots whose level is below t_i
+      for (std::size_t step = kBuckets / 2; step > 0; step /= 2) {
+        const WfItem<V>& q = piv[pos + step - 1];
+        pos += less(mulw(q.k, it.v), mulw(it.k, q.v)) ? step : 0;
+      }
+      id[i] = static_cast<std::uint8_t>(pos);
+      k_sum[pos] += it.k;
+      v_sum[pos] += it.v;
+    }
+  });
+  V SK[kBuckets] = {}, SV[kBuckets] = {};
+  for (std::size_t part = 0; part < kParts; ++part)
+    for (std::size_t j = 0; j < kBuckets; ++j) SK[j] += sk[part][j], SV[j] += sv[part][j];
+  // F at pivot j: every item of buckets 0..j is saturated there, the rest pull p_j * v
+  V below = 0, above = 0;
+  for (std::size_t j = 0; j < kBuckets; ++j) above += SV[j];
+  std::size_t hit = kPivots;
+  for (std::size_t j = 0; j < kPivots; ++j) {
+    below += SK[j];
+    above -= SV[j];
+    const WfItem<V>& q = piv[j];
+    if (mulw(static_cast<V>(A + below), q.v) + mulw(q.k, static_cast<V>(Vs + above)) >= mulw(budget, q.v)) {
+      hit = j;
+      break;
+    }
+  }
+  for (std::size_t j = 0; j < hit; ++j) A += SK[j];
+  for (std::size_t j = hit + 1; j < kBuckets; ++j) Vs += SV[j];
+  for (std::size_t i = 0; i < n; ++i)
+    if (id[i] == hit) out.push_back(get(i));
+  return out;
+}
+
 // One bracketing round over items get(0..n): settles the items whose saturation level
 // t_i = K_i / v_i is surely below tau (into A) or surely above it (into Vs) and returns the
 // rest. F(t) = sum min(K_i, t v_i) is continuous and increasing, so tau lies in [t_lo, t_hi]
@@ -666,18 +739,16 @@ template <class V, class Get>
     Vs += svh;
     return out;
   }
-  // the guess missed (rare): settle the other two groups and keep the side that holds tau
-  out.clear();
+  // the guess missed (heavy-tailed weights: the sample lacks the few items that dominate F):
+  // settle the other two groups and narrow the side that holds tau without guessing
   if (!lo_ok) {
     Vs += svm + svh;
-    for (std::size_t i = 0; i < n; ++i)
-      if (const WfItem<V> it = get(i); live(it) && mulw(it.k, plo.v) < mulw(plo.k, it.v)) out.push_back(it);
-  } else {
-    A += skl + skm;
-    for (std::size_t i = 0; i < n; ++i)
-      if (const WfItem<V> it = get(i); live(it) && mulw(phi.k, it.v) < mulw(it.k, phi.v)) out.push_back(it);
+    const WfItem<V> p = plo;
+    return water_buckets<V>(n, get, [p](V k, V v) { return less(mulw(k, p.v), mulw(p.k, v)); }, budget, A, Vs, rng);
   }
-  return out;
+  A += skl + skm;
+  const WfItem<V> p = phi;
+  return water_buckets<V>(n, get, [p](V k, V v) { return less(mulw(p.k, v), mulw(k, p.v)); }, budget, A, Vs, rng);
 }
 
 // Returns (q, Vsum): tau = q / Vsum (Vsum == 0: everything saturated), and in `reach` the sum
