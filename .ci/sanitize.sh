@@ -40,7 +40,10 @@ if [ "$PART" = all ] || [ "$PART" = python ]; then
   V=.ci/venv-sanitize
   [ -x "$V/bin/python" ] || "$PYTHON" -m venv "$V"
   "$V/bin/python" -m pip install -q --upgrade pip
-  "$V/bin/python" -m pip install -q scikit-build-core pybind11 numpy "pytest>=7" "hypothesis>=6.80" "pandas>=2.0" "pytest-benchmark>=4"
+  # the build tools and the test extra's packages (pyproject.toml; mypy, cmake and ninja are
+  # not needed here)
+  "$V/bin/python" -m pip install -q scikit-build-core pybind11 numpy "pytest>=7" "hypothesis>=6.80" "pandas>=2.0" \
+    "pytest-benchmark>=4" "matplotlib>=3.7" "pyarrow>=14" "dask[distributed]>=2024.1"
   # The module and the core it links are instrumented (DELEVERAGE_SANITIZE is PUBLIC on the core).
   CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "$V/bin/python" -m pip install -q --no-deps --no-build-isolation \
     -C cmake.define.DELEVERAGE_SANITIZE=$SAN -C cmake.build-type=${SANITIZE_BUILD_TYPE} \

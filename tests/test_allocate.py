@@ -353,3 +353,126 @@ def test_total_capacity_overflow():
 def test_empty_and_zero_budget():
     assert allocate(0, np.array([], dtype=np.int64), "pro_rata").tolist() == []
     assert allocate(0, a64(5, 5), "queue", score=[1.0, 2.0]).tolist() == [0, 0]
+
+
+# ---------------------------------------------------------------- large inputs against the reference
+# Above 4096 winners the kernel guesses its selections from a sample and settles them in one
+# exact pass; above 65536 its long passes run in eight slices on several threads. These cases go
+# through both paths (and the sample's fallbacks: ties, clustered remainders, huge values).
+
+BIG = 70_000
+
+
+def _big(shape: str, rng: np.random.Generator) -> np.ndarray:
+    if shape == "random":
+        w = rng.integers(0, 10**9, BIG)
+    elif shape == "equal":  # every level, remainder and score ties
+        w = np.full(BIG, 12_345)
+        w[::7] = 0
+    elif shape == "small":  # few distinct values, many zeros
+        w = rng.integers(0, 12, BIG)
+    elif shape == "skewed":  # a few winners hold most of the capacity
+        w = rng.integers(0, 1000, BIG)
+        w[rng.integers(0, BIG, 20)] = 10**15
+    elif shape == "huge":  # the total close to 2**63
+        w = rng.integers(0, (2**63 - 1) // BIG, BIG)
+    else:
+        raise ValueError(shape)
+    return w.astype(np.int64)
+
+
+def _check_big(policy: str, shape: str, seed: int, budget_kind: str, **kw) -> None:
+    rng = np.random.default_rng(seed)
+    w = _big(shape, rng)
+    wl = [int(v) for v in w]
+    total = sum(wl)
+    args: dict = {}
+    if policy == "queue":
+        s = rng.integers(-1, 2, BIG).astype(np.float64) if shape in ("equal", "small") else rng.standard_normal(BIG)
+        s[::11] = -0.0  # ties with +0.0
+        args["score"] = s
+    if policy in ("capped_pro_rata", "risk_aware") and kw.get("cap", policy == "capped_pro_rata"):
+        c = rng.integers(0, S + 1, BIG)
+        c[::5] = 0
+        c[1::5] = S
+        args["cap"] = c.astype(np.int64)
+    if policy == "risk_aware":
+        lev = rng.integers(0, 30 * S, BIG)
+        lev[::3] = 3 * S
+        args["leverage"] = lev.astype(np.int64)
+        args["g"] = kw.get("g", "linear")
+    if policy == "min_max_lots":
+        args["lot"] = kw.get("lot", 7)
+    budget = {"third": total // 3, "all": total, "zero": 0, "tiny": total // 100_000, "over": total + 1}[budget_kind]
+    ref_kw = {k: ([float(v) for v in a] if k == "score" else [int(v) for v in a]) if isinstance(a, np.ndarray) else a for k, a in args.items()}
+    clip = budget_kind == "over"
+    expected = ref.allocate(budget, wl, policy, clip=clip, **ref_kw)
+    x = allocate(budget, w, policy, clip=clip, **args)
+    assert x.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "policy, shape, budget_kind",
+    [
+        ("pro_rata", "random", "third"),  # W // 3: remainders cluster around thirds
+        ("pro_rata", "equal", "tiny"),  # all remainders equal: the units go by index
+        ("pro_rata", "huge", "third"),
+        ("queue", "random", "third"),
+        ("queue", "equal", "third"),  # score and capacity ties: index order
+        ("queue", "skewed", "tiny"),
+        ("capped_pro_rata", "random", "third"),
+        ("capped_pro_rata", "small", "third"),
+        ("capped_pro_rata", "skewed", "over"),
+        ("capped_pro_rata", "skewed", "third"),  # the sample misses the few big winners: fallback rounds
+        ("risk_aware", "skewed", "third"),
+        ("risk_aware", "random", "third"),
+        ("risk_aware", "huge", "tiny"),
+        ("random_walk", "random", "third"),
+        ("min_max_lots", "small", "third"),
+        ("min_max_lots", "equal", "tiny"),
+    ],
+)
+def test_large_matches_reference(policy, shape, budget_kind):
+    _check_big(policy, shape, 11, budget_kind)
+
+
+def test_large_capped_budget_edges():
+    # everything the caps allow, nothing, and a clipped budget: the same as the reference
+    rng = np.random.default_rng(5)
+    w = _big("random", rng)
+    cap = rng.integers(0, S + 1, BIG).astype(np.int64)
+    wl, cl = [int(v) for v in w], [int(v) for v in cap]
+    reach = sum(a * b // S for a, b in zip(wl, cl))
+    assert allocate(reach, w, "capped_pro_rata", cap=cap).tolist() == [a * b // S for a, b in zip(wl, cl)]
+    assert allocate(0, w, "capped_pro_rata", cap=cap).tolist() == [0] * BIG
+    assert allocate(reach + 10, w, "capped_pro_rata", cap=cap, clip=True).tolist() == [a * b // S for a, b in zip(wl, cl)]
+    with pytest.raises(InvalidInput, match="exceeds"):
+        allocate(reach + 1, w, "capped_pro_rata", cap=cap)
+    # caps of 0 for everyone: nothing can be raised
+    assert allocate(0, w, "capped_pro_rata", cap=0).tolist() == [0] * BIG
+    with pytest.raises(InvalidInput, match="exceeds"):
+        allocate(1, w, "capped_pro_rata", cap=0)
+
+
+def test_large_risk_aware_power_matches_reference():
+    _check_big("risk_aware", "random", 3, "third", g="power:1.5", cap=True)
+
+
+def test_large_min_max_lots_random_matches_reference():
+    # lots of 10**8 in capacities below 10**9: a few lots each, the reference's heap stays small
+    _check_big("min_max_lots", "random", 4, "third", lot=10**8)
+
+
+def test_large_equal_capacities_by_hand():
+    # n equal winners: pro-rata B over n gives floor(B/n) each and the leftover units to the
+    # first indices; min_max_lots hands the lots round-robin by index; queue with equal
+    # scores takes them in index order
+    n = 100_003
+    w = np.full(n, 10, dtype=np.int64)
+    b = 7 * n + 12_345
+    x = allocate(b, w, "pro_rata")
+    assert x[:12_345].tolist() == [8] * 12_345 and x[12_345:].tolist() == [7] * (n - 12_345)
+    x = allocate(5 * (n + 4) - 2, w, "min_max_lots", lot=5)  # n + 4 lots: one each (1/2), then #0..#3 (1)
+    assert x[:4].tolist() == [10] * 4 and x[4:].tolist() == [5] * (n - 4)
+    x = allocate(10 * 500 + 3, w, "queue", score=np.zeros(n))
+    assert x[:500].tolist() == [10] * 500 and x[500] == 3 and not x[501:].any()

@@ -16,8 +16,13 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <limits>
+#include <memory>
+#include <thread>
 #include <type_traits>
+
+#include "deleverage/detail/parallel.hpp"
 
 namespace deleverage {
 
@@ -29,6 +34,13 @@ using u32 = std::uint32_t;
 
 inline u128 mulw(u64 a, u64 b) { return static_cast<u128>(a) * b; }
 inline double mulw(double a, double b) { return a * b; }
+// a < b through the borrow of a - b: compilers keep this free of branches, where they often
+// branch on a 128-bit `<`
+inline bool less(u128 a, u128 b) {
+  u128 d;
+  return __builtin_sub_overflow(a, b, &d);
+}
+inline bool less(double a, double b) { return a < b; }
 
 // floor(n / d) and n mod d for a 128-bit n whose quotient fits in 64 bits (n >> 64 < d).
 inline u64 div128(u128 n, u64 d, u64& rem) {
@@ -116,14 +128,23 @@ std::size_t weighted_select(std::vector<Item>& a, Before before, Weight wt, S ta
 
 // ---------------------------------------------------------------- validation
 
+// Checks every capacity and returns their sum, in the same pass (exact mode: in 128 bits, the
+// caller checks that it fits in int64 after the other arguments).
 template <class T>
-void check_capacity(std::span<const T> w) {
+auto check_capacity(std::span<const T> w) {
+  std::conditional_t<std::is_same_v<T, double>, double, u128> total = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if constexpr (std::is_same_v<T, double>) {
       if (!std::isfinite(w[i])) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " is not a finite number");
     }
     if (w[i] < 0) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " must not be negative");
+    if constexpr (std::is_same_v<T, double>) {
+      total += w[i];
+    } else {
+      total += static_cast<u64>(w[i]);
+    }
   }
+  return total;
 }
 
 template <class T>
@@ -159,28 +180,339 @@ T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
                      num_str(reachable) + "); pass clip=True to raise only that much");
 }
 
+// ---------------------------------------------------------------- threads
+// The long passes run over kParts fixed slices of the index range, handed out to up to
+// kParts threads as they free up (on a shared machine a static split waits for the slowest
+// thread). The slices do not depend on the thread count, so neither do the results: integer
+// sums are exact anyway, float sums are always added slice by slice in the same order, and
+// lists collected per slice are joined in slice (hence index) order.
+constexpr std::size_t kParts = 8;
+constexpr std::size_t kParallelMin = std::size_t{1} << 16;  // below this a thread costs more than it saves
+
+inline int pass_threads() {
+  static const int t = static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, kParts));
+  return t;
+}
+
+// fn(part, begin, end) for each slice; an exception from the lowest slice wins (validation
+// reports the first bad index).
+template <class Fn>
+void for_slices(std::size_t n, Fn&& fn) {
+  if (n < kParallelMin || pass_threads() == 1) {
+    for (std::size_t p = 0; p < kParts; ++p) fn(p, n * p / kParts, n * (p + 1) / kParts);
+    return;
+  }
+  std::exception_ptr errors[kParts];
+  detail::parallel_for_dynamic(kParts, pass_threads(), 1, [&](std::size_t pb, std::size_t pe) {
+    for (std::size_t p = pb; p < pe; ++p) {
+      try {
+        fn(p, n * p / kParts, n * (p + 1) / kParts);
+      } catch (...) {
+        errors[p] = std::current_exception();
+      }
+    }
+  });
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// ---------------------------------------------------------------- scratch memory
+// Scratch arrays kept by the calling thread between calls, up to kScratchKeep bytes each: on
+// this kind of machine (a VM) a fresh 8 MB array costs about 3 ms of page faults, more than
+// the pass that fills it. Larger arrays are allocated for the call and freed after it.
+constexpr std::size_t kScratchKeep = std::size_t{32} << 20;
+
+template <class T, int Slot>
+class Scratch {
+ public:
+  explicit Scratch(std::size_t n) {
+    Cache& c = cache();
+    if (n * sizeof(T) <= kScratchKeep) {
+      if (c.size < n) {
+        c.data.reset();
+        c.data.reset(new T[n]);
+        c.size = n;
+      }
+      ptr_ = c.data.get();
+    } else {
+      own_.reset(new T[n]);
+      ptr_ = own_.get();
+    }
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  struct Cache {
+    std::unique_ptr<T[]> data;
+    std::size_t size = 0;
+  };
+  static Cache& cache() {
+    thread_local Cache c;
+    return c;
+  }
+  std::unique_ptr<T[]> own_;
+  T* ptr_ = nullptr;
+};
+
+// ---------------------------------------------------------------- sampling and rounding helpers
+// The selections below first guess, from a random sample, two pivots that should bracket the
+// answer, then make one exact pass that settles every item outside the bracket; only the few
+// items inside go on to the exact random-pivot selection. A bad guess costs another pass,
+// never a different result: every decision about an item is an exact comparison (exact mode).
+
+constexpr std::size_t kSample = 8192;  // largest sample of a bracketing round
+
+// Sample size for n items: a sixteenth of them, between 1024 and kSample (sorting the sample
+// should cost little next to the pass it saves).
+inline std::size_t sample_size(std::size_t n) { return std::clamp<std::size_t>(n / 16, 1024, kSample); }
+constexpr std::size_t kSmall = 4096;   // below this many items, select directly
+
+// Half-width of the bracket around the sample's estimate, in sample ranks: a few standard
+// deviations of the estimate's rank (about sqrt of the sample size).
+inline std::size_t bracket_halfwidth(std::size_t sample) {
+  return static_cast<std::size_t>(3.0 * std::sqrt(static_cast<double>(sample))) + 2;
+}
+
+// floor(p * x / d) for fixed p and 0 < d < 2^63 without a 128-by-64-bit division per x: with
+// p = ph * d + pl and q = floor(pl * 2^64 / d), floor(q * x / 2^64) is floor(pl * x / d) or
+// one less (q / 2^64 is below pl / d by less than 2^-64 and x < 2^64); one comparison of the
+// exact remainder corrects it. The same quotient and remainder as a hardware division.
+class MulDiv {
+ public:
+  MulDiv(u64 p, u64 d) : d_(d), ph_(p / d), pl_(p % d) {
+    u64 r;
+    q_ = div128(static_cast<u128>(pl_) << 64, d, r);
+  }
+  // floor(p * x / d) modulo 2^64 (used only where it fits), and rem = p * x mod d.
+  u64 div(u64 x, u64& rem) const {
+    u64 f = static_cast<u64>((static_cast<u128>(q_) * x) >> 64);
+    // pl * x - f * d lies in [0, 2d), below 2^64: the wrapping 64-bit products give it exactly
+    u64 r = pl_ * x - f * d_;
+    const bool up = r >= d_;
+    f += up ? 1 : 0;
+    r -= up ? d_ : 0;
+    rem = r;
+    return ph_ * x + f;
+  }
+
+ private:
+  u64 d_, ph_, pl_, q_ = 0;
+};
+
+struct RemHistogram {
+  static constexpr int kBits = 11;
+  static constexpr std::size_t kBuckets = std::size_t{1} << kBits;
+  // per slice, four interleaved copies (by index mod 4): clustered remainders would otherwise
+  // chain every increment on the previous one to the same counter
+  static constexpr std::size_t kCopies = 4;
+  int shift;
+  std::vector<u32> part;   // [slice][copy][bucket]
+  std::vector<u32> count;  // all of them summed, after merge()
+  explicit RemHistogram(u64 V)
+      : shift(std::max(0, static_cast<int>(std::bit_width(V - 1)) - kBits)), part(kParts * kCopies * kBuckets, 0) {}
+  u32* slice(std::size_t p) { return part.data() + p * kCopies * kBuckets; }
+  static void add(u32* slice, std::size_t i, u64 r, int shift) { ++slice[(i & (kCopies - 1)) * kBuckets + (r >> shift)]; }
+  u32 slice_count(std::size_t p, std::size_t b) const {
+    u32 c = 0;
+    for (std::size_t k = 0; k < kCopies; ++k) c += part[(p * kCopies + k) * kBuckets + b];
+    return c;
+  }
+  void merge() {
+    count.assign(kBuckets, 0);
+    for (std::size_t c = 0; c < kParts * kCopies; ++c)
+      for (std::size_t b = 0; b < kBuckets; ++b) count[b] += part[c * kBuckets + b];
+  }
+};
+
+// One unit each to the `need` winners idx[0, m) (in index order) with the largest remainders
+// rem_of(i), ties to the smaller index: radix selection on the spread of the values, a level
+// per round, until the winners left all have the same remainder and the first ones by index
+// take the rest. Remainders often cluster (B = W / 3 makes thirds), so one level is not
+// enough. Remainders are recomputed, not stored (see add_largest_remainders); rem_of(i) may
+// read x[i], which changes only for winners that leave the set.
+template <class RemOf>
+void add_top_remainders(i64* x, u32* idx, std::size_t m, u64 need, const RemOf& rem_of) {
+  std::vector<u32> count;
+  while (need > 0) {
+    if (need >= m) {
+      for (std::size_t j = 0; j < m; ++j) ++x[idx[j]];
+      return;
+    }
+    u64 lo = rem_of(idx[0]), hi = lo;
+    for (std::size_t j = 0; j < m; ++j) {
+      const u64 r = rem_of(idx[j]);
+      lo = std::min(lo, r), hi = std::max(hi, r);
+    }
+    if (lo == hi) {
+      for (u64 j = 0; j < need; ++j) ++x[idx[j]];
+      return;
+    }
+    const int shift = std::max(0, static_cast<int>(std::bit_width(hi - lo)) - RemHistogram::kBits);
+    count.assign(RemHistogram::kBuckets, 0);
+    for (std::size_t j = 0; j < m; ++j) ++count[(rem_of(idx[j]) - lo) >> shift];
+    u64 above = 0;
+    std::size_t b = count.size();
+    while (b > 0) {
+      --b;
+      if (above + count[b] >= need) break;
+      above += count[b];
+    }
+    std::size_t keep = 0;
+    for (std::size_t j = 0; j < m; ++j) {
+      const u64 k = (rem_of(idx[j]) - lo) >> shift;
+      if (k > b) ++x[idx[j]];
+      else if (k == b) idx[keep++] = idx[j];
+    }
+    m = keep;
+    need -= above;
+  }
+}
+
+// Largest remainder: one unit each to the `extra` winners with the largest remainders rem_i
+// (ties: the smaller index). Remainders are < V; only positive ones compete (there are always
+// more of them than `extra`). Radix selection over two passes that recompute the remainders
+// rather than store them (on this kind of machine a fresh 8 MB array costs more in page
+// faults than recomputing): the caller's rounding pass fills a histogram of their top bits,
+// which gives the bucket holding the threshold; the second pass gives a unit to every winner
+// above that bucket and collects the ones in it, which add_top_remainders then orders.
+template <class RemOf>
+[[gnu::noinline]] void add_largest_remainders(i64* x, std::size_t n, RemHistogram& hist, u64 extra, RemOf rem_of) {
+  if (extra == 0) return;
+  hist.merge();
+  u64 above = 0;
+  std::size_t b = hist.count.size();
+  while (b > 0) {
+    --b;
+    if (above + hist.count[b] >= extra) break;
+    above += hist.count[b];
+  }
+  const u64 bucket = b;
+  const int shift = hist.shift;
+  // each slice writes the indices of its winners in that bucket into its own run of the
+  // array, without a branch (one spare slot per slice takes the misses)
+  std::size_t start[kParts + 1] = {};
+  for (std::size_t p = 0; p < kParts; ++p) start[p + 1] = start[p] + hist.slice_count(p, b) + 1;
+  const Scratch<u32, 0> idx(start[kParts]);
+  std::size_t got[kParts] = {};
+  for_slices(n, [&, x, bucket, shift](std::size_t p, std::size_t lo, std::size_t hi) {
+    u32* const tp = idx.get() + start[p];
+    const RemOf rem = rem_of;
+    std::size_t nt = 0;
+    for (std::size_t i = lo; i < hi; ++i) {
+      const u64 r = rem(i);
+      const u64 k = r >> shift;
+      x[i] += k > bucket ? 1 : 0;
+      tp[nt] = static_cast<u32>(i);
+      nt += ((k == bucket) & (r != 0)) ? 1 : 0;  // zero remainders never compete
+    }
+    got[p] = nt;
+  });
+  std::size_t m = got[0];
+  for (std::size_t p = 1; p < kParts; ++p) {
+    std::copy(idx.get() + start[p], idx.get() + start[p] + got[p], idx.get() + m);
+    m += got[p];
+  }
+  add_top_remainders(x, idx.get(), m, extra - above, rem_of);
+}
+
 // ---------------------------------------------------------------- queue and random walk
 
 template <class T>
 std::vector<T> queue_alloc(const AllocRequest<T>& req, T budget) {
   const auto w = req.capacity;
-  std::vector<T> x(w.size(), T{0});
+  const auto score = req.score;
+  const std::size_t n = w.size();
+  std::vector<T> x(n, T{0});
   if (budget == 0) return x;
   struct Item {
     double s;
     T w;
     u32 i;
   };
-  std::vector<Item> items;
-  items.reserve(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i)
-    if (w[i] > 0) items.push_back({req.score[i], w[i], static_cast<u32>(i)});
   auto before = [](const Item& a, const Item& b) { return a.s != b.s ? a.s > b.s : a.i < b.i; };
-  T acc{};
-  const std::size_t p = weighted_select(items, before, [](const Item& a) { return a.w; }, budget, acc);
-  for (std::size_t j = 0; j < p; ++j) x[items[j].i] = items[j].w;
-  x[items[p].i] = std::min(items[p].w, static_cast<T>(budget - acc));
-  return x;
+  // exact: the greedy prefix of `items` (whose amounts are all 0 so far) that raises target
+  auto finish = [&](std::vector<Item>& items, T target) {
+    T acc{};
+    const std::size_t p = weighted_select(items, before, [](const Item& a) { return a.w; }, target, acc);
+    for (std::size_t j = 0; j < p; ++j) x[items[j].i] = items[j].w;
+    x[items[p].i] = std::min(items[p].w, static_cast<T>(target - acc));
+  };
+  auto everyone = [&] {
+    std::fill(x.begin(), x.end(), T{0});
+    std::vector<Item> items;
+    for (std::size_t i = 0; i < n; ++i)
+      if (w[i] > 0) items.push_back({score[i], w[i], static_cast<u32>(i)});
+    finish(items, budget);
+    return x;
+  };
+  if (n <= kSmall) return everyone();
+  // guess the cut from a sample: the first sampled winner at which the scaled running
+  // capacity reaches the budget, and pivots a few standard deviations either side of it
+  Rng rng;
+  std::vector<Item> smp;
+  smp.reserve(kSample);
+  for (std::size_t k = 0; k < kSample; ++k) {
+    const std::size_t i = rng.below(n);
+    if (w[i] > 0) smp.push_back({score[i], w[i], static_cast<u32>(i)});
+  }
+  if (smp.size() < 64) return everyone();
+  std::sort(smp.begin(), smp.end(), before);
+  const double scale = static_cast<double>(n) / static_cast<double>(kSample);
+  std::size_t est = smp.size();
+  double run = 0.0;
+  for (std::size_t j = 0; j < smp.size(); ++j) {
+    run += scale * static_cast<double>(smp[j].w);
+    if (run >= static_cast<double>(budget)) {
+      est = j;
+      break;
+    }
+  }
+  const std::size_t h = bracket_halfwidth(smp.size());
+  const bool has_first = est >= h, has_last = est + h < smp.size();
+  const Item p1 = has_first ? smp[est - h] : Item{}, p2 = has_last ? smp[est + h] : Item{};
+  // one exact pass: winners before p1 are taken in full, winners after p2 not at all
+  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
+  T taken_p[kParts] = {}, between_p[kParts] = {};
+  std::vector<Item> mids[kParts];
+  T* const xp = x.data();
+  // the ranking as one unsigned 128-bit key: the score's bits flipped so that unsigned order
+  // is numeric order (-0 made +0 first: they tie), then the index complemented (the smaller
+  // index ranks first); "ranks before" is then a single unsigned comparison
+  auto key = [](double sc, std::size_t i) {
+    const u64 b = std::bit_cast<u64>(sc + 0.0);
+    const u64 k = (b >> 63) ? ~b : (b | (u64{1} << 63));
+    return (static_cast<u128>(k) << 64) | static_cast<u64>(~static_cast<u64>(i));
+  };
+  const u128 k1 = has_first ? key(p1.s, p1.i) : ~u128{0}, k2 = has_last ? key(p2.s, p2.i) : u128{0};
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    std::vector<Item>& mid = mids[p];
+    mid.reserve(expect);
+    T taken{}, between{};
+    for (std::size_t i = b; i < e; ++i) {
+      const double si = score[i];
+      const T wi = w[i];
+      const u128 ki = key(si, i);
+      const bool first = ki > k1, last = ki < k2;
+      const T take = wi * static_cast<T>(first);  // no branch: which side a winner falls on is random
+      xp[i] = take;
+      taken += take;
+      if (!(first | last) & (wi > 0)) [[unlikely]] {
+        mid.push_back({si, wi, static_cast<u32>(i)});
+        between += wi;
+      }
+    }
+    taken_p[p] = taken, between_p[p] = between;
+  });
+  T taken{}, between{};
+  for (std::size_t p = 0; p < kParts; ++p) taken += taken_p[p], between += between_p[p];
+  std::vector<Item> mid = std::move(mids[0]);
+  for (std::size_t p = 1; p < kParts; ++p) mid.insert(mid.end(), mids[p].begin(), mids[p].end());
+  // the winner at which the running capacity reaches the budget lies between the pivots
+  if (taken < budget && (!has_last || taken + between >= budget)) {
+    finish(mid, static_cast<T>(budget - taken));
+    return x;
+  }
+  return everyone();  // the sample misled us (rare): select among everyone
 }
 
 template <class T>
@@ -202,7 +534,8 @@ std::vector<T> random_walk_alloc(const AllocRequest<T>& req, T budget) {
 
 // ---------------------------------------------------------------- water-filling
 // x_i = min(K_i, tau * v_i), sum x = budget. Exact: K, v are u64 and the result is rounded by
-// largest remainder; float: doubles.
+// largest remainder; float: doubles. Items come from an accessor get(i) -> {K_i, v_i} so that
+// K and v need not be stored when they are cheap to recompute.
 
 template <class V>
 struct WfItem {
@@ -210,15 +543,12 @@ struct WfItem {
   V v;
 };
 
+// The exact random-pivot water level over a candidate set `a` (live items only), given the
+// items settled outside it: A = sum K of those saturated, Vs = sum v of those unsaturated.
 // Returns (q, Vsum): tau = q / Vsum (Vsum == 0: everything saturated).
 template <class V>
-std::pair<V, V> water_level(const std::vector<V>& K, const std::vector<V>& v, V budget) {
-  std::vector<WfItem<V>> a;
-  a.reserve(K.size());
-  for (std::size_t i = 0; i < K.size(); ++i)
-    if (K[i] > 0 && v[i] > 0) a.push_back({K[i], v[i]});
+std::pair<V, V> water_level_small(std::vector<WfItem<V>>& a, V budget, V A, V Vs) {
   Rng rng;
-  V A = 0, Vs = 0;
   std::size_t lo = 0, hi = a.size();
   auto first = [&](std::size_t j) { return a.begin() + static_cast<std::ptrdiff_t>(j); };
   while (lo < hi) {
@@ -248,58 +578,300 @@ std::pair<V, V> water_level(const std::vector<V>& K, const std::vector<V>& v, V 
   }
 }
 
-// uniform: K == v (plain pro-rata), so tau = budget / sum(v) without a search.
-std::vector<i64> water_fill_exact(const std::vector<u64>& K, const std::vector<u64>& v, u64 budget, bool uniform = false) {
-  const std::size_t n = K.size();
-  std::vector<i64> x(n, 0);
-  if (budget == 0) return x;
-  std::pair<u64, u64> level;
-  if (uniform) {
-    u64 total = 0;
-    for (u64 vi : v) total += vi;
-    level = budget == total ? std::pair<u64, u64>{0, 0} : std::pair<u64, u64>{budget, total};
-  } else {
-    level = water_level(K, v, budget);
-  }
-  const auto [q, V] = level;
-  struct Rem {
-    u64 r;
-    u32 i;
+// The fallback of a bracketing round, robust to any weights: 63 pivots at count quantiles of
+// a sample of the live items with in_side(K, v), one exact pass that puts each such item in
+// its bucket between pivots (branch-free binary search) and sums K and v per bucket, which
+// gives F exactly at every pivot, hence the bucket holding tau; a second pass collects that
+// bucket (about 1/64 of the side whatever the weights). A side too rare to sample is collected
+// whole (it is small then).
+template <class V, class Get, class InSide>
+[[gnu::noinline]] std::vector<WfItem<V>> water_buckets(std::size_t n, Get get, InSide in_side, V budget, V& A, V& Vs, Rng& rng) {
+  constexpr std::size_t kPivots = 63, kBuckets = kPivots + 1;
+  auto member = [&](const WfItem<V>& it) { return it.k > 0 && it.v > 0 && in_side(it.k, it.v); };
+  struct Smp {
+    double t;
+    WfItem<V> it;
   };
-  std::vector<Rem> rems;
-  u64 given = 0;  // over the uncapped winners
-  for (std::size_t i = 0; i < n; ++i) {
-    if (K[i] == 0 || v[i] == 0) continue;
-    if (V == 0 || mulw(K[i], V) <= mulw(q, v[i])) {  // saturated: t_i <= tau
-      x[i] = static_cast<i64>(K[i]);
-      continue;
-    }
-    u64 r;
-    const u64 f = div128(mulw(q, v[i]), V, r);
-    x[i] = static_cast<i64>(f);
-    given += f;
-    if (r) rems.push_back({r, static_cast<u32>(i)});
+  std::vector<Smp> smp;
+  for (std::size_t k = 0; k < 4 * kSample && smp.size() < kSample / 4; ++k)
+    if (const WfItem<V> it = get(rng.below(n)); member(it))
+      smp.push_back({static_cast<double>(it.k) / static_cast<double>(it.v), it});
+  std::vector<WfItem<V>> out;
+  if (smp.size() < 4 * kPivots) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (const WfItem<V> it = get(i); member(it)) out.push_back(it);
+    return out;
   }
-  const std::size_t extra = static_cast<std::size_t>(q - given);
-  if (extra > 0) {
-    auto larger = [](const Rem& a, const Rem& b) { return a.r != b.r ? a.r > b.r : a.i < b.i; };
-    if (extra < rems.size())
-      std::nth_element(rems.begin(), rems.begin() + static_cast<std::ptrdiff_t>(extra - 1), rems.end(), larger);
-    for (std::size_t j = 0; j < extra; ++j) ++x[rems[j].i];
+  std::sort(smp.begin(), smp.end(), [](const Smp& a, const Smp& b) { return a.t < b.t; });
+  WfItem<V> piv[kBuckets];
+  for (std::size_t j = 0; j < kPivots; ++j) piv[j] = smp[(j + 1) * smp.size() / kBuckets].it;
+  piv[kPivots] = WfItem<V>{1, 0};  // an infinite level: no item lies beyond it
+  const Scratch<std::uint8_t, 0> ids(n);
+  std::uint8_t* const id = ids.get();
+  V sk[kParts][kBuckets] = {}, sv[kParts][kBuckets] = {};
+  for_slices(n, [&, id](std::size_t part, std::size_t b, std::size_t e) {
+    V* const k_sum = sk[part];
+    V* const v_sum = sv[part];
+    for (std::size_t i = b; i < e; ++i) {
+      const WfItem<V> it = get(i);
+      if (!member(it)) {
+        id[i] = 0xFF;
+        continue;
+      }
+      std::size_t pos = 0;  // the number of pivots whose level is below t_i
+      for (std::size_t step = kBuckets / 2; step > 0; step /= 2) {
+        const WfItem<V>& q = piv[pos + step - 1];
+        pos += less(mulw(q.k, it.v), mulw(it.k, q.v)) ? step : 0;
+      }
+      id[i] = static_cast<std::uint8_t>(pos);
+      k_sum[pos] += it.k;
+      v_sum[pos] += it.v;
+    }
+  });
+  V SK[kBuckets] = {}, SV[kBuckets] = {};
+  for (std::size_t part = 0; part < kParts; ++part)
+    for (std::size_t j = 0; j < kBuckets; ++j) SK[j] += sk[part][j], SV[j] += sv[part][j];
+  // F at pivot j: every item of buckets 0..j is saturated there, the rest pull p_j * v
+  V below = 0, above = 0;
+  for (std::size_t j = 0; j < kBuckets; ++j) above += SV[j];
+  std::size_t hit = kPivots;
+  for (std::size_t j = 0; j < kPivots; ++j) {
+    below += SK[j];
+    above -= SV[j];
+    const WfItem<V>& q = piv[j];
+    if (mulw(static_cast<V>(A + below), q.v) + mulw(q.k, static_cast<V>(Vs + above)) >= mulw(budget, q.v)) {
+      hit = j;
+      break;
+    }
+  }
+  for (std::size_t j = 0; j < hit; ++j) A += SK[j];
+  for (std::size_t j = hit + 1; j < kBuckets; ++j) Vs += SV[j];
+  for (std::size_t i = 0; i < n; ++i)
+    if (id[i] == hit) out.push_back(get(i));
+  return out;
+}
+
+// One bracketing round over items get(0..n): settles the items whose saturation level
+// t_i = K_i / v_i is surely below tau (into A) or surely above it (into Vs) and returns the
+// rest. F(t) = sum min(K_i, t v_i) is continuous and increasing, so tau lies in [t_lo, t_hi]
+// iff F(t_lo) <= budget <= F(t_hi), both known exactly from the pass's sums.
+template <class V, class Get>
+[[gnu::noinline]] std::vector<WfItem<V>> water_bracket(std::size_t n, Get get, V budget, V& A, V& Vs, Rng& rng, V& reach) {
+  std::vector<WfItem<V>> out;
+  auto live = [](const WfItem<V>& it) { return it.k > 0 && it.v > 0; };
+  auto everyone = [&] {
+    out.clear();
+    reach = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (const WfItem<V> it = get(i); live(it)) out.push_back(it), reach += it.k;
+    return std::move(out);
+  };
+  if (n <= kSmall) return everyone();
+  struct Smp {
+    double t;
+    WfItem<V> it;
+  };
+  std::vector<Smp> smp;
+  const std::size_t draws = sample_size(n);
+  smp.reserve(draws);
+  for (std::size_t k = 0; k < draws; ++k)
+    if (const WfItem<V> it = get(rng.below(n)); live(it))
+      smp.push_back({static_cast<double>(it.k) / static_cast<double>(it.v), it});
+  if (smp.size() < 64) return everyone();
+  std::sort(smp.begin(), smp.end(), [](const Smp& a, const Smp& b) { return a.t < b.t; });
+  // estimate F at each sampled level (the sample stands for n / draws items each) and
+  // take the first one at which it reaches the budget
+  const double scale = static_cast<double>(n) / static_cast<double>(draws);
+  double sk = 0.0, sv = 0.0;
+  for (const Smp& s : smp) sv += static_cast<double>(s.it.v);
+  std::size_t est = smp.size();
+  for (std::size_t j = 0; j < smp.size(); ++j) {
+    sk += static_cast<double>(smp[j].it.k);
+    sv -= static_cast<double>(smp[j].it.v);
+    const double F = static_cast<double>(A) + scale * sk + smp[j].t * (static_cast<double>(Vs) + scale * sv);
+    if (F >= static_cast<double>(budget)) {
+      est = j;
+      break;
+    }
+  }
+  const std::size_t h = bracket_halfwidth(smp.size());
+  const bool has_lo = est >= h, has_hi = est + h < smp.size();
+  const WfItem<V> plo = has_lo ? smp[est - h].it : WfItem<V>{}, phi = has_hi ? smp[est + h].it : WfItem<V>{};
+  // one exact pass, per slice: sums of the settled groups, the items in between
+  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
+  V sums[kParts][5] = {};
+  std::vector<WfItem<V>> mids[kParts];
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+    const Get g = get;
+    // a missing pivot is one nothing falls beyond: level 0 below, an infinite level above
+    const WfItem<V> l = has_lo ? plo : WfItem<V>{0, 1}, u = has_hi ? phi : WfItem<V>{1, 0};
+    std::vector<WfItem<V>>& mid = mids[p];
+    mid.reserve(expect);
+    V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      const WfItem<V> it = g(i);
+      const V k = it.k, v = it.v;
+      if (!(k > 0 && v > 0)) continue;
+      // no branches on the comparisons: which side an item falls on is random
+      const bool below = less(mulw(k, l.v), mulw(l.k, v));
+      const bool above = less(mulw(u.k, v), mulw(k, u.v));
+      skl += below ? k : V{0};
+      svh += above ? v : V{0};
+      skh += above ? k : V{0};
+      if (!below && !above) [[unlikely]] {
+        mid.push_back(WfItem<V>{k, v});
+        skm += k;
+        svm += v;
+      }
+    }
+    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh;
+  });
+  V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
+  for (std::size_t p = 0; p < kParts; ++p)
+    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4];
+  reach = skl + skm + skh;
+  out = std::move(mids[0]);
+  for (std::size_t p = 1; p < kParts; ++p) out.insert(out.end(), mids[p].begin(), mids[p].end());
+  const bool lo_ok = !has_lo || mulw(static_cast<V>(A + skl), plo.v) + mulw(plo.k, static_cast<V>(Vs + svm + svh)) <= mulw(budget, plo.v);
+  const bool hi_ok = !has_hi || mulw(static_cast<V>(A + skl + skm), phi.v) + mulw(phi.k, static_cast<V>(Vs + svh)) >= mulw(budget, phi.v);
+  if (lo_ok && hi_ok) {
+    A += skl;
+    Vs += svh;
+    return out;
+  }
+  // the guess missed (heavy-tailed weights: the sample lacks the few items that dominate F):
+  // settle the other two groups and narrow the side that holds tau without guessing
+  if (!lo_ok) {
+    Vs += svm + svh;
+    const WfItem<V> p = plo;
+    return water_buckets<V>(n, get, [p](V k, V v) { return less(mulw(k, p.v), mulw(p.k, v)); }, budget, A, Vs, rng);
+  }
+  A += skl + skm;
+  const WfItem<V> p = phi;
+  return water_buckets<V>(n, get, [p](V k, V v) { return less(mulw(p.k, v), mulw(k, p.v)); }, budget, A, Vs, rng);
+}
+
+// Returns (q, Vsum): tau = q / Vsum (Vsum == 0: everything saturated), and in `reach` the sum
+// of K over the live items (what the policy can raise), found by the first pass on the way.
+// With a budget above reach the level is meaningless; the caller then clips or refuses.
+template <class V, class Get>
+std::pair<V, V> water_level(std::size_t n, Get get, V budget, V& reach) {
+  Rng rng;
+  V A = 0, Vs = 0, unused = 0;
+  std::vector<WfItem<V>> cand = water_bracket<V>(n, get, budget, A, Vs, rng, reach);
+  if (budget > reach) return {0, 0};
+  while (cand.size() > kSmall) {
+    const std::size_t before = cand.size();
+    std::vector<WfItem<V>> next = water_bracket<V>(cand.size(), [&](std::size_t j) { return cand[j]; }, budget, A, Vs, rng, unused);
+    cand = std::move(next);
+    if (cand.size() * 2 > before) break;  // many equal levels: the exact selection copes
+  }
+  return water_level_small(cand, budget, A, Vs);
+}
+
+// Exact x_i = min(K_i, floor(q v_i / V)) plus largest remainder (V == 0: x_i = K_i for
+// v_i > 0), written into x, which get() may read K_i from (each x_i is read before it is
+// written). Saturated (K_i V <= q v_i) is the same as K_i <= floor(q v_i / V) since K_i is an
+// integer.
+template <class Get>
+[[gnu::noinline]] void water_round_exact(i64* x, std::size_t n, Get get, u64 budget, u64 q, u64 V) {
+  if (budget == 0) {
+    std::fill(x, x + n, 0);
+    return;
+  }
+  if (V == 0) {
+    for_slices(n, [&, x](std::size_t, std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) {
+        const WfItem<u64> it = get(i);
+        x[i] = it.v > 0 ? static_cast<i64>(it.k) : 0;
+      }
+    });
+    return;
+  }
+  const MulDiv md(q, V);
+  RemHistogram hist(V);
+  u64 sums[kParts] = {};
+  for_slices(n, [&, x](std::size_t p, std::size_t lo, std::size_t hi) {
+    // locals, so that the stores to x cannot alias them
+    const MulDiv m = md;
+    const Get g = get;
+    const u64 qq = q, VV = V;
+    const int shift = hist.shift;
+    u32* const part = hist.slice(p);
+    u64 sum = 0;
+    for (std::size_t i = lo; i < hi; ++i) {
+      const WfItem<u64> it = g(i);
+      const bool sat = mulw(it.k, VV) <= mulw(qq, it.v);
+      u64 r;
+      const u64 f = m.div(it.v, r);  // meaningful only if not saturated (then f < K_i)
+      RemHistogram::add(part, i, sat ? 0 : r, shift);
+      // a saturated winner is stored as ~K_i (negative) until the next pass: that pass knows
+      // it from the sign without K_i, which may have been cached in x
+      x[i] = sat ? ~static_cast<i64>(it.k) : static_cast<i64>(f);
+      sum += sat ? it.k : f;
+    }
+    sums[p] = sum;
+  });
+  u64 sum = 0;
+  for (u64 v : sums) sum += v;
+  // the second pass rebuilds each remainder from the stored floor: q v_i - x_i V, exact in
+  // wrapping 64-bit arithmetic because the true value is below V < 2^63; a saturated winner
+  // gets K_i back and remainder 0
+  auto rem_of = [get, q, V, x](std::size_t i) {
+    const i64 xi = x[i];
+    if (xi < 0) {
+      x[i] = ~xi;
+      return u64{0};
+    }
+    return q * get(i).v - static_cast<u64>(xi) * V;
+  };
+  if (budget == sum) {
+    for_slices(n, [&](std::size_t, std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i) (void)rem_of(i);
+    });
+    return;
+  }
+  add_largest_remainders(x, n, hist, budget - sum, rem_of);
+}
+
+// clip(reach) -> the budget to raise (clipped, or throws when the policy cannot raise it).
+// x: the output, which get() may read K_i from.
+template <class Get, class Clip>
+std::vector<i64> water_fill_exact(std::vector<i64> x, Get get, u64 budget, Clip clip) {
+  const std::size_t n = x.size();
+  if (budget == 0) {
+    std::fill(x.begin(), x.end(), 0);
+    return x;
+  }
+  u64 reach = 0;
+  const auto [q, V] = water_level<u64>(n, get, budget, reach);
+  const u64 b = clip(reach);
+  if (b != budget) {
+    water_round_exact(x.data(), n, get, b, 0, 0);  // clipped to reach: all saturated
+  } else {
+    water_round_exact(x.data(), n, get, budget, q, V);
   }
   return x;
 }
 
-std::vector<double> water_fill_float(const std::vector<double>& K, const std::vector<double>& v, double budget) {
-  const std::size_t n = K.size();
+template <class Get, class Clip>
+std::vector<double> water_fill_float(std::size_t n, Get get, double budget, Clip clip) {
   std::vector<double> x(n, 0.0);
   if (budget == 0) return x;
-  const auto [q, V] = water_level(K, v, budget);
+  double reach = 0.0;
+  const std::pair<double, double> level = water_level<double>(n, get, budget, reach);
+  double q = level.first, V = level.second;
+  if (clip(reach) != budget) q = 0.0, V = 0.0;  // clipped to reach: all saturated
   const double tau = V > 0 ? q / V : 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (K[i] <= 0 || v[i] <= 0) continue;
-    x[i] = V > 0 ? std::min(K[i], tau * v[i]) : K[i];
-  }
+  double* const xp = x.data();
+  for_slices(n, [&, xp, tau, V](std::size_t, std::size_t b, std::size_t e) {
+    const Get g = get;
+    for (std::size_t i = b; i < e; ++i) {
+      const WfItem<double> it = g(i);
+      if (it.k <= 0 || it.v <= 0) continue;
+      xp[i] = V > 0 ? std::min(it.k, tau * it.v) : it.k;
+    }
+  });
   return x;
 }
 
@@ -318,13 +890,12 @@ double risk_weight(double lam, const RiskFunction& g) {
   return 0.0;
 }
 
-// rho_i = r_i / max r (0 everywhere when every weight is 0).
+// r_i = lambda_i * g(lambda_i) into out[i] for i in [begin, end) (its bits: out is reused
+// for v_i), returns their max (validating leverage).
 template <class T>
-std::vector<double> risk_shares(const AllocRequest<T>& req) {
-  const std::size_t n = req.capacity.size();
-  std::vector<double> r(n);
+double risk_weights(const AllocRequest<T>& req, T* out, std::size_t begin, std::size_t end) {
   double rmax = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
+  for (std::size_t i = begin; i < end; ++i) {
     double lam;
     if constexpr (std::is_same_v<T, double>) {
       lam = req.leverage[i];
@@ -333,63 +904,102 @@ std::vector<double> risk_shares(const AllocRequest<T>& req) {
       lam = static_cast<double>(req.leverage[i]) / static_cast<double>(kAllocRateScale);
     }
     if (lam < 0) throw InvalidInput(at("leverage", i) + ": " + num_str(req.leverage[i]) + " must not be negative");
-    r[i] = risk_weight(lam, req.g);
-    if (!std::isfinite(r[i])) throw InvalidInput(at("leverage", i) + ": risk weight leverage*g(leverage) overflows float64");
-    rmax = std::max(rmax, r[i]);
+    const double r = risk_weight(lam, req.g);
+    if (!std::isfinite(r)) throw InvalidInput(at("leverage", i) + ": risk weight leverage*g(leverage) overflows float64");
+    rmax = std::max(rmax, r);
+    out[i] = std::bit_cast<T>(r);
   }
-  for (auto& ri : r) ri = rmax > 0 ? ri / rmax : 0.0;
-  return r;
+  return rmax;
 }
 
 // ---------------------------------------------------------------- min_max_lots
-// Breakpoint (m, w): the fraction m * lot / w of the m-th lot of a winner with capacity w.
+// The one-at-a-time greedy hands out the M smallest pairs (m / w_i, i), 1 <= m <= L_i, in
+// that order (a winner's pairs increase with m). With N(c) = sum_i min(L_i, floor(c * w_i))
+// the number of pairs at or below a level c: take every pair at or below a level lo with
+// N(lo) < M, and the M - N(lo) smallest pairs in (lo, hi] for a level hi with N(hi) >= M.
+// lo and hi are doubles, each taken as the exact dyadic rational it is (exact mode), found
+// by Newton / secant steps on N with one counting pass per step, until few pairs lie between
+// them; those few are ordered exactly (cross-multiplication, ties by index).
 
 template <class T>
-struct Lots;
+struct LotMath;
 template <>
-struct Lots<i64> {
-  static int cmp(u64 ma, i64 wa, u64 mb, i64 wb) {  // sign of ma/wa - mb/wb
-    const u128 l = mulw(ma, static_cast<u64>(wb)), r = mulw(mb, static_cast<u64>(wa));
-    return l < r ? -1 : (l > r ? 1 : 0);
+struct LotMath<i64> {
+  struct Level {
+    u64 mant;
+    int sh;  // c = mant / 2^sh
+  };
+  static Level level(double c) {  // 0 <= c <= 2
+    int ex = 0;
+    const double f = std::frexp(c, &ex);
+    return {static_cast<u64>(std::ldexp(f, 53)), 53 - ex};
   }
-  // floor(m * w / d) (the quotient fits: m * w / d <= max lots)
-  static u64 muldiv(u64 m, i64 w, i64 d) {
-    u64 r;
-    return div128(mulw(m, static_cast<u64>(w)), static_cast<u64>(d), r);
+  // min(L, floor(c * w)); full = the winner has no pair above c
+  static u64 count(const Level& c, i64 w, u64 L, bool& full) {
+    const u128 f = c.sh >= 128 ? 0 : mulw(c.mant, static_cast<u64>(w)) >> c.sh;
+    full = f >= L;
+    return full ? L : static_cast<u64>(f);
   }
+  static bool less(u64 ma, i64 wa, u64 mb, i64 wb) { return mulw(ma, static_cast<u64>(wb)) < mulw(mb, static_cast<u64>(wa)); }
 };
 template <>
-struct Lots<double> {
-  static int cmp(u64 ma, double wa, u64 mb, double wb) {
-    const double l = static_cast<double>(ma) * wb, r = static_cast<double>(mb) * wa;
-    return l < r ? -1 : (l > r ? 1 : 0);
+struct LotMath<double> {
+  using Level = double;
+  static Level level(double c) { return c; }
+  // floor(y) >= L iff y >= L (L an integer); below L < 2^53, y >= 0 truncates to its floor
+  // through int64 in one instruction (std::floor is a library call on baseline x86-64)
+  static u64 count(double c, double w, u64 L, bool& full) {
+    const double y = c * w;
+    full = y >= static_cast<double>(static_cast<i64>(L));
+    return full ? L : static_cast<u64>(static_cast<i64>(y));
   }
-  static u64 muldiv(u64 m, double w, double d) {
-    const double f = std::floor(static_cast<double>(m) * w / d);
-    return f <= 0 ? 0 : static_cast<u64>(f);
-  }
+  static bool less(u64 ma, double wa, u64 mb, double wb) { return static_cast<double>(ma) * wb < static_cast<double>(mb) * wa; }
 };
 
 template <class T>
 std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
-  using L = Lots<T>;
+  using L = LotMath<T>;
   const auto w = req.capacity;
   const T lot = *req.lot;
   const std::size_t n = w.size();
-  std::vector<u64> maxl(n, 0);
-  u64 total_lots = 0;
-  T wsum = 0;  // over winners with at least one lot
-  for (std::size_t i = 0; i < n; ++i) {
+  ConstantDivider by_lot;
+  if constexpr (std::is_same_v<T, i64>) by_lot = ConstantDivider(lot);
+  // float mode: L_i = floor(w_i / lot) is cached in x by the first pass (a division costs
+  // more than reading it back); the passes read it before they write x_i
+  std::vector<T> x(n, T{0});
+  T* const xp = x.data();
+  auto lots = [&](std::size_t i) -> u64 {
     if constexpr (std::is_same_v<T, double>) {
-      const double l = std::floor(w[i] / lot);
-      if (l >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
-      maxl[i] = static_cast<u64>(l);
+      return static_cast<u64>(static_cast<i64>(xp[i]));  // < 2^53
     } else {
-      maxl[i] = static_cast<u64>(w[i] / lot);
+      return by_lot.div_u64(static_cast<u64>(w[i]));
     }
-    total_lots += maxl[i];
-    if (maxl[i]) wsum += w[i];
-  }
+  };
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
+  u64 lots_p[kParts] = {}, live_p[kParts] = {};
+  Sum wlive_p[kParts] = {};
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+    u64 tl = 0, nl = 0;
+    Sum wl = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      u64 l;
+      if constexpr (std::is_same_v<T, double>) {
+        const double q = w[i] / lot;  // >= 0: truncation is the floor
+        if (q >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
+        l = static_cast<u64>(static_cast<i64>(q));
+        xp[i] = static_cast<double>(l);
+      } else {
+        l = lots(i);
+      }
+      tl += l;
+      nl += l > 0 ? 1 : 0;
+      wl += l > 0 ? static_cast<Sum>(w[i]) : Sum{0};
+    }
+    lots_p[p] = tl, live_p[p] = nl, wlive_p[p] = wl;
+  });
+  u64 total_lots = 0, nlive = 0;
+  double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
+  for (std::size_t p = 0; p < kParts; ++p) total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
   T reachable;
   if constexpr (std::is_same_v<T, double>) {
     reachable = lot * static_cast<double>(total_lots);
@@ -407,107 +1017,110 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     budget = budget_or_clip(budget, reachable, req);
     M = static_cast<u64>(budget / lot) + (budget % lot != 0 ? 1 : 0);
   }
-  std::vector<u64> a(n, 0), b(n, 0);
-  u64 r = M;
-  if (M == total_lots) {
-    a = maxl;
-    r = 0;
-  } else if (M > 0) {
-    // base level h_c = M*lot/wsum: a_i = floor(M w_i / wsum) lots lie at or below it; upper
-    // level (M + n')*lot/wsum holds at least M lots.
-    u64 nlive = 0, suma = 0, sumb = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (maxl[i]) ++nlive;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!maxl[i]) continue;
-      a[i] = std::min(maxl[i], L::muldiv(M, w[i], wsum));
-      const u128 up = static_cast<u128>(M) + nlive;
-      b[i] = up >= total_lots ? maxl[i] : std::min(maxl[i], L::muldiv(static_cast<u64>(up), w[i], wsum));
-      b[i] = std::max(b[i], a[i]);
-      suma += a[i];
-      sumb += b[i];
-    }
-    if (suma > M) std::fill(a.begin(), a.end(), 0), suma = 0;  // float round-off only
-    if (sumb < M) b = maxl;                                     // float round-off only
-    r = M - suma;
-    std::vector<u32> active;
-    for (std::size_t i = 0; i < n; ++i)
-      if (b[i] > a[i]) active.push_back(static_cast<u32>(i));
-    struct Bp {
-      u64 m;
-      T w;
-      u32 i;
-      u64 c;
-    };
-    auto before = [](const Bp& x, const Bp& y) {
-      const int c = L::cmp(x.m, x.w, y.m, y.w);
-      return c != 0 ? c < 0 : x.i < y.i;
-    };
-    std::vector<Bp> items;
-    std::vector<u64> le(n), ls(n);
-    while (r > 0) {
-      bool singles = true;
-      for (u32 i : active)
-        if (b[i] - a[i] > 1) { singles = false; break; }
-      items.clear();
-      if (singles) {
-        for (u32 i : active) items.push_back({a[i] + 1, w[i], i, 1});
-        std::nth_element(items.begin(), items.begin() + static_cast<std::ptrdiff_t>(r - 1), items.end(), before);
-        for (u64 j = 0; j < r; ++j) ++a[items[j].i];
-        r = 0;
-        break;
-      }
-      // pivot: weighted median (by candidate count) of each winner's median candidate
-      u64 total = 0;
-      for (u32 i : active) {
-        const u64 c = b[i] - a[i];
-        items.push_back({a[i] + (c + 1) / 2, w[i], i, c});
-        total += c;
-      }
-      u64 acc = 0;
-      const std::size_t p = weighted_select(items, before, [](const Bp& x) { return x.c; }, (total + 1) / 2, acc);
-      const u64 mp = items[p].m;
-      const T wp = items[p].w;
-      u64 sless = 0, sle = 0;
-      for (u32 i : active) {
-        // lots of i at or below the pivot level, and strictly below it
-        u64 k = std::min(L::muldiv(mp, w[i], wp), b[i]);
-        while (k < b[i] && L::cmp(k + 1, w[i], mp, wp) <= 0) ++k;
-        while (k > a[i] && L::cmp(k, w[i], mp, wp) > 0) --k;
-        k = std::max(k, a[i]);
-        le[i] = k;
-        ls[i] = (k > a[i] && L::cmp(k, w[i], mp, wp) == 0) ? k - 1 : k;
-        sless += ls[i] - a[i];
-        sle += le[i] - a[i];
-      }
-      if (sless >= r) {
-        for (u32 i : active) b[i] = ls[i];
-      } else if (sle >= r) {
-        // the level is the pivot's: the winners with a lot exactly there take one, by index
-        r -= sless;
-        std::vector<u32> tied;
-        for (u32 i : active) {
-          a[i] = ls[i];
-          if (le[i] > ls[i]) tied.push_back(i);
-        }
-        std::nth_element(tied.begin(), tied.begin() + static_cast<std::ptrdiff_t>(r - 1), tied.end());
-        for (u64 j = 0; j < r; ++j) ++a[tied[j]];
-        r = 0;
-        break;
-      } else {
-        for (u32 i : active) a[i] = le[i];
-        r -= sle;
-      }
-      std::erase_if(active, [&](u32 i) { return b[i] <= a[i]; });
-    }
+  if (M == 0) {
+    std::fill(x.begin(), x.end(), T{0});
+    return x;
   }
-  std::vector<T> x(n, T{0});
-  for (std::size_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<T, double>) {
-      x[i] = lot * static_cast<double>(a[i]);
-    } else {
-      x[i] = static_cast<i64>(static_cast<u64>(lot) * a[i]);
+  if (M == total_lots) {
+    for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(lot * static_cast<T>(lots(i)));
+    return x;
+  }
+  // N and the capacity of the winners not yet full (dN/dc, ignoring the floors) at two levels
+  auto count2 = [&](double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) {
+    const auto l1 = L::level(c1), l2 = L::level(c2);
+    u64 a[kParts][2] = {};
+    Sum u[kParts][2] = {};
+    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+      u64 a1 = 0, a2 = 0;
+      Sum s1 = 0, s2 = 0;
+      for (std::size_t i = b; i < e; ++i) {
+        const u64 li = lots(i);
+        bool f1, f2;
+        a1 += L::count(l1, w[i], li, f1);
+        a2 += L::count(l2, w[i], li, f2);
+        s1 += f1 ? Sum{0} : static_cast<Sum>(w[i]);
+        s2 += f2 ? Sum{0} : static_cast<Sum>(w[i]);
+      }
+      a[p][0] = a1, a[p][1] = a2, u[p][0] = s1, u[p][1] = s2;
+    });
+    n1 = n2 = 0;
+    Sum s1 = 0, s2 = 0;
+    for (std::size_t p = 0; p < kParts; ++p) n1 += a[p][0], n2 += a[p][1], s1 += u[p][0], s2 += u[p][1];
+    u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
+  };
+  // N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per
+  // unfilled winner below the line c * (their capacity): Newton steps aim there, with pivots
+  // a few times the floors' noise (~sqrt(n) lots) either side.
+  double lo = 0.0, hi = 2.0 / static_cast<double>(lot), ulo = wlive;
+  bool hi_pivot = false;
+  u64 nlo = 0, nhi = total_lots;
+  const double noise = 8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0;
+  const u64 window = static_cast<u64>(4.0 * noise) + 65536;
+  double widen = 1.0;
+  for (int iter = 0; iter < 4000 && nhi - nlo > window; ++iter) {
+    const double next = std::nextafter(lo, hi);
+    if (next >= hi) break;
+    double est, slope;
+    if (hi_pivot) {  // both ends measured: the secant
+      slope = static_cast<double>(nhi - nlo) / (hi - lo);
+      est = lo + static_cast<double>(M - nlo) / slope;
+    } else {  // Newton from lo; from 0 the floors' half lot per winner is not yet in N(lo)
+      slope = ulo > 0 ? ulo : wlive;
+      est = lo + (static_cast<double>(M - nlo) + (iter == 0 ? 0.5 * static_cast<double>(nlive) : 0.0)) / slope;
     }
+    const double d = widen * noise / slope;
+    double p1 = est - d, p2 = est + d;
+    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
+    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
+    p1 = std::max(p1, next);
+    p2 = std::min(std::max(p2, p1), hi);
+    u64 n1, n2;
+    double u1, u2;
+    count2(p1, p2, n1, n2, u1, u2);
+    if (n1 < M) lo = p1, nlo = n1, ulo = u1;
+    if (n2 < M) lo = p2, nlo = n2, ulo = u2;
+    if (n2 >= M && p2 < hi) hi = p2, nhi = n2, hi_pivot = true;
+    if (n1 >= M && p1 < hi) hi = p1, nhi = n1, hi_pivot = true;
+    widen = (n1 < M && n2 >= M) ? 1.0 : widen * 2.0;
+  }
+  // every pair at or below lo, and the best M - N(lo) of the pairs in (lo, hi]
+  struct Pair {
+    u64 m;
+    u32 i;
+  };
+  std::vector<Pair> slice_pairs[kParts];
+  const auto llo = L::level(lo), lhi = L::level(hi);
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    std::vector<Pair>& pairs = slice_pairs[p];
+    for (std::size_t i = b; i < e; ++i) {
+      const u64 li = lots(i);
+      bool full;
+      const u64 a = L::count(llo, w[i], li, full);
+      const u64 c = L::count(lhi, w[i], li, full);
+      if constexpr (std::is_same_v<T, double>) {
+        xp[i] = static_cast<double>(a);  // lots for now: lot * (a + extra) below, as one product
+      } else {
+        xp[i] = static_cast<i64>(static_cast<u64>(lot) * a);
+      }
+      for (u64 m = a + 1; m <= c; ++m) pairs.push_back({m, static_cast<u32>(i)});
+    }
+  });
+  std::vector<Pair> pairs = std::move(slice_pairs[0]);
+  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
+  const u64 need = M - nlo;
+  auto before = [&](const Pair& p, const Pair& q) {
+    if (L::less(p.m, w[p.i], q.m, w[q.i])) return true;
+    if (L::less(q.m, w[q.i], p.m, w[p.i])) return false;
+    return p.i < q.i;
+  };
+  if (need < pairs.size()) std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
+  if constexpr (std::is_same_v<T, double>) {
+    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += 1.0;
+    for_slices(n, [&, xp](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) xp[i] *= lot;
+    });
+  } else {
+    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += lot;
   }
   return x;
 }
@@ -524,7 +1137,7 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     if (!std::isfinite(req.budget)) throw InvalidInput("budget: " + num_str(req.budget) + " is not a finite number");
   }
   if (req.budget < 0) throw InvalidInput("budget: " + num_str(req.budget) + " must not be negative");
-  check_capacity(w);
+  const auto wsum = check_capacity(w);
   require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
   require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
   if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
@@ -552,11 +1165,10 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   // total capacity (exact mode: must fit in int64)
   T total{};
   if constexpr (std::is_same_v<T, double>) {
-    for (double v : w) total += v;
+    total = wsum;
     if (!std::isfinite(total)) throw InvalidInput("capacity: the total is not a finite number");
   } else {
-    u128 t = 0;
-    for (i64 v : w) t += static_cast<u64>(v);
+    const u128 t = wsum;
     if (t > static_cast<u128>(std::numeric_limits<i64>::max()))
       throw ArithmeticOverflow("capacity: the total capacity does not fit in int64");
     total = static_cast<i64>(t);
@@ -575,43 +1187,76 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         return x;
       } else {
         // no winner saturates below the full budget: tau = B / W, straight to the rounding
-        std::vector<u64> K(n);
-        for (std::size_t i = 0; i < n; ++i) K[i] = static_cast<u64>(w[i]);
-        return water_fill_exact(K, K, static_cast<u64>(budget), true);
+        const u64* wu = reinterpret_cast<const u64*>(w.data());
+        auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
+        const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
+        std::vector<i64> x(n);
+        if (b == t) {
+          water_round_exact(x.data(), n, get, b, 0, 0);
+        } else {
+          water_round_exact(x.data(), n, get, b, b, t);
+        }
+        return x;
       }
     }
     case AllocPolicy::CappedProRata:
     case AllocPolicy::RiskAware: {
       const auto cap = req.cap;
-      auto cap_at = [&](std::size_t i) { return cap.size() == 1 ? cap[0] : cap[i]; };
-      std::vector<double> rho;
-      if (pol == AllocPolicy::RiskAware) rho = risk_shares(req);
+      const T* cp = cap.data();
+      const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
+      const bool capped = !cap.empty();
+      // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
+      std::optional<Scratch<T, 0>> vbuf;
+      if (pol == AllocPolicy::RiskAware) {
+        // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
+        vbuf.emplace(n);
+        T* const vb = vbuf->get();
+        double rmaxs[kParts] = {};
+        for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
+        const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
+        if constexpr (std::is_same_v<T, double>) {
+          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) vb[i] = w[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
+          });
+        } else {
+          const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(total))), 0, 32);
+          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) {
+              const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
+              // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
+              const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
+              const u128 prod = mulw(static_cast<u64>(w[i]), rh);
+              vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod) : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
+            }
+          });
+        }
+      }
+      const T* const vp = vbuf ? vbuf->get() : w.data();
+      const T* const wp = w.data();
+      auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
       if constexpr (std::is_same_v<T, double>) {
-        std::vector<double> K(n), v(n);
-        double reach = 0.0;
-        for (std::size_t i = 0; i < n; ++i) {
-          K[i] = cap.empty() ? w[i] : w[i] * cap_at(i);
-          v[i] = rho.empty() ? w[i] : w[i] * rho[i];
-          if (v[i] > 0) reach += K[i];
-        }
-        return water_fill_float(K, v, budget_or_clip(req.budget, reach, req));
+        if (capped) return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
+        return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
       } else {
-        std::vector<u64> K(n), v(n);
-        const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(total))), 0, 32);
-        u64 reach = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-          const u64 wi = static_cast<u64>(w[i]);
-          K[i] = cap.empty() ? wi : cap_amount(w[i], cap_at(i));
-          if (rho.empty()) {
-            v[i] = wi;
+        const u64* const vu = reinterpret_cast<const u64*>(vp);
+        auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+        const u64 b = static_cast<u64>(req.budget);
+        std::vector<i64> x(n);
+        if (capped) {
+          // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
+          i64* const xp = x.data();
+          if (cstep == 0) {
+            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
+            });
           } else {
-            const u64 rh = static_cast<u64>(std::floor(rho[i] * 4294967296.0 + 0.5));
-            const u128 prod = mulw(wi, rh);
-            v[i] = s == 32 ? static_cast<u64>(prod) : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s));
+            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
+            });
           }
-          if (v[i] > 0) reach += K[i];
+          return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
         }
-        return water_fill_exact(K, v, static_cast<u64>(budget_or_clip(req.budget, static_cast<i64>(reach), req)));
+        return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
       }
     }
   }

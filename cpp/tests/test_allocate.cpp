@@ -128,3 +128,50 @@ TEST(Allocate, BadInput) {
     EXPECT_NE(std::string(e.what()).find("cap[0]"), std::string::npos);
   }
 }
+
+// Large inputs: above 4096 winners the kernel guesses its selections from a sample, above
+// 65536 its passes run in eight slices on several threads. Equal capacities make every
+// comparison a tie, so the expected amounts follow from the tie rules by hand.
+TEST(Allocate, ManyEqualWinnersProRataUnitsGoByIndex) {
+  const std::size_t n = 100'003;
+  std::vector<i64> w(n, 10);
+  const i64 b = 7 * static_cast<i64>(n) + 12'345;  // 7 each, 12345 units left over
+  const auto x = allocate(req("pro_rata", b, w));
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(x[i], i < 12'345 ? 8 : 7) << i;
+}
+
+TEST(Allocate, ManyEqualWinnersMinMaxLotsGoByIndex) {
+  const std::size_t n = 100'003;
+  std::vector<i64> w(n, 10);
+  auto r = req("min_max_lots", 5 * (static_cast<i64>(n) + 4) - 2, w);  // n + 4 lots of 5
+  r.lot = 5;
+  const auto x = allocate(r);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(x[i], i < 4 ? 10 : 5) << i;
+}
+
+TEST(Allocate, ManyWinnersQueueEqualScoresGoByIndex) {
+  const std::size_t n = 100'003;
+  std::vector<i64> w(n, 10);
+  std::vector<double> s(n, 1.0);
+  s[n - 1] = 2.0;  // the last winner ranks first
+  auto r = req("queue", 10 * 500 + 3, w);
+  r.score = s;
+  const auto x = allocate(r);
+  ASSERT_EQ(x[n - 1], 10);
+  for (std::size_t i = 0; i + 1 < n; ++i) ASSERT_EQ(x[i], i < 499 ? 10 : (i == 499 ? 3 : 0)) << i;
+}
+
+TEST(Allocate, ManyWinnersCappedProRataEqualCaps) {
+  // caps of 50% on w = 10 (K = 5) for even indices, 100% for odd ones. B = 4 per winner:
+  // tau * 10 = 4 < 5 everywhere -> 4 each, nobody capped.
+  const std::size_t n = 100'000;
+  std::vector<i64> w(n, 10), cap(n);
+  for (std::size_t i = 0; i < n; ++i) cap[i] = i % 2 == 0 ? 50'000'000 : 100'000'000;
+  auto r = req("capped_pro_rata", 4 * static_cast<i64>(n), w);
+  r.cap = cap;
+  for (i64 v : allocate(r)) ASSERT_EQ(v, 4);
+  // B = 6 per winner: the even ones cap at 5, the odd ones take 7 (5 + 10 tau = 12 -> tau 0.7)
+  r.budget = 6 * static_cast<i64>(n);
+  const auto x = allocate(r);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(x[i], i % 2 == 0 ? 5 : 7) << i;
+}

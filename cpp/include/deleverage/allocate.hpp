@@ -22,8 +22,8 @@
 //   min_max_lots     L_i = floor(w_i / lot) whole lots; M = ceil(B / lot) lots are handed out one
 //                    at a time, each to the winner whose next lot gives the smallest fraction
 //                    m * lot / w_i (ties: smaller index). This minimises max x_i / w_i subject to
-//                    whole lots and sum >= B; x_i = lot * m_i. Found by selection on the lattice
-//                    (weighted median of medians), not by sorting.
+//                    whole lots and sum >= B; x_i = lot * m_i. Found by counting lots at two
+//                    levels per pass (Newton steps on the count), not by handing lots out.
 //   random_walk      dYdX v4 style: start = splitmix64(seed) mod n, walk i = start, start+1, ...
 //                    (wrapping), x_i = min(w_i, B - taken).
 // Largest remainder: the B - sum(floor) leftover units go one each to the uncapped winners
@@ -31,7 +31,10 @@
 //
 // A budget above what the policy can raise (sum w; sum K over winners with v_i > 0;
 // lot * sum L for min_max_lots) throws InvalidInput unless clip is set, in which case the
-// budget is lowered to that amount. Every selection and water-fill is expected linear time.
+// budget is lowered to that amount. Every selection and water-fill is expected linear time:
+// a random sample guesses two pivots around the answer, one exact pass settles everything
+// outside them, and only the few items between go to an exact selection; the long passes run
+// over eight fixed slices on the machine's threads (the result never depends on the thread count).
 #pragma once
 #include <cstdint>
 #include <optional>
