@@ -563,8 +563,13 @@ struct SnapshotAccess {
     }
     const i128 fund = e.insurance_.total();
     const Flows& fl = e.flows_;
-    if (cash + fund != fl.deposits - fl.withdrawals - fl.loaded_entry_notional + fl.insurance_deposits)
-      corrupt("conservation does not hold (accounts' cash + fund != net deposits)");
+    // the flows come from the file: any of them may be huge, so the sums are checked too
+    i128 held = 0, net_deposits = 0;
+    const bool overflow = __builtin_add_overflow(cash, fund, &held) ||
+                          __builtin_sub_overflow(fl.deposits, fl.withdrawals, &net_deposits) ||
+                          __builtin_sub_overflow(net_deposits, fl.loaded_entry_notional, &net_deposits) ||
+                          __builtin_add_overflow(net_deposits, fl.insurance_deposits, &net_deposits);
+    if (overflow || held != net_deposits) corrupt("conservation does not hold (accounts' cash + fund != net deposits)");
     // each market's holder list from the holder slots, which must form a permutation
     for (std::size_t a = 0; a < n; ++a) {
       const std::uint32_t b = e.acc_[a].start, c = e.acc_[a].count;
