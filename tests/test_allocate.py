@@ -476,3 +476,33 @@ def test_large_equal_capacities_by_hand():
     assert x[:4].tolist() == [10] * 4 and x[4:].tolist() == [5] * (n - 4)
     x = allocate(10 * 500 + 3, w, "queue", score=np.zeros(n))
     assert x[:500].tolist() == [10] * 500 and x[500] == 3 and not x[501:].any()
+
+
+def test_large_capped_tied_levels():
+    # one cap rate over many winners: every saturation level K_i / w_i is the same (exactly in
+    # float mode, and in exact mode for capacities divisible by 4), or one of a few; the
+    # bracketing must settle the tied winners, and the result must not change
+    rng = np.random.default_rng(21)
+    n = 30_000
+    w = rng.integers(1, 10**6, n, dtype=np.int64) * 4
+    w[rng.choice(n, 3, replace=False)] = 4 * 10**12  # heavy tail: the sample misses these
+    for cap in (np.array([S // 4], dtype=np.int64), rng.choice(np.array([S // 4, S // 2, S], dtype=np.int64), n)):
+        capl = cap.tolist() if len(cap) == n else [int(cap[0])] * n
+        reach = sum(ref.cap_amounts(w.tolist(), capl))
+        for b in (reach // 10, reach // 2, reach - 1, reach):
+            assert allocate(b, w, "capped_pro_rata", cap=cap).tolist() == ref.capped_pro_rata(b, w.tolist(), capl)
+    wf = w.astype(np.float64)
+    for c in (np.array([0.25]), rng.choice(np.array([0.25, 0.5, 1.0]), n)):
+        K = wf * (c if len(c) == n else c[0])
+        for frac in (0.1, 0.5, 0.999):
+            b = float(K.sum()) * frac
+            # the water level from the sorted levels
+            t = K / wf
+            o = np.argsort(t, kind="stable")
+            cK = np.concatenate([[0.0], np.cumsum(K[o])])
+            vs = np.concatenate([np.cumsum(wf[o][::-1])[::-1], [0.0]])
+            j = int(np.searchsorted(cK[:-1] + t[o] * vs[:-1], b))
+            want = np.minimum(K, (b - cK[j]) / vs[j] * wf)
+            x = allocate(b, wf, "capped_pro_rata", cap=c)
+            assert np.allclose(x, want, rtol=1e-9, atol=1e-6 * float(want.max()))
+            assert np.isclose(x.sum(), b, rtol=1e-12)

@@ -646,9 +646,32 @@ template <class V, class Get, class InSide>
   }
   for (std::size_t j = 0; j < hit; ++j) A += SK[j];
   for (std::size_t j = hit + 1; j < kBuckets; ++j) Vs += SV[j];
+  // tau <= the level of pivot `hit`: the bucket's items level with it are unsaturated
+  const WfItem<V> top = piv[hit];
   for (std::size_t i = 0; i < n; ++i)
-    if (id[i] == hit) out.push_back(get(i));
+    if (id[i] == hit) {
+      const WfItem<V> it = get(i);
+      if (hit < kPivots && !less(mulw(it.k, top.v), mulw(top.k, it.v))) {
+        Vs += it.v;
+      } else {
+        out.push_back(it);
+      }
+    }
   return out;
+}
+
+// An item of a bracketing round between its pivots (t_lo <= t <= t_hi): collected, or, level
+// with a pivot, only summed into tied[0] (K, level with t_lo) or tied[1] (v, level with t_hi).
+// Out of line so that the round's hot loop keeps its registers.
+template <class V>
+[[gnu::noinline]] void mid_or_tied(std::vector<WfItem<V>>& mid, V* tied, WfItem<V> l, WfItem<V> u, V k, V v) {
+  if (!less(mulw(l.k, v), mulw(k, l.v))) {
+    tied[0] += k;
+  } else if (!less(mulw(k, u.v), mulw(u.k, v))) {
+    tied[1] += v;
+  } else {
+    mid.push_back(WfItem<V>{k, v});
+  }
 }
 
 // One bracketing round over items get(0..n): settles the items whose saturation level
@@ -699,7 +722,7 @@ template <class V, class Get>
   const WfItem<V> plo = has_lo ? smp[est - h].it : WfItem<V>{}, phi = has_hi ? smp[est + h].it : WfItem<V>{};
   // one exact pass, per slice: sums of the settled groups, the items in between
   const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
-  V sums[kParts][5] = {};
+  V sums[kParts][7] = {};
   std::vector<WfItem<V>> mids[kParts];
   for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
     const Get g = get;
@@ -708,6 +731,7 @@ template <class V, class Get>
     std::vector<WfItem<V>>& mid = mids[p];
     mid.reserve(expect);
     V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
+    V tied[2] = {};  // K level with t_lo, v level with t_hi (kept in memory: a rare path)
     for (std::size_t i = b; i < e; ++i) {
       const WfItem<V> it = g(i);
       const V k = it.k, v = it.v;
@@ -719,24 +743,28 @@ template <class V, class Get>
       svh += above ? v : V{0};
       skh += above ? k : V{0};
       if (!below && !above) [[unlikely]] {
-        mid.push_back(WfItem<V>{k, v});
         skm += k;
         svm += v;
+        // an item level with a pivot is settled, not collected, when tau lies in the
+        // bracket: at t_lo it is saturated for any tau >= t_lo, at t_hi unsaturated for any
+        // tau <= t_hi (many equal levels, e.g. one cap rate times float weights, would
+        // otherwise all be collected)
+        mid_or_tied(mid, tied, l, u, k, v);
       }
     }
-    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh;
+    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh, sums[p][5] = tied[0], sums[p][6] = tied[1];
   });
-  V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0;
+  V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0, ske = 0, sve = 0;
   for (std::size_t p = 0; p < kParts; ++p)
-    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4];
+    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4], ske += sums[p][5], sve += sums[p][6];
   reach = skl + skm + skh;
   out = std::move(mids[0]);
   for (std::size_t p = 1; p < kParts; ++p) out.insert(out.end(), mids[p].begin(), mids[p].end());
   const bool lo_ok = !has_lo || mulw(static_cast<V>(A + skl), plo.v) + mulw(plo.k, static_cast<V>(Vs + svm + svh)) <= mulw(budget, plo.v);
   const bool hi_ok = !has_hi || mulw(static_cast<V>(A + skl + skm), phi.v) + mulw(phi.k, static_cast<V>(Vs + svh)) >= mulw(budget, phi.v);
   if (lo_ok && hi_ok) {
-    A += skl;
-    Vs += svh;
+    A += skl + ske;
+    Vs += svh + sve;
     return out;
   }
   // the guess missed (heavy-tailed weights: the sample lacks the few items that dominate F):
