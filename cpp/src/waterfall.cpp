@@ -590,7 +590,13 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   std::vector<std::uint32_t> who;
   std::vector<i64> weight, cap, ids;
-  for (std::uint32_t b : mk.accounts) {
+  // the kernel breaks ties by position: give it the winners in creation order
+  std::vector<std::uint32_t> sorted_holders;
+  if (uses_kernel()) {
+    sorted_holders = mk.accounts;
+    std::sort(sorted_holders.begin(), sorted_holders.end());
+  }
+  for (std::uint32_t b : uses_kernel() ? sorted_holders : mk.accounts) {
     if (!eligible_winner(b)) continue;
     const std::uint32_t s = e_.find_slot(b, m);
     const i64 free_equity = std::max<i64>(0, equity(b));
@@ -610,23 +616,6 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     cap.push_back(c);
     weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[s]) : c);
     ids.push_back(e_.acc_id_[b]);
-  }
-  if (uses_kernel()) {  // the kernel breaks ties by position: give it creation order
-    std::vector<std::size_t> order(who.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return who[x] < who[y]; });
-    std::vector<std::uint32_t> who2(who.size());
-    std::vector<i64> cap2(who.size()), weight2(who.size()), ids2(who.size());
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      who2[i] = who[order[i]];
-      cap2[i] = cap[order[i]];
-      weight2[i] = weight[order[i]];
-      ids2[i] = ids[order[i]];
-    }
-    who.swap(who2);
-    cap.swap(cap2);
-    weight.swap(weight2);
-    ids.swap(ids2);
   }
   i128 capacity = 0;
   for (i64 c : cap) capacity += c;
