@@ -312,7 +312,7 @@ class Engine {
 
   // snapshots and the state hash (snapshot.cpp) read and rebuild the private state
   friend struct SnapshotAccess;
-  // waterfall helpers (waterfall.cpp)
+  // waterfall helpers (cpp/src/waterfall/)
   friend class WaterfallRun;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const;

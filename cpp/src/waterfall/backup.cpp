@@ -1,0 +1,33 @@
+// The atomic backup of a waterfall step: every account is saved the first time the step
+// touches it, and restore() puts them all back if the step throws.
+#include "waterfall_run.hpp"
+
+namespace deleverage {
+
+void WaterfallRun::touch(std::uint32_t a) {
+  if (backed_up_[a]) return;
+  backed_up_[a] = 1;
+  backups_.push_back(Backup{a, e_.acc_[a].balance, backup_positions_.size(), e_.acc_[a].count});
+  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
+    backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});
+}
+
+void WaterfallRun::restore() {
+  for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {
+    const std::uint32_t a = it->account;
+    std::vector<MarketId> now;
+    for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) now.push_back(e_.pos_market_[p]);
+    for (MarketId m : now) e_.set_position(a, m, 0, 0);
+    for (std::size_t i = it->first; i < it->first + it->count; ++i)
+      e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
+    e_.acc_[a].balance = it->balance;
+  }
+}
+
+// A close of `dq` lots for which the account receives `cash` (negative: pays).
+void WaterfallRun::fill(std::uint32_t a, MarketId m, i64 dq, i64 cash) {
+  touch(a);
+  e_.apply_fill(a, m, dq, -cash);
+}
+
+}  // namespace deleverage

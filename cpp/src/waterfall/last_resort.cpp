@@ -1,0 +1,289 @@
+// The last resort beyond the queue: policies that allocate a round's ADL demand at once
+// (pro-rata and the allocation kernel's policies), haircuts, socialized credits and bad debt.
+#include "deleverage/allocation.hpp"
+#include "waterfall_run.hpp"
+
+namespace deleverage {
+
+namespace {
+// The same cap as the ranking scores' leverage, in the allocation kernel's 1e-8 units.
+constexpr i64 kMaxAllocLeverage = i64{1'000'000} * kAllocRateScale;
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+AllocPolicy kernel_policy(LastResortPolicy p) {
+  switch (p) {
+    case LastResortPolicy::CappedProRata: return AllocPolicy::CappedProRata;
+    case LastResortPolicy::RiskAware: return AllocPolicy::RiskAware;
+    case LastResortPolicy::MinMaxLots: return AllocPolicy::MinMaxLots;
+    case LastResortPolicy::RandomWalk: return AllocPolicy::RandomWalk;
+    default: return AllocPolicy::ProRata;
+  }
+}
+}  // namespace
+
+void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                                    std::vector<i64>& ids) {
+  who.clear();
+  w.clear();
+  ids.clear();
+  for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
+    if (!eligible_winner(b) || b == a) continue;
+    const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
+    if ((qb > 0) == (sign > 0)) continue;
+    who.push_back(b);
+  }
+  // creation order, so the split does not depend on the market list's internal order
+  std::sort(who.begin(), who.end());
+  for (std::uint32_t b : who) {
+    w.push_back(abs64(e_.pos_size_[e_.find_slot(b, m)]));
+    ids.push_back(e_.acc_id_[b]);
+  }
+}
+
+void WaterfallRun::run_round_adl() {
+  if (demands_.empty()) return;
+  // one allocation per market and side (markets ascending, long bankrupt positions first);
+  // within a group the demands keep their liquidation order
+  std::vector<std::size_t> order(demands_.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    const AdlDemand &dx = demands_[x], &dy = demands_[y];
+    return dx.m != dy.m ? dx.m < dy.m : dx.sign > dy.sign;
+  });
+  std::vector<std::uint32_t> who;
+  std::vector<i64> w, ids;
+  std::vector<std::pair<std::uint32_t, i64>> takes;
+  for (std::size_t g = 0; g < order.size();) {
+    std::size_t end = g;
+    i128 total = 0;
+    const MarketId m = demands_[order[g]].m;
+    const int sign = demands_[order[g]].sign;
+    while (end < order.size() && demands_[order[end]].m == m && demands_[order[end]].sign == sign) total += demands_[order[end++]].lots;
+    opposite_winners(AccountIndex::kNone, m, sign, who, w, ids);
+    i128 available = 0;
+    for (i64 v : w) available += v;
+    const i64 budget = static_cast<i64>(std::min(total, available));  // fewer winner lots: the executor takes the rest
+    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m) : allocate_capped_pro_rata(budget, w, w, ids);
+    // hand the winners' lots (creation order) to the demands (liquidation order)
+    std::size_t wi = 0;
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+    for (; g < end; ++g) {
+      const AdlDemand& d = demands_[order[g]];
+      takes.clear();
+      i64 left = d.lots;
+      while (left > 0 && wi < who.size()) {
+        if (x[wi] == 0) {
+          ++wi;
+          continue;
+        }
+        const i64 t = std::min(left, x[wi]);
+        takes.push_back({who[wi], t});
+        x[wi] -= t;
+        left -= t;
+      }
+      const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.exec_price, takes);
+      const i64 rest = d.lots - closed;
+      if (rest > 0) {  // the executor takes what the winners could not
+        const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
+        fill(d.account, m, -d.sign * rest, cash);
+        fill(exec_account_, m, d.sign * rest, -cash);
+        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_], -d.sign * rest,
+                           cash, d.exec_price, -1, d.exec_price);
+      }
+    }
+  }
+  demands_.clear();
+  for (DeferredSettlement& ds : deferred_) {
+    for (std::size_t i = 0; i < ds.closings.size(); ++i)  // its promise becomes a payment
+      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(ds.closings[i].m)].pool)] -= ds.fund_planned[i];
+    settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  }
+  deferred_.clear();
+}
+
+std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who,
+                                                  const std::vector<i64>& capacity, MarketId m) {
+  if (who.empty() || budget == 0) return std::vector<i64>(who.size(), 0);
+  AllocRequest<i64> req;
+  req.policy = kernel_policy(cfg_.policy);
+  req.budget = budget;
+  req.capacity = capacity;
+  req.clip = true;  // a policy that cannot raise the whole budget takes what it can; the rest falls through
+  const std::vector<i64> cap{cfg_.cap};
+  std::vector<i64> leverage;
+  switch (cfg_.policy) {
+    case LastResortPolicy::CappedProRata:
+      req.cap = cap;
+      break;
+    case LastResortPolicy::RiskAware: {
+      // leverage of the winner's position: its notional at mark over its account's equity at
+      // the start of the step (1e-8 units), capped like the ranking scores' leverage
+      const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+      leverage.resize(who.size());
+      for (std::size_t i = 0; i < who.size(); ++i) {
+        const std::uint32_t s = e_.find_slot(who[i], m);
+        const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
+        const i64 eq = start_equity_[who[i]];
+        leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq)) : kMaxAllocLeverage;
+      }
+      req.leverage = leverage;
+      req.cap = cap;
+      req.g = cfg_.g;
+      break;
+    }
+    case LastResortPolicy::MinMaxLots:
+      req.lot = cfg_.lot;
+      break;
+    case LastResortPolicy::RandomWalk:
+      // a fresh, reproducible start for every allocation of the step
+      req.seed = splitmix64(splitmix64(splitmix64(cfg_.seed) ^ static_cast<std::uint64_t>(e_.step_)) ^
+                            (static_cast<std::uint64_t>(m) | (random_walks_ << 16)));
+      ++random_walks_;
+      break;
+    default:
+      break;
+  }
+  std::vector<i64> x = allocate(req);
+  if (cfg_.policy == LastResortPolicy::MinMaxLots) {
+    // Whole lots may overshoot the budget by less than one lot: the winner with the largest
+    // fraction taken (ties: first) gives the excess back, so exactly the budget is taken.
+    i128 sum = 0;
+    for (i64 v : x) sum += v;
+    if (sum > budget) {
+      std::size_t top = x.size();
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (x[i] == 0) continue;
+        if (top == x.size() || static_cast<i128>(x[i]) * capacity[top] > static_cast<i128>(x[top]) * capacity[i]) top = i;
+      }
+      x[top] -= static_cast<i64>(sum - budget);
+    }
+  }
+  return x;
+}
+
+// Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than
+// amount only when every winner's capacity is exhausted). One call per market per round:
+// the deficits of a round are socialized together, so pro-rata stays O(n) per round.
+i64 WaterfallRun::haircut(MarketId m, i64 amount) {
+  if (amount <= 0) return 0;
+  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  std::vector<std::uint32_t> who;
+  std::vector<i64> weight, cap, ids;
+  // the kernel breaks ties by position: give it the winners in creation order
+  std::vector<std::uint32_t> sorted_holders;
+  if (uses_kernel()) {
+    sorted_holders = mk.accounts;
+    std::sort(sorted_holders.begin(), sorted_holders.end());
+  }
+  for (std::uint32_t b : uses_kernel() ? sorted_holders : mk.accounts) {
+    if (!eligible_winner(b)) continue;
+    const std::uint32_t s = e_.find_slot(b, m);
+    const i64 free_equity = std::max<i64>(0, equity(b));
+    const std::uint64_t key = (static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m);
+    const auto taken = haircut_taken_.find(key);
+    const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
+    i64 c;
+    if (cfg_.policy == LastResortPolicy::FundingIndex) {
+      c = free_equity;  // all open interest pays, capped by what the account has
+    } else {
+      const Engine::Contribution ct = e_.contribution(mk, e_.pos_size_[s], e_.pos_entry_[s], mk.mark);
+      const i64 profit = static_cast<i64>(std::max<i128>(0, e_.div_s_.floor(ct.u)));
+      c = std::min(free_equity, profit - already);  // only winners pay, from their profit
+    }
+    if (c <= 0) continue;
+    who.push_back(b);
+    cap.push_back(c);
+    weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[s]) : c);
+    ids.push_back(e_.acc_id_[b]);
+  }
+  i128 capacity = 0;
+  for (i64 c : cap) capacity += c;
+  const i64 budget = static_cast<i64>(std::min<i128>(amount, capacity));
+  std::vector<i64> x(who.size(), 0);
+  if (budget > 0) {
+    if (cfg_.policy == LastResortPolicy::Queue) {
+      std::vector<QueueEntry> order;
+      for (std::size_t i = 0; i < who.size(); ++i)
+        order.push_back(QueueEntry{e_.adl_score(e_.find_slot(who[i], m), cfg_.ranking, start_balance_[who[i]],
+                                                start_equity_[who[i]], start_maintenance_[who[i]]),
+                                   ids[i], static_cast<std::uint32_t>(i)});
+      std::sort(order.begin(), order.end(), [](const QueueEntry& u, const QueueEntry& v) { return QueueOrder{}(v, u); });
+      i64 left = budget;
+      for (const QueueEntry& o : order) {
+        if (left == 0) break;
+        x[o.account] = std::min(left, cap[o.account]);
+        left -= x[o.account];
+      }
+    } else if (uses_kernel()) {
+      x = allocate_by_policy(budget, who, cap, m);
+    } else {
+      x = allocate_capped_pro_rata(budget, weight, cap, ids);
+    }
+  }
+  i64 raised = 0;
+  for (std::size_t i = 0; i < who.size(); ++i) {
+    if (x[i] == 0) continue;
+    const std::uint32_t b = who[i];
+    touch(b);
+    e_.acc_[b].balance -= x[i];
+    haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
+    mark_winner(b);
+    result_.events.add(e_.step_, EventKind::Haircut, e_.acc_id_[b], m, 0, 0, -x[i], 0, -1);
+    raised += x[i];
+  }
+  result_.totals.haircut_total += raised;
+  return raised;
+}
+
+// Socializes the round's remaining deficits: per market from its winners, then what is
+// left from the winners of every market, then bad debt. Creditors are paid in the order
+// they were liquidated (worst first).
+void WaterfallRun::resolve_pending_haircuts() {
+  if (pending_.empty()) return;
+  std::vector<i64> raised_left(e_.markets_.size(), 0);
+  std::vector<i128> wanted(e_.markets_.size(), 0);
+  for (const Pending& p : pending_) wanted[static_cast<std::size_t>(p.market)] += p.amount;
+  for (std::size_t m = 0; m < wanted.size(); ++m)
+    if (wanted[m] > 0) raised_left[m] = haircut(static_cast<MarketId>(m), to_i64_checked(wanted[m], "haircut"));
+  i128 unpaid = 0;
+  for (Pending& p : pending_) {
+    i64& pot = raised_left[static_cast<std::size_t>(p.market)];
+    const i64 pay = std::min(pot, p.amount);
+    pot -= pay;
+    p.amount -= pay;
+    unpaid += p.amount;
+    if (pay > 0) credit(p.account, p.market, pay);
+  }
+  if (unpaid > 0) {  // other markets' winners cover what the causing market could not
+    i64 extra = 0;
+    for (std::size_t m = 0; m < e_.markets_.size() && extra < unpaid; ++m)
+      extra += haircut(static_cast<MarketId>(m), static_cast<i64>(unpaid - extra));
+    for (Pending& p : pending_) {
+      const i64 pay = std::min(extra, p.amount);
+      extra -= pay;
+      p.amount -= pay;
+      if (pay > 0) credit(p.account, -1, pay);
+      // a fixed theta kept this debt from the fund; with the winners exhausted, the fund pays
+      if (p.amount > 0 && fixed_theta()) p.amount -= pay_from_fund(p.account, p.market, p.amount);
+      if (p.amount > 0) {
+        result_.events.add(e_.step_, EventKind::BadDebt, e_.acc_id_[p.account], -1, 0, 0, p.amount, 0, -1);
+        result_.totals.bad_debt += p.amount;
+      }
+    }
+  }
+  pending_.clear();
+}
+
+void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
+  touch(a);
+  e_.acc_[a].balance += amount;
+  result_.events.add(e_.step_, EventKind::SocializedCredit, e_.acc_id_[a], m, 0, 0, amount, 0, -1);
+}
+
+}  // namespace deleverage

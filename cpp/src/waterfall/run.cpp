@@ -1,0 +1,143 @@
+// Engine::liquidate and the round loop: detection, worst first, the per-account routine,
+// the round's shared ADL and haircuts, then the cascade. Also the insurance entry points.
+#include "deleverage/detail/parallel.hpp"
+#include "waterfall_run.hpp"
+
+namespace deleverage {
+
+// ------------------------------------------------------------------ insurance plumbing
+
+int Engine::give_market_own_pool(MarketId m) {
+  MarketState& mk = const_cast<MarketState&>(market_or_throw(m, "market", 0));
+  if (mk.pool != 0) return mk.pool;
+  mk.pool = insurance_.add_pool();
+  return mk.pool;
+}
+
+int Engine::market_pool(MarketId m) const { return market_or_throw(m, "market", 0).pool; }
+
+i64 Engine::previous_mark(MarketId m) const { return market_or_throw(m, "market", 0).previous_mark; }
+
+void Engine::insurance_deposit(i64 amount, int pool) {
+  if (amount < 0) throw InvalidInput("amount: an insurance deposit must not be negative (got " + std::to_string(amount) + ")");
+  if (pool < 0 || pool >= insurance_.pool_count()) throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
+  insurance_.move(step_, pool, -1, 0, amount, LedgerReason::Deposit);
+  flows_.insurance_deposits += amount;
+}
+
+WaterfallResult WaterfallRun::run() {
+  const std::size_t n = e_.acc_id_.size();
+  result_.totals.step = e_.step_;
+  result_.events.sink = e_.event_sink_;
+  exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
+  promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
+  matching_pool_.resize(promised_.size());
+  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
+  excluded_.assign(n, 0);
+  backed_up_.assign(n, 0);
+  winner_touched_.assign(n, 0);
+  counted_.assign(n, 0);
+
+  // worst margin first: negative equity deepest first, then maintenance/equity descending
+  struct Candidate {
+    std::uint32_t a;
+    i64 equity, maintenance, id;
+  };
+  auto worse = [](const Candidate& x, const Candidate& y) {
+    const bool xb = x.equity <= 0, yb = y.equity <= 0;
+    if (xb != yb) return xb;
+    if (xb) return x.equity != y.equity ? x.equity < y.equity : x.id < y.id;
+    const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
+    return l != r ? l > r : x.id < y.id;
+  };
+  if (!have_start_margins_) {
+    start_balance_.resize(n);
+    start_equity_.resize(n);
+    start_maintenance_.resize(n);
+    detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+      for (std::size_t a = b; a < end; ++a) {
+        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+        start_balance_[a] = e_.acc_[a].balance;
+        start_equity_[a] = am.equity;
+        start_maintenance_[a] = am.maintenance;
+      }
+    });
+  }
+  // The first round's candidates come straight from the start-of-step margins: accounts with
+  // positions below maintenance (a flat account's old debt is not this step's to settle).
+  std::vector<std::uint32_t> checked;
+  for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
+    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0) checked.push_back(a);
+  bool first_round = true;
+  while (!checked.empty()) {
+    std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
+    std::vector<Candidate> work;
+    for (std::uint32_t a : checked) {
+      if (a == exec_account_) continue;
+      if (e_.acc_[a].count == 0) {
+        if (!first_round && e_.acc_[a].balance < 0 && excluded_[a] == 0) {  // a winner ADL left flat in debt
+          excluded_[a] = 1;
+          settle_flat(a);
+        }
+        continue;
+      }
+      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+      if (am.liquidatable) work.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
+    }
+    first_round = false;
+    std::sort(work.begin(), work.end(), worse);
+    for (const Candidate& c : work) excluded_[c.a] = 1;
+    adl_log_.clear();
+    for (const Candidate& c : work) liquidate_account(c.a);
+    run_round_adl();
+    resolve_pending_haircuts();
+    // a cascade: winners the step deleveraged or haircut may now be liquidatable themselves
+    checked.clear();
+    std::sort(touched_list_.begin(), touched_list_.end());
+    for (std::uint32_t a : touched_list_) {
+      winner_touched_[a] = 0;
+      if (!excluded_[a]) checked.push_back(a);
+    }
+    touched_list_.clear();
+    ++rounds_;
+  }
+  return std::move(result_);
+}
+
+WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
+  if (config.executor.slippage_rate < 0 || config.executor.slippage_rate > kRateScale)
+    throw InvalidInput("executor.slippage must be between 0 and 1");
+  if (config.executor.impact_rate < 0 || config.executor.impact_depth < 0)
+    throw InvalidInput("executor.impact must not be negative");
+  if (config.theta != kThetaDeficit && (config.theta < 0 || config.theta > kRateScale))
+    throw InvalidInput("theta must be 'deficit' or between 0 and 1 (got " + std::to_string(config.theta) + " x 1e-8)");
+  if (config.cap < 0 || config.cap > kRateScale)
+    throw InvalidInput("cap must be between 0 and 1 (got " + std::to_string(config.cap) + " x 1e-8)");
+  if (config.lot <= 0) throw InvalidInput("lot must be positive (got " + std::to_string(config.lot) + ")");
+  if (!(config.g.param >= 0 && config.g.param < 1e300)) throw InvalidInput("g: the parameter must be a finite number >= 0");
+  if (config.mode == WaterfallMode::Close && config.policy == LastResortPolicy::FundingIndex)
+    throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
+  account_index_or_throw(config.executor.account, "executor.account", 0);
+  require_marks_for_open_positions();
+  StepMargins start;
+  const bool have_margins = revalue_for_step(start);
+  const InsuranceFund::Mark fund_before = insurance_.save_point();
+  ++step_;
+  insurance_.open_step(step_);
+  WaterfallRun run(*this, config);
+  if (have_margins) run.use_start_margins(std::move(start));
+  try {
+    WaterfallResult r = run.run();
+    r.events.sink = nullptr;  // the result does not hand out the engine's sink
+    insurance_.close_step(step_);
+    compact_if_wasteful();
+    return r;
+  } catch (...) {
+    run.restore();
+    --step_;
+    insurance_.restore(fund_before);
+    throw;
+  }
+}
+
+}  // namespace deleverage

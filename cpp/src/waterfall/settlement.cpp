@@ -1,0 +1,298 @@
+// One account's liquidation and settlement: executor prices, bankruptcy values, the
+// partial close, surplus offsets and the fund plan, executor and ADL fills, fees, fund
+// payments, and what is left for the round's haircuts.
+#include "waterfall_run.hpp"
+
+namespace deleverage {
+
+i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const {
+  i128 rate = ex.slippage_rate;
+  if (ex.impact_depth > 0) {
+    const i128 notional = div_s_.floor(value_v(mk, abs64(size), mk.mark));
+    rate += static_cast<i128>(ex.impact_rate) * notional / ex.impact_depth;
+  }
+  rate = std::min<i128>(rate, kRateScale);
+  // against the trader being closed: a long sells lower (floor), a short buys higher (ceil)
+  if (size > 0) return std::max<i64>(1, static_cast<i64>(floor_div(static_cast<i128>(mk.mark) * (kRateScale - rate), kRateScale)));
+  return to_i64_checked(ceil_div(static_cast<i128>(mk.mark) * (kRateScale + rate), kRateScale), "executor price");
+}
+
+std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool with_executor) {
+  // Bankruptcy values: the account's equity e' = cash + sum(mark values) is split by
+  // maintenance share (docs/semantics.md), the remainder to the last position, so that
+  // cash + sum(bk values) == 0 exactly.
+  std::vector<Closing> cl;
+  i128 cash = e_.acc_[a].balance;
+  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) {
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(e_.pos_market_[p])];
+    cash -= e_.pos_entry_[p];
+    cl.push_back(Closing{e_.pos_market_[p], e_.pos_size_[p], e_.value_money(mk, e_.pos_size_[p], mk.mark), 0, 0, 0, 0});
+  }
+  std::sort(cl.begin(), cl.end(), [](const Closing& x, const Closing& y) { return x.m < y.m; });
+  i128 eq = cash;
+  std::vector<i128> w(cl.size());
+  i128 w_sum = 0;
+  for (std::size_t i = 0; i < cl.size(); ++i) {
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
+    eq += cl[i].mark_value;
+    w[i] = e_.div_sr_.ceil(e_.contribution(mk, cl[i].q, 0, mk.mark).mm);
+    w_sum += w[i];
+  }
+  if (w_sum == 0) {
+    for (std::size_t i = 0; i < cl.size(); ++i) w[i] = abs64(cl[i].mark_value) + 1;
+    w_sum = 0;
+    for (i128 x : w) w_sum += x;
+  }
+  i128 assigned = 0;
+  for (std::size_t i = 0; i < cl.size(); ++i) {
+    const i128 share = i + 1 == cl.size() ? eq - assigned : floor_div(eq * w[i], w_sum);
+    assigned += share;
+    cl[i].bk_value = to_i64_checked(cl[i].mark_value - share, "bankruptcy value");
+    if (with_executor) {
+      const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
+      cl[i].exec_price = e_.executor_price(mk, cl[i].q, cfg_.executor.kind == ExecutorKind::MarketClose ? cfg_.executor : ExecutorSpec{});
+      cl[i].exec_value = e_.value_money(mk, cl[i].q, cl[i].exec_price);
+      cl[i].deficit = to_i64_checked(static_cast<i128>(cl[i].bk_value) - cl[i].exec_value, "deficit");
+    }
+  }
+  return cl;
+}
+
+i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
+  if (wanted <= 0) return 0;
+  const int pool = e_.markets_[static_cast<std::size_t>(m)].pool;
+  const i64 paid = std::min(wanted, e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)]);
+  if (paid <= 0) return 0;
+  touch(a);
+  e_.insurance_.move(e_.step_, pool, m, e_.acc_id_[a], -paid, LedgerReason::DeficitPayment);
+  e_.acc_[a].balance += paid;
+  result_.events.add(e_.step_, EventKind::FundPayment, e_.acc_id_[a], m, 0, 0, paid, 0, pool);
+  result_.totals.fund_used += paid;
+  return paid;
+}
+
+void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus) {
+  // The fund receives the surplus up to each position's fee, position by position.
+  for (const Closing& c : cl) {
+    if (surplus <= 0) break;
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const i64 cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
+    const i64 fee = std::min(surplus, cap);
+    if (fee <= 0) continue;
+    e_.acc_[a].balance -= fee;
+    e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
+    result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
+    result_.totals.fund_fees += fee;
+    surplus -= fee;
+  }
+}
+
+i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                                  const std::vector<std::pair<std::uint32_t, i64>>& takes) {
+  i64 closed = 0;
+  for (const auto& t : takes) closed += t.second;
+  if (closed == 0) return 0;
+  if (closed < lots) value = static_cast<i64>(static_cast<i128>(value) * closed / lots);  // not enough winners
+  // the account's side: value split by lots, the last counterparty takes the remainder
+  i64 assigned = 0, lots_done = 0;
+  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  for (std::size_t i = 0; i < takes.size(); ++i) {
+    const auto [b, x] = takes[i];
+    lots_done += x;
+    const i64 v = i + 1 == takes.size() ? value - assigned
+                                        : static_cast<i64>(static_cast<i128>(value) * lots_done / closed) - assigned;
+    assigned += v;
+    // the winner reduces its opposite position by x lots and pays v (receives -v)
+    fill(b, m, sign * x, -v);
+    fill(a, m, -sign * x, v);
+    adl_log_.push_back({b, m});
+    mark_winner(b);
+    const i64 px = clamp_i64(static_cast<i128>(abs64(v)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
+    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -v, px, -1, exec_price);
+    result_.totals.adl_notional += abs64(v);
+    ++result_.totals.adl_closes;
+  }
+  return closed;
+}
+
+// Partial liquidation: close the same fraction f of every position through the executor,
+// with f the smallest that restores maintenance if fills cost `slippage`:
+// equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
+bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
+  const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+  if (am.equity < 0 || !am.liquidatable) return false;
+  cl = closings(a, true);
+  i128 cost = 0;  // value lost against the mark by closing everything through the executor
+  for (const Closing& c : cl) cost += static_cast<i128>(c.mark_value) - c.exec_value;
+  const i128 den = static_cast<i128>(am.maintenance) - cost;
+  if (den <= 0) return false;
+  const i128 num = static_cast<i128>(am.maintenance) - am.equity;
+  if (num >= den) return false;  // closing everything would not be enough: full liquidation
+  for (const Closing& c : cl) {
+    const i64 lots = static_cast<i64>(std::min<i128>(abs64(c.q), ceil_div(static_cast<i128>(abs64(c.q)) * num, den)));
+    if (lots == 0) continue;
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const i64 dq = c.q > 0 ? -lots : lots;
+    const i64 cash = -e_.value_money(mk, dq, c.exec_price);
+    fill(a, c.m, dq, cash);
+    fill(exec_account_, c.m, -dq, -cash);
+    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash, c.exec_price, -1,
+                       c.exec_price);
+    const i64 fee_cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
+    const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
+    if (fee > 0) {
+      e_.acc_[a].balance -= fee;
+      e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
+      result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
+      result_.totals.fund_fees += fee;
+    }
+  }
+  ++result_.totals.partial_liquidations;
+  return e_.acc_[a].count == 0 || !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+}
+
+void WaterfallRun::liquidate_account(std::uint32_t a) {
+  touch(a);
+  ++result_.totals.liquidated_accounts;
+  const i64 id = e_.acc_id_[a];
+  if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose) {
+    std::vector<Closing> partial;
+    const bool done = try_partial(a, partial);
+    if (e_.acc_[a].count == 0) {  // rounding up closed everything: settle what is left
+      settle(a, partial, {});
+      return;
+    }
+    if (done) return;
+  }
+  if (e_.acc_[a].count == 0) return;
+
+  if (cfg_.executor.kind == ExecutorKind::Backstop) {
+    for (const Closing& c : closings(a, false)) {
+      fill(a, c.m, -c.q, c.bk_value);
+      fill(exec_account_, c.m, c.q, -c.bk_value);
+      const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+      const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.scale_s_ / (static_cast<i128>(abs64(c.q)) * mk.pow10k));
+      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px, -1, px);
+    }
+    return;
+  }
+
+  std::vector<Closing> cl = closings(a, true);
+  i128 total_deficit = 0, surplus = 0;
+  for (const Closing& c : cl) {
+    total_deficit += c.deficit;
+    if (c.deficit < 0) surplus -= c.deficit;
+  }
+  if (total_deficit > 0) result_.totals.deficit += static_cast<i64>(total_deficit);
+
+  // Plan: surplus positions offset deficits first, then each market's pool, then the last resort.
+  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0);
+  if (total_deficit > 0) {
+    i128 offset = surplus;
+    for (std::size_t i = 0; i < cl.size(); ++i) {
+      if (cl[i].deficit <= 0) continue;
+      const i64 use = static_cast<i64>(std::min<i128>(offset, cl[i].deficit));
+      offset -= use;
+      const i64 rest = cl[i].deficit - use;
+      const int pool = e_.markets_[static_cast<std::size_t>(cl[i].m)].pool;
+      // what accounts waiting for the round's ADL were promised is not available any more
+      i64 avail = e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)];
+      for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
+        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
+      fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
+      if (fixed_theta()) {
+        // last_resort_needed: what deficit matching would have left to the last resort, with a
+        // counterfactual pool that pays every deficit of the step in turn
+        i64& left = matching_pool_[static_cast<std::size_t>(pool)];
+        const i64 matching = std::max<i64>(0, std::min(rest, left));
+        left -= matching;
+        result_.totals.last_resort_needed += rest - matching;
+        // the last resort takes at least theta of the deficit
+        const i64 share = static_cast<i64>(ceil_div(static_cast<i128>(rest) * cfg_.theta, kRateScale));
+        fund_planned[i] = std::min(fund_planned[i], rest - share);
+      } else {
+        result_.totals.last_resort_needed += rest - fund_planned[i];
+      }
+      last_resort[i] = rest - fund_planned[i];
+      result_.totals.last_resort_planned += last_resort[i];
+      if (cfg_.mode == WaterfallMode::Close && last_resort[i] > 0)
+        adl_lots[i] = static_cast<i64>(std::min<i128>(abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
+    }
+  }
+
+  // Fills: the executor takes what is not deleveraged.
+  for (std::size_t i = 0; i < cl.size(); ++i) {
+    const Closing& c = cl[i];
+    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const i64 sign = c.q > 0 ? 1 : -1;
+    if (adl_lots[i] > 0) {
+      // the deleveraged part closes at its share of the bankruptcy value (or at a mark)
+      const i64 bk_part = adl_lots[i] == abs64(c.q) ? c.bk_value
+                                                    : static_cast<i64>(static_cast<i128>(c.bk_value) * adl_lots[i] / abs64(c.q));
+      i64 adl_value = bk_part;
+      if (cfg_.adl_price != AdlPrice::Bankruptcy) {
+        const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
+        adl_value = e_.value_money(mk, sign * adl_lots[i], px);
+      }
+      if (batched_adl())  // the lots stay open until the round's shared ADL
+        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, c.exec_price});
+      else
+        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, c.exec_price);
+    }
+    const i64 exec_lots = abs64(c.q) - adl_lots[i];
+    if (exec_lots > 0) {
+      const i64 cash = e_.value_money(mk, sign * exec_lots, c.exec_price);
+      fill(a, c.m, -sign * exec_lots, cash);
+      fill(exec_account_, c.m, sign * exec_lots, -cash);
+      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots, cash, c.exec_price,
+                         -1, c.exec_price);
+    }
+  }
+
+  i64 reserved = 0;
+  if (fixed_theta() && cfg_.mode == WaterfallMode::Haircut)
+    for (i64 v : last_resort) reserved += v;
+  if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
+    for (std::size_t i = 0; i < cl.size(); ++i)
+      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(cl[i].m)].pool)] += fund_planned[i];
+    deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
+    return;
+  }
+  settle(a, cl, fund_planned, reserved);
+}
+
+// Settlement of a flat account: its balance is its surplus (the fund takes the fee) or its
+// deficit (the fund pays what is planned, then whatever it can, then winners of the
+// account's markets are haircut; what nobody can cover is bad debt).
+void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned, i64 reserved) {
+  if (e_.acc_[a].balance > 0) {
+    charge_fee(a, cl, e_.acc_[a].balance);
+    return;
+  }
+  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i)
+    if (i < fund_planned.size() && fund_planned[i] > 0) pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
+  // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
+  // then (at the end of the round) winners of the market that caused most of it.
+  reserved = std::min(reserved, std::max<i64>(0, -e_.acc_[a].balance));
+  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance + reserved < 0; ++i)
+    pay_from_fund(a, cl[i].m, -e_.acc_[a].balance - reserved);
+  if (e_.acc_[a].balance < 0) {
+    std::size_t worst = 0;
+    for (std::size_t i = 1; i < cl.size(); ++i)
+      if (cl[i].deficit > cl[worst].deficit) worst = i;
+    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.acc_[a].balance});
+  }
+}
+
+// A winner that ADL closes left flat and in debt: settle it against the markets it was
+// deleveraged in.
+void WaterfallRun::settle_flat(std::uint32_t a) {
+  touch(a);
+  std::vector<Closing> cl;
+  auto it = std::lower_bound(adl_log_.begin(), adl_log_.end(), std::make_pair(a, std::numeric_limits<MarketId>::min()));
+  for (; it != adl_log_.end() && it->first == a; ++it)
+    if (cl.empty() || cl.back().m != it->second) cl.push_back(Closing{it->second, 0, 0, 0, 0, 0, 1});
+  settle(a, cl, {});
+}
+
+}  // namespace deleverage

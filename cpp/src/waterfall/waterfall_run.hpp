@@ -1,0 +1,172 @@
+// The state of one liquidate() call, shared by the parts of the waterfall (private to the
+// core). Where each part lives:
+//   run.cpp          Engine::liquidate and the round loop (detection, worst first, cascade)
+//   backup.cpp       the atomic backup: every account the step touches is saved first
+//   adl_queue.cpp    ADL ranking scores, the per-(market, side) queue and queue ADL closes
+//   adl_ranking.cpp  the ADL indicator (Engine::adl_ranking)
+//   settlement.cpp   one account: bankruptcy values, partial close, surplus offsets and fund
+//                    plan, executor and ADL fills, fees, fund payments, settlement
+//   last_resort.cpp  policies that allocate across a round (pro-rata, the kernel policies),
+//                    haircuts and bad debt
+// docs/waterfall.md is the specification; comments here say why, not what.
+#pragma once
+#include <algorithm>
+#include <limits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "deleverage/engine.hpp"
+
+namespace deleverage {
+
+namespace waterfall_detail {
+inline i64 abs64(i64 v) { return v < 0 ? -v : v; }
+inline i64 clamp_i64(i128 v) {
+  if (v > std::numeric_limits<i64>::max()) return std::numeric_limits<i64>::max();
+  if (v < std::numeric_limits<i64>::min() + 1) return std::numeric_limits<i64>::min() + 1;
+  return static_cast<i64>(v);
+}
+
+// One winner in an ADL queue.
+struct QueueEntry {
+  i64 score;
+  i64 id;
+  std::uint32_t account;
+};
+// max-heap by score, ties to the smaller account id
+struct QueueOrder {
+  bool operator()(const QueueEntry& x, const QueueEntry& y) const {
+    return x.score < y.score || (x.score == y.score && x.id > y.id);
+  }
+};
+}  // namespace waterfall_detail
+
+using waterfall_detail::abs64;
+using waterfall_detail::clamp_i64;
+using waterfall_detail::QueueEntry;
+using waterfall_detail::QueueOrder;
+
+
+// State of one liquidate() call: the backups that make it atomic, the ADL queues reused
+// across the bankrupt accounts of the step, and the result being built.
+class WaterfallRun {
+ public:
+  WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
+  // Start-of-step margins already computed by the step's revaluation pass (moved in).
+  void use_start_margins(Engine::StepMargins&& m) {
+    start_balance_ = std::move(m.balance);
+    start_equity_ = std::move(m.equity);
+    start_maintenance_ = std::move(m.maintenance);
+    have_start_margins_ = true;
+  }
+
+  WaterfallResult run();
+  void restore();
+
+ private:
+  using MarketState = Engine::MarketState;
+  // What an account looked like before the step touched it; positions live in one arena
+  // (backup_positions_[first, first + count)) so that backing up allocates nothing per account.
+  struct Backup {
+    std::uint32_t account;
+    i64 balance;
+    std::size_t first, count;
+  };
+  struct SavedPosition {
+    MarketId market;
+    i64 size, entry;
+  };
+  struct Closing {  // one position of the account being liquidated
+    MarketId m;
+    i64 q, mark_value, bk_value, exec_price, exec_value, deficit;
+  };
+
+  void touch(std::uint32_t a);
+  void fill(std::uint32_t a, MarketId m, i64 dq, i64 cash_to_account);
+  void liquidate_account(std::uint32_t a);
+  bool try_partial(std::uint32_t a, std::vector<Closing>& cl);
+  std::vector<Closing> closings(std::uint32_t a, bool with_executor);
+  i64 pay_from_fund(std::uint32_t a, MarketId m, i64 wanted);
+  void charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus);
+  // `reserved`: part of the debt kept for the haircuts even if the fund could pay it (a fixed
+  // theta in haircut mode).
+  void settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned, i64 reserved = 0);
+  void settle_flat(std::uint32_t a);
+  void credit(std::uint32_t a, MarketId m, i64 amount);
+  void mark_winner(std::uint32_t b) {
+    if (!winner_touched_[b]) touched_list_.push_back(b);
+    winner_touched_[b] = 1;
+    if (!counted_[b]) { counted_[b] = 1; ++result_.totals.accounts_touched; }
+  }
+  i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price);
+  // Closes the bankrupt position's lots against the chosen winners (winner, lots) and splits
+  // `value` over them by lots. Returns the lots closed.
+  i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+                      const std::vector<std::pair<std::uint32_t, i64>>& takes);
+  // Opposite-side winners of market m (not account a), in account creation order, with their
+  // sizes (lots) and ids.
+  void opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
+                        std::vector<i64>& ids);
+  // Close mode with a shared policy (everything but the queue): the round's ADL demand per
+  // market and side is allocated at once, then handed to the bankrupt positions in order.
+  bool batched_adl() const { return cfg_.mode == WaterfallMode::Close && cfg_.policy != LastResortPolicy::Queue; }
+  void run_round_adl();
+  // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
+  // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
+  std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
+                                      MarketId m);
+  bool uses_kernel() const {
+    return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
+           cfg_.policy != LastResortPolicy::FundingIndex;
+  }
+  bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
+  i64 haircut(MarketId m, i64 amount);
+  void resolve_pending_haircuts();
+  std::vector<QueueEntry>& queue(MarketId m, int side);
+  bool eligible_winner(std::uint32_t a) const { return a != exec_account_ && !excluded_[a]; }
+  i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
+
+  Engine& e_;
+  const WaterfallConfig& cfg_;
+  WaterfallResult result_;
+  std::uint32_t exec_account_ = AccountIndex::kNone;
+  std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
+  column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
+  bool have_start_margins_ = false;
+  std::vector<std::uint8_t> backed_up_;
+  std::vector<std::uint8_t> winner_touched_;  // this round: candidates for the cascade
+  std::vector<std::uint8_t> counted_;         // this step: for accounts_touched
+  std::vector<std::uint32_t> touched_list_;   // accounts with winner_touched_ set
+  std::vector<Backup> backups_;
+  std::vector<SavedPosition> backup_positions_;
+  std::unordered_map<int, std::vector<QueueEntry>> queues_;  // key: market * 2 + (side > 0)
+  std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
+  std::vector<std::pair<std::uint32_t, MarketId>> adl_log_;  // (winner, market) of every ADL close this round
+  struct Pending {
+    std::uint32_t account;
+    MarketId market;
+    i64 amount;
+  };
+  std::vector<Pending> pending_;  // deficits left for this round's haircuts
+  struct AdlDemand {  // lots of a bankrupt position waiting for the round's shared ADL
+    std::uint32_t account;
+    MarketId m;
+    int sign;  // of the bankrupt position
+    i64 lots, value, exec_price;
+  };
+  struct DeferredSettlement {  // an account whose settlement waits for the round's ADL
+    std::uint32_t account;
+    std::vector<Closing> closings;
+    std::vector<i64> fund_planned;
+    i64 reserved;
+  };
+  std::vector<AdlDemand> demands_;
+  std::vector<DeferredSettlement> deferred_;
+  std::vector<i64> promised_;  // per pool: fund payments planned for accounts whose settlement waits
+  std::vector<i64> matching_pool_;  // per pool, fixed theta: what deficit matching would have left
+  int rounds_ = 0;
+  std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
+};
+
+}  // namespace deleverage
