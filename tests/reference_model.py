@@ -297,15 +297,36 @@ class ReferenceExchange:
             raise ArithmeticOverflow(f"entry notional out of range in market {m}")
         self._check_value(m, q, self.markets[m].mark)
 
+    def _require_representable(self, acct: Account) -> None:
+        """The representable range (semantics.md): the balance, and the equity, maintenance
+        and initial margin at the current marks (a market without a mark values at 0), fit
+        in int64; an operation that would break it raises ArithmeticOverflow."""
+        values = [acct.balance]
+        if acct.positions:
+            terms = [self._terms(m, acct.positions[m], allow_unmarked=True) for m in acct.positions]
+            values.append(acct.balance + floor_div(sum(t.u_V for t in terms), self.S))
+            values.append(ceil_div(sum(t.mm_VR for t in terms), self.S * R))
+            values.append(ceil_div(sum(t.im_VR for t in terms), self.S * R))
+        if any(not INT64_MIN <= v <= INT64_MAX for v in values):
+            raise ArithmeticOverflow(f"account {acct.account_id}'s equity or margin requirement would not fit in 64 bits")
+
     # ------------------------------------------------------ deposits/withdrawals
 
     def deposit(self, account: int, amount: int) -> None:
         _require_int("account", account)
         _require_int("amount", amount, 0)
         acct = self.accounts.get(account)
-        if acct is None:
+        created = acct is None
+        if created:
             acct = self.accounts[account] = Account(account)  # created on first use
         acct.balance += amount
+        try:
+            self._require_representable(acct)
+        except ArithmeticOverflow:
+            acct.balance -= amount
+            if created:
+                del self.accounts[account]
+            raise
         self.deposits += amount
 
     def withdraw(self, account: int, amount: int) -> None:
@@ -388,6 +409,8 @@ class ReferenceExchange:
             pos = acct.positions.get(market)
             if pos is not None:
                 self._check_position_range(market, pos.size, pos.entry)
+        for acct in (b, s):
+            self._require_representable(acct)
 
     def trade(self, buyer, seller, market, size, price) -> None:
         self._atomic(lambda: self._trade(buyer, seller, market, size, price))
@@ -448,6 +471,10 @@ class ReferenceExchange:
             else:
                 self._check_position_range(m, q1, E1)
                 cp.positions[m] = Position(q1, E1)
+        for acct in {id(a): a for a, _, _, _ in prepared}.values():
+            self._require_representable(acct)
+        if cp is not None:
+            self._require_representable(cp)
         # what the outside world paid for these positions: the net change of sum(E)
         self.loaded_entry_notional += self._sum_entry() - sum_entry_before
 
@@ -469,8 +496,17 @@ class ReferenceExchange:
                 pos = acct.positions.get(m)
                 if pos is not None:
                     self._check_value(m, pos.size, p)
+        old = {m: self.markets[m].mark for m in markets}
         for m, p in zip(markets, prices):
             self.markets[m].mark = p
+        try:
+            for acct in self.accounts.values():
+                if any(m in acct.positions for m in markets):
+                    self._require_representable(acct)
+        except ArithmeticOverflow:
+            for m, p in old.items():
+                self.markets[m].mark = p
+            raise
 
     # ---------------------------------------------------------- margin formulas
 
@@ -481,9 +517,9 @@ class ReferenceExchange:
                 return t
         raise AssertionError("unreachable: the last tier is unbounded")
 
-    def _terms(self, m: int, pos: Position) -> _Terms:
+    def _terms(self, m: int, pos: Position, allow_unmarked: bool = False) -> _Terms:
         mk = self.markets[m]
-        if mk.mark == 0:
+        if mk.mark == 0 and not allow_unmarked:
             raise InvalidInput(f"market {m} has open positions but no mark")
         S, k = self.S, self.k(m)
         value_V = pos.size * mk.mark * 10**k

@@ -1,6 +1,7 @@
 // Valuation of positions and accounts: the batch margin check (full and incremental), one
 // account's margin, the per-position report with liquidation and bankruptcy prices.
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "deleverage/engine.hpp"
@@ -52,6 +53,31 @@ Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
   return s;
 }
 
+bool Engine::sums_fit(i128 balance, const Sums& s) const {
+  const i128 equity = balance + div_s_.floor(s.u);
+  return fits_i64(balance) && fits_i64(equity) && fits_i64(div_sr_.ceil(s.mm)) && fits_i64(div_sr_.ceil(s.im));
+}
+
+void Engine::throw_unrepresentable(std::uint32_t a, const std::string& where) const {
+  throw ArithmeticOverflow(where + ": account " + std::to_string(acc_id_[a]) +
+                           "'s equity or margin requirement at the current marks would not fit in 64 bits");
+}
+
+bool Engine::representable(std::uint32_t a) const {
+  return acc_[a].count == 0 || sums_fit(acc_[a].balance, account_sums(a, false));  // flat: equity == balance
+}
+
+std::uint32_t Engine::first_unrepresentable(const std::vector<std::uint32_t>& accounts) const {
+  std::atomic<bool> any{false};
+  detail::parallel_for(accounts.size(), threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end && !any.load(std::memory_order_relaxed); ++i)
+      if (!representable(accounts[i])) any = true;
+  });
+  if (!any) return AccountIndex::kNone;
+  for (std::uint32_t a : accounts)  // the error path: find the first one, in order
+    if (!representable(a)) return a;
+  return AccountIndex::kNone;
+}
 
 void Engine::require_marks_for_open_positions() const {
   for (std::size_t m = 0; m < markets_.size(); ++m)
@@ -71,13 +97,30 @@ AccountMargin Engine::account_margin(i64 account_id) const {
   return margin_from_sums(acc_[a].balance, account_sums(a, false));
 }
 
+// A check that raises leaves every cache as it was: the valued marks go back to what they
+// were and every account's sums are recomputed at them (only on the error path). Since the
+// representable range is enforced by every state change, a check cannot fail on account
+// values; this keeps a refusal atomic whatever the cause (e.g. out of memory).
+template <class Fn>
+void Engine::atomic_check(Fn&& check) {
+  std::vector<i64> valued(markets_.size());
+  for (std::size_t m = 0; m < markets_.size(); ++m) valued[m] = markets_[m].valued_mark;
+  try {
+    check();
+  } catch (...) {
+    for (std::size_t m = 0; m < markets_.size(); ++m) markets_[m].valued_mark = valued[m];
+    for (std::size_t a = 0; a < acc_id_.size(); ++a) acc_[a].cache = account_sums(static_cast<std::uint32_t>(a), true);
+    throw;
+  }
+}
+
 MarginReport Engine::check_margin() {
   require_marks_for_open_positions();
   const std::size_t n = acc_id_.size();
   MarginReport r;
   r.resize(n);
   std::copy(acc_id_.begin(), acc_id_.end(), r.account_id.begin());
-  revalue_all(&r);
+  atomic_check([&] { revalue_all(&r); });
   return r;
 }
 
@@ -86,7 +129,7 @@ MarginReport Engine::check_margin_values() {
   MarginReport r;
   r.resize(acc_id_.size());
   r.account_id = column<i64>();
-  revalue_all(&r);
+  atomic_check([&] { revalue_all(&r); });
   return r;
 }
 
@@ -184,8 +227,13 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
   }
   MarginReport full;
   bool used_full_pass = false;
-  const std::vector<std::uint32_t> touched = revalue_moved_markets(requested, &full, &used_full_pass);
-  if (!used_full_pass) return report_for(touched);
+  std::vector<std::uint32_t> touched;
+  MarginReport walked;
+  atomic_check([&] {
+    touched = revalue_moved_markets(requested, &full, &used_full_pass);
+    if (!used_full_pass) walked = report_for(touched);
+  });
+  if (!used_full_pass) return walked;
   // the full pass already computed every row: gather the exposed ones in account order
   MarginReport r;
   const std::size_t n = touched.size();

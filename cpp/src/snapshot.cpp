@@ -547,6 +547,9 @@ struct SnapshotAccess {
         }
         // cached sums at each market's valued mark (every position checked above)
         e.acc_[a].cache = e.account_sums(static_cast<std::uint32_t>(a), true);
+        // the representable range (docs/semantics.md), as every state change keeps it
+        if (e.acc_[a].count != 0 && !e.representable(static_cast<std::uint32_t>(a)))
+          corrupt("account " + std::to_string(e.acc_id_[a]) + "'s equity or margin requirement does not fit in 64 bits");
       }
     });
     std::vector<i128> net(n_markets, 0);

@@ -38,6 +38,7 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
       if (a == AccountIndex::kNone) a = create_account(accounts[i]);
       acc_[a].balance = add_checked(acc_[a].balance, amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
       applied.emplace_back(a, amounts[i]);
+      if (!representable(a)) throw_unrepresentable(a, at("amounts", i));
     }
   } catch (...) {
     for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_[it->first].balance -= it->second;
@@ -163,6 +164,8 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     cp_positions.push_back({static_cast<MarketId>(m), {q64, static_cast<i64>(e)}});
   }
 
+  require_loaded_representable(first, rows, markets, sizes, entry, cp, cp_positions);
+
   // apply: grow each touched account's block once, then append its rows
   std::uint32_t cp_slots = 0;
   {
@@ -209,6 +212,43 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   for (std::size_t m = 0; m < markets_.size(); ++m)
     if (net_size[m] != 0) flows_.loaded_entry_notional -= net_entry[m];
   compact_if_wasteful();
+}
+
+// Before a load changes anything: every account it touches, with its new rows (and the
+// counterparty with its adjusted positions), stays in the representable range.
+void Engine::require_loaded_representable(const std::vector<std::uint32_t>& first, const std::vector<std::uint32_t>& rows,
+                                          std::span<const MarketId> markets, std::span<const i64> sizes,
+                                          const std::vector<i64>& entry, std::uint32_t cp,
+                                          const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const {
+  auto add = [](Sums& s, const Contribution& c, int sign) { s.u += sign * c.u; s.mm += sign * c.mm; s.im += sign * c.im; };
+  auto adjusted = [&](MarketId m) {
+    for (const auto& [cm, qe] : cp_positions)
+      if (cm == m) return true;
+    return false;
+  };
+  for (std::size_t a = 0; a + 1 < first.size(); ++a) {
+    const bool is_cp = a == cp;
+    if (first[a] == first[a + 1] && !is_cp) continue;
+    Sums s = account_sums(static_cast<std::uint32_t>(a), false);
+    i128 balance = acc_[a].balance;
+    for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
+      const std::uint32_t i = rows[r];
+      if (is_cp && adjusted(markets[i])) continue;  // part of the adjusted position below
+      const MarketState& mk = markets_[static_cast<std::size_t>(markets[i])];
+      add(s, contribution(mk, sizes[i], entry[i], mk.mark), 1);
+    }
+    if (is_cp) {
+      for (const auto& [m, qe] : cp_positions) {
+        const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+        const std::uint32_t slot = find_slot(cp, m);
+        if (slot != kNoSlot) add(s, contribution(mk, pos_size_[slot], pos_entry_[slot], mk.mark), -1);
+        if (qe.first != 0) add(s, contribution(mk, qe.first, qe.second, mk.mark), 1);
+        else balance -= qe.second;  // a flat result realizes the entry notional
+      }
+    }
+    if (!sums_fit(balance, s))
+      throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1] ? std::string("counterparty") : at("accounts", rows[first[a]]));
+  }
 }
 
 // ---------------------------------------------------------------- trades
@@ -279,12 +319,18 @@ void Engine::prefetch_pair(std::uint32_t a, std::uint32_t b) const {
 // undone. No heap allocation unless a position is opened in a full block or market list.
 void Engine::apply_trade(std::uint32_t ab, std::uint32_t as, MarketId m, i64 size, i64 value) {
   const FillUndo first = apply_fill(ab, m, size, value);
+  FillUndo second{};
   try {
-    apply_fill(as, m, -size, -value);
+    second = apply_fill(as, m, -size, -value);
   } catch (...) {
     set_position(first.account, first.market, first.size, first.entry);
     acc_[first.account].balance = first.balance;
     throw;
+  }
+  const bool buyer_fits = representable(ab);
+  if (!buyer_fits || !representable(as)) [[unlikely]] {
+    undo_fills({first, second});
+    throw_unrepresentable(buyer_fits ? as : ab, "trade");
   }
 }
 
@@ -352,6 +398,8 @@ void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, s
       const i64 v = value_money(markets_[static_cast<std::size_t>(markets[i])], sizes[i], prices[i]);
       undo.push_back(apply_fill(ab[i], markets[i], sizes[i], v));
       undo.push_back(apply_fill(as[i], markets[i], -sizes[i], -v));
+      if (!representable(ab[i])) throw_unrepresentable(ab[i], at("sizes", i));
+      if (!representable(as[i])) throw_unrepresentable(as[i], at("sizes", i));
     }
   } catch (...) {
     undo_fills(undo);
@@ -384,13 +432,37 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
       check_value_range(mk, largest, prices[i], at("prices", i));
     }
   }
+  struct Changed {
+    std::size_t row;
+    i64 mark, previous_mark;
+  };
+  std::vector<Changed> changed;
   for (std::size_t i = 0; i < markets.size(); ++i) {
     MarketState& mk = markets_[static_cast<std::size_t>(markets[i])];
     if (mk.mark != prices[i]) {
+      changed.push_back(Changed{i, mk.mark, mk.previous_mark});
       mk.previous_mark = mk.mark;
       mk.mark = prices[i];
     }
   }
+  // The representable range: every holder of a moved market, at the new marks.
+  std::vector<std::uint32_t> holders;
+  if (changed.size() == 1) {
+    holders = markets_[static_cast<std::size_t>(markets[changed[0].row])].accounts;
+  } else if (changed.size() > 1) {
+    std::vector<std::uint8_t> seen(acc_id_.size(), 0);
+    for (const Changed& c : changed)
+      for (std::uint32_t a : markets_[static_cast<std::size_t>(markets[c.row])].accounts)
+        if (!seen[a]++) holders.push_back(a);
+  }
+  const std::uint32_t bad = first_unrepresentable(holders);
+  if (bad == AccountIndex::kNone) return;
+  for (const Changed& c : changed) {
+    MarketState& mk = markets_[static_cast<std::size_t>(markets[c.row])];
+    mk.mark = c.mark;
+    mk.previous_mark = c.previous_mark;
+  }
+  throw_unrepresentable(bad, "prices (set_marks)");
 }
 
 }  // namespace deleverage

@@ -30,6 +30,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "deleverage/account_index.hpp"
@@ -268,6 +269,16 @@ class Engine {
     return r;
   }
   Sums account_sums(std::uint32_t a, bool at_valued_marks) const;
+  // The representable range (docs/semantics.md): an account's equity, maintenance and initial
+  // margin at the current marks must fit in int64, so that every later call can report them.
+  // Whether sums `s` with `balance` satisfy it:
+  bool sums_fit(i128 balance, const Sums& s) const;
+  // Whether account a satisfies it now (cost: its positions; no allocation).
+  bool representable(std::uint32_t a) const;
+  // The first of `accounts` (in list order) that does not, or AccountIndex::kNone; parallel.
+  std::uint32_t first_unrepresentable(const std::vector<std::uint32_t>& accounts) const;
+  // ArithmeticOverflow naming `where` and the account (callers build `where` only on failure).
+  [[noreturn]] void throw_unrepresentable(std::uint32_t a, const std::string& where) const;
   bool value_in_range(const MarketState& mk, i64 abs_size, i64 price) const;
   void check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const;
   void require_marks_for_open_positions() const;
@@ -289,10 +300,16 @@ class Engine {
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);
   void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
+  void require_loaded_representable(const std::vector<std::uint32_t>& first, const std::vector<std::uint32_t>& rows,
+                                    std::span<const MarketId> markets, std::span<const i64> sizes, const std::vector<i64>& entry,
+                                    std::uint32_t cp, const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
   void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+  // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
+  template <class Fn>
+  void atomic_check(Fn&& check);
   // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
   // market (sorted) unless `collect` is false (callers that only need the caches current).
   std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out = nullptr,

@@ -1,0 +1,111 @@
+"""The representable range (docs/semantics.md): no call can put the engine in a state where
+it cannot run (an account's equity or requirement beyond int64), and a refused check leaves
+every cache as it was. Each test reproduces a defect found by an adversarial run (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deleverage import Exchange, MarketClose
+from deleverage.errors import ArithmeticOverflow
+
+BIG = 2**62 - 1  # a mark at which one lot is worth just under 2^62 money units (0 decimals)
+
+
+def big_book() -> Exchange:
+    """Account 2 is long one lot in each of three markets, account 4 short; both within every
+    per-position limit. Account 1 (created first) is long 10 lots of M at 100 with 100 of
+    collateral; account 3 is short them."""
+    ex = Exchange(0, threads=1)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
+    for s in ("X", "Y", "Z"):
+        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
+    ex.deposit([1, 3, 2, 4], [100, 10**6, 0, 10**6], exact=True)
+    ex.trade(1, 3, "M", 10, 100, exact=True)
+    for s in ("X", "Y", "Z"):
+        ex.trade(2, 4, s, 1, 1, exact=True)
+    ex.check_margin()
+    return ex
+
+
+def still_runs(ex: Exchange) -> None:
+    """Every whole-book call works: the engine is not bricked."""
+    ex.check_invariants()
+    ex.check_margin()
+    ex.check_margin(["M"])
+    ex.positions()
+    ex.liquidate(executor=MarketClose(3))
+    ex.check_invariants()
+
+
+# ------------------------------------------------------------------ every state change
+
+
+def test_marks_putting_equity_beyond_int64_are_refused() -> None:
+    ex = big_book()
+    before = ex.state_hash()
+    # three profits just under 2^62 each: account 2's equity would be ~1.5 x 2^63
+    with pytest.raises(ArithmeticOverflow, match="account 2|account 4"):
+        ex.set_marks(["X", "Y", "Z"], [BIG, BIG, BIG], exact=True)
+    assert ex.state_hash() == before
+    still_runs(ex)
+
+
+def test_marks_one_at_a_time_stop_at_the_limit() -> None:
+    ex = big_book()
+    ex.set_marks(["X"], [BIG], exact=True)
+    ex.set_marks(["Y"], [BIG], exact=True)  # account 2: just under 2^63; account 4 just above -2^63
+    with pytest.raises(ArithmeticOverflow):
+        ex.set_marks(["Z"], [BIG], exact=True)
+    still_runs(ex)
+
+
+def test_deposit_taking_equity_beyond_int64_is_refused() -> None:
+    ex = big_book()
+    ex.set_marks(["X"], [BIG], exact=True)  # account 2 has ~2^62 of unrealized profit
+    before = ex.state_hash()
+    with pytest.raises(ArithmeticOverflow, match="amounts\\[0\\]"):
+        ex.deposit([2], [2**63 - 1], exact=True)
+    assert ex.state_hash() == before
+    still_runs(ex)
+
+
+def test_requirement_beyond_int64_is_refused() -> None:
+    """Maintenance 100%: three positions of ~2^62 each need ~1.5 x 2^63 of margin."""
+    ex = Exchange(0, threads=1)
+    for s in ("X", "Y", "Z"):
+        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=1.0, initial_margin=1.0)
+    ex.set_marks(["X", "Y", "Z"], [BIG, BIG, BIG], exact=True)
+    ex.deposit([1, 2], [2**62, 2**62], exact=True)
+    ex.trade(1, 2, "X", 1, BIG, exact=True)
+    ex.trade(1, 2, "Y", 1, BIG, exact=True)
+    before = ex.state_hash()
+    with pytest.raises(ArithmeticOverflow, match="account 1|account 2"):
+        ex.trade(1, 2, "Z", 1, BIG, exact=True)
+    with pytest.raises(ArithmeticOverflow):
+        ex.trades([1], [2], ["Z"], [1], [BIG], exact=True)
+    assert ex.state_hash() == before
+    ex.check_margin()
+    ex.positions()
+    ex.check_invariants()
+
+
+# ------------------------------------------------------------------ atomic checks
+
+
+def test_refused_full_check_leaves_every_cache_as_it_was() -> None:
+    """The full check used to update the caches of the accounts before the failing one and
+    then throw, leaving the valued marks behind: the next incremental check added the move
+    twice. Now the mark is refused up front; either way, afterwards the caches are fresh."""
+    ex = big_book()
+    with pytest.raises(ArithmeticOverflow):
+        ex.set_marks(["M", "X", "Y", "Z"], [105, BIG, BIG, BIG], exact=True)
+        ex.check_margin()
+    ex.set_marks(["X", "Y", "Z"], [1, 1, 1], exact=True)  # account 2 back in range
+    ex.check_invariants()
+    ex.set_marks(["M"], [85], exact=True)  # account 1: 100 + 10 x (85 - 100) = -50
+    report = ex.check_margin(["M"], exact=True)
+    row = list(report.account).index(1)
+    assert report.equity[row] == -50 == ex.account_margin(1, exact=True)["equity"]
+    assert report.bankrupt[row]
+    ex.check_invariants()
