@@ -90,6 +90,29 @@ def test_requirement_beyond_int64_is_refused() -> None:
     ex.check_invariants()
 
 
+def test_liquidation_pushing_the_executor_beyond_int64_is_refused() -> None:
+    """The executor (9) holds ~2^62 of profit and a balance that leaves its equity 6 units
+    under int64's maximum; buying account 1's long 1% under the mark would add 1000."""
+    ex = Exchange(0, threads=1)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
+    ex.set_marks(["X"], [BIG], exact=True)
+    ex.deposit([1, 3, 8, 9], [9000, 10**9, 2**62, 2**62 - 5], exact=True)
+    ex.insurance.deposit(10**6, exact=True)
+    ex.trade(1, 3, "M", 1000, 100, exact=True)
+    ex.trade(8, 9, "X", 1, BIG, exact=True)
+    ex.set_marks(["X", "M"], [1, 90], exact=True)
+    assert ex.account_margin(9, exact=True)["equity"] == 2**63 - 7
+    before = ex.state_hash()
+    with pytest.raises(ArithmeticOverflow, match="account 9"):
+        ex.liquidate(executor=MarketClose(9, slippage_bps=100))
+    assert ex.state_hash() == before
+    ex.check_invariants()
+    ex.check_margin()
+    ex.liquidate(executor=MarketClose(3, slippage_bps=100))  # another executor can still close it
+    ex.check_invariants()
+
+
 # ------------------------------------------------------------------ atomic checks
 
 

@@ -24,6 +24,11 @@ void WaterfallRun::restore() {
   }
 }
 
+void WaterfallRun::require_representable() const {
+  for (const Backup& b : backups_)
+    if (!e_.representable(b.account)) e_.throw_unrepresentable(b.account, "liquidate");
+}
+
 // A close of `dq` lots for which the account receives `cash` (negative: pays).
 void WaterfallRun::fill(std::uint32_t a, MarketId m, i64 dq, i64 cash) {
   touch(a);

@@ -128,6 +128,7 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
   if (have_margins) run.use_start_margins(std::move(start));
   try {
     WaterfallResult r = run.run();
+    run.require_representable();  // e.g. an executor whose equity the step would push past int64
     r.events.sink = nullptr;  // the result does not hand out the engine's sink
     insurance_.close_step(step_);
     compact_if_wasteful();

@@ -63,6 +63,8 @@ class WaterfallRun {
 
   WaterfallResult run();
   void restore();
+  // The representable range (docs/semantics.md) for every account the step touched.
+  void require_representable() const;
 
  private:
   using MarketState = Engine::MarketState;
