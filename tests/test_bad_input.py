@@ -16,7 +16,8 @@ import pytest
 
 import deleverage
 from books import two_market_exchange
-from deleverage import errors
+from deleverage import Exchange, Impact, MarketClose, errors
+from deleverage.errors import ConfigError
 
 
 def make_exchange() -> deleverage.Exchange:
@@ -284,3 +285,55 @@ def test_python_int_just_beyond_int64_names_the_row() -> None:
     assert_same_state(before, snapshot(ex))
     assert isinstance(info.value, errors.ArithmeticOverflow), f"got {type(info.value).__name__}: {info.value}"
     assert "amounts[1]" in str(info.value)
+
+
+# --------------------------------------------- settings (integers, symbols, impact depth)
+
+
+@pytest.mark.parametrize("value", [6.5, 2**40, -1, "6", True, np.float64(6.0)])
+def test_money_decimals_must_be_a_small_int(value) -> None:
+    with pytest.raises(ConfigError, match="money_decimals"):
+        Exchange(value)
+
+
+@pytest.mark.parametrize("value", [-1, 2**40, 1.5, "2"])
+def test_threads_must_be_a_non_negative_int(value) -> None:
+    with pytest.raises(ConfigError, match="threads"):
+        Exchange(6, threads=value)
+
+
+@pytest.mark.parametrize("name", ["qty_decimals", "price_decimals"])
+@pytest.mark.parametrize("value", [2**40, -2**40, 2.5])
+def test_market_decimals_must_be_small_ints(name, value) -> None:
+    ex = Exchange(6)
+    kw = dict(qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
+    kw[name] = value
+    with pytest.raises(ConfigError, match=name):
+        ex.add_market("A", **kw)
+    assert ex.markets == []
+
+
+def test_symbol_with_a_lone_surrogate_is_refused() -> None:
+    ex = Exchange(6)
+    with pytest.raises(ConfigError, match="symbol"):
+        ex.add_market("A\ud800", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
+    assert ex.markets == []
+
+
+@pytest.mark.parametrize("window", [2**40, 2**31])
+def test_drawdown_window_must_fit(window) -> None:
+    ex = Exchange(6)
+    with pytest.raises(ConfigError, match="window"):
+        ex.insurance.set_drawdown_rule(0.5, window=window)
+
+
+def test_impact_depth_rounding_to_zero_is_refused() -> None:
+    ex = Exchange(6)
+    ex.add_market("A", qty_decimals=0, price_decimals=0, maintenance_margin=0.05, initial_margin=0.1, mark_price=100)
+    ex.deposit([1, 2], [100.0, 1e6])
+    ex.trade(1, 2, "A", 10, 100)
+    ex.set_marks(["A"], [91])
+    before = ex.state_hash()
+    with pytest.raises(ConfigError, match="depth"):
+        ex.liquidate(executor=MarketClose(2, impact=Impact(depth=1e-300, bps_per_depth=10)))
+    assert ex.state_hash() == before

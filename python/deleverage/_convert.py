@@ -137,3 +137,16 @@ def rate_to_fixed(rate: float, field: str) -> int:
     if not np.isfinite(r) or r < 0 or r > 1:
         raise ConfigError(f"{field} must be a fraction between 0 and 1 (got {rate!r})")
     return int(round(r * 100_000_000))
+
+
+def small_int(value: Any, field: str, lo: int, hi: int) -> int:
+    """An integer setting (a Python or numpy int, not a bool or float) in [lo, hi], else
+    ConfigError naming ``field``: the compiled code takes 32-bit ints, and a silently
+    truncated 6.5 or a pybind TypeError for 2**40 would hide the mistake."""
+    from .errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{field} must be an integer (got {value!r})")
+    if not lo <= int(value) <= hi:
+        raise ConfigError(f"{field} must be between {lo} and {hi} (got {value!r})")
+    return int(value)

@@ -43,20 +43,30 @@ def _fraction_units(value: Any, field: str) -> int:
     return int(round(v * 100_000_000))
 
 
+
+def _threads(threads: Any) -> int:
+    """The ``threads`` setting: 0 (every core) or a positive count."""
+    return cv.small_int(threads, "threads", 0, 2**16)
+
 class Exchange:
     """Exchange state: markets, accounts with cross-margined positions, marks.
 
     Parameters
     ----------
     money_decimals:
-        Money is held in integer units of ``10**-money_decimals`` quote currency (0 to 12).
+        Money is held in integer units of ``10**-money_decimals`` quote currency: an int
+        from 0 to 12 (a float such as 6.5 is refused, not truncated).
     threads:
-        Threads for batch checks; 0 uses every core.
+        Threads for batch checks, an int from 0 to 65536; 0 uses every core.
+
+    Every integer setting (decimals, threads, a drawdown window) must be an int in its range
+    and a market symbol valid Unicode, else :class:`~deleverage.errors.ConfigError` naming it.
     """
 
     def __init__(self, money_decimals: int = 6, *, threads: int = 0) -> None:
-        self._engine = _core.Engine(int(money_decimals), int(threads))
-        self._money_decimals = int(money_decimals)
+        money_decimals = cv.small_int(money_decimals, "money_decimals", 0, 12)
+        self._engine = _core.Engine(money_decimals, _threads(threads))
+        self._money_decimals = money_decimals
         self._symbols: dict[str, int] = {}
         self._qty_decimals: list[int] = []
         self._price_decimals: list[int] = []
@@ -104,7 +114,7 @@ class Exchange:
     def load(cls, path: Union[str, os.PathLike[str]], *, threads: int = 0) -> "Exchange":
         """Read a snapshot written by :meth:`save`. A truncated, damaged, empty, foreign or
         newer-version file raises :class:`~deleverage.errors.CorruptSnapshot`."""
-        return cls._from_engine(_core.Engine.load(os.fspath(path), int(threads)))
+        return cls._from_engine(_core.Engine.load(os.fspath(path), _threads(threads)))
 
     def to_bytes(self) -> bytes:
         """The snapshot as bytes (the same bytes :meth:`save` writes)."""
@@ -115,7 +125,7 @@ class Exchange:
         """Rebuild an exchange from :meth:`to_bytes` output (CorruptSnapshot if damaged)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"data must be bytes (got {type(data).__name__})")
-        return cls._from_engine(_core.Engine.from_snapshot_bytes(bytes(data), int(threads)))
+        return cls._from_engine(_core.Engine.from_snapshot_bytes(bytes(data), _threads(threads)))
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         # pickling goes through the snapshot bytes: exact, versioned and checked on load
@@ -155,7 +165,7 @@ class Exchange:
         whole record, with a :class:`~deleverage.errors.JournalTruncated` warning. The result
         has ``replayed_records`` (int) and ``journal_truncated`` (bool) attributes.
         """
-        engine, info = _core.Engine.replay(os.fspath(snapshot_path), os.fspath(journal_path), int(threads))
+        engine, info = _core.Engine.replay(os.fspath(snapshot_path), os.fspath(journal_path), _threads(threads))
         ex = cls._from_engine(engine)
         ex.replayed_records = int(info["records"])
         ex.journal_truncated = bool(info["truncated"])
@@ -237,9 +247,12 @@ class Exchange:
         """
         if not isinstance(symbol, str) or not symbol:
             raise ConfigError("symbol must be a non-empty string")
-        for name, d in (("qty_decimals", qty_decimals), ("price_decimals", price_decimals)):
-            if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
-                raise ConfigError(f"{name} must be an integer (got {d!r})")
+        try:
+            symbol.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"symbol must be valid Unicode text (got {symbol!r}, which holds a lone surrogate)") from None
+        qty_decimals = cv.small_int(qty_decimals, "qty_decimals", 0, 18)
+        price_decimals = cv.small_int(price_decimals, "price_decimals", 0, 18)
         mmr = cv.rate_to_fixed(maintenance_margin, "maintenance_margin")
         imr = cv.rate_to_fixed(initial_margin, "initial_margin")
         fee = cv.rate_to_fixed(liquidation_fee, "liquidation_fee")
@@ -541,6 +554,10 @@ class Exchange:
             slip = int(round(executor.slippage_bps * 10_000))
             impact_rate = int(round(executor.impact.bps_per_depth * 10_000)) if executor.impact else 0
             depth = int(cv.to_fixed(executor.impact.depth, self._money_decimals, "impact.depth", exact=False, on_grid=False)[0]) if executor.impact else 0
+            if executor.impact and depth <= 0:
+                # a depth of 0 units would switch the impact off without a word
+                raise ConfigError(f"impact.depth {executor.impact.depth!r} is less than one money unit "
+                                  f"(10**-{self._money_decimals})")
             partial = bool(executor.partial)
         elif isinstance(executor, Backstop):
             kind, account, slip, impact_rate, depth, partial = 1, executor.account, 0, 0, 0, False

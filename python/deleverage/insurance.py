@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 
 from . import _convert as cv
-from .errors import ConfigError
 from .reports import _Table
 
 if TYPE_CHECKING:
@@ -94,8 +93,7 @@ class InsuranceFund:
         """Stop paying once a pool would fall more than ``max_drawdown`` (e.g. 0.3) below its
         peak closing balance over the last ``window`` steps; the last resort takes over
         (Bybit and OKX trigger ADL this way). ``max_drawdown=1`` disables the rule."""
-        if not isinstance(window, int) or window < 1:
-            raise ConfigError(f"window must be a positive number of steps (got {window!r})")
+        window = cv.small_int(window, "window", 1, 2**31 - 1)
         self._ex._engine.set_drawdown_rule(cv.rate_to_fixed(max_drawdown, "max_drawdown"), window)
 
     def ledger(self, *, exact: bool = False) -> LedgerTable:
