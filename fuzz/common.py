@@ -40,18 +40,20 @@ def fix_snapshot_checksums(data: bytes) -> bytes:
 
 
 def journal_header(state_hash: int) -> bytes:
-    head = b"DLVJRNL\0" + struct.pack("<IIQQ", 1, 0, state_hash & (2**64 - 1), state_hash >> 64)
+    head = b"DLVJRNL\0" + struct.pack("<IIQQ", 2, 0, state_hash & (2**64 - 1), state_hash >> 64)
     return head + struct.pack("<Q", deleverage._core.checksum64(head, 3))
 
 
 def records_with_fixed_checksums(body: bytes) -> bytes:
-    """Walk length-prefixed records and rewrite each whole record's checksum."""
+    """Walk length-prefixed records and rewrite each whole record's length check and
+    checksum (journal version 2 framing, docs/durability.md)."""
     buf = bytearray(body)
     at = 0
-    while at + 4 <= len(buf):
+    while at + 8 <= len(buf):
         n = struct.unpack_from("<I", buf, at)[0]
-        if n == 0 or at + 4 + n + 8 > len(buf):
+        if n == 0 or at + 8 + n + 8 > len(buf):
             break
-        struct.pack_into("<Q", buf, at + 4 + n, deleverage._core.checksum64(bytes(buf[at:at + 4 + n]), 4))
-        at += 4 + n + 8
+        struct.pack_into("<I", buf, at + 4, deleverage._core.journal_length_check(n))
+        struct.pack_into("<Q", buf, at + 8 + n, deleverage._core.checksum64(bytes(buf[at:at + 8 + n]), 4))
+        at += 8 + n + 8
     return bytes(buf)

@@ -19,6 +19,7 @@ from test_snapshot import busy_exchange, state
 
 MM = 99
 HEADER = 40
+HEAD = 8  # a record's head: u32 length, u32 length check
 
 
 def base_exchange() -> Exchange:
@@ -197,9 +198,8 @@ def test_journal_cut_inside_its_header_is_corrupt(tmp_path) -> None:
 def test_damaged_record_is_corrupt(tmp_path) -> None:
     _, sizes = journaled_run(tmp_path)
     data = bytearray((tmp_path / "j.log").read_bytes())
-    # flip every bit of the second record's body and checksum (its length field is covered
-    # too, but a larger length may read as a cut-off tail when it runs past the end)
-    for i in range(sizes[1] + 4, sizes[2]):
+    # flip every bit of the second record (its head is covered by the tests below)
+    for i in range(sizes[1] + HEAD, sizes[2]):
         for bit in range(8):
             data[i] ^= 1 << bit
             (tmp_path / "bad.log").write_bytes(bytes(data))
@@ -245,10 +245,11 @@ def test_unknown_liquidate_key_is_refused(tmp_path) -> None:
     ex.close_journal()
     data = bytearray((tmp_path / "j.log").read_bytes())
     body = struct.unpack_from("<I", data, HEADER)[0]
-    assert data[HEADER + 4] == 13  # the liquidate op
+    assert data[HEADER + HEAD] == 13  # the liquidate op
     # first (key, value) pair after the u32 pair count: make the key 999
-    struct.pack_into("<H", data, HEADER + 5 + 4, 999)
-    struct.pack_into("<Q", data, HEADER + 4 + body, deleverage._core.checksum64(bytes(data[HEADER:HEADER + 4 + body]), 4))
+    struct.pack_into("<H", data, HEADER + HEAD + 1 + 4, 999)
+    struct.pack_into("<Q", data, HEADER + HEAD + body,
+                     deleverage._core.checksum64(bytes(data[HEADER:HEADER + HEAD + body]), 4))
     (tmp_path / "new.log").write_bytes(bytes(data))
     with pytest.raises(CorruptSnapshot, match="unknown liquidate setting key 999"):
         Exchange.replay(tmp_path / "s.snap", tmp_path / "new.log")
@@ -290,3 +291,73 @@ def test_copies_and_pickles_do_not_journal(tmp_path) -> None:
     pickle.loads(pickle.dumps(ex)).deposit(1, 1.0)
     assert ex.journal_records == 0 and other.journal_records is None
     ex.close_journal()
+
+
+# ------------------------------------------------- record heads: damage is named, not a cut
+
+
+def forty_records(tmp_path):
+    ex = Exchange(6, threads=1)
+    ex.add_market("A", qty_decimals=0, price_decimals=0, maintenance_margin=0.05, initial_margin=0.1, mark_price=100)
+    ex.save(tmp_path / "s.snap")
+    ex.open_journal(tmp_path / "j.log")
+    offsets = []
+    for i in range(40):
+        offsets.append((tmp_path / "j.log").stat().st_size)
+        ex.deposit([1 + i % 3], [1.0 + i])
+    ex.close_journal()
+    return ex, offsets
+
+
+@pytest.mark.parametrize("record", [0, 1, 20, 38])
+@pytest.mark.parametrize("bit", [0, 7, 17, 31])
+def test_damaged_length_in_the_middle_is_corrupt(tmp_path, record, bit) -> None:
+    ex, offsets = forty_records(tmp_path)
+    data = bytearray((tmp_path / "j.log").read_bytes())
+    at = offsets[record]
+    data[at + bit // 8] ^= 1 << (bit % 8)
+    (tmp_path / "bad.log").write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot, match=f"record {record} at byte {at}"):
+        Exchange.replay(tmp_path / "s.snap", tmp_path / "bad.log")
+
+
+def test_every_bit_of_every_record_head_is_checked(tmp_path) -> None:
+    """Any damage to a record's head (length and its check) is refused, whether it makes the
+    record look shorter or longer than the file."""
+    _, offsets = forty_records(tmp_path)
+    data = bytearray((tmp_path / "j.log").read_bytes())
+    for at in offsets:
+        for byte in range(8):
+            for bit in range(8):
+                data[at + byte] ^= 1 << bit
+                (tmp_path / "bad.log").write_bytes(bytes(data))
+                with pytest.raises(CorruptSnapshot, match=f"at byte {at}"):
+                    Exchange.replay(tmp_path / "s.snap", tmp_path / "bad.log")
+                data[at + byte] ^= 1 << bit
+
+
+def test_cut_off_tail_still_replays_with_a_warning(tmp_path) -> None:
+    ex, offsets = forty_records(tmp_path)
+    data = (tmp_path / "j.log").read_bytes()
+    for cut in (offsets[39] + 1, offsets[39] + 7, offsets[39] + 9, len(data) - 1):
+        (tmp_path / "cut.log").write_bytes(data[:cut])
+        with pytest.warns(Warning, match="record"):
+            back = Exchange.replay(tmp_path / "s.snap", tmp_path / "cut.log")
+        assert back.replayed_records == 39 and back.journal_truncated
+
+
+def test_version_1_journals_are_still_read(tmp_path) -> None:
+    """Version 1 framed a record with its length alone; such files replay as before."""
+    ex, offsets = forty_records(tmp_path)
+    data = (tmp_path / "j.log").read_bytes()
+    head = bytearray(data[:HEADER])
+    struct.pack_into("<I", head, 8, 1)
+    struct.pack_into("<Q", head, 32, deleverage._core.checksum64(bytes(head[:32]), 3))
+    old = bytearray(head)
+    for start, end in zip(offsets, offsets[1:] + [len(data)]):
+        n = struct.unpack_from("<I", data, start)[0]
+        rec = struct.pack("<I", n) + data[start + HEAD:start + HEAD + n]
+        old += rec + struct.pack("<Q", deleverage._core.checksum64(rec, 4))
+    (tmp_path / "v1.log").write_bytes(bytes(old))
+    back = Exchange.replay(tmp_path / "s.snap", tmp_path / "v1.log")
+    assert back.replayed_records == 40 and back.state_hash() == ex.state_hash()

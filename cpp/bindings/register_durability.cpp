@@ -47,6 +47,8 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
         return checksum64(b.data(), b.size(), seed);
       },
       py::arg("data"), py::arg("seed") = 0, "The snapshot and journal checksum of a byte string (docs/durability.md).");
+  m.def("journal_length_check", &journal_length_check, py::arg("length"),
+        "The check stored after a journal record's length (version 2, docs/durability.md).");
   cls.def("snapshot_bytes",
           [](PyEngine& s) {
             column<std::byte> b = locked(s, [&](Engine& e) { return snapshot_bytes(e); });

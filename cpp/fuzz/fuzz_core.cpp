@@ -73,12 +73,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     store_u64(journal.data() + 32, checksum64(journal.data(), 32, 3));
   }
   std::size_t at = 0;
-  while (at + 4 <= in.size()) {
+  while (at + 8 <= in.size()) {  // version 2 framing: length, its check, body, checksum
     std::uint32_t n;
     std::memcpy(&n, in.data() + at, 4);
-    if (n == 0 || at + 4 + std::size_t{n} + 8 > in.size()) break;
-    store_u64(in.data() + at + 4 + n, checksum64(in.data() + at, 4 + std::size_t{n}, 4));
-    at += 4 + std::size_t{n} + 8;
+    if (n == 0 || at + 8 + std::size_t{n} + 8 > in.size()) break;
+    const std::uint32_t check = journal_length_check(n);
+    std::memcpy(in.data() + at + 4, &check, 4);
+    store_u64(in.data() + at + 8 + n, checksum64(in.data() + at, 8 + std::size_t{n}, 4));
+    at += 8 + std::size_t{n} + 8;
   }
   journal.insert(journal.end(), in.begin(), in.end());
   Engine e = base;

@@ -20,8 +20,12 @@ using detail::Reader;
 using detail::Writer;
 
 constexpr char kMagic[8] = {'D', 'L', 'V', 'J', 'R', 'N', 'L', '\0'};
-constexpr std::size_t kRecordOverhead = 4 + 8;  // length before the body, checksum after it
+// Record head: u32 length and u32 journal_length_check(length); the checksum follows the body.
+constexpr std::size_t kRecordHead = 8;
+constexpr std::size_t kRecordOverhead = kRecordHead + 8;
+constexpr std::size_t kRecordHeadV1 = 4;  // version 1: the length alone
 constexpr std::uint32_t kMaxRecordBody = 0x7FFFFFFFu;
+
 
 [[noreturn]] void bad(const std::string& what) { throw CorruptSnapshot("journal: " + what); }
 
@@ -234,6 +238,19 @@ void apply_record(Engine& e, std::uint8_t op, Reader& r) {
 
 // ------------------------------------------------------------------ writer
 
+// A bijection of the 32-bit length (murmur3's finalizer after a constant): any damage
+// confined to the length or to its check changes one without the other, so it is always
+// told apart from a cut-off tail.
+std::uint32_t journal_length_check(std::uint32_t n) {
+  std::uint32_t h = n ^ 0x6A09E667u;
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
 Journal::Journal(const std::string& path, const Engine& base) : path_(path) {
   const StateHash h = base.state_hash();
   std::byte header[kJournalHeaderBytes];
@@ -293,9 +310,10 @@ void Journal::append(JournalOp op, std::span<const std::byte> body_payload) {
   }
   std::vector<std::byte> rec(kRecordOverhead + body);
   detail::store_le<std::uint32_t>(rec.data(), static_cast<std::uint32_t>(body));
-  rec[4] = static_cast<std::byte>(op);
-  if (!body_payload.empty()) std::memcpy(rec.data() + 5, body_payload.data(), body_payload.size());
-  detail::store_le<u64>(rec.data() + 4 + body, checksum64(rec.data(), 4 + body, 4));
+  detail::store_le<std::uint32_t>(rec.data() + 4, journal_length_check(static_cast<std::uint32_t>(body)));
+  rec[kRecordHead] = static_cast<std::byte>(op);
+  if (!body_payload.empty()) std::memcpy(rec.data() + kRecordHead + 1, body_payload.data(), body_payload.size());
+  detail::store_le<u64>(rec.data() + kRecordHead + body, checksum64(rec.data(), kRecordHead + body, 4));
   std::size_t done = 0;
   while (done < rec.size()) {
     const ssize_t w = ::write(fd_, rec.data() + done, rec.size() - done);
@@ -474,18 +492,23 @@ JournalReplay replay_journal(Engine& engine, std::span<const std::byte> journal)
   if (detail::load_le<std::uint32_t>(h + 12) != 0) bad("unknown flags");
   const StateHash base{detail::load_le<u64>(h + 16), detail::load_le<u64>(h + 24)};
   if (!(engine.state_hash() == base)) bad("the journal does not start from this state (state hash differs from the journal's base)");
+  const std::size_t head = version >= 2 ? kRecordHead : kRecordHeadV1;
   std::size_t at = kJournalHeaderBytes;
   out.valid_bytes = at;
   while (at < journal.size()) {
     const std::size_t left = journal.size() - at;
-    if (left < 4) { out.truncated = true; break; }
+    auto where = [&] { return "record " + std::to_string(out.records) + " at byte " + std::to_string(at); };
+    if (left < head) { out.truncated = true; break; }  // cut inside the record's head
     const std::uint32_t body = detail::load_le<std::uint32_t>(h + at);
-    if (body == 0 || body > kMaxRecordBody) bad("record " + std::to_string(out.records) + " at byte " + std::to_string(at) + " has a bad length");
-    if (left < kRecordOverhead + body) { out.truncated = true; break; }
-    if (detail::load_le<u64>(h + at + 4 + body) != checksum64(h + at, 4 + body, 4))
-      bad("record " + std::to_string(out.records) + " at byte " + std::to_string(at) + ": checksum mismatch");
-    const std::uint8_t op = static_cast<std::uint8_t>(h[at + 4]);
-    Reader r(journal.subspan(at + 5, body - 1));
+    // A damaged length is refused here, wherever the record is; only a whole, checked head
+    // whose record runs past the end reads as a cut-off tail.
+    if (head == kRecordHead && detail::load_le<std::uint32_t>(h + at + 4) != journal_length_check(body))
+      bad(where() + ": damaged length field");
+    if (body == 0 || body > kMaxRecordBody) bad(where() + " has a bad length");
+    if (left < head + 8 + body) { out.truncated = true; break; }
+    if (detail::load_le<u64>(h + at + head + body) != checksum64(h + at, head + body, 4)) bad(where() + ": checksum mismatch");
+    const std::uint8_t op = static_cast<std::uint8_t>(h[at + head]);
+    Reader r(journal.subspan(at + head + 1, body - 1));
     try {
       apply_record(engine, op, r);
     } catch (const CorruptSnapshot& e) {
@@ -493,7 +516,7 @@ JournalReplay replay_journal(Engine& engine, std::span<const std::byte> journal)
     } catch (const Error& e) {
       bad("record " + std::to_string(out.records) + " (" + op_name(op) + ") failed on replay: " + e.what());
     }
-    at += kRecordOverhead + body;
+    at += head + 8 + body;
     ++out.records;
     out.valid_bytes = at;
   }

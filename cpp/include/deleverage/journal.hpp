@@ -20,8 +20,14 @@
 
 namespace deleverage {
 
-inline constexpr std::uint32_t kJournalVersion = 1;
+// Version 2 frames each record with a checked length (docs/durability.md); version 1 files
+// (length without a check) are still read.
+inline constexpr std::uint32_t kJournalVersion = 2;
 inline constexpr std::size_t kJournalHeaderBytes = 40;
+
+// The check stored after each record's length (version 2): a bijection of the length, so
+// any damage confined to the length or the check is detected (docs/durability.md).
+std::uint32_t journal_length_check(std::uint32_t length);
 
 enum class JournalOp : std::uint8_t {
   AddMarket = 1,
