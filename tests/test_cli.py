@@ -158,3 +158,87 @@ def test_help_documents_every_stress_option() -> None:
         assert option in ran.stdout
     top = subprocess.run([sys.executable, "-m", "deleverage.cli", "--help"], capture_output=True, text=True)
     assert "stress" in top.stdout and "demo" in top.stdout
+
+
+# ---------------------------------------------------------------------- user errors, version, every policy
+
+import deleverage  # noqa: E402
+from deleverage.waterfall import MODES, POLICIES  # noqa: E402
+
+TINY_DEMO = ["demo", "--positions", "3000", "--accounts", "300", "--markets", "3", "--seed", "3"]
+
+
+def _cli(*args: str, shell_suffix: str = "") -> subprocess.CompletedProcess[str]:
+    """The console command in a fresh interpreter (as a user's shell runs it)."""
+    cmd = " ".join([sys.executable, "-m", "deleverage.cli", *args]) + shell_suffix
+    return subprocess.run(["bash", "-c", cmd + "; exit ${PIPESTATUS[0]}"], capture_output=True, text=True)
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"deleverage {version('deleverage')}"
+    assert version("deleverage") == deleverage.__version__
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_demo_accepts_every_policy_and_mode(policy: str, mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if mode == "close" and policy == "funding_index":
+        # the one combination the library refuses: a one-line error, no traceback
+        assert main([*TINY_DEMO, "--policy", policy, "--mode", mode]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "funding_index" in err and "haircut" in err
+        return
+    assert main([*TINY_DEMO, "--policy", policy, "--mode", mode]) == 0
+    out = capsys.readouterr().out
+    assert f"last resort: {mode}/{policy}/" in out
+    assert "no negative equity left" in out
+
+
+def test_demo_funding_index_alone_runs_in_haircut_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TINY_DEMO, "--policy", "funding_index"]) == 0
+    assert "last resort: haircut/funding_index/" in capsys.readouterr().out
+
+
+def test_demo_help_lists_every_policy() -> None:
+    ran = _cli("demo", "--help")
+    for name in (*POLICIES, *MODES):
+        assert name in ran.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["demo", "--policy", "funding_index", "--mode", "close"],   # haircut-only policy in close mode
+    ["demo", "--policy", "queue", "--cap", "0.3"],              # cap is not used by the queue
+    ["demo", "--policy", "pro_rata", "--lot", "2"],             # lot is not used by pro_rata
+    ["demo", "--policy", "risk_aware", "--g", "cubic"],         # unknown risk function
+    ["demo", "--positions", "0"],                               # parser-level error
+    ["demo", "--policy", "lottery"],
+    ["stress", "--book", "no-such-book.csv", "--shock", "-0.1", "--no-progress"],
+    ["stress", "--positions", "2000", "--accounts", "200", "--shock", "-0.1", "--no-progress", "--counterparty", "99999"],
+])
+def test_user_errors_are_one_line_and_exit_2(args: list[str]) -> None:
+    ran = _cli(*args)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], ran.stderr
+
+
+def test_closed_pipe_is_one_line_and_exit_2() -> None:
+    # `true` reads nothing and exits at once: every write of the demo meets a closed pipe
+    ran = _cli(*TINY_DEMO, shell_suffix=" | true")
+    assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+    assert ran.returncode == 2, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_stress_into_head_has_no_traceback() -> None:
+    ran = _cli("stress", "--positions", "2000", "--accounts", "200", "--markets", "2", "--shock", "-0.2", "--no-progress",
+               "--out", "$(mktemp -d)", shell_suffix=" | head -1")
+    assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+    assert ran.returncode in (0, 2), ran.stderr
+    assert ran.stdout.startswith("deleverage stress:")

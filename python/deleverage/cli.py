@@ -9,10 +9,20 @@ and many random mark paths, once per last-resort policy, and writes a report.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
+#: exit status of every user error (bad options, bad input, an unwritable output, a closed pipe)
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the message and where to find help, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -23,8 +33,12 @@ def _positive_int(text: str) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deleverage", description="Exact loss-waterfall engine for derivatives exchanges.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+    from .waterfall import ADL_PRICES, MODES, POLICIES, RANKINGS
+
+    parser = _Parser(prog="deleverage", description="Exact loss-waterfall engine for derivatives exchanges.")
+    parser.add_argument("--version", action="version", version=f"deleverage {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="crash a generated book through the whole loss waterfall",
                           description="Generate a sample book (heavy-tailed sizes, log-normal leverage, several "
                                       "markets per account), crash one market's mark by --shock, run the margin "
@@ -38,11 +52,22 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--leverage", type=float, default=5.0, help="typical account leverage of the generated book (default 5)")
     demo.add_argument("--fund", type=float, default=50_000.0, help="insurance fund before the crash, quote currency (default 50,000)")
     demo.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
-    demo.add_argument("--mode", choices=["close", "haircut"], default="close", help="last resort: ADL close or haircut (default close)")
-    demo.add_argument("--policy", choices=["queue", "pro_rata", "funding_index"], default="queue",
-                      help="who pays in the last resort (default queue)")
-    demo.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex",
-                      help="ADL queue ranking (default bitmex)")
+    demo.add_argument("--mode", choices=MODES, default=None,
+                      help="last resort: ADL close or haircut (default close; haircut for funding_index, a haircut-only "
+                           "policy)")
+    demo.add_argument("--policy", choices=POLICIES, default="queue",
+                      help="who pays in the last resort (default queue; docs/policy_lab.md describes each)")
+    demo.add_argument("--ranking", choices=RANKINGS, default="bitmex", help="ADL queue ranking (default bitmex)")
+    demo.add_argument("--adl-price", choices=ADL_PRICES, default="bankruptcy",
+                      help="price of the ADL closes (default bankruptcy)")
+    demo.add_argument("--cap", type=_fraction, default=None,
+                      help="capped_pro_rata (default 0.25) and risk_aware (default none): the largest fraction of its "
+                           "capacity a winner may lose")
+    demo.add_argument("--lot", type=float, default=None,
+                      help="min_max_lots: the lot, market lots in close mode (default 1), quote currency in haircut mode")
+    demo.add_argument("--g", default="linear", help="risk_aware: risk function linear, power:k or excess:l0 (default linear)")
+    demo.add_argument("--theta", type=_theta, default="deficit",
+                      help="severity: 'deficit' (default) or a share in [0, 1] of every deficit sent to the last resort")
     _add_stress_parser(sub)
     return parser
 
@@ -157,8 +182,26 @@ def run_demo(args: argparse.Namespace) -> int:
     from .sample import MARKET_MAKER, sample_exchange
 
     if not -1.0 < args.shock < 10.0:
-        print("error: --shock must be between -1 and 10", file=sys.stderr)
-        return 2
+        print("deleverage demo: error: --shock must be between -1 and 10", file=sys.stderr)
+        return USAGE_ERROR
+    mode = args.mode or ("haircut" if args.policy == "funding_index" else "close")
+    waterfall: dict[str, Any] = {"mode": mode, "policy": args.policy, "ranking": args.ranking, "adl_price": args.adl_price}
+    if args.theta != "deficit":
+        waterfall["theta"] = float(args.theta)
+    if args.policy == "capped_pro_rata" or args.cap is not None:
+        waterfall["cap"] = 0.25 if args.cap is None else args.cap
+    if args.lot is not None:
+        waterfall["lot"] = int(args.lot) if mode == "close" and float(args.lot).is_integer() else args.lot
+    if args.g != "linear":
+        waterfall["g"] = args.g
+    if args.policy == "random_walk":
+        waterfall["seed"] = args.seed
+    # the waterfall's options are checked on an empty exchange first: a bad combination is
+    # reported before the book is generated
+    from . import Exchange
+
+    Exchange()._waterfall_config(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps),
+                                 **waterfall)
     t0 = time.perf_counter()
     ex = sample_exchange(args.positions, args.accounts, args.markets, seed=args.seed, leverage=args.leverage)
     ex.insurance.deposit(args.fund)
@@ -174,8 +217,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t_check = time.perf_counter() - t0
     fund_before = ex.insurance.balance()
     t0 = time.perf_counter()
-    result = ex.liquidate(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps),
-                          mode=args.mode, policy=args.policy, ranking=args.ranking)
+    result = ex.liquidate(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps), **waterfall)
     t_waterfall = time.perf_counter() - t0
     ex.check_invariants()
     final = ex.check_margin()
@@ -189,7 +231,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  book generated and loaded in {t_load:.2f} s; engine memory {ex.memory_bytes / max(1, ex.position_count):.1f} "
           f"bytes/position")
     print(f"  crash: {symbol} mark {float(marks[0]):,.2f} -> {new_mark:,.2f} ({args.shock:+.0%}); "
-          f"executor: market maker at {args.slippage_bps:g} bps slippage; last resort: {args.mode}/{args.policy}/{args.ranking}")
+          f"executor: market maker at {args.slippage_bps:g} bps slippage; last resort: {mode}/{args.policy}/{args.ranking}")
     print()
     print(f"  margin check of every account:   {t_check * 1e3:8.1f} ms")
     print(f"  waterfall step:                  {t_waterfall * 1e3:8.1f} ms")
@@ -218,14 +260,43 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _build_parser().parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args)
-    if args.command == "stress":
-        from .stress_cli import run_stress_command
+    """Run the command; every user error ends in one line on stderr and exit status 2."""
+    from .errors import DeleverageError
 
-        return run_stress_command(args)
-    return 2  # argparse rejects unknown commands before this
+    args = _build_parser().parse_args(argv)
+    prog = f"deleverage {args.command}"
+    try:
+        if args.command == "demo":
+            status = run_demo(args)
+        else:
+            from .stress_cli import run_stress_command
+
+            status = run_stress_command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`deleverage stress ... | head -1`): stop writing, quietly for
+        # stdout; Python would otherwise complain again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        _say(f"{prog}: error: output closed before the command finished")
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        _say(f"{prog}: interrupted")
+        return 130
+    except (DeleverageError, ValueError, OSError) as err:
+        # bad input or options the parser cannot see (combinations, files): the library's
+        # message names the field and the value as given
+        message = " ".join(str(err).split()) or type(err).__name__
+        _say(f"{prog}: error: {message}")
+        return USAGE_ERROR
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # stderr closed as well: nothing left to tell
+        pass
 
 
 if __name__ == "__main__":
