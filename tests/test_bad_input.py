@@ -217,8 +217,70 @@ def test_bad_input_is_refused_and_changes_nothing(name: str, call: Call, exc: ty
     message = str(info.value)
     for needle in needles:
         assert needle in message, f"{name}: {needle!r} not in {message!r}"
+    assert "np." not in message and "numpy" not in message, f"{name}: a numpy repr in {message!r}"
     assert_same_state(before, snapshot(ex))
     ex.check_invariants()
+
+
+# Messages in the caller's units and names (issue 11). The fixture (tests/books.py): money in
+# micro-units, BTC lots of 0.001 and ticks of 0.1, ETH lots of 0.01 and ticks of 0.01;
+# account 1 has equity 30 and initial margin 18 at the marks, so withdrawing 15 leaves 15.
+# (call, substrings the message must hold, substrings it must not: the engine's units)
+UNIT_CASES: list[tuple[str, Call, tuple[str, ...], tuple[str, ...]]] = [
+    ("mark", lambda ex: ex.set_marks(["BTC"], [-5.0]), ("prices[0]", "market 'BTC'", "got -5.0"), ("-50",)),
+    ("mark-numpy", lambda ex: ex.set_marks(["ETH"], np.array([-2.5])), ("market 'ETH'", "got -2.5"), ("-250",)),
+    ("mark-exact", lambda ex: ex.set_marks(["BTC"], np.array([-7]), exact=True), ("got -7)",), ("-7.0", "-0.7")),
+    ("mark-twice", lambda ex: ex.set_marks(["BTC", "BTC"], [95.0, 96.0]), ("markets[1]", "market 'BTC' appears twice"), ("id 0",)),
+    ("deposit", lambda ex: ex.deposit([1, 4], [5.0, -3.0]), ("amounts[1]", "got -3.0", "account 4"), ("3000000",)),
+    ("withdraw-negative", lambda ex: ex.withdraw(1, -2.0), ("got -2.0", "account 1"), ("2000000",)),
+    ("withdraw-margin", lambda ex: ex.withdraw([4, 1], [1.0, 15.0]),
+     ("amounts[1]", "withdrawing 15.0 from account 1", "equity 15.0", "initial margin 18.0"), ("15000000", "18000000")),
+    ("withdraw-margin-batch", lambda ex: ex.withdraw([1, 1], [10.0, 5.0]), ("amounts[1]", "withdrawing 5.0", "equity 15.0"), ()),
+    ("withdraw-margin-exact", lambda ex: ex.withdraw(1, np.array([15_000_000]), exact=True),
+     ("withdrawing 15000000", "equity 15000000", "initial margin 18000000"), ()),
+    ("insurance-deposit", lambda ex: ex.insurance.deposit(-5.0), ("amount", "got -5.0"), ("5000000",)),
+    ("trade-size", lambda ex: ex.trade(1, 2, "BTC", -1.0, 100.0), ("sizes[0]", "buyer 1, seller 2, market 'BTC'", "got -1.0"), ("1000",)),
+    ("trade-price", lambda ex: ex.trade(1, 2, "ETH", 1.0, -20.0), ("prices[0]", "market 'ETH'", "got -20.0"), ("2000",)),
+    ("trade-grid", lambda ex: ex.trade(1, 2, "BTC", 0.0001, 100.0), ("sizes[0]", "market 'BTC'", "0.0001", "0.001"), ()),
+    ("load-zero", lambda ex: ex.load_positions([4, 4], ["BTC", "ETH"], [0.5, 0.0], [90.0, 21.0], counterparty=2),
+     ("sizes[1]", "account 4, market 'ETH'", "zero size"), ()),
+    ("load-entry", lambda ex: ex.load_positions([4], ["ETH"], [1.0], [-21.0], counterparty=2),
+     ("entry_prices[0]", "account 4, market 'ETH'", "got -21.0"), ("2100",)),
+    ("load-unbalanced", lambda ex: ex.load_positions([4], ["ETH"], [1.5], [21.0]),
+     ("market 'ETH'", "net to 1.5", "counterparty="), ("150 lots", "lots")),
+    ("load-unbalanced-exact", lambda ex: ex.load_positions([4], ["ETH"], np.array([150]), np.array([2100]), exact=True),
+     ("market 'ETH'", "net to 150 lots"), ()),
+    ("rate-numpy", lambda ex: ex.add_market("SOL", qty_decimals=1, price_decimals=2, maintenance_margin=np.float64(2.5),
+                                             initial_margin=0.1), ("maintenance_margin", "got 2.5"), ("np.", "float64")),
+    ("theta-numpy", lambda ex: ex.liquidate(executor=deleverage.MarketClose(2), theta=np.float64(1.5)), ("theta", "got 1.5"),
+     ("np.", "float64")),
+]
+
+
+@pytest.mark.parametrize("name,call,needles,forbidden", UNIT_CASES, ids=[c[0] for c in UNIT_CASES])
+def test_messages_quote_the_callers_units_and_names(name: str, call: Call, needles: tuple[str, ...],
+                                                    forbidden: tuple[str, ...]) -> None:
+    ex = make_exchange()
+    before = snapshot(ex)
+    with pytest.raises(errors.DeleverageError) as info:
+        call(ex)
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, f"{name}: {needle!r} not in {message!r}"
+    for bad in forbidden:
+        assert bad not in message, f"{name}: {bad!r} in {message!r}"
+    assert_same_state(before, snapshot(ex))
+
+
+def test_errors_expose_field_and_index() -> None:
+    ex = make_exchange()
+    with pytest.raises(errors.InvalidInput) as info:
+        ex.trades([1, 1], [2, 2], ["BTC", "BTC"], [1.0, 0.0001], [100.0, 100.0])
+    assert (info.value.field, info.value.index) == ("sizes", 1)
+    assert info.value.detail == "0.0001 is not a multiple of the unit 0.001"
+    with pytest.raises(errors.UnknownId) as unknown:  # the engine's messages too
+        ex.trades([1, 1], [2, 99], ["BTC", "BTC"], [1.0, 1.0], [100.0, 100.0])
+    assert (unknown.value.field, unknown.value.index) == ("sellers", 1)
 
 
 @pytest.mark.parametrize("name,overrides,needles", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])

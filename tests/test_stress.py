@@ -413,14 +413,14 @@ def test_load_book_from_csv_and_parquet_with_a_market_table(tmp_path) -> None:
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.drop(columns="collateral"), "missing column 'collateral'"),
-    (lambda d: d.assign(size=[0.5, "abc", 2.0, -2.0]), r"book.size\[1\]: expected a finite number"),
-    (lambda d: d.assign(size=[0.5, -0.5, 0.0, -2.0]), r"book.size\[2\]: a position size must not be zero"),
-    (lambda d: d.assign(entry_price=[1.0, 2.0, -3.0, 4.0]), r"book.entry_price\[2\]: an entry price must be positive"),
-    (lambda d: d.assign(collateral=[5000.0, -1.0, 5000.0, 1.0]), r"book.collateral\[1\]: collateral must not be negative"),
-    (lambda d: d.assign(collateral=[5000.0, 3000.0, 4000.0, 1.0]), r"book.collateral\[2\]: account 1 has collateral"),
-    (lambda d: d.assign(account=[1, 2.5, 1, 3]), r"book.account\[1\]: expected a non-negative integer"),
-    (lambda d: d.assign(market=["BTC", None, "ETH", "ETH"]), r"book.market\[1\]: expected a market symbol"),
-    (lambda d: d.assign(market=["BTC", "BTC", "BTC", "ETH"]), "rows 0 and 2: account 1 holds market 'BTC' twice"),
+    (lambda d: d.assign(size=[0.5, "abc", 2.0, -2.0]), r"book.size at row 1: expected a finite number \(got 'abc'\)"),
+    (lambda d: d.assign(size=[0.5, -0.5, 0.0, -2.0]), r"book.size at row 2 \(account 1, market 'ETH'\): a position size must not be zero"),
+    (lambda d: d.assign(entry_price=[1.0, 2.0, -3.0, 4.0]), r"book.entry_price at row 2 \(account 1, market 'ETH'\): an entry price must be positive \(got -3.0\)"),
+    (lambda d: d.assign(collateral=[5000.0, -1.0, 5000.0, 1.0]), r"book.collateral at row 1 \(account 2\): collateral must not be negative \(got -1.0\)"),
+    (lambda d: d.assign(collateral=[5000.0, 3000.0, 4000.0, 1.0]), r"book.collateral at row 2: account 1 has collateral 4000.0 here and 5000.0 at row 0"),
+    (lambda d: d.assign(account=[1, 2.5, 1, 3]), r"book.account at row 1: expected a non-negative integer id \(got 2.5\)"),
+    (lambda d: d.assign(market=["BTC", None, "ETH", "ETH"]), r"book.market at row 1: expected a market symbol"),
+    (lambda d: d.assign(market=["BTC", "BTC", "BTC", "ETH"]), "account 1 holds market 'BTC' twice, at row 0 and row 2"),
     (lambda d: d.iloc[:0], "no rows"),
 ])
 def test_malformed_books_are_refused_naming_column_and_row(change, message) -> None:
@@ -437,9 +437,33 @@ def test_bad_book_sources_and_market_tables(tmp_path) -> None:
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InvalidInput, match="cannot read"):
         dl.load_book(tmp_path / "bad.parquet")
-    with pytest.raises(InvalidInput, match=r"book.market\[2\]: market 'ETH' is not in the market table"):
+    with pytest.raises(InvalidInput, match=r"book.market at row 2: market 'ETH' is not in the market table"):
         dl.load_book(BOOK, markets=[{"symbol": "BTC"}])
     with pytest.raises(ConfigError, match="unknown column 'tick'"):
         dl.load_book(BOOK, markets=[{"symbol": "BTC", "tick": 1}, {"symbol": "ETH"}])
     with pytest.raises(InvalidInput, match="does not net to zero|net|counterparty"):
         dl.load_book(BOOK.iloc[:3])
+
+
+def test_book_file_errors_name_the_line_account_and_market_in_the_files_units(tmp_path) -> None:
+    """A value the engine refuses (off the market's lot grid) is reported against the user's
+    file: the column name, the file line (header = line 1), the account and the market, and
+    the value as written; an unbalanced market is quoted in base units, not lots."""
+    table = pd.DataFrame({"symbol": ["BTC", "ETH"], "qty_decimals": [3, 2]})
+    off_grid = BOOK.copy()
+    off_grid.loc[2, "size"] = 2.0001  # ETH lots are 0.01
+    off_grid.to_csv(tmp_path / "book.csv", index=False)
+    with pytest.raises(InvalidInput) as info:
+        dl.load_book(tmp_path / "book.csv", markets=table)
+    assert str(info.value) == ("book.size at line 4 of book.csv (account 1, market 'ETH'): 2.0001 is not a multiple of "
+                               "the unit 0.01")
+    unbalanced = BOOK.copy()
+    unbalanced.loc[3, "size"] = -1.0
+    unbalanced.to_parquet(tmp_path / "book.parquet")
+    with pytest.raises(InvalidInput, match=r"positions in market 'ETH' net to 1.0, not 0"):
+        dl.load_book(tmp_path / "book.parquet", markets=table)
+    bad = BOOK.copy()
+    bad.loc[1, "entry_price"] = -1.0
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InvalidInput, match=r"book.entry_price at line 3 of bad.csv \(account 2, market 'BTC'\): .*got -1.0"):
+        dl.load_book(tmp_path / "bad.csv")

@@ -8,7 +8,7 @@ raises InvalidInput / ArithmeticOverflow naming the field and the index.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,13 @@ from .errors import ArithmeticOverflow, InvalidInput
 _FLOAT_LIMIT = float(2**63)
 # Relative tolerance for "on the grid": float noise of a decimal literal, not a real offset.
 _GRID_TOLERANCE = 1e-9
+
+
+def plain(value: Any) -> str:
+    """A value as the user would write it: ``-5.0``, ``3``, ``'BTC'``; never a numpy repr."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value) if isinstance(value, (str, float)) else str(value)
 
 
 def as_1d(values: Any, field: str) -> np.ndarray:
@@ -58,7 +65,7 @@ def integers(values: Any, field: str, dtype: type = np.int64) -> np.ndarray:
         # Python ints too large for int64 land here (and mixed lists): check each element.
         for i, v in enumerate(arr):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise InvalidInput(f"{field}[{i}]: expected an integer, got {type(v).__name__} {v!r}")
+                raise InvalidInput(f"{field}[{i}]: expected an integer, got {type(v).__name__} {plain(v)}")
             if not np.iinfo(dtype).min <= int(v) <= np.iinfo(dtype).max:
                 raise ArithmeticOverflow(f"{field}[{i}]: {v} does not fit in {np.dtype(dtype).name}")
         return np.array([int(v) for v in arr], dtype=dtype)
@@ -76,15 +83,25 @@ def integers(values: Any, field: str, dtype: type = np.int64) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: bool, on_grid: bool) -> np.ndarray:
+def _field_at(field: str, where: Optional[Callable[[int], str]]) -> Callable[[int], str]:
+    """``field[i]``, followed by what row i is about when the caller says so."""
+    if where is None:
+        return lambda i: f"{field}[{i}]"
+    return lambda i: f"{field}[{i}] ({where(i)})"
+
+
+def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: bool, on_grid: bool,
+             where: Optional[Callable[[int], str]] = None) -> np.ndarray:
     """Human units -> int64 units of 10**-decimals (decimals may differ per row).
 
     exact=True: the values already are integer units and must have an integer dtype.
     on_grid=True: a float must be a whole number of units (sizes, prices); otherwise it is
-    rounded to the nearest unit (money).
+    rounded to the nearest unit (money). ``where(i)`` names row i's account or market in
+    messages (e.g. ``"market 'BTC-PERP'"``).
     """
     if exact:
         return integers(values, field)
+    field_at = _field_at(field, where)
     if isinstance(values, (list, tuple)) and len(values) == 0:
         return np.empty(0, dtype=np.int64)
     arr = as_1d(values, field)
@@ -96,14 +113,14 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
         big = np.abs(arr.astype(np.float64)) * scale >= _FLOAT_LIMIT / 2
         if big.any():
             i = _first_bad(np.broadcast_to(big, arr.shape))
-            raise ArithmeticOverflow(f"{field}[{i}]: {arr[i].item()!r} does not fit the fixed-point range")
+            raise ArithmeticOverflow(f"{field_at(i)}: {plain(arr[i])} does not fit the fixed-point range")
         mult = np.power(10, np.asarray(decimals, dtype=np.int64)).astype(np.int64)
         return np.ascontiguousarray(arr.astype(np.int64) * mult)
     arr = arr.astype(np.float64, copy=False)
     finite = np.isfinite(arr)
     if not finite.all():
         i = _first_bad(~finite)
-        raise InvalidInput(f"{field}[{i}]: {arr[i].item()!r} is not a finite number")
+        raise InvalidInput(f"{field_at(i)}: {plain(arr[i])} is not a finite number")
     scaled = arr * scale
     rounded = np.rint(scaled)
     if on_grid:
@@ -111,11 +128,11 @@ def to_fixed(values: Any, decimals: int | npt.ArrayLike, field: str, *, exact: b
         if off.any():
             i = _first_bad(off)
             unit = 10.0 ** -float(np.broadcast_to(np.asarray(decimals), arr.shape)[i])
-            raise InvalidInput(f"{field}[{i}]: {arr[i].item()!r} is not a multiple of the unit {unit:g}")
+            raise InvalidInput(f"{field_at(i)}: {plain(arr[i])} is not a multiple of the unit {unit:g}")
     too_big = np.abs(rounded) >= _FLOAT_LIMIT
     if too_big.any():
         i = _first_bad(too_big)
-        raise ArithmeticOverflow(f"{field}[{i}]: {arr[i].item()!r} does not fit the fixed-point range")
+        raise ArithmeticOverflow(f"{field_at(i)}: {plain(arr[i])} does not fit the fixed-point range")
     return np.ascontiguousarray(rounded.astype(np.int64))
 
 
@@ -135,7 +152,7 @@ def rate_to_fixed(rate: float, field: str) -> int:
 
     r = float(rate)
     if not np.isfinite(r) or r < 0 or r > 1:
-        raise ConfigError(f"{field} must be a fraction between 0 and 1 (got {rate!r})")
+        raise ConfigError(f"{field} must be a fraction between 0 and 1 (got {plain(rate)})")
     return int(round(r * 100_000_000))
 
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from .errors import ConfigError, InvalidInput
+from ._convert import plain
+from .errors import ConfigError, DeleverageError, InvalidInput
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -66,7 +67,28 @@ def _read_table(source: Source, what: str) -> Any:
     raise InvalidInput(f"{what}: expected a pandas DataFrame or a .csv / .parquet path (got {type(source).__name__})")
 
 
-def _numeric(df: Any, col: str, what: str) -> np.ndarray:
+class _Rows:
+    """Names a book row as the user sees it: a line of their CSV file (the header is line 1),
+    a row of their Parquet file or the index label of their DataFrame; ``at("size", i)``
+    reads ``book.size at line 68 of book.csv``."""
+
+    def __init__(self, source: Source, df: Any) -> None:
+        self._index = df.index
+        self._file = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else None
+        self._csv = self._file is not None and self._file.endswith(".csv")
+
+    def __call__(self, i: int) -> str:
+        if self._csv:
+            return f"line {i + 2} of {self._file}"
+        if self._file is not None:
+            return f"row {i} of {self._file}"
+        return f"row {plain(self._index[i])}"
+
+    def at(self, col: str, i: int) -> str:
+        return f"book.{col} at {self(i)}"
+
+
+def _numeric(df: Any, col: str, rows: _Rows) -> np.ndarray:
     import pandas as pd
 
     raw = df[col]
@@ -74,7 +96,7 @@ def _numeric(df: Any, col: str, what: str) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"{what}.{col}[{i}]: expected a finite number (got {raw.iloc[i]!r})")
+        raise InvalidInput(f"{rows.at(col, i)}: expected a finite number (got {plain(raw.iloc[i])})")
     return values
 
 
@@ -109,42 +131,49 @@ def load_book(
         raise InvalidInput(f"book: missing column {missing[0]!r} (a book needs columns {', '.join(BOOK_COLUMNS)})")
     if len(df) == 0:
         raise InvalidInput("book: no rows")
-    acc_f = _numeric(df, "account", "book")
+    rows = _Rows(source, df)
+    acc_f = _numeric(df, "account", rows)
     bad = (acc_f != np.rint(acc_f)) | (acc_f < 0) | (acc_f >= 2.0**63)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"book.account[{i}]: expected a non-negative integer id (got {df['account'].iloc[i]!r})")
+        raise InvalidInput(f"{rows.at('account', i)}: expected a non-negative integer id (got {plain(df['account'].iloc[i])})")
     accounts = acc_f.astype(np.int64)
     symbols = df["market"]
     bad_sym = [i for i, v in enumerate(symbols) if not isinstance(v, str) or not v]
     if bad_sym:
-        raise InvalidInput(f"book.market[{bad_sym[0]}]: expected a market symbol (got {symbols.iloc[bad_sym[0]]!r})")
+        raise InvalidInput(f"{rows.at('market', bad_sym[0])}: expected a market symbol (got {plain(symbols.iloc[bad_sym[0]])})")
     symbols = symbols.astype(str).to_numpy()
-    sizes = _numeric(df, "size", "book")
+    def about(i: int) -> str:  # the account and market of row i
+        return f"account {accounts[i]}, market {symbols[i]!r}"
+
+    sizes = _numeric(df, "size", rows)
     if (sizes == 0).any():
-        raise InvalidInput(f"book.size[{int(np.flatnonzero(sizes == 0)[0])}]: a position size must not be zero")
-    prices = _numeric(df, "entry_price", "book")
+        i = int(np.flatnonzero(sizes == 0)[0])
+        raise InvalidInput(f"{rows.at('size', i)} ({about(i)}): a position size must not be zero")
+    prices = _numeric(df, "entry_price", rows)
     if (prices <= 0).any():
         i = int(np.flatnonzero(prices <= 0)[0])
-        raise InvalidInput(f"book.entry_price[{i}]: an entry price must be positive (got {float(prices[i])!r})")
-    collateral = _numeric(df, "collateral", "book")
+        raise InvalidInput(f"{rows.at('entry_price', i)} ({about(i)}): an entry price must be positive (got {plain(float(prices[i]))})")
+    collateral = _numeric(df, "collateral", rows)
     if (collateral < 0).any():
         i = int(np.flatnonzero(collateral < 0)[0])
-        raise InvalidInput(f"book.collateral[{i}]: collateral must not be negative (got {float(collateral[i])!r})")
+        raise InvalidInput(f"{rows.at('collateral', i)} (account {accounts[i]}): collateral must not be negative "
+                           f"(got {plain(float(collateral[i]))})")
     # one position per (account, market), one collateral per account
     order = np.lexsort((symbols, accounts))
     same = (accounts[order][1:] == accounts[order][:-1]) & (symbols[order][1:] == symbols[order][:-1])
     if same.any():
         j = int(np.flatnonzero(same)[0])
         a, b = sorted((int(order[j]), int(order[j + 1])))
-        raise InvalidInput(f"book rows {a} and {b}: account {accounts[a]} holds market {symbols[a]!r} twice")
+        raise InvalidInput(f"book: account {accounts[a]} holds market {symbols[a]!r} twice, at {rows(a)} and {rows(b)}")
     first: dict[int, int] = {}
     for i, (a, c) in enumerate(zip(accounts.tolist(), collateral.tolist())):
         j = first.setdefault(a, i)
         if collateral[j] != c:
-            raise InvalidInput(f"book.collateral[{i}]: account {a} has collateral {float(collateral[j])!r} on row {j} and {float(c)!r} here")
+            raise InvalidInput(f"{rows.at('collateral', i)}: account {a} has collateral {plain(float(c))} here and "
+                               f"{plain(float(collateral[j]))} at {rows(j)}")
 
-    spec = _market_table(markets, symbols, sizes, prices)
+    spec = _market_table(markets, symbols, sizes, prices, rows)
     ex = Exchange(money_decimals, threads=threads)
     for row in spec:
         ex.add_market(row["symbol"], qty_decimals=int(row["qty_decimals"]), price_decimals=int(row["price_decimals"]),
@@ -155,13 +184,22 @@ def load_book(
     if counterparty is not None and int(counterparty) not in first:
         ex.deposit(int(counterparty), counterparty_collateral)
     ex.deposit(ids, amounts)
-    ex.load_positions(accounts, list(symbols), sizes, prices, counterparty=counterparty)
+    try:
+        ex.load_positions(accounts, list(symbols), sizes, prices, counterparty=counterparty)
+    except DeleverageError as err:
+        # the exchange names its arguments (sizes[66]); the user's file has columns and lines
+        column = {"accounts": "account", "markets": "market", "sizes": "size", "entry_prices": "entry_price"}.get(err.field or "")
+        if column is None or err.index is None:
+            raise
+        i = err.index
+        raise type(err)(f"{rows.at(column, i)} ({about(i)}): {err.detail}") from None
     if fund > 0:
         ex.insurance.deposit(fund)
     return ex
 
 
-def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndarray, prices: np.ndarray) -> list[dict[str, Any]]:
+def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndarray, prices: np.ndarray,
+                  rows: _Rows) -> list[dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     if markets is not None:
         mt = _read_table(markets, "markets")
@@ -178,7 +216,7 @@ def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndar
         missing = sorted(set(symbols.tolist()) - set(table))
         if missing:
             i = int(np.flatnonzero(symbols == missing[0])[0])
-            raise InvalidInput(f"book.market[{i}]: market {missing[0]!r} is not in the market table")
+            raise InvalidInput(f"{rows.at('market', i)}: market {missing[0]!r} is not in the market table")
     else:
         for sym in dict.fromkeys(symbols.tolist()):
             table[sym] = {"symbol": sym}

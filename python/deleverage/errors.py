@@ -7,6 +7,9 @@ working. Messages name the offending field and, for arrays, the index.
 
 from __future__ import annotations
 
+import re
+from typing import Any, Optional
+
 __all__ = [
     "DeleverageError",
     "ConfigError",
@@ -20,8 +23,41 @@ __all__ = [
 ]
 
 
+# numpy scalar reprs (``np.float64(2.5)``, ``np.int64(7)``) in a message: shown as the plain number
+_NUMPY_REPR = re.compile(r"\bnp\.(?:float|int|uint)\d*\(([^()]*)\)")
+# "field[index]: ..." (the engine's and the Python layer's per-row messages start this way)
+_AT = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\](?: \([^()]*\))?: ")
+
+
 class DeleverageError(Exception):
-    """Base class of every error raised by deleverage."""
+    """Base class of every error raised by deleverage.
+
+    ``field`` and ``index`` are the offending argument and row when the message names them
+    (``"prices[1]: ..."``), else None. Numbers in messages are plain (``2.5``, never
+    ``np.float64(2.5)``) and in the units the caller used.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        if args and isinstance(args[0], str):
+            args = (_NUMPY_REPR.sub(r"\1", args[0]), *args[1:])
+        super().__init__(*args)
+
+    @property
+    def field(self) -> Optional[str]:
+        m = _AT.match(str(self.args[0])) if self.args else None
+        return m.group(1) if m else None
+
+    @property
+    def index(self) -> Optional[int]:
+        m = _AT.match(str(self.args[0])) if self.args else None
+        return int(m.group(2)) if m else None
+
+    @property
+    def detail(self) -> str:
+        """The message without its ``field[index]: `` prefix."""
+        text = str(self.args[0]) if self.args else ""
+        m = _AT.match(text)
+        return text[m.end():] if m else text
 
 
 class ConfigError(DeleverageError, ValueError):

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from . import _convert as cv
 from . import _core
-from .errors import ConfigError, InvalidInput, JournalTruncated, UnknownId
+from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTruncated, UnknownId
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
@@ -33,13 +33,25 @@ _NO_TIER_AMOUNT = -1
 _NO_CAP = np.iinfo(np.int64).max
 
 
+def _given(values: Any, i: int) -> Any:
+    """Row ``i`` of an argument as the caller gave it (a scalar stands for every row)."""
+    arr = np.asarray(values)
+    return arr.item() if arr.ndim == 0 else arr.reshape(-1)[i if arr.size > 1 else 0]
+
+
+def _first(mask: np.ndarray) -> Optional[int]:
+    """The first row where ``mask`` holds, or None."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
 def _fraction_units(value: Any, field: str) -> int:
     """A fraction in [0, 1] -> integer units of 1e-8 (nearest), or InvalidInput naming the field."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {value!r})")
+        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {cv.plain(value)})")
     v = float(value)
     if not np.isfinite(v) or v < 0 or v > 1:
-        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {value!r})")
+        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {cv.plain(value)})")
     return int(round(v * 100_000_000))
 
 
@@ -279,7 +291,7 @@ class Exchange:
         if mark_price is not None:
             mark_ticks = cv.to_fixed(mark_price, int(price_decimals), "mark_price", exact=False, on_grid=True)
             if mark_ticks[0] <= 0:
-                raise InvalidInput(f"mark_price must be positive (got {mark_price!r})")
+                raise InvalidInput(f"mark_price must be positive (got {cv.plain(mark_price)})")
         market_id = int(self._engine.add_market(symbol, int(qty_decimals), int(price_decimals), mmr, imr, fee, tier_rows))
         self._symbols[symbol] = market_id
         self._qty_decimals.append(int(qty_decimals))
@@ -331,6 +343,7 @@ class Exchange:
         acc = cv.integers(accounts, "accounts")
         amt = cv.to_fixed(amounts, self._money_decimals, "amounts", exact=exact, on_grid=False)
         acc, amt = self._broadcast(acc=acc, amt=amt, names=("accounts", "amounts"))
+        self._refuse_negative(acc, amt, amounts, "a deposit")
         self._engine.deposit(acc, amt)
 
     def withdraw(self, accounts: ArrayLike, amounts: ArrayLike, *, exact: bool = False) -> None:
@@ -339,7 +352,32 @@ class Exchange:
         acc = cv.integers(accounts, "accounts")
         amt = cv.to_fixed(amounts, self._money_decimals, "amounts", exact=exact, on_grid=False)
         acc, amt = self._broadcast(acc=acc, amt=amt, names=("accounts", "amounts"))
-        self._engine.withdraw(acc, amt)
+        self._refuse_negative(acc, amt, amounts, "a withdrawal")
+        try:
+            self._engine.withdraw(acc, amt)
+        except InsufficientMargin as err:
+            raise self._insufficient_margin(err, acc, amt, amounts, exact) from None
+
+    @staticmethod
+    def _refuse_negative(acc: np.ndarray, amt: np.ndarray, given: Any, what: str) -> None:
+        i = _first(amt < 0)
+        if i is not None:
+            raise InvalidInput(f"amounts[{i}]: {what} must not be negative (got {cv.plain(_given(given, i))} for "
+                               f"account {acc[i]})")
+
+    def _insufficient_margin(self, err: InsufficientMargin, acc: np.ndarray, amt: np.ndarray, given: Any,
+                             exact: bool) -> InsufficientMargin:
+        """The engine's refusal restated in the caller's units: the amount as given, the
+        equity the withdrawal would leave and the initial margin, in quote currency."""
+        i = err.index
+        if i is None or not 0 <= i < len(acc):
+            return err
+        a = int(acc[i])
+        equity, _, initial, _, _ = self._engine.account_margin(a)  # the call was undone: state as before it
+        after = int(equity) - int(amt[: i + 1][acc[: i + 1] == a].sum())  # rows before i for this account count too
+        money = (lambda u: str(u)) if exact else (lambda u: cv.plain(u / 10**self._money_decimals))
+        return InsufficientMargin(f"amounts[{i}]: withdrawing {cv.plain(_given(given, i))} from account {a} would leave "
+                                  f"equity {money(after)} below its initial margin {money(int(initial))}")
 
     @staticmethod
     def _broadcast(*, acc: np.ndarray, amt: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -376,10 +414,46 @@ class Exchange:
         n = cv.check_lengths(accounts=acc, markets=mk, sizes=cv.as_1d(sizes, "sizes"), entry_prices=cv.as_1d(entry_prices, "entry_prices"))
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk] if n else 0
         pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk] if n else 0
-        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True)
-        p = cv.to_fixed(entry_prices, pd_, "entry_prices", exact=exact, on_grid=True)
+        where = self._row_label(mk, accounts=acc)
+        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True, where=where)
+        p = cv.to_fixed(entry_prices, pd_, "entry_prices", exact=exact, on_grid=True, where=where)
+        i = _first(q == 0)
+        if i is not None:
+            raise InvalidInput(f"sizes[{i}] ({where(i)}): a position must not have zero size")
+        self._refuse_non_positive(p, entry_prices, "entry_prices", "an entry price", where)
         cp = None if counterparty is None else int(cv.integers(counterparty, "counterparty")[0])
-        self._engine.load_positions(acc, mk, q, p, cp)
+        try:
+            self._engine.load_positions(acc, mk, q, p, cp)
+        except InvalidInput as err:
+            if not str(err).startswith("the book is not balanced"):
+                raise
+            raise self._unbalanced(mk, q, exact) from None
+
+    def _row_label(self, mk: np.ndarray, **ids: np.ndarray) -> Any:
+        """``where(i)`` for messages: row i's accounts (by role) and market symbol."""
+        symbols = self.markets
+
+        def where(i: int) -> str:
+            parts = [f"{role[:-1] if role.endswith('s') else role} {int(v[i])}" for role, v in ids.items()]
+            return ", ".join(parts + [f"market {symbols[int(mk[i])]!r}"])
+
+        return where
+
+    @staticmethod
+    def _refuse_non_positive(ticks: np.ndarray, given: Any, field: str, what: str, where: Any) -> None:
+        i = _first(ticks <= 0)
+        if i is not None:
+            raise InvalidInput(f"{field}[{i}] ({where(i)}): {what} must be positive (got {cv.plain(_given(given, i))})")
+
+    def _unbalanced(self, mk: np.ndarray, q: np.ndarray, exact: bool) -> InvalidInput:
+        """The engine's unbalanced-book refusal with the net size in base units (lots when exact)."""
+        net = np.zeros(len(self._symbols), dtype=object)
+        for m, lots in zip(mk.tolist(), q.tolist()):
+            net[m] += lots
+        m = next(k for k in range(len(net)) if net[k] != 0)
+        amount = str(net[m]) + " lots" if exact else cv.plain(net[m] / 10 ** self._qty_decimals[m])
+        return InvalidInput(f"the book is not balanced: the positions in market {self.markets[m]!r} net to {amount}, not 0; "
+                            f"pass counterparty= to name the account that takes the other side")
 
     def trade(self, buyer: int, seller: int, market: MarketRef, size: float, price: float, *, exact: bool = False) -> None:
         """One fill: ``buyer`` buys ``size`` (> 0, base units) from ``seller`` at ``price``.
@@ -405,8 +479,11 @@ class Exchange:
         cv.check_lengths(buyers=b, sellers=s, markets=mk, sizes=cv.as_1d(sizes, "sizes"), prices=cv.as_1d(prices, "prices"))
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
         pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
-        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True)
-        p = cv.to_fixed(prices, pd_, "prices", exact=exact, on_grid=True)
+        where = self._row_label(mk, buyers=b, sellers=s)
+        q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True, where=where)
+        p = cv.to_fixed(prices, pd_, "prices", exact=exact, on_grid=True, where=where)
+        self._refuse_non_positive(q, sizes, "sizes", "a trade size", where)
+        self._refuse_non_positive(p, prices, "prices", "a price", where)
         self._engine.trades(b, s, mk, q, p)
 
     # ------------------------------------------------------------------ marks and margin
@@ -414,7 +491,14 @@ class Exchange:
         """Set mark prices (quote per base unit, > 0). Revaluation happens in check_margin."""
         mk = self._market_ids(markets, "markets")
         cv.check_lengths(markets=mk, prices=cv.as_1d(prices, "prices"))
-        p = cv.to_fixed(prices, np.asarray(self._price_decimals, dtype=np.int64)[mk], "prices", exact=exact, on_grid=True)
+        where = self._row_label(mk)
+        p = cv.to_fixed(prices, np.asarray(self._price_decimals, dtype=np.int64)[mk], "prices", exact=exact, on_grid=True,
+                        where=where)
+        self._refuse_non_positive(p, prices, "prices", "a mark price", where)
+        seen: dict[int, int] = {}
+        for i, m in enumerate(mk.tolist()):
+            if seen.setdefault(m, i) != i:
+                raise InvalidInput(f"markets[{i}]: market {self.markets[m]!r} appears twice (rows {seen[m]} and {i})")
         self._engine.set_marks(mk, p)
 
     def marks(self, *, exact: bool = False) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import numpy as np
 
 from . import _convert as cv
+from .errors import InvalidInput
 from .reports import _Table
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class InsuranceFund:
     def deposit(self, amount: float, pool: Optional[Union[int, str]] = None, *, exact: bool = False) -> None:
         """Add money to a pool (default: the shared pool; a market symbol means its pool)."""
         units = int(cv.to_fixed(amount, self._ex.money_decimals, "amount", exact=exact, on_grid=False)[0])
+        if units < 0:
+            raise InvalidInput(f"amount: an insurance deposit must not be negative (got {cv.plain(amount)})")
         self._ex._engine.insurance_deposit(units, self._pool(pool))
 
     def balance(self, pool: Optional[Union[int, str]] = None, *, exact: bool = False) -> Union[float, int]:
