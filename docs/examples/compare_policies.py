@@ -59,12 +59,18 @@ def supported(specs: list[dict], mode: str) -> tuple[list[dict], list[str]]:
     return keep, [s["label"] for s in specs if s["policy"] not in runs]
 
 
-def run(mode: str, specs: list[dict]) -> tuple[deleverage.ComparisonTable, list[str]]:
+def compare_mode(mode: str, specs: list[dict]) -> tuple[deleverage.ComparisonTable, list[str]]:
+    """The comparison of one mode (no files written; tests/test_docs_numbers.py checks the
+    page's tables against it)."""
     ex = sample_exchange(**BOOK, threads=1)
     ex.insurance.deposit(FUND)
     keep, skipped = supported(specs, mode)
     shock = {m: MOVE for m in ex.markets}
-    table = deleverage.compare(ex, shock, keep, executor=EXECUTOR, mode=mode)
+    return deleverage.compare(ex, shock, keep, executor=EXECUTOR, mode=mode), skipped
+
+
+def run(mode: str, specs: list[dict]) -> tuple[deleverage.ComparisonTable, list[str]]:
+    table, skipped = compare_mode(mode, specs)
     fig = table.plot(title=f"{mode} mode: every market -25%, {BOOK['positions']:,} positions")
     IMG.mkdir(exist_ok=True)
     fig.savefig(IMG / f"policy_lab_{mode}.png", dpi=110)
