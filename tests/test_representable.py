@@ -5,6 +5,8 @@ every cache as it was. Each test reproduces a defect found by an adversarial run
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deleverage import Exchange, MarketClose
 from deleverage.errors import ArithmeticOverflow
@@ -132,3 +134,64 @@ def test_refused_full_check_leaves_every_cache_as_it_was() -> None:
     assert report.equity[row] == -50 == ex.account_margin(1, exact=True)["equity"]
     assert report.bankrupt[row]
     ex.check_invariants()
+
+
+# ------------------------------------------------------------------ set_marks' range bounds
+
+INT64_MAX = 2**63 - 1
+RATE_MM, RATE_IM = 1_000_000, 2_000_000  # 1% and 2% in 1e-8
+
+
+def _in_range_at(ex: Exchange, marks: dict[str, int]) -> bool:
+    """Whether every account's equity, maintenance and initial margin fit in int64 at `marks`
+    (0 decimals everywhere: value = size * price exactly), computed here from the positions
+    and balances, independently of the engine's arithmetic."""
+    pos = ex.positions(exact=True).to_pandas()
+    accounts = set(pos["account"]) | {1, 2, 3, 4}
+    for a in accounts:
+        mine = pos[pos["account"] == a]
+        equity = ex.balance(int(a), exact=True)
+        mm = im = 0
+        for _, row in mine.iterrows():
+            q, p = int(row["size"]), marks[("X", "Y", "Z")[int(row["market"])]]
+            equity += q * p - int(row["entry_notional"])
+            mm += abs(q) * p * RATE_MM
+            im += abs(q) * p * RATE_IM
+        if not (-(2**63) <= equity <= INT64_MAX and -(-mm // 10**8) <= INT64_MAX and -(-im // 10**8) <= INT64_MAX):
+            return False
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=3, max_size=3),
+    moves=st.lists(st.tuples(st.sampled_from(["X", "Y", "Z"]), st.one_of(st.integers(0, 1000), st.integers(650, 1000))), min_size=1, max_size=12),
+)
+def test_set_marks_refuses_exactly_the_moves_that_leave_the_range(sizes: list[int], moves: list[tuple[str, int]]) -> None:
+    """Whether set_marks skips the pass over holders (range bounds) or not, it accepts a move
+    exactly when every account stays in range at the new marks, and an accepted move never
+    leaves the engine unable to check."""
+    ex = Exchange(0, threads=1)
+    for s in ("X", "Y", "Z"):
+        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
+    ex.deposit([1, 2, 3, 4], [10**6] * 4, exact=True)
+    for s, q in zip(("X", "Y", "Z"), sizes):
+        ex.trade(1, 2, s, q, 1, exact=True)
+        ex.trade(3, 4, s, 1, 1, exact=True)
+    marks = {"X": 1, "Y": 1, "Z": 1}
+    for symbol, per_mille in moves:
+        # up to just over the per-position limit of the market's largest position: three large
+        # marks put an account past int64 while each position stays within its own limit
+        price = max(1, (2**62 // max(sizes[("X", "Y", "Z").index(symbol)], 1)) * per_mille // 990)
+        target = {**marks, symbol: price}
+        per_position_ok = all(q * target[s] <= 2**62 for s, q in zip(("X", "Y", "Z"), sizes))
+        expected = per_position_ok and _in_range_at(ex, target)
+        try:
+            ex.set_marks([symbol], [price], exact=True)
+            accepted = True
+        except ArithmeticOverflow:
+            accepted = False
+        assert accepted == expected, (symbol, price, marks)
+        if accepted:
+            marks = target
+            ex.check_margin()  # never bricked

@@ -64,7 +64,65 @@ void Engine::throw_unrepresentable(std::uint32_t a, const std::string& where) co
 }
 
 bool Engine::representable(std::uint32_t a) const {
-  return acc_[a].count == 0 || sums_fit(acc_[a].balance, account_sums(a, false));  // flat: equity == balance
+  if (acc_[a].count == 0) return true;  // flat: equity == balance, which every write checks
+  const Sums s = account_sums(a, false);
+  if (!sums_fit(acc_[a].balance, s)) return false;
+  note_in_range(acc_[a].balance, s);
+  return true;
+}
+
+void Engine::note_in_range(i128 balance, const Sums& s) const {
+  const i128 equity = balance + div_s_.floor(s.u);  // all three fit in int64 (sums_fit)
+  bound_equity_.raise(static_cast<std::uint64_t>(abs128(equity)));
+  bound_maintenance_.raise(static_cast<std::uint64_t>(std::max<i128>(0, div_sr_.ceil(s.mm))));
+  bound_initial_.raise(static_cast<std::uint64_t>(std::max<i128>(0, div_sr_.ceil(s.im))));
+}
+
+namespace {
+// a * b, or kTooLarge when it exceeds it (both operands non-negative)
+constexpr u128 kTooLarge = static_cast<u128>(1) << 100;
+u128 mul_bounded(u128 a, u128 b) {
+  u128 r;
+  return __builtin_mul_overflow(a, b, &r) || r > kTooLarge ? kTooLarge : r;
+}
+}  // namespace
+
+// A mark move from p0 to p1 changes a position's value by at most |q| * |p1 - p0| * 10^k value
+// units, and (rates never decrease from tier to tier and deductions make the requirement
+// continuous) its maintenance and initial requirement by at most that times the last tier's
+// rate. Summed over the moved markets with |q| <= max_abs_size, that bounds how far any
+// account can move; rounding to money moves each quantity by at most one more unit.
+bool Engine::mark_move_within_bounds(std::span<const std::pair<MarketId, i64>> moved) {
+  u128 du = 0, dmm = 0, dim = 0;  // value units; value units x kRateScale
+  for (const auto& [m, old_mark] : moved) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+    const i128 step = static_cast<i128>(mk.mark) - old_mark;
+    const u128 dv = mul_bounded(mul_bounded(static_cast<u128>(mk.max_abs_size), static_cast<u128>(abs128(step))),
+                                static_cast<u128>(mk.pow10k));
+    du = std::min(du + dv, kTooLarge);
+    dmm = std::min(dmm + mul_bounded(dv, static_cast<u128>(mk.tiers.back().maintenance_rate)), kTooLarge);
+    dim = std::min(dim + mul_bounded(dv, static_cast<u128>(mk.tiers.back().initial_rate)), kTooLarge);
+  }
+  const u128 s = static_cast<u128>(scale_s_), sr = s * static_cast<u128>(kRateScale);
+  const u128 equity = bound_equity_.get() + du / s + 2;
+  const u128 maintenance = bound_maintenance_.get() + dmm / sr + 2;
+  const u128 initial = bound_initial_.get() + dim / sr + 2;
+  const u128 limit = static_cast<u128>(std::numeric_limits<i64>::max());
+  // |equity| may reach 2^63 (int64's minimum) but requirements are positive: limit for all
+  if (equity > limit || maintenance > limit || initial > limit) return false;
+  bound_equity_.set(static_cast<std::uint64_t>(equity));
+  bound_maintenance_.set(static_cast<std::uint64_t>(maintenance));
+  bound_initial_.set(static_cast<std::uint64_t>(initial));
+  return true;
+}
+
+void Engine::tighten_range_bounds() {
+  bound_equity_.set(0);
+  bound_maintenance_.set(0);
+  bound_initial_.set(0);
+  detail::parallel_for(acc_.size(), threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t a = begin; a < end; ++a) representable(static_cast<std::uint32_t>(a));
+  });
 }
 
 std::uint32_t Engine::first_unrepresentable(const std::vector<std::uint32_t>& accounts) const {

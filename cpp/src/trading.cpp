@@ -248,6 +248,7 @@ void Engine::require_loaded_representable(const std::vector<std::uint32_t>& firs
     }
     if (!sums_fit(balance, s))
       throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1] ? std::string("counterparty") : at("accounts", rows[first[a]]));
+    note_in_range(balance, s);  // if the load is refused later, the bounds are only looser
   }
 }
 
@@ -445,7 +446,15 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
       mk.mark = prices[i];
     }
   }
-  // The representable range: every holder of a moved market, at the new marks.
+  // The representable range: every holder of a moved market, at the new marks. While the
+  // range bounds show the whole book far inside it (any real book), no holder needs a look.
+  if (changed.empty()) return;
+  {
+    std::vector<std::pair<MarketId, i64>> moved;
+    moved.reserve(changed.size());
+    for (const Changed& c : changed) moved.emplace_back(markets[c.row], c.mark);
+    if (mark_move_within_bounds(moved)) return;
+  }
   std::vector<std::uint32_t> holders;
   if (changed.size() == 1) {
     holders = markets_[static_cast<std::size_t>(markets[changed[0].row])].accounts;
@@ -456,7 +465,10 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
         if (!seen[a]++) holders.push_back(a);
   }
   const std::uint32_t bad = first_unrepresentable(holders);
-  if (bad == AccountIndex::kNone) return;
+  if (bad == AccountIndex::kNone) {
+    tighten_range_bounds();  // near the limit: exact bounds keep the next moves cheap if they can be
+    return;
+  }
   for (const Changed& c : changed) {
     MarketState& mk = markets_[static_cast<std::size_t>(markets[c.row])];
     mk.mark = c.mark;

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "deleverage/account_index.hpp"
+#include "deleverage/detail/relaxed_max.hpp"
 #include "deleverage/detail/uninit.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/insurance.hpp"
@@ -273,8 +274,16 @@ class Engine {
   // margin at the current marks must fit in int64, so that every later call can report them.
   // Whether sums `s` with `balance` satisfy it:
   bool sums_fit(i128 balance, const Sums& s) const;
-  // Whether account a satisfies it now (cost: its positions; no allocation).
+  // Whether account a satisfies it now (cost: its positions; no allocation). When it does,
+  // raises the range bounds below to cover the account.
   bool representable(std::uint32_t a) const;
+  void note_in_range(i128 balance, const Sums& s) const;
+  // Whether moving the marks of `moved` (market, old mark) to their current marks provably
+  // keeps every account in range, judged from the bounds alone; if so, widens the bounds by
+  // the most the move can change any account (cost: the moved markets, no account).
+  bool mark_move_within_bounds(std::span<const std::pair<MarketId, i64>> moved);
+  // Recomputes the bounds exactly over every account with a position (cost: the book).
+  void tighten_range_bounds();
   // The first of `accounts` (in list order) that does not, or AccountIndex::kNone; parallel.
   std::uint32_t first_unrepresentable(const std::vector<std::uint32_t>& accounts) const;
   // ArithmeticOverflow naming `where` and the account (callers build `where` only on failure).
@@ -363,6 +372,14 @@ class Engine {
   std::vector<std::uint32_t> pos_mslot_;  // index of the account in its market's list
   std::size_t live_positions_ = 0;
   std::size_t abandoned_slots_ = 0;
+
+  // Upper bounds on |equity|, maintenance and initial margin (money units) over every account
+  // holding a position, at the current marks. Every state change that must keep an account in
+  // the representable range calls representable(), which raises them; set_marks widens them by
+  // the most its move can change an account. While they stay inside int64, set_marks needs no
+  // pass over the moved markets' holders (docs/semantics.md, "Representable range"). Derived
+  // state: not saved, not hashed, and never changes a result, only whether a check is needed.
+  mutable detail::RelaxedMax bound_equity_, bound_maintenance_, bound_initial_;
 
   Flows flows_;
   InsuranceFund insurance_;
