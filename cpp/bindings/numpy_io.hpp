@@ -10,9 +10,15 @@
 #include <vector>
 
 #include "deleverage/errors.hpp"
+#include "deleverage/fixed_point.hpp"
 
 namespace deleverage::bindings {
 namespace py = pybind11;
+
+// A 128-bit integer as a Python int (exact; for sums that may exceed int64).
+inline py::int_ to_py_int(i128 v) {
+  return py::reinterpret_steal<py::int_>(PyLong_FromString(to_string_i128(v).c_str(), nullptr, 10));
+}
 
 template <class T>
 std::span<const T> as_span(const py::array& a, const char* field) {

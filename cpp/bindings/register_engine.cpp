@@ -21,7 +21,6 @@ namespace py = pybind11;
 namespace deleverage::bindings {
 
 namespace {
-py::int_ to_py_int(i128 v) { return py::reinterpret_steal<py::int_>(PyLong_FromString(to_string_i128(v).c_str(), nullptr, 10)); }
 
 py::dict margin_report_to_dict(MarginReport&& r) {
   py::dict d;

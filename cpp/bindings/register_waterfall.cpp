@@ -78,16 +78,16 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            tot["step"] = t.step;
            tot["liquidated_accounts"] = t.liquidated_accounts;
            tot["partial_liquidations"] = t.partial_liquidations;
-           tot["deficit"] = t.deficit;
-           tot["fund_used"] = t.fund_used;
-           tot["fund_fees"] = t.fund_fees;
-           tot["adl_notional"] = t.adl_notional;
+           tot["deficit"] = to_py_int(t.deficit);
+           tot["fund_used"] = to_py_int(t.fund_used);
+           tot["fund_fees"] = to_py_int(t.fund_fees);
+           tot["adl_notional"] = to_py_int(t.adl_notional);
            tot["adl_closes"] = t.adl_closes;
-           tot["haircut_total"] = t.haircut_total;
+           tot["haircut_total"] = to_py_int(t.haircut_total);
            tot["accounts_touched"] = t.accounts_touched;
-           tot["bad_debt"] = t.bad_debt;
-           tot["last_resort_needed"] = t.last_resort_needed;
-           tot["last_resort_planned"] = t.last_resort_planned;
+           tot["bad_debt"] = to_py_int(t.bad_debt);
+           tot["last_resort_needed"] = to_py_int(t.last_resort_needed);
+           tot["last_resort_planned"] = to_py_int(t.last_resort_planned);
            return py::make_tuple(ev, tot);
          },
          py::arg("executor_kind"), py::arg("executor_account"), py::arg("slippage_rate"), py::arg("impact_rate"),

@@ -120,22 +120,24 @@ struct WaterfallEvents {
   std::size_t size_() const { return step.size(); }
 };
 
+// Money totals are sums over the step's positions and accounts: kept in 128 bits, since
+// several values each within the limits may add up past int64 (docs/waterfall.md).
 struct WaterfallTotals {
   i64 step = 0;
   i64 liquidated_accounts = 0;  // accounts the step closed positions of
   i64 partial_liquidations = 0;
-  i64 deficit = 0;              // total deficit before the fund (money)
-  i64 fund_used = 0;            // paid by the insurance fund (money)
-  i64 fund_fees = 0;            // liquidation fees received by the fund (money)
-  i64 adl_notional = 0;         // |value| of ADL closes (money)
+  i128 deficit = 0;             // total deficit before the fund (money)
+  i128 fund_used = 0;           // paid by the insurance fund (money)
+  i128 fund_fees = 0;           // liquidation fees received by the fund (money)
+  i128 adl_notional = 0;        // |value| of ADL closes (money)
   i64 adl_closes = 0;           // number of counterparty closes
-  i64 haircut_total = 0;        // taken from winners in haircut mode (money)
+  i128 haircut_total = 0;       // taken from winners in haircut mode (money)
   i64 accounts_touched = 0;     // distinct winners that were deleveraged or haircut
-  i64 bad_debt = 0;             // left uncovered (money); 0 unless every winner is exhausted
+  i128 bad_debt = 0;            // left uncovered (money); 0 unless every winner is exhausted
   // What the last resort had to raise under deficit matching: per position, the deficit the
   // fund could not have paid (money). With a fixed theta the last resort may take more.
-  i64 last_resort_needed = 0;
-  i64 last_resort_planned = 0;  // what the plan sent to the last resort (money)
+  i128 last_resort_needed = 0;
+  i128 last_resort_planned = 0;  // what the plan sent to the last resort (money)
 };
 
 struct WaterfallResult {

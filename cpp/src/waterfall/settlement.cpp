@@ -183,7 +183,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
     total_deficit += c.deficit;
     if (c.deficit < 0) surplus -= c.deficit;
   }
-  if (total_deficit > 0) result_.totals.deficit += static_cast<i64>(total_deficit);
+  if (total_deficit > 0) result_.totals.deficit += total_deficit;
 
   // Plan: surplus positions offset deficits first, then each market's pool, then the last resort.
   std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0);
