@@ -444,9 +444,12 @@ class _Run:
             return False
         cl = self.closings(a, True)
         self._partial_closings = cl
-        cost = sum(c.mark_value - c.exec_value for c in cl)
-        den = row.maintenance - cost
-        num = row.maintenance - row.equity
+        # fraction f of every position: equity falls by f x (cost + fees), fees of the whole
+        # close plus one rounding unit per position with a fee (money x R units)
+        cost = sum(c.mark_value - c.exec_value for c in cl) * R
+        fees = sum(abs(c.exec_value) * ex.fee_rate[c.m] + R for c in cl if ex.fee_rate[c.m] > 0)
+        den = row.maintenance * R - cost - fees
+        num = (row.maintenance - row.equity) * R
         if den <= 0 or num >= den:
             return False
         self.result.flags.add("partial")

@@ -422,17 +422,19 @@ def test_partial_liquidation_restores_maintenance():
     assert engine_margin(ex)[1] == (38, 38, False, False)
 
 
-def test_partial_then_full_when_fee_keeps_it_liquidatable():
-    # Fee 0.5%: the partial fill pays min(ceil(186 * 0.005) = 1, equity 38) = 1: balance 85,
-    # equity 37 < 38: closed in full. Remaining 8 lots: cash 85 - 800 = -715, e' = 37,
-    # bk = 752 - 37 = 715, exec value 8 * 93 = 744, d = -29. Balance 85 - 800 + 744 = 29 > 0:
-    # fee cap ceil(744 * 0.005) = 4, the account keeps 25. Fund fees 1 + 4 = 5.
+def test_partial_close_counts_its_fee():
+    # Fee 0.5%: the whole close would pay 930 * 0.005 = 4.65 in fees, plus 1 of rounding:
+    # den = (47 - 10) - 5.65 = 31.35 (in R units), num = 7: lots = ceil(10 * 7 / 31.35) = 3.
+    # Fill 3 at 93 = 279: E trunc(1000 * 7 / 10) = 700, balance 100 - 300 + 279 = 79; fee
+    # min(ceil(279 * 0.005) = 2, equity) = 2: balance 77. After: value 658, u -42, equity 35,
+    # mm ceil(32.9) = 33: no longer liquidatable. (Sized without the fee, 2 lots and a fee of 1
+    # left equity 37 < 38 and the account was closed in full.)
     res, ex, rres, ref = run(partial_book(500_000), MarketClose(MM, slippage_bps=100, partial=True))
     check(res, ex, rres, ref,
-          totals=zero_totals(step=1, liquidated_accounts=1, partial_liquidations=1, fund_fees=5),
-          balances={1: 25}, positions=[], pools=[5],
-          events=[("partial_fill", 1, 0, MM, -2, 186, 93, -1), ("liquidation_fee", 1, 0, 0, 0, -1, 0, 0),
-                  ("liquidation_fill", 1, 0, MM, -8, 744, 93, -1), ("liquidation_fee", 1, 0, 0, 0, -4, 0, 0)])
+          totals=zero_totals(step=1, liquidated_accounts=1, partial_liquidations=1, fund_fees=2),
+          balances={1: 77}, positions=[(1, 0, 7, 700), (MM, 0, -7, -700)], pools=[2],
+          events=[("partial_fill", 1, 0, MM, -3, 279, 93, -1), ("liquidation_fee", 1, 0, 0, 0, -2, 0, 0)])
+    assert engine_margin(ex)[1] == (35, 33, False, False)
 
 
 def test_partial_not_tried_for_bankrupt_account():

@@ -37,3 +37,26 @@ def test_step_totals_do_not_wrap() -> None:
     assert t.adl_notional == 4 * bk_value
     assert t.bad_debt == 0 and t.adl_closes == 4
     ex.check_invariants()
+
+
+# ------------------------------------------------------------------ partial liquidation and its fee
+
+
+@pytest.mark.parametrize("fee", [0, R // 100])
+def test_partial_close_is_sized_with_its_fee(fee) -> None:
+    """Account 1: long 10 at 100, balance 20, mark 100: equity 20 < maintenance 50 (5%).
+    The executor closes at the mark (cost 0).
+    - No fee: f = 30/50, ceil(10 x 0.6) = 6 lots; 4 lots left need 20 = equity: kept.
+    - Fee 1%: the whole close would pay 10 in fees, plus one unit of rounding: f = 30/(50 - 11),
+      ceil(10 x 30/39) = 8 lots, fee ceil(800 x 1%) = 8; equity 12 >= 10 needed by 2 lots.
+      (Sized without the fee, the 6 lots' fee of 6 left equity 14 < 20: closed in full.)"""
+    book = Book([MarketDef("A", 100, fee=fee)], [(1, 20), (9, 10**9)], [(1, 0, 10, 100)], counterparty=9)
+    ex, ref = build_both(book)
+    res = ex.liquidate(executor=MarketClose(9, partial=True), exact=True)
+    rres = ref.liquidate(MarketClose(9, partial=True))
+    kept, balance = (4, 20) if fee == 0 else (2, 12)
+    for state in (engine_state(ex), reference_state(ref)):
+        assert [p for p in state["positions"] if p[0] == 1] == [(1, 0, kept, 100 * kept)]
+        assert state["balances"][1] == balance
+    assert engine_totals(res) == rres.totals.as_dict()
+    assert engine_totals(res)["partial_liquidations"] == 1

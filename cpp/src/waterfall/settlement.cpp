@@ -122,11 +122,18 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
   const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
   if (am.equity < 0 || !am.liquidatable) return false;
   cl = closings(a, true);
-  i128 cost = 0;  // value lost against the mark by closing everything through the executor
-  for (const Closing& c : cl) cost += static_cast<i128>(c.mark_value) - c.exec_value;
-  const i128 den = static_cast<i128>(am.maintenance) - cost;
+  // Closing a fraction f of every position costs f x (cost + fees): the value lost against
+  // the mark and the liquidation fee of closing everything (money x R units, plus one unit
+  // per position for the fee's rounding up), so the fee cannot undo what the close restores.
+  i128 den = 0;
+  for (const Closing& c : cl) {
+    den -= (static_cast<i128>(c.mark_value) - c.exec_value) * kRateScale;
+    const i64 fee_rate = e_.markets_[static_cast<std::size_t>(c.m)].spec.liquidation_fee_rate;
+    if (fee_rate > 0) den -= static_cast<i128>(abs64(c.exec_value)) * fee_rate + kRateScale;
+  }
+  den += static_cast<i128>(am.maintenance) * kRateScale;
   if (den <= 0) return false;
-  const i128 num = static_cast<i128>(am.maintenance) - am.equity;
+  const i128 num = (static_cast<i128>(am.maintenance) - am.equity) * kRateScale;
   if (num >= den) return false;  // closing everything would not be enough: full liquidation
   for (const Closing& c : cl) {
     const i64 lots = static_cast<i64>(std::min<i128>(abs64(c.q), ceil_div(static_cast<i128>(abs64(c.q)) * num, den)));
