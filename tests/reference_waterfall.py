@@ -343,11 +343,13 @@ class _Run:
         self.counted: set[int] = set()
         self.queues: dict[tuple[int, int], list] = {}
         self.haircut_taken: dict[tuple[int, int], int] = {}
+        # cap as a hard limit per step: (account, market, lots?) -> [allowance, used]
+        self.cap_use: dict[tuple[int, int, bool], list[int]] = {}
         self.adl_markets: dict[int, list[int]] = {}
         self.pending: list[list] = []  # [account id, market, amount]
         self.theta, self.cap, self.lot, self.g, self.seed = -1, R, 1, "linear", 0
         self.random_walks = 0  # kernel allocations so far this step (random walk seeds)
-        self.demands: list[list] = []  # [account, market, sign, lots, value, exec_price] for the round's shared ADL
+        self.demands: list[list] = []  # [account, market, sign, lots, value, bk, exec_price] for the round's shared ADL
         self.deferred: list[tuple] = []  # settlements waiting for the round's shared ADL
         self.promised: dict[int, int] = {}  # pool -> fund payments planned for the waiting accounts
 
@@ -531,6 +533,7 @@ class _Run:
                     value = c.bk_value
                 else:
                     value = trunc_div(c.bk_value * adl_lots[i], abs(c.q))
+                bk = value
                 if self.adl_price != "bankruptcy":
                     mk = ex.markets[c.m]
                     if self.adl_price == "mark":
@@ -539,10 +542,10 @@ class _Run:
                         px = ex.previous_mark[c.m] if ex.previous_mark[c.m] > 0 else mk.mark
                     value = ex.value_money(c.m, s * adl_lots[i], px)
                 if self.mode == "close" and self.policy != "queue":  # section 5: shared at the round's end
-                    self.demands.append([a, c.m, s, adl_lots[i], value, c.exec_price])
+                    self.demands.append([a, c.m, s, adl_lots[i], value, bk, c.exec_price])
                     closed = adl_lots[i]
                 else:
-                    closed = self.adl_close(a, c.m, adl_lots[i], value, c.exec_price)
+                    closed = self.adl_close(a, c.m, adl_lots[i], value, bk, c.exec_price)
             exec_lots = abs(c.q) - closed
             if exec_lots > 0:
                 cash = ex.value_money(c.m, s * exec_lots, c.exec_price)
@@ -646,11 +649,11 @@ class _Run:
             if budget < total:
                 self.result.flags.add("pro_rata_shortage")
             if self.policy in KERNEL_POLICIES:
-                x = self.kernel_allocate(budget, who, w, m)
+                x = self.kernel_allocate(budget, who, w, m, lots=True)
             else:
                 x = allocate_capped_pro_rata(budget, w, w, who)
             wi = 0
-            for a, _, s, lots, value, exec_price in demands:
+            for a, _, s, lots, value, bk, exec_price in demands:
                 takes, left = [], lots
                 while left > 0 and wi < len(who):
                     if x[wi] == 0:
@@ -660,7 +663,7 @@ class _Run:
                     takes.append((who[wi], t))
                     x[wi] -= t
                     left -= t
-                closed = self.apply_takes(a, m, s, lots, value, exec_price, takes)
+                closed = self.apply_takes(a, m, s, lots, value, bk, exec_price, takes)
                 if lots > closed:
                     rest = lots - closed
                     cash = ex.value_money(m, s * rest, exec_price)
@@ -675,12 +678,21 @@ class _Run:
             self.settle(a, [c.m for c in cl], [c.deficit for c in cl], planned, keep)
         self.deferred = []
 
-    def adl_close(self, a, m, lots, value, exec_price):
+    def adl_close(self, a, m, lots, value, bk, exec_price):
         q = self.acct(a).positions[m].size
         s = 1 if q > 0 else -1
-        return self.apply_takes(a, m, s, lots, value, exec_price, self.queue_take(m, -s, lots))
+        return self.apply_takes(a, m, s, lots, value, bk, exec_price, self.queue_take(m, -s, lots))
 
-    def apply_takes(self, a, m, s, lots, value, exec_price, takes):
+    def adl_limit(self, b, m, dq):
+        """The most winner b can pay for closing dq lots of m at no cost: its equity stays at
+        least min(0, its equity now) (section 5, ADL bounds)."""
+        ex = self.ex
+        acct = self.acct(b)
+        U = sum(t.u_V for t in ex._account_terms(acct))
+        after = acct.balance + floor_div(U + dq * ex.markets[m].mark * 10 ** ex.k(m), ex.S)
+        return after - min(0, ex._equity(acct))
+
+    def apply_takes(self, a, m, s, lots, value, bk, exec_price, takes):
         ex = self.ex
         closed = sum(x for _, x in takes)
         if closed == 0:
@@ -688,13 +700,24 @@ class _Run:
         if closed < lots:
             self.result.flags.add("adl_shortage")
             value = trunc_div(value * closed, lots)
-        assigned = cum = 0
+            bk = trunc_div(bk * closed, lots)
+        assigned = owed_assigned = cum = 0
         for i, (b, x) in enumerate(takes):
             cum += x
-            v = value - assigned if i == len(takes) - 1 else trunc_div(value * cum, closed) - assigned
+            last = i == len(takes) - 1
+            v = value - assigned if last else trunc_div(value * cum, closed) - assigned
+            owed = bk - owed_assigned if last else trunc_div(bk * cum, closed) - owed_assigned
             assigned += v
+            owed_assigned += owed
+            limit = self.adl_limit(b, m, s * x)
+            pay = min(v, limit)
+            if pay < owed:  # the fund pays the gap if it can, then the same winner up to its limit
+                from_fund = self.pay_from_fund(a, m, owed - pay)
+                pay += min(owed - pay - from_fund, limit - pay)
+            v = pay
             self.fill(b, m, s * x, -v)
             self.fill(a, m, -s * x, v)
+
             self.adl_markets.setdefault(b, [])
             if m not in self.adl_markets[b]:
                 self.adl_markets[b].append(m)
@@ -703,6 +726,8 @@ class _Run:
             self.event("adl_close", b, m, a, s * x, -v, px, exec_price=exec_price)
             self.t.adl_notional += abs(v)
             self.t.adl_closes += 1
+            if v > owed:  # more than the bankruptcy value: the excess is the fund's
+                self.take_fee(a, m, v - owed)
         return closed
 
     # ------------------------------------------------------------- section 6
@@ -737,7 +762,7 @@ class _Run:
                     x[i] = min(left, cap[i])
                     left -= x[i]
             elif self.policy in KERNEL_POLICIES:
-                x = self.kernel_allocate(budget, who, cap, m)
+                x = self.kernel_allocate(budget, who, cap, m, lots=False)
             else:
                 x = allocate_capped_pro_rata(budget, weight, cap, who)
         raised = 0
@@ -752,7 +777,7 @@ class _Run:
         self.t.haircut_total += raised
         return raised
 
-    def kernel_allocate(self, budget, who, capacity, m):
+    def kernel_allocate(self, budget, who, capacity, m, lots):
         """The policies served by the allocation kernel; winners in account creation order."""
         ex = self.ex
         if not who or budget == 0:
@@ -782,6 +807,12 @@ class _Run:
                 if xi > 0 and (top is None or xi * capacity[top] > x[top] * capacity[i]):
                     top = i
             x[top] -= sum(x) - budget
+        if self.policy in ("capped_pro_rata", "risk_aware") and self.cap < R:
+            # a winner offered again keeps floor(cap x its first capacity) minus what it gave
+            for i, b in enumerate(who):
+                use = self.cap_use.setdefault((b, m, lots), [capacity[i] * self.cap // R, 0])
+                x[i] = min(x[i], use[0] - use[1])
+                use[1] += x[i]
         return x
 
     def credit(self, a, m, amount):

@@ -524,20 +524,32 @@ def test_drawdown_floor_holds_within_a_step():
 
 # ----------------------------------------------------------------- adl_price
 
-def test_adl_price_mark_then_haircut():
-    # No fund: 10 lots at the mark value 890 (not bk 900). Queue 2, 7, 4:
-    # trunc(890 * 4 / 10) = 356, 712 - 356 = 356, 890 - 712 = 178. 2, 7: flat at 100 + 400 - 356
-    # = 144. 4: -2, E -200, 1000 + 200 - 178 = 1022. 1: 100 - 1000 + 890 = -10 -> pending 10.
-    # Winners of A with a position: 4 (u -178 + 200 = 22) and 5 (u 18). Queue scores now: 5
-    # 294_485_294 > 4 (lev floor(178e9/1044) ...): 5 pays 10 -> 40.
+def test_adl_price_mark_gap_paid_by_the_same_winners():
+    # No fund: the winners' price is the mark (value 890), but the account is owed its
+    # bankruptcy value 900 (section 5, ADL bounds): the fund cannot pay the gap, so each winner
+    # pays it up to its limit (all have room). Queue 2, 7, 4; owed trunc(900 * 4 / 10) = 360,
+    # 720 - 360 = 360, 900 - 720 = 180: exactly the bankruptcy-price case. (Before: 1 was left at
+    # -10 and winner 5, never deleveraged, was haircut for it.)
     res, ex, rres, ref = run(adl_book(), MarketClose(MM, slippage_bps=100), adl_price="mark")
     check(res, ex, rres, ref,
-          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, adl_notional=890, adl_closes=3,
-                             haircut_total=10, accounts_touched=4),
-          balances={1: 0, 2: 144, 7: 144, 4: 1022, 5: 40},
-          events=[("adl_close", 2, 0, 1, 4, -356, 89, -1), ("adl_close", 7, 0, 1, 4, -356, 89, -1),
-                  ("adl_close", 4, 0, 1, 2, -178, 89, -1), ("haircut", 5, 0, 0, 0, -10, 0, -1),
-                  ("socialized_credit", 1, 0, 0, 0, 10, 0, -1)])
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, adl_notional=900, adl_closes=3, accounts_touched=3),
+          balances={1: 0, 2: 140, 7: 140, 4: 1020, 5: 50},
+          events=[("adl_close", 2, 0, 1, 4, -360, 90, -1), ("adl_close", 7, 0, 1, 4, -360, 90, -1),
+                  ("adl_close", 4, 0, 1, 2, -180, 90, -1)])
+
+
+def test_adl_price_previous_mark_above_bankruptcy_pays_the_fund():
+    # Marks 95 then 89: the winners pay at 95 (10 lots: 950; 380, 380, 190), the account is owed
+    # 900 (360, 360, 180): the excess 20, 20, 10 goes to the fund as liquidation fees, and 1
+    # ends at exactly 0 instead of keeping 50 it never had.
+    res, ex, rres, ref = run(adl_book(), MarketClose(MM, slippage_bps=100), marks=[(0, 95), (0, 89)], adl_price="previous_mark")
+    check(res, ex, rres, ref,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=20, fund_fees=50, adl_notional=950, adl_closes=3,
+                             accounts_touched=3),
+          balances={1: 0, 2: 120, 7: 120, 4: 1010, 5: 50}, pools=[50],
+          events=[("adl_close", 2, 0, 1, 4, -380, 95, -1), ("liquidation_fee", 1, 0, 0, 0, -20, 0, 0),
+                  ("adl_close", 7, 0, 1, 4, -380, 95, -1), ("liquidation_fee", 1, 0, 0, 0, -20, 0, 0),
+                  ("adl_close", 4, 0, 1, 2, -190, 95, -1), ("liquidation_fee", 1, 0, 0, 0, -10, 0, 0)])
 
 
 def test_adl_price_previous_mark():
@@ -575,25 +587,28 @@ def flat_debt_book():
                 [(1, 0, 10, 100), (6, 0, -10, 85), (4, 0, -5, 80), (5, 0, 5, 70)])
 
 
-def test_cascade_flat_winner_in_debt_reference():
-    # Round 1: 6 first in the queue takes all 10 at 900: flat, 40 + 850 - 900 = -10.
-    # Round 2: 6 is settled: pool 0 is empty -> pending 10 on A, haircut (queue): 4 has no
-    # profit, 5 pays 10 (capacity min(1050, 50)). 6 ends at 0.
+def test_adl_stops_at_the_winners_equity_reference():
+    # 6 is first in the queue for all 10 lots at 900, but may pay only what leaves its equity
+    # at 0 (section 5, ADL bounds): 40 + floor(u 50 + 800 of position value) = 890. The fund is
+    # empty, so 6 pays 890 and ends flat at 0 (before: -10, settled in a second round); 1 is
+    # left at -10: pending 10 on A, haircut (queue): 4 has no profit, 5 pays 10 (min(1050, 50)).
     ex, ref = build_both(flat_debt_book())
     rres = ref.liquidate(MarketClose(MM, slippage_bps=100))
-    assert rres.totals.as_dict() == dict(zero_totals(step=1, liquidated_accounts=1, deficit=110, adl_notional=900,
+    assert rres.totals.as_dict() == dict(zero_totals(step=1, liquidated_accounts=1, deficit=110, adl_notional=890,
                                                      adl_closes=1, haircut_total=10, accounts_touched=2),
                                           # no fund: deficit matching needs the whole deficit from the last resort
                                           last_resort_needed=110, last_resort_planned=110)
     assert ref.balance(6) == 0 and ref.balance(5) == 990 and ref.balance(1) == 0
 
 
-def test_cascade_flat_winner_in_debt_engine():
+def test_adl_stops_at_the_winners_equity_engine():
     res, ex, rres, ref = run(flat_debt_book(), MarketClose(MM, slippage_bps=100))
     check(res, ex, rres, ref,
-          totals=zero_totals(step=1, liquidated_accounts=1, deficit=110, adl_notional=900, adl_closes=1,
+          totals=zero_totals(step=1, liquidated_accounts=1, deficit=110, adl_notional=890, adl_closes=1,
                              haircut_total=10, accounts_touched=2),
-          balances={1: 0, 6: 0, 5: 990})
+          balances={1: 0, 6: 0, 5: 990},
+          events=[("adl_close", 6, 0, 1, 10, -890, 89, -1), ("haircut", 5, 0, 0, 0, -10, 0, -1),
+                  ("socialized_credit", 1, 0, 0, 0, 10, 0, -1)])
 
 
 # ------------------------------------------------------------------- bad debt

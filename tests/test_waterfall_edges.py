@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from deleverage import Exchange, MarketClose
-from deleverage.errors import DeleverageError
 from reference_model import R
 from waterfall_harness import Book, MarketDef, build_both, engine_state, engine_totals, reference_state
 
@@ -60,3 +59,77 @@ def test_partial_close_is_sized_with_its_fee(fee) -> None:
         assert state["balances"][1] == balance
     assert engine_totals(res) == rres.totals.as_dict()
     assert engine_totals(res)["partial_liquidations"] == 1
+
+
+# ------------------------------------------------------------------ ADL bounds
+
+MM = 9
+
+
+def adl_case(name):
+    """The three cases of issue 12 (money, sizes and prices in units; 5% maintenance). The
+    bankrupt account 1 is long 10 @ 100; account 2 is the only opposite-side winner; the
+    executor closes at the mark and the fund is empty, so ADL takes every lot."""
+    if name == "enriched":  # marks 105 then 85: the previous mark is above the bankruptcy price 90
+        deposits, pos2, marks = [(1, 100), (2, 1000)], (2, 0, -10, 100), [(0, 105), (0, 85)]
+    elif name == "gap":  # at the mark 85 the winner (150 of profit) pays 850 of the 900 owed
+        deposits, pos2, marks = [(1, 100), (2, 1000)], (2, 0, -10, 100), [(0, 85)]
+    else:  # "pushed": the winner (equity 50) would lose 140 at the bankruptcy price 99
+        deposits, pos2, marks = [(1, 10), (2, 100)], (2, 0, -10, 80), [(0, 85)]
+    book = Book([MarketDef("A", 100)], deposits + [(MM, 10**9)], [(1, 0, 10, 100), pos2])
+    return book, marks
+
+
+@pytest.mark.parametrize("case", ["enriched", "gap", "pushed"])
+@pytest.mark.parametrize("adl_price", ["bankruptcy", "mark", "previous_mark"])
+def test_adl_neither_creates_nor_enriches_a_bankrupt(case, adl_price) -> None:
+    """A deleveraged account never ends below zero equity (or below where it started, if it
+    started below); the bankrupt account never ends above zero (the excess goes to the fund);
+    bad debt only when the winner cannot pay."""
+    book, marks = adl_case(case)
+    ex, ref = build_both(book)
+    for m, p in marks:
+        ex.set_marks([m], [p], exact=True)
+        ref.set_marks([m], [p])
+    start = {a: ref.margin(a)[0] for a in (1, 2)}
+    res = ex.liquidate(executor=MarketClose(MM), adl_price=adl_price, exact=True)
+    rres = ref.liquidate(MarketClose(MM), adl_price=adl_price)
+    assert engine_state(ex) == reference_state(ref)
+    assert engine_totals(res) == rres.totals.as_dict()
+    ex.check_invariants()
+    winner_equity = ex.account_margin(2, exact=True)["equity"]
+    assert winner_equity >= min(0, start[2])
+    assert [p for p in engine_state(ex)["positions"] if p[0] == 1] == []
+    assert ex.balance(1, exact=True) <= 0
+    totals = engine_totals(res)
+    if case == "pushed":  # the winner can pay 900 of the 990 owed: it ends at 0, 90 is bad debt
+        assert winner_equity == 0 and totals["bad_debt"] == 90
+    else:  # the winner can pay everything: 1 ends at exactly 0, no bad debt
+        assert ex.balance(1, exact=True) == 0 and totals["bad_debt"] == 0
+    if case == "enriched" and adl_price == "previous_mark":  # 1050 paid, 900 owed: 150 to the fund
+        assert totals["fund_fees"] == 150 and ex.insurance.balance(exact=True) == 150
+
+
+# ------------------------------------------------------------------ cap is a hard limit
+
+
+@pytest.mark.parametrize("cap,first", [(0.5, 7), (0.25, 3)])
+def test_cap_holds_across_passes(cap, first) -> None:
+    """Haircut mode, capped_pro_rata. Mark 85: 1 (long 10 @ 100, deposit 130) is closed at the
+    mark with a deficit of 20; the only winner, 2 (short 5 @ 88, profit 15), has capacity 15.
+    The market's pass takes floor(15 x cap); the second pass (winners of every market) used to
+    take cap of the remaining 15 - first again (7 + 4 = 73% with cap 0.5, 3 + 3 = 40% with
+    0.25). Now nothing more: the rest is bad debt."""
+    book = Book([MarketDef("A", 100)], [(1, 130), (2, 1000), (MM, 10**9)], [(1, 0, 10, 100), (2, 0, -5, 88)], counterparty=MM)
+    ex, ref = build_both(book)
+    ex.set_marks([0], [85], exact=True)
+    ref.set_marks([0], [85])
+    kw = dict(mode="haircut", policy="capped_pro_rata")
+    res = ex.liquidate(executor=MarketClose(MM), cap=cap, exact=True, **kw)
+    rres = ref.liquidate(MarketClose(MM), cap=round(cap * R), **kw)
+    assert engine_state(ex) == reference_state(ref)
+    assert engine_totals(res) == rres.totals.as_dict()
+    totals = engine_totals(res)
+    assert totals["haircut_total"] == first == 15 * cap // 1
+    assert totals["bad_debt"] == 20 - first
+    assert ex.balance(2, exact=True) == 1000 - first

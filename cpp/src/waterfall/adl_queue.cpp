@@ -90,7 +90,7 @@ std::vector<QueueEntry>& WaterfallRun::queue(MarketId m, int side) {
 // Closes `lots` of account a's position in m against opposite-side winners taken from the
 // ADL queue; the account receives `value` in total (signed like its position). Returns the
 // lots closed.
-i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price) {
+i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
   const int sign = q > 0 ? 1 : -1;
@@ -114,7 +114,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
     heap.push_back(qe);
     std::push_heap(heap.begin(), heap.end(), QueueOrder{});
   }
-  return apply_adl_takes(a, m, sign, lots, value, exec_price, takes);
+  return apply_adl_takes(a, m, sign, lots, value, bk, exec_price, takes);
 }
 
 }  // namespace deleverage

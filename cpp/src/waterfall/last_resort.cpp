@@ -69,7 +69,7 @@ void WaterfallRun::run_round_adl() {
     i128 available = 0;
     for (i64 v : w) available += v;
     const i64 budget = static_cast<i64>(std::min(total, available));  // fewer winner lots: the executor takes the rest
-    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m) : allocate_capped_pro_rata(budget, w, w, ids);
+    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m, true) : allocate_capped_pro_rata(budget, w, w, ids);
     // hand the winners' lots (creation order) to the demands (liquidation order)
     std::size_t wi = 0;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
@@ -87,7 +87,7 @@ void WaterfallRun::run_round_adl() {
         x[wi] -= t;
         left -= t;
       }
-      const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.exec_price, takes);
+      const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.bk, d.exec_price, takes);
       const i64 rest = d.lots - closed;
       if (rest > 0) {  // the executor takes what the winners could not
         const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
@@ -108,7 +108,7 @@ void WaterfallRun::run_round_adl() {
 }
 
 std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who,
-                                                  const std::vector<i64>& capacity, MarketId m) {
+                                                  const std::vector<i64>& capacity, MarketId m, bool lots) {
   if (who.empty() || budget == 0) return std::vector<i64>(who.size(), 0);
   AllocRequest<i64> req;
   req.policy = kernel_policy(cfg_.policy);
@@ -164,7 +164,21 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       x[top] -= static_cast<i64>(sum - budget);
     }
   }
+  clip_to_cap_allowance(x, who, capacity, m, lots);
   return x;
+}
+
+void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
+                                         MarketId m, bool lots) {
+  const bool capped = cfg_.policy == LastResortPolicy::CappedProRata || cfg_.policy == LastResortPolicy::RiskAware;
+  if (!capped || cfg_.cap >= kRateScale) return;
+  for (std::size_t i = 0; i < who.size(); ++i) {
+    const std::uint64_t key = (static_cast<std::uint64_t>(who[i]) << 11) | (static_cast<std::uint64_t>(m) << 1) | (lots ? 1u : 0u);
+    const i64 first = static_cast<i64>(static_cast<i128>(capacity[i]) * cfg_.cap / kRateScale);  // the kernel's own K_i
+    CapUse& use = cap_use_.try_emplace(key, CapUse{first, 0}).first->second;
+    x[i] = std::min(x[i], use.allowance - use.used);  // what is clipped stays unplaced
+    use.used += x[i];
+  }
 }
 
 // Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than
@@ -221,7 +235,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
         left -= x[o.account];
       }
     } else if (uses_kernel()) {
-      x = allocate_by_policy(budget, who, cap, m);
+      x = allocate_by_policy(budget, who, cap, m, false);
     } else {
       x = allocate_capped_pro_rata(budget, weight, cap, ids);
     }

@@ -87,30 +87,59 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
   }
 }
 
-i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+i64 WaterfallRun::adl_limit(std::uint32_t b, MarketId m, i64 dq) const {
+  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const i128 after = static_cast<i128>(e_.acc_[b].balance) + e_.div_s_.floor(e_.acc_[b].cache.u + e_.value_v(mk, dq, mk.mark));
+  return clamp_i64(after - std::min<i64>(0, equity(b)));
+}
+
+// ADL bounds (docs/waterfall.md section 5): each winner pays its share of `value`, but never
+// more than adl_limit (no new bankrupt). The account is owed its share of `bk`: below it, the
+// fund pays the gap if it can, then the same winner up to its limit (what is still missing
+// stays with the account's settlement); above it, the excess goes to the fund, so a bankrupt
+// account is never left with money it did not have.
+i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 bk, i64 exec_price,
                                   const std::vector<std::pair<std::uint32_t, i64>>& takes) {
   i64 closed = 0;
   for (const auto& t : takes) closed += t.second;
   if (closed == 0) return 0;
-  if (closed < lots) value = static_cast<i64>(static_cast<i128>(value) * closed / lots);  // not enough winners
-  // the account's side: value split by lots, the last counterparty takes the remainder
-  i64 assigned = 0, lots_done = 0;
+  if (closed < lots) {  // not enough winners
+    value = static_cast<i64>(static_cast<i128>(value) * closed / lots);
+    bk = static_cast<i64>(static_cast<i128>(bk) * closed / lots);
+  }
+  // split by lots, the last counterparty takes the remainder
+  i64 assigned = 0, bk_assigned = 0, lots_done = 0;
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   for (std::size_t i = 0; i < takes.size(); ++i) {
     const auto [b, x] = takes[i];
     lots_done += x;
-    const i64 v = i + 1 == takes.size() ? value - assigned
-                                        : static_cast<i64>(static_cast<i128>(value) * lots_done / closed) - assigned;
+    const bool last = i + 1 == takes.size();
+    const i64 v = last ? value - assigned : static_cast<i64>(static_cast<i128>(value) * lots_done / closed) - assigned;
+    const i64 owed = last ? bk - bk_assigned : static_cast<i64>(static_cast<i128>(bk) * lots_done / closed) - bk_assigned;
     assigned += v;
-    // the winner reduces its opposite position by x lots and pays v (receives -v)
-    fill(b, m, sign * x, -v);
-    fill(a, m, -sign * x, v);
+    bk_assigned += owed;
+    const i64 limit = adl_limit(b, m, sign * x);
+    i64 pay = std::min(v, limit);
+    if (pay < owed) {
+      const i64 from_fund = pay_from_fund(a, m, owed - pay);
+      pay += std::min(owed - pay - from_fund, limit - pay);
+    }
+    // the winner reduces its opposite position by x lots and pays `pay` (receives -pay)
+    fill(b, m, sign * x, -pay);
+    fill(a, m, -sign * x, pay);
     adl_log_.push_back({b, m});
     mark_winner(b);
-    const i64 px = clamp_i64(static_cast<i128>(abs64(v)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
-    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -v, px, -1, exec_price);
-    result_.totals.adl_notional += abs64(v);
+    const i64 px = clamp_i64(static_cast<i128>(abs64(pay)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
+    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -pay, px, -1, exec_price);
+    result_.totals.adl_notional += abs64(pay);
     ++result_.totals.adl_closes;
+    if (pay > owed) {  // more than the bankruptcy value: the excess is the fund's
+      const i64 excess = pay - owed;
+      e_.acc_[a].balance -= excess;
+      e_.insurance_.move(e_.step_, mk.pool, m, e_.acc_id_[a], excess, LedgerReason::LiquidationFee);
+      result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], m, 0, 0, -excess, 0, mk.pool);
+      result_.totals.fund_fees += excess;
+    }
   }
   return closed;
 }
@@ -242,9 +271,9 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
         adl_value = e_.value_money(mk, sign * adl_lots[i], px);
       }
       if (batched_adl())  // the lots stay open until the round's shared ADL
-        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, c.exec_price});
+        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, bk_part, c.exec_price});
       else
-        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, c.exec_price);
+        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, bk_part, c.exec_price);
     }
     const i64 exec_lots = abs64(c.q) - adl_lots[i];
     if (exec_lots > 0) {

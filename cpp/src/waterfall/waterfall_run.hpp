@@ -101,11 +101,16 @@ class WaterfallRun {
     winner_touched_[b] = 1;
     if (!counted_[b]) { counted_[b] = 1; ++result_.totals.accounts_touched; }
   }
-  i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 exec_price);
+  // `value`: what the winners pay at the step's ADL price; `bk`: the bankruptcy value of the
+  // same lots (what leaves the account at zero). Both signed like the account's position.
+  i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price);
   // Closes the bankrupt position's lots against the chosen winners (winner, lots) and splits
   // `value` over them by lots. Returns the lots closed.
-  i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 exec_price,
+  i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 bk, i64 exec_price,
                       const std::vector<std::pair<std::uint32_t, i64>>& takes);
+  // The most winner b can pay for closing `dq` lots (its side) of market m at no cost: its
+  // equity stays at least min(0, its equity now) (docs/waterfall.md "ADL bounds").
+  i64 adl_limit(std::uint32_t b, MarketId m, i64 dq) const;
   // Opposite-side winners of market m (not account a), in account creation order, with their
   // sizes (lots) and ids.
   void opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
@@ -117,7 +122,13 @@ class WaterfallRun {
   // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
   // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
   std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
-                                      MarketId m);
+                                      MarketId m,
+                                      bool lots);
+  // `cap` is a hard limit per step (docs/waterfall.md section 5): a winner offered again in a
+  // later pass or round keeps the allowance floor(cap x its first capacity) minus what it
+  // already gave; allocations are clipped to it.
+  void clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
+                             MarketId m, bool lots);
   bool uses_kernel() const {
     return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
            cfg_.policy != LastResortPolicy::FundingIndex;
@@ -144,6 +155,10 @@ class WaterfallRun {
   std::vector<SavedPosition> backup_positions_;
   std::unordered_map<int, std::vector<QueueEntry>> queues_;  // key: market * 2 + (side > 0)
   std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
+  struct CapUse {
+    i64 allowance, used;
+  };
+  std::unordered_map<std::uint64_t, CapUse> cap_use_;  // (account, market, lots or money) -> this step
   std::vector<std::pair<std::uint32_t, MarketId>> adl_log_;  // (winner, market) of every ADL close this round
   struct Pending {
     std::uint32_t account;
@@ -155,7 +170,7 @@ class WaterfallRun {
     std::uint32_t account;
     MarketId m;
     int sign;  // of the bankrupt position
-    i64 lots, value, exec_price;
+    i64 lots, value, bk, exec_price;
   };
   struct DeferredSettlement {  // an account whose settlement waits for the round's ADL
     std::uint32_t account;
