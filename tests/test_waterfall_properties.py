@@ -121,7 +121,7 @@ def upnl_positive(ref, a, m):
     return m in acct.positions and ref._u_money(m, acct.positions[m]) > 0
 
 
-def check_step(ex, ref, call, res, before_eng, before_ref_positions):
+def check_step(ex, ref, call, res, before_eng, before_ref_positions, before_margin=None):
     """The properties of one successful engine step (engine values only, except `ref` which
     holds the start-of-step book for the who-may-pay checks)."""
     totals = engine_totals(res)
@@ -157,6 +157,17 @@ def check_step(ex, ref, call, res, before_eng, before_ref_positions):
             assert (acc, m) in adl_seen or upnl_positive(ref, acc, m), f"haircut of {acc} in {m} without profit"
         if kind == "haircut":
             assert acc in before_ref_positions, f"flat account {acc} haircut"
+    if before_margin is not None:
+        # ADL bounds (docs/waterfall.md section 5), for every adl_price: a deleveraged account
+        # that was not liquidated never ends below min(0, its equity at the start); a liquidated
+        # account that started bankrupt and ends flat never keeps money (balance <= 0)
+        state = engine_state(ex)
+        holders = {p[0] for p in state["positions"]}
+        for acc in {e[2] for e in events if e[1] == "adl_close"} - liquidated:
+            assert margin[acc][0] >= min(0, before_margin[acc][0]), f"ADL pushed {acc} below zero: {before_margin[acc]} -> {margin[acc]}"
+        for acc in liquidated:
+            if before_margin[acc][0] < 0 and acc not in holders:
+                assert state["balances"][acc] <= 0, f"bankrupt {acc} ends with {state['balances'][acc]}"
 
 
 def run_example(data, differential=True):
@@ -167,6 +178,7 @@ def run_example(data, differential=True):
         set_marks(ex, ref, draw_crash(data, book))
         call = draw_call(data)
         before_eng = engine_state(ex)
+        before_margin = engine_margin(ex)
         before_positions = {a: {m: p.size for m, p in acct.positions.items()} for a, acct in ref.accounts.items() if acct.positions}
         ref_before = copy.deepcopy(ref)
         rres = ref.liquidate(call["executor"], call["mode"], call["policy"], call["ranking"], call["adl_price"], **reference_call(call))
@@ -178,7 +190,7 @@ def run_example(data, differential=True):
             assert engine_state(ex) == before_eng
             ex.check_invariants()
             raise
-        check_step(ex, ref_before, call, res, before_eng, before_positions)
+        check_step(ex, ref_before, call, res, before_eng, before_positions, before_margin)
         if not differential:
             ref_sync(ref, ex)  # the next step's start-of-step book is the engine's
             continue
