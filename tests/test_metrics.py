@@ -209,18 +209,17 @@ def test_cascade_executor_price_uses_size_at_liquidation():
     assert executor_price(before, 0, -10, ex_) == 82 and executor_price(before, 0, -20, ex_) == 83
 
 
-def test_adl_at_mark_gap_goes_to_haircut():
-    # test_adl_price_mark_then_haircut: 10 lots at the mark value 890 (taken 0 from 2, 7, 4),
-    # the gap 10 to the bankruptcy value is a haircut on 5 (credit 10 to account 1).
-    # Needed: ADL rows value(-lots, 88) - (-value at 89) = 1 a lot = 10, plus the credit 10 = 20.
-    # Taken: 0 + 10. Same overshoot as at the bankruptcy price: -10. Winner rows: three adl
-    # (value 0) and one haircut (5: 10 of its u 18).
-    before, after, res = step(adl_book(), EXEC, adl_price="mark")
-    m = measure(before, after, res, executor=EXEC)
-    assert (m.taken_units, m.needed_units, m.overshoot_net_units) == (10, 20, -10)
-    assert list(zip(m.winner_rows.account, m.winner_rows.how, m.winner_rows.value_units)) == [
-        (2, "adl", 0), (4, "adl", 0), (5, "haircut", 10), (7, "adl", 0)]
-    assert m.gini_touched == 0.75  # [0, 0, 0, 10]
+def test_adl_at_mark_gap_paid_by_the_same_winners():
+    # test_adl_price_mark_gap_paid_by_the_same_winners: with no fund, the winners at the mark
+    # also pay the gap to the bankruptcy value (ADL bounds), so the step measures exactly like
+    # the bankruptcy-price step: the same winners, lots and values.
+    at_mark = measure(*step(adl_book(), EXEC, adl_price="mark"), executor=EXEC)
+    at_bk = measure(*step(adl_book(), EXEC), executor=EXEC)
+    assert (at_mark.taken_units, at_mark.needed_units, at_mark.overshoot_net_units) == (10, 20, -10)
+    for m in (at_mark, at_bk):
+        assert list(zip(m.winner_rows.account, m.winner_rows.how, m.winner_rows.taken_units, m.winner_rows.value_units)) == [
+            (2, "adl", 4, 4), (4, "adl", 2, 2), (7, "adl", 4, 4)]
+    assert at_mark.gini_touched == at_bk.gini_touched
 
 
 def test_nothing_to_do():
