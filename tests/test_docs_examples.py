@@ -68,3 +68,10 @@ def _check_readme(ns: dict[str, Any]) -> None:
     paid = ledger.amount[ledger.reason == "deficit_payment"]
     assert len(paid) >= 1 and set(ledger.pool[ledger.reason == "deficit_payment"]) == {ns["ex"].insurance.pool_of("BTC-PERP")}
     ns["ex"].check_invariants()
+    # the error the README quotes is the one a reader gets
+    quoted = re.search(r"\(`(prices\[0\] \(market 'BTC-PERP'\): a mark price\s+must be positive \(got -5.0\))`",
+                       (ROOT / "README.md").read_text())
+    assert quoted is not None
+    with pytest.raises(ns["deleverage"].errors.InvalidInput) as info:
+        ns["ex"].set_marks(["BTC-PERP"], [-5.0])
+    assert str(info.value) == " ".join(quoted.group(1).split())
