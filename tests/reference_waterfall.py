@@ -117,6 +117,7 @@ class Result:
     totals: Totals
     events: list = field(default_factory=list)  # (step, kind, account, market, counterparty, size, amount, price, pool, exec_price)
     flags: set = field(default_factory=set)  # notes on which branches ran (for the tests)
+    skipped: list = field(default_factory=list)  # per-account calls: given accounts not liquidated
 
 
 @dataclass
@@ -303,7 +304,7 @@ class WaterfallReference(ReferenceExchange):
     # --------------------------------------------------------- the waterfall
 
     def liquidate(self, executor, mode="close", policy="queue", ranking="bitmex", adl_price="bankruptcy", theta=-1, cap=R,
-                  lot=1, g="linear", seed=0) -> Result:
+                  lot=1, g="linear", seed=0, accounts=None) -> Result:
         if not isinstance(executor, Exec):
             executor = exec_from_api(executor, self.money_decimals)
         for name, v, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES),
@@ -316,12 +317,16 @@ class WaterfallReference(ReferenceExchange):
             raise InvalidInput("slippage out of range")
         if executor.account not in self.accounts:
             raise UnknownId(f"unknown executor account {executor.account}")
+        if accounts is not None:
+            for i, a in enumerate(accounts):
+                if a not in self.accounts:
+                    raise UnknownId(f"accounts[{i}]: unknown account {a}")
         self._require_marks()
         saved = copy.deepcopy(self.__dict__)
         try:
             run = _Run(self, executor, mode, policy, ranking, adl_price)
             run.theta, run.cap, run.lot, run.g, run.seed = theta, cap, lot, g, seed
-            return run.run()
+            return run.run(None if accounts is None else list(accounts))
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
@@ -338,7 +343,8 @@ class _Run:
         self.exec_acct = ex.accounts[executor.account]
         self.result = Result(Totals())
         self.t = self.result.totals
-        self.excluded: set[int] = set()
+        self.excluded: set[int] = set()  # the round being liquidated: never winners
+        self.settled_flat: set[int] = set()
         self.touched: list[int] = []  # winners of this round (ids, in first-touch order)
         self.counted: set[int] = set()
         self.queues: dict[tuple[int, int], list] = {}
@@ -348,7 +354,8 @@ class _Run:
         self.adl_markets: dict[int, list[int]] = {}
         self.pending: list[list] = []  # [account id, market, amount]
         self.theta, self.cap, self.lot, self.g, self.seed = -1, R, 1, "linear", 0
-        self.random_walks = 0  # kernel allocations so far this step (random walk seeds)
+        self.random_walks = 0  # kernel allocations so far in this run_rounds (random walk seeds)
+        self.round_key = 0  # the account a run_rounds started from (random walk seeds)
         self.demands: list[list] = []  # [account, market, sign, lots, value, bk, exec_price] for the round's shared ADL
         self.deferred: list[tuple] = []  # settlements waiting for the round's shared ADL
         self.promised: dict[int, int] = {}  # pool -> fund payments planned for the waiting accounts
@@ -366,7 +373,15 @@ class _Run:
         self.ex._apply_fill(self.acct(a), m, dq, -cash)
 
     def eligible(self, a):
-        return a != self.cfg.account and a not in self.excluded
+        """Section 5: neither the executor, nor in the round being liquidated, nor liquidatable."""
+        if a == self.cfg.account or a in self.excluded:
+            return False
+        acct = self.acct(a)
+        return not self.ex._margin_row(acct).liquidatable
+
+    def liquidatable_now(self, a):
+        acct = self.acct(a)
+        return bool(acct.positions) and self.ex._margin_row(acct).liquidatable
 
     def mark_winner(self, b):
         if b not in self.touched:
@@ -595,34 +610,27 @@ class _Run:
     # ------------------------------------------------------------- section 5
 
     def queue_take(self, m, side, lots):
-        key = (m, side)
-        if key not in self.queues:
-            heap = []
-            for acct in self.ex.accounts.values():
+        """Section 5, queue: each pop takes the eligible opposite-side winner with the highest
+        score from its current state (ties: smaller id)."""
+        ex = self.ex
+        takes, taken, left = [], set(), lots
+        while left > 0:
+            best = None
+            for acct in ex.accounts.values():
                 b = acct.account_id
-                if not self.eligible(b) or m not in acct.positions:
+                if b in taken or m not in acct.positions or (acct.positions[m].size > 0) != (side > 0):
                     continue
-                if (acct.positions[m].size > 0) != (side > 0):
+                if not self.eligible(b):
                     continue
-                heap.append((self.ex.score(acct, m, self.ranking), b))
-            self.queues[key] = heap
-        heap = self.queues[key]
-        takes, put_back, left = [], [], lots
-        while left > 0 and heap:
-            top = max(heap, key=lambda e: (e[0], -e[1]))  # score desc, id asc
-            heap.remove(top)
-            b = top[1]
-            if not self.eligible(b):
-                continue
-            pos = self.acct(b).positions.get(m)
-            if pos is None or (pos.size > 0) != (side > 0):
-                continue
-            take = min(left, abs(pos.size))
-            takes.append((b, take))
+                key = (ex.score(acct, m, self.ranking), -b)
+                if best is None or key > best[0]:
+                    best = (key, b, abs(acct.positions[m].size))
+            if best is None:
+                break
+            take = min(left, best[2])
+            takes.append((best[1], take))
+            taken.add(best[1])
             left -= take
-            if take < abs(pos.size):
-                put_back.append(top)
-        heap.extend(put_back)
         return takes
 
     def round_adl(self):
@@ -796,7 +804,7 @@ class _Run:
         elif self.policy == "min_max_lots":
             kw["lot"] = self.lot
         elif self.policy == "random_walk":
-            mix = ra.splitmix64(ra.splitmix64(self.seed) ^ ex.step)
+            mix = ra.splitmix64(ra.splitmix64(self.seed) ^ (self.round_key & MASK64))
             kw["seed"] = ra.splitmix64(mix ^ ((m | (self.random_walks << 16)) & MASK64))
             self.random_walks += 1
         x = ra.allocate(budget, list(capacity), self.policy, clip=True, **kw)
@@ -856,7 +864,7 @@ class _Run:
 
     # ------------------------------------------------------------- section 1
 
-    def run(self) -> Result:
+    def run(self, accounts=None) -> Result:
         ex = self.ex
         for mk in ex.markets:  # 1.1: marks of moved markets are revalued
             mk.valued_mark = mk.mark
@@ -866,47 +874,81 @@ class _Run:
         # the risk-aware policy's leverage uses the equity of the start of the step
         self.start_equity = {a: ex._equity(acct) for a, acct in ex.accounts.items()}
         self.matching_pool = [ex.available(p) for p in range(len(ex.pools))]
-        checked = list(ex.accounts)  # first round: every account
         if any(not acct.positions and acct.balance < 0 for acct in ex.accounts.values()):
             self.result.flags.add("flat_debt_before")  # left alone: only accounts with positions are candidates
-        first = True
-        while checked:
-            if not first:  # 1.7: winners ADL left flat with a negative balance
-                for a in checked:
-                    acct = self.acct(a)
-                    if not acct.positions and acct.balance < 0 and a not in self.excluded:
-                        self.excluded.add(a)
-                        self.result.flags.add("settle_flat")
-                        self._last_closings = []
-                        ms = self.adl_markets.get(a, [])
-                        self.settle(a, ms, [1] * len(ms), [0] * len(ms))
-            first = False
+        per_account = self.policy in ("queue", "random_walk")
+        if accounts is None:  # detection: every liquidatable account, worst first
             cands = []
-            for a in checked:
-                acct = self.acct(a)
-                if a == self.cfg.account or not acct.positions or a in self.excluded:
+            for a, acct in ex.accounts.items():
+                if a == self.cfg.account or not acct.positions:
                     continue
                 row = ex._margin_row(acct)
                 if row.liquidatable:
                     cands.append((a, row.equity, row.maintenance))
-            if not cands and not self.pending:
-                break
-            if not cands:
-                self.result.flags.add("pending_without_candidates")
-            cands = _worst_first(cands)
-            for a, _, _ in cands:
-                self.excluded.add(a)
-            for a, _, _ in cands:
+            order = [a for a, _, _ in _worst_first(cands)]
+            if per_account:
+                for a in order:
+                    if self.liquidatable_now(a):
+                        self.run_rounds([a])
+            else:
+                self.run_rounds(order)
+        else:  # the given accounts, in the order given
+            round_ = []
+            for a in accounts:
+                if a == self.cfg.account or not self.liquidatable_now(a) or (not per_account and a in round_):
+                    self.result.skipped.append(a)
+                elif per_account:
+                    self.run_rounds([a])
+                else:
+                    round_.append(a)
+            if round_:
+                self.run_rounds(round_)
+        for pool, bal in enumerate(ex.pools):  # 1.8
+            ex.history.append((ex.step, pool, bal))
+        return self.result
+
+    def run_rounds(self, checked):
+        """Liquidates `checked` as one round, then the cascade rounds it causes (section 1)."""
+        ex = self.ex
+        self.round_key = checked[0] if checked else 0
+        self.random_walks = 0
+        first = True
+        while checked:
+            if first:
+                work = list(checked)
+            else:
+                for a in checked:  # 1.7: winners ADL left flat with a negative balance
+                    acct = self.acct(a)
+                    if not acct.positions and acct.balance < 0 and a not in self.settled_flat:
+                        self.settled_flat.add(a)
+                        self.result.flags.add("settle_flat")
+                        self._last_closings = []
+                        ms = self.adl_markets.get(a, [])
+                        self.settle(a, ms, [1] * len(ms), [0] * len(ms))
+                cands = []
+                for a in checked:
+                    acct = self.acct(a)
+                    if a == self.cfg.account or not acct.positions:
+                        continue
+                    row = ex._margin_row(acct)
+                    if row.liquidatable:
+                        cands.append((a, row.equity, row.maintenance))
+                work = [a for a, _, _ in _worst_first(cands)]
+                if work:
+                    self.result.flags.add("cascade")
+                if not work and self.pending:
+                    self.result.flags.add("pending_without_candidates")
+            first = False
+            self.excluded = set(work)
+            for a in work:
                 self._last_closings = []
                 self.liquidate_account(a)
             self.round_adl()
             self.resolve_pending()
+            self.excluded = set()
             order = {a: i for i, a in enumerate(ex.accounts)}
-            checked = sorted((b for b in self.touched if b not in self.excluded), key=order.__getitem__)
+            checked = sorted(self.touched, key=order.__getitem__)
             self.touched = []
-        for pool, bal in enumerate(ex.pools):  # 1.8
-            ex.history.append((ex.step, pool, bal))
-        return self.result
 
 
 def _worst_first(cands):

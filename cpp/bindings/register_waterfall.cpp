@@ -57,11 +57,18 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          "liquidate",
          [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
             bool partial, int mode, int policy, int ranking, int adl_price, i64 theta, i64 cap, i64 lot,
-            const std::string& g, std::uint64_t seed) {
+            const std::string& g, std::uint64_t seed, const py::object& accounts) {
            const WaterfallConfig c = waterfall_config_from_args(executor_kind, executor_account, slippage_rate, impact_rate,
                                                                 impact_depth, partial, mode, policy, ranking, adl_price, theta,
                                                                 cap, lot, g, seed);
-           WaterfallResult r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
+           WaterfallResult r;
+           if (accounts.is_none()) {
+             r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
+           } else {
+             const py::array arr = accounts.cast<py::array>();
+             const std::span<const i64> ids = as_span<i64>(arr, "accounts");
+             r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c, ids) : e.liquidate(c, ids); });
+           }
            py::dict ev;
            ev["step"] = to_numpy(std::move(r.events.step));
            ev["kind"] = to_numpy(std::move(r.events.kind));
@@ -88,12 +95,12 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            tot["bad_debt"] = to_py_int(t.bad_debt);
            tot["last_resort_needed"] = to_py_int(t.last_resort_needed);
            tot["last_resort_planned"] = to_py_int(t.last_resort_planned);
-           return py::make_tuple(ev, tot);
+           return py::make_tuple(ev, tot, to_numpy(std::move(r.skipped)));
          },
          py::arg("executor_kind"), py::arg("executor_account"), py::arg("slippage_rate"), py::arg("impact_rate"),
          py::arg("impact_depth"), py::arg("partial"), py::arg("mode"), py::arg("policy"), py::arg("ranking"),
          py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
-         py::arg("g") = "linear", py::arg("seed") = 0)
+         py::arg("g") = "linear", py::arg("seed") = 0, py::arg("accounts") = py::none())
       .def("adl_ranking",
            [](PyEngine& s, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
@@ -108,6 +115,21 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
              d["expected_loss"] = to_numpy(std::move(r.expected_loss));
              return d;
            })
+      .def("adl_rank",
+           [](PyEngine& s, i64 account, MarketId market, int ranking) {
+             const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
+             const AdlRank r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_rank(e, account, market, rk) : e.adl_rank(account, market, rk); });
+             return py::make_tuple(static_cast<int>(r.side), r.score, r.rank, r.side_count, static_cast<int>(r.light));
+           })
+      .def("set_adl_refresh",
+           [](PyEngine& s, int policy, i64 every) {
+             const AdlRefresh p = enum_from<AdlRefresh>(policy, 2, "adl_refresh");
+             locked(s, [&](Engine& e) { s.journal ? s.journal->set_adl_refresh(e, p, every) : e.set_adl_refresh(p, every); });
+           })
+      .def("adl_refresh", [](PyEngine& s) {
+        const auto r = locked(s, [&](Engine& e) { return std::make_pair(static_cast<int>(e.adl_refresh()), e.adl_refresh_every()); });
+        return py::make_tuple(r.first, r.second);
+      })
       .def("give_market_own_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return s.journal ? s.journal->give_market_own_pool(e, market) : e.give_market_own_pool(market); }); })
       .def("market_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
       .def("insurance_deposit", [](PyEngine& s, i64 amount, int pool) { locked(s, [&](Engine& e) { s.journal ? s.journal->insurance_deposit(e, amount, pool) : e.insurance_deposit(amount, pool); }); })

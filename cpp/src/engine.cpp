@@ -251,6 +251,7 @@ void Engine::compact_if_wasteful() {
 }
 
 void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
+  note_changed(a);
   MarketState& mk = markets_[static_cast<std::size_t>(m)];
   std::uint32_t s = find_slot(a, m);
   Sums& cache = acc_[a].cache;

@@ -120,6 +120,9 @@ const char* op_name(std::uint8_t op) {
     case JournalOp::Liquidate: return "liquidate";
     case JournalOp::AdlRanking: return "adl_ranking";
     case JournalOp::AdlFill: return "adl_fill";
+    case JournalOp::LiquidateAccounts: return "liquidate(accounts)";
+    case JournalOp::AdlRank: return "adl_rank";
+    case JournalOp::SetAdlRefresh: return "set_adl_refresh";
   }
   return "unknown";
 }
@@ -220,6 +223,28 @@ void apply_record(Engine& e, std::uint8_t op, Reader& r) {
       const WaterfallConfig c = get_config(r);
       if (!r.done()) break;
       (void)e.liquidate(c);
+      return;
+    }
+    case JournalOp::LiquidateAccounts: {
+      const WaterfallConfig c = get_config(r);
+      const auto accounts = get_vector<i64>(r);
+      if (!r.done()) break;
+      (void)e.liquidate(c, accounts);
+      return;
+    }
+    case JournalOp::AdlRank: {
+      const i64 account = r.get<i64>();
+      const MarketId m = r.get<MarketId>();
+      const auto rk = r.get<std::uint8_t>();
+      if (!r.done()) break;
+      (void)e.adl_rank(account, m, enum_value<Ranking>(rk, 3, "ranking"));
+      return;
+    }
+    case JournalOp::SetAdlRefresh: {
+      const auto policy = r.get<std::uint8_t>();
+      const i64 every = r.get<i64>();
+      if (!r.done()) break;
+      e.set_adl_refresh(enum_value<AdlRefresh>(policy, 2, "adl_refresh"), every);
       return;
     }
     case JournalOp::AdlRanking: {
@@ -464,6 +489,33 @@ WaterfallResult Journal::liquidate(Engine& e, const WaterfallConfig& config) {
   put_config(p.w, config);
   append(JournalOp::Liquidate, p.bytes());
   return r;
+}
+
+WaterfallResult Journal::liquidate(Engine& e, const WaterfallConfig& config, std::span<const i64> accounts) {
+  WaterfallResult r = e.liquidate(config, accounts);
+  Payload p;
+  put_config(p.w, config);
+  put_span(p.w, accounts);
+  append(JournalOp::LiquidateAccounts, p.bytes());
+  return r;
+}
+
+AdlRank Journal::adl_rank(Engine& e, i64 account, MarketId m, Ranking ranking) {
+  const AdlRank r = e.adl_rank(account, m, ranking);
+  Payload p;
+  p.w.put<i64>(account);
+  p.w.put<MarketId>(m);
+  p.w.put<std::uint8_t>(static_cast<std::uint8_t>(ranking));
+  append(JournalOp::AdlRank, p.bytes());
+  return r;
+}
+
+void Journal::set_adl_refresh(Engine& e, AdlRefresh policy, i64 every) {
+  e.set_adl_refresh(policy, every);
+  Payload p;
+  p.w.put<std::uint8_t>(static_cast<std::uint8_t>(policy));
+  p.w.put<i64>(every);
+  append(JournalOp::SetAdlRefresh, p.bytes());
 }
 
 AdlRankingReport Journal::adl_ranking(Engine& e, MarketId m, Ranking ranking) {

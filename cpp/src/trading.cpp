@@ -37,6 +37,7 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
       std::uint32_t a = index_.find(accounts[i], acc_id_);
       if (a == AccountIndex::kNone) a = create_account(accounts[i]);
       acc_[a].balance = add_checked(acc_[a].balance, amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
+      note_changed(a);
       applied.emplace_back(a, amounts[i]);
       if (!representable(a)) throw_unrepresentable(a, at("amounts", i));
     }
@@ -66,6 +67,7 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
       const std::uint32_t a = idx[done];
       const i64 before = acc_[a].balance;
       acc_[a].balance = add_checked(before, -amounts[done], at("amounts", done));
+      note_changed(a);
       AccountMargin m;
       try {
         m = account_margin(accounts[done]);
@@ -444,6 +446,8 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
       changed.push_back(Changed{i, mk.mark, mk.previous_mark});
       mk.previous_mark = mk.mark;
       mk.mark = prices[i];
+      ++mk.mark_updates;  // the kept ADL queues' staleness
+      ++marks_epoch_;
     }
   }
   // The representable range: every holder of a moved market, at the new marks. While the

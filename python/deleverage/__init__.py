@@ -15,7 +15,7 @@ from .executors import Backstop, Impact, MarketClose
 from .metrics import PolicyMetrics
 from .policy_lab import ComparisonTable, compare
 from .reports import MarginReport, PositionReport
-from .waterfall import AdlRanking, EventTable, WaterfallResult, WaterfallTotals
+from .waterfall import AdlRank, AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
 __all__ = [
     "Exchange",
@@ -33,6 +33,7 @@ __all__ = [
     "WaterfallTotals",
     "EventTable",
     "AdlRanking",
+    "AdlRank",
     "errors",
     "executors",
     "scenarios",

@@ -24,7 +24,8 @@ from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTrunca
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
-from .waterfall import ADL_PRICES, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRanking, EventTable, WaterfallResult, WaterfallTotals
+from .waterfall import (ADL_PRICES, ADL_REFRESH, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
+                        WaterfallTotals)
 
 MarketRef = Union[int, str]
 ArrayLike = npt.ArrayLike
@@ -578,8 +579,10 @@ class Exchange:
         g: str = "linear",
         seed: int = 0,
         exact: bool = False,
+        accounts: Optional[ArrayLike] = None,
     ) -> WaterfallResult:
-        """Run one waterfall step over every liquidatable account, worst margin ratio first.
+        """Run one waterfall step over every liquidatable account, worst margin ratio first
+        (or, with ``accounts``, over those accounts only, in the order given).
 
         Each account's positions are closed through ``executor``. A fill at or better than
         the bankruptcy price leaves a surplus: the insurance fund takes it up to the
@@ -617,14 +620,56 @@ class Exchange:
         could pay it (1 = the fund is never used for it). ``result.totals.last_resort_needed``
         is what deficit matching would have needed, for measuring the overshoot.
 
-        Winners are never accounts being liquidated in the same step, nor the executor's
-        account; flat accounts never pay. Winners pushed below maintenance are liquidated in
-        the same step. The call is atomic. See docs/waterfall.md for the exact procedure.
+        Winners are never accounts being liquidated in the same round, nor liquidatable
+        accounts, nor the executor's account; flat accounts never pay. Winners pushed below
+        maintenance are liquidated in the same call (cascade). The call is atomic.
+
+        ``accounts`` (account ids): the per-account call an online risk service makes as marks
+        tick. Only these accounts are liquidated, in the order given; an account that is flat,
+        the executor's, or not liquidatable when its turn comes is skipped and listed in
+        ``result.skipped``. With the ``"queue"`` policy the call costs the accounts' positions
+        plus their ADL fills (the ADL queue is kept between calls, see
+        :meth:`set_adl_refresh`), not a pass over the book. The batch step is the same routine
+        over every liquidatable account, worst first. See docs/waterfall.md for the exact
+        procedure.
         """
-        raw, totals = self._engine.liquidate(*self._waterfall_config(
-            executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price, theta=theta, cap=cap, lot=lot,
-            g=g, seed=seed, exact=exact))
-        return self._waterfall_result(raw, totals, exact)
+        config = self._waterfall_config(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
+                                        theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact)
+        ids = None if accounts is None else np.ascontiguousarray(cv.integers(accounts, "accounts"), dtype=np.int64).reshape(-1)
+        raw, totals, skipped = self._engine.liquidate(*config, accounts=ids)
+        return self._waterfall_result(raw, totals, exact, skipped)
+
+    def set_adl_refresh(self, policy: str = "exact", *, every: int = 1) -> None:
+        """When the kept ADL queues are refreshed (docs/waterfall.md "The kept ADL queue").
+
+        ``"exact"`` (the default): a queue is re-scored in full whenever any mark changed
+        since its last refresh, so it always orders the winners by their current scores.
+        ``"interval"``: a market's queues are re-scored only once that market's mark changed
+        ``every`` times since the last refresh, the way exchanges publish a periodic ranking;
+        in between, a position keeps the score of the last refresh. Either way an account
+        whose balance or positions changed (a fill, a trade, a deposit) is re-scored before
+        the queue is next used.
+        """
+        if policy not in ADL_REFRESH:
+            raise InvalidInput(f"policy must be one of {', '.join(ADL_REFRESH)} (got {policy!r})")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)):
+            raise InvalidInput(f"every must be an integer number of mark updates (got {every!r})")
+        self._engine.set_adl_refresh(ADL_REFRESH.index(policy), int(every))
+
+    @property
+    def adl_refresh(self) -> tuple[str, int]:
+        """The refresh policy of the kept ADL queues and its interval (mark updates)."""
+        code, every = self._engine.adl_refresh()
+        return ADL_REFRESH[code], int(every)
+
+    def adl_rank(self, account: int, market: MarketRef, *, ranking: str = "bitmex") -> AdlRank:
+        """One account's place in its side's ADL queue in ``market`` (see :meth:`adl_ranking`),
+        read from the kept queue without a pass over the book."""
+        if ranking not in RANKINGS:
+            raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
+        m = self.market_id(market)
+        side, score, rank, count, light = self._engine.adl_rank(int(account), m, RANKINGS.index(ranking))
+        return AdlRank(int(account), int(side), score / 1e9, int(score), int(rank), int(count), int(light))
 
     def _waterfall_config(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
                           adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
@@ -680,7 +725,8 @@ class Exchange:
         acc = int(cv.integers(account, "executor account")[0])
         return (kind, acc, slip, impact_rate, depth, partial, *codes, theta_units, cap_units, lot_units, g, int(seed))
 
-    def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool) -> WaterfallResult:
+    def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool,
+                          skipped: Optional[npt.NDArray[np.int64]] = None) -> WaterfallResult:
         kind = np.array(EVENT_KINDS, dtype=object)[raw["kind"]] if len(raw["kind"]) else np.array([], dtype=object)
         mk = raw["market"]
         size, amount, price = raw["size"], raw["amount"], raw["price"]
@@ -703,7 +749,8 @@ class Exchange:
         money = ("deficit", "fund_used", "fund_fees", "adl_notional", "haircut_total", "bad_debt", "last_resort_needed",
                  "last_resort_planned")
         values: dict[str, Any] = {k: (v if exact or k not in money else v / scale) for k, v in totals.items()}
-        return WaterfallResult(events, WaterfallTotals(**values, exact=exact))
+        return WaterfallResult(events, WaterfallTotals(**values, exact=exact),
+                               np.zeros(0, dtype=np.int64) if skipped is None else skipped)
 
     def adl_ranking(self, market: MarketRef, *, ranking: str = "bitmex", exact: bool = False) -> AdlRanking:
         """The ADL indicator of a market at the current marks: every position's score, its

@@ -16,6 +16,7 @@ MODES = ("close", "haircut")
 POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
+ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -77,10 +78,13 @@ class WaterfallTotals:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class WaterfallResult:
-    """What :meth:`Exchange.liquidate` did: ``events`` and ``totals``."""
+    """What :meth:`Exchange.liquidate` did: ``events`` and ``totals``; for a per-account call,
+    ``skipped`` holds the given account ids that were not liquidated (flat, the executor's,
+    or not liquidatable when their turn came), in the order given."""
 
     events: EventTable
     totals: WaterfallTotals
+    skipped: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def summary(self) -> dict[str, Any]:
         """The totals as a plain dict."""
@@ -113,3 +117,18 @@ class AdlRanking(_Table):
 
     def __repr__(self) -> str:
         return f"AdlRanking({len(self)} positions)"
+
+
+@dataclasses.dataclass(frozen=True)
+class AdlRank:
+    """One account's place in its side's ADL queue (:meth:`Exchange.adl_rank`): ``rank`` 1 is
+    deleveraged first; ``light`` 1-5 (5 = top 20% of the side); ``score`` as in
+    :class:`AdlRanking` (``score_units``: the integer score in 1e-9 units)."""
+
+    account: int
+    side: int  #: +1 long, -1 short
+    score: float
+    score_units: int
+    rank: int
+    side_count: int  #: positions on that side of the market
+    light: int

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "deleverage/account_index.hpp"
+#include "deleverage/detail/adl_queue.hpp"
 #include "deleverage/detail/relaxed_max.hpp"
 #include "deleverage/detail/uninit.hpp"
 #include "deleverage/fixed_point.hpp"
@@ -192,10 +193,30 @@ class Engine {
   const InsuranceFund& insurance() const { return insurance_; }
 
   // ---- the loss waterfall (docs/waterfall.md) ----
-  // One step over every liquidatable account, worst first. Atomic.
+  // One step over every liquidatable account, worst first: detection, then the per-account
+  // routine below in that order. Atomic.
   WaterfallResult liquidate(const WaterfallConfig& config);
-  // The ADL indicator for one market at the current marks.
+  // One step over the given accounts only, in the order given (docs/waterfall.md "Per-account
+  // liquidation"): an account that is unknown throws UnknownId naming its index; one that is
+  // flat, the executor's, or not liquidatable when its turn comes is skipped and reported in
+  // the result's `skipped`. Winners the call pushes under maintenance are liquidated within
+  // it (cascade). Costs the accounts' positions plus their ADL fills: no pass over the book
+  // with the queue policy (the pro-rata and policy-lab policies read the winners of the
+  // markets they allocate in). Atomic.
+  WaterfallResult liquidate(const WaterfallConfig& config, std::span<const i64> accounts);
+  // The ADL indicator for one market at the current marks, read from the kept queues
+  // (refreshed first if stale; no re-scoring when they are fresh).
   AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
+  // One account's place in its side's kept queue in market m (refreshed first if stale):
+  // reads the queue's entries, not the book. UnknownId if the account or market is unknown,
+  // InvalidInput if it holds no position in m.
+  AdlRank adl_rank(i64 account_id, MarketId m, Ranking ranking);
+  // When a kept ADL queue is refreshed (docs/waterfall.md "The kept ADL queue"): Exact (the
+  // default) whenever a mark changed since its refresh; Interval: only once its market's
+  // mark changed `every` (>= 1) times since. Account changes are re-scored lazily either way.
+  void set_adl_refresh(AdlRefresh policy, i64 every = 1);
+  AdlRefresh adl_refresh() const { return adl_refresh_; }
+  i64 adl_refresh_every() const { return adl_refresh_every_; }
   // Waterfall steps run so far.
   i64 step() const { return step_; }
   // Sends the events of the following liquidate() calls to `sink` (nullptr: back to the
@@ -237,6 +258,7 @@ class Engine {
     i64 max_abs_size = 0;  // upper bound on |q| of any position in the market
     i64 previous_mark = 0;  // the mark before the last set_marks that changed it
     int pool = 0;           // insurance pool paying this market's deficits
+    std::uint64_t mark_updates = 0;  // set_marks calls that changed this market's mark
     std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
   };
   struct Sums {
@@ -340,6 +362,27 @@ class Engine {
   friend struct SnapshotAccess;
   // waterfall helpers (cpp/src/waterfall/)
   friend class WaterfallRun;
+  WaterfallResult run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts);
+  // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): `adl_queue` returns market m's
+  // queue of `side` (+1 longs, -1 shorts), refreshed if stale and with every account changed
+  // since its last use re-scored; the caches must be at the current marks.
+  detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking);
+  // Pops the queue's head (a current entry of an account holding that side); false if empty.
+  bool adl_queue_pop(detail::KeptAdlQueue& q, MarketId m, int side, detail::AdlEntry& out);
+  void adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e);
+  void refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
+  void select_adl_head(detail::KeptAdlQueue& q);
+  void catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
+  // Every account whose balance or positions change is noted here for the kept queues.
+  void note_changed(std::uint32_t a) {
+    if (!track_changes_) return;
+    if (changed_.size() >= kChangeLogCap) {  // forget the older half: queues behind it refresh
+      changed_.erase(changed_.begin(), changed_.begin() + kChangeLogCap / 2);
+      changed_base_ += kChangeLogCap / 2;
+    }
+    changed_.push_back(a);
+  }
+  void drop_adl_queues();
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
@@ -385,6 +428,20 @@ class Engine {
   InsuranceFund insurance_;
   i64 step_ = 0;
   EventSink* event_sink_ = nullptr;  // not owned, and copied with the engine; see set_event_sink
+
+  // Kept ADL queues and what makes them stale: not part of the logical state (a queue is
+  // rebuilt from the state on demand), so neither hashed nor saved.
+  static constexpr std::size_t kChangeLogCap = std::size_t{1} << 16;
+  std::vector<detail::KeptAdlQueue> adl_queues_;  // index 2 * market + (side > 0)
+  std::vector<std::uint32_t> changed_;  // accounts changed since changed_base_ (may repeat)
+  std::uint64_t changed_base_ = 0;      // absolute index of changed_[0]
+  bool track_changes_ = false;          // on once a queue exists
+  std::uint64_t marks_epoch_ = 0;       // mark changes so far (any market)
+  AdlRefresh adl_refresh_ = AdlRefresh::Exact;
+  i64 adl_refresh_every_ = 1;
+  // Scratch flags of a waterfall call, one byte per account, all zero between calls (a call
+  // clears what it set), so that a per-account call does not touch every account.
+  std::vector<std::uint8_t> wf_flags_;
 };
 
 }  // namespace deleverage

@@ -45,6 +45,9 @@ enum class JournalOp : std::uint8_t {
   Liquidate = 13,         // the config as (key, value) pairs: see LiquidateKey
   AdlRanking = 14,        // revalues moved markets as a side effect
   AdlFill = 15,           // Engine::adl_fill (C++ only)
+  LiquidateAccounts = 16, // liquidate(config, accounts): the config as for Liquidate, then the accounts
+  AdlRank = 17,           // refreshes a stale queue as a side effect
+  SetAdlRefresh = 18,
 };
 
 // Keys of the liquidate record's settings. New WaterfallConfig fields get new keys; a reader
@@ -109,6 +112,9 @@ class Journal {
   void insurance_deposit(Engine& e, i64 amount, int pool);
   void set_drawdown_rule(Engine& e, i64 max_drawdown, int window);
   WaterfallResult liquidate(Engine& e, const WaterfallConfig& config);
+  WaterfallResult liquidate(Engine& e, const WaterfallConfig& config, std::span<const i64> accounts);
+  AdlRank adl_rank(Engine& e, i64 account, MarketId m, Ranking ranking);
+  void set_adl_refresh(Engine& e, AdlRefresh policy, i64 every);
   AdlRankingReport adl_ranking(Engine& e, MarketId m, Ranking ranking);
   void adl_fill(Engine& e, i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
 

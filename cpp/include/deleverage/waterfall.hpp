@@ -143,6 +143,21 @@ struct WaterfallTotals {
 struct WaterfallResult {
   WaterfallEvents events;
   WaterfallTotals totals;
+  // Per-account calls: the given accounts that were not liquidated (flat, the executor's, or
+  // not liquidatable when their turn came), in the order given.
+  std::vector<i64> skipped;
+};
+
+// When the kept ADL queues are refreshed (Engine::set_adl_refresh).
+enum class AdlRefresh : std::uint8_t { Exact = 0, Interval = 1 };
+
+// One account's place in its side's ADL queue (Engine::adl_rank).
+struct AdlRank {
+  std::int8_t side = 0;     // +1 long, -1 short
+  i64 score = 0;            // 1e-9 units, as the queue holds it
+  i64 rank = 0;             // 1 = first in its side's queue
+  i64 side_count = 0;       // positions on that side
+  std::int8_t light = 0;    // 1..5: 5 = top 20% of its side
 };
 
 // One row per open position of a market: the ADL indicator.

@@ -57,63 +57,155 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
   return 0;
 }
 
-std::vector<QueueEntry>& WaterfallRun::queue(MarketId m, int side) {
-  const int key = m * 2 + (side > 0 ? 1 : 0);
-  auto it = queues_.find(key);
-  if (it != queues_.end()) return it->second;
-  std::vector<QueueEntry>& q = queues_[key];
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+// ------------------------------------------------------------------ the kept queue
+
+void Engine::set_adl_refresh(AdlRefresh policy, i64 every) {
+  if (policy != AdlRefresh::Exact && policy != AdlRefresh::Interval)
+    throw InvalidInput("adl_refresh: unknown policy " + std::to_string(static_cast<int>(policy)));
+  if (every < 1) throw InvalidInput("every: the refresh interval must be at least 1 mark update (got " + std::to_string(every) + ")");
+  adl_refresh_ = policy;
+  adl_refresh_every_ = every;
+}
+
+void Engine::drop_adl_queues() {
+  for (detail::KeptAdlQueue& q : adl_queues_) q = detail::KeptAdlQueue{};
+}
+
+void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) {
+  q.heap.push_back(e);
+  std::push_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+}
+
+// Moves the best `next_select` entries of the reserve into the heap: a partial selection,
+// linear in the reserve, instead of sorting the side. The next selection takes twice as many,
+// so a queue emptied to its end costs O(n) selections in total.
+void Engine::select_adl_head(detail::KeptAdlQueue& q) {
+  const std::size_t n = q.reserve.size();
+  if (n == 0) return;
+  const std::size_t k = std::min(n, std::max<std::size_t>(q.next_select, 64));
+  q.next_select = 2 * k;
+  // the k best go to [n - k, n); q.reserve[n - k] is the worst of them
+  std::nth_element(q.reserve.begin(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), detail::AdlEntryAfter{});
+  q.threshold = q.reserve[n - k];
+  for (std::size_t i = n - k; i < n; ++i) adl_queue_push(q, q.reserve[i]);
+  q.reserve.resize(n - k);
+}
+
+// One pass over the side: every position on it is scored; then only the head is selected.
+void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
+  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   std::vector<std::uint32_t> who, slot;
   who.reserve(mk.accounts.size());
   slot.reserve(mk.accounts.size());
   for (std::uint32_t a : mk.accounts) {
-    if (!eligible_winner(a)) continue;
-    const std::uint32_t s = e_.find_slot(a, m);
-    if ((e_.pos_size_[s] > 0) != (side > 0)) continue;
+    const std::uint32_t s = find_slot(a, m);
+    if ((pos_size_[s] > 0) != (side > 0)) continue;
     who.push_back(a);
     slot.push_back(s);
   }
-  // Scores use the account margins of the start of the step, so a queue does not depend on
-  // which bankrupt account happened to need it first.
-  q.resize(who.size());
-  detail::parallel_for(who.size(), e_.threads_, 8192, [&](std::size_t b, std::size_t end) {
-    for (std::size_t i = b; i < end; ++i) {
-      const std::uint32_t a = who[i];
-      q[i] = QueueEntry{e_.adl_score(slot[i], cfg_.ranking, start_balance_[a], start_equity_[a], start_maintenance_[a]),
-                        e_.acc_id_[a], a};
-    }
+  q = detail::KeptAdlQueue{};
+  q.reserve.resize(who.size());
+  detail::parallel_for(who.size(), threads_, 8192, [&](std::size_t b, std::size_t end) {
+    for (std::size_t i = b; i < end; ++i)
+      q.reserve[i] = detail::AdlEntry{adl_score(who[i], slot[i], ranking), acc_id_[who[i]], who[i], 0};
   });
-  std::make_heap(q.begin(), q.end(), QueueOrder{});
+  q.built = true;
+  q.ranking = static_cast<std::uint8_t>(ranking);
+  q.marks_epoch = marks_epoch_;
+  q.market_updates = mk.mark_updates;
+  q.log_pos = changed_base_ + changed_.size();
+  q.next_select = 256;
+  select_adl_head(q);
+  if (!track_changes_) {  // from now on account changes are noted, without allocating
+    track_changes_ = true;
+    changed_.reserve(kChangeLogCap);
+  }
+}
+
+// Re-scores the accounts changed since the queue's last use: each gets a new entry (if it
+// holds this side) with a new stamp, which retires its older entries.
+void Engine::catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
+  const std::uint64_t end = changed_base_ + changed_.size();
+  if (q.log_pos == end) return;
+  std::vector<std::uint32_t> who(changed_.begin() + static_cast<std::ptrdiff_t>(q.log_pos - changed_base_), changed_.end());
+  q.log_pos = end;
+  std::sort(who.begin(), who.end());
+  who.erase(std::unique(who.begin(), who.end()), who.end());
+  for (std::uint32_t a : who) {
+    if (a >= acc_id_.size()) continue;  // created by a deposit that was rolled back
+    const std::uint32_t stamp = q.next_stamp++;
+    q.restamped[a] = stamp;
+    const std::uint32_t s = find_slot(a, m);
+    if (s == kNoSlot || (pos_size_[s] > 0) != (side > 0)) continue;
+    adl_queue_push(q, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, stamp});
+  }
+}
+
+detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
+  if (adl_queues_.size() < 2 * markets_.size()) adl_queues_.resize(2 * markets_.size());
+  detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0)];
+  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+  bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || q.log_pos < changed_base_;
+  if (!stale) {
+    if (adl_refresh_ == AdlRefresh::Exact)
+      stale = q.marks_epoch != marks_epoch_;
+    else
+      stale = mk.mark_updates - q.market_updates >= static_cast<std::uint64_t>(adl_refresh_every_);
+  }
+  // superseded entries pile up with re-scorings: past twice the side, start over
+  if (!stale && q.heap.size() + q.reserve.size() > 2 * mk.accounts.size() + 4096) stale = true;
+  if (stale)
+    refresh_adl_queue(q, m, side, ranking);
+  else
+    catch_up_adl_queue(q, m, side, ranking);
   return q;
 }
 
+bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, MarketId m, int side, detail::AdlEntry& out) {
+  for (;;) {
+    // the heap's top is the head only while no reserve entry can come before it
+    if (!q.reserve.empty() && (q.heap.empty() || detail::AdlEntryAfter{}(q.heap.front(), q.threshold))) {
+      select_adl_head(q);
+      continue;
+    }
+    if (q.heap.empty()) return false;
+    std::pop_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+    out = q.heap.back();
+    q.heap.pop_back();
+    if (!q.current(out)) continue;  // superseded by a re-scoring
+    const std::uint32_t s = find_slot(out.account, m);
+    if (s == kNoSlot || (pos_size_[s] > 0) != (side > 0)) continue;
+    return true;
+  }
+}
+
+// ------------------------------------------------------------------ queue ADL closes
+
 // Closes `lots` of account a's position in m against opposite-side winners taken from the
-// ADL queue; the account receives `value` in total (signed like its position). Returns the
-// lots closed.
+// kept ADL queue; the account receives `value` in total (signed like its position). Returns
+// the lots closed. Every popped entry goes back unchanged: one whose account the fills change
+// is superseded when the queue is next used (its re-scoring), the others keep their place.
 i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>> takes;  // (winner, lots)
-  std::vector<QueueEntry>& heap = queue(m, -sign);
+  detail::KeptAdlQueue& queue = e_.adl_queue(m, -sign, cfg_.ranking);
   i64 left = lots;
-  std::vector<QueueEntry> put_back;
-  while (left > 0 && !heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), QueueOrder{});
-    const QueueEntry top = heap.back();
-    heap.pop_back();
-    if (!eligible_winner(top.account)) continue;
-    const std::uint32_t s = e_.find_slot(top.account, m);
-    if (s == Engine::kNoSlot || (e_.pos_size_[s] > 0) == (sign > 0)) continue;
-    const i64 take = std::min(left, abs64(e_.pos_size_[s]));
+  std::vector<detail::AdlEntry> put_back;
+  detail::AdlEntry top;
+  while (left > 0 && e_.adl_queue_pop(queue, m, -sign, top)) {
+    if (!eligible_winner(top.account)) {
+      put_back.push_back(top);
+      continue;
+    }
+    const i64 size = abs64(e_.pos_size_[e_.find_slot(top.account, m)]);
+    const i64 take = std::min(left, size);
     takes.push_back({top.account, take});
     left -= take;
-    if (take < abs64(e_.pos_size_[s])) put_back.push_back(top);  // keeps its place for the next event
+    put_back.push_back(top);
   }
-  for (const QueueEntry& qe : put_back) {
-    heap.push_back(qe);
-    std::push_heap(heap.begin(), heap.end(), QueueOrder{});
-  }
+  for (const detail::AdlEntry& qe : put_back) e_.adl_queue_push(queue, qe);
   return apply_adl_takes(a, m, sign, lots, value, bk, exec_price, takes);
 }
 

@@ -2,16 +2,31 @@
 // show, and the loss it would take if the largest current deficit were deleveraged now.
 #include <algorithm>
 #include <numeric>
+#include <unordered_map>
 
 #include "deleverage/engine.hpp"
 
 namespace deleverage {
+
+namespace {
+// The current entries of a kept queue, best first (no re-scoring: the scores it holds).
+std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q) {
+  std::vector<detail::AdlEntry> all;
+  all.reserve(q.heap.size() + q.reserve.size());
+  for (const auto* part : {&q.heap, &q.reserve})
+    for (const detail::AdlEntry& x : *part)
+      if (q.current(x)) all.push_back(x);
+  std::sort(all.begin(), all.end(), [](const detail::AdlEntry& x, const detail::AdlEntry& y) { return detail::AdlEntryAfter{}(y, x); });
+  return all;
+}
+}  // namespace
 
 AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
   const MarketState& mk = market_or_throw(m, "market", 0);
   if (mk.mark == 0 && !mk.accounts.empty())
     throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
+  // rows in the market's holder order, filled from each side's queue
   const std::size_t n = mk.accounts.size();
   AdlRankingReport r;
   r.account.resize(n);
@@ -23,23 +38,29 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
   r.expected_loss.assign(n, 0);
   std::vector<std::uint32_t> acc(n);
   std::vector<AccountMargin> margin(n);
+  std::unordered_map<std::uint32_t, std::size_t> row;
+  row.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint32_t a = mk.accounts[i];
     const std::uint32_t s = find_slot(a, m);
     acc[i] = a;
+    row[a] = i;
     r.account[i] = acc_id_[a];
     r.size[i] = pos_size_[s];
     r.side[i] = pos_size_[s] > 0 ? 1 : -1;
-    r.score[i] = adl_score(a, s, ranking);
     margin[i] = margin_from_sums(acc_[a].balance, acc_[a].cache);
   }
+  std::vector<std::size_t> by_side[2];
   for (int side : {1, -1}) {
-    std::vector<std::size_t> order;
-    for (std::size_t i = 0; i < n; ++i)
-      if (r.side[i] == side) order.push_back(i);
-    std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
-      return r.score[x] != r.score[y] ? r.score[x] > r.score[y] : r.account[x] < r.account[y];
-    });
+    std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
+    for (const detail::AdlEntry& x : ordered_entries(adl_queue(m, side, ranking))) {
+      const std::size_t i = row.at(x.account);
+      r.score[i] = x.score;
+      order.push_back(i);
+    }
+  }
+  for (int side : {1, -1}) {
+    const std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
     const i64 count = static_cast<i64>(order.size());
     for (i64 k = 0; k < count; ++k) {
       r.rank[order[static_cast<std::size_t>(k)]] = k + 1;
@@ -75,6 +96,36 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
     }
   }
   return r;
+}
+
+AdlRank Engine::adl_rank(i64 account_id, MarketId m, Ranking ranking) {
+  const std::uint32_t a = account_index_or_throw(account_id, "account", 0);
+  const MarketState& mk = market_or_throw(m, "market", 0);
+  const std::uint32_t s = find_slot(a, m);
+  if (s == kNoSlot)
+    throw InvalidInput("account: account " + std::to_string(account_id) + " holds no position in market '" + mk.spec.symbol + "'");
+  revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
+  AdlRank out;
+  out.side = pos_size_[s] > 0 ? 1 : -1;
+  const detail::KeptAdlQueue& q = adl_queue(m, out.side, ranking);
+  // the account's current entry, then one pass over the queue's entries (not the book)
+  const detail::AdlEntry* mine = nullptr;
+  for (const auto* part : {&q.heap, &q.reserve})
+    for (const detail::AdlEntry& x : *part)
+      if (x.account == a && q.current(x)) mine = &x;
+  if (mine == nullptr) throw InvariantViolation("adl_rank: account " + std::to_string(account_id) + " is missing from its queue");
+  out.score = mine->score;
+  i64 before = 0;
+  for (const auto* part : {&q.heap, &q.reserve})
+    for (const detail::AdlEntry& x : *part) {
+      if (!detail::AdlEntryAfter{}(*mine, x) || !q.current(x)) continue;
+      ++before;
+    }
+  for (const auto* part : {&q.heap, &q.reserve})
+    for (const detail::AdlEntry& x : *part) out.side_count += q.current(x) ? 1 : 0;
+  out.rank = before + 1;
+  out.light = static_cast<std::int8_t>(5 - (5 * before) / out.side_count);
+  return out;
 }
 
 }  // namespace deleverage

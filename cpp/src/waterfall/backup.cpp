@@ -5,9 +5,10 @@
 namespace deleverage {
 
 void WaterfallRun::touch(std::uint32_t a) {
-  if (backed_up_[a]) return;
-  backed_up_[a] = 1;
-  backups_.push_back(Backup{a, e_.acc_[a].balance, backup_positions_.size(), e_.acc_[a].count});
+  if (flag(a, kBackedUp)) return;
+  set_flag(a, kBackedUp);
+  if (cfg_.policy == LastResortPolicy::RiskAware) backup_of_[a] = backups_.size();
+  backups_.push_back(Backup{a, e_.acc_[a].balance, equity(a), backup_positions_.size(), e_.acc_[a].count});
   for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
     backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});
 }
@@ -22,6 +23,17 @@ void WaterfallRun::restore() {
       e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
     e_.acc_[a].balance = it->balance;
   }
+  // what the failed call popped or pushed is not worth tracking: the queues start over
+  e_.drop_adl_queues();
+}
+
+i64 WaterfallRun::start_equity(std::uint32_t a) const {
+  const auto it = backup_of_.find(a);
+  return it == backup_of_.end() ? equity(a) : backups_[it->second].equity;
+}
+
+WaterfallRun::~WaterfallRun() {
+  for (std::uint32_t a : flagged_) e_.wf_flags_[a] = 0;
 }
 
 void WaterfallRun::require_representable() const {

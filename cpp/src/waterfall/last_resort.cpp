@@ -129,7 +129,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       for (std::size_t i = 0; i < who.size(); ++i) {
         const std::uint32_t s = e_.find_slot(who[i], m);
         const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
-        const i64 eq = start_equity_[who[i]];
+        const i64 eq = start_equity(who[i]);
         leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq)) : kMaxAllocLeverage;
       }
       req.leverage = leverage;
@@ -141,8 +141,9 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       req.lot = cfg_.lot;
       break;
     case LastResortPolicy::RandomWalk:
-      // a fresh, reproducible start for every allocation of the step
-      req.seed = splitmix64(splitmix64(splitmix64(cfg_.seed) ^ static_cast<std::uint64_t>(e_.step_)) ^
+      // a fresh, reproducible start for every allocation: keyed by the account the liquidation
+      // started from (not the step), so a batch step and per-account calls draw the same
+      req.seed = splitmix64(splitmix64(splitmix64(cfg_.seed) ^ static_cast<std::uint64_t>(round_key_)) ^
                             (static_cast<std::uint64_t>(m) | (random_walks_ << 16)));
       ++random_walks_;
       break;
@@ -224,8 +225,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (cfg_.policy == LastResortPolicy::Queue) {
       std::vector<QueueEntry> order;
       for (std::size_t i = 0; i < who.size(); ++i)
-        order.push_back(QueueEntry{e_.adl_score(e_.find_slot(who[i], m), cfg_.ranking, start_balance_[who[i]],
-                                                start_equity_[who[i]], start_maintenance_[who[i]]),
+        order.push_back(QueueEntry{e_.adl_score(who[i], e_.find_slot(who[i], m), cfg_.ranking),
                                    ids[i], static_cast<std::uint32_t>(i)});
       std::sort(order.begin(), order.end(), [](const QueueEntry& u, const QueueEntry& v) { return QueueOrder{}(v, u); });
       i64 left = budget;
@@ -246,6 +246,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     const std::uint32_t b = who[i];
     touch(b);
     e_.acc_[b].balance -= x[i];
+    e_.note_changed(b);
     haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
     mark_winner(b);
     result_.events.add(e_.step_, EventKind::Haircut, e_.acc_id_[b], m, 0, 0, -x[i], 0, -1);
@@ -297,6 +298,7 @@ void WaterfallRun::resolve_pending_haircuts() {
 void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
   touch(a);
   e_.acc_[a].balance += amount;
+  e_.note_changed(a);
   result_.events.add(e_.step_, EventKind::SocializedCredit, e_.acc_id_[a], m, 0, 0, amount, 0, -1);
 }
 

@@ -25,31 +25,35 @@ void Engine::insurance_deposit(i64 amount, int pool) {
   flows_.insurance_deposits += amount;
 }
 
-WaterfallResult WaterfallRun::run() {
-  const std::size_t n = e_.acc_id_.size();
+namespace {
+// worst margin first: negative equity deepest first, then maintenance/equity descending
+struct Candidate {
+  std::uint32_t a;
+  i64 equity, maintenance, id;
+};
+bool worse(const Candidate& x, const Candidate& y) {
+  const bool xb = x.equity <= 0, yb = y.equity <= 0;
+  if (xb != yb) return xb;
+  if (xb) return x.equity != y.equity ? x.equity < y.equity : x.id < y.id;
+  const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
+  return l != r ? l > r : x.id < y.id;
+}
+}  // namespace
+
+void WaterfallRun::setup() {
   result_.totals.step = e_.step_;
   result_.events.sink = e_.event_sink_;
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
   promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
   matching_pool_.resize(promised_.size());
   for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
-  excluded_.assign(n, 0);
-  backed_up_.assign(n, 0);
-  winner_touched_.assign(n, 0);
-  counted_.assign(n, 0);
+  // grows with the accounts only: a per-account call does not pay for the whole book
+  if (e_.wf_flags_.size() < e_.acc_id_.size()) e_.wf_flags_.resize(e_.acc_id_.size(), 0);
+}
 
-  // worst margin first: negative equity deepest first, then maintenance/equity descending
-  struct Candidate {
-    std::uint32_t a;
-    i64 equity, maintenance, id;
-  };
-  auto worse = [](const Candidate& x, const Candidate& y) {
-    const bool xb = x.equity <= 0, yb = y.equity <= 0;
-    if (xb != yb) return xb;
-    if (xb) return x.equity != y.equity ? x.equity < y.equity : x.id < y.id;
-    const i128 l = static_cast<i128>(x.maintenance) * y.equity, r = static_cast<i128>(y.maintenance) * x.equity;
-    return l != r ? l > r : x.id < y.id;
-  };
+WaterfallResult WaterfallRun::run() {
+  setup();
+  const std::size_t n = e_.acc_id_.size();
   if (!have_start_margins_) {
     start_balance_.resize(n);
     start_equity_.resize(n);
@@ -63,48 +67,92 @@ WaterfallResult WaterfallRun::run() {
       }
     });
   }
-  // The first round's candidates come straight from the start-of-step margins: accounts with
-  // positions below maintenance (a flat account's old debt is not this step's to settle).
-  std::vector<std::uint32_t> checked;
+  // Detection, from the start-of-step margins: accounts with positions below maintenance (a
+  // flat account's old debt is not this step's to settle), worst first.
+  std::vector<Candidate> work;
   for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
-    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0) checked.push_back(a);
-  bool first_round = true;
-  while (!checked.empty()) {
-    std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
-    std::vector<Candidate> work;
-    for (std::uint32_t a : checked) {
-      if (a == exec_account_) continue;
-      if (e_.acc_[a].count == 0) {
-        if (!first_round && e_.acc_[a].balance < 0 && excluded_[a] == 0) {  // a winner ADL left flat in debt
-          excluded_[a] = 1;
-          settle_flat(a);
-        }
-        continue;
-      }
-      const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-      if (am.liquidatable) work.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
-    }
-    first_round = false;
-    std::sort(work.begin(), work.end(), worse);
-    for (const Candidate& c : work) excluded_[c.a] = 1;
-    adl_log_.clear();
-    for (const Candidate& c : work) liquidate_account(c.a);
-    run_round_adl();
-    resolve_pending_haircuts();
-    // a cascade: winners the step deleveraged or haircut may now be liquidatable themselves
-    checked.clear();
-    std::sort(touched_list_.begin(), touched_list_.end());
-    for (std::uint32_t a : touched_list_) {
-      winner_touched_[a] = 0;
-      if (!excluded_[a]) checked.push_back(a);
-    }
-    touched_list_.clear();
-    ++rounds_;
+    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0 && a != exec_account_)
+      work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], e_.acc_id_[a]});
+  std::sort(work.begin(), work.end(), worse);
+  std::vector<std::uint32_t> order;
+  order.reserve(work.size());
+  for (const Candidate& c : work) order.push_back(c.a);
+  if (!per_account_rounds()) {
+    run_rounds(std::move(order));
+  } else {
+    for (std::uint32_t a : order)  // the per-account routine, one account at a time
+      if (liquidatable_now(a)) run_rounds({a});
   }
   return std::move(result_);
 }
 
-WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
+WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
+  setup();
+  std::vector<std::uint32_t> round;
+  for (std::uint32_t a : accounts) {
+    // a round policy's accounts are all checked before its round, the others at their turn
+    if (a == exec_account_ || !liquidatable_now(a) || (!per_account_rounds() && flag(a, kExcluded))) {
+      result_.skipped.push_back(e_.acc_id_[a]);
+    } else if (per_account_rounds()) {
+      run_rounds({a});
+    } else {
+      set_flag(a, kExcluded);  // also marks a repeated id
+      round.push_back(a);
+    }
+  }
+  for (std::uint32_t a : round) clear_flag(a, kExcluded);
+  if (!round.empty()) run_rounds(std::move(round));
+  return std::move(result_);
+}
+
+void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {
+  round_key_ = checked.empty() ? 0 : e_.acc_id_[checked.front()];
+  random_walks_ = 0;
+  bool first_round = true;
+  while (!checked.empty()) {
+    std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
+    std::vector<std::uint32_t> work;
+    if (first_round) {
+      work = std::move(checked);  // in the caller's order (worst first for the batch step)
+    } else {
+      std::vector<Candidate> next;
+      for (std::uint32_t a : checked) {
+        if (a == exec_account_) continue;
+        if (e_.acc_[a].count == 0) {
+          if (e_.acc_[a].balance < 0 && !flag(a, kSettledFlat)) {  // a winner ADL left flat in debt
+            set_flag(a, kSettledFlat);
+            settle_flat(a);
+          }
+          continue;
+        }
+        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+        if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
+      }
+      std::sort(next.begin(), next.end(), worse);
+      for (const Candidate& c : next) work.push_back(c.a);
+    }
+    first_round = false;
+    // the round's accounts are never winners while it runs
+    for (std::uint32_t a : work) set_flag(a, kExcluded);
+    adl_log_.clear();
+    for (std::uint32_t a : work) liquidate_account(a);
+    run_round_adl();
+    resolve_pending_haircuts();
+    for (std::uint32_t a : work) clear_flag(a, kExcluded);
+    // a cascade: winners the round deleveraged or haircut may now be liquidatable themselves
+    checked.clear();
+    std::sort(touched_list_.begin(), touched_list_.end());
+    for (std::uint32_t a : touched_list_) {
+      clear_flag(a, kWinnerTouched);
+      checked.push_back(a);
+    }
+    touched_list_.clear();
+    ++rounds_;
+  }
+}
+
+namespace {
+void validate_config(const WaterfallConfig& config) {
   if (config.executor.slippage_rate < 0 || config.executor.slippage_rate > kRateScale)
     throw InvalidInput("executor.slippage must be between 0 and 1");
   if (config.executor.impact_rate < 0 || config.executor.impact_depth < 0)
@@ -117,17 +165,37 @@ WaterfallResult Engine::liquidate(const WaterfallConfig& config) {
   if (!(config.g.param >= 0 && config.g.param < 1e300)) throw InvalidInput("g: the parameter must be a finite number >= 0");
   if (config.mode == WaterfallMode::Close && config.policy == LastResortPolicy::FundingIndex)
     throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
+}
+}  // namespace
+
+WaterfallResult Engine::liquidate(const WaterfallConfig& config) { return run_waterfall(config, nullptr); }
+
+WaterfallResult Engine::liquidate(const WaterfallConfig& config, std::span<const i64> accounts) {
+  return run_waterfall(config, &accounts);
+}
+
+WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts) {
+  validate_config(config);
   account_index_or_throw(config.executor.account, "executor.account", 0);
+  std::vector<std::uint32_t> given;
+  if (accounts != nullptr) {
+    given.reserve(accounts->size());
+    for (std::size_t i = 0; i < accounts->size(); ++i) given.push_back(account_index_or_throw((*accounts)[i], "accounts", i));
+  }
   require_marks_for_open_positions();
   StepMargins start;
-  const bool have_margins = revalue_for_step(start);
+  bool have_margins = false;
+  if (accounts == nullptr)
+    have_margins = revalue_for_step(start);
+  else  // only the moved markets (nothing if the margin check already ran)
+    revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
   WaterfallRun run(*this, config);
   if (have_margins) run.use_start_margins(std::move(start));
   try {
-    WaterfallResult r = run.run();
+    WaterfallResult r = accounts == nullptr ? run.run() : run.run(given);
     run.require_representable();  // e.g. an executor whose equity the step would push past int64
     r.events.sink = nullptr;  // the result does not hand out the engine's sink
     insurance_.close_step(step_);

@@ -66,6 +66,7 @@ i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
   touch(a);
   e_.insurance_.move(e_.step_, pool, m, e_.acc_id_[a], -paid, LedgerReason::DeficitPayment);
   e_.acc_[a].balance += paid;
+  e_.note_changed(a);
   result_.events.add(e_.step_, EventKind::FundPayment, e_.acc_id_[a], m, 0, 0, paid, 0, pool);
   result_.totals.fund_used += paid;
   return paid;
@@ -80,6 +81,7 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
     const i64 fee = std::min(surplus, cap);
     if (fee <= 0) continue;
     e_.acc_[a].balance -= fee;
+    e_.note_changed(a);
     e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
     result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
     result_.totals.fund_fees += fee;
@@ -178,6 +180,7 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
       e_.acc_[a].balance -= fee;
+      e_.note_changed(a);
       e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
       result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
       result_.totals.fund_fees += fee;

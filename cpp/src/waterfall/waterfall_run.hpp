@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <limits>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -47,12 +48,14 @@ using waterfall_detail::clamp_i64;
 using waterfall_detail::QueueEntry;
 using waterfall_detail::QueueOrder;
 
-
-// State of one liquidate() call: the backups that make it atomic, the ADL queues reused
-// across the bankrupt accounts of the step, and the result being built.
+// State of one liquidate() call: the backups that make it atomic, the round being
+// liquidated, and the result being built. The ADL queues are the engine's (kept between calls).
 class WaterfallRun {
  public:
   WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
+  ~WaterfallRun();
+  WaterfallRun(const WaterfallRun&) = delete;
+  WaterfallRun& operator=(const WaterfallRun&) = delete;
   // Start-of-step margins already computed by the step's revaluation pass (moved in).
   void use_start_margins(Engine::StepMargins&& m) {
     start_balance_ = std::move(m.balance);
@@ -61,7 +64,11 @@ class WaterfallRun {
     have_start_margins_ = true;
   }
 
+  // The batch step: detection (every liquidatable account, worst first), then run_account
+  // or one shared round, as the policy's rounds go.
   WaterfallResult run();
+  // The given accounts only, in the order given (per-account liquidation).
+  WaterfallResult run(std::span<const std::uint32_t> accounts);
   void restore();
   // The representable range (docs/semantics.md) for every account the step touched.
   void require_representable() const;
@@ -73,6 +80,7 @@ class WaterfallRun {
   struct Backup {
     std::uint32_t account;
     i64 balance;
+    i64 equity;  // at the start of the step (the risk-aware policy's leverage)
     std::size_t first, count;
   };
   struct SavedPosition {
@@ -85,6 +93,28 @@ class WaterfallRun {
   };
 
   void touch(std::uint32_t a);
+  void setup();
+  // Liquidates `first` as one round, then the cascade rounds it causes.
+  void run_rounds(std::vector<std::uint32_t> first);
+  // Queue and random walk liquidate account by account (each its own round), so that a batch
+  // step equals the same accounts liquidated one call at a time; the other policies share a
+  // round's demand (docs/waterfall.md "Per-account liquidation").
+  bool per_account_rounds() const {
+    return cfg_.policy == LastResortPolicy::Queue || cfg_.policy == LastResortPolicy::RandomWalk;
+  }
+  bool liquidatable_now(std::uint32_t a) const {
+    return e_.acc_[a].count > 0 && e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+  }
+  // Account a's equity at the start of the step (before the step touched it).
+  i64 start_equity(std::uint32_t a) const;
+  // Scratch flags in the engine's wf_flags_ (cleared by the destructor).
+  enum : std::uint8_t { kBackedUp = 1, kWinnerTouched = 2, kCounted = 4, kExcluded = 8, kSettledFlat = 16 };
+  bool flag(std::uint32_t a, std::uint8_t f) const { return (e_.wf_flags_[a] & f) != 0; }
+  void set_flag(std::uint32_t a, std::uint8_t f) {
+    if (e_.wf_flags_[a] == 0) flagged_.push_back(a);
+    e_.wf_flags_[a] |= f;
+  }
+  void clear_flag(std::uint32_t a, std::uint8_t f) { e_.wf_flags_[a] &= static_cast<std::uint8_t>(~f); }
   void fill(std::uint32_t a, MarketId m, i64 dq, i64 cash_to_account);
   void liquidate_account(std::uint32_t a);
   bool try_partial(std::uint32_t a, std::vector<Closing>& cl);
@@ -97,9 +127,12 @@ class WaterfallRun {
   void settle_flat(std::uint32_t a);
   void credit(std::uint32_t a, MarketId m, i64 amount);
   void mark_winner(std::uint32_t b) {
-    if (!winner_touched_[b]) touched_list_.push_back(b);
-    winner_touched_[b] = 1;
-    if (!counted_[b]) { counted_[b] = 1; ++result_.totals.accounts_touched; }
+    if (!flag(b, kWinnerTouched)) touched_list_.push_back(b);
+    set_flag(b, kWinnerTouched);
+    if (!flag(b, kCounted)) {
+      set_flag(b, kCounted);
+      ++result_.totals.accounts_touched;
+    }
   }
   // `value`: what the winners pay at the step's ADL price; `bk`: the bankruptcy value of the
   // same lots (what leaves the account at zero). Both signed like the account's position.
@@ -136,24 +169,24 @@ class WaterfallRun {
   bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
   i64 haircut(MarketId m, i64 amount);
   void resolve_pending_haircuts();
-  std::vector<QueueEntry>& queue(MarketId m, int side);
-  bool eligible_winner(std::uint32_t a) const { return a != exec_account_ && !excluded_[a]; }
+  // A winner is neither the executor's account, nor an account of the round being liquidated,
+  // nor liquidatable itself (it waits for its own liquidation).
+  bool eligible_winner(std::uint32_t a) const {
+    return a != exec_account_ && !flag(a, kExcluded) && !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+  }
   i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
 
   Engine& e_;
   const WaterfallConfig& cfg_;
   WaterfallResult result_;
   std::uint32_t exec_account_ = AccountIndex::kNone;
-  std::vector<std::uint8_t> excluded_;  // being liquidated this step: never a winner
   column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
   bool have_start_margins_ = false;
-  std::vector<std::uint8_t> backed_up_;
-  std::vector<std::uint8_t> winner_touched_;  // this round: candidates for the cascade
-  std::vector<std::uint8_t> counted_;         // this step: for accounts_touched
-  std::vector<std::uint32_t> touched_list_;   // accounts with winner_touched_ set
+  std::vector<std::uint32_t> flagged_;        // accounts with a scratch flag set
+  std::vector<std::uint32_t> touched_list_;   // accounts with kWinnerTouched set
   std::vector<Backup> backups_;
+  std::unordered_map<std::uint32_t, std::size_t> backup_of_;  // account -> backups_ index (risk-aware only)
   std::vector<SavedPosition> backup_positions_;
-  std::unordered_map<int, std::vector<QueueEntry>> queues_;  // key: market * 2 + (side > 0)
   std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
   struct CapUse {
     i64 allowance, used;
@@ -183,7 +216,8 @@ class WaterfallRun {
   std::vector<i64> promised_;  // per pool: fund payments planned for accounts whose settlement waits
   std::vector<i64> matching_pool_;  // per pool, fixed theta: what deficit matching would have left
   int rounds_ = 0;
-  std::uint64_t random_walks_ = 0;  // kernel allocations so far this step (random walk seeds)
+  i64 round_key_ = 0;               // id of the account a run_rounds call started from (random walk seeds)
+  std::uint64_t random_walks_ = 0;  // kernel allocations so far in this run_rounds call (random walk seeds)
 };
 
 }  // namespace deleverage
