@@ -37,7 +37,7 @@ def base_exchange() -> Exchange:
 def random_op(ex: Exchange, draw) -> None:
     """One call of a random kind; calls that raise are part of the test (they must record nothing)."""
     kind = draw(st.sampled_from(["deposit", "withdraw", "trade", "trades", "marks", "check", "check_moved", "fund",
-                                 "pool", "rule", "liquidate", "adl", "load", "new_market"]))
+                                 "pool", "rule", "liquidate", "adl", "load", "new_market", "adl_rank", "refresh"]))
     accounts = [1, 2, 3, 4, 5]
     if kind == "deposit":
         ex.deposit(draw(st.lists(st.sampled_from(accounts + [6, 7]), min_size=1, max_size=3)), draw(st.integers(0, 500)))
@@ -82,10 +82,16 @@ def random_op(ex: Exchange, draw) -> None:
             options["lot"] = draw(st.sampled_from([1, 3]))
         if policy == "random_walk":
             options["seed"] = draw(st.integers(0, 2**64 - 1))
+        if draw(st.booleans()):  # a per-account call: the journal records the accounts too
+            options["accounts"] = draw(st.lists(st.sampled_from(accounts + [MM]), max_size=3))
         ex.liquidate(executor=executor, mode=mode, policy=policy, ranking=draw(st.sampled_from(["bitmex", "binance", "hyperliquid"])),
                      adl_price=draw(st.sampled_from(["bankruptcy", "mark", "previous_mark"])), **options)
     elif kind == "adl":
         ex.adl_ranking(draw(st.sampled_from(["A", "B"])), ranking=draw(st.sampled_from(["bitmex", "binance"])))
+    elif kind == "adl_rank":
+        ex.adl_rank(draw(st.sampled_from(accounts)), draw(st.sampled_from(["A", "B"])), ranking=draw(st.sampled_from(["bitmex", "binance"])))
+    elif kind == "refresh":
+        ex.set_adl_refresh(draw(st.sampled_from(["exact", "interval"])), every=draw(st.integers(1, 3)))
     elif kind == "load":
         a = draw(st.sampled_from([4, 5, 6]))
         ex.load_positions([a], ["B"], [draw(st.sampled_from([-1.5, 2.0]))], [50.0], counterparty=MM)
