@@ -160,3 +160,49 @@ class AdlBookMargin:
 
     def time_incremental_revaluation(self):
         self.flip()
+
+
+import online_workload as ow  # noqa: E402
+
+
+class OnlineLiquidation:
+    """One account liquidated with ADL against <= 10 counterparties (``liquidate(accounts=[a])``,
+    kept queue fresh) on the one-market book of ``DELEVERAGE_BENCH_ONLINE_POSITIONS`` (default
+    ``DELEVERAGE_BENCH_POSITIONS``) positions, and the whole-book step with nothing to
+    liquidate right after a mark move on the same book (bench/online_workload.py)."""
+
+    timeout = 1800.0
+    number = 1
+    warmup_time = 0.0
+    repeat = (20, 200, 120.0)
+
+    def setup_cache(self):
+        return None
+
+    def setup(self, *args):
+        self.spec = ow.OnlineSpec.one_market()
+        self.ex = ow.build(self.spec)
+        self.victims = ow.Victims(self.ex)
+        ow.liquidate_one(self.ex, self.victims)  # the queue is built
+        self.victim = self.victims.arm()
+        self.flip = 0
+
+    def time_one_account_fresh_queue(self, *args):
+        self.ex.liquidate(executor=ow.EXECUTOR, accounts=[self.victim])
+
+    def time_whole_step_after_move(self, *args):
+        self.flip ^= 1
+        self.ex.set_marks([0], [ow.PRICE + self.flip], exact=True)
+        self.ex.liquidate(executor=ow.EXECUTOR)
+
+    def track_step_over_one_account(self, *args):
+        s = ow.measure(self.ex, 200, 3).summary()
+        return s["step_over_fresh_p50"]
+
+    track_step_over_one_account.unit = "ratio"
+
+    def track_first_after_move_over_step(self, *args):
+        s = ow.measure(self.ex, 50, 3).summary()
+        return s["first_over_step"]
+
+    track_first_after_move_over_step.unit = "ratio"

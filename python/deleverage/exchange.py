@@ -636,7 +636,8 @@ class Exchange:
         config = self._waterfall_config(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
                                         theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact)
         ids = None if accounts is None else np.ascontiguousarray(cv.integers(accounts, "accounts"), dtype=np.int64).reshape(-1)
-        raw, totals, skipped = self._engine.liquidate(*config, accounts=ids)
+        engine_liquidate: Any = self._engine.liquidate  # the config tuple is untyped: its length is not checked
+        raw, totals, skipped = engine_liquidate(*config, accounts=ids)
         return self._waterfall_result(raw, totals, exact, skipped)
 
     def set_adl_refresh(self, policy: str = "exact", *, every: int = 1) -> None:

@@ -11,8 +11,13 @@ constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 }  // namespace
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
-  const AccountMargin am = margin_from_sums(acc_[a].balance, acc_[a].cache);
-  return adl_score(slot, ranking, acc_[a].balance, am.equity, am.maintenance);
+  // equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
+  // this runs once per position of a side when a queue is refreshed)
+  const Sums& c = acc_[a].cache;
+  const i128 u = scale_s_ == 1 ? c.u : div_s_.floor(c.u);
+  const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + u, "equity");
+  const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
+  return adl_score(slot, ranking, acc_[a].balance, equity, maintenance);
 }
 
 // The score of one position given its account's balance, equity and maintenance (money).
@@ -91,23 +96,33 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   q.reserve.resize(n - k);
 }
 
-// One pass over the side: every position on it is scored; then only the head is selected.
+// One pass over the market's holders: every position on the side is scored (in parallel,
+// in chunks of the holder list), then only the head is selected.
 void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  std::vector<std::uint32_t> who, slot;
-  who.reserve(mk.accounts.size());
-  slot.reserve(mk.accounts.size());
-  for (std::uint32_t a : mk.accounts) {
-    const std::uint32_t s = find_slot(a, m);
-    if ((pos_size_[s] > 0) != (side > 0)) continue;
-    who.push_back(a);
-    slot.push_back(s);
-  }
+  const std::size_t n = mk.accounts.size();
+  constexpr std::size_t kChunk = 16384;
+  const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
+  std::vector<std::vector<detail::AdlEntry>> part(chunks);
+  const auto score_chunk = [&](std::size_t c) {
+    std::vector<detail::AdlEntry>& out = part[c];
+    out.reserve(kChunk);
+    for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+      const std::uint32_t a = mk.accounts[i];
+      const std::uint32_t s = find_slot(a, m);
+      if ((pos_size_[s] > 0) != (side > 0)) continue;
+      out.push_back(detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, 0});
+    }
+  };
+  detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
+    for (std::size_t c = b; c < e; ++c) score_chunk(c);
+  });
+  std::vector<std::size_t> offset(chunks + 1, 0);
+  for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + part[c].size();
   q = detail::KeptAdlQueue{};
-  q.reserve.resize(who.size());
-  detail::parallel_for(who.size(), threads_, 8192, [&](std::size_t b, std::size_t end) {
-    for (std::size_t i = b; i < end; ++i)
-      q.reserve[i] = detail::AdlEntry{adl_score(who[i], slot[i], ranking), acc_id_[who[i]], who[i], 0};
+  q.reserve.resize(offset[chunks]);
+  detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
+    for (std::size_t c = b; c < e; ++c) std::copy(part[c].begin(), part[c].end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
   });
   q.built = true;
   q.ranking = static_cast<std::uint8_t>(ranking);
