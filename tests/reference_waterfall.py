@@ -878,14 +878,7 @@ class _Run:
             self.result.flags.add("flat_debt_before")  # left alone: only accounts with positions are candidates
         per_account = self.policy in ("queue", "random_walk")
         if accounts is None:  # detection: every liquidatable account, worst first
-            cands = []
-            for a, acct in ex.accounts.items():
-                if a == self.cfg.account or not acct.positions:
-                    continue
-                row = ex._margin_row(acct)
-                if row.liquidatable:
-                    cands.append((a, row.equity, row.maintenance))
-            order = [a for a, _, _ in _worst_first(cands)]
+            order = self.worst_first_liquidatable(ex.accounts)
             if per_account:
                 for a in order:
                     if self.liquidatable_now(a):
@@ -907,6 +900,18 @@ class _Run:
             ex.history.append((ex.step, pool, bal))
         return self.result
 
+    def worst_first_liquidatable(self, accounts):
+        """Sections 1.3-1.4: the liquidatable accounts with positions (not the executor's), worst first."""
+        cands = []
+        for a in accounts:
+            acct = self.acct(a)
+            if a == self.cfg.account or not acct.positions:
+                continue
+            row = self.ex._margin_row(acct)
+            if row.liquidatable:
+                cands.append((a, row.equity, row.maintenance))
+        return [a for a, _, _ in _worst_first(cands)]
+
     def run_rounds(self, checked):
         """Liquidates `checked` as one round, then the cascade rounds it causes (section 1)."""
         ex = self.ex
@@ -925,15 +930,7 @@ class _Run:
                         self._last_closings = []
                         ms = self.adl_markets.get(a, [])
                         self.settle(a, ms, [1] * len(ms), [0] * len(ms))
-                cands = []
-                for a in checked:
-                    acct = self.acct(a)
-                    if a == self.cfg.account or not acct.positions:
-                        continue
-                    row = ex._margin_row(acct)
-                    if row.liquidatable:
-                        cands.append((a, row.equity, row.maintenance))
-                work = [a for a, _, _ in _worst_first(cands)]
+                work = self.worst_first_liquidatable(checked)
                 if work:
                     self.result.flags.add("cascade")
                 if not work and self.pending:

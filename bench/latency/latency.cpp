@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "deleverage/engine.hpp"
 
 using deleverage::Engine;
@@ -98,19 +99,15 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", k.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (k == "--positions") a.positions = std::stoull(next());
-    else if (k == "--markets") a.markets = std::stoi(next());
-    else if (k == "--samples") a.samples = std::stoull(next());
-    else if (k == "--seed") a.seed = std::stoull(next());
-    else if (k == "--json") a.json = next();
-    else { std::fprintf(stderr, "unknown argument %s\n", k.c_str()); std::exit(2); }
-  }
+  deleverage::bench::parse_flags(argc, argv, [&](const std::string& k, const std::string& v) {
+    if (k == "--positions") a.positions = std::stoull(v);
+    else if (k == "--markets") a.markets = std::stoi(v);
+    else if (k == "--samples") a.samples = std::stoull(v);
+    else if (k == "--seed") a.seed = std::stoull(v);
+    else if (k == "--json") a.json = v;
+    else return false;
+    return true;
+  });
   if (a.markets < 4) { std::fprintf(stderr, "--markets must be at least 4\n"); std::exit(2); }
   if (a.positions < 8) { std::fprintf(stderr, "--positions must be at least 8\n"); std::exit(2); }
   return a;

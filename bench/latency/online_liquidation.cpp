@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "cli.hpp"
 #include "deleverage/engine.hpp"
 
 using deleverage::Engine;
@@ -49,22 +50,18 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", k.c_str()); std::exit(2); }
-      return argv[++i];
-    };
-    if (k == "--positions") a.positions = std::stoull(next());
-    else if (k == "--markets") a.markets = std::stoi(next());
-    else if (k == "--accounts") a.accounts = std::stoull(next());
-    else if (k == "--samples") a.samples = std::stoull(next());
-    else if (k == "--moves") a.moves = std::stoull(next());
-    else if (k == "--threads") a.threads = std::stoi(next());
-    else if (k == "--victim-lots") a.victim_lots = std::stoll(next());
-    else if (k == "--json") a.json = next();
-    else { std::fprintf(stderr, "unknown argument %s\n", k.c_str()); std::exit(2); }
-  }
+  deleverage::bench::parse_flags(argc, argv, [&](const std::string& k, const std::string& v) {
+    if (k == "--positions") a.positions = std::stoull(v);
+    else if (k == "--markets") a.markets = std::stoi(v);
+    else if (k == "--accounts") a.accounts = std::stoull(v);
+    else if (k == "--samples") a.samples = std::stoull(v);
+    else if (k == "--moves") a.moves = std::stoull(v);
+    else if (k == "--threads") a.threads = std::stoi(v);
+    else if (k == "--victim-lots") a.victim_lots = std::stoll(v);
+    else if (k == "--json") a.json = v;
+    else return false;
+    return true;
+  });
   if (a.markets < 1 || a.positions < 100 || a.samples < 1 || a.moves < 1) { std::fprintf(stderr, "bad arguments\n"); std::exit(2); }
   if (a.accounts == 0) a.accounts = a.positions / static_cast<std::size_t>(std::min(a.markets, 10));
   if (a.positions % a.accounts != 0 || a.positions / a.accounts > static_cast<std::size_t>(a.markets)) {
