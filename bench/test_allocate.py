@@ -9,7 +9,9 @@ Smoke run (CI)::
 
     DELEVERAGE_BENCH_WINNERS=20000 pytest bench/test_allocate.py --benchmark-disable
 
-Every policy runs in exact (int64) and float mode (``<policy>_float``). ``extra_info`` holds
+Every policy runs in exact (int64) and float mode (``<policy>_float``), and so do the optional
+inputs (``pro_rata+weights``, ``capped_pro_rata+base``, ``risk_aware+base``,
+``min_max_lots+lots`` with a lot size per winner, ``min_max_lots+base``). ``extra_info`` holds
 ``winners``, ``ms``, ``numpy_ms``, ``numpy_over_kernel`` (how many times faster the kernel
 is), ``stream_ms`` (a plain compiled read of the policy's input arrays on every thread),
 ``kernel_over_stream`` and ``target_met``; ``DELEVERAGE_BENCH_ENFORCE=1`` asserts the 20 ms
@@ -60,6 +62,13 @@ class Winners:
         self.budget = int(self.w.sum() // 3)
         self.capped_budget = int((self.w * self.cap // S).sum() // 3)
         self.lot = 1000
+        # the optional inputs: weights (pro_rata), a lot per winner and a base (e.g. equity)
+        self.weights = rng.integers(0, 10**6, n, dtype=np.int64)
+        self.lots = rng.integers(500, 2000, n, dtype=np.int64)
+        self.base = rng.integers(1, 10**9, n, dtype=np.int64)
+        self.weightsf, self.lotsf, self.basef = (a.astype(np.float64) for a in (self.weights, self.lots, self.base))
+        self.capped_base_budget = int(np.minimum(self.w, self.base * self.cap // S).sum() // 3)
+        self.risk_base_budget = int(np.minimum(self.w, self.base).sum() // 3)
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +141,19 @@ def np_min_max_lots(z: Winners) -> np.ndarray:
     return z.lot * np.floor(hi * z.wf / z.lot)
 
 
+def np_lots_general(z: Winners, lots: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Bisection on the level h: the amount sum lot_i * min(L_i, floor(h*base_i/lot_i)) >= B."""
+    L = np.floor(z.wf / lots)
+    lo, hi = 0.0, float((L * lots / base).max()) * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (lots * np.minimum(L, np.floor(mid * base / lots))).sum() >= z.budget:
+            hi = mid
+        else:
+            lo = mid
+    return lots * np.minimum(L, np.floor(hi * base / lots))
+
+
 def np_random_walk(z: Winners) -> np.ndarray:
     n = len(z.w)
     start = int(deleverage._core.random_walk_start(11, n))
@@ -144,17 +166,33 @@ def stream(arrays: list[np.ndarray]) -> int:
     return sum(deleverage._core.stream_sum(a.view(np.int64), 0) for a in arrays)
 
 
-def _kernel(policy: str, exact: bool) -> Callable[[Winners], np.ndarray]:
+def budget_of(policy: str, z: Winners) -> int:
+    if policy == "capped_pro_rata+base":
+        return z.capped_base_budget
+    if policy == "risk_aware+base":
+        return z.risk_base_budget
+    return z.capped_budget if policy == "capped_pro_rata" else z.budget
+
+
+def _kernel(case: str, exact: bool) -> Callable[[Winners], np.ndarray]:
+    policy, _, variant = case.partition("+")
+
     def call(z: Winners) -> np.ndarray:
-        budget = z.capped_budget if policy == "capped_pro_rata" else z.budget
+        budget = budget_of(case, z)
         kw: dict[str, Any] = {}
+        if variant == "weights":
+            kw["weights"] = z.weights if exact else z.weightsf
+        if variant == "base":
+            kw["base"] = z.base if exact else z.basef
+        if variant == "lots":
+            kw["lot"] = z.lots if exact else z.lotsf
         if policy == "queue":
             kw["score"] = z.score
         if policy == "capped_pro_rata":
             kw["cap"] = z.cap if exact else z.capf
         if policy == "risk_aware":
             kw["leverage"] = z.lev if exact else z.levf
-        if policy == "min_max_lots":
+        if policy == "min_max_lots" and variant != "lots":
             kw["lot"] = z.lot if exact else float(z.lot)
         if policy == "random_walk":
             kw["seed"] = 11
@@ -163,10 +201,12 @@ def _kernel(policy: str, exact: bool) -> Callable[[Winners], np.ndarray]:
     return call
 
 
-def inputs(policy: str, exact: bool, z: Winners) -> list[np.ndarray]:
+def inputs(case: str, exact: bool, z: Winners) -> list[np.ndarray]:
     """The per-winner arrays the kernel reads for this policy."""
+    policy, _, variant = case.partition("+")
     extra = {"queue": [z.score], "capped_pro_rata": [z.cap if exact else z.capf], "risk_aware": [z.lev if exact else z.levf]}
-    return [z.w if exact else z.wf, *extra.get(policy, [])]
+    more = {"weights": [z.weights if exact else z.weightsf], "base": [z.base if exact else z.basef], "lots": [z.lots if exact else z.lotsf]}
+    return [z.w if exact else z.wf, *extra.get(policy, []), *more.get(variant, [])]
 
 
 BASELINES: dict[str, Callable[[Winners], np.ndarray]] = {
@@ -176,6 +216,12 @@ BASELINES: dict[str, Callable[[Winners], np.ndarray]] = {
     "risk_aware": np_risk,
     "min_max_lots": np_min_max_lots,
     "random_walk": np_random_walk,
+    # the optional inputs (policy+input)
+    "pro_rata+weights": lambda z: np_water_fill(z.wf, z.weightsf, float(z.budget)),
+    "capped_pro_rata+base": lambda z: np_water_fill(np.minimum(z.wf, z.basef * z.capf), z.basef, float(z.capped_base_budget)),
+    "risk_aware+base": lambda z: np_water_fill(np.minimum(z.wf, z.basef), z.basef * z.levf * z.levf, float(z.risk_base_budget)),
+    "min_max_lots+lots": lambda z: np_lots_general(z, z.lotsf, z.wf),
+    "min_max_lots+base": lambda z: np_lots_general(z, np.full(len(z.wf), float(z.lot)), z.basef),
 }
 
 # name -> (policy, exact mode): every policy in both numeric modes
@@ -187,21 +233,23 @@ CASES: dict[str, tuple[str, bool]] = {
 
 def check(name: str, x: np.ndarray, z: Winners) -> None:
     """Bounds and sums of a kernel result (the unit tests check the values)."""
-    policy, exact = CASES[name]
-    budget = z.capped_budget if policy == "capped_pro_rata" else z.budget
+    case, exact = CASES[name]
+    policy = case.partition("+")[0]
+    budget = budget_of(case, z)
+    lot = int(z.lots.max()) if case == "min_max_lots+lots" else z.lot
     assert len(x) == len(z.w)
     if exact:
         assert x.dtype == np.int64
         assert np.all(x >= 0) and np.all(x <= z.w)
         if policy == "min_max_lots":
-            assert budget <= int(x.sum()) < budget + z.lot
+            assert budget <= int(x.sum()) < budget + lot
         else:
             assert int(x.sum()) == budget
     else:
         assert x.dtype == np.float64
         assert np.all(x >= 0) and np.all(x <= z.wf * (1 + 1e-12))
         if policy == "min_max_lots":
-            assert budget * (1 - 1e-9) <= x.sum() < budget + z.lot
+            assert budget * (1 - 1e-9) <= x.sum() < budget + lot
         else:
             assert abs(x.sum() - budget) <= 1e-6 * budget + 1
 

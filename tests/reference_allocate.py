@@ -89,18 +89,25 @@ def water_fill(budget: int, K: Sequence[int], v: Sequence[int], clip: bool = Fal
     return x
 
 
-def pro_rata(budget: int, w: Sequence[int], clip: bool = False) -> list[int]:
-    return water_fill(budget, w, w, clip)
+def pro_rata(budget: int, w: Sequence[int], clip: bool = False, weights: Optional[Sequence[int]] = None) -> list[int]:
+    """x_i = min(w_i, tau * u_i) with u = weights (default: w itself)."""
+    return water_fill(budget, w, w if weights is None else weights, clip)
 
 
-def cap_amounts(w: Sequence[int], cap: Optional[Sequence[int]]) -> list[int]:
+def cap_amounts(w: Sequence[int], cap: Optional[Sequence[int]], base: Optional[Sequence[int]] = None) -> list[int]:
+    """K_i = min(w_i, floor(b_i * cap_i / 1e8)), b = base (default: w), cap default 1."""
+    b = w if base is None else base
     if cap is None:
-        return list(w)
-    return [wi * ci // SCALE for wi, ci in zip(w, cap)]
+        return [min(wi, bi) for wi, bi in zip(w, b)]
+    if len(cap) == 1:
+        cap = list(cap) * len(w)
+    return [min(wi, bi * ci // SCALE) for wi, bi, ci in zip(w, b, cap)]
 
 
-def capped_pro_rata(budget: int, w: Sequence[int], cap: Sequence[int], clip: bool = False) -> list[int]:
-    return water_fill(budget, cap_amounts(w, cap), w, clip)
+def capped_pro_rata(
+    budget: int, w: Sequence[int], cap: Sequence[int], clip: bool = False, base: Optional[Sequence[int]] = None
+) -> list[int]:
+    return water_fill(budget, cap_amounts(w, cap, base), w if base is None else base, clip)
 
 
 def risk_g(lam: float, g: str) -> float:
@@ -124,26 +131,39 @@ def risk_pull_weights(w: Sequence[int], leverage: Sequence[int], g: str) -> list
 
 
 def risk_aware(
-    budget: int, w: Sequence[int], leverage: Sequence[int], cap: Optional[Sequence[int]] = None, g: str = "linear", clip: bool = False
+    budget: int,
+    w: Sequence[int],
+    leverage: Sequence[int],
+    cap: Optional[Sequence[int]] = None,
+    g: str = "linear",
+    clip: bool = False,
+    base: Optional[Sequence[int]] = None,
 ) -> list[int]:
-    return water_fill(budget, cap_amounts(w, cap), risk_pull_weights(w, leverage, g), clip)
+    b = w if base is None else base
+    return water_fill(budget, cap_amounts(w, cap, base), risk_pull_weights(b, leverage, g), clip)
 
 
-def min_max_lots(budget: int, w: Sequence[int], lot: int, clip: bool = False) -> list[int]:
-    """Hand out ceil(budget/lot) lots one at a time to the winner whose next lot gives the
-    smallest fraction m*lot/w_i (ties: smaller index)."""
-    maxl = [wi // lot for wi in w]
-    b = _budget(budget, lot * sum(maxl), clip)
-    need = -(-b // lot)
+def min_max_lots(
+    budget: int, w: Sequence[int], lot: "int | Sequence[int]", clip: bool = False, base: Optional[Sequence[int]] = None
+) -> list[int]:
+    """Winner i holds floor(w_i / lot_i) lots (none if base_i == 0); its m-th lot (amount
+    lot_i) sits at the fraction m*lot_i/base_i (base default: w). Lots are handed out one at a
+    time in (fraction, index) order until their amounts reach the budget."""
+    lots = [lot] * len(w) if isinstance(lot, int) else list(lot)
+    b_ = list(w) if base is None else list(base)
+    maxl = [wi // li if bi > 0 else 0 for wi, li, bi in zip(w, lots, b_)]
+    b = _budget(budget, sum(li * m for li, m in zip(lots, maxl)), clip)
     taken = [0] * len(w)
-    heap = [(Fraction(lot, w[i]), i) for i in range(len(w)) if maxl[i] > 0]
+    heap = [(Fraction(lots[i], b_[i]), i) for i in range(len(w)) if maxl[i] > 0]
     heapq.heapify(heap)
-    for _ in range(need):
+    got = 0
+    while got < b:
         _, i = heapq.heappop(heap)
         taken[i] += 1
+        got += lots[i]
         if taken[i] < maxl[i]:
-            heapq.heappush(heap, (Fraction((taken[i] + 1) * lot, w[i]), i))
-    return [lot * t for t in taken]
+            heapq.heappush(heap, (Fraction((taken[i] + 1) * lots[i], b_[i]), i))
+    return [li * t for li, t in zip(lots, taken)]
 
 
 def allocate(
@@ -154,25 +174,27 @@ def allocate(
     score: Optional[Sequence[float]] = None,
     leverage: Optional[Sequence[int]] = None,
     cap: Optional[Sequence[int]] = None,
-    lot: Optional[int] = None,
+    lot: "Optional[int | Sequence[int]]" = None,
     g: str = "linear",
     seed: int = 0,
     clip: bool = False,
+    weights: Optional[Sequence[int]] = None,
+    base: Optional[Sequence[int]] = None,
 ) -> list[int]:
     if policy == "queue":
         assert score is not None
         return queue(budget, w, score, clip)
     if policy == "pro_rata":
-        return pro_rata(budget, w, clip)
+        return pro_rata(budget, w, clip, weights)
     if policy == "capped_pro_rata":
         assert cap is not None
-        return capped_pro_rata(budget, w, cap, clip)
+        return capped_pro_rata(budget, w, cap, clip, base)
     if policy == "risk_aware":
         assert leverage is not None
-        return risk_aware(budget, w, leverage, cap, g, clip)
+        return risk_aware(budget, w, leverage, cap, g, clip, base)
     if policy == "min_max_lots":
         assert lot is not None
-        return min_max_lots(budget, w, lot, clip)
+        return min_max_lots(budget, w, lot, clip, base)
     if policy == "random_walk":
         return random_walk(budget, w, seed, clip)
     raise ValueError(policy)

@@ -506,3 +506,178 @@ def test_large_capped_tied_levels():
             x = allocate(b, wf, "capped_pro_rata", cap=c)
             assert np.allclose(x, want, rtol=1e-9, atol=1e-6 * float(want.max()))
             assert np.isclose(x.sum(), b, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- weights, lot per winner, base
+
+
+def test_weights_by_hand():
+    # x = min(w, tau * u): 10 = tau * (1 + 1 + 2) -> 2.5, 2.5, 5; floors 2, 2, 5 and the leftover
+    # unit to the first of the tied remainders
+    assert allocate(10, a64(10, 10, 10), "pro_rata", weights=a64(1, 1, 2)).tolist() == [3, 2, 5]
+    # winner 0 saturates at its capacity 1; the other two share the remaining 4 by weight
+    assert allocate(5, a64(1, 10, 10), "pro_rata", weights=a64(10, 1, 1)).tolist() == [1, 2, 2]
+    # weight 0 pays nothing: the budget above what the others can pay is refused
+    assert allocate(4, a64(5, 5), "pro_rata", weights=a64(0, 1)).tolist() == [0, 4]
+    with pytest.raises(InvalidInput, match="exceeds"):
+        allocate(6, a64(5, 5), "pro_rata", weights=a64(0, 1))
+    x = allocate(10.0, np.array([10.0, 10.0, 10.0]), "pro_rata", weights=np.array([1.0, 1.0, 2.0]))
+    assert x.tolist() == [2.5, 2.5, 5.0]
+
+
+def test_lot_per_winner_by_hand():
+    # winner 0: lots of 5 in 10 -> fractions 1/2, 1; winner 1: lots of 3 in 9 -> 1/3, 2/3, 1.
+    # In (fraction, index) order: (1/3, #1) 3, (1/2, #0) 8, (2/3, #1) 11, (1, #0) 16, (1, #1) 19
+    w, lots = a64(10, 9), a64(5, 3)
+    assert allocate(3, w, "min_max_lots", lot=lots).tolist() == [0, 3]
+    assert allocate(8, w, "min_max_lots", lot=lots).tolist() == [5, 3]
+    assert allocate(9, w, "min_max_lots", lot=lots).tolist() == [5, 6]
+    assert allocate(19, w, "min_max_lots", lot=lots).tolist() == [10, 9]
+    # a capacity below one lot cannot pay
+    assert allocate(10, a64(3, 10), "min_max_lots", lot=a64(5, 5)).tolist() == [0, 10]
+    with pytest.raises(InvalidInput, match="exceeds"):
+        allocate(11, a64(3, 10), "min_max_lots", lot=a64(5, 5))
+    assert allocate(8.0, np.array([10.0, 9.0]), "min_max_lots", lot=np.array([5.0, 3.0])).tolist() == [5.0, 3.0]
+
+
+def test_base_by_hand():
+    # min_max_lots: fractions of the base 100 and 10: #0's lots at 0.05, 0.1, #1's at 0.5, 1
+    assert allocate(10, a64(10, 10), "min_max_lots", lot=5, base=a64(100, 10)).tolist() == [10, 0]
+    assert allocate(11, a64(10, 10), "min_max_lots", lot=5, base=a64(100, 10)).tolist() == [10, 5]
+    # capped_pro_rata: at most 10% of the base: K = min(100, 100), min(100, 10); the common
+    # fraction t of the base: 1100 t = 55 -> 50, 5; 1100 t = 60 -> 54.54.., 5.45.. -> 55, 5
+    w, base, cap = a64(100, 100), a64(1000, 100), a64(S // 10)
+    assert allocate(55, w, "capped_pro_rata", cap=cap, base=base).tolist() == [50, 5]
+    assert allocate(60, w, "capped_pro_rata", cap=cap, base=base).tolist() == [55, 5]
+    # 10 is #1's cap: beyond 1100 t = 110 only #0 pays
+    assert allocate(105, w, "capped_pro_rata", cap=cap, base=base).tolist() == [95, 10]
+    # risk_aware without cap: at most the base (here #1's base 20 < its capacity 100)
+    x = allocate(120, a64(100, 100), "risk_aware", leverage=a64(S, S), base=a64(100, 20))
+    assert x.tolist() == [100, 20]
+
+
+def _draw_general(policy, data, n, big):
+    w = data.draw(st.lists(st.integers(0, 10**15 if big else 60), min_size=n, max_size=n))
+    kw: dict = {}
+    if policy == "pro_rata":
+        kw["weights"] = data.draw(st.lists(st.integers(0, 10**12 if big else 20), min_size=n, max_size=n))
+    if policy == "capped_pro_rata":
+        kw["cap"] = data.draw(st.lists(st.integers(0, S), min_size=n, max_size=n))
+    if policy == "risk_aware":
+        kw["leverage"] = data.draw(st.lists(st.integers(0, 100 * S), min_size=n, max_size=n))
+        if data.draw(st.booleans()):
+            kw["cap"] = data.draw(st.lists(st.integers(0, S), min_size=n, max_size=n))
+    if policy == "min_max_lots":
+        lo = 10**12 if big else 1
+        if data.draw(st.booleans()):
+            kw["lot"] = data.draw(st.lists(st.integers(lo, 7 * lo), min_size=n, max_size=n))
+        else:
+            kw["lot"] = data.draw(st.integers(lo, 7 * lo))
+    if policy != "pro_rata" and (policy != "min_max_lots" or isinstance(kw["lot"], int) or data.draw(st.booleans())):
+        kw["base"] = data.draw(st.lists(st.integers(0, 10**15 if big else 60), min_size=n, max_size=n))
+    return w, kw
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots"]), st.data())
+def test_weights_lots_base_match_reference(policy, data):
+    n = data.draw(st.integers(1, 30))
+    w, kw = _draw_general(policy, data, n, data.draw(st.booleans()))
+    clip = data.draw(st.booleans())
+    budget = data.draw(st.integers(0, sum(w) + 3))
+    try:
+        expected = ref.allocate(budget, w, policy, clip=clip, **kw)
+    except ref.Infeasible:
+        expected = None
+    args = {k: np.array(v, dtype=np.int64) if isinstance(v, list) else v for k, v in kw.items()}
+    if expected is None:
+        with pytest.raises(InvalidInput, match="exceeds"):
+            allocate(budget, np.array(w, dtype=np.int64), policy, clip=clip, **args)
+        return
+    assert allocate(budget, np.array(w, dtype=np.int64), policy, clip=clip, **args).tolist() == expected
+
+
+@settings(max_examples=100)
+@given(st.sampled_from(["pro_rata", "min_max_lots"]), st.data())
+def test_weights_lots_base_float_mode(policy, data):
+    # float mode on small integer-valued inputs: pro_rata within one unit, lots exactly
+    n = data.draw(st.integers(1, 20))
+    w, kw = _draw_general(policy, data, n, False)
+    budget = data.draw(st.integers(0, sum(w)))
+    try:
+        expected = ref.allocate(budget, w, policy, **kw)
+    except ref.Infeasible:
+        return
+    fargs = {k: np.array(v, dtype=np.float64) if isinstance(v, list) else float(v) for k, v in kw.items()}
+    x = allocate(float(budget), np.array(w, dtype=np.float64), policy, **fargs)
+    tol = 0 if policy == "min_max_lots" else 1 + 1e-9 * max(w)
+    assert np.all(np.abs(x - np.array(expected, dtype=np.float64)) <= tol)
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_risk_aware_constant_leverage_with_base_is_capped_by_base(data):
+    n = data.draw(st.integers(1, 25))
+    w = data.draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
+    base = data.draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
+    reach = sum(min(a, b) for a, b in zip(w, base))
+    budget = data.draw(st.integers(0, reach))
+    lev = data.draw(st.integers(1, 50 * S))
+    x = allocate(budget, a64(*w), "risk_aware", leverage=np.full(n, lev, dtype=np.int64), base=a64(*base))
+    y = allocate(budget, a64(*w), "capped_pro_rata", cap=a64(S), base=a64(*base))
+    assert x.tolist() == y.tolist()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: allocate(1, a64(1, 2), "queue", score=[1.0, 2.0], weights=a64(1, 1)), "weights is not used"),
+        (lambda: allocate(1, a64(1, 2), "pro_rata", base=a64(1, 1)), "base is not used"),
+        (lambda: allocate(1, a64(1, 2), "pro_rata", weights=a64(1, -1)), r"weights\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "pro_rata", weights=a64(1)), "weights has 1 entries but capacity has 2"),
+        (lambda: allocate(1, a64(1, 2), "pro_rata", weights=[0.5, 1.0]), "weights: exact mode"),
+        (lambda: allocate(1, a64(1, 2), "min_max_lots", lot=a64(1, 0)), r"lot\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "min_max_lots", lot=a64(1, 2, 3)), "lot has 3 entries"),
+        (lambda: allocate(1.0, np.array([1.0, 2.0]), "min_max_lots", lot=np.array([1.0, np.inf])), r"lot\[1\]"),
+        (lambda: allocate(1, a64(1, 2), "capped_pro_rata", cap=a64(S), base=a64(-1, 2)), r"base\[0\]"),
+        (lambda: allocate(1.0, np.array([1.0, 2.0]), "capped_pro_rata", cap=[0.5], base=np.array([1.0, np.nan])), r"base\[1\]"),
+    ],
+)
+def test_weights_lots_base_bad_input(call, match):
+    with pytest.raises(InvalidInput, match=match):
+        call()
+
+
+def test_base_total_overflow():
+    with pytest.raises(ArithmeticOverflow, match="base: the total"):
+        allocate(1, a64(1, 2), "capped_pro_rata", cap=a64(S), base=a64(2**62, 2**62))
+
+
+@pytest.mark.parametrize(
+    "case, budget_kind",
+    [("lots_base", "third"), ("lots", "tiny"), ("lot_base", "third"), ("weights", "third"), ("capped_base", "third")],
+)
+def test_large_weights_lots_base_match_reference(case, budget_kind):
+    # above 4096 winners (sampled brackets) and 65536 (threads); a few lots each so that the
+    # reference's heap stays small
+    rng = np.random.default_rng(17)
+    w = rng.integers(0, 10**9, BIG).astype(np.int64)
+    lots = rng.integers(10**8, 5 * 10**8, BIG).astype(np.int64)
+    base = rng.integers(0, 10**9, BIG).astype(np.int64)
+    base[::13] = 0
+    wl, ll, bl = w.tolist(), lots.tolist(), base.tolist()
+    if case == "weights":
+        policy, kw = "pro_rata", dict(weights=rng.integers(0, 10**6, BIG).astype(np.int64))
+        reach = sum(a for a, u in zip(wl, kw["weights"].tolist()) if u > 0)
+    elif case == "capped_base":
+        policy, kw = "capped_pro_rata", dict(cap=rng.integers(0, S + 1, BIG).astype(np.int64), base=base)
+        reach = sum(ref.cap_amounts(wl, kw["cap"].tolist(), bl))
+    else:
+        policy = "min_max_lots"
+        kw = {"lots_base": dict(lot=lots, base=base), "lots": dict(lot=lots), "lot_base": dict(lot=10**8, base=base)}[case]
+        lot_l = ll if isinstance(kw["lot"], np.ndarray) else [10**8] * BIG
+        base_l = bl if "base" in kw else wl
+        reach = sum(a // l * l for a, l, bb in zip(wl, lot_l, base_l) if bb > 0)
+    b = {"third": reach // 3, "tiny": reach // 100_000, "all_but_one": reach - 1}[budget_kind]
+    rkw = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    assert allocate(b, w, policy, **kw).tolist() == ref.allocate(b, wl, policy, **rkw)

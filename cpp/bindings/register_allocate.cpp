@@ -20,7 +20,8 @@ namespace {
 template <class T>
 py::array_t<T> run(const std::string& policy, T budget, const py::array& capacity, const std::optional<py::array>& score,
                    const std::optional<py::array>& leverage, const std::optional<py::array>& cap, std::optional<T> lot,
-                   const std::string& g, std::uint64_t seed, bool clip) {
+                   const std::string& g, std::uint64_t seed, bool clip, const std::optional<py::array>& lots,
+                   const std::optional<py::array>& weights, const std::optional<py::array>& base) {
   AllocRequest<T> req;
   req.policy = parse_alloc_policy(policy);
   req.budget = budget;
@@ -32,6 +33,9 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
     if (req.cap.empty()) throw InvalidInput("cap: give one value or one per winner");
   }
   req.lot = lot;
+  if (lots) req.lots = as_span<T>(*lots, "lot");
+  if (weights) req.weights = as_span<T>(*weights, "weights");
+  if (base) req.base = as_span<T>(*base, "base");
   req.g = parse_risk_function(g);
   req.seed = seed;
   req.clip = clip;
@@ -48,9 +52,11 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
 void register_allocate(py::module_& m) {
   m.def("allocate_exact", &run<std::int64_t>, py::arg("policy"), py::arg("budget"), py::arg("capacity"), py::arg("score"),
         py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"), py::arg("clip"),
+        py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
         "Exact allocation: int64 capacity/budget/lot, cap and leverage int64 in units of 1e-8; int64 amounts summing to the budget.");
   m.def("allocate_float", &run<double>, py::arg("policy"), py::arg("budget"), py::arg("capacity"), py::arg("score"),
         py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"), py::arg("clip"),
+        py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
         "Float allocation: float64 everywhere; float64 amounts.");
   m.def("random_walk_start", &random_walk_start, py::arg("seed"), py::arg("n"),
         "The random walk's start index: splitmix64(seed) mod n.");

@@ -173,6 +173,40 @@ void check_cap(std::span<const T> cap) {
 }
 
 template <class T>
+void check_lot(T lot, const char* field) {
+  if constexpr (std::is_same_v<T, double>) {
+    if (!(std::isfinite(lot) && lot > 0)) throw InvalidInput(std::string(field) + ": " + num_str(lot) + " must be a positive finite number");
+  } else {
+    if (lot <= 0) throw InvalidInput(std::string(field) + ": " + num_str(lot) + " must be positive");
+  }
+}
+
+// weights and base: one non-negative value per winner whose sum fits in int64 (exact mode:
+// the water level divides by sums of them) or is finite (float mode).
+template <class T>
+void check_side_sum(std::span<const T> a, std::size_t n, const char* field) {
+  if (a.empty()) return;
+  check_length(a, n, field, false);
+  long double total = 0;
+  u128 exact = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if constexpr (std::is_same_v<T, double>) {
+      if (!std::isfinite(a[i])) throw InvalidInput(at(field, i) + ": " + num_str(a[i]) + " is not a finite number");
+      total += a[i];
+    } else {
+      exact += static_cast<u64>(a[i] < 0 ? 0 : a[i]);
+    }
+    if (a[i] < 0) throw InvalidInput(at(field, i) + ": " + num_str(a[i]) + " must not be negative");
+  }
+  if constexpr (std::is_same_v<T, double>) {
+    if (!std::isfinite(static_cast<double>(total))) throw InvalidInput(std::string(field) + ": the total is not a finite number");
+  } else {
+    if (exact > static_cast<u128>(std::numeric_limits<i64>::max()))
+      throw ArithmeticOverflow(std::string(field) + ": the total does not fit in int64");
+  }
+}
+
+template <class T>
 T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
   if (budget <= reachable) return budget;
   if (req.clip) return reachable;
@@ -1153,6 +1187,298 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   return x;
 }
 
+// ---------------------------------------------------------------- min_max_lots, general
+// The same greedy with a lot size per winner (lots) or a base other than capacity: winner i
+// holds L_i = floor(w_i / lot_i) lots (none when b_i == 0) and its m-th lot, of amount lot_i,
+// sits at level m * lot_i / b_i; lots go out in (level, index) order until their amounts
+// reach the budget. With A(c) the amount of the lots at or below level c, secant steps (two
+// exact counts per pass) find levels lo < hi with A(lo) < B <= A(hi) and few lots between;
+// every lot at or below lo is taken and those in (lo, hi] are ordered exactly.
+
+template <class T>
+struct GenLot;
+template <>
+struct GenLot<i64> {
+  using Level = LotMath<i64>::Level;
+  static Level level(double c) {
+    if (c <= 0) return {0, 0};
+    int ex = 0;
+    const double f = std::frexp(c, &ex);
+    return {static_cast<u64>(std::ldexp(f, 53)), 53 - ex};
+  }
+  // floor(p / d) for p < 2^63, d > 0: a float estimate corrected by exact products
+  static u64 div(u64 p, u64 d) {
+    u64 k = static_cast<u64>(static_cast<double>(p) / static_cast<double>(d));
+    while (k > 0 && mulw(k, d) > p) --k;
+    while (mulw(k + 1, d) <= p) ++k;
+    return k;
+  }
+  static u64 lots(i64 w, i64 lot, i64 b) {
+    if (b <= 0) return 0;
+    const double q = static_cast<double>(w) / static_cast<double>(lot), f = static_cast<double>(static_cast<i64>(q));
+    const double tol = (q + 1.0) * 0x1p-44;
+    if (q - f > tol && f + 1.0 - q > tol) return static_cast<u64>(static_cast<i64>(q));  // q within 2^-52 of w / lot
+    return div(static_cast<u64>(w), static_cast<u64>(lot));
+  }
+  // min(L, floor(c * b / lot)); full = the winner has no lot above c. est: c * b / lot in
+  // float64 (within a few units of the truth), corrected by exact products
+  static u64 count(const Level& c, double est, i64 b, i64 lot, u64 L, bool& full) {
+    // est is within 2^-51 (relative) of the true c * b / lot: away from an integer and from
+    // L its floor is the answer; otherwise (rare) exact products decide
+    const double tol = (est + 1.0) * 0x1p-44, Ld = static_cast<double>(L);
+    if (est - tol >= Ld) {
+      full = true;
+      return L;
+    }
+    if (est + tol < Ld) {
+      const double f = static_cast<double>(static_cast<i64>(est));  // est < L < 2^63
+      if (est - f > tol && f + 1.0 - est > tol) {
+        full = false;
+        return static_cast<u64>(static_cast<i64>(est));
+      }
+    }
+    return exact_count(c, est, b, lot, L, full);
+  }
+  [[gnu::noinline]] static u64 exact_count(const Level& c, double est, i64 b, i64 lot, u64 L, bool& full) {
+    u128 p = mulw(c.mant, static_cast<u64>(b));
+    if (c.sh >= 128) p = 0;
+    else if (c.sh >= 0) p >>= c.sh;
+    else p = (-c.sh > 11 || p == 0) ? (p == 0 ? 0 : ~u128{0}) : p << -c.sh;  // product < 2^116
+    full = p >= mulw(L, static_cast<u64>(lot));
+    if (full) return L;
+    const u64 pp = static_cast<u64>(p), d = static_cast<u64>(lot);  // p < L * lot <= w < 2^63
+    u64 k = est < static_cast<double>(L) ? static_cast<u64>(static_cast<i64>(std::max(est, 0.0))) : L;
+    while (k > 0 && mulw(k, d) > pp) --k;
+    while (mulw(k + 1, d) <= pp) ++k;
+    return k;
+  }
+  // (ma * lot_a) / b_a < (mb * lot_b) / b_b; both amounts are at most a capacity (< 2^63)
+  static bool less(u64 ma, i64 la, i64 ba, u64 mb, i64 lb, i64 bb) {
+    return mulw(ma * static_cast<u64>(la), static_cast<u64>(bb)) < mulw(mb * static_cast<u64>(lb), static_cast<u64>(ba));
+  }
+};
+template <>
+struct GenLot<double> {
+  using Level = double;
+  static Level level(double c) { return c; }
+  static u64 lots(double w, double lot, double b) {
+    if (!(b > 0)) return 0;
+    const double q = w / lot;
+    if (q >= 9007199254740992.0) throw InvalidInput("capacity: more than 2^53 lots of the winner's lot size");
+    return static_cast<u64>(static_cast<i64>(q));
+  }
+  static u64 count(double, double est, double, double, u64 L, bool& full) {
+    const double y = est;
+    full = y >= static_cast<double>(static_cast<i64>(L));
+    return full ? L : static_cast<u64>(static_cast<i64>(y));
+  }
+  static bool less(u64 ma, double la, double ba, u64 mb, double lb, double bb) {
+    return static_cast<double>(ma) * la * bb < static_cast<double>(mb) * lb * ba;
+  }
+};
+
+// Every lot at or below level lo, then the lots in (lo, hi] in (level, index) order until the
+// amounts reach the budget (taken_lo: the amount at or below lo, below the budget).
+// x holds L_i on entry (see min_max_lots_general), r_i = b_i / lot_i.
+template <class T>
+std::vector<T> min_max_lots_finish(const AllocRequest<T>& req, T budget, std::vector<T> x, const double* r, double lo, double hi, T taken_lo) {
+  using G = GenLot<T>;
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
+  const T* const bp = req.base.empty() ? w.data() : req.base.data();
+  const T one_lot = req.lot.value_or(T{1});
+  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  struct Pair {
+    u64 m;
+    u32 i;
+  };
+  std::vector<Pair> slice_pairs[kParts];
+  const auto llo = G::level(lo), lhi = G::level(hi);
+  T* const xp = x.data();
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e; ++i) {
+      const T li = lot(i);
+      const u64 L = static_cast<u64>(xp[i]);
+      if (L == 0) continue;
+      bool full;
+      const u64 a = G::count(llo, lo * r[i], bp[i], li, L, full), c = G::count(lhi, hi * r[i], bp[i], li, L, full);
+      xp[i] = static_cast<T>(static_cast<T>(a) * li);
+      for (u64 m = a + 1; m <= c; ++m) slice_pairs[p].push_back({m, static_cast<u32>(i)});
+    }
+  });
+  std::vector<Pair> pairs = std::move(slice_pairs[0]);
+  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
+  auto before = [&](const Pair& p, const Pair& q) {
+    if (G::less(p.m, lot(p.i), bp[p.i], q.m, lot(q.i), bp[q.i])) return true;
+    if (G::less(q.m, lot(q.i), bp[q.i], p.m, lot(p.i), bp[p.i])) return false;
+    return p.i < q.i;
+  };
+  if (pairs.empty()) throw InvalidInput("min_max_lots: internal error, no lot between the levels");  // A(hi) >= B > A(lo)
+  T acc{};
+  const std::size_t last = weighted_select(pairs, before, [&](const Pair& q) { return lot(q.i); }, static_cast<T>(budget - taken_lo), acc);
+  for (std::size_t j = 0; j <= last; ++j) x[pairs[j].i] += lot(pairs[j].i);
+  return x;
+}
+
+template <class T>
+std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
+  using G = GenLot<T>;
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: at most sum w
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
+  const T* const bp = req.base.empty() ? w.data() : req.base.data();
+  const T one_lot = req.lot.value_or(T{1});
+  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  std::vector<T> x(n, T{0});
+  // first pass: what can be raised, the live winners and their base, the highest level; L_i
+  // is cached in x and r_i = b_i / lot_i (the float estimate of the count's slope) in scratch
+  T* const xp = x.data();
+  const Scratch<double, 1> ratio(n);
+  double* const r = ratio.get();
+  Sum reach_p[kParts] = {}, slope_p[kParts] = {}, lots_amt_p[kParts] = {};
+  u64 live_p[kParts] = {}, pairs_p[kParts] = {};
+  double top_p[kParts] = {};
+  for_slices(n, [&, xp, r](std::size_t p, std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e; ++i) {
+      const u64 L = G::lots(w[i], lot(i), bp[i]);
+      xp[i] = static_cast<T>(L);
+      r[i] = L > 0 ? static_cast<double>(bp[i]) / static_cast<double>(lot(i)) : 0.0;
+      if (L == 0) continue;
+      reach_p[p] += static_cast<Sum>(static_cast<T>(L) * lot(i));
+      slope_p[p] += static_cast<Sum>(bp[i]);
+      lots_amt_p[p] += static_cast<Sum>(lot(i));
+      live_p[p] += 1, pairs_p[p] += L;
+      top_p[p] = std::max(top_p[p], static_cast<double>(L) * static_cast<double>(lot(i)) / static_cast<double>(bp[i]));
+    }
+  });
+  Sum reach = 0;
+  double slope0 = 0, lot_live = 0, top = 0;
+  u64 nlive = 0, total_pairs = 0;
+  for (std::size_t p = 0; p < kParts; ++p) {
+    reach += reach_p[p], nlive += live_p[p], total_pairs += pairs_p[p];
+    slope0 += static_cast<double>(slope_p[p]), lot_live += static_cast<double>(lots_amt_p[p]), top = std::max(top, top_p[p]);
+  }
+  budget = budget_or_clip(budget, static_cast<T>(reach), req);
+  const bool all = static_cast<Sum>(budget) == reach;
+  bool all_of_it = all;
+  if constexpr (std::is_same_v<T, double>) all_of_it = all || budget > reach * (1 - 1e-15);
+  if (budget == 0 || all_of_it) {
+    for (std::size_t i = 0; i < n; ++i) x[i] = budget == 0 ? T{0} : static_cast<T>(x[i] * lot(i));
+    return x;
+  }
+  // amount, lot count and live base at two levels, in one pass
+  struct At {
+    Sum amount;
+    u64 lots;
+    double open;  // base of the winners not yet full (dA/dc, ignoring the floors)
+  };
+  auto count2 = [&](double c1, double c2, At& r1, At& r2) {
+    const auto l1 = G::level(c1), l2 = G::level(c2);
+    At a[kParts][2] = {};
+    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+      Sum m1 = 0, m2 = 0;
+      u64 k1 = 0, k2 = 0;
+      Sum o1 = 0, o2 = 0;
+      for (std::size_t i = b; i < e; ++i) {
+        const T li = lot(i);
+        const u64 L = static_cast<u64>(xp[i]);
+        if (L == 0) continue;
+        bool f1, f2;
+        const u64 c1i = G::count(l1, c1 * r[i], bp[i], li, L, f1), c2i = G::count(l2, c2 * r[i], bp[i], li, L, f2);
+        m1 += static_cast<Sum>(static_cast<T>(c1i) * li), m2 += static_cast<Sum>(static_cast<T>(c2i) * li);
+        k1 += c1i, k2 += c2i;
+        o1 += f1 ? Sum{0} : static_cast<Sum>(bp[i]), o2 += f2 ? Sum{0} : static_cast<Sum>(bp[i]);
+      }
+      a[p][0] = {m1, k1, static_cast<double>(o1)}, a[p][1] = {m2, k2, static_cast<double>(o2)};
+    });
+    r1 = r2 = At{0, 0, 0.0};
+    for (std::size_t p = 0; p < kParts; ++p) {
+      r1.amount += a[p][0].amount, r1.lots += a[p][0].lots, r1.open += a[p][0].open;
+      r2.amount += a[p][1].amount, r2.lots += a[p][1].lots, r2.open += a[p][1].open;
+    }
+  };
+  const double B = static_cast<double>(budget);
+  double lo = 0.0, hi = top * 2.0 + std::numeric_limits<double>::min();
+  At alo{0, 0, slope0}, ahi{reach, total_pairs, 0.0};
+  bool hi_pivot = false;
+  const double avg_lot = lot_live / static_cast<double>(nlive);
+  const double noise = (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0) * avg_lot;
+  const u64 window = static_cast<u64>(4.0 * (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0)) + 65536;
+  double widen = 1.0;
+  for (int iter = 0; iter < 4000 && ahi.lots - alo.lots > window; ++iter) {
+    const double next = std::nextafter(lo, hi);
+    if (next >= hi) break;
+    double est, slope;
+    if (hi_pivot) {
+      slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
+      est = lo + (B - static_cast<double>(alo.amount)) / slope;
+    } else {
+      slope = alo.open > 0 ? alo.open : slope0;
+      est = lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / slope;
+    }
+    const double d = widen * noise / slope;
+    double p1 = est - d, p2 = est + d;
+    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
+    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
+    p1 = std::max(p1, next);
+    p2 = std::min(std::max(p2, p1), hi);
+    At a1, a2;
+    count2(p1, p2, a1, a2);
+    const Sum b = static_cast<Sum>(budget);
+    if (a1.amount < b) lo = p1, alo = a1;
+    if (a2.amount < b) lo = p2, alo = a2;
+    if (a2.amount >= b && p2 < hi) hi = p2, ahi = a2, hi_pivot = true;
+    if (a1.amount >= b && p1 < hi) hi = p1, ahi = a1, hi_pivot = true;
+    widen = (a1.amount < b && a2.amount >= b) ? 1.0 : widen * 2.0;
+  }
+  return min_max_lots_finish(req, budget, std::move(x), r, lo, hi, static_cast<T>(alo.amount));
+}
+
+// pro_rata with weights u_i: x_i = min(w_i, tau * u_i) by water-filling.
+template <class T>
+std::vector<T> weighted_pro_rata(const AllocRequest<T>& req) {
+  const T* const wp = req.capacity.data();
+  const T* const up = req.weights.data();
+  const std::size_t n = req.capacity.size();
+  auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
+  if constexpr (std::is_same_v<T, double>) {
+    return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], up[i]}; }, req.budget, clip);
+  } else {
+    auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+    return water_fill_exact(std::vector<i64>(n), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), static_cast<u64>(up[i])}; },
+                            static_cast<u64>(req.budget), uclip);
+  }
+}
+
+// capped_pro_rata / risk_aware with a base b_i: K_i = min(w_i, cap_i * b_i) (cap defaults to 1),
+// x_i = min(K_i, tau * v_i) with v_i = b_i (capped) or the pull weights computed from b_i.
+template <class T>
+std::vector<T> based_water_fill(const AllocRequest<T>& req, const T* vp) {
+  const T* const wp = req.capacity.data();
+  const T* const bp = req.base.data();
+  const T* const cp = req.cap.data();
+  const std::size_t n = req.capacity.size(), cstep = req.cap.size() == 1 ? 0 : 1;
+  const bool capped = !req.cap.empty();
+  auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
+  if constexpr (std::is_same_v<T, double>) {
+    return water_fill_float(
+        n, [=](std::size_t i) { return WfItem<double>{std::min(wp[i], capped ? bp[i] * cp[i * cstep] : bp[i]), vp[i]}; }, req.budget, clip);
+  } else {
+    std::vector<i64> x(n);
+    i64* const xp = x.data();
+    for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+      for (std::size_t i = lo; i < hi; ++i)
+        xp[i] = std::min(wp[i], capped ? static_cast<i64>(cap_amount(bp[i], cp[i * cstep])) : bp[i]);
+    });
+    const u64* const vu = reinterpret_cast<const u64*>(vp);
+    auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+    return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; },
+                            static_cast<u64>(req.budget), uclip);
+  }
+}
+
 // ---------------------------------------------------------------- the entry point
 
 template <class T>
@@ -1169,14 +1495,19 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
   require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
   if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
-  require(req.lot.has_value(), "lot", pol, pol == AllocPolicy::MinMaxLots);
-  if (pol == AllocPolicy::MinMaxLots) {
-    if constexpr (std::is_same_v<T, double>) {
-      if (!(std::isfinite(*req.lot) && *req.lot > 0)) throw InvalidInput("lot: " + num_str(*req.lot) + " must be a positive finite number");
-    } else {
-      if (*req.lot <= 0) throw InvalidInput("lot: " + num_str(*req.lot) + " must be positive");
-    }
+  if (req.lot.has_value() && !req.lots.empty()) throw InvalidInput("lot: give one lot size or one per winner, not both");
+  require(req.lot.has_value() || !req.lots.empty(), "lot", pol, pol == AllocPolicy::MinMaxLots);
+  if (req.lot.has_value()) check_lot(*req.lot, "lot");
+  if (!req.lots.empty()) {
+    check_length(req.lots, n, "lot", false);
+    for (std::size_t i = 0; i < n; ++i)
+      if (!(req.lots[i] > 0 && req.lots[i] <= std::numeric_limits<T>::max())) check_lot(req.lots[i], at("lot", i).c_str());  // throws
   }
+  if (!req.weights.empty()) require(true, "weights", pol, pol == AllocPolicy::ProRata);
+  if (!req.base.empty())
+    require(true, "base", pol, pol == AllocPolicy::CappedProRata || pol == AllocPolicy::RiskAware || pol == AllocPolicy::MinMaxLots);
+  check_side_sum(req.weights, n, "weights");
+  check_side_sum(req.base, n, "base");
   if (pol != AllocPolicy::RiskAware && req.g.kind != RiskFunction::Kind::Linear)
     throw InvalidInput(std::string("g is not used by policy '") + alloc_policy_name(pol) + "'");
   if (!req.score.empty()) {
@@ -1205,8 +1536,11 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   switch (pol) {
     case AllocPolicy::Queue: return queue_alloc(req, budget_or_clip(req.budget, total, req));
     case AllocPolicy::RandomWalk: return random_walk_alloc(req, budget_or_clip(req.budget, total, req));
-    case AllocPolicy::MinMaxLots: return min_max_lots_alloc(req, req.budget);
+    case AllocPolicy::MinMaxLots:
+      if (req.lots.empty() && req.base.empty()) return min_max_lots_alloc(req, req.budget);
+      return min_max_lots_general(req, req.budget);
     case AllocPolicy::ProRata: {
+      if (!req.weights.empty()) return weighted_pro_rata(req);
       const T budget = budget_or_clip(req.budget, total, req);
       if constexpr (std::is_same_v<T, double>) {
         std::vector<double> x(n, 0.0);
@@ -1235,6 +1569,13 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       const bool capped = !cap.empty();
       // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
       std::optional<Scratch<T, 0>> vbuf;
+      // the pull weights come from the base when one is given (the fraction taken is of it)
+      const T* const src = req.base.empty() ? w.data() : req.base.data();
+      T src_total = total;
+      if (!req.base.empty()) {
+        src_total = T{0};
+        for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
+      }
       if (pol == AllocPolicy::RiskAware) {
         // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
         vbuf.emplace(n);
@@ -1244,22 +1585,23 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
         if constexpr (std::is_same_v<T, double>) {
           for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) vb[i] = w[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
+            for (std::size_t i = b; i < e; ++i) vb[i] = src[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
           });
         } else {
-          const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(total))), 0, 32);
+          const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(src_total))), 0, 32);
           for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) {
               const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
               // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
               const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
-              const u128 prod = mulw(static_cast<u64>(w[i]), rh);
+              const u128 prod = mulw(static_cast<u64>(src[i]), rh);
               vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod) : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
             }
           });
         }
       }
       const T* const vp = vbuf ? vbuf->get() : w.data();
+      if (!req.base.empty()) return based_water_fill(req, vbuf ? vbuf->get() : src);
       const T* const wp = w.data();
       auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
       if constexpr (std::is_same_v<T, double>) {

@@ -132,6 +132,9 @@ def allocate_exact(
     g: str,
     seed: int,
     clip: bool,
+    lots: Optional[npt.NDArray[np.int64]] = None,
+    weights: Optional[npt.NDArray[np.int64]] = None,
+    base: Optional[npt.NDArray[np.int64]] = None,
 ) -> npt.NDArray[np.int64]: ...
 def allocate_float(
     policy: str,
@@ -144,6 +147,9 @@ def allocate_float(
     g: str,
     seed: int,
     clip: bool,
+    lots: Optional[npt.NDArray[np.float64]] = None,
+    weights: Optional[npt.NDArray[np.float64]] = None,
+    base: Optional[npt.NDArray[np.float64]] = None,
 ) -> npt.NDArray[np.float64]: ...
 def random_walk_start(seed: int, n: int) -> int: ...
 def checksum64(data: bytes, seed: int = 0) -> int: ...

@@ -43,6 +43,15 @@ Policies (``w`` = capacity, ``B`` = budget, ``x`` = the result, ``0 <= x_i <= w_
     dYdX v4 style: start at ``splitmix64(seed) mod n`` and walk ``start, start+1, ...``
     (wrapping), ``x_i = min(w_i, B - taken so far)``.
 
+Optional inputs: ``weights`` (``pro_rata``: ``x_i = min(w_i, tau * u_i)``, pro-rata by a weight
+other than capacity, by water-filling), ``lot`` as one value or one per winner
+(``min_max_lots``: winner ``i`` holds ``floor(w_i / lot_i)`` lots; its ``m``-th lot sits at the
+fraction ``m * lot_i / base_i`` and lots go out in (fraction, index) order until their amounts
+reach ``B``), and ``base`` (``capped_pro_rata``, ``risk_aware``, ``min_max_lots``: the
+denominator of "fraction taken", e.g. equity; ``K_i = min(w_i, cap_i * base_i)`` and the
+common level applies to ``base_i``). A winner whose capacity is below one lot, or whose
+weight or base is 0, cannot pay.
+
 A budget above what the policy can raise (``sum(w)``; ``sum(K_i)`` over the winners that can
 pay for the capped policies; whole lots for ``min_max_lots``) raises :class:`InvalidInput`
 unless ``clip=True``, which lowers the budget to that amount. Arguments a policy does not
@@ -124,10 +133,12 @@ def allocate(
     score: Optional[npt.ArrayLike] = None,
     leverage: Optional[npt.ArrayLike] = None,
     cap: Optional[npt.ArrayLike] = None,
-    lot: Optional[Union[int, float]] = None,
+    lot: Optional[Union[int, float, npt.ArrayLike]] = None,
     g: str = "linear",
     seed: int = 0,
     clip: bool = False,
+    weights: Optional[npt.ArrayLike] = None,
+    base: Optional[npt.ArrayLike] = None,
 ) -> np.ndarray:
     """Split ``budget`` over the winners under ``policy``; one amount per winner.
 
@@ -144,10 +155,18 @@ def allocate(
         cap: ``capped_pro_rata`` (required) and ``risk_aware`` (optional): the largest
             fraction of its capacity each winner may lose, one value or one per winner
             (exact mode: int64 in ``[0, 1e8]``; float mode: float64 in ``[0, 1]``).
-        lot: ``min_max_lots`` only: the lot size, ``> 0``.
+        lot: ``min_max_lots`` only: the lot size, ``> 0``: one value, or one per winner
+            (positions in contracts of different sizes).
         g: ``risk_aware`` only: ``"linear"``, ``"power:k"`` or ``"excess:l0"`` (``k, l0 >= 0``).
         seed: ``random_walk``: the seed of the start offset (``0 <= seed < 2**64``).
         clip: lower a budget above what the policy can raise instead of raising.
+        weights: ``pro_rata`` only: amounts in proportion to these weights (``>= 0``, one
+            per winner, total within int64 in exact mode) instead of capacity, each capped by
+            its capacity (water-filling); a winner of weight 0 pays nothing.
+        base: ``capped_pro_rata``, ``risk_aware``, ``min_max_lots``: the denominator of the
+            "fraction taken" (``>= 0``, one per winner, e.g. equity; default: capacity). The
+            fraction of winner ``i`` is ``x_i / base_i`` and ``cap`` is a fraction of the base
+            (risk_aware without ``cap``: at most the base). A winner with base 0 pays nothing.
 
     Raises:
         InvalidInput: a bad argument (the message names the field and index), or a budget
@@ -170,22 +189,34 @@ def allocate(
         b = _exact_scalar(budget, "budget")
         lev = None if leverage is None else _exact_array(leverage, "leverage")
         cp = None if cap is None else _exact_array(cap, "cap")
-        lt = None if lot is None else _exact_scalar(lot, "lot")
-        return _core.allocate_exact(policy, b, w, score_arr, lev, cp, lt, g, seed_int, bool(clip))
+        lt = None if lot is None or _is_array(lot) else _exact_scalar(lot, "lot")
+        lts = _exact_array(lot, "lot", rate=False) if _is_array(lot) else None
+        wts = None if weights is None else _exact_array(weights, "weights", rate=False)
+        bs = None if base is None else _exact_array(base, "base", rate=False)
+        return _core.allocate_exact(policy, b, w, score_arr, lev, cp, lt, g, seed_int, bool(clip), lts, wts, bs)
     fb = _float_scalar(budget, "budget")
     flev = None if leverage is None else _float_array(leverage, "leverage")
     fcp = None if cap is None else _float_array(cap, "cap")
-    flt = None if lot is None else _float_scalar(lot, "lot")
-    return _core.allocate_float(policy, fb, w, score_arr, flev, fcp, flt, g, seed_int, bool(clip))
+    flt = None if lot is None or _is_array(lot) else _float_scalar(lot, "lot")
+    flts = _float_array(lot, "lot") if _is_array(lot) else None
+    fw = None if weights is None else _float_array(weights, "weights")
+    fbs = None if base is None else _float_array(base, "base")
+    return _core.allocate_float(policy, fb, w, score_arr, flev, fcp, flt, g, seed_int, bool(clip), flts, fw, fbs)
 
 
-def _exact_array(values: Any, field: str) -> np.ndarray:
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) > 0
+
+
+def _exact_array(values: Any, field: str, rate: bool = True) -> np.ndarray:
     arr = values if isinstance(values, np.ndarray) else None
     if isinstance(values, (list, tuple)) and any(isinstance(v, (float, np.floating)) for v in values):
         arr = np.asarray(values, dtype=np.float64)
     elif not isinstance(values, (list, tuple, np.ndarray)):
         arr = np.asarray(values)
     if arr is not None and arr.dtype.kind == "f":
+        if not rate:
+            raise InvalidInput(f"{field}: exact mode (integer capacity) takes integers, got an array of dtype {arr.dtype}")
         raise InvalidInput(
             f"{field}: exact mode (integer capacity) takes integers in units of 1e-8 "
             f"(e.g. 0.5 -> {RATE_SCALE // 2}), got an array of dtype {arr.dtype}"

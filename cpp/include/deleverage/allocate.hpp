@@ -19,6 +19,17 @@
 //                    s = clamp(62 - bit_width(sum w), 0, 32); x_i = min(K_i, tau * v_i)
 //                    (K_i from cap as above, cap defaults to 1), floor + largest remainder.
 //                    With constant leverage v_i = w_i * 2^s, so the result equals (capped) pro-rata.
+//   weights          (pro_rata) x_i = min(w_i, tau * u_i) for weights u_i >= 0 (sum u in int64), tau by
+//                    water-filling, floor + largest remainder; a winner with weight 0 pays nothing.
+//   base             (capped_pro_rata, risk_aware, min_max_lots) b_i >= 0 (sum b in int64): the fraction
+//                    taken is x_i / b_i instead of x_i / w_i. capped_pro_rata: K_i = min(w_i,
+//                    floor(b_i * cap_i / 1e8)), x_i = min(K_i, tau * b_i); risk_aware: the same with
+//                    v_i computed from b_i in place of w_i (cap defaults to 1: K_i = min(w_i, b_i));
+//                    min_max_lots: the fraction of a winner's m-th lot is m * lot_i / b_i.
+//   lots             (min_max_lots) one lot size per winner: L_i = floor(w_i / lot_i), and the m-th
+//                    lot of winner i (amount lot_i) sits at fraction m * lot_i / b_i; lots are handed
+//                    out in (fraction, index) order until the amounts reach B. A winner whose
+//                    capacity is below one lot (or whose base is 0) cannot pay.
 //   min_max_lots     L_i = floor(w_i / lot) whole lots; M = ceil(B / lot) lots are handed out one
 //                    at a time, each to the winner whose next lot gives the smallest fraction
 //                    m * lot / w_i (ties: smaller index). This minimises max x_i / w_i subject to
@@ -72,7 +83,11 @@ struct AllocRequest {
   std::span<const double> score;  // queue: ranking key, higher closes first
   std::span<const T> leverage;    // risk_aware: exact mode in 1e-8 units
   std::span<const T> cap;         // capped_pro_rata (required), risk_aware (optional); size 1 broadcasts
-  std::optional<T> lot;           // min_max_lots (> 0)
+  std::optional<T> lot;           // min_max_lots (> 0): one lot size for every winner
+  std::span<const T> lots;        // min_max_lots: one lot size per winner (> 0), instead of lot
+  std::span<const T> weights;     // pro_rata (optional): x_i = min(w_i, tau * weight_i) instead of tau * w_i
+  std::span<const T> base;        // capped_pro_rata, risk_aware, min_max_lots (optional): the
+                                  // denominator of "fraction taken" (default: capacity)
   RiskFunction g{};
   std::uint64_t seed = 0;         // random_walk
   bool clip = false;
