@@ -107,6 +107,9 @@ class EngineExchange:
     def deposits_batch(self, accounts, amounts):
         self.ex.deposit(i64(accounts), i64(amounts), exact=True)
 
+    def load_balances(self, accounts, balances):
+        self.ex.load_balances(i64(accounts), i64(balances), exact=True)
+
     def withdrawals_batch(self, accounts, amounts):
         self.ex.withdraw(i64(accounts), i64(amounts), exact=True)
 

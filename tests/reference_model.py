@@ -208,6 +208,7 @@ class ReferenceExchange:
         self.deposits = 0
         self.withdrawals = 0
         self.loaded_entry_notional = 0
+        self.loaded_balances = 0
 
     # ------------------------------------------------------------------ scales
 
@@ -361,6 +362,27 @@ class ReferenceExchange:
         def run():
             for a, x in zip(accounts, amounts, strict=True):
                 self.deposit(a, x)
+
+        self._atomic(run)
+
+    def load_balances(self, accounts, balances) -> None:
+        """Set each balance (signed); the change is the external flow loaded_balances."""
+        seen: dict[int, int] = {}
+        for i, a in enumerate(accounts):
+            _require_int("account", a)
+            if a in seen:
+                raise InvalidInput(f"accounts[{i}]: account {a} appears twice (also at index {seen[a]})")
+            seen[a] = i
+
+        def run():
+            for a, b in zip(accounts, balances, strict=True):
+                _require_int("balance", b)
+                acct = self.accounts.get(a)
+                if acct is None:
+                    acct = self.accounts[a] = Account(a)
+                self.loaded_balances += b - acct.balance
+                acct.balance = b
+                self._require_representable(acct)
 
         self._atomic(run)
 
@@ -699,7 +721,7 @@ class ReferenceExchange:
 
     def check_invariants(self) -> None:
         cash = sum(a.balance for a in self.accounts.values()) - self._sum_entry()
-        flows = self.deposits - self.withdrawals - self.loaded_entry_notional
+        flows = self.deposits - self.withdrawals - self.loaded_entry_notional + self.loaded_balances
         if cash != flows:
             raise InvariantViolation(f"conservation: cash {cash} != external flows {flows}")
         for m in range(len(self.markets)):

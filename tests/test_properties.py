@@ -97,6 +97,15 @@ class ExchangeMachine(RuleBasedStateMachine):
         assert self.apply("deposit", account, amount)
 
     @rule(data=st.data())
+    def load_balances(self, data):
+        # an imported book: signed balances, sometimes a repeated id (refused by both)
+        d = HypothesisDraw(data)
+        n = d.int(1, 3)
+        accounts = [d.choice(ACCOUNT_POOL) for _ in range(n)]
+        balances = [self.typical * d.int(-10, 20) // 10 + d.int(-5, 5) for _ in range(n)]
+        self.apply("load_balances", accounts, balances)
+
+    @rule(data=st.data())
     def withdraw(self, data):
         d = HypothesisDraw(data)
         account = d.choice(ACCOUNT_POOL + [987654])  # sometimes unknown

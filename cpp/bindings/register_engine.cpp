@@ -146,6 +146,12 @@ void register_engine(py::module_& m) {
              auto v = as_span<i64>(amounts, "amounts");
              locked(s, [&](Engine& e) { s.journal ? s.journal->deposit(e, a, v) : e.deposit(a, v); });
            })
+      .def("load_balances",
+           [](PyEngine& s, const py::array& accounts, const py::array& balances) {
+             auto a = as_span<i64>(accounts, "accounts");
+             auto v = as_span<i64>(balances, "balances");
+             locked(s, [&](Engine& e) { s.journal ? s.journal->load_balances(e, a, v) : e.load_balances(a, v); });
+           })
       .def("withdraw",
            [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
              auto a = as_span<i64>(accounts, "accounts");
@@ -254,6 +260,7 @@ void register_engine(py::module_& m) {
              d["deposits"] = to_py_int(f.deposits);
              d["withdrawals"] = to_py_int(f.withdrawals);
              d["loaded_entry_notional"] = to_py_int(f.loaded_entry_notional);
+             d["loaded_balances"] = to_py_int(f.loaded_balances);
              return d;
            })
       .def("check_invariants", [](PyEngine& s) { locked(s, [&](Engine& e) { e.check_invariants(); }); });

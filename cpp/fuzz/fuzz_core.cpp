@@ -53,7 +53,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       Engine e = engine_from_snapshot(in, 1);
       e.check_invariants();
       const column<std::byte> again = snapshot_bytes(e);
-      if (again.size() != in.size() || std::memcmp(again.data(), in.data(), in.size()) != 0) __builtin_trap();
+      std::uint32_t version = 0;
+      std::memcpy(&version, in.data() + 8, 4);
+      // an older version is read, then written as the current one: only current ones round-trip
+      if (version == kSnapshotVersion && (again.size() != in.size() || std::memcmp(again.data(), in.data(), in.size()) != 0))
+        __builtin_trap();
     } catch (const CorruptSnapshot&) {
     }
     return 0;

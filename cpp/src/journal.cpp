@@ -123,6 +123,7 @@ const char* op_name(std::uint8_t op) {
     case JournalOp::LiquidateAccounts: return "liquidate(accounts)";
     case JournalOp::AdlRank: return "adl_rank";
     case JournalOp::SetAdlRefresh: return "set_adl_refresh";
+    case JournalOp::LoadBalances: return "load_balances";
   }
   return "unknown";
 }
@@ -137,12 +138,14 @@ void apply_record(Engine& e, std::uint8_t op, Reader& r) {
       return;
     }
     case JournalOp::Deposit:
-    case JournalOp::Withdraw: {
+    case JournalOp::Withdraw:
+    case JournalOp::LoadBalances: {
       const auto a = get_vector<i64>(r);
       const auto v = get_vector<i64>(r);
       if (!r.done()) break;
       if (static_cast<JournalOp>(op) == JournalOp::Deposit) e.deposit(a, v);
-      else e.withdraw(a, v);
+      else if (static_cast<JournalOp>(op) == JournalOp::Withdraw) e.withdraw(a, v);
+      else e.load_balances(a, v);
       return;
     }
     case JournalOp::LoadPositions: {
@@ -374,6 +377,14 @@ void Journal::deposit(Engine& e, std::span<const i64> accounts, std::span<const 
   put_span(p.w, accounts);
   put_span(p.w, amounts);
   append(JournalOp::Deposit, p.bytes());
+}
+
+void Journal::load_balances(Engine& e, std::span<const i64> accounts, std::span<const i64> balances) {
+  e.load_balances(accounts, balances);
+  Payload p;
+  put_span(p.w, accounts);
+  put_span(p.w, balances);
+  append(JournalOp::LoadBalances, p.bytes());
 }
 
 void Journal::withdraw(Engine& e, std::span<const i64> accounts, std::span<const i64> amounts) {

@@ -545,7 +545,8 @@ void Engine::check_invariants() const {
     for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) cash -= pos_entry_[p];
   }
   const i128 fund = insurance_.total();
-  const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional + flows_.insurance_deposits;
+  const i128 expected =
+      flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional + flows_.insurance_deposits + flows_.loaded_balances;
   if (cash + fund != expected)
     throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) + " money units of cash and the insurance fund " +
                              to_string_i128(fund) + ", expected " + to_string_i128(expected) + " in total");

@@ -276,6 +276,7 @@ struct SnapshotAccess {
     w.template put<i128>(e.flows_.withdrawals);
     w.template put<i128>(e.flows_.loaded_entry_notional);
     w.template put<i128>(e.flows_.insurance_deposits);
+    w.template put<i128>(e.flows_.loaded_balances);  // version 2
     // markets
     w.template put<std::uint32_t>(static_cast<std::uint32_t>(e.markets_.size()));
     for (const Engine::MarketState& mk : e.markets_) {
@@ -373,7 +374,7 @@ struct SnapshotAccess {
     if (detail::load_le<u64>(h + 24) != checksum64(h + kSnapshotHeaderBytes, payload, 1)) corrupt("payload checksum mismatch");
     Reader r(bytes.subspan(kSnapshotHeaderBytes));
     try {
-      return read_payload(r, threads);
+      return read_payload(r, threads, version);
     } catch (const CorruptSnapshot&) {
       throw;
     } catch (const Error& err) {  // a value the engine refuses (bad spec, overflow, ...)
@@ -381,7 +382,7 @@ struct SnapshotAccess {
     }
   }
 
-  static Engine read_payload(Reader& r, int threads) {
+  static Engine read_payload(Reader& r, int threads, std::uint32_t version) {
     Engine e(r.get<std::int32_t>(), threads);
     e.step_ = r.get<i64>();
     if (e.step_ < 0) corrupt("negative step");
@@ -389,6 +390,7 @@ struct SnapshotAccess {
     e.flows_.withdrawals = r.get<i128>();
     e.flows_.loaded_entry_notional = r.get<i128>();
     e.flows_.insurance_deposits = r.get<i128>();
+    if (version >= 2) e.flows_.loaded_balances = r.get<i128>();
     // markets
     const std::size_t n_markets = r.count<std::uint32_t>(64, kMaxMarketsInFile, "market count");
     std::vector<std::int32_t> pools(n_markets);
@@ -571,7 +573,8 @@ struct SnapshotAccess {
     const bool overflow = __builtin_add_overflow(cash, fund, &held) ||
                           __builtin_sub_overflow(fl.deposits, fl.withdrawals, &net_deposits) ||
                           __builtin_sub_overflow(net_deposits, fl.loaded_entry_notional, &net_deposits) ||
-                          __builtin_add_overflow(net_deposits, fl.insurance_deposits, &net_deposits);
+                          __builtin_add_overflow(net_deposits, fl.insurance_deposits, &net_deposits) ||
+                          __builtin_add_overflow(net_deposits, fl.loaded_balances, &net_deposits);
     if (overflow || held != net_deposits) corrupt("conservation does not hold (accounts' cash + fund != net deposits)");
     // each market's holder list from the holder slots, which must form a permutation
     for (std::size_t a = 0; a < n; ++a) {
@@ -636,6 +639,10 @@ struct SnapshotAccess {
     for (i128 v : {e.flows_.deposits, e.flows_.withdrawals, e.flows_.loaded_entry_notional, e.flows_.insurance_deposits}) {
       g.add(static_cast<u64>(static_cast<u128>(v)));
       g.add(static_cast<u64>(static_cast<u128>(v) >> 64));
+    }
+    if (e.flows_.loaded_balances != 0) {  // hashed only when used: earlier states keep their hashes
+      g.add(static_cast<u64>(static_cast<u128>(e.flows_.loaded_balances)));
+      g.add(static_cast<u64>(static_cast<u128>(e.flows_.loaded_balances) >> 64));
     }
     g.add(e.markets_.size());
     for (const Engine::MarketState& mk : e.markets_) {

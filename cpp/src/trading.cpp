@@ -90,6 +90,43 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
   for (i64 v : amounts) flows_.withdrawals += v;
 }
 
+void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> balances) {
+  check_lengths(accounts.size(), balances.size(), "accounts", "balances");
+  {
+    std::vector<std::pair<i64, std::size_t>> ids(accounts.size());
+    for (std::size_t i = 0; i < accounts.size(); ++i) ids[i] = {accounts[i], i};
+    std::sort(ids.begin(), ids.end());
+    for (std::size_t j = 1; j < ids.size(); ++j)
+      if (ids[j].first == ids[j - 1].first)
+        throw InvalidInput(at("accounts", ids[j].second) + ": account " + std::to_string(ids[j].first) + " appears twice (also at index " +
+                           std::to_string(ids[j - 1].second) + ")");
+  }
+  const std::size_t accounts_before = acc_id_.size();
+  reserve_accounts(accounts.size());
+  std::vector<std::pair<std::uint32_t, i64>> applied;  // (account, balance before)
+  i128 change = 0;
+  try {
+    for (std::size_t i = 0; i < accounts.size(); ++i) {
+      std::uint32_t a = index_.find(accounts[i], acc_id_);
+      if (a == AccountIndex::kNone) a = create_account(accounts[i]);
+      applied.emplace_back(a, acc_[a].balance);
+      change += static_cast<i128>(balances[i]) - acc_[a].balance;
+      acc_[a].balance = balances[i];
+      if (!representable(a)) throw_unrepresentable(a, at("balances", i));
+    }
+  } catch (...) {
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_[it->first].balance = it->second;
+    if (acc_id_.size() != accounts_before) {
+      acc_id_.resize(accounts_before);
+      acc_.resize(accounts_before);
+      acc_cap_.resize(accounts_before);
+      index_.rebuild(acc_id_);
+    }
+    throw;
+  }
+  flows_.loaded_balances += change;
+}
+
 // ---------------------------------------------------------------- bulk load
 
 void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,

@@ -7,8 +7,9 @@ Book columns (one row per position; names are exact, extra columns are ignored):
 ``market``       market symbol (string)
 ``size``         signed position size in base units (long > 0, short < 0, never 0)
 ``entry_price``  average entry price, quote currency per base unit (> 0)
-``collateral``   the account's collateral balance in quote currency (>= 0); the same value
-                 on every row of one account
+``collateral``   the account's collateral balance in quote currency, signed (a real book
+                 has accounts in debt); the same value on every row of one account.
+                 Loaded with :meth:`Exchange.load_balances`, so conservation counts it
 ===============  ==========================================================================
 
 Markets are described by an optional market table (``markets=``: a DataFrame, a CSV or
@@ -154,11 +155,7 @@ def load_book(
     if (prices <= 0).any():
         i = int(np.flatnonzero(prices <= 0)[0])
         raise InvalidInput(f"{rows.at('entry_price', i)} ({about(i)}): an entry price must be positive (got {plain(float(prices[i]))})")
-    collateral = _numeric(df, "collateral", rows)
-    if (collateral < 0).any():
-        i = int(np.flatnonzero(collateral < 0)[0])
-        raise InvalidInput(f"{rows.at('collateral', i)} (account {accounts[i]}): collateral must not be negative "
-                           f"(got {plain(float(collateral[i]))})")
+    collateral = _numeric(df, "collateral", rows)  # signed: accounts in debt are loaded as they are
     # one position per (account, market), one collateral per account
     order = np.lexsort((symbols, accounts))
     same = (accounts[order][1:] == accounts[order][:-1]) & (symbols[order][1:] == symbols[order][:-1])
@@ -183,7 +180,7 @@ def load_book(
     amounts = collateral[np.fromiter(first.values(), dtype=np.int64, count=len(first))]
     if counterparty is not None and int(counterparty) not in first:
         ex.deposit(int(counterparty), counterparty_collateral)
-    ex.deposit(ids, amounts)
+    ex.load_balances(ids, amounts)
     try:
         ex.load_positions(accounts, list(symbols), sizes, prices, counterparty=counterparty)
     except DeleverageError as err:

@@ -347,6 +347,20 @@ class Exchange:
         self._refuse_negative(acc, amt, amounts, "a deposit")
         self._engine.deposit(acc, amt)
 
+    def load_balances(self, accounts: ArrayLike, balances: ArrayLike, *, exact: bool = False) -> None:
+        """Import balances: set each account's collateral balance (quote currency, signed: a
+        negative balance is an account in debt), creating unknown accounts.
+
+        For loading a real book. Each account may appear once per call. The change from the
+        previous balance is an external flow (``loaded_balances``) of the conservation invariant, so it
+        holds; the journal records the call and snapshots keep the flow. Floats are rounded
+        to the nearest money unit (``exact=True``: integer money units).
+        """
+        acc = cv.integers(accounts, "accounts")
+        bal = cv.to_fixed(balances, self._money_decimals, "balances", exact=exact, on_grid=False)
+        acc, bal = self._broadcast(acc=acc, amt=bal, names=("accounts", "balances"))
+        self._engine.load_balances(acc, bal)
+
     def withdraw(self, accounts: ArrayLike, amounts: ArrayLike, *, exact: bool = False) -> None:
         """Debit collateral. Raises InsufficientMargin (and changes nothing) if an account
         would be left below its initial margin at the current marks."""

@@ -94,6 +94,9 @@ struct Flows {
   i128 withdrawals = 0;
   i128 loaded_entry_notional = 0;
   i128 insurance_deposits = 0;
+  // Sum of the changes load_balances made to balances (signed): an imported book's
+  // balances, negative ones included, enter conservation like deposits do.
+  i128 loaded_balances = 0;
 };
 
 // A 128-bit hash of the logical state (see Engine::state_hash).
@@ -135,6 +138,10 @@ class Engine {
   void deposit(std::span<const i64> accounts, std::span<const i64> amounts);
   // Refused with InsufficientMargin if an account would end below its initial margin.
   void withdraw(std::span<const i64> accounts, std::span<const i64> amounts);
+  // Importing a book: sets each account's balance to a signed value (negative: an account in
+  // debt), creating unknown accounts; the changes are counted in flows().loaded_balances.
+  // Atomic; an id may appear once per call.
+  void load_balances(std::span<const i64> accounts, std::span<const i64> balances);
 
   // ---- positions ----
   // Bulk load of new positions at entry prices (ticks). counterparty: see semantics.md.

@@ -48,6 +48,7 @@ enum class JournalOp : std::uint8_t {
   LiquidateAccounts = 16, // liquidate(config, accounts): the config as for Liquidate, then the accounts
   AdlRank = 17,           // refreshes a stale queue as a side effect
   SetAdlRefresh = 18,
+  LoadBalances = 19,
 };
 
 // Keys of the liquidate record's settings. New WaterfallConfig fields get new keys; a reader
@@ -99,6 +100,7 @@ class Journal {
   MarketId add_market(Engine& e, const MarketSpec& spec);
   void deposit(Engine& e, std::span<const i64> accounts, std::span<const i64> amounts);
   void withdraw(Engine& e, std::span<const i64> accounts, std::span<const i64> amounts);
+  void load_balances(Engine& e, std::span<const i64> accounts, std::span<const i64> balances);
   void load_positions(Engine& e, std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
                       std::span<const i64> entry_prices, std::optional<i64> counterparty = std::nullopt);
   void trade(Engine& e, i64 buyer, i64 seller, MarketId market, i64 size, i64 price);

@@ -21,7 +21,8 @@
 namespace deleverage {
 
 // Format version written by this build; files of a later version are refused.
-inline constexpr std::uint32_t kSnapshotVersion = 1;
+// Version 2 adds the loaded_balances flow; version 1 files are still read (as 0).
+inline constexpr std::uint32_t kSnapshotVersion = 2;
 // Size of the fixed header in front of the payload.
 inline constexpr std::size_t kSnapshotHeaderBytes = 40;
 
