@@ -209,6 +209,7 @@ class ReferenceExchange:
         self.withdrawals = 0
         self.loaded_entry_notional = 0
         self.loaded_balances = 0
+        self.deficit_split = "loss"  # where a bankrupt account's negative equity lands
 
     # ------------------------------------------------------------------ scales
 
@@ -642,8 +643,16 @@ class ReferenceExchange:
 
     def _bankruptcy_prices(self, acct: Account, terms: list[_Terms], equity: int) -> dict[int, int]:
         S = self.S
-        # weights: mm_i in money (dYdX v4); else floor(notional_V / S); else equal
-        weights = [ceil_div(t.mm_VR, S * R) for t in terms]
+        # weights (docs/semantics.md, "Bankruptcy values"): with deficit_split "loss" and a
+        # negative equity, each position's loss at the mark, max(0, -floor(u_V / S)), if any
+        # position is at a loss; else mm_i in money (dYdX v4); else floor(notional_V / S); else equal
+        losses = [max(0, -floor_div(t.u_V, S)) for t in terms]
+        if self.deficit_split == "loss" and equity < 0 and sum(losses) > 0:
+            weights = losses
+        else:
+            weights = [ceil_div(t.mm_VR, S * R) for t in terms]
+        if sum(weights) == 0:
+            weights = [ceil_div(t.mm_VR, S * R) for t in terms]
         if sum(weights) == 0:
             weights = [floor_div(t.notional_V, S) for t in terms]
         if sum(weights) == 0:

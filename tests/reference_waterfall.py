@@ -304,7 +304,7 @@ class WaterfallReference(ReferenceExchange):
     # --------------------------------------------------------- the waterfall
 
     def liquidate(self, executor, mode="close", policy="queue", ranking="bitmex", adl_price="bankruptcy", theta=-1, cap=R,
-                  lot=1, g="linear", seed=0, accounts=None) -> Result:
+                  lot=1, g="linear", seed=0, accounts=None, deficit_split="loss") -> Result:
         if not isinstance(executor, Exec):
             executor = exec_from_api(executor, self.money_decimals)
         for name, v, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES),
@@ -326,6 +326,7 @@ class WaterfallReference(ReferenceExchange):
         try:
             run = _Run(self, executor, mode, policy, ranking, adl_price)
             run.theta, run.cap, run.lot, run.g, run.seed = theta, cap, lot, g, seed
+            run.deficit_split = deficit_split
             return run.run(None if accounts is None else list(accounts))
         except BaseException:
             self.__dict__.clear()
@@ -338,6 +339,7 @@ class _Run:
 
     def __init__(self, ex: WaterfallReference, executor: Exec, mode, policy, ranking, adl_price):
         self.ex = ex
+        self.deficit_split = "loss"
         self.cfg = executor
         self.mode, self.policy, self.ranking, self.adl_price = mode, policy, ranking, adl_price
         self.exec_acct = ex.accounts[executor.account]
@@ -402,13 +404,19 @@ class _Run:
             cash -= pos.entry
             cl.append(_Closing(m, pos.size, ex.value_money(m, pos.size, ex.markets[m].mark), 0))
         e_prime = cash + sum(c.mark_value for c in cl)
-        w = [ex._mm_money(c.m, acct.positions[c.m]) for c in cl]
+        # docs/semantics.md, "Bankruptcy values": "loss" puts a negative equity on the
+        # positions at a loss at the mark, in proportion to the loss (the remainder on the last
+        # of them); otherwise (and as the fallback) by maintenance share, the remainder last
+        w = [max(0, acct.positions[c.m].entry - c.mark_value) for c in cl]
+        by_loss = self.deficit_split == "loss" and e_prime < 0 and sum(w) > 0
+        if not by_loss:
+            w = [ex._mm_money(c.m, acct.positions[c.m]) for c in cl]
         if sum(w) == 0:
             w = [abs(c.mark_value) + 1 for c in cl]
-        assigned = 0
-        for i, c in enumerate(cl):
-            share = e_prime - assigned if i == len(cl) - 1 else floor_div(e_prime * w[i], sum(w))
-            assigned += share
+        last = max(i for i in range(len(cl)) if w[i] > 0) if by_loss else len(cl) - 1
+        shares = [floor_div(e_prime * w[i], sum(w)) for i in range(len(cl))]
+        shares[last] = e_prime - (sum(shares) - shares[last])
+        for c, share in zip(cl, shares):
             c.bk_value = c.mark_value - share
             if with_executor:
                 c.exec_price = self.executor_price(c.m, c.q)

@@ -92,6 +92,8 @@ def draw_call(data):
         call["lot"] = d(st.sampled_from([1, 2, 3, 7]))
     if policy == "random_walk":
         call["seed"] = d(st.integers(0, 2**64 - 1))
+    if d(st.booleans()):
+        call["deficit_split"] = d(st.sampled_from(["loss", "maintenance"]))
     return call
 
 
@@ -99,7 +101,8 @@ def reference_call(call):
     """liquidate()'s keywords in the reference's integer units."""
     theta = call.get("theta", "deficit")
     return dict(theta=-1 if theta == "deficit" else int(round(theta * R)), cap=int(round(call.get("cap", 1.0) * R)),
-                lot=call.get("lot", 1), g=call.get("g", "linear"), seed=call.get("seed", 0))
+                lot=call.get("lot", 1), g=call.get("g", "linear"), seed=call.get("seed", 0),
+                deficit_split=call.get("deficit_split", "loss"))
 
 
 def draw_crash(data, book):

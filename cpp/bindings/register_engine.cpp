@@ -232,8 +232,10 @@ void register_engine(py::module_& m) {
              return py::make_tuple(a.equity, a.maintenance, a.initial, a.liquidatable, a.bankrupt);
            })
       .def("positions",
-           [](PyEngine& s) {
-             PositionReport r = locked(s, [&](Engine& e) { return e.positions(); });
+           [](PyEngine& s, int deficit_split) {
+             if (deficit_split < 0 || deficit_split > 1) throw InvalidInput("deficit_split: unknown value " + std::to_string(deficit_split));
+             const DeficitSplit split = static_cast<DeficitSplit>(deficit_split);
+             PositionReport r = locked(s, [&](Engine& e) { return e.positions(split); });
              py::dict d;
              d["account"] = to_numpy(std::move(r.account_id));
              d["market"] = to_numpy(std::move(r.market));
@@ -243,7 +245,8 @@ void register_engine(py::module_& m) {
              d["liquidation_price"] = to_numpy(std::move(r.liquidation_price));
              d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
              return d;
-           })
+           },
+           py::arg("deficit_split") = 0)
       .def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
       .def("has_account", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })
       .def("mark", [](PyEngine& s, MarketId m) { return locked(s, [&](Engine& e) { return e.mark(m); }); })

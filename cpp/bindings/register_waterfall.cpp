@@ -23,7 +23,8 @@ E enum_from(int v, int count, const char* field) {
 // become a WaterfallConfig: liquidate() and run_stress() both come through here.
 WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate,
                                            i64 impact_depth, bool partial, int mode, int policy, int ranking, int adl_price,
-                                           i64 theta, i64 cap, i64 lot, const std::string& g, std::uint64_t seed) {
+                                           i64 theta, i64 cap, i64 lot, const std::string& g, std::uint64_t seed,
+                                           int deficit_split) {
   WaterfallConfig c;
   c.executor.kind = enum_from<ExecutorKind>(executor_kind, 2, "executor");
   c.executor.account = executor_account;
@@ -40,16 +41,17 @@ WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_accou
   c.lot = lot;
   c.g = parse_risk_function(g);
   c.seed = seed;
+  c.deficit_split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
   return c;
 }
 
 // The tuple Exchange._waterfall_config() returns (the stress runner's configuration).
 WaterfallConfig waterfall_config_from_tuple(const py::tuple& t) {
-  if (t.size() != 15) throw InvalidInput("config: expected the 15 values of Exchange._waterfall_config()");
+  if (t.size() != 16) throw InvalidInput("config: expected the 16 values of Exchange._waterfall_config()");
   return waterfall_config_from_args(t[0].cast<int>(), t[1].cast<i64>(), t[2].cast<i64>(), t[3].cast<i64>(), t[4].cast<i64>(),
                                     t[5].cast<bool>(), t[6].cast<int>(), t[7].cast<int>(), t[8].cast<int>(), t[9].cast<int>(),
                                     t[10].cast<i64>(), t[11].cast<i64>(), t[12].cast<i64>(), t[13].cast<std::string>(),
-                                    t[14].cast<std::uint64_t>());
+                                    t[14].cast<std::uint64_t>(), t[15].cast<int>());
 }
 
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
@@ -57,10 +59,10 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          "liquidate",
          [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
             bool partial, int mode, int policy, int ranking, int adl_price, i64 theta, i64 cap, i64 lot,
-            const std::string& g, std::uint64_t seed, const py::object& accounts) {
+            const std::string& g, std::uint64_t seed, int deficit_split, const py::object& accounts) {
            const WaterfallConfig c = waterfall_config_from_args(executor_kind, executor_account, slippage_rate, impact_rate,
                                                                 impact_depth, partial, mode, policy, ranking, adl_price, theta,
-                                                                cap, lot, g, seed);
+                                                                cap, lot, g, seed, deficit_split);
            WaterfallResult r;
            if (accounts.is_none()) {
              r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
@@ -100,7 +102,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          py::arg("executor_kind"), py::arg("executor_account"), py::arg("slippage_rate"), py::arg("impact_rate"),
          py::arg("impact_depth"), py::arg("partial"), py::arg("mode"), py::arg("policy"), py::arg("ranking"),
          py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
-         py::arg("g") = "linear", py::arg("seed") = 0, py::arg("accounts") = py::none())
+         py::arg("g") = "linear", py::arg("seed") = 0, py::arg("deficit_split") = 0, py::arg("accounts") = py::none())
       .def("adl_ranking",
            [](PyEngine& s, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");

@@ -60,6 +60,7 @@ void put_config(Writer& w, const WaterfallConfig& c) {
       {LiquidateKey::GKind, static_cast<i64>(c.g.kind)},
       {LiquidateKey::GParam, std::bit_cast<i64>(c.g.param)},
       {LiquidateKey::Seed, std::bit_cast<i64>(c.seed)},
+      {LiquidateKey::DeficitSplit, static_cast<i64>(c.deficit_split)},
   };
   w.put<std::uint32_t>(static_cast<std::uint32_t>(std::size(kv)));
   for (const auto& [k, v] : kv) {
@@ -76,6 +77,7 @@ E enum_value(i64 v, int count, const char* what) {
 
 WaterfallConfig get_config(Reader& r) {
   WaterfallConfig c;
+  c.deficit_split = DeficitSplit::Maintenance;  // journals without the key were written under this rule
   const std::size_t n = r.count<std::uint32_t>(10, 1024, "liquidate setting count");
   for (std::size_t i = 0; i < n; ++i) {
     const auto key = r.get<std::uint16_t>();
@@ -97,6 +99,7 @@ WaterfallConfig get_config(Reader& r) {
       case LiquidateKey::GKind: c.g.kind = enum_value<RiskFunction::Kind>(v, 3, "g kind"); break;
       case LiquidateKey::GParam: c.g.param = std::bit_cast<double>(v); break;
       case LiquidateKey::Seed: c.seed = std::bit_cast<std::uint64_t>(v); break;
+      case LiquidateKey::DeficitSplit: c.deficit_split = enum_value<DeficitSplit>(v, 2, "deficit_split"); break;
       default: bad("unknown liquidate setting key " + std::to_string(key) + " (written by a newer version?)");
     }
   }

@@ -448,7 +448,7 @@ MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) cons
   return r;
 }
 
-PositionReport Engine::positions() const {
+PositionReport Engine::positions(DeficitSplit split) const {
   require_marks_for_open_positions();
   const std::size_t n_acc = acc_id_.size();
   std::vector<std::size_t> offset(n_acc + 1, 0);
@@ -474,14 +474,17 @@ PositionReport Engine::positions() const {
       std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
       const Sums total = account_sums(static_cast<std::uint32_t>(a), false);
       const AccountMargin am = margin_from_sums(acc_[a].balance, total);
-      // weights for splitting the equity into per-position bankruptcy shares
-      i128 w_mm = 0, w_notional = 0;
+      // weights for splitting the equity into per-position bankruptcy shares (split_equity's
+      // rule; each price is priced from its own floor share, without the remainder)
+      i128 w_mm = 0, w_notional = 0, w_loss = 0;
       for (std::uint32_t p : order) {
         const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
         const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], mk.mark);
         w_mm += div_sr_.ceil(c.mm);
         w_notional += div_s_.floor(abs128(value_v(mk, pos_size_[p], mk.mark)));
+        w_loss += std::max<i128>(0, -div_s_.floor(c.u));
       }
+      const bool by_loss = split == DeficitSplit::Loss && am.equity < 0 && w_loss > 0;
       std::size_t row = offset[a];
       for (std::uint32_t p : order) {
         const MarketId m = pos_market_[p];
@@ -513,9 +516,12 @@ PositionReport Engine::positions() const {
         }
         r.liquidation_price[row] = liq;
 
-        // Bankruptcy price: this position's share of the equity, by maintenance margin.
+        // Bankruptcy price: this position's share of the equity, by loss or maintenance margin.
         i128 w, w_sum;
-        if (w_mm > 0) {
+        if (by_loss) {
+          w = std::max<i128>(0, -div_s_.floor(c.u));
+          w_sum = w_loss;
+        } else if (w_mm > 0) {
           w = div_sr_.ceil(c.mm);
           w_sum = w_mm;
         } else if (w_notional > 0) {

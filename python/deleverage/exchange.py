@@ -24,7 +24,7 @@ from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTrunca
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
-from .waterfall import (ADL_PRICES, ADL_REFRESH, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
+from .waterfall import (ADL_PRICES, ADL_REFRESH, DEFICIT_SPLITS, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
                         WaterfallTotals)
 
 MarketRef = Union[int, str]
@@ -57,6 +57,12 @@ def _fraction_units(value: Any, field: str) -> int:
 
 
 
+def _deficit_split_code(value: Any) -> int:
+    if not isinstance(value, str) or value not in DEFICIT_SPLITS:
+        raise ConfigError(f"deficit_split must be one of {', '.join(DEFICIT_SPLITS)} (got {value!r})")
+    return DEFICIT_SPLITS.index(value)
+
+
 def _threads(threads: Any) -> int:
     """The ``threads`` setting: 0 (every core) or a positive count."""
     return cv.small_int(threads, "threads", 0, 2**16)
@@ -71,13 +77,21 @@ class Exchange:
         from 0 to 12 (a float such as 6.5 is refused, not truncated).
     threads:
         Threads for batch checks, an int from 0 to 65536; 0 uses every core.
+    deficit_split:
+        Where a bankrupt account's negative equity lands among its positions, for the
+        waterfall's bankruptcy values and the bankruptcy prices of :meth:`positions`:
+        ``"loss"`` (default) in proportion to each position's loss at the mark (positions in
+        profit or flat take none, so a crash in one market does not deleverage the account's
+        other markets); ``"maintenance"`` by maintenance share (dYdX v4). A setting of this
+        object, not of the saved state (snapshots and replays come back with ``"loss"``).
 
     Every integer setting (decimals, threads, a drawdown window) must be an int in its range
     and a market symbol valid Unicode, else :class:`~deleverage.errors.ConfigError` naming it.
     """
 
-    def __init__(self, money_decimals: int = 6, *, threads: int = 0) -> None:
+    def __init__(self, money_decimals: int = 6, *, threads: int = 0, deficit_split: str = "loss") -> None:
         money_decimals = cv.small_int(money_decimals, "money_decimals", 0, 12)
+        self._deficit_split = _deficit_split_code(deficit_split)
         self._engine = _core.Engine(money_decimals, _threads(threads))
         self._money_decimals = money_decimals
         self._symbols: dict[str, int] = {}
@@ -92,6 +106,7 @@ class Exchange:
         other = Exchange.__new__(Exchange)
         other._engine = self._engine.copy()
         other._money_decimals = self._money_decimals
+        other._deficit_split = self._deficit_split
         other._symbols = dict(self._symbols)
         other._qty_decimals = list(self._qty_decimals)
         other._price_decimals = list(self._price_decimals)
@@ -106,6 +121,7 @@ class Exchange:
         ex = cls.__new__(cls)
         ex._engine = engine
         ex._money_decimals = int(engine.money_decimals)
+        ex._deficit_split = 0
         ex._symbols = {}
         ex._qty_decimals = []
         ex._price_decimals = []
@@ -207,7 +223,7 @@ class Exchange:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         accounts = pd.DataFrame({"account": self._engine.account_ids(), "balance": self._engine.account_balances()})
-        raw = self._engine.positions()
+        raw = self._engine.positions(self._deficit_split)
         symbols = np.array(self.markets, dtype=object)
         positions = pd.DataFrame({
             "account": raw["account"],
@@ -554,8 +570,9 @@ class Exchange:
         return {"equity": conv(e), "maintenance": conv(mm), "initial": conv(im), "liquidatable": bool(liq), "bankrupt": bool(bk)}
 
     def positions(self, *, exact: bool = False) -> PositionReport:
-        """Every open position with its unrealized PnL, liquidation and bankruptcy prices."""
-        raw = self._engine.positions()
+        """Every open position with its unrealized PnL, liquidation and bankruptcy prices
+        (a bankrupt account's negative equity split by the exchange's ``deficit_split``)."""
+        raw = self._engine.positions(self._deficit_split)
         mk = raw["market"]
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
         pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
@@ -594,6 +611,7 @@ class Exchange:
         seed: int = 0,
         exact: bool = False,
         accounts: Optional[ArrayLike] = None,
+        deficit_split: Optional[str] = None,
     ) -> WaterfallResult:
         """Run one waterfall step over every liquidatable account, worst margin ratio first
         (or, with ``accounts``, over those accounts only, in the order given).
@@ -634,6 +652,10 @@ class Exchange:
         could pay it (1 = the fund is never used for it). ``result.totals.last_resort_needed``
         is what deficit matching would have needed, for measuring the overshoot.
 
+        ``deficit_split`` (default: the exchange's, see :class:`Exchange`) says where a
+        bankrupt account's negative equity lands among its positions: ``"loss"`` in
+        proportion to their losses at the mark, ``"maintenance"`` by maintenance share.
+
         Winners are never accounts being liquidated in the same round, nor liquidatable
         accounts, nor the executor's account; flat accounts never pay. Winners pushed below
         maintenance are liquidated in the same call (cascade). The call is atomic.
@@ -648,7 +670,8 @@ class Exchange:
         procedure.
         """
         config = self._waterfall_config(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
-                                        theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact)
+                                        theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact,
+                                        deficit_split=deficit_split)
         ids = None if accounts is None else np.ascontiguousarray(cv.integers(accounts, "accounts"), dtype=np.int64).reshape(-1)
         engine_liquidate: Any = self._engine.liquidate  # the config tuple is untyped: its length is not checked
         raw, totals, skipped = engine_liquidate(*config, accounts=ids)
@@ -688,7 +711,8 @@ class Exchange:
 
     def _waterfall_config(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
                           adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
-                          lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False) -> tuple[Any, ...]:
+                          lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False,
+                          deficit_split: Optional[str] = None) -> tuple[Any, ...]:
         """The engine's waterfall configuration for :meth:`liquidate`'s keywords, checked: the
         one place that turns them into the values the compiled code takes (``liquidate`` and
         :func:`deleverage.stress` both use it). ``exact`` only says the unit of a haircut-mode
@@ -738,7 +762,8 @@ class Exchange:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
             raise InvalidInput(f"seed must be an integer in [0, 2**64) (got {seed!r})")
         acc = int(cv.integers(account, "executor account")[0])
-        return (kind, acc, slip, impact_rate, depth, partial, *codes, theta_units, cap_units, lot_units, g, int(seed))
+        split = self._deficit_split if deficit_split is None else _deficit_split_code(deficit_split)
+        return (kind, acc, slip, impact_rate, depth, partial, *codes, theta_units, cap_units, lot_units, g, int(seed), split)
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool,
                           skipped: Optional[npt.NDArray[np.int64]] = None) -> WaterfallResult:

@@ -17,6 +17,8 @@ POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code
+# Index = the engine's DeficitSplit code.
+DEFICIT_SPLITS = ("loss", "maintenance")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

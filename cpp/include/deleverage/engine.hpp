@@ -186,7 +186,8 @@ class Engine {
   // unknown account, InvalidInput if one of its markets has no mark yet.
   AccountMargin account_margin(i64 account_id) const;
   // Every open position with its PnL, liquidation and bankruptcy prices (see PositionReport).
-  PositionReport positions() const;
+  // Bankruptcy prices split negative equity by `split` (see DeficitSplit).
+  PositionReport positions(DeficitSplit split = DeficitSplit::Loss) const;
 
   // ---- insurance fund ----
   // Pool 0 is shared by every market; give_market_own_pool creates a pool for one market.

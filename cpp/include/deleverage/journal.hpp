@@ -70,6 +70,7 @@ enum class LiquidateKey : std::uint16_t {
   GKind = 14,   // RiskFunction::Kind
   GParam = 15,  // the double's bits
   Seed = 16,    // the uint64's bits
+  DeficitSplit = 17,  // absent in journals written before it: DeficitSplit::Maintenance (the rule then)
 };
 
 struct JournalReplay {

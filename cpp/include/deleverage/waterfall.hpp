@@ -2,6 +2,7 @@
 // ranking indicator (Engine::adl_ranking). The procedure is specified in docs/waterfall.md.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "deleverage/allocate.hpp"
@@ -42,6 +43,19 @@ enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
 enum class AdlPrice : std::uint8_t { Bankruptcy = 0, Mark = 1, PreviousMark = 2 };
 
 // What Engine::liquidate runs: who closes the positions, then the last resort (docs/waterfall.md).
+// Where a bankrupt account's negative equity lands (docs/semantics.md, "Bankruptcy values"):
+// Loss: on its positions in proportion to their losses at the mark (positions in profit or
+// flat take none); Maintenance: by maintenance share (dYdX v4). Non-negative equity, and
+// negative equity with no position at a loss, are split by maintenance share under both.
+enum class DeficitSplit : std::uint8_t { Loss = 0, Maintenance = 1 };
+
+// Each position's share of the account equity `equity` (money units, summing to it exactly):
+// the split's weights, floor(equity * w_i / sum w), the remainder to the last weighted one.
+// loss_i = max(0, -u_i) and mm_i are money units per position (same order);
+// mark_value_i breaks the tie when every maintenance is 0.
+std::vector<i128> split_equity(i128 equity, DeficitSplit split, std::span<const i128> loss, std::span<const i128> mm,
+                               std::span<const i128> mark_value);
+
 struct WaterfallConfig {
   ExecutorSpec executor;
   WaterfallMode mode = WaterfallMode::Close;
@@ -59,6 +73,7 @@ struct WaterfallConfig {
   i64 lot = 1;
   RiskFunction g{};        // risk_aware
   std::uint64_t seed = 0;  // random_walk
+  DeficitSplit deficit_split = DeficitSplit::Loss;
 };
 
 enum class EventKind : std::uint8_t {

@@ -90,6 +90,7 @@ class WaterfallRun {
   struct Closing {  // one position of the account being liquidated
     MarketId m;
     i64 q, mark_value, bk_value, exec_price, exec_value, deficit;
+    i64 entry = 0;  // entry notional (money): the loss at the mark is entry - mark_value for either side
   };
 
   void touch(std::uint32_t a);
