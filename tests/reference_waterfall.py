@@ -42,7 +42,7 @@ from reference_model import (
 SCORE = 10**9  # ranking scores are in units of 1e-9
 MAX_LEV = 10**6 * SCORE  # 1e15
 MODES = ("close", "haircut")
-POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
+POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk", "none")
 KERNEL_POLICIES = ("capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
 MAX_ALLOC_LEV = 10**6 * ra.SCALE  # the risk-aware leverage cap, in 1e-8 units
 MASK64 = 2**64 - 1
@@ -324,7 +324,8 @@ class WaterfallReference(ReferenceExchange):
         self._require_marks()
         saved = copy.deepcopy(self.__dict__)
         try:
-            run = _Run(self, executor, mode, policy, ranking, adl_price)
+            # "none": no last resort, closes through the executor as in haircut mode, no haircut
+            run = _Run(self, executor, "haircut" if policy == "none" else mode, policy, ranking, adl_price)
             run.theta, run.cap, run.lot, run.g, run.seed = theta, cap, lot, g, seed
             run.deficit_split = deficit_split
             return run.run(None if accounts is None else list(accounts))
@@ -749,7 +750,7 @@ class _Run:
     # ------------------------------------------------------------- section 6
 
     def haircut(self, m, amount):
-        if amount <= 0:
+        if amount <= 0 or self.policy == "none":
             return 0
         ex = self.ex
         who, weight, cap = [], [], []

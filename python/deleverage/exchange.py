@@ -24,7 +24,7 @@ from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTrunca
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
-from .waterfall import (ADL_PRICES, ADL_REFRESH, DEFICIT_SPLITS, EVENT_KINDS, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
+from .waterfall import (ADL_PRICES, ADL_REFRESH, DEFICIT_SPLITS, EVENT_KINDS, LAST_RESORT_POLICIES, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
                         WaterfallTotals)
 
 MarketRef = Union[int, str]
@@ -644,7 +644,9 @@ class Exchange:
         lot beyond what is needed); ``"random_walk"`` (dYdX v4) walks winners in account
         creation order from a start drawn from ``seed``, the step and the market;
         ``"funding_index"`` (haircut mode only) spreads the deficit over all open interest,
-        longs and shorts, in proportion to size (Drift, Mango).
+        longs and shorts, in proportion to size (Drift, Mango). ``"none"`` has no last resort
+        (the counterfactual): in either mode the executor closes every position and what the
+        fund cannot pay is recorded as bad debt (the account keeps it).
 
         ``theta`` is the severity: ``"deficit"`` (deficit matching, the default) sends to the
         last resort only what the insurance fund cannot pay; a number in [0, 1] sends at least
@@ -732,7 +734,7 @@ class Exchange:
         else:
             raise InvalidInput(f"executor must be a MarketClose or a Backstop (got {type(executor).__name__})")
         codes = []
-        for name, value, allowed in (("mode", mode, MODES), ("policy", policy, POLICIES), ("ranking", ranking, RANKINGS),
+        for name, value, allowed in (("mode", mode, MODES), ("policy", policy, LAST_RESORT_POLICIES), ("ranking", ranking, RANKINGS),
                                      ("adl_price", adl_price, ADL_PRICES)):
             if value not in allowed:
                 raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {value!r})")

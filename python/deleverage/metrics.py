@@ -144,6 +144,7 @@ class WinnerMetrics(_Table):
         return f"WinnerMetrics({len(self)} winner rows)"
 
 
+_HORIZON_FIELDS = ("winners_cost_at_horizon", "overshoot_at_horizon", "winners_cost_at_horizon_units", "overshoot_at_horizon_units")
 _SUMMARY_FIELDS = (
     "steps", "events", "accounts_touched", "positions_touched", "eligible_accounts",
     "largest_fraction", "gini_touched", "gini_eligible",
@@ -206,10 +207,19 @@ class PolicyMetrics:
     _eligible: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64), compare=False)
     _rank_cd: int = dataclasses.field(default=0, compare=False)
     _totals_units: tuple[int, int, int, int, int, int] = dataclasses.field(default=(0, 0, 0, 0, 0, 0), compare=False)
+    # compare(horizon_steps=H) only (None otherwise): the counterfactual against policy "none"
+    winners_cost_at_horizon: Optional[float] = None  #: sum over winners of equity(none) - equity(policy) after step H
+    overshoot_at_horizon: Optional[float] = None  #: winners_cost_at_horizon - last_resort_needed up to step H
+    winners_cost_at_horizon_units: Optional[int] = None
+    overshoot_at_horizon_units: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The scalar metrics as a plain dict (floats and ints)."""
-        return {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        """The scalar metrics as a plain dict (floats and ints); the horizon fields when measured."""
+        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        if self.winners_cost_at_horizon_units is not None:
+            for name in _HORIZON_FIELDS:
+                out[name] = getattr(self, name)
+        return out
 
     def __repr__(self) -> str:
         return (f"PolicyMetrics({self.steps} step(s), {self.events} events, {self.accounts_touched} accounts touched, "

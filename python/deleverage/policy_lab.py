@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -25,7 +25,9 @@ __all__ = ["compare", "ComparisonTable", "KNOWN_POLICIES"]
 #: Every policy name the lab knows (close and haircut modes). Which ones a given engine
 #: build runs is up to :meth:`Exchange.liquidate`, which refuses the others.
 KNOWN_POLICIES: tuple[str, ...] = ("queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots",
-                                   "random_walk", "funding_index")
+                                   "random_walk", "funding_index", "none")
+# liquidate keywords that only some policies take: dropped from the "none" counterfactual
+_POLICY_ONLY = ("policy", "cap", "lot", "g", "seed", "ranking", "label")
 
 PolicySpec = Union[str, Mapping[str, Any]]
 Shock = Union[Mapping[Any, float], Sequence[float], np.ndarray]
@@ -287,6 +289,27 @@ def _exact_keywords(exchange: Exchange, kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _horizon(horizon_steps: Any, steps: int) -> Optional[int]:
+    if horizon_steps is None:
+        return None
+    if isinstance(horizon_steps, bool) or not isinstance(horizon_steps, (int, np.integer)) or not 0 <= int(horizon_steps) < steps:
+        raise InvalidInput(f"horizon_steps: expected an integer step of the path, 0 to {steps - 1} (got {horizon_steps!r})")
+    return int(horizon_steps)
+
+
+def _set_marks(ex: Exchange, marks: dict[int, int]) -> None:
+    if marks:
+        ids = np.array(list(marks), dtype=np.int32)
+        ex.set_marks(ids, np.array([marks[m] for m in ids.tolist()], dtype=np.int64), exact=True)
+
+
+def _equities(ex: Exchange) -> dict[int, int]:
+    """Every account's equity (money units) at the current marks, on a copy (the margin check
+    would otherwise mark the markets valued)."""
+    report = ex.copy().check_margin(exact=True)
+    return {int(a): int(e) for a, e in zip(report.account, report.equity)}
+
+
 def compare(
     exchange: Exchange,
     shock: Shock,
@@ -294,6 +317,7 @@ def compare(
     *,
     executor: Executor,
     mode: str = "close",
+    horizon_steps: Optional[int] = None,
     **liquidate_kwargs: Any,
 ) -> ComparisonTable:
     """Run each policy on its own copy of ``exchange`` under the same shock and measure it.
@@ -311,6 +335,14 @@ def compare(
             (``ranking``, ``adl_price``, ``theta``, ``cap``, ``lot``, ``g``, ``seed``), in the
             units of ``exact=False`` (a haircut-mode ``lot`` in quote currency). ``ranking`` is
             also the ranking whose stability ``rank_tau`` measures.
+        horizon_steps: on a path, the counterfactual over a later horizon: ``H`` (``0 <= H <``
+            the path's steps) adds ``winners_cost_at_horizon``, the sum over the policy's
+            winners (accounts deleveraged or haircut in steps ``0..H``) of their equity after
+            step ``H`` in a run of the same path with ``policy="none"`` (no last resort: what
+            the fund cannot pay is bad debt) minus their equity after step ``H`` under the
+            policy, and ``overshoot_at_horizon``, that minus the ``last_resort_needed`` of steps
+            ``0..H`` (what the last resort was needed for). Positive: ADL or haircuts cost the
+            winners more than the deficit they covered, by the horizon.
 
     Returns:
         A :class:`ComparisonTable`, one row per policy, in order.
@@ -327,6 +359,15 @@ def compare(
             raise InvalidInput(f"{bad!r}: set by compare (policies go in the policies list)")
     specs = _policy_specs(policies, {"mode": mode, **liquidate_kwargs})
     path = _path(exchange, shock)
+    horizon = _horizon(horizon_steps, len(path))
+    none_equity: dict[int, int] = {}
+    if horizon is not None:
+        none_kw = {k: v for k, v in {"mode": mode, **liquidate_kwargs}.items() if k not in _POLICY_ONLY}
+        ex = exchange.copy()
+        for t, marks in enumerate(path[: horizon + 1]):
+            _set_marks(ex, marks)
+            ex.liquidate(executor=executor, exact=True, policy="none", **_exact_keywords(exchange, none_kw))
+        none_equity = _equities(ex)
     labels, rows, used = [], [], []
     for label, kw in specs:
         ex = exchange.copy()
@@ -334,17 +375,31 @@ def compare(
         run_kw = _exact_keywords(exchange, kw)
         parts: list[PolicyMetrics] = []
         top = None
-        for marks in path:
-            if marks:
-                ids = np.array(list(marks), dtype=np.int32)
-                ex.set_marks(ids, np.array([marks[m] for m in ids.tolist()], dtype=np.int64), exact=True)
+        winners: set[int] = set()
+        needed = 0
+        at_horizon: dict[int, int] = {}
+        for t, marks in enumerate(path):
+            _set_marks(ex, marks)
             before = ex.copy()
             result = ex.liquidate(executor=executor, exact=True, **run_kw)
             part = _metrics.measure(before, ex, result, executor=executor, ranking=ranking, top_winner=top)
             if top is None:
                 top = part.top_winner
             parts.append(part)
+            if horizon is not None and t <= horizon:
+                ev = result.events
+                paid = (ev.kind == "adl_close") | (ev.kind == "haircut")
+                winners.update(int(a) for a in ev.account[paid])
+                needed += int(result.totals.last_resort_needed)
+                if t == horizon:
+                    at_horizon = _equities(ex)
+        row = _metrics.combine(parts)
+        if horizon is not None:
+            cost = sum(none_equity.get(a, 0) - at_horizon.get(a, 0) for a in winners)
+            scale = 10**exchange.money_decimals
+            row = dataclasses.replace(row, winners_cost_at_horizon=cost / scale, overshoot_at_horizon=(cost - needed) / scale,
+                                      winners_cost_at_horizon_units=cost, overshoot_at_horizon_units=cost - needed)
         labels.append(label)
-        rows.append(_metrics.combine(parts))
+        rows.append(row)
         used.append(dict(kw))
     return ComparisonTable(tuple(labels), tuple(rows), tuple(used))

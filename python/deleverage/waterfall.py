@@ -14,6 +14,9 @@ EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_paymen
 MODES = ("close", "haircut")
 # Index = the engine's LastResortPolicy code; funding_index is haircut-only.
 POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
+# What liquidate() accepts: the policies, then "none" (engine code 7): no last resort, what the
+# fund cannot pay is recorded as bad debt (the counterfactual of compare(horizon_steps=)).
+LAST_RESORT_POLICIES = POLICIES + ("none",)
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code

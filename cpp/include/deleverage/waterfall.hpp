@@ -35,8 +35,9 @@ enum class LastResortPolicy : std::uint8_t {
   RiskAware = 4,
   MinMaxLots = 5,
   RandomWalk = 6,
+  None = 7,  // no last resort: the executor closes everything, what the fund cannot pay is bad debt
 };
-inline constexpr int kLastResortPolicyCount = 7;
+inline constexpr int kLastResortPolicyCount = 8;
 // Severity: -1 = deficit-matching (the last resort takes only what the fund cannot pay).
 inline constexpr i64 kThetaDeficit = -1;
 enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };

@@ -186,7 +186,7 @@ void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<
 // amount only when every winner's capacity is exhausted). One call per market per round:
 // the deficits of a round are socialized together, so pro-rata stays O(n) per round.
 i64 WaterfallRun::haircut(MarketId m, i64 amount) {
-  if (amount <= 0) return 0;
+  if (amount <= 0 || cfg_.policy == LastResortPolicy::None) return 0;  // no last resort: bad debt
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   std::vector<std::uint32_t> who;
   std::vector<i64> weight, cap, ids;

@@ -192,7 +192,10 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
-  WaterfallRun run(*this, config);
+  // no last resort: closes go through the executor as in haircut mode, and no winner pays
+  WaterfallConfig cfg = config;
+  if (cfg.policy == LastResortPolicy::None) cfg.mode = WaterfallMode::Haircut;
+  WaterfallRun run(*this, cfg);
   if (have_margins) run.use_start_margins(std::move(start));
   try {
     WaterfallResult r = accounts == nullptr ? run.run() : run.run(given);

@@ -165,7 +165,7 @@ class WaterfallRun {
                              MarketId m, bool lots);
   bool uses_kernel() const {
     return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
-           cfg_.policy != LastResortPolicy::FundingIndex;
+           cfg_.policy != LastResortPolicy::FundingIndex && cfg_.policy != LastResortPolicy::None;
   }
   bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
   i64 haircut(MarketId m, i64 amount);
