@@ -84,11 +84,13 @@ def block(mode: str, table: deleverage.ComparisonTable, skipped: list[str]) -> s
     return text
 
 
-def update_doc(blocks: dict[str, str]) -> None:
-    doc = DOCS / "policy_lab.md"
+def update_doc(blocks: dict[str, str], doc: Path | None = None, prefix: str = "compare_policies") -> None:
+    """Rewrite each block between its ``<!-- prefix:name:begin/end -->`` markers of ``doc``
+    (default docs/policy_lab.md); docs/examples/replay_event.py uses it for docs/replay.md."""
+    doc = DOCS / "policy_lab.md" if doc is None else doc
     text = doc.read_text()
     for mode, body in blocks.items():
-        begin, end = f"<!-- compare_policies:{mode}:begin -->", f"<!-- compare_policies:{mode}:end -->"
+        begin, end = f"<!-- {prefix}:{mode}:begin -->", f"<!-- {prefix}:{mode}:end -->"
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         if not pattern.search(text):
             sys.exit(f"{doc}: markers {begin} ... {end} not found")

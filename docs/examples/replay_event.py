@@ -17,8 +17,7 @@ two deficit placements.
 from __future__ import annotations
 
 import argparse
-import re
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -117,15 +116,12 @@ def blocks() -> dict[str, str]:
 
 
 def update_doc(found: dict[str, str]) -> None:
-    doc = DOCS / "replay.md"
-    text = doc.read_text()
-    for name, body in found.items():
-        begin, end = f"<!-- replay_event:{name}:begin -->", f"<!-- replay_event:{name}:end -->"
-        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-        if not pattern.search(text):
-            sys.exit(f"{doc}: markers {begin} ... {end} not found")
-        text = pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
-    doc.write_text(text)
+    """The tables into docs/replay.md, between their markers (compare_policies.py's writer)."""
+    spec = importlib.util.spec_from_file_location("compare_policies", Path(__file__).resolve().parent / "compare_policies.py")
+    assert spec is not None and spec.loader is not None
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    writer.update_doc(found, DOCS / "replay.md", "replay_event")
 
 
 def main() -> None:
