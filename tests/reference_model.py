@@ -292,9 +292,12 @@ class ReferenceExchange:
             raise ArithmeticOverflow(f"position value out of range in market {m}")
 
     def _check_position_range(self, m: int, q: int, E: int) -> None:
-        """|value| at entry and at the current mark must fit in 2^62 money units."""
+        """The size fits int64 (never its minimum); |value| at entry and at the current mark
+        fit in 2^62 money units."""
         if q == 0:
             return
+        if not INT64_MIN < q <= INT64_MAX:
+            raise ArithmeticOverflow(f"position size out of range in market {m}")
         if abs(E) > MAX_ABS_VALUE_MONEY:
             raise ArithmeticOverflow(f"entry notional out of range in market {m}")
         self._check_value(m, q, self.markets[m].mark)
@@ -415,6 +418,17 @@ class ReferenceExchange:
         else:
             acct.positions[m] = Position(q1, E1)
 
+    def _validate_trade(self, buyer, seller, market, size, price) -> None:
+        _require_int("size", size, 1)
+        _require_int("price", price, 1)
+        self._market(market)
+        self._account(buyer)
+        self._account(seller)
+        if buyer == seller:
+            raise InvalidInput("buyer and seller must be different accounts")
+        if abs(self.value_money(market, size, price)) > MAX_ABS_VALUE_MONEY:
+            raise ArithmeticOverflow("trade value out of range")
+
     def _trade(self, buyer, seller, market, size, price) -> None:
         _require_int("size", size, 1)
         _require_int("price", price, 1)
@@ -441,6 +455,9 @@ class ReferenceExchange:
     def trades(self, rows) -> None:
         """rows: iterable of (buyer, seller, market, size, price); atomic."""
         rows = list(rows)
+
+        for r in rows:  # every row's own inputs first, as the engine does
+            self._validate_trade(*r)
 
         def run():
             for r in rows:
