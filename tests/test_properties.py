@@ -114,7 +114,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             free = equity - initial if self.ref.accounts[account].positions else equity
             # around the limit: exactly at it, just past it, or anywhere from 0 to 2x
             amount = d.choice([free, free + 1, free - 1, d.int(0, max(1, 2 * abs(free)))])
-            amount = max(0, amount)
+            amount = min(max(0, amount), 2**63 - 1)
         else:
             amount = d.int(0, 10)
         self.apply("withdraw", account, amount)
