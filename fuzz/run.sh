@@ -27,7 +27,7 @@ done
 if command -v clang++ >/dev/null 2>&1; then
   echo "fuzz: building cpp/fuzz/fuzz_core.cpp with clang (libFuzzer, ASan, UBSan)"
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I../cpp/include \
-    ../cpp/fuzz/fuzz_core.cpp ../cpp/src/*.cpp -o "$OUT/fuzz_core" -lpthread
+    ../cpp/fuzz/fuzz_core.cpp $(find ../cpp/src -name '*.cpp' | sort) -o "$OUT/fuzz_core" -lpthread
   mkdir -p "$OUT/core"
   echo "fuzz: core for ${SECONDS_EACH}s (new inputs in $OUT/core)"
   if ! "$OUT/fuzz_core" -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=20 -artifact_prefix="$OUT/core-" \
