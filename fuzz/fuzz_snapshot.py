@@ -31,7 +31,12 @@ def test_one_input(data: bytes) -> None:
     except CorruptSnapshot:
         return
     ex.check_invariants()
-    assert ex.to_bytes() == body, "a loaded snapshot does not write back the same bytes"
+    written = ex.to_bytes()
+    if body[8:12] == written[8:12]:  # the current format version: a byte-exact round trip
+        assert written == body, "a loaded snapshot does not write back the same bytes"
+    else:  # an older version (still read) is written in the current one: the same state
+        assert Exchange.from_bytes(written, threads=1).state_hash() == ex.state_hash(), \
+            "an older-version snapshot does not survive a rewrite in the current version"
     assert Exchange.from_bytes(ex.to_bytes(), threads=1).state_hash() == ex.state_hash()
 
 
