@@ -98,6 +98,7 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   mk.pow10k = pow10_i64(mk.k);
   for (const Tier& t : mk.tiers) mk.caps_v.push_back(static_cast<i128>(t.max_notional) * scale_s_);
   markets_.push_back(std::move(mk));
+  if (track_changes_) changes_.resize(markets_.size());
   return static_cast<MarketId>(markets_.size() - 1);
 }
 
@@ -184,13 +185,6 @@ std::uint32_t Engine::create_account(i64 id) {
   acc_cap_.push_back(0);
   index_.insert(id, a, acc_id_);
   return a;
-}
-
-std::uint32_t Engine::find_slot(std::uint32_t a, MarketId m) const {
-  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
-  for (std::uint32_t s = b; s < e; ++s)
-    if (pos_market_[s] == m) return s;
-  return kNoSlot;
 }
 
 // Makes room for `extra` more positions in account a's block, moving the block to the end
@@ -288,6 +282,7 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     pos_market_[s] = static_cast<std::uint16_t>(m);
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
     mk.accounts.push_back(a);
+    note_opened(a, m);
   }
   pos_size_[s] = size;
   pos_entry_[s] = entry;

@@ -112,6 +112,7 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
       applied.emplace_back(a, acc_[a].balance);
       change += static_cast<i128>(balances[i]) - acc_[a].balance;
       acc_[a].balance = balances[i];
+      note_changed(a);
       if (!representable(a)) throw_unrepresentable(a, at("balances", i));
     }
   } catch (...) {

@@ -216,6 +216,104 @@ TEST(WaterfallQueue, PopsFollowTheRankingAcrossSelections) {
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], expected[i].second) << "close " << i;
 }
 
+// Work bounds of the kept queue: a winner that cannot pay is met once per step, not once per
+// close. K bankrupt longs (1 lot @ 100, balance 4: equity -1 at 95; the executor's 1%
+// slippage leaves a deficit of 2, so the lot goes to ADL or, in haircut mode, the 2 are a
+// haircut) against P shorts at the head of the queue that cannot pay and H healthy shorts
+// (10 @ 100, balance 1000). Before the queue parked such entries, every close popped all P.
+constexpr i64 kLongs = 100, kStuck = 100, kHealthy = 100;
+
+Engine head_of_queue_cannot_pay(i64 stuck_entry, i64 stuck_balance) {
+  Engine e = one_market();
+  std::vector<i64> accounts, q, px, stuck_ids, stuck_balances;
+  for (i64 i = 0; i < kLongs; ++i) {
+    dep(e, 1000 + i, 4);
+    accounts.push_back(1000 + i), q.push_back(1), px.push_back(100);
+  }
+  for (i64 i = 0; i < kStuck; ++i) {
+    stuck_ids.push_back(2000 + i);
+    stuck_balances.push_back(stuck_balance);
+    accounts.push_back(2000 + i), q.push_back(-10), px.push_back(stuck_entry);
+  }
+  e.load_balances(stuck_ids, stuck_balances);
+  for (i64 i = 0; i < kHealthy; ++i) {
+    dep(e, 3000 + i, 1000 + i);  // distinct leverage, distinct scores
+    accounts.push_back(3000 + i), q.push_back(-10), px.push_back(100);
+  }
+  load(e, accounts, q, px);
+  mark(e, 0, 95);
+  return e;
+}
+
+std::vector<i64> the_longs() {
+  std::vector<i64> who;
+  for (i64 i = 0; i < kLongs; ++i) who.push_back(1000 + i);
+  return who;
+}
+
+bool touches_stuck(const WaterfallResult& r) {
+  for (std::size_t i = 0; i < r.events.size_(); ++i)
+    if (r.events.account[i] >= 2000 && r.events.account[i] < 3000) return true;
+  return false;
+}
+
+TEST(WaterfallQueue, LiquidatableWinnersArePoppedOncePerStep) {
+  // stuck shorts: 10 @ 100 with balance -10: profit 50, equity 40 < maintenance 48, so
+  // liquidatable (never winners) and, at leverage 950/40, first in the BitMEX queue.
+  Engine e = head_of_queue_cannot_pay(100, -10);
+  const std::vector<i64> who = the_longs();
+  const WaterfallResult r = e.liquidate(close_with(1'000'000), who);
+  EXPECT_EQ(r.totals.adl_closes, kLongs);
+  EXPECT_EQ(r.totals.liquidated_accounts, kLongs);
+  EXPECT_FALSE(touches_stuck(r));
+  const AdlQueueStats shorts = e.adl_queue_stats(0, -1);
+  EXPECT_EQ(shorts.parked, kStuck);
+  EXPECT_LE(shorts.pops, 4 * (kLongs + kStuck)) << "each close re-popped the stuck entries";
+  e.check_invariants();
+}
+
+TEST(WaterfallQueue, AMarkMoveReleasesParkedEntries) {
+  // After the step above, in interval mode (no refresh on this move): at 90 the stuck shorts
+  // have profit 100, equity 90 >= maintenance 45, so they are winners again, and their kept
+  // (stale) scores still put them first: a new bankrupt long (1 @ 100, balance 9: equity -1)
+  // is deleveraged against the smallest of their ids.
+  Engine e = head_of_queue_cannot_pay(100, -10);
+  const std::vector<i64> who = the_longs();
+  e.liquidate(close_with(1'000'000), who);
+  dep(e, 4000, 9);
+  load(e, {4000}, {1}, {100});
+  e.set_adl_refresh(AdlRefresh::Interval, 10);
+  mark(e, 0, 90);
+  const std::vector<i64> late{4000};
+  const WaterfallResult r = e.liquidate(close_with(1'000'000), late);
+  ASSERT_EQ(r.totals.adl_closes, 1);
+  EXPECT_EQ(e.adl_queue_stats(0, -1).parked, 0);
+  for (std::size_t i = 0; i < r.events.size_(); ++i)
+    if (r.events.kind[i] == static_cast<std::uint8_t>(EventKind::AdlClose)) EXPECT_EQ(r.events.account[i], 2000);
+  e.check_invariants();
+}
+
+TEST(WaterfallQueue, HaircutsSetAsideWinnersWithNothingToTake) {
+  // haircut mode, Hyperliquid ranking: stuck shorts 10 @ 90 with balance 100 are losing (no
+  // profit to take: capacity 0) but, at leverage 950/50, first in the queue; the haircuts
+  // come from the healthy shorts and walk the queue, not the holders.
+  Engine e = head_of_queue_cannot_pay(90, 100);
+  WaterfallConfig c = close_with(1'000'000);
+  c.mode = WaterfallMode::Haircut;
+  c.ranking = Ranking::Hyperliquid;
+  const std::vector<i64> who = the_longs();
+  const WaterfallResult r = e.liquidate(c, who);
+  EXPECT_EQ(r.totals.haircut_total, 2 * kLongs);
+  EXPECT_EQ(r.totals.bad_debt, 0);
+  EXPECT_FALSE(touches_stuck(r));
+  // each healthy short has 50 of profit, 25 haircuts of 2: the first three run dry and are
+  // met once more each (set aside too); the fourth pays the last haircut exactly
+  const AdlQueueStats shorts = e.adl_queue_stats(0, -1);
+  EXPECT_EQ(shorts.aside, kStuck + 3);
+  EXPECT_LE(shorts.pops, 4 * (kLongs + kStuck));
+  e.check_invariants();
+}
+
 // ------------------------------------------------------------------ the run loop [1, 10]
 
 // A (long 10 @ 100, balance 50) is bankrupt at 90; W (short 20 @ 90, balance 92) is the only

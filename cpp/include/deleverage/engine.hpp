@@ -219,6 +219,8 @@ class Engine {
   // reads the queue's entries, not the book. UnknownId if the account or market is unknown,
   // InvalidInput if it holds no position in m.
   AdlRank adl_rank(i64 account_id, MarketId m, Ranking ranking);
+  // The kept queue of market m's `side` (+1 longs, -1 shorts) as it stands: no refresh.
+  AdlQueueStats adl_queue_stats(MarketId m, int side) const;
   // When a kept ADL queue is refreshed (docs/waterfall.md "The kept ADL queue"): Exact (the
   // default) whenever a mark changed since its refresh; Interval: only once its market's
   // mark changed `every` (>= 1) times since. Account changes are re-scored lazily either way.
@@ -328,7 +330,13 @@ class Engine {
   void reserve_accounts(std::size_t extra);
   void reserve_positions(std::size_t extra_slots);
   const MarketState& market_or_throw(MarketId m, const char* field, std::size_t row) const;
-  std::uint32_t find_slot(std::uint32_t a, MarketId m) const;
+  // hot in the waterfall and the kept queues: inline
+  std::uint32_t find_slot(std::uint32_t a, MarketId m) const {
+    const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+    for (std::uint32_t s = b; s < e; ++s)
+      if (pos_market_[s] == m) return s;
+    return kNoSlot;
+  }
   // Bulk loads ask for an exact fit (no slack in a loaded book); single inserts double.
   void ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit);
   void compact_if_wasteful();
@@ -376,21 +384,76 @@ class Engine {
   // since its last use re-scored; the caches must be at the current marks.
   detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking);
   // Pops the queue's head (a current entry of an account holding that side); false if empty.
-  bool adl_queue_pop(detail::KeptAdlQueue& q, MarketId m, int side, detail::AdlEntry& out);
+  // `with_aside`: false for haircuts, which skip the entries they set aside.
+  bool adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool with_aside = true);
+  void ensure_adl_queues() {
+    if (adl_queues_.size() < 2 * markets_.size()) adl_queues_.resize(2 * markets_.size());
+  }
   void adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e);
   void refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
   void select_adl_head(detail::KeptAdlQueue& q);
   void catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
-  // Every account whose balance or positions change is noted here for the kept queues.
+  // Every account whose balance or positions change is noted here for the kept queues, in the
+  // log of each market it holds: its scores there depend on its balance and all its positions.
+  // set_position also notes a position it opens, so a note before or after the change counts.
+  // Every note bumps the account's version, so an account appears in a log again only after
+  // a new version: a catch-up never pushes two current entries for one account.
   void note_changed(std::uint32_t a) {
     if (!track_changes_) return;
-    if (changed_.size() >= kChangeLogCap) {  // forget the older half: queues behind it refresh
-      changed_.erase(changed_.begin(), changed_.begin() + kChangeLogCap / 2);
-      changed_base_ += kChangeLogCap / 2;
+    if (notes_held(a)) return;
+    bump_version(a);
+    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) log_change(a, pos_market_[p]);
+  }
+  // A position opened in m: the account's note (before the change) did not reach m's log.
+  void note_opened(std::uint32_t a, MarketId m) {
+    if (!track_changes_) return;
+    if (notes_held(a)) return;
+    bump_version(a);
+    log_change(a, m);
+  }
+  // A waterfall holds back the notes of an account it cannot take as a winner while it runs
+  // (its executor for the whole step, the account it is liquidating during that liquidation):
+  // one note on release instead of one per fill, in every market the account holds. While
+  // held, the account's entries may not match its positions; the waterfall never uses them
+  // (both accounts are excluded from the winners).
+  bool notes_held(std::uint32_t a) {
+    for (HeldNotes& h : held_notes_)
+      if (h.account == a) {
+        h.pending = true;
+        return true;
+      }
+    return false;
+  }
+  void hold_notes(int which, std::uint32_t a) {
+    release_notes(which);
+    held_notes_[which] = HeldNotes{a, false};
+  }
+  void release_notes(int which) {
+    const HeldNotes h = held_notes_[which];
+    held_notes_[which] = HeldNotes{};
+    if (h.pending) note_changed(h.account);
+  }
+  void bump_version(std::uint32_t a) {
+    if (account_version_.size() <= a) account_version_.resize(acc_id_.size() > a ? acc_id_.size() : a + 1, 0);
+    if (++account_version_[a] == 0) drop_adl_queues();  // after 2^32 changes an old version could repeat
+  }
+  std::uint32_t account_version(std::uint32_t a) const { return a < account_version_.size() ? account_version_[a] : 0; }
+  bool adl_entry_current(const detail::AdlEntry& e) const { return e.version == account_version(e.account); }
+  void log_change(std::uint32_t a, MarketId m) {
+    MarketChanges& log = changes_[static_cast<std::size_t>(m)];
+    if (log.accounts.size() >= kChangeLogCap) {  // forget the older half: queues behind it refresh
+      log.accounts.erase(log.accounts.begin(), log.accounts.begin() + kChangeLogCap / 2);
+      log.base += kChangeLogCap / 2;
     }
-    changed_.push_back(a);
+    log.accounts.push_back(a);
   }
   void drop_adl_queues();
+  // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry
+  // counts only while it does.
+  bool holds_side(std::uint32_t a, MarketId m, int side) const {
+    const std::uint32_t s = find_slot(a, m);
+    return s != kNoSlot && (pos_size_[s] > 0) == (side > 0);
+  }
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
@@ -441,8 +504,19 @@ class Engine {
   // rebuilt from the state on demand), so neither hashed nor saved.
   static constexpr std::size_t kChangeLogCap = std::size_t{1} << 16;
   std::vector<detail::KeptAdlQueue> adl_queues_;  // index 2 * market + (side > 0)
-  std::vector<std::uint32_t> changed_;  // accounts changed since changed_base_ (may repeat)
-  std::uint64_t changed_base_ = 0;      // absolute index of changed_[0]
+  struct MarketChanges {
+    std::vector<std::uint32_t> accounts;  // accounts changed since `base` (may repeat)
+    std::uint64_t base = 0;               // absolute index of accounts[0]
+  };
+  std::vector<MarketChanges> changes_;  // per market (sized with the markets once tracking starts)
+  std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
+  std::vector<std::uint32_t> catch_up_seen_;    // scratch of catch_up_adl_queue: account -> last round that re-scored it
+  std::uint32_t catch_up_round_ = 0;
+  struct HeldNotes {
+    std::uint32_t account = AccountIndex::kNone;
+    bool pending = false;
+  };
+  HeldNotes held_notes_[2];  // [0]: a waterfall's executor, [1]: the account it is liquidating
   bool track_changes_ = false;          // on once a queue exists
   std::uint64_t marks_epoch_ = 0;       // mark changes so far (any market)
   AdlRefresh adl_refresh_ = AdlRefresh::Exact;

@@ -176,6 +176,16 @@ struct AdlRank {
   std::int8_t light = 0;    // 1..5: 5 = top 20% of its side
 };
 
+// What a kept ADL queue holds and how much it has been used since its last refresh (a
+// diagnostic for operators and for the tests that bound the work of a step).
+struct AdlQueueStats {
+  bool built = false;
+  i64 entries = 0;  // in the heap and the unsorted reserve, superseded ones included
+  i64 parked = 0;   // set aside as liquidatable (not winners until they change or marks move)
+  i64 aside = 0;    // set aside by haircuts (nothing to take)
+  i64 pops = 0;     // entries taken off the heap since the refresh
+};
+
 // One row per open position of a market: the ADL indicator.
 struct AdlRankingReport {
   std::vector<i64> account;

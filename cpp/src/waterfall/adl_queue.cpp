@@ -76,23 +76,32 @@ void Engine::drop_adl_queues() {
   for (detail::KeptAdlQueue& q : adl_queues_) q = detail::KeptAdlQueue{};
 }
 
+// An entry after the threshold joins the unsorted reserve (O(1)); the heap keeps only the
+// head, so that pops stay cheap however many accounts are re-scored.
 void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) {
+  if (detail::AdlEntryAfter{}(e, q.threshold)) {
+    q.reserve.push_back(e);
+    return;
+  }
   q.heap.push_back(e);
   std::push_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
 }
 
-// Moves the best `next_select` entries of the reserve into the heap: a partial selection,
-// linear in the reserve, instead of sorting the side. The next selection takes twice as many,
-// so a queue emptied to its end costs O(n) selections in total.
+// Moves the best entries of the reserve into the heap: a partial selection, linear in the
+// reserve, instead of sorting the side. It takes an eighth of the reserve (at least 256), so
+// the heap stays small enough to be cheap to pop while a queue emptied to its end costs at
+// most eight times its size in selections (the reserve shrinks geometrically).
 void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   const std::size_t n = q.reserve.size();
   if (n == 0) return;
-  const std::size_t k = std::min(n, std::max<std::size_t>(q.next_select, 64));
-  q.next_select = 2 * k;
+  const std::size_t k = std::min(n, std::max<std::size_t>(256, n / 8));
   // the k best go to [n - k, n); q.reserve[n - k] is the worst of them
   std::nth_element(q.reserve.begin(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), detail::AdlEntryAfter{});
   q.threshold = q.reserve[n - k];
-  for (std::size_t i = n - k; i < n; ++i) adl_queue_push(q, q.reserve[i]);
+  for (std::size_t i = n - k; i < n; ++i) {
+    q.heap.push_back(q.reserve[i]);
+    std::push_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+  }
   q.reserve.resize(n - k);
 }
 
@@ -111,7 +120,7 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
       const std::uint32_t a = mk.accounts[i];
       const std::uint32_t s = find_slot(a, m);
       if ((pos_size_[s] > 0) != (side > 0)) continue;
-      out.push_back(detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, 0});
+      out.push_back(detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
     }
   };
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
@@ -128,68 +137,107 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   q.ranking = static_cast<std::uint8_t>(ranking);
   q.marks_epoch = marks_epoch_;
   q.market_updates = mk.mark_updates;
-  q.log_pos = changed_base_ + changed_.size();
-  q.next_select = 256;
-  select_adl_head(q);
-  if (!track_changes_) {  // from now on account changes are noted, without allocating
+  if (!track_changes_) {  // from now on account changes are noted
     track_changes_ = true;
-    changed_.reserve(kChangeLogCap);
+    changes_.resize(markets_.size());
   }
+  q.log_pos = changes_[static_cast<std::size_t>(m)].base + changes_[static_cast<std::size_t>(m)].accounts.size();
+  q.parked_epoch = marks_epoch_;
+  select_adl_head(q);
 }
 
 // Re-scores the accounts changed since the queue's last use: each gets a new entry (if it
-// holds this side) with a new stamp, which retires its older entries.
+// holds this side) with its new version, which retires its older entries. The other side's
+// queue, when it has read the log as far, is caught up in the same pass (one slot lookup per
+// account for both).
 void Engine::catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
-  const std::uint64_t end = changed_base_ + changed_.size();
+  const MarketChanges& log = changes_[static_cast<std::size_t>(m)];
+  const std::uint64_t end = log.base + log.accounts.size();
   if (q.log_pos == end) return;
-  std::vector<std::uint32_t> who(changed_.begin() + static_cast<std::ptrdiff_t>(q.log_pos - changed_base_), changed_.end());
-  q.log_pos = end;
-  std::sort(who.begin(), who.end());
-  who.erase(std::unique(who.begin(), who.end()), who.end());
-  for (std::uint32_t a : who) {
-    if (a >= acc_id_.size()) continue;  // created by a deposit that was rolled back
-    const std::uint32_t stamp = q.next_stamp++;
-    q.restamped[a] = stamp;
-    const std::uint32_t s = find_slot(a, m);
-    if (s == kNoSlot || (pos_size_[s] > 0) != (side > 0)) continue;
-    adl_queue_push(q, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, stamp});
+  detail::KeptAdlQueue& other = adl_queues_[2 * static_cast<std::size_t>(m) + (side > 0 ? 0 : 1)];
+  const bool both = other.built && other.ranking == q.ranking && other.log_pos == q.log_pos;
+  detail::KeptAdlQueue* by_side[2] = {side > 0 ? (both ? &other : nullptr) : &q, side > 0 ? &q : (both ? &other : nullptr)};
+  if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
+    std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
+    catch_up_round_ = 1;
   }
+  if (catch_up_seen_.size() < acc_id_.size()) catch_up_seen_.resize(acc_id_.size(), 0);
+  for (std::size_t i = static_cast<std::size_t>(q.log_pos - log.base); i < log.accounts.size(); ++i) {
+    const std::uint32_t a = log.accounts[i];
+    if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
+    catch_up_seen_[a] = catch_up_round_;
+    // an account that left a side keeps its old entries there; holds_side filters them
+    const std::uint32_t s = find_slot(a, m);
+    if (s == kNoSlot) continue;
+    detail::KeptAdlQueue* target = by_side[pos_size_[s] > 0 ? 1 : 0];
+    if (target != nullptr) adl_queue_push(*target, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
+  }
+  q.log_pos = end;
+  if (both) other.log_pos = end;
 }
 
 detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
-  if (adl_queues_.size() < 2 * markets_.size()) adl_queues_.resize(2 * markets_.size());
+  ensure_adl_queues();
   detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0)];
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || q.log_pos < changed_base_;
+  bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || q.log_pos < changes_[static_cast<std::size_t>(m)].base;
   if (!stale) {
     if (adl_refresh_ == AdlRefresh::Exact)
       stale = q.marks_epoch != marks_epoch_;
     else
       stale = mk.mark_updates - q.market_updates >= static_cast<std::uint64_t>(adl_refresh_every_);
   }
-  // superseded entries pile up with re-scorings: past twice the side, start over
-  if (!stale && q.heap.size() + q.reserve.size() > 2 * mk.accounts.size() + 4096) stale = true;
-  if (stale)
+  // superseded entries pile up with re-scorings: past four times the market's holders, start over
+  if (!stale && q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * mk.accounts.size() + 4096) stale = true;
+  if (stale) {
     refresh_adl_queue(q, m, side, ranking);
-  else
-    catch_up_adl_queue(q, m, side, ranking);
+    return q;
+  }
+  catch_up_adl_queue(q, m, side, ranking);
+  if (q.parked_epoch != marks_epoch_) {  // the marks moved: a parked account may be eligible again
+    q.parked_epoch = marks_epoch_;
+    for (const auto* part : {&q.parked, &q.aside})
+      for (const detail::AdlEntry& x : *part)
+        if (adl_entry_current(x)) adl_queue_push(q, x);
+    q.parked.clear();
+    q.aside.clear();
+  }
   return q;
 }
 
-bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, MarketId m, int side, detail::AdlEntry& out) {
+AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
+  market_or_throw(m, "market", 0);
+  if (side != 1 && side != -1) throw InvalidInput("side: must be +1 (longs) or -1 (shorts), got " + std::to_string(side));
+  AdlQueueStats out;
+  const std::size_t i = 2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0);
+  if (i >= adl_queues_.size() || !adl_queues_[i].built) return out;
+  const detail::KeptAdlQueue& q = adl_queues_[i];
+  out.built = true;
+  out.entries = static_cast<i64>(q.heap.size() + q.reserve.size());
+  out.parked = static_cast<i64>(q.parked.size());
+  out.aside = static_cast<i64>(q.aside.size());
+  out.pops = static_cast<i64>(q.pops);
+  return out;
+}
+
+bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool with_aside) {
+  const detail::AdlEntryAfter after{};
   for (;;) {
     // the heap's top is the head only while no reserve entry can come before it
-    if (!q.reserve.empty() && (q.heap.empty() || detail::AdlEntryAfter{}(q.heap.front(), q.threshold))) {
+    if (!q.reserve.empty() && (q.heap.empty() || after(q.heap.front(), q.threshold))) {
       select_adl_head(q);
       continue;
     }
-    if (q.heap.empty()) return false;
-    std::pop_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
-    out = q.heap.back();
-    q.heap.pop_back();
-    if (!q.current(out)) continue;  // superseded by a re-scoring
-    const std::uint32_t s = find_slot(out.account, m);
-    if (s == kNoSlot || (pos_size_[s] > 0) != (side > 0)) continue;
+    const bool from_aside = with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
+    std::vector<detail::AdlEntry>& h = from_aside ? q.aside : q.heap;
+    if (h.empty()) return false;
+    std::pop_heap(h.begin(), h.end(), after);
+    ++q.pops;
+    out = h.back();
+    h.pop_back();
+    // A current entry's account has not changed since it was scored, so it still holds this
+    // side (every position change bumps the version): no need to read the position here.
+    if (!adl_entry_current(out)) continue;
     return true;
   }
 }
@@ -198,8 +246,11 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, MarketId m, int side, detail
 
 // Closes `lots` of account a's position in m against opposite-side winners taken from the
 // kept ADL queue; the account receives `value` in total (signed like its position). Returns
-// the lots closed. Every popped entry goes back unchanged: one whose account the fills change
-// is superseded when the queue is next used (its re-scoring), the others keep their place.
+// the lots closed. A popped winner the fills did not change goes back unchanged (one they
+// changed is re-scored when the queue is next used). A popped account that is
+// liquidatable itself is parked instead: only a change to that account (which re-scores it)
+// or a mark change can make it eligible, and putting it back would make every later close
+// of the step pop it again (a crash step quadratic in the liquidatable accounts).
 i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
@@ -209,9 +260,12 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
   i64 left = lots;
   std::vector<detail::AdlEntry> put_back;
   detail::AdlEntry top;
-  while (left > 0 && e_.adl_queue_pop(queue, m, -sign, top)) {
+  while (left > 0 && e_.adl_queue_pop(queue, top)) {
     if (!eligible_winner(top.account)) {
-      put_back.push_back(top);
+      if (liquidatable_now(top.account))
+        queue.parked.push_back(top);
+      else
+        put_back.push_back(top);  // excluded by this call only (its executor or its round)
       continue;
     }
     const i64 size = abs64(e_.pos_size_[e_.find_slot(top.account, m)]);
@@ -220,8 +274,62 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
     left -= take;
     put_back.push_back(top);
   }
-  for (const detail::AdlEntry& qe : put_back) e_.adl_queue_push(queue, qe);
-  return apply_adl_takes(a, m, sign, lots, value, bk, exec_price, takes);
+  const i64 closed = apply_adl_takes(a, m, sign, lots, value, bk, exec_price, takes);
+  // a winner the fills changed is re-scored when the queue is next used: its old entry is dead
+  for (const detail::AdlEntry& qe : put_back)
+    if (e_.adl_entry_current(qe)) e_.adl_queue_push(queue, qe);
+  return closed;
+}
+
+// ------------------------------------------------------------------ queue haircuts
+
+// Winners of both sides in one order (score, then account id), each paying up to its
+// capacity, as a sort of every holder by its current score would give; the kept queues give
+// that order from their heads. Entries popped but not taken go back; see `parked` and
+// `aside` (detail/adl_queue.hpp) for the ones that would stop every later haircut of the step.
+void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
+  const detail::AdlEntryAfter after{};
+  detail::KeptAdlQueue* queue[2] = {&e_.adl_queue(m, -1, cfg_.ranking), &e_.adl_queue(m, 1, cfg_.ranking)};
+  detail::AdlEntry top[2];
+  bool have[2];
+  for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
+  std::vector<detail::AdlEntry> put_back[2];
+  std::vector<std::pair<std::uint32_t, i64>> takes;  // (holder-list index, amount)
+  i64 left = amount;
+  while (left > 0 && (have[0] || have[1])) {
+    const int k = !have[0] ? 1 : !have[1] ? 0 : (after(top[0], top[1]) ? 1 : 0);
+    const detail::AdlEntry entry = top[k];
+    have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
+    const std::uint32_t b = entry.account;
+    if (!eligible_winner(b)) {
+      if (liquidatable_now(b))
+        queue[k]->parked.push_back(entry);
+      else
+        put_back[k].push_back(entry);
+      continue;
+    }
+    const i64 c = haircut_capacity(b, m);
+    if (c <= 0) {
+      queue[k]->aside.push_back(entry);
+      std::push_heap(queue[k]->aside.begin(), queue[k]->aside.end(), after);
+      continue;
+    }
+    const i64 take = std::min(left, c);
+    takes.push_back({e_.pos_mslot_[e_.find_slot(b, m)], take});
+    left -= take;
+    put_back[k].push_back(entry);
+  }
+  for (int k = 0; k < 2; ++k) {
+    if (have[k]) put_back[k].push_back(top[k]);
+    for (const detail::AdlEntry& qe : put_back[k]) e_.adl_queue_push(*queue[k], qe);
+  }
+  // in the market's holder order, as the other policies report theirs
+  std::sort(takes.begin(), takes.end());
+  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  for (const auto& [slot, take] : takes) {
+    who.push_back(mk.accounts[slot]);
+    x.push_back(take);
+  }
 }
 
 }  // namespace deleverage

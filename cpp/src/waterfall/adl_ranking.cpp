@@ -9,13 +9,14 @@
 namespace deleverage {
 
 namespace {
-// The current entries of a kept queue, best first (no re-scoring: the scores it holds).
-std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q) {
+// The live entries of a kept queue (see `live`), best first (no re-scoring: the scores it holds).
+template <class Live>
+std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, Live live) {
   std::vector<detail::AdlEntry> all;
-  all.reserve(q.heap.size() + q.reserve.size());
-  for (const auto* part : {&q.heap, &q.reserve})
+  all.reserve(q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size());
+  for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part)
-      if (q.current(x)) all.push_back(x);
+      if (live(x)) all.push_back(x);
   std::sort(all.begin(), all.end(), [](const detail::AdlEntry& x, const detail::AdlEntry& y) { return detail::AdlEntryAfter{}(y, x); });
   return all;
 }
@@ -53,7 +54,8 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
   std::vector<std::size_t> by_side[2];
   for (int side : {1, -1}) {
     std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
-    for (const detail::AdlEntry& x : ordered_entries(adl_queue(m, side, ranking))) {
+    const detail::KeptAdlQueue& q = adl_queue(m, side, ranking);
+    for (const detail::AdlEntry& x : ordered_entries(q, [&](const detail::AdlEntry& e) { return adl_entry_current(e) && holds_side(e.account, m, side); })) {
       const std::size_t i = row.at(x.account);
       r.score[i] = x.score;
       order.push_back(i);
@@ -108,21 +110,24 @@ AdlRank Engine::adl_rank(i64 account_id, MarketId m, Ranking ranking) {
   AdlRank out;
   out.side = pos_size_[s] > 0 ? 1 : -1;
   const detail::KeptAdlQueue& q = adl_queue(m, out.side, ranking);
+  // a current entry of an account still on this side (entries of accounts that left it stay
+  // in the queue until popped)
+  const auto live = [&](const detail::AdlEntry& x) { return adl_entry_current(x) && holds_side(x.account, m, out.side); };
   // the account's current entry, then one pass over the queue's entries (not the book)
   const detail::AdlEntry* mine = nullptr;
-  for (const auto* part : {&q.heap, &q.reserve})
+  for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part)
-      if (x.account == a && q.current(x)) mine = &x;
+      if (x.account == a && live(x)) mine = &x;
   if (mine == nullptr) throw InvariantViolation("adl_rank: account " + std::to_string(account_id) + " is missing from its queue");
   out.score = mine->score;
   i64 before = 0;
-  for (const auto* part : {&q.heap, &q.reserve})
+  for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part) {
-      if (!detail::AdlEntryAfter{}(*mine, x) || !q.current(x)) continue;
+      if (!detail::AdlEntryAfter{}(*mine, x) || !live(x)) continue;
       ++before;
     }
-  for (const auto* part : {&q.heap, &q.reserve})
-    for (const detail::AdlEntry& x : *part) out.side_count += q.current(x) ? 1 : 0;
+  for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
+    for (const detail::AdlEntry& x : *part) out.side_count += live(x) ? 1 : 0;
   out.rank = before + 1;
   out.light = static_cast<std::int8_t>(5 - (5 * before) / out.side_count);
   return out;

@@ -36,6 +36,7 @@ i64 WaterfallRun::start_equity(std::uint32_t a) const {
 
 WaterfallRun::~WaterfallRun() {
   for (std::uint32_t a : flagged_) e_.wf_flags_[a] = 0;
+  e_.release_notes(0);  // a step that threw (finish() released it otherwise)
 }
 
 void WaterfallRun::require_representable() const {

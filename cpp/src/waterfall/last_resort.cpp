@@ -182,13 +182,22 @@ void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<
   }
 }
 
-// Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than
-// amount only when every winner's capacity is exhausted). One call per market per round:
-// the deficits of a round are socialized together, so pro-rata stays O(n) per round.
-i64 WaterfallRun::haircut(MarketId m, i64 amount) {
-  if (amount <= 0 || cfg_.policy == LastResortPolicy::None) return 0;  // no last resort: bad debt
+i64 WaterfallRun::haircut_capacity(std::uint32_t b, MarketId m) const {
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
-  std::vector<std::uint32_t> who;
+  const i64 free_equity = std::max<i64>(0, equity(b));
+  if (cfg_.policy == LastResortPolicy::FundingIndex) return free_equity;  // all open interest pays, capped by what the account has
+  const std::uint32_t s = e_.find_slot(b, m);
+  const auto taken = haircut_taken_.find((static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m));
+  const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
+  const Engine::Contribution ct = e_.contribution(mk, e_.pos_size_[s], e_.pos_entry_[s], mk.mark);
+  const i64 profit = static_cast<i64>(std::max<i128>(0, e_.div_s_.floor(ct.u)));
+  return std::min(free_equity, profit - already);  // only winners pay, from their profit
+}
+
+// The haircut of the policies that allocate (pro-rata, funding index, the kernel's): one pass
+// over the market's holders, then the allocation of what they can pay.
+void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
+  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   std::vector<i64> weight, cap, ids;
   // the kernel breaks ties by position: give it the winners in creation order
   std::vector<std::uint32_t> sorted_holders;
@@ -198,48 +207,32 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
   }
   for (std::uint32_t b : uses_kernel() ? sorted_holders : mk.accounts) {
     if (!eligible_winner(b)) continue;
-    const std::uint32_t s = e_.find_slot(b, m);
-    const i64 free_equity = std::max<i64>(0, equity(b));
-    const std::uint64_t key = (static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m);
-    const auto taken = haircut_taken_.find(key);
-    const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
-    i64 c;
-    if (cfg_.policy == LastResortPolicy::FundingIndex) {
-      c = free_equity;  // all open interest pays, capped by what the account has
-    } else {
-      const Engine::Contribution ct = e_.contribution(mk, e_.pos_size_[s], e_.pos_entry_[s], mk.mark);
-      const i64 profit = static_cast<i64>(std::max<i128>(0, e_.div_s_.floor(ct.u)));
-      c = std::min(free_equity, profit - already);  // only winners pay, from their profit
-    }
+    const i64 c = haircut_capacity(b, m);
     if (c <= 0) continue;
     who.push_back(b);
     cap.push_back(c);
-    weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[s]) : c);
+    weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[e_.find_slot(b, m)]) : c);
     ids.push_back(e_.acc_id_[b]);
   }
   i128 capacity = 0;
   for (i64 c : cap) capacity += c;
   const i64 budget = static_cast<i64>(std::min<i128>(amount, capacity));
-  std::vector<i64> x(who.size(), 0);
-  if (budget > 0) {
-    if (cfg_.policy == LastResortPolicy::Queue) {
-      std::vector<QueueEntry> order;
-      for (std::size_t i = 0; i < who.size(); ++i)
-        order.push_back(QueueEntry{e_.adl_score(who[i], e_.find_slot(who[i], m), cfg_.ranking),
-                                   ids[i], static_cast<std::uint32_t>(i)});
-      std::sort(order.begin(), order.end(), [](const QueueEntry& u, const QueueEntry& v) { return QueueOrder{}(v, u); });
-      i64 left = budget;
-      for (const QueueEntry& o : order) {
-        if (left == 0) break;
-        x[o.account] = std::min(left, cap[o.account]);
-        left -= x[o.account];
-      }
-    } else if (uses_kernel()) {
-      x = allocate_by_policy(budget, who, cap, m, false);
-    } else {
-      x = allocate_capped_pro_rata(budget, weight, cap, ids);
-    }
-  }
+  x.assign(who.size(), 0);
+  if (budget <= 0) return;
+  x = uses_kernel() ? allocate_by_policy(budget, who, cap, m, false) : allocate_capped_pro_rata(budget, weight, cap, ids);
+}
+
+// Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than
+// amount only when every winner's capacity is exhausted). One call per market per round:
+// the deficits of a round are socialized together, so pro-rata stays O(n) per round.
+i64 WaterfallRun::haircut(MarketId m, i64 amount) {
+  if (amount <= 0 || cfg_.policy == LastResortPolicy::None) return 0;  // no last resort: bad debt
+  std::vector<std::uint32_t> who;
+  std::vector<i64> x;
+  if (cfg_.policy == LastResortPolicy::Queue)
+    queue_haircut(m, amount, who, x);
+  else
+    allocated_haircut(m, amount, who, x);
   i64 raised = 0;
   for (std::size_t i = 0; i < who.size(); ++i) {
     if (x[i] == 0) continue;

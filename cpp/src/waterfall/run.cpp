@@ -49,6 +49,16 @@ void WaterfallRun::setup() {
   for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
   // grows with the accounts only: a per-account call does not pay for the whole book
   if (e_.wf_flags_.size() < e_.acc_id_.size()) e_.wf_flags_.resize(e_.acc_id_.size(), 0);
+  e_.ensure_adl_queues();  // references to the queues stay valid through the step
+  e_.hold_notes(0, exec_account_);  // the executor is never a winner: re-scored once, at the end
+}
+
+WaterfallResult WaterfallRun::finish() {
+  // A queue haircut sets aside the winners whose capacity this step took; the next step may
+  // take from them again, so they are noted as changed (re-scored, back in the haircut order).
+  for (const auto& taken : haircut_taken_) e_.note_changed(static_cast<std::uint32_t>(taken.first >> 32));
+  e_.release_notes(0);
+  return std::move(result_);
 }
 
 WaterfallResult WaterfallRun::run() {
@@ -83,7 +93,7 @@ WaterfallResult WaterfallRun::run() {
     for (std::uint32_t a : order)  // the per-account routine, one account at a time
       if (liquidatable_now(a)) run_rounds({a});
   }
-  return std::move(result_);
+  return finish();
 }
 
 WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
@@ -102,7 +112,7 @@ WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
   }
   for (std::uint32_t a : round) clear_flag(a, kExcluded);
   if (!round.empty()) run_rounds(std::move(round));
-  return std::move(result_);
+  return finish();
 }
 
 void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {

@@ -185,6 +185,12 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
 }
 
 void WaterfallRun::liquidate_account(std::uint32_t a) {
+  // its own fills re-score it once, when it is done (see Engine::hold_notes)
+  struct Hold {
+    Engine& e;
+    ~Hold() { e.release_notes(1); }
+  } hold{e_};
+  e_.hold_notes(1, a);
   touch(a);
   ++result_.totals.liquidated_accounts;
   const i64 id = e_.acc_id_[a];

@@ -95,6 +95,7 @@ class WaterfallRun {
 
   void touch(std::uint32_t a);
   void setup();
+  WaterfallResult finish();
   // Liquidates `first` as one round, then the cascade rounds it causes.
   void run_rounds(std::vector<std::uint32_t> first);
   // Queue and random walk liquidate account by account (each its own round), so that a batch
@@ -169,6 +170,14 @@ class WaterfallRun {
   }
   bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
   i64 haircut(MarketId m, i64 amount);
+  // What winner b can still be haircut in market m this step (<= 0: nothing).
+  i64 haircut_capacity(std::uint32_t b, MarketId m) const;
+  // The queue policy's haircut of `amount` in market m: winners (both sides) in the kept
+  // queues' order, each up to its capacity; fills `who` and `x` (amounts) in the market's
+  // holder order.
+  void queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x);
+  // The other policies' haircut: a pass over the market's holders and an allocation.
+  void allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x);
   void resolve_pending_haircuts();
   // A winner is neither the executor's account, nor an account of the round being liquidated,
   // nor liquidatable itself (it waits for its own liquidation).

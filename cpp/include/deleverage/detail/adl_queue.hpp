@@ -4,20 +4,20 @@
 // Engine members (cpp/src/waterfall/adl_queue.cpp).
 #pragma once
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "deleverage/fixed_point.hpp"
 
 namespace deleverage::detail {
 
-// One position's place in a queue: its score when it was (re)scored. `stamp` tells the
-// account's current entry from an older one superseded by a re-scoring.
+// One position's place in a queue: its score when it was (re)scored. `version` is the
+// account's change count then (Engine::account_version_): an entry whose account changed
+// since is superseded by the re-scored one.
 struct AdlEntry {
   i64 score;
   i64 id;
   std::uint32_t account;
-  std::uint32_t stamp;
+  std::uint32_t version;
 };
 
 // Heap order: true when x comes after y (lower score; equal scores: larger account id).
@@ -36,18 +36,21 @@ struct KeptAdlQueue {
   std::vector<AdlEntry> heap;
   std::vector<AdlEntry> reserve;
   AdlEntry threshold{};
-  std::size_t next_select = 0;  // entries the next selection moves from the reserve
-  // account -> stamp of its current entry; accounts absent here keep the refresh's stamp 0
-  std::unordered_map<std::uint32_t, std::uint32_t> restamped;
-  std::uint32_t next_stamp = 1;
   std::uint64_t marks_epoch = 0;     // the engine's mark-change count at the refresh
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
   std::uint64_t log_pos = 0;         // the change log is applied up to here (absolute index)
-
-  bool current(const AdlEntry& e) const {
-    const auto it = restamped.find(e.account);
-    return e.stamp == (it == restamped.end() ? 0u : it->second);
-  }
+  // Current entries whose account was liquidatable itself when popped, so not a winner. They
+  // stay out of the heap, so later pops do not meet them again, until something can make them
+  // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the
+  // parked one) or a mark change (parked_epoch: they go back to the heap).
+  std::vector<AdlEntry> parked;
+  // A second heap: current entries a queue haircut found with nothing to take (no profit, no
+  // free equity, or all taken this step). ADL closes still pop them; haircuts do not meet them
+  // again until the account changes (re-scored), the marks move, or (for what a step took)
+  // the step ends, when the step notes its haircut accounts as changed.
+  std::vector<AdlEntry> aside;
+  std::uint64_t parked_epoch = 0;  // the engine's mark-change count when `parked` and `aside` were last re-checked
+  std::uint64_t pops = 0;          // entries taken off the heap since the queue was built (tests bound it)
 };
 
 }  // namespace deleverage::detail
