@@ -455,7 +455,8 @@ class Engine {
     return s != kNoSlot && (pos_size_[s] > 0) == (side > 0);
   }
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
-  i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const;
+  // `only_position`: the account holds no other position (its maintenance is this one's).
+  i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance, bool only_position = false) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
 
   int money_decimals_;
@@ -512,6 +513,7 @@ class Engine {
   std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
   std::vector<std::uint32_t> catch_up_seen_;    // scratch of catch_up_adl_queue: account -> last round that re-scored it
   std::uint32_t catch_up_round_ = 0;
+  detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queue
   struct HeldNotes {
     std::uint32_t account = AccountIndex::kNone;
     bool pending = false;

@@ -17,12 +17,12 @@ i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) cons
   const i128 u = scale_s_ == 1 ? c.u : div_s_.floor(c.u);
   const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + u, "equity");
   const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
-  return adl_score(slot, ranking, acc_[a].balance, equity, maintenance);
+  return adl_score(slot, ranking, acc_[a].balance, equity, maintenance, acc_[a].count == 1);
 }
 
 // The score of one position given its account's balance, equity and maintenance (money).
 // Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
-i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance) const {
+i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance, bool only_position) const {
   const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[slot])];
   const i64 q = pos_size_[slot], E = pos_entry_[slot];
   const i128 value = static_cast<i128>(q) * mk.mark * mk.pow10k;
@@ -35,8 +35,8 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
       // pnl% x leverage when in profit, pnl% / leverage otherwise; leverage = notional over
       // the position's share of the account equity (its maintenance share)
       const i128 pnl = floor_div_fast(u * kScoreScale, abs_entry);
-      i128 share = equity;
-      if (maintenance > 0) {
+      i128 share = equity;  // an account's only position carries all of its maintenance
+      if (maintenance > 0 && !only_position) {
         const i128 mm_i = div_sr_.ceil(contribution(mk, q, 0, mk.mark).mm);
         share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
       }
@@ -88,50 +88,78 @@ void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) 
 }
 
 // Moves the best entries of the reserve into the heap: a partial selection, linear in the
-// reserve, instead of sorting the side. It takes an eighth of the reserve (at least 256), so
-// the heap stays small enough to be cheap to pop while a queue emptied to its end costs at
-// most eight times its size in selections (the reserve shrinks geometrically).
+// reserve, instead of sorting the side. The first selection after a refresh takes 256 (one
+// liquidation needs a few winners); each next one twice the last, up to an eighth of the
+// reserve, so the heap stays small enough to be cheap to pop while a queue emptied to its end
+// costs O(log n) selections and then at most eight times its size (the reserve shrinks
+// geometrically).
 void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   const std::size_t n = q.reserve.size();
   if (n == 0) return;
-  const std::size_t k = std::min(n, std::max<std::size_t>(256, n / 8));
-  // the k best go to [n - k, n); q.reserve[n - k] is the worst of them
-  std::nth_element(q.reserve.begin(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), detail::AdlEntryAfter{});
-  q.threshold = q.reserve[n - k];
-  for (std::size_t i = n - k; i < n; ++i) {
-    q.heap.push_back(q.reserve[i]);
-    std::push_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+  const std::size_t k = std::min(n, std::max<std::size_t>(256, std::min(q.next_select, n / 8)));
+  q.next_select = 2 * k;
+  const detail::AdlEntryAfter after{};
+  // The k best go to [n - k, n); q.reserve[n - k] is the worst of them. For a small head
+  // (k much smaller than n), a pivot from a sample first moves a few times k candidates to the
+  // end in one pass, so that the exact selection runs on those only.
+  std::size_t from = 0;
+  if (k * 64 < n) {
+    constexpr std::size_t kSample = 4096;
+    std::vector<detail::AdlEntry> sample(kSample);
+    for (std::size_t i = 0; i < kSample; ++i) sample[i] = q.reserve[i * (n / kSample)];
+    // expected k * kSample / n of the sample are in the head; take four times that (+16)
+    const std::size_t r = std::min(kSample - 1, 4 * k * kSample / n + 16);
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(kSample - 1 - r), sample.end(), after);
+    const detail::AdlEntry pivot = sample[kSample - 1 - r];
+    // entries not after the pivot (the pivot and better) to the end
+    const auto mid = std::partition(q.reserve.begin(), q.reserve.end(), [&](const detail::AdlEntry& x) { return after(x, pivot); });
+    const std::size_t candidates = static_cast<std::size_t>(q.reserve.end() - mid);
+    if (candidates >= k) from = n - candidates;  // else (an unlucky sample) select over all
   }
+  std::nth_element(q.reserve.begin() + static_cast<std::ptrdiff_t>(from), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), after);
+  q.threshold = q.reserve[n - k];
+  q.heap.insert(q.heap.end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end());
+  std::make_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
   q.reserve.resize(n - k);
 }
 
 // One pass over the market's holders: every position on the side is scored (in parallel,
-// in chunks of the holder list), then only the head is selected.
+// in chunks of the holder list), then only the head is selected. The queue's buffers and a
+// scratch buffer are reused from one refresh to the next: a refresh after a mark move
+// allocates nothing once the side has been seen.
 void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   const std::size_t n = mk.accounts.size();
   constexpr std::size_t kChunk = 16384;
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
-  std::vector<std::vector<detail::AdlEntry>> part(chunks);
-  const auto score_chunk = [&](std::size_t c) {
-    std::vector<detail::AdlEntry>& out = part[c];
-    out.reserve(kChunk);
-    for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-      const std::uint32_t a = mk.accounts[i];
-      const std::uint32_t s = find_slot(a, m);
-      if ((pos_size_[s] > 0) != (side > 0)) continue;
-      out.push_back(detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
-    }
-  };
+  detail::AdlEntries& scratch = refresh_scratch_;
+  if (scratch.size() < n) scratch.resize(n);
+  std::vector<std::size_t> count(chunks, 0);
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
-    for (std::size_t c = b; c < e; ++c) score_chunk(c);
+    for (std::size_t c = b; c < e; ++c) {
+      detail::AdlEntry* out = scratch.data() + c * kChunk;  // chunk c writes only its own region
+      std::size_t k = 0;
+      for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        const std::uint32_t a = mk.accounts[i];
+        const std::uint32_t s = find_slot(a, m);
+        if ((pos_size_[s] > 0) != (side > 0)) continue;
+        out[k++] = detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)};
+      }
+      count[c] = k;
+    }
   });
   std::vector<std::size_t> offset(chunks + 1, 0);
-  for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + part[c].size();
+  for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[c];
+  // a fresh queue that keeps the old one's buffers (their capacity)
+  detail::AdlEntries heap = std::move(q.heap), reserve = std::move(q.reserve), parked = std::move(q.parked), aside = std::move(q.aside);
   q = detail::KeptAdlQueue{};
+  heap.clear(), parked.clear(), aside.clear();
+  q.heap = std::move(heap), q.parked = std::move(parked), q.aside = std::move(aside), q.reserve = std::move(reserve);
   q.reserve.resize(offset[chunks]);
   detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
-    for (std::size_t c = b; c < e; ++c) std::copy(part[c].begin(), part[c].end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
+    for (std::size_t c = b; c < e; ++c)
+      std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk), scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
+                q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
   });
   q.built = true;
   q.ranking = static_cast<std::uint8_t>(ranking);
@@ -229,7 +257,7 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
       continue;
     }
     const bool from_aside = with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
-    std::vector<detail::AdlEntry>& h = from_aside ? q.aside : q.heap;
+    detail::AdlEntries& h = from_aside ? q.aside : q.heap;
     if (h.empty()) return false;
     std::pop_heap(h.begin(), h.end(), after);
     ++q.pops;
@@ -258,7 +286,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
   std::vector<std::pair<std::uint32_t, i64>> takes;  // (winner, lots)
   detail::KeptAdlQueue& queue = e_.adl_queue(m, -sign, cfg_.ranking);
   i64 left = lots;
-  std::vector<detail::AdlEntry> put_back;
+  detail::AdlEntries put_back;
   detail::AdlEntry top;
   while (left > 0 && e_.adl_queue_pop(queue, top)) {
     if (!eligible_winner(top.account)) {

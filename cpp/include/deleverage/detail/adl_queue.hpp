@@ -4,6 +4,8 @@
 // Engine members (cpp/src/waterfall/adl_queue.cpp).
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "deleverage/fixed_point.hpp"
@@ -27,15 +29,38 @@ struct AdlEntryAfter {
   }
 };
 
+// A vector whose resize leaves new entries uninitialized: a refresh writes every entry it
+// keeps, so zero-filling a side's worth of entries first would only cost a memory pass.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using AdlEntries = std::vector<AdlEntry, UninitializedAllocator<AdlEntry>>;
+
 struct KeptAdlQueue {
   bool built = false;
   std::uint8_t ranking = 0;
   // The selected head in heap order (plus entries of re-scored accounts); `reserve` holds the
   // side's other entries, unsorted, every one of them after `threshold` (the last entry
   // selected), so the heap's top is the queue's head while it is not after `threshold`.
-  std::vector<AdlEntry> heap;
-  std::vector<AdlEntry> reserve;
+  AdlEntries heap;
+  AdlEntries reserve;
   AdlEntry threshold{};
+  std::size_t next_select = 256;  // the next selection's size (see Engine::select_adl_head)
   std::uint64_t marks_epoch = 0;     // the engine's mark-change count at the refresh
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
   std::uint64_t log_pos = 0;         // the change log is applied up to here (absolute index)
@@ -43,12 +68,12 @@ struct KeptAdlQueue {
   // stay out of the heap, so later pops do not meet them again, until something can make them
   // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the
   // parked one) or a mark change (parked_epoch: they go back to the heap).
-  std::vector<AdlEntry> parked;
+  AdlEntries parked;
   // A second heap: current entries a queue haircut found with nothing to take (no profit, no
   // free equity, or all taken this step). ADL closes still pop them; haircuts do not meet them
   // again until the account changes (re-scored), the marks move, or (for what a step took)
   // the step ends, when the step notes its haircut accounts as changed.
-  std::vector<AdlEntry> aside;
+  AdlEntries aside;
   std::uint64_t parked_epoch = 0;  // the engine's mark-change count when `parked` and `aside` were last re-checked
   std::uint64_t pops = 0;          // entries taken off the heap since the queue was built (tests bound it)
 };
