@@ -74,6 +74,23 @@ def draw_money_decimals(d) -> int:
     return d.choice([6, 6, 6, 2, 0, 8])
 
 
+def draw_near_limit_market(d, i: int, md: int) -> MarketSpec:
+    """A market whose typical trade is worth 2^55..2^58 money units, so that a few trades
+    take a position or an account to the 2^62 limit (where both implementations must refuse
+    the same calls): huge lot counts with money_decimals 0, tiny lots (10^-6) with 12."""
+    if md == 0:
+        qd, pd = 0, 0
+        lot = 2**24 + d.int(0, 2**20)
+        base_price = 2**31 + d.int(0, 2**30)
+    else:  # md == 12: value = q * p * 10^6
+        qd, pd = 6, 0
+        lot = 10**6 + d.int(0, 10**5)
+        base_price = 10**5 * d.int(2, 20) + d.int(0, 999)
+    mmr = d.int(0, 10) * PCT // 2 + d.int(0, 999)
+    imr = mmr + d.int(0, 5) * PCT + d.int(0, 99)
+    return MarketSpec(f"M{i}", qd, pd, mmr, imr, None, base_price, lot)
+
+
 def draw_market(d, i: int, md: int) -> MarketSpec:
     # keep 10^(md - qd - pd) <= 10^6 so that positions stay far below the 2^62 limit
     while True:

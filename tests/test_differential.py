@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from long_mode import deadline, examples
+
 from engine_adapter import EngineExchange
 from reference_model import ReferenceExchange
 from scenario import (
@@ -122,7 +124,7 @@ def test_larger_book_matches_reference(seed):
     incremental_rounds(d, pair, specs, mids, everyone, rounds=5)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=examples(60), deadline=deadline(), derandomize=True)
 @given(st.data())
 def test_hypothesis_book_matches_reference(data):
     d = HypothesisDraw(data)

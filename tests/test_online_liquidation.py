@@ -11,6 +11,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from long_mode import deadline, examples
+
 from deleverage import Exchange, MarketClose
 from deleverage.errors import InvalidInput, UnknownId
 from reference_waterfall import _worst_first
@@ -41,7 +43,7 @@ def book_state(ex) -> dict:
     return {k: s[k] for k in ("balances", "positions", "pools")}
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=examples(60), deadline=deadline(), derandomize=True)
 @given(st.data())
 def test_batch_step_equals_per_account_calls(data):
     """queue and random_walk: one batch step and the same candidates liquidated one by one
@@ -81,7 +83,7 @@ def test_batch_step_equals_per_account_calls(data):
     one_by_one.check_invariants()
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=examples(60), deadline=deadline(), derandomize=True)
 @given(st.data())
 def test_per_account_call_equals_reference(data):
     """Every policy: a per-account call (any accounts, flat, healthy, repeated or the

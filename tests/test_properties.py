@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from long_mode import deadline, examples
+
 from engine_adapter import EngineExchange
 from reference_model import DeleverageError, ReferenceExchange
 from scenario import (
@@ -19,6 +21,7 @@ from scenario import (
     assert_same_margin_ratio,
     draw_market,
     draw_money_decimals,
+    draw_near_limit_market,
     draw_price,
     draw_size,
     setup_markets,
@@ -75,8 +78,11 @@ class ExchangeMachine(RuleBasedStateMachine):
     @initialize(data=st.data())
     def setup(self, data):
         d = HypothesisDraw(data)
-        self.md = draw_money_decimals(d)
-        self.specs = [draw_market(d, i, self.md) for i in range(d.int(1, 3))]
+        # a fifth of the runs near the limits: money_decimals 0 or 12, trades worth 2^55..2^58
+        near = d.int(0, 4) == 0
+        self.md = d.choice([0, 12]) if near else draw_money_decimals(d)
+        draw = draw_near_limit_market if near else draw_market
+        self.specs = [draw(d, i, self.md) for i in range(d.int(1, 3))]
         self.ref = ReferenceExchange(money_decimals=self.md)
         self.eng = EngineExchange(money_decimals=self.md)
         self.mids = setup_markets([self.ref, self.eng], self.specs)
@@ -191,15 +197,25 @@ class ExchangeMachine(RuleBasedStateMachine):
         d = HypothesisDraw(data)
         moved = d.sample(self.mids, d.int(1, len(self.mids)))
         prices = [draw_price(d, self.specs[m], spread_pct=d.choice([5, 40, 80])) for m in moved]
-        assert self.apply("set_marks", moved, prices)
+        # near the limits a mark can take a value out of the representable range: both refuse
+        if not self.apply("set_marks", moved, prices):
+            assert self.md in (0, 12), f"set_marks({moved}, {prices}) refused by both"
+            return
         # the invariant below runs a full check after every step, so the incremental
         # check against moved-but-unvalued markets happens here, sometimes after a trade
         if d.bool():
             if d.bool():
-                # a valid trade, applied without a snapshot (which would value every market)
+                # a trade applied without a snapshot (which would value every market); near
+                # the limits both may refuse it (the position range), never only one
                 trade = self.draw_trade(d, allow_invalid=False)
-                self.ref.trade(*trade)
-                self.eng.trade(*trade)
+                refused = []
+                for ex in (self.ref, self.eng):
+                    try:
+                        ex.trade(*trade)
+                        refused.append(None)
+                    except (DeleverageError, self.eng.errors.DeleverageError) as e:
+                        refused.append(type(e).__name__)
+                assert refused[0] == refused[1], f"trade{trade}: reference {refused[0]}, engine {refused[1]}"
             self.incremental_check_with(d)
 
     def incremental_check_with(self, d):
@@ -228,9 +244,9 @@ class ExchangeMachine(RuleBasedStateMachine):
 
 
 ExchangeMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=examples(60),
     stateful_step_count=25,
-    deadline=None,
+    deadline=deadline(),
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )

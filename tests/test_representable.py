@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from long_mode import deadline, examples
+
 from deleverage import Exchange, MarketClose
 from deleverage.errors import ArithmeticOverflow
 
@@ -162,7 +164,7 @@ def _in_range_at(ex: Exchange, marks: dict[str, int]) -> bool:
     return True
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=deadline())
 @given(
     sizes=st.lists(st.integers(1, 3), min_size=3, max_size=3),
     moves=st.lists(st.tuples(st.sampled_from(["X", "Y", "Z"]), st.one_of(st.integers(0, 1000), st.integers(650, 1000))), min_size=1, max_size=12),

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from long_mode import deadline, examples
+
 from deleverage import Backstop, MarketClose
 from deleverage.errors import ArithmeticOverflow, DeleverageError
 from reference_model import R
@@ -232,21 +234,21 @@ def ref_sync(ref, ex):
         ref.accounts[a].positions[m] = Position(q, e)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=examples(40), deadline=deadline(), derandomize=True)
 @given(st.data())
 def test_waterfall_properties(data):
     """Engine-only properties after every step (invariants, solvency, who may pay)."""
     run_example(data, differential=False)
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@settings(max_examples=examples(80), deadline=deadline(), derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(st.data())
 def test_waterfall_equals_reference(data):
     """Differential: totals, state (balances, positions, pools, ledger, history, step) and events."""
     run_example(data)
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=examples(25), deadline=deadline(), derandomize=True)
 @given(st.data())
 def test_determinism(data):
     book = draw_book(data)
