@@ -143,12 +143,13 @@ def risk_aware(
     return water_fill(budget, cap_amounts(w, cap, base), risk_pull_weights(b, leverage, g), clip)
 
 
-def min_max_lots(
+def min_max_lots_one_by_one(
     budget: int, w: Sequence[int], lot: "int | Sequence[int]", clip: bool = False, base: Optional[Sequence[int]] = None
 ) -> list[int]:
-    """Winner i holds floor(w_i / lot_i) lots (none if base_i == 0); its m-th lot (amount
-    lot_i) sits at the fraction m*lot_i/base_i (base default: w). Lots are handed out one at a
-    time in (fraction, index) order until their amounts reach the budget."""
+    """The definition, literally: winner i holds floor(w_i / lot_i) lots (none if base_i == 0);
+    its m-th lot (amount lot_i) sits at the fraction m*lot_i/base_i (base default: w). Lots are
+    handed out one at a time in (fraction, index) order until their amounts reach the budget.
+    One heap operation per lot: only for budgets of a few thousand lots."""
     lots = [lot] * len(w) if isinstance(lot, int) else list(lot)
     b_ = list(w) if base is None else list(base)
     maxl = [wi // li if bi > 0 else 0 for wi, li, bi in zip(w, lots, b_)]
@@ -163,6 +164,68 @@ def min_max_lots(
         got += lots[i]
         if taken[i] < maxl[i]:
             heapq.heappush(heap, (Fraction((taken[i] + 1) * lots[i], b_[i]), i))
+    return [li * t for li, t in zip(lots, taken)]
+
+
+def min_max_lots(
+    budget: int, w: Sequence[int], lot: "int | Sequence[int]", clip: bool = False, base: Optional[Sequence[int]] = None
+) -> list[int]:
+    """min_max_lots: by level for a few winners sharing a budget of many lots (the level
+    search costs winners^2 per bisection step), lot by lot otherwise."""
+    lots = [lot] * len(w) if isinstance(lot, int) else list(lot)
+    if len(w) > 64 or budget // max(1, min(lots, default=1)) <= 100_000:
+        return min_max_lots_one_by_one(budget, w, lot, clip, base)
+    return min_max_lots_by_level(budget, w, lot, clip, base)
+
+
+def min_max_lots_by_level(
+    budget: int, w: Sequence[int], lot: "int | Sequence[int]", clip: bool = False, base: Optional[Sequence[int]] = None
+) -> list[int]:
+    """The same hand-out as :func:`min_max_lots_one_by_one` (tests check they agree), found
+    by its last fraction instead of lot by lot, so that books with 2^40 lots stay testable.
+
+    With A(t) = the amount of the lots at fractions < t, the last lot handed out sits at the
+    largest fraction t* with A(t*) < budget (found per winner by bisection over its lots).
+    Every lot below t* is taken; the lots exactly at t* go in index order until the budget."""
+    lots = [lot] * len(w) if isinstance(lot, int) else list(lot)
+    b_ = list(w) if base is None else list(base)
+    n = len(w)
+    maxl = [wi // li if bi > 0 else 0 for wi, li, bi in zip(w, lots, b_)]
+    b = _budget(budget, sum(li * m for li, m in zip(lots, maxl)), clip)
+    if b <= 0:
+        return [0] * n
+
+    def below(t: Fraction, i: int) -> int:  # lots of winner i at fractions < t
+        return min(maxl[i], max(0, math.ceil(t * b_[i] / lots[i]) - 1))
+
+    def amount_below(t: Fraction) -> int:
+        return sum(lots[i] * below(t, i) for i in range(n) if maxl[i] > 0)
+
+    t_star = None
+    for i in range(n):
+        if maxl[i] == 0:
+            continue
+        lo, hi = 0, maxl[i]  # largest m in [1, maxl] with A(m * lot / base) < b; 0: none
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if amount_below(Fraction(mid * lots[i], b_[i])) < b:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo > 0:
+            f = Fraction(lo * lots[i], b_[i])
+            t_star = f if t_star is None else max(t_star, f)
+    taken = [below(t_star, i) if maxl[i] > 0 else 0 for i in range(n)]
+    got = sum(lots[i] * taken[i] for i in range(n))
+    for i in range(n):  # the lots exactly at t*, in index order
+        if got >= b:
+            break
+        if maxl[i] == 0:
+            continue
+        m = t_star * b_[i] / lots[i]
+        if m.denominator == 1 and 1 <= m.numerator <= maxl[i]:
+            taken[i] += 1
+            got += lots[i]
     return [li * t for li, t in zip(lots, taken)]
 
 

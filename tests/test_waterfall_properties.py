@@ -159,15 +159,25 @@ def check_step(ex, ref, call, res, before_eng, before_ref_positions, before_marg
         if a not in before_ref_positions and a != executor_account:
             assert engine_state(ex)["balances"][a] == bal, f"flat account {a} changed"
     executor_account = call["executor"].account if isinstance(call["executor"], Backstop) else call["executor"].counterparty
-    liquidated = set()  # liquidated so far in the step: excluded from being a winner from then on
+    # the accounts of the round being run are excluded from being winners while it runs
+    # (docs/waterfall.md section 1): a round starts with its accounts' fills, so the fills that
+    # follow a last-resort event open the next round
+    round_accounts: set = set()
+    liquidated = set()  # every account liquidated in the step
+    last_resort_since_fill = True
     adl_seen = set()
     for e in events:
         kind, acc, m, cp, size = e[1], e[2], e[3], e[4], e[5]
         if kind in ("liquidation_fill", "partial_fill", "backstop_fill"):
+            if last_resort_since_fill and acc not in round_accounts:
+                round_accounts = set()
+            round_accounts.add(acc)
             liquidated.add(acc)
+            last_resort_since_fill = False
         if kind in ("adl_close", "haircut"):
+            last_resort_since_fill = True
             assert acc != executor_account, "the executor account was deleveraged"
-            assert acc not in liquidated, f"account {acc} deleveraged after being liquidated"
+            assert acc not in round_accounts, f"account {acc} deleveraged while its own round ran"
         if kind == "adl_close":
             assert call["mode"] == "close"
             start = before_ref_positions.get(acc, {}).get(m)
