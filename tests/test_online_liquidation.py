@@ -71,12 +71,15 @@ def test_batch_step_equals_per_account_calls(data):
     for a in order:
         r = one_by_one.liquidate(exact=True, accounts=[a], **call)
         events += engine_events(r)
-        pairs = {(e[2], e[3]) for e in engine_events(r) if e[1] == "haircut"}
-        haircut_again |= bool(pairs & haircut_in_earlier_calls)
-        haircut_in_earlier_calls |= pairs
+        markets = {e[3] for e in engine_events(r) if e[1] == "haircut"}
+        haircut_again |= bool(markets & haircut_in_earlier_calls)
+        haircut_in_earlier_calls |= markets
     # "already taken" (section 6) counts per step: a winner haircut in one market for two
     # accounts pays that profit once in a batch step, but may pay it again in a later call
-    # (documented); such examples are left out
+    # (documented); and what an earlier call took lowers every such winner's capacity in the
+    # batch step only, which changes how a later haircut in that market is allocated (found
+    # with random_walk at 1,200 examples). Examples with haircuts in one market for two
+    # accounts are left out
     assume(not haircut_again)
     assert book_state(one_by_one) == book_state(batch)
     assert without_step(events) == without_step(engine_events(res))
