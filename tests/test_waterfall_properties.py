@@ -161,7 +161,10 @@ def check_step(ex, ref, call, res, before_eng, before_ref_positions, before_marg
     executor_account = call["executor"].account if isinstance(call["executor"], Backstop) else call["executor"].counterparty
     # the accounts of the round being run are excluded from being winners while it runs
     # (docs/waterfall.md section 1): a round starts with its accounts' fills, so the fills that
-    # follow a last-resort event open the next round
+    # follow a last-resort event open the next round; with queue and random_walk every
+    # candidate is its own round, so another account's fills may open one too (a cascade
+    # round's accounts are then checked one at a time: weaker, never wrong)
+    per_account = call["policy"] in ("queue", "random_walk")
     round_accounts: set = set()
     liquidated = set()  # every account liquidated in the step
     last_resort_since_fill = True
@@ -169,7 +172,7 @@ def check_step(ex, ref, call, res, before_eng, before_ref_positions, before_marg
     for e in events:
         kind, acc, m, cp, size = e[1], e[2], e[3], e[4], e[5]
         if kind in ("liquidation_fill", "partial_fill", "backstop_fill"):
-            if last_resort_since_fill and acc not in round_accounts:
+            if acc not in round_accounts and (last_resort_since_fill or per_account):
                 round_accounts = set()
             round_accounts.add(acc)
             liquidated.add(acc)

@@ -79,6 +79,30 @@ TEST(WaterfallSettlement, SurplusPaysTheFeeToTheFund) {
   EXPECT_EQ(r.totals.deficit, 0);
 }
 
+TEST(WaterfallSettlement, PartialCloseOfAHugePositionIsSizedWithoutOverflow) {
+  // Long 2^50 lots @ 200 (value 2^50 * 200 ~ 2.25e17, maintenance 5% ~ 1.13e16) with equity
+  // 5e15: the partial close is ceil(2^50 * (mm - equity) / mm) lots, about 0.556 of the
+  // position; |q| * (mm - equity) * 1e8 is ~2^129, past a 128-bit product. The close must
+  // reduce the long (a sale), leave it open and restore maintenance.
+  Engine e = one_market();
+  dep(e, kMM, i64{1} << 61);
+  const i64 q = i64{1} << 50;
+  dep(e, 1, 5'000'000'000'000'000);
+  load(e, {1}, {q}, {200});
+  mark(e, 0, 200);
+  WaterfallConfig c = close_with(0);
+  c.executor.partial = true;
+  const std::vector<i64> who{1};
+  const WaterfallResult r = e.liquidate(c, who);
+  ASSERT_EQ(r.totals.partial_liquidations, 1);
+  const i64 left = position(e, 1);
+  EXPECT_GT(left, 0);
+  EXPECT_LT(left, q);
+  // 5% of the value left is covered by the equity (a sale at the mark moves no equity)
+  EXPECT_GE(5'000'000'000'000'000 * 20, left * 200);
+  e.check_invariants();
+}
+
 TEST(WaterfallSettlement, DeficitIsPaidByTheFund) {
   // balance 40: e' = -10, bk value 960, executor value 950: deficit 10; the fund (100) pays
   // it, the account ends at 40 + 950 - 1000 + 10 = 0 and the fund at 90.

@@ -57,6 +57,28 @@ inline i128 floor_div_fast(i128 a, i128 b) {
   return (q * b != a && a < 0) ? q - 1 : q;
 }
 
+// ceil(a * b / c) exactly for a < 2^64, 0 <= b < c < 2^127, where a * b may not fit in 128
+// bits (the result is below a). The 192-bit product is divided bit by bit: 192 steps, for
+// rare calls such as sizing a partial liquidation.
+inline std::uint64_t mul_div_ceil_below(std::uint64_t a, u128 b, u128 c) {
+  const u128 mask64 = (u128{1} << 64) - 1;
+  // a * b as three 64-bit limbs: p2 p1 p0
+  const u128 lo = static_cast<u128>(a) * (b & mask64);
+  const u128 hi = static_cast<u128>(a) * (b >> 64);
+  const u128 mid = (lo >> 64) + (hi & mask64);
+  const std::uint64_t limb[3] = {static_cast<std::uint64_t>(lo), static_cast<std::uint64_t>(mid), static_cast<std::uint64_t>((hi >> 64) + (mid >> 64))};
+  u128 r = 0, q = 0;  // r < c < 2^127, so 2r + 1 fits
+  for (int i = 191; i >= 0; --i) {
+    r = (r << 1) | ((limb[i / 64] >> (i % 64)) & 1u);
+    q <<= 1;
+    if (r >= c) {
+      r -= c;
+      q |= 1;
+    }
+  }
+  return static_cast<std::uint64_t>(q) + (r != 0 ? 1 : 0);
+}
+
 // floor/ceil for any non-zero b.
 inline i128 floor_div_signed(i128 a, i128 b) { return b < 0 ? floor_div(-a, -b) : floor_div(a, b); }
 inline i128 ceil_div_signed(i128 a, i128 b) { return b < 0 ? ceil_div(-a, -b) : ceil_div(a, b); }

@@ -159,9 +159,11 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
   den += static_cast<i128>(am.maintenance) * kRateScale;
   if (den <= 0) return false;
   const i128 num = (static_cast<i128>(am.maintenance) - am.equity) * kRateScale;
-  if (num >= den) return false;  // closing everything would not be enough: full liquidation
+  if (num <= 0 || num >= den) return false;  // nothing to restore, or closing everything would not be enough
   for (const Closing& c : cl) {
-    const i64 lots = static_cast<i64>(std::min<i128>(abs64(c.q), ceil_div(static_cast<i128>(abs64(c.q)) * num, den)));
+    // |q| * num can pass 128 bits on a near-limit book (|q| ~ 2^50, num ~ 2^80); 0 < num < den
+    const i64 lots = static_cast<i64>(std::min<std::uint64_t>(
+        static_cast<std::uint64_t>(abs64(c.q)), mul_div_ceil_below(static_cast<std::uint64_t>(abs64(c.q)), static_cast<u128>(num), static_cast<u128>(den))));
     if (lots == 0) continue;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
     const i64 dq = c.q > 0 ? -lots : lots;
