@@ -150,11 +150,7 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   });
   std::vector<std::size_t> offset(chunks + 1, 0);
   for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[c];
-  // a fresh queue that keeps the old one's buffers (their capacity)
-  detail::AdlEntries heap = std::move(q.heap), reserve = std::move(q.reserve), parked = std::move(q.parked), aside = std::move(q.aside);
-  q = detail::KeptAdlQueue{};
-  heap.clear(), parked.clear(), aside.clear();
-  q.heap = std::move(heap), q.parked = std::move(parked), q.aside = std::move(aside), q.reserve = std::move(reserve);
+  q.reset();
   q.reserve.resize(offset[chunks]);
   detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c)
@@ -272,6 +268,15 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
 
 // ------------------------------------------------------------------ queue ADL closes
 
+// A popped entry that is not a winner now: a liquidatable account is parked (see `parked`),
+// one excluded by this call only (its executor, its round) goes back with `put_back`.
+void WaterfallRun::hold_back(detail::KeptAdlQueue& q, const detail::AdlEntry& e, detail::AdlEntries& put_back) {
+  if (liquidatable_now(e.account))
+    q.parked.push_back(e);
+  else
+    put_back.push_back(e);
+}
+
 // Closes `lots` of account a's position in m against opposite-side winners taken from the
 // kept ADL queue; the account receives `value` in total (signed like its position). Returns
 // the lots closed. A popped winner the fills did not change goes back unchanged (one they
@@ -290,10 +295,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
   detail::AdlEntry top;
   while (left > 0 && e_.adl_queue_pop(queue, top)) {
     if (!eligible_winner(top.account)) {
-      if (liquidatable_now(top.account))
-        queue.parked.push_back(top);
-      else
-        put_back.push_back(top);  // excluded by this call only (its executor or its round)
+      hold_back(queue, top, put_back);
       continue;
     }
     const i64 size = abs64(e_.pos_size_[e_.find_slot(top.account, m)]);
@@ -321,7 +323,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
   detail::AdlEntry top[2];
   bool have[2];
   for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
-  std::vector<detail::AdlEntry> put_back[2];
+  detail::AdlEntries put_back[2];
   std::vector<std::pair<std::uint32_t, i64>> takes;  // (holder-list index, amount)
   i64 left = amount;
   while (left > 0 && (have[0] || have[1])) {
@@ -330,10 +332,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
     have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
     const std::uint32_t b = entry.account;
     if (!eligible_winner(b)) {
-      if (liquidatable_now(b))
-        queue[k]->parked.push_back(entry);
-      else
-        put_back[k].push_back(entry);
+      hold_back(*queue[k], entry, put_back[k]);
       continue;
     }
     const i64 c = haircut_capacity(b, m);

@@ -139,6 +139,7 @@ class WaterfallRun {
   // `value`: what the winners pay at the step's ADL price; `bk`: the bankruptcy value of the
   // same lots (what leaves the account at zero). Both signed like the account's position.
   i64 adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price);
+  void hold_back(detail::KeptAdlQueue& q, const detail::AdlEntry& e, detail::AdlEntries& put_back);
   // Closes the bankrupt position's lots against the chosen winners (winner, lots) and splits
   // `value` over them by lots. Returns the lots closed.
   i64 apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 bk, i64 exec_price,

@@ -76,6 +76,14 @@ struct KeptAdlQueue {
   AdlEntries aside;
   std::uint64_t parked_epoch = 0;  // the engine's mark-change count when `parked` and `aside` were last re-checked
   std::uint64_t pops = 0;          // entries taken off the heap since the queue was built (tests bound it)
+
+  // Back to an unbuilt queue, keeping the buffers' capacity (a refresh reuses them).
+  void reset() {
+    AdlEntries keep[4] = {std::move(heap), std::move(reserve), std::move(parked), std::move(aside)};
+    *this = KeptAdlQueue{};
+    for (AdlEntries& v : keep) v.clear();
+    heap = std::move(keep[0]), reserve = std::move(keep[1]), parked = std::move(keep[2]), aside = std::move(keep[3]);
+  }
 };
 
 }  // namespace deleverage::detail
