@@ -8,6 +8,8 @@ values are computed from the engine.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from reference_model import R, MarginRow, PositionRow
@@ -82,7 +84,7 @@ class EngineExchange:
         if tiers is not None:
             scale = 10**self.money_decimals
             kw["tiers"] = [
-                (None if cap is None else cap / scale, rate(t_mmr), rate(t_imr))
+                (None if cap is None else Fraction(cap, scale), rate(t_mmr), rate(t_imr))
                 for cap, t_mmr, t_imr in tiers
             ]
         return int(

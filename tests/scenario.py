@@ -88,7 +88,18 @@ def draw_near_limit_market(d, i: int, md: int) -> MarketSpec:
         base_price = 10**5 * d.int(2, 20) + d.int(0, 999)
     mmr = d.int(0, 10) * PCT // 2 + d.int(0, 999)
     imr = mmr + d.int(0, 5) * PCT + d.int(0, 99)
-    return MarketSpec(f"M{i}", qd, pd, mmr, imr, None, base_price, lot)
+    tiers = None
+    if d.bool(0.5):
+        # strictly increasing caps around a trade's notional (money units), rates rising
+        typical = lot * base_price * 10**md // 10 ** (qd + pd)
+        multipliers = sorted({d.int(1, 40) for _ in range(d.int(1, 3))})
+        tiers, t_mmr, t_imr = [], mmr, imr
+        for k in multipliers:
+            tiers.append((typical * k // 10, t_mmr, t_imr))
+            t_mmr = min(R // 2, t_mmr + d.int(0, 3) * PCT // 2 + d.int(0, 9))
+            t_imr = max(t_imr, t_mmr) + d.int(0, 2) * PCT
+        tiers.append((None, t_mmr, t_imr))
+    return MarketSpec(f"M{i}", qd, pd, mmr, imr, tiers, base_price, lot)
 
 
 def draw_market(d, i: int, md: int) -> MarketSpec:

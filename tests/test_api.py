@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -288,6 +290,33 @@ def test_add_market_with_mark_price_and_tiers() -> None:
     # notional 1500 in tier 1: maintenance = 1500 * 2% - 10 = 20; initial = 1500 * 4% - 20 = 40
     m = ex.account_margin(1)
     assert (m["maintenance"], m["initial"]) == (20.0, 40.0)
+
+
+def test_tier_caps_and_amounts_given_exactly_are_taken_exactly() -> None:
+    """A cap with more significant digits than a float holds (a Decimal, a Fraction or a
+    decimal string) reaches the engine digit for digit, and so does a published maintenance
+    amount; a float cap is rounded to the nearest money unit as before."""
+    cap_units = 123_456_789_012_345_700  # 123456789012.3457 at money_decimals=6; a float gives ...696
+    amount = Decimal("1234567890.123457")  # cap * (2% - 1%), a whole number of money units
+    for cap in [Decimal("123456789012.3457"), Fraction(cap_units, 10**6), "123456789012.3457"]:
+        ex = deleverage.Exchange(6, threads=1)
+        ex.add_market("T", qty_decimals=0, price_decimals=0, maintenance_margin=0.0, initial_margin=0.0,
+                      tiers=[(cap, 0.01, 0.02), (None, 0.02, 0.04, amount)])
+        tiers = ex.market_info("T")["tiers"]
+        assert tiers[0][0] == cap_units, cap
+        assert tiers[1][3] == cap_units * 1_000_000, cap  # deduction in money x 1e8 units
+    ex = deleverage.Exchange(6, threads=1)
+    ex.add_market("I", qty_decimals=0, price_decimals=0, maintenance_margin=0.0, initial_margin=0.0,
+                  tiers=[(9_000_000_000_123, 0.01, 0.02), (None, 0.02, 0.04)])
+    assert ex.market_info("I")["tiers"][0][0] == 9_000_000_000_123_000_000  # int: exact human units
+    ex.add_market("F", qty_decimals=0, price_decimals=0, maintenance_margin=0.0, initial_margin=0.0,
+                  tiers=[(1000.0000004, 0.01, 0.02), (None, 0.02, 0.04)])
+    assert ex.market_info("F")["tiers"][0][0] == 1_000_000_000  # float: nearest money unit
+    for bad in [True, "12x", float("nan"), Decimal("NaN"), 2**80, [1]]:
+        with pytest.raises(errors.DeleverageError, match=r"tiers\[0\]\.max_notional"):
+            deleverage.Exchange(6, threads=1).add_market(
+                "B", qty_decimals=0, price_decimals=0, maintenance_margin=0.0, initial_margin=0.0,
+                tiers=[(bad, 0.01, 0.02), (None, 0.02, 0.04)])
 
 
 def test_concurrent_check_margin_from_python_threads() -> None:

@@ -146,6 +146,38 @@ def from_fixed(values: np.ndarray, decimals: int | np.ndarray) -> np.ndarray:
     return values.astype(np.float64) / np.power(10.0, np.asarray(decimals, dtype=np.float64))
 
 
+def money_scalar(value: Any, decimals: int, field: str) -> int:
+    """One money amount in human units -> integer units of 10**-decimals, ConfigError naming
+    ``field`` otherwise. Ints, Decimals, Fractions and decimal strings are converted exactly
+    (a cap of 18 significant digits keeps all of them); a non-integral result is rounded to
+    the nearest unit, ties to even. Floats are rounded the same way from their binary value.
+    """
+    from decimal import Decimal, InvalidOperation
+    from fractions import Fraction
+
+    from .errors import ConfigError
+
+    if isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{field} must be a number (got {value!r})")
+    try:
+        if isinstance(value, (int, np.integer)):
+            exact = Fraction(int(value))
+        elif isinstance(value, (float, np.floating)):
+            if not np.isfinite(value):
+                raise ConfigError(f"{field} must be a finite number (got {plain(value)})")
+            exact = Fraction(float(value))
+        elif isinstance(value, (Decimal, Fraction, str)):
+            exact = Fraction(Decimal(value)) if isinstance(value, str) else Fraction(value)
+        else:
+            raise ConfigError(f"{field} must be a number (got {value!r})")
+    except (InvalidOperation, ValueError, OverflowError):
+        raise ConfigError(f"{field} must be a finite number (got {value!r})") from None
+    units = round(exact * 10**decimals)  # Fraction rounding: nearest, ties to even
+    if not -(2**63) <= units < 2**63:
+        raise ArithmeticOverflow(f"{field}: {plain(value)} does not fit the fixed-point range")
+    return int(units)
+
+
 def rate_to_fixed(rate: float, field: str) -> int:
     """A fraction in [0, 1] -> integer units of 1e-8, rounded to nearest."""
     from .errors import ConfigError

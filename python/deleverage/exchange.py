@@ -269,7 +269,9 @@ class Exchange:
         limit table: rows ``(max_notional, maintenance_margin, initial_margin)`` with the
         notional cap in quote currency (``None`` for the last row), optionally with a 4th
         element, the published maintenance amount in quote currency, which must match the
-        deduction that keeps the requirement continuous. With tiers, the flat rates are
+        deduction that keeps the requirement continuous. Caps and amounts given as ints,
+        ``Decimal``, ``Fraction`` or decimal strings are taken exactly; floats are rounded to
+        the nearest money unit. With tiers, the flat rates are
         ignored. ``mark_price`` optionally sets the first mark. ``liquidation_fee`` caps
         what the insurance fund takes from a liquidation's surplus. ``own_insurance_pool``
         gives the market its own insurance pool instead of the shared one.
@@ -296,10 +298,10 @@ class Exchange:
                     raise ConfigError(f"tiers[{j}].max_notional may be None only in the last tier")
                 cap_units = _NO_CAP
             else:
-                cap_units = int(cv.to_fixed(float(cap), self._money_decimals, f"tiers[{j}].max_notional", exact=False, on_grid=False)[0])
+                cap_units = cv.money_scalar(cap, self._money_decimals, f"tiers[{j}].max_notional")
             amount = _NO_TIER_AMOUNT
             if len(row) == 4 and row[3] is not None:
-                amount = int(cv.to_fixed(float(row[3]), self._money_decimals, f"tiers[{j}].maintenance_amount", exact=False, on_grid=False)[0])
+                amount = cv.money_scalar(row[3], self._money_decimals, f"tiers[{j}].maintenance_amount")
                 if amount < 0:
                     raise ConfigError(f"tiers[{j}].maintenance_amount must not be negative")
             tier_rows.append((cap_units, cv.rate_to_fixed(row[1], f"tiers[{j}].maintenance_margin"),
