@@ -393,6 +393,7 @@ class Engine {
   void refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
   void select_adl_head(detail::KeptAdlQueue& q);
   void catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
+  void purge_superseded(detail::KeptAdlQueue& q);
   // Every account whose balance or positions change is noted here for the kept queues, in the
   // log of each market it holds: its scores there depend on its balance and all its positions.
   // set_position also notes a position it opens, so a note before or after the change counts.

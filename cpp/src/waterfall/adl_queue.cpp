@@ -8,6 +8,8 @@ namespace deleverage {
 namespace {
 // Leverage is capped so that an account with no equity left still ranks finitely.
 constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
+// Changed accounts ahead of the one a catch-up re-scores whose lines it prefetches.
+constexpr std::size_t kCatchUpPrefetch = 16;
 }  // namespace
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
@@ -186,7 +188,22 @@ void Engine::catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, R
     catch_up_round_ = 1;
   }
   if (catch_up_seen_.size() < acc_id_.size()) catch_up_seen_.resize(acc_id_.size(), 0);
-  for (std::size_t i = static_cast<std::size_t>(q.log_pos - log.base); i < log.accounts.size(); ++i) {
+  const std::size_t n = log.accounts.size();
+  for (std::size_t i = static_cast<std::size_t>(q.log_pos - log.base); i < n; ++i) {
+    // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
+    if (i + kCatchUpPrefetch < n) {
+      const std::uint32_t ahead = log.accounts[i + kCatchUpPrefetch];
+      if (ahead < acc_id_.size()) {
+        prefetch_account(ahead);
+        __builtin_prefetch(&catch_up_seen_[ahead]);
+        if (ahead < account_version_.size()) __builtin_prefetch(&account_version_[ahead]);
+      }
+    }
+    if (i + kCatchUpPrefetch / 2 < n && log.accounts[i + kCatchUpPrefetch / 2] < acc_id_.size()) {
+      const std::uint32_t ahead = log.accounts[i + kCatchUpPrefetch / 2];
+      prefetch_block(ahead);
+      __builtin_prefetch(pos_entry_.data() + acc_[ahead].start);
+    }
     const std::uint32_t a = log.accounts[i];
     if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
     catch_up_seen_[a] = catch_up_round_;
@@ -194,7 +211,9 @@ void Engine::catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, R
     const std::uint32_t s = find_slot(a, m);
     if (s == kNoSlot) continue;
     detail::KeptAdlQueue* target = by_side[pos_size_[s] > 0 ? 1 : 0];
-    if (target != nullptr) adl_queue_push(*target, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
+    if (target == nullptr) continue;
+    adl_queue_push(*target, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
+    ++target->superseded;
   }
   q.log_pos = end;
   if (both) other.log_pos = end;
@@ -218,6 +237,7 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
     return q;
   }
   catch_up_adl_queue(q, m, side, ranking);
+  if (2 * q.superseded > q.heap.size() + q.reserve.size()) purge_superseded(q);
   if (q.parked_epoch != marks_epoch_) {  // the marks moved: a parked account may be eligible again
     q.parked_epoch = marks_epoch_;
     for (const auto* part : {&q.parked, &q.aside})
@@ -227,6 +247,19 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
     q.aside.clear();
   }
   return q;
+}
+
+// Drops every superseded entry in one pass, once they may be half the queue: left in place,
+// each would cost a pop when it surfaced, and the selections would sort them with the rest
+// (in a crash, where most winners are re-scored several times, that was about two pops in
+// three). Amortized O(1) per re-scored entry.
+void Engine::purge_superseded(detail::KeptAdlQueue& q) {
+  const auto superseded = [&](const detail::AdlEntry& x) { return !adl_entry_current(x); };
+  for (detail::AdlEntries* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
+    part->erase(std::remove_if(part->begin(), part->end(), superseded), part->end());
+  std::make_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+  std::make_heap(q.aside.begin(), q.aside.end(), detail::AdlEntryAfter{});
+  q.superseded = 0;
 }
 
 AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
@@ -259,6 +292,13 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     ++q.pops;
     out = h.back();
     h.pop_back();
+    // The next pop is most likely the new top: start loading its account while this one is
+    // checked and used (the heap's entries point all over the book).
+    if (!h.empty()) {
+      const std::uint32_t next = h.front().account;
+      __builtin_prefetch(&acc_[next]);
+      if (next < account_version_.size()) __builtin_prefetch(&account_version_[next]);
+    }
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
     if (!adl_entry_current(out)) continue;

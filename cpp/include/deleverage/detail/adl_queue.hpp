@@ -76,6 +76,9 @@ struct KeptAdlQueue {
   AdlEntries aside;
   std::uint64_t parked_epoch = 0;  // the engine's mark-change count when `parked` and `aside` were last re-checked
   std::uint64_t pops = 0;          // entries taken off the heap since the queue was built (tests bound it)
+  // Re-scored entries pushed since the last purge: each may have left an older entry behind,
+  // which would cost a pop when it surfaces (see Engine::purge_superseded).
+  std::size_t superseded = 0;
 
   // Back to an unbuilt queue, keeping the buffers' capacity (a refresh reuses them).
   void reset() {
