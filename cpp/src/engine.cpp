@@ -98,7 +98,6 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   mk.pow10k = pow10_i64(mk.k);
   for (const Tier& t : mk.tiers) mk.caps_v.push_back(static_cast<i128>(t.max_notional) * scale_s_);
   markets_.push_back(std::move(mk));
-  if (track_changes_) changes_.resize(markets_.size());
   return static_cast<MarketId>(markets_.size() - 1);
 }
 
@@ -282,7 +281,6 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     pos_market_[s] = static_cast<std::uint16_t>(m);
     pos_mslot_[s] = static_cast<std::uint32_t>(mk.accounts.size());
     mk.accounts.push_back(a);
-    note_opened(a, m);
   }
   pos_size_[s] = size;
   pos_entry_[s] = entry;

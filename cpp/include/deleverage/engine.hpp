@@ -392,25 +392,19 @@ class Engine {
   void adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e);
   void refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
   void select_adl_head(detail::KeptAdlQueue& q);
-  void catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
+  void catch_up_adl_queues();
+  bool adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const;
   void purge_superseded(detail::KeptAdlQueue& q);
-  // Every account whose balance or positions change is noted here for the kept queues, in the
-  // log of each market it holds: its scores there depend on its balance and all its positions.
-  // set_position also notes a position it opens, so a note before or after the change counts.
-  // Every note bumps the account's version, so an account appears in a log again only after
-  // a new version: a catch-up never pushes two current entries for one account.
+  // Every account whose balance or positions change is noted here for the kept queues: its
+  // scores in every market it holds depend on its balance and all its positions, and the next
+  // catch-up re-scores it in each of them from its positions then (so a note before the change
+  // counts, and one for an account opening a position covers the new market too). Every note
+  // bumps the account's version: a catch-up never pushes two current entries for one account.
   void note_changed(std::uint32_t a) {
     if (!track_changes_) return;
     if (notes_held(a)) return;
     bump_version(a);
-    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) log_change(a, pos_market_[p]);
-  }
-  // A position opened in m: the account's note (before the change) did not reach m's log.
-  void note_opened(std::uint32_t a, MarketId m) {
-    if (!track_changes_) return;
-    if (notes_held(a)) return;
-    bump_version(a);
-    log_change(a, m);
+    log_change(a);
   }
   // A waterfall holds back the notes of an account it cannot take as a winner while it runs
   // (its executor for the whole step, the account it is liquidating during that liquidation):
@@ -440,13 +434,15 @@ class Engine {
   }
   std::uint32_t account_version(std::uint32_t a) const { return a < account_version_.size() ? account_version_[a] : 0; }
   bool adl_entry_current(const detail::AdlEntry& e) const { return e.version == account_version(e.account); }
-  void log_change(std::uint32_t a, MarketId m) {
-    MarketChanges& log = changes_[static_cast<std::size_t>(m)];
-    if (log.accounts.size() >= kChangeLogCap) {  // forget the older half: queues behind it refresh
-      log.accounts.erase(log.accounts.begin(), log.accounts.begin() + kChangeLogCap / 2);
-      log.base += kChangeLogCap / 2;
+  void log_change(std::uint32_t a) {
+    // Forget the older half past the cap (queues behind it rebuild); the cap grows with the
+    // accounts, since catching up a log longer than that costs about a rebuild anyway.
+    const std::size_t cap = std::max(kChangeLogCap, acc_id_.size());
+    if (changes_.accounts.size() >= cap) {
+      changes_.accounts.erase(changes_.accounts.begin(), changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
+      changes_.base += cap / 2;
     }
-    log.accounts.push_back(a);
+    changes_.accounts.push_back(a);
   }
   void drop_adl_queues();
   // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry
@@ -506,13 +502,15 @@ class Engine {
   // rebuilt from the state on demand), so neither hashed nor saved.
   static constexpr std::size_t kChangeLogCap = std::size_t{1} << 16;
   std::vector<detail::KeptAdlQueue> adl_queues_;  // index 2 * market + (side > 0)
-  struct MarketChanges {
+  struct ChangeLog {
     std::vector<std::uint32_t> accounts;  // accounts changed since `base` (may repeat)
     std::uint64_t base = 0;               // absolute index of accounts[0]
   };
-  std::vector<MarketChanges> changes_;  // per market (sized with the markets once tracking starts)
+  ChangeLog changes_;
+  std::uint64_t caught_up_ = 0;              // the kept queues have seen the log up to here
+  std::vector<std::uint32_t> live_queues_;  // indices of the queues a catch-up looks at
   std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
-  std::vector<std::uint32_t> catch_up_seen_;    // scratch of catch_up_adl_queue: account -> last round that re-scored it
+  std::vector<std::uint32_t> catch_up_seen_;    // scratch of catch_up_adl_queues: account -> last round that re-scored it
   std::uint32_t catch_up_round_ = 0;
   detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queue
   struct HeldNotes {

@@ -76,6 +76,7 @@ void Engine::set_adl_refresh(AdlRefresh policy, i64 every) {
 
 void Engine::drop_adl_queues() {
   for (detail::KeptAdlQueue& q : adl_queues_) q = detail::KeptAdlQueue{};
+  live_queues_.clear();
 }
 
 // An entry after the threshold joins the unsorted reserve (O(1)); the heap keeps only the
@@ -163,80 +164,111 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   q.ranking = static_cast<std::uint8_t>(ranking);
   q.marks_epoch = marks_epoch_;
   q.market_updates = mk.mark_updates;
-  if (!track_changes_) {  // from now on account changes are noted
-    track_changes_ = true;
-    changes_.resize(markets_.size());
-  }
-  q.log_pos = changes_[static_cast<std::size_t>(m)].base + changes_[static_cast<std::size_t>(m)].accounts.size();
   q.parked_epoch = marks_epoch_;
   select_adl_head(q);
 }
 
-// Re-scores the accounts changed since the queue's last use: each gets a new entry (if it
-// holds this side) with its new version, which retires its older entries. The other side's
-// queue, when it has read the log as far, is caught up in the same pass (one slot lookup per
-// account for both).
-void Engine::catch_up_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
-  const MarketChanges& log = changes_[static_cast<std::size_t>(m)];
-  const std::uint64_t end = log.base + log.accounts.size();
-  if (q.log_pos == end) return;
-  detail::KeptAdlQueue& other = adl_queues_[2 * static_cast<std::size_t>(m) + (side > 0 ? 0 : 1)];
-  const bool both = other.built && other.ranking == q.ranking && other.log_pos == q.log_pos;
-  detail::KeptAdlQueue* by_side[2] = {side > 0 ? (both ? &other : nullptr) : &q, side > 0 ? &q : (both ? &other : nullptr)};
+// Whether a built queue must be rebuilt before its next use for the refresh policy (marks);
+// the other reasons (never built, another ranking, too many superseded entries) are checked
+// where the queue is used.
+bool Engine::adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const {
+  if (adl_refresh_ == AdlRefresh::Exact) return q.marks_epoch != marks_epoch_;
+  return markets_[static_cast<std::size_t>(m)].mark_updates - q.market_updates >= static_cast<std::uint64_t>(adl_refresh_every_);
+}
+
+// Re-scores every account changed since the last catch-up, once, in every kept queue it is in
+// that is still fresh (a stale queue is rebuilt when next used): each gets a new entry with
+// its new version, which retires its older entries. One visit per account serves all its
+// markets, instead of one visit per market as each queue is used (in a crash most winners
+// hold several markets and are re-scored in each of them after every ADL close).
+void Engine::catch_up_adl_queues() {
+  const std::uint64_t end = changes_.base + changes_.accounts.size();
+  if (caught_up_ == end) return;
+  if (caught_up_ < changes_.base) {  // the log forgot changes no queue has seen: start over
+    for (detail::KeptAdlQueue& q : adl_queues_) q.built = false;
+    caught_up_ = end;
+    return;
+  }
+  // the queues taking entries: built and fresh (a stale one leaves the list until rebuilt)
+  bool any = false;
+  std::size_t kept = 0;
+  for (const std::uint32_t i : live_queues_) {
+    detail::KeptAdlQueue& q = adl_queues_[i];
+    q.catch_up = q.built && !adl_queue_marks_stale(q, static_cast<MarketId>(i / 2));
+    if (q.catch_up) {
+      live_queues_[kept++] = i;
+      any = true;
+    } else {
+      q.listed = false;
+    }
+  }
+  live_queues_.resize(kept);
+  if (!any) {
+    caught_up_ = end;
+    return;
+  }
   if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
     std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
     catch_up_round_ = 1;
   }
   if (catch_up_seen_.size() < acc_id_.size()) catch_up_seen_.resize(acc_id_.size(), 0);
-  const std::size_t n = log.accounts.size();
-  for (std::size_t i = static_cast<std::size_t>(q.log_pos - log.base); i < n; ++i) {
+  const std::vector<std::uint32_t>& log = changes_.accounts;
+  const std::size_t n = log.size();
+  for (std::size_t i = static_cast<std::size_t>(caught_up_ - changes_.base); i < n; ++i) {
     // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
     if (i + kCatchUpPrefetch < n) {
-      const std::uint32_t ahead = log.accounts[i + kCatchUpPrefetch];
+      const std::uint32_t ahead = log[i + kCatchUpPrefetch];
       if (ahead < acc_id_.size()) {
         prefetch_account(ahead);
         __builtin_prefetch(&catch_up_seen_[ahead]);
         if (ahead < account_version_.size()) __builtin_prefetch(&account_version_[ahead]);
       }
     }
-    if (i + kCatchUpPrefetch / 2 < n && log.accounts[i + kCatchUpPrefetch / 2] < acc_id_.size()) {
-      const std::uint32_t ahead = log.accounts[i + kCatchUpPrefetch / 2];
+    if (i + kCatchUpPrefetch / 2 < n && log[i + kCatchUpPrefetch / 2] < acc_id_.size()) {
+      const std::uint32_t ahead = log[i + kCatchUpPrefetch / 2];
       prefetch_block(ahead);
+      __builtin_prefetch(pos_size_.data() + acc_[ahead].start);
       __builtin_prefetch(pos_entry_.data() + acc_[ahead].start);
     }
-    const std::uint32_t a = log.accounts[i];
+    const std::uint32_t a = log[i];
     if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
     catch_up_seen_[a] = catch_up_round_;
-    // an account that left a side keeps its old entries there; holds_side filters them
-    const std::uint32_t s = find_slot(a, m);
-    if (s == kNoSlot) continue;
-    detail::KeptAdlQueue* target = by_side[pos_size_[s] > 0 ? 1 : 0];
-    if (target == nullptr) continue;
-    adl_queue_push(*target, detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)});
-    ++target->superseded;
+    // an account that left a side keeps its old entries there, superseded by the new version
+    const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+    for (std::uint32_t s = b; s < e; ++s) {
+      detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(pos_market_[s]) + (pos_size_[s] > 0 ? 1 : 0)];
+      if (!q.catch_up) continue;
+      adl_queue_push(q, detail::AdlEntry{adl_score(a, s, static_cast<Ranking>(q.ranking)), acc_id_[a], a, account_version(a)});
+      ++q.superseded;
+    }
   }
-  q.log_pos = end;
-  if (both) other.log_pos = end;
+  caught_up_ = end;
 }
 
 detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
   ensure_adl_queues();
-  detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0)];
-  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || q.log_pos < changes_[static_cast<std::size_t>(m)].base;
-  if (!stale) {
-    if (adl_refresh_ == AdlRefresh::Exact)
-      stale = q.marks_epoch != marks_epoch_;
-    else
-      stale = mk.mark_updates - q.market_updates >= static_cast<std::uint64_t>(adl_refresh_every_);
+  if (!track_changes_) {  // from now on account changes are noted
+    track_changes_ = true;
+    caught_up_ = changes_.base + changes_.accounts.size();
   }
+  // Every fresh queue is current up to the end of the log from here on, so a queue rebuilt
+  // below starts there too.
+  catch_up_adl_queues();
+  const std::size_t index = 2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0);
+  detail::KeptAdlQueue& q = adl_queues_[index];
+  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
+  bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || adl_queue_marks_stale(q, m);
   // superseded entries pile up with re-scorings: past four times the market's holders, start over
   if (!stale && q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * mk.accounts.size() + 4096) stale = true;
   if (stale) {
     refresh_adl_queue(q, m, side, ranking);
+    if (!q.listed) {
+      q.listed = true;
+      live_queues_.push_back(static_cast<std::uint32_t>(index));
+    }
+    q.catch_up = true;
     return q;
   }
-  catch_up_adl_queue(q, m, side, ranking);
   if (2 * q.superseded > q.heap.size() + q.reserve.size()) purge_superseded(q);
   if (q.parked_epoch != marks_epoch_) {  // the marks moved: a parked account may be eligible again
     q.parked_epoch = marks_epoch_;

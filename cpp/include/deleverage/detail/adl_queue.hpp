@@ -63,7 +63,8 @@ struct KeptAdlQueue {
   std::size_t next_select = 256;  // the next selection's size (see Engine::select_adl_head)
   std::uint64_t marks_epoch = 0;     // the engine's mark-change count at the refresh
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
-  std::uint64_t log_pos = 0;         // the change log is applied up to here (absolute index)
+  bool listed = false;     // in the engine's list of queues that catch-ups look at
+  bool catch_up = false;   // fresh at the last catch-up: re-scored accounts are pushed here
   // Current entries whose account was liquidatable itself when popped, so not a winner. They
   // stay out of the heap, so later pops do not meet them again, until something can make them
   // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the
@@ -83,7 +84,9 @@ struct KeptAdlQueue {
   // Back to an unbuilt queue, keeping the buffers' capacity (a refresh reuses them).
   void reset() {
     AdlEntries keep[4] = {std::move(heap), std::move(reserve), std::move(parked), std::move(aside)};
+    const bool was_listed = listed;
     *this = KeptAdlQueue{};
+    listed = was_listed;
     for (AdlEntries& v : keep) v.clear();
     heap = std::move(keep[0]), reserve = std::move(keep[1]), parked = std::move(keep[2]), aside = std::move(keep[3]);
   }
