@@ -260,6 +260,9 @@ void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
     mk.accounts[ms] = moved_account;
     mk.accounts.pop_back();
     if (moved_account != a) pos_mslot_[find_slot(moved_account, m)] = ms;
+    // The next close in this market moves the new last account: start loading it (a crash
+    // closes many positions of one market in a row, and these lookups are cache misses).
+    if (!mk.accounts.empty()) __builtin_prefetch(&acc_[mk.accounts.back()]);
     // remove from the account's block (swap with its last position)
     const std::uint32_t last = acc_[a].start + acc_[a].count - 1;
     pos_size_[s] = pos_size_[last];
