@@ -87,7 +87,8 @@ def draw_call(data):
     else:
         executor = MarketClose(MM if kind == "mm" else LIQ, slippage_bps=slip, partial=partial)
     mode = d(st.sampled_from(["close", "haircut"]))
-    policy = d(st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk"]
+    # "none" is the counterfactual (no last resort): what the fund cannot pay is bad debt
+    policy = d(st.sampled_from(["queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk", "none"]
                                + (["funding_index"] if mode == "haircut" else [])))
     ranking = d(st.sampled_from(["bitmex", "binance", "hyperliquid"]))
     adl_price = d(st.sampled_from(["bankruptcy", "mark", "previous_mark"]))
