@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import margin_workload as mw  # noqa: E402
+import numba_peer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     k_markets = [k for k in (4, 16) if k <= args.markets]
     moves_k = {k: mw.IncrementalMove(ex, [(w.incremental_market + i) % args.markets for i in range(k)]) for k in k_markets}
     core = ex._engine  # the compiled call without the Python report wrapper (informative only)
+    # the peer a quant would write instead: a Numba loop over the same columns (same numbers)
+    if not numba_peer.available() and numba_peer.REQUIRED:
+        raise SystemExit("DELEVERAGE_REQUIRE_NUMBA is set but " + numba_peer.MISSING)
+    peers = numba_peer.candidates(w.cols)
+    for peer in peers.values():
+        mw.assert_numpy_agrees(ex.check_margin(exact=True), peer())
     candidates = {
         "stream_sum (24 B/position)": lambda: mw.stream_sum(w.stream),
         "engine check_margin(exact=True)": lambda: ex.check_margin(exact=True),
         "engine check_margin(exact=False)": lambda: ex.check_margin(exact=False),
         "  of which compiled call": lambda: core.check_margin(None),
         "numpy float64 (1 core)": lambda: mw.numpy_margin_check(w.cols),
+        **peers,
         "engine incremental, 1 market": move,
         **{f"engine incremental, {k} markets": mv for k, mv in moves_k.items()},
     }
@@ -107,18 +115,23 @@ def main(argv: list[str] | None = None) -> int:
                                best["engine incremental, 1 market"] / eng <= 2 * share),
         **{f"incremental {k} markets / 1 market": (best[f"engine incremental, {k} markets"] / best["engine incremental, 1 market"],
                                                     f"~ {k} (linear)", None) for k in k_markets},
+        **{f"{name} / engine (default)": (best[name] / best["engine check_margin(exact=False)"], ">= 1",
+                                          best[name] >= best["engine check_margin(exact=False)"]) for name in peers},
+        **{f"{name} / engine (exact)": (best[name] / eng, "(info)", None) for name in peers},
         "numpy / engine compiled call": (best["numpy float64 (1 core)"] / best["  of which compiled call"], "(info)", None),
         "compiled call / stream": (best["  of which compiled call"] / best["stream_sum (24 B/position)"], "(info)", None),
     }
     print()
-    print(f"| {'ratio':30} | {'measured':>9} | {'target':>16} | {'ok':4} |")
-    print(f"|{'-' * 32}|{'-' * 10}:|{'-' * 17}:|{'-' * 6}|")
+    print(f"| {'ratio':44} | {'measured':>9} | {'target':>16} | {'ok':4} |")
+    print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 17}:|{'-' * 6}|")
     for name, (v, target, ok) in ratios.items():
         mark = "" if ok is None else ("yes" if ok else "NO")
-        print(f"| {name:30} | {v:9.3f} | {target:>16} | {mark:4} |")
+        print(f"| {name:44} | {v:9.3f} | {target:>16} | {mark:4} |")
     print()
     print(f"# numpy vs engine flags: {cmp['flag_mismatches']} mismatches over {cmp['accounts']:_} accounts "
           f"({cmp['liquidatable_engine']:_} liquidatable in the engine, {cmp['liquidatable_numpy']:_} in numpy)")
+    if not peers:
+        print(f"# numba peer skipped: {numba_peer.MISSING}")
     print(f"# engine memory {ex.memory_bytes / 2**20:.1f} MiB; stream array {w.stream.nbytes / 2**20:.1f} MiB "
           f"read at {w.stream.nbytes / best['stream_sum (24 B/position)'] / 1e9:.1f} GB/s")
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import margin_workload as mw
+import numba_peer
 from conftest import ENFORCE
 
 pytestmark = pytest.mark.benchmark(group="margin-check")
@@ -69,6 +70,27 @@ def test_numpy_margin_check(run, benchmark, workload, timings):
     benchmark.extra_info.update(cmp)
     benchmark.extra_info["ns_per_position"] = round(best / w.ex.position_count * 1e9, 3)
     w.ex.check_invariants()
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["numba-1-thread", "numba-prange"])
+def test_numba_margin_check(run, benchmark, workload, timings, parallel):
+    """The peer a quant would write: the same check as a Numba loop over the account-sorted
+    columns (bench/numba_peer.py), timed next to the engine's default (float) check. Without
+    numba it is skipped with the reason; DELEVERAGE_REQUIRE_NUMBA=1 (CI) makes that a failure."""
+    if not numba_peer.available():
+        if numba_peer.REQUIRED:
+            pytest.fail("DELEVERAGE_REQUIRE_NUMBA is set but " + numba_peer.MISSING, pytrace=False)
+        pytest.skip(numba_peer.MISSING)
+    w = workload
+    peer = numba_peer.NumbaCheck(w.cols, parallel=parallel)
+    result, best = run(peer)
+    cmp = mw.assert_numpy_agrees(w.ex.check_margin(exact=True), result)  # the same numbers as the engine
+    t_engine = timings.get_or_measure("engine_float", _engine_full(w, False))
+    _common_info(benchmark, w)
+    benchmark.extra_info.update(cmp)
+    benchmark.extra_info.update(threads=numba_peer.threads() if parallel else 1,
+                                numba_over_engine_default=round(best / t_engine, 3),
+                                ns_per_position=round(best / w.ex.position_count * 1e9, 3))
 
 
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "float"])

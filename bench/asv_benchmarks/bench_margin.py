@@ -1,4 +1,5 @@
-"""asv: the margin check (engine full and incremental, numpy baseline, streaming read).
+"""asv: the margin check (engine full and incremental, numpy baseline, the Numba peer,
+streaming read).
 
 Sized by the same environment variables as the pytest benchmarks, with smaller defaults:
 ``DELEVERAGE_BENCH_POSITIONS`` (1_000_000), ``DELEVERAGE_BENCH_ACCOUNTS`` (positions / 10),
@@ -15,6 +16,7 @@ if _BENCH_DIR not in sys.path:
     sys.path.insert(0, _BENCH_DIR)
 
 import margin_workload as mw  # noqa: E402
+import numba_peer  # noqa: E402
 
 _WORKLOAD: "mw.Workload | None" = None
 
@@ -78,6 +80,32 @@ class FullCheck:
         return mw.compare_flags(w.ex.check_margin(exact=True), mw.numpy_margin_check(w.cols))["flag_mismatches"]
 
     track_numpy_flag_mismatches.unit = "accounts"
+
+
+class NumbaPeer:
+    """The same check as a Numba loop over the account-sorted columns (bench/numba_peer.py), one
+    thread and prange, against the engine's default (float) check on the same book."""
+
+    timeout = 900.0
+    rounds = 2
+    repeat = (3, 10, 30.0)
+    params = [False, True]
+    param_names = ["parallel"]
+
+    def setup(self, parallel):
+        if not numba_peer.available():
+            raise NotImplementedError(numba_peer.MISSING)  # asv skips the benchmark
+        self.w = _workload()
+        self.peer = numba_peer.NumbaCheck(self.w.cols, parallel=parallel)
+
+    def time_numba_margin_check(self, parallel):
+        self.peer()
+
+    def track_numba_over_engine_default(self, parallel):
+        w = self.w
+        return mw.best_of(self.peer, 5) / mw.best_of(lambda: w.ex.check_margin(exact=False), 5)
+
+    track_numba_over_engine_default.unit = "ratio"
 
 
 class IncrementalCheck:
