@@ -451,11 +451,6 @@ class Engine {
     const std::uint32_t s = find_slot(a, m);
     return s != kNoSlot && (pos_size_[s] > 0) == (side > 0);
   }
-  struct ScoreInputs {
-    i64 balance, equity, maintenance;  // money units
-    bool only_position;
-  };
-  ScoreInputs adl_score_inputs(std::uint32_t a) const;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance, bool only_position = false) const;

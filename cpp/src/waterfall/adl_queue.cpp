@@ -12,18 +12,14 @@ constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 constexpr std::size_t kCatchUpPrefetch = 16;
 }  // namespace
 
-// equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
-// this runs once per position of a side when a queue is refreshed)
-Engine::ScoreInputs Engine::adl_score_inputs(std::uint32_t a) const {
-  const AccountHot& acc = acc_[a];
-  const i128 u = scale_s_ == 1 ? acc.cache.u : div_s_.floor(acc.cache.u);
-  return ScoreInputs{acc.balance, to_i64_checked(static_cast<i128>(acc.balance) + u, "equity"),
-                     to_i64_checked(div_sr_.ceil(acc.cache.mm), "maintenance margin"), acc.count == 1};
-}
-
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
-  const ScoreInputs in = adl_score_inputs(a);
-  return adl_score(slot, ranking, in.balance, in.equity, in.maintenance, in.only_position);
+  // equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
+  // this runs once per position of a side when a queue is refreshed)
+  const Sums& c = acc_[a].cache;
+  const i128 u = scale_s_ == 1 ? c.u : div_s_.floor(c.u);
+  const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + u, "equity");
+  const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
+  return adl_score(slot, ranking, acc_[a].balance, equity, maintenance, acc_[a].count == 1);
 }
 
 // The score of one position given its account's balance, equity and maintenance (money).
@@ -238,16 +234,11 @@ void Engine::catch_up_adl_queues() {
     if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
     catch_up_seen_[a] = catch_up_round_;
     // an account that left a side keeps its old entries there, superseded by the new version
-    // the account's part of the score once for all its positions
-    const ScoreInputs in = adl_score_inputs(a);
-    const i64 id = acc_id_[a];
-    const std::uint32_t version = account_version(a);
     const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
     for (std::uint32_t s = b; s < e; ++s) {
       detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(pos_market_[s]) + (pos_size_[s] > 0 ? 1 : 0)];
       if (!q.catch_up) continue;
-      const i64 score = adl_score(s, static_cast<Ranking>(q.ranking), in.balance, in.equity, in.maintenance, in.only_position);
-      adl_queue_push(q, detail::AdlEntry{score, id, a, version});
+      adl_queue_push(q, detail::AdlEntry{adl_score(a, s, static_cast<Ranking>(q.ranking)), acc_id_[a], a, account_version(a)});
       ++q.superseded;
     }
   }
