@@ -334,6 +334,10 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
     if (!adl_entry_current(out)) continue;
+    // the caller reads this account's position next: its slot scan and size load together
+    const std::uint32_t start = acc_[out.account].start;
+    __builtin_prefetch(pos_market_.data() + start);
+    __builtin_prefetch(pos_size_.data() + start);
     return true;
   }
 }
