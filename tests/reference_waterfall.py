@@ -120,6 +120,26 @@ class Result:
     skipped: list = field(default_factory=list)  # per-account calls: given accounts not liquidated
 
 
+def equity_shares(ex, acct, deficit_split: str) -> dict[int, int]:
+    """docs/semantics.md, "Bankruptcy values": the account's equity e' = cash + its mark values
+    split over its positions (market -> share, money units). "loss" puts a negative equity on
+    the positions at a loss at the mark, in proportion to the loss (the remainder on the last of
+    them); otherwise (and as the fallback) by maintenance share, the remainder last."""
+    ms = sorted(acct.positions)
+    mark_value = {m: ex.value_money(m, acct.positions[m].size, ex.markets[m].mark) for m in ms}
+    e_prime = acct.balance - sum(acct.positions[m].entry for m in ms) + sum(mark_value.values())
+    w = [max(0, acct.positions[m].entry - mark_value[m]) for m in ms]
+    by_loss = deficit_split == "loss" and e_prime < 0 and sum(w) > 0
+    if not by_loss:
+        w = [ex._mm_money(m, acct.positions[m]) for m in ms]
+    if sum(w) == 0:
+        w = [abs(mark_value[m]) + 1 for m in ms]
+    last = max(i for i in range(len(ms)) if w[i] > 0) if by_loss else len(ms) - 1
+    shares = [floor_div(e_prime * w[i], sum(w)) for i in range(len(ms))]
+    shares[last] = e_prime - (sum(shares) - shares[last])
+    return dict(zip(ms, shares))
+
+
 @dataclass
 class _Closing:
     m: int
@@ -258,7 +278,7 @@ class WaterfallReference(ReferenceExchange):
 
     # ---------------------------------------------------- section 8: indicator
 
-    def adl_ranking(self, m: int, ranking: str = "bitmex") -> list[dict]:
+    def adl_ranking(self, m: int, ranking: str = "bitmex", deficit_split: str = "loss") -> list[dict]:
         """One row per position of market m, in account creation order."""
         self._market(m)
         self._require_marks()
@@ -283,9 +303,8 @@ class WaterfallReference(ReferenceExchange):
                 equity = self._equity(acct)
                 if equity >= 0:
                     continue
-                mm = {mm_m: self._mm_money(mm_m, p) for mm_m, p in acct.positions.items()}
-                total = sum(mm.values())
-                gap = -floor_div(equity * mm[m], total) if total > 0 else -equity
+                # its position's gap between mark value and bankruptcy value (the waterfall's rule)
+                gap = -equity_shares(self, acct, deficit_split)[m]
                 if gap > worst_gap:
                     worst_gap, worst_lots = gap, abs(r["size"])
             left = worst_lots
@@ -404,20 +423,9 @@ class _Run:
             pos = acct.positions[m]
             cash -= pos.entry
             cl.append(_Closing(m, pos.size, ex.value_money(m, pos.size, ex.markets[m].mark), 0))
-        e_prime = cash + sum(c.mark_value for c in cl)
-        # docs/semantics.md, "Bankruptcy values": "loss" puts a negative equity on the
-        # positions at a loss at the mark, in proportion to the loss (the remainder on the last
-        # of them); otherwise (and as the fallback) by maintenance share, the remainder last
-        w = [max(0, acct.positions[c.m].entry - c.mark_value) for c in cl]
-        by_loss = self.deficit_split == "loss" and e_prime < 0 and sum(w) > 0
-        if not by_loss:
-            w = [ex._mm_money(c.m, acct.positions[c.m]) for c in cl]
-        if sum(w) == 0:
-            w = [abs(c.mark_value) + 1 for c in cl]
-        last = max(i for i in range(len(cl)) if w[i] > 0) if by_loss else len(cl) - 1
-        shares = [floor_div(e_prime * w[i], sum(w)) for i in range(len(cl))]
-        shares[last] = e_prime - (sum(shares) - shares[last])
-        for c, share in zip(cl, shares):
+        shares = equity_shares(ex, acct, self.deficit_split)
+        for c in cl:
+            share = shares[c.m]
             c.bk_value = c.mark_value - share
             if with_executor:
                 c.exec_price = self.executor_price(c.m, c.q)

@@ -779,6 +779,37 @@ def test_adl_indicator_small_book():
     assert math.isclose(float(f.score[list(f.account).index(5)]), 0.294485294)
 
 
+def test_adl_indicator_places_the_deficit_like_the_waterfall():
+    # Account 1 is long 10 A @ 100 and long 10 B @ 100 with 200 deposited; A falls to 70, B
+    # stays at 100: equity 200 - 300 = -100, all of the loss in A. Shorts: 2 in A, 3 in B.
+    # "loss" (the default): A's bankruptcy value carries the whole -100 and B none, so A's
+    # short expects 100 and B's short 0 (the waterfall would deleverage A only).
+    # "maintenance": weights 700 (A: 10 x 70 x 10%) and 1000 (B): A gets floor(-100 x 700 /
+    # 1700) = -42, B the rest -58: A's short expects 42, B's short 58.
+    ex = deleverage.Exchange(0, threads=1)
+    for sym in ("A", "B"):
+        ex.add_market(sym, qty_decimals=0, price_decimals=0, maintenance_margin=0.1, initial_margin=0.2)
+    ex.deposit([1, 2, 3], [200, 1000, 1000])
+    ex.trade(1, 2, "A", 10, 100)
+    ex.trade(1, 3, "B", 10, 100)
+    ex.set_marks(["A", "B"], [70, 100])
+
+    def expected(market, **kw):
+        r = ex.adl_ranking(market, exact=True, **kw)
+        return {int(a): int(x) for a, x, side in zip(r.account, r.expected_loss, r.side) if side < 0}
+
+    assert expected("A") == {2: 100} and expected("B") == {3: 0}
+    assert expected("A", deficit_split="maintenance") == {2: 42}
+    assert expected("B", deficit_split="maintenance") == {3: 58}
+    # positions() places it the same way: account 1's bankruptcy price in A is 70 + 100 / 10
+    # = 80, in B its mark (no deficit there)
+    p = ex.positions(exact=True)
+    mine = {int(m): int(b) for a, m, b in zip(p.account, p.market, p.bankruptcy_price) if a == 1}
+    assert mine == {0: 80, 1: 100}
+    with pytest.raises(ConfigError, match="deficit_split"):
+        ex.adl_ranking("A", deficit_split="nope")
+
+
 def test_other_rankings_small_book():
     # Binance for 5: pnl floor(18e9 / max(1, 50)) = 360_000_000, ratio floor(9e9 / 68) =
     # 132_352_941 -> 360e6 * 132_352_941 / 1e9 = 47_647_058.

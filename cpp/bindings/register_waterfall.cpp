@@ -104,9 +104,10 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
          py::arg("g") = "linear", py::arg("seed") = 0, py::arg("deficit_split") = 0, py::arg("accounts") = py::none())
       .def("adl_ranking",
-           [](PyEngine& s, MarketId market, int ranking) {
+           [](PyEngine& s, MarketId market, int ranking, int deficit_split) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-             AdlRankingReport r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_ranking(e, market, rk) : e.adl_ranking(market, rk); });
+             const DeficitSplit split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
+             AdlRankingReport r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_ranking(e, market, rk, split) : e.adl_ranking(market, rk, split); });
              py::dict d;
              d["account"] = to_numpy(std::move(r.account));
              d["side"] = to_numpy(std::move(r.side));
@@ -116,7 +117,8 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
              d["light"] = to_numpy(std::move(r.light));
              d["expected_loss"] = to_numpy(std::move(r.expected_loss));
              return d;
-           })
+           },
+           py::arg("market"), py::arg("ranking"), py::arg("deficit_split") = 0)
       .def("adl_rank",
            [](PyEngine& s, i64 account, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");

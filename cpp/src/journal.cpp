@@ -532,8 +532,8 @@ void Journal::set_adl_refresh(Engine& e, AdlRefresh policy, i64 every) {
   append(JournalOp::SetAdlRefresh, p.bytes());
 }
 
-AdlRankingReport Journal::adl_ranking(Engine& e, MarketId m, Ranking ranking) {
-  AdlRankingReport r = e.adl_ranking(m, ranking);
+AdlRankingReport Journal::adl_ranking(Engine& e, MarketId m, Ranking ranking, DeficitSplit split) {
+  AdlRankingReport r = e.adl_ranking(m, ranking, split);
   Payload p;
   p.w.put<MarketId>(m);
   p.w.put<std::uint8_t>(static_cast<std::uint8_t>(ranking));

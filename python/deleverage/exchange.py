@@ -796,14 +796,18 @@ class Exchange:
         return WaterfallResult(events, WaterfallTotals(**values, exact=exact),
                                np.zeros(0, dtype=np.int64) if skipped is None else skipped)
 
-    def adl_ranking(self, market: MarketRef, *, ranking: str = "bitmex", exact: bool = False) -> AdlRanking:
+    def adl_ranking(self, market: MarketRef, *, ranking: str = "bitmex", exact: bool = False,
+                    deficit_split: Optional[str] = None) -> AdlRanking:
         """The ADL indicator of a market at the current marks: every position's score, its
         rank within its side, the 1-5 light, and its expected loss (quote currency) if the
-        largest current deficit were deleveraged now."""
+        largest current deficit were deleveraged now. That deficit is a bankrupt position's
+        gap between mark and bankruptcy value, its account's negative equity placed by
+        ``deficit_split`` as the waterfall places it (default: the exchange's)."""
         if ranking not in RANKINGS:
             raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
+        split = self._deficit_split if deficit_split is None else _deficit_split_code(deficit_split)
         m = self.market_id(market)
-        raw = self._engine.adl_ranking(m, RANKINGS.index(ranking))
+        raw = self._engine.adl_ranking(m, RANKINGS.index(ranking), split)
         size, loss = raw["size"], raw["expected_loss"]
         score = raw["score"] if exact else raw["score"] / 1e9
         if not exact:

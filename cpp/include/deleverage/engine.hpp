@@ -214,7 +214,8 @@ class Engine {
   WaterfallResult liquidate(const WaterfallConfig& config, std::span<const i64> accounts);
   // The ADL indicator for one market at the current marks, read from the kept queues
   // (refreshed first if stale; no re-scoring when they are fresh).
-  AdlRankingReport adl_ranking(MarketId m, Ranking ranking);
+  // `split`: how a bankrupt account's deficit is placed for the expected loss (see DeficitSplit).
+  AdlRankingReport adl_ranking(MarketId m, Ranking ranking, DeficitSplit split = DeficitSplit::Loss);
   // One account's place in its side's kept queue in market m (refreshed first if stale):
   // reads the queue's entries, not the book. UnknownId if the account or market is unknown,
   // InvalidInput if it holds no position in m.
@@ -290,6 +291,15 @@ class Engine {
   void set_value_scale(int new_d);
   i128 value_v(const MarketState& mk, i64 size, i64 price) const;
   i64 value_money(const MarketState& mk, i64 size, i64 price) const;
+  // An account's equity e' (cash + its mark values) split over its positions by `split`
+  // (docs/semantics.md, "Bankruptcy values"), in market order; share = mark value - bankruptcy
+  // value. The one place the waterfall and the ADL indicator get bankruptcy values from.
+  struct EquityShare {
+    MarketId m;
+    i64 size, entry, mark_value;  // lots, money units
+    i128 share;                   // money units
+  };
+  std::vector<EquityShare> equity_shares(std::uint32_t a, DeficitSplit split) const;
   Contribution contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const;
   AccountMargin margin_from_sums(i64 balance, const Sums& s) const {
     AccountMargin r;

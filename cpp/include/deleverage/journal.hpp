@@ -118,7 +118,8 @@ class Journal {
   WaterfallResult liquidate(Engine& e, const WaterfallConfig& config, std::span<const i64> accounts);
   AdlRank adl_rank(Engine& e, i64 account, MarketId m, Ranking ranking);
   void set_adl_refresh(Engine& e, AdlRefresh policy, i64 every);
-  AdlRankingReport adl_ranking(Engine& e, MarketId m, Ranking ranking);
+  // `split` only shapes the report (the expected loss); the record is the same for either.
+  AdlRankingReport adl_ranking(Engine& e, MarketId m, Ranking ranking, DeficitSplit split = DeficitSplit::Loss);
   void adl_fill(Engine& e, i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
 
  private:

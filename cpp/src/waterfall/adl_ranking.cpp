@@ -22,7 +22,7 @@ std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, Liv
 }
 }  // namespace
 
-AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
+AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit split) {
   const MarketState& mk = market_or_throw(m, "market", 0);
   if (mk.mark == 0 && !mk.accounts.empty())
     throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
@@ -68,21 +68,16 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking) {
       r.rank[order[static_cast<std::size_t>(k)]] = k + 1;
       r.light[order[static_cast<std::size_t>(k)]] = static_cast<std::int8_t>(5 - (5 * k) / count);
     }
-    // The largest deficit on the other side: the bankrupt position (negative equity share)
-    // with the largest gap between its mark value and its bankruptcy value.
+    // The largest deficit on the other side: the bankrupt position with the largest gap
+    // between its mark value and its bankruptcy value (its share of the account's negative
+    // equity, placed by `split` as the waterfall places it).
     i128 worst_gap = 0;
     i64 worst_lots = 0;
     for (std::size_t i = 0; i < n; ++i) {
       if (r.side[i] != -side || margin[i].equity >= 0) continue;
-      const std::uint32_t a = acc[i];
-      i128 mm_total = 0, mm_here = 0;
-      for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
-        const MarketState& pm = markets_[static_cast<std::size_t>(pos_market_[p])];
-        const i128 w = div_sr_.ceil(contribution(pm, pos_size_[p], 0, pm.mark).mm);
-        mm_total += w;
-        if (pos_market_[p] == m) mm_here = w;
-      }
-      const i128 gap = mm_total > 0 ? -floor_div(static_cast<i128>(margin[i].equity) * mm_here, mm_total) : -static_cast<i128>(margin[i].equity);
+      i128 gap = 0;
+      for (const EquityShare& x : equity_shares(acc[i], split))
+        if (x.m == m) gap = -x.share;
       if (gap > worst_gap) {
         worst_gap = gap;
         worst_lots = r.size[i] < 0 ? -r.size[i] : r.size[i];

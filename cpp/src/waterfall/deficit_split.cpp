@@ -3,6 +3,7 @@
 // bankruptcy prices of positions().
 #include <algorithm>
 
+#include "deleverage/engine.hpp"
 #include "deleverage/errors.hpp"
 #include "deleverage/waterfall.hpp"
 
@@ -41,6 +42,29 @@ std::vector<i128> split_equity(i128 equity, DeficitSplit split, std::span<const 
   }
   if (n > 0) shares[last] = equity - assigned;
   return shares;
+}
+
+std::vector<Engine::EquityShare> Engine::equity_shares(std::uint32_t a, DeficitSplit split) const {
+  // e' = cash + sum of mark values (money units, each floored), cash = balance - sum of entries
+  std::vector<EquityShare> out;
+  i128 e_prime = acc_[a].balance;
+  for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
+    const i64 mark_value = value_money(mk, pos_size_[p], mk.mark);
+    e_prime += static_cast<i128>(mark_value) - pos_entry_[p];
+    out.push_back(EquityShare{pos_market_[p], pos_size_[p], pos_entry_[p], mark_value, 0});
+  }
+  std::sort(out.begin(), out.end(), [](const EquityShare& x, const EquityShare& y) { return x.m < y.m; });
+  std::vector<i128> loss(out.size()), mm(out.size()), mv(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(out[i].m)];
+    mm[i] = div_sr_.ceil(contribution(mk, out[i].size, 0, mk.mark).mm);
+    mv[i] = out[i].mark_value;
+    loss[i] = std::max<i128>(0, static_cast<i128>(out[i].entry) - out[i].mark_value);  // -u_i
+  }
+  const std::vector<i128> shares = split_equity(e_prime, split, loss, mm, mv);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i].share = shares[i];
+  return out;
 }
 
 }  // namespace deleverage

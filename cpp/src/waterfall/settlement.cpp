@@ -22,25 +22,10 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
   // configured rule (split_equity, docs/semantics.md), so that cash + sum(bk values) == 0
   // exactly.
   std::vector<Closing> cl;
-  i128 cash = e_.acc_[a].balance;
-  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) {
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(e_.pos_market_[p])];
-    cash -= e_.pos_entry_[p];
-    cl.push_back(Closing{e_.pos_market_[p], e_.pos_size_[p], e_.value_money(mk, e_.pos_size_[p], mk.mark), 0, 0, 0, 0, e_.pos_entry_[p]});
-  }
-  std::sort(cl.begin(), cl.end(), [](const Closing& x, const Closing& y) { return x.m < y.m; });
-  i128 eq = cash;
-  std::vector<i128> loss(cl.size()), mm(cl.size()), mv(cl.size());
+  const std::vector<Engine::EquityShare> shares = e_.equity_shares(a, cfg_.deficit_split);
+  for (const Engine::EquityShare& x : shares) cl.push_back(Closing{x.m, x.size, x.mark_value, 0, 0, 0, 0, x.entry});
   for (std::size_t i = 0; i < cl.size(); ++i) {
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
-    eq += cl[i].mark_value;
-    mm[i] = e_.div_sr_.ceil(e_.contribution(mk, cl[i].q, 0, mk.mark).mm);
-    mv[i] = cl[i].mark_value;
-    loss[i] = std::max<i128>(0, static_cast<i128>(cl[i].entry) - cl[i].mark_value);  // -u_i
-  }
-  const std::vector<i128> shares = split_equity(eq, cfg_.deficit_split, loss, mm, mv);
-  for (std::size_t i = 0; i < cl.size(); ++i) {
-    const i128 share = shares[i];
+    const i128 share = shares[i].share;
     cl[i].bk_value = to_i64_checked(cl[i].mark_value - share, "bankruptcy value");
     if (with_executor) {
       const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
