@@ -1297,6 +1297,7 @@ std::vector<T> min_max_lots_finish(const AllocRequest<T>& req, T budget, std::ve
   const auto llo = G::level(lo), lhi = G::level(hi);
   T* const xp = x.data();
   for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    std::vector<Pair> mine;  // a slice's own vector: the slices' headers share cache lines
     for (std::size_t i = b; i < e; ++i) {
       const T li = lot(i);
       const u64 L = static_cast<u64>(xp[i]);
@@ -1304,8 +1305,9 @@ std::vector<T> min_max_lots_finish(const AllocRequest<T>& req, T budget, std::ve
       bool full;
       const u64 a = G::count(llo, lo * r[i], bp[i], li, L, full), c = G::count(lhi, hi * r[i], bp[i], li, L, full);
       xp[i] = static_cast<T>(static_cast<T>(a) * li);
-      for (u64 m = a + 1; m <= c; ++m) slice_pairs[p].push_back({m, static_cast<u32>(i)});
+      for (u64 m = a + 1; m <= c; ++m) mine.push_back({m, static_cast<u32>(i)});
     }
+    slice_pairs[p] = std::move(mine);
   });
   std::vector<Pair> pairs = std::move(slice_pairs[0]);
   for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
@@ -1341,17 +1343,24 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   u64 live_p[kParts] = {}, pairs_p[kParts] = {};
   double top_p[kParts] = {};
   for_slices(n, [&, xp, r](std::size_t p, std::size_t b, std::size_t e) {
+    // sums in locals, stored once per slice: the slices' totals share a cache line, which the
+    // threads would otherwise pass back and forth on every winner
+    Sum reach_s = 0, slope_s = 0, lots_s = 0;
+    u64 live_s = 0, pairs_s = 0;
+    double top_s = 0;
     for (std::size_t i = b; i < e; ++i) {
       const u64 L = G::lots(w[i], lot(i), bp[i]);
       xp[i] = static_cast<T>(L);
       r[i] = L > 0 ? static_cast<double>(bp[i]) / static_cast<double>(lot(i)) : 0.0;
       if (L == 0) continue;
-      reach_p[p] += static_cast<Sum>(static_cast<T>(L) * lot(i));
-      slope_p[p] += static_cast<Sum>(bp[i]);
-      lots_amt_p[p] += static_cast<Sum>(lot(i));
-      live_p[p] += 1, pairs_p[p] += L;
-      top_p[p] = std::max(top_p[p], static_cast<double>(L) * static_cast<double>(lot(i)) / static_cast<double>(bp[i]));
+      reach_s += static_cast<Sum>(static_cast<T>(L) * lot(i));
+      slope_s += static_cast<Sum>(bp[i]);
+      lots_s += static_cast<Sum>(lot(i));
+      live_s += 1, pairs_s += L;
+      top_s = std::max(top_s, static_cast<double>(L) * static_cast<double>(lot(i)) / static_cast<double>(bp[i]));
     }
+    reach_p[p] = reach_s, slope_p[p] = slope_s, lots_amt_p[p] = lots_s;
+    live_p[p] = live_s, pairs_p[p] = pairs_s, top_p[p] = top_s;
   });
   Sum reach = 0;
   double slope0 = 0, lot_live = 0, top = 0;
