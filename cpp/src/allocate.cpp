@@ -1414,7 +1414,9 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   bool hi_pivot = false;
   const double avg_lot = lot_live / static_cast<double>(nlive);
   const double noise = (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0) * avg_lot;
-  const u64 window = static_cast<u64>(4.0 * (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0)) + 65536;
+  // the lots left between the levels are ordered exactly by the finish: up to a few hundred
+  // thousand of them cost less than another pass over every winner
+  const u64 window = static_cast<u64>(4.0 * (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0)) + 262144;
   double widen = 1.0;
   for (int iter = 0; iter < 4000 && ahi.lots - alo.lots > window; ++iter) {
     const double next = std::nextafter(lo, hi);
