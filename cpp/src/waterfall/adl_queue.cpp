@@ -227,8 +227,7 @@ void Engine::catch_up_adl_queues() {
     if (i + kCatchUpPrefetch / 2 < n && log[i + kCatchUpPrefetch / 2] < acc_id_.size()) {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch / 2];
       prefetch_block(ahead);
-      __builtin_prefetch(pos_size_.data() + acc_[ahead].start);
-      __builtin_prefetch(pos_entry_.data() + acc_[ahead].start);
+      __builtin_prefetch(pos_entry_.data() + acc_[ahead].start);  // the score reads the entry too
     }
     const std::uint32_t a = log[i];
     if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
@@ -334,10 +333,7 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
     if (!adl_entry_current(out)) continue;
-    // the caller reads this account's position next: its slot scan and size load together
-    const std::uint32_t start = acc_[out.account].start;
-    __builtin_prefetch(pos_market_.data() + start);
-    __builtin_prefetch(pos_size_.data() + start);
+    prefetch_block(out.account);  // the caller reads its position next: slot scan and size together
     return true;
   }
 }
