@@ -7,9 +7,11 @@
    move of every market, ~30% of the accounts liquidated, ADL running) at a tenth, once and
    four times ``--positions``: best time, ns per position, the < 1 s target at 1M and the
    linearity ratio;
-2. the same book and crash at a fifth of ``--positions`` (200k) through deleverage and lrvx
-   (and a one-market variant, lrvx's best case: it walks every account once per moved
-   market); ratio lrvx / deleverage;
+2. the same book and crash at a fifth of ``--positions`` (200k), or at each of
+   ``--lrvx-sizes`` (e.g. ``10000,50000,200000,1000000``), through deleverage and lrvx (and a
+   one-market variant, lrvx's best case: it walks every account once per moved market); the
+   ratio lrvx / deleverage, and each engine's liquidations, ADL closes and fund use side by
+   side;
 3. one ADL event over ``--adl-candidates`` (1M) candidates with 1,000 counterparties: the
    step as is, the step with the market's account list already sorted, ``check_margin()``
    alone and the incremental revaluation of the moved market alone, and the differences.
@@ -157,44 +159,47 @@ def crash_section(spec: ww.CrashSpec, repeat: int, repeat_large: int, log) -> di
     return {"sizes": out, "compiled_call_best_s": compiled.best, "scaling_ratio": big}
 
 
-def lrvx_section(spec: ww.CrashSpec, repeat: int, log) -> dict:
-    variants = {
-        "every market -28%": spec,
-        "market 0 only, -50%": dataclasses.replace(spec, shocked_markets=1, shock=-0.5),
-    }
-    res = {}
-    for name, s in variants.items():
-        inp = ww.lrvx_crash_inputs(s)
-        dlv, lrv = Series(), Series()
+def lrvx_section(specs: list[ww.CrashSpec], repeat: int, log) -> dict:
+    """Both engines on the same book and crash, for each size in ``specs`` and two crashes
+    (every market, one market); books above 200k positions get one round (lrvx's crash grows
+    quadratically: minutes at 1M)."""
+    res = []
+    for spec in specs:
+        variants = {
+            "every market -28%": spec,
+            "market 0 only, -50%": dataclasses.replace(spec, shocked_markets=1, shock=-0.5),
+        }
+        rounds = repeat if spec.positions <= 200_000 else 1
+        for name, s in variants.items():
+            inp = ww.lrvx_crash_inputs(s)
+            dlv, lrv = Series(), Series()
+            # a small book's fund may cover the crash: ADL is counted there, not required
+            check = lambda ex, r: ww.check_after_step(ex, r, expect_adl=False)  # noqa: E731
+            for _ in range(rounds):
+                fresh_call(dlv, lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), check)
+                fresh_call(lrv, lambda: ww.build_lrvx(inp), lambda st: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
+            res.append((name, s, rounds, dlv, lrv))
+            log(f"lrvx: {name} at {s.positions:_} positions done")
 
-        def after_dlv(ex, r):
-            info = ww.check_after_step(ex, r)
-            return info
-
-        for _ in range(repeat):
-            fresh_call(dlv, lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), after_dlv)
-            fresh_call(lrv, lambda: ww.build_lrvx(inp), lambda st: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
-        res[name] = (s, dlv, lrv)
-        log(f"lrvx variant '{name}' done")
-
-    s0 = variants["every market -28%"]
-    print(f"## 2. deleverage vs lrvx {ww.LRVX_PIN}: {s0.label()}")
-    print(f"#  same generated book (market maker 0 takes the imbalance), same slippage and fund; best of {repeat}, "
-          f"interleaved, fresh books; lrvx timed on LiquidationEngine.on_marks(shocked marks) only")
+    s0 = specs[0]
+    print(f"## 2. deleverage vs lrvx {ww.LRVX_PIN}: {s0.label().split(' / ', 1)[1]}")
+    print(f"#  the same generated book at each size (market maker 0 takes the imbalance), same slippage and fund; best of "
+          f"{repeat} (1 above 200k positions), interleaved, fresh books; lrvx timed on LiquidationEngine.on_marks(shocked "
+          f"marks) only. The counts side by side show how much work each engine did.")
     print()
-    print(f"| {'crash':22} | {'engine':10} | {'best ms':>8} | {'median ms':>9} | {'liquidated':>10} | {'ADL closes':>10} | "
-          f"{'fund used':>9} | {'lrvx / dlv':>10} |")
-    print(f"|{'-' * 24}|{'-' * 12}|{'-' * 9}:|{'-' * 10}:|{'-' * 11}:|{'-' * 11}:|{'-' * 10}:|{'-' * 11}:|")
+    print(f"| {'crash':20} | {'positions':>9} | {'engine':10} | {'best ms':>9} | {'median ms':>9} | {'liquidated':>10} | "
+          f"{'ADL closes':>10} | {'fund used':>9} | {'lrvx / dlv':>10} |")
+    print(f"|{'-' * 22}|{'-' * 10}:|{'-' * 12}|{'-' * 10}:|{'-' * 10}:|{'-' * 11}:|{'-' * 11}:|{'-' * 10}:|{'-' * 11}:|")
     out = {}
-    for name, (s, dlv, lrv) in res.items():
+    for name, s, rounds, dlv, lrv in sorted(res, key=lambda r: (r[0], r[1].positions)):
         ratio = lrv.best / dlv.best
         di, li = dlv.info, lrv.info
-        print(f"| {name:22} | {'deleverage':10} | {dlv.best * 1e3:8.1f} | {dlv.median * 1e3:9.1f} | "
+        print(f"| {name:20} | {s.positions:>9_} | {'deleverage':10} | {dlv.best * 1e3:9.1f} | {dlv.median * 1e3:9.1f} | "
               f"{di['liquidated_accounts']:>10_} | {di['adl_closes']:>10_} | {di['fund_used']:>9,.0f} | {'':>10} |")
-        print(f"| {'':22} | {'lrvx':10} | {lrv.best * 1e3:8.1f} | {lrv.median * 1e3:9.1f} | "
+        print(f"| {'':20} | {'':>9} | {'lrvx':10} | {lrv.best * 1e3:9.1f} | {lrv.median * 1e3:9.1f} | "
               f"{li['liquidated_accounts']:>10_} | {li['adl_closeouts']:>10_} | {li['insurance_fund_used']:>9,.0f} | {ratio:10.2f} |")
-        out[name] = {"deleverage_best_s": dlv.best, "lrvx_best_s": lrv.best, "lrvx_over_deleverage": ratio,
-                     "deleverage": di, "lrvx": li}
+        out[f"{name} @ {s.positions}"] = {"positions": s.positions, "rounds": rounds, "deleverage_best_s": dlv.best,
+                                          "lrvx_best_s": lrv.best, "lrvx_over_deleverage": ratio, "deleverage": di, "lrvx": li}
     print()
     print("#  not the same work: lrvx closes whole positions until the account passes maintenance, has no fee,")
     print("#  ADL closes whole counterparty positions at the mark up to the deficit, and drops what is left;")
@@ -267,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--positions", type=int, default=env.positions, help="crash size (scaling: /10, x1, x4)")
     ap.add_argument("--lrvx-positions", type=int, default=None, help="default: DELEVERAGE_BENCH_LRVX_POSITIONS or positions / 5")
+    ap.add_argument("--lrvx-sizes", default=None,
+                    help="comma-separated book sizes for the lrvx comparison, e.g. 10000,50000,200000,1000000 "
+                         "(default: --lrvx-positions only)")
     ap.add_argument("--adl-candidates", type=int, default=adl_env.candidates)
     ap.add_argument("--adl-counterparties", type=int, default=adl_env.counterparties)
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (best is reported)")
@@ -279,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if "lrvx" not in args.skip:
         ww.require_lrvx()
     spec = env.scaled(args.positions)
-    lrvx_spec = spec.scaled(args.lrvx_positions or ww.lrvx_positions(spec))
+    lrvx_sizes = [int(x) for x in args.lrvx_sizes.split(",")] if args.lrvx_sizes else [args.lrvx_positions or ww.lrvx_positions(spec)]
+    lrvx_specs = [spec.scaled(n) for n in lrvx_sizes]
     adl = dataclasses.replace(adl_env, candidates=args.adl_candidates, counterparties=min(args.adl_counterparties, args.adl_candidates))
 
     def log(msg: str) -> None:
@@ -294,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if "crash" not in args.skip:
         results["crash"] = crash_section(spec, args.repeat, args.repeat_large, log)
     if "lrvx" not in args.skip:
-        results["lrvx"] = lrvx_section(lrvx_spec, args.lrvx_repeat, log)
+        results["lrvx"] = lrvx_section(lrvx_specs, args.lrvx_repeat, log)
     if "adl" not in args.skip:
         results["adl"] = adl_section(adl, args.adl_repeat, log)
     print(f"# total {time.perf_counter() - t0:.0f} s")

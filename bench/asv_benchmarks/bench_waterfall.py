@@ -75,26 +75,31 @@ class CrashStep(_Fresh):
 
 
 class LrvxCrash(_Fresh):
-    """The same generated book and crash (a fifth of the crash size, 200k positions by
-    default) through deleverage and through lrvx (``LiquidationEngine.on_marks``)."""
+    """The same generated book and crash through deleverage and through lrvx
+    (``LiquidationEngine.on_marks``), at a hundredth, a twentieth and a fifth of the crash size
+    (10k, 50k and 200k positions by default; ``bench/report_waterfall.py --lrvx-sizes`` goes
+    to 1M)."""
 
-    def setup(self):
+    params = [[max(100, _SPEC.positions // 100), max(100, _SPEC.positions // 20), ww.lrvx_positions(_SPEC)]]
+    param_names = ["positions"]
+
+    def setup(self, positions):
         ww.require_lrvx()  # raises: CI installs lrvx, a missing one must fail loudly
-        self.spec = _SPEC.scaled(ww.lrvx_positions(_SPEC))
+        self.spec = _SPEC.scaled(positions)
         self.inp = ww.lrvx_crash_inputs(self.spec)
         self.ex = ww.build_crash(self.spec)
         self.state = ww.build_lrvx(self.inp)
 
-    def teardown(self):
+    def teardown(self, positions):
         self.ex = self.state = None
 
-    def time_deleverage(self):
+    def time_deleverage(self, positions):
         ww.run_crash(self.ex, self.spec)
 
-    def time_lrvx(self):
+    def time_lrvx(self, positions):
         ww.run_lrvx(self.state, self.inp)
 
-    def track_lrvx_over_deleverage(self):
+    def track_lrvx_over_deleverage(self, positions):
         dlv = ww.timed_fresh(lambda: ww.build_crash(self.spec), lambda e: ww.run_crash(e, self.spec), 3)[0]
         lrv = ww.timed_fresh(lambda: ww.build_lrvx(self.inp), lambda s: ww.run_lrvx(s, self.inp), 3)[0]
         return lrv / dlv
