@@ -7,6 +7,7 @@ namespace deleverage::bindings {
 void register_errors(py::module_& m);
 void register_engine(py::module_& m);
 void register_bench(py::module_& m);
+void register_convert(py::module_& m);
 void register_allocate(py::module_& m);
 void register_stress(py::module_& m);
 }  // namespace deleverage::bindings
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_core, m) {
   deleverage::bindings::register_errors(m);
   deleverage::bindings::register_engine(m);
   deleverage::bindings::register_bench(m);
+  deleverage::bindings::register_convert(m);
   deleverage::bindings::register_allocate(m);
   deleverage::bindings::register_stress(m);
 }

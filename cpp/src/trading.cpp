@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "deleverage/detail/parallel.hpp"
 #include "deleverage/engine.hpp"
 
 namespace deleverage {
@@ -138,33 +139,54 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   check_lengths(n, entry_prices.size(), "accounts", "entry_prices");
   if (live_positions_ + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
 
-  // validate rows
-  std::vector<std::uint32_t> idx(n);
-  std::vector<i64> entry(n);
+  // validate rows (in input order: the first bad row is the one reported)
+  column<std::uint32_t> idx(n);
+  detail::parallel_for(n, threads_, 1 << 16, [&](std::size_t b, std::size_t e) {
+    index_.find_many(accounts.data() + b, e - b, idx.data() + b, acc_id_);
+  });
+  column<i64> entry(n);
   std::vector<i128> net_size(markets_.size(), 0), net_entry(markets_.size(), 0);
   for (std::size_t i = 0; i < n; ++i) {
-    idx[i] = account_index_or_throw(accounts[i], "accounts", i);
+    if (idx[i] == AccountIndex::kNone) account_index_or_throw(accounts[i], "accounts", i);  // raises
     const MarketState& mk = market_or_throw(markets[i], "markets", i);
     if (sizes[i] == 0) throw InvalidInput(at("sizes", i) + ": a position must not have zero size");
     if (sizes[i] == std::numeric_limits<i64>::min()) throw ArithmeticOverflow(at("sizes", i) + ": size out of range");
     if (entry_prices[i] <= 0) throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) + ")");
     const i64 abs_size = sizes[i] < 0 ? -sizes[i] : sizes[i];
-    check_value_range(mk, abs_size, entry_prices[i], at("entry_prices", i));
-    check_value_range(mk, abs_size, mk.mark, at("sizes", i));
+    // (the row labels are built only on the error path: this runs for every row of a dump)
+    if (!value_in_range(mk, abs_size, entry_prices[i])) [[unlikely]]
+      check_value_range(mk, abs_size, entry_prices[i], at("entry_prices", i));
+    if (!value_in_range(mk, abs_size, mk.mark)) [[unlikely]]
+      check_value_range(mk, abs_size, mk.mark, at("sizes", i));
     entry[i] = value_money(mk, sizes[i], entry_prices[i]);
     net_size[static_cast<std::size_t>(markets[i])] += sizes[i];
     net_entry[static_cast<std::size_t>(markets[i])] += entry[i];
   }
-  // group rows by account (counting sort keeps the input order within an account)
+  // group rows by account (counting sort keeps the input order within an account), then
+  // gather the columns into that order once: a dump in random order makes these reads
+  // scattered, and in one simple loop their cache misses overlap; every later pass (duplicates,
+  // the representable range, applying) then reads the rows in order.
   const std::size_t n_acc = acc_id_.size();
   std::vector<std::uint32_t> first(n_acc + 1, 0);
   for (std::size_t i = 0; i < n; ++i) ++first[idx[i] + 1];
   for (std::size_t a = 0; a < n_acc; ++a) first[a + 1] += first[a];
-  std::vector<std::uint32_t> rows(n);
+  column<std::uint32_t> rows(n);
   {
     std::vector<std::uint32_t> fill(first.begin(), first.end() - 1);
     for (std::size_t i = 0; i < n; ++i) rows[fill[idx[i]]++] = static_cast<std::uint32_t>(i);
   }
+  column<std::uint32_t>().swap(idx);
+  column<MarketId> row_market(n);
+  column<i64> row_size(n), row_entry(n);
+  detail::parallel_for(n, threads_, 1 << 16, [&](std::size_t b, std::size_t e) {
+    for (std::size_t r = b; r < e; ++r) {
+      const std::uint32_t i = rows[r];
+      row_market[r] = markets[i];
+      row_size[r] = sizes[i];
+      row_entry[r] = entry[i];
+    }
+  });
+  column<i64>().swap(entry);
   // duplicates: an (account, market) pair twice in the rows, or already held
   {
     std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
@@ -173,11 +195,12 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
       for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p)
         stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
       for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
-        const std::uint32_t i = rows[r];
-        auto& s = stamp[static_cast<std::size_t>(markets[i])];
-        if (s == a)
+        auto& s = stamp[static_cast<std::size_t>(row_market[r])];
+        if (s == a) {
+          const std::uint32_t i = rows[r];
           throw InvalidInput(at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
                              markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
+        }
         s = static_cast<std::uint32_t>(a);
       }
     }
@@ -195,7 +218,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     std::uint32_t slot = find_slot(cp, static_cast<MarketId>(m));
     i128 q = -net_size[m], e = -net_entry[m];
     for (std::uint32_t r = first[cp]; r < first[cp + 1]; ++r)  // the counterparty's own rows in this market
-      if (static_cast<std::size_t>(markets[rows[r]]) == m) { q += sizes[rows[r]]; e += entry[rows[r]]; }
+      if (static_cast<std::size_t>(row_market[r]) == m) { q += row_size[r]; e += row_entry[r]; }
     if (slot != kNoSlot) { q += pos_size_[slot]; e += pos_entry_[slot]; }
     if (!fits_i64(q) || q == std::numeric_limits<i64>::min() || e > kMaxNotional || e < -kMaxNotional)
       throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
@@ -204,7 +227,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     cp_positions.push_back({static_cast<MarketId>(m), {q64, static_cast<i64>(e)}});
   }
 
-  require_loaded_representable(first, rows, markets, sizes, entry, cp, cp_positions);
+  require_loaded_representable(first, rows, row_market, row_size, row_entry, cp, cp_positions);
 
   // apply: grow each touched account's block once, then append its rows
   std::uint32_t cp_slots = 0;
@@ -216,7 +239,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
       if (k == 0 || acc_[a].count + k <= acc_cap_[a]) continue;
       new_slots += std::size_t{acc_[a].count} + k;
     }
-    for (std::size_t i = 0; i < n; ++i) ++per_market[static_cast<std::size_t>(markets[i])];
+    for (std::size_t r = 0; r < n; ++r) ++per_market[static_cast<std::size_t>(row_market[r])];
     if (cp != AccountIndex::kNone) {  // the counterparty's block is moved once, at its final size
       cp_slots = acc_[cp].count + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
       new_slots += cp_slots;
@@ -232,10 +255,8 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     const std::uint32_t k = first[a + 1] - first[a];
     if (k == 0) continue;
     ensure_capacity(static_cast<std::uint32_t>(a), k, true);
-    for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
-      const std::uint32_t i = rows[r];
-      set_position(static_cast<std::uint32_t>(a), markets[i], sizes[i], entry[i]);
-    }
+    for (std::uint32_t r = first[a]; r < first[a + 1]; ++r)
+      set_position(static_cast<std::uint32_t>(a), row_market[r], row_size[r], row_entry[r]);
   }
   if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_[cp].count, true);
   for (const auto& [m, qe] : cp_positions) {
@@ -256,9 +277,9 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
 
 // Before a load changes anything: every account it touches, with its new rows (and the
 // counterparty with its adjusted positions), stays in the representable range.
-void Engine::require_loaded_representable(const std::vector<std::uint32_t>& first, const std::vector<std::uint32_t>& rows,
-                                          std::span<const MarketId> markets, std::span<const i64> sizes,
-                                          const std::vector<i64>& entry, std::uint32_t cp,
+void Engine::require_loaded_representable(const std::vector<std::uint32_t>& first, const column<std::uint32_t>& rows,
+                                          const column<MarketId>& market, const column<i64>& size, const column<i64>& entry,
+                                          std::uint32_t cp,
                                           const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const {
   auto add = [](Sums& s, const Contribution& c, int sign) { s.u += sign * c.u; s.mm += sign * c.mm; s.im += sign * c.im; };
   auto adjusted = [&](MarketId m) {
@@ -272,10 +293,9 @@ void Engine::require_loaded_representable(const std::vector<std::uint32_t>& firs
     Sums s = account_sums(static_cast<std::uint32_t>(a), false);
     i128 balance = acc_[a].balance;
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
-      const std::uint32_t i = rows[r];
-      if (is_cp && adjusted(markets[i])) continue;  // part of the adjusted position below
-      const MarketState& mk = markets_[static_cast<std::size_t>(markets[i])];
-      add(s, contribution(mk, sizes[i], entry[i], mk.mark), 1);
+      if (is_cp && adjusted(market[r])) continue;  // part of the adjusted position below
+      const MarketState& mk = markets_[static_cast<std::size_t>(market[r])];
+      add(s, contribution(mk, size[r], entry[r], mk.mark), 1);
     }
     if (is_cp) {
       for (const auto& [m, qe] : cp_positions) {

@@ -28,6 +28,26 @@ class AccountIndex {
   void prefetch(i64 id) const {
     if (!slots_.empty()) __builtin_prefetch(&slots_[hash(id) & (slots_.size() - 1)]);
   }
+  // find() for n ids at once (kNone where unknown). A bulk load in random row order makes
+  // every lookup two dependent cache misses (the table slot, then the id it points at); the
+  // slot kAhead rows ahead is prefetched, and the id behind the slot kAhead / 2 rows ahead,
+  // so that the misses of many rows overlap.
+  void find_many(const i64* in, std::size_t n, std::uint32_t* out, const std::vector<i64>& ids) const {
+    if (slots_.empty()) {
+      for (std::size_t i = 0; i < n; ++i) out[i] = kNone;
+      return;
+    }
+    constexpr std::size_t kAhead = 16;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i + kAhead < n) __builtin_prefetch(&slots_[hash(in[i + kAhead]) & mask]);
+      if (i + kAhead / 2 < n) {
+        const std::uint32_t idx = slots_[hash(in[i + kAhead / 2]) & mask];
+        if (idx != kNone) __builtin_prefetch(&ids[idx]);
+      }
+      out[i] = find(in[i], ids);
+    }
+  }
   // Records that ids[index] == id (which must not be present yet).
   void insert(i64 id, std::uint32_t index, const std::vector<i64>& ids) {
     if ((size_ + 1) * 2 > slots_.size()) grow(ids);

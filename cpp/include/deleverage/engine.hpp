@@ -357,8 +357,10 @@ class Engine {
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);
   void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
-  void require_loaded_representable(const std::vector<std::uint32_t>& first, const std::vector<std::uint32_t>& rows,
-                                    std::span<const MarketId> markets, std::span<const i64> sizes, const std::vector<i64>& entry,
+  // `market`, `size`, `entry`: the loaded rows in account order (rows[r] is row r's input index,
+  // for messages); account a's rows are [first[a], first[a + 1]).
+  void require_loaded_representable(const std::vector<std::uint32_t>& first, const column<std::uint32_t>& rows,
+                                    const column<MarketId>& market, const column<i64>& size, const column<i64>& entry,
                                     std::uint32_t cp, const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
   void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
