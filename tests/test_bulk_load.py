@@ -136,3 +136,49 @@ def test_compiled_conversion_large_column_on_threads() -> None:
     values[7] = 0.005
     with pytest.raises(InvalidInput, match=r"^x\[7\]: 0.005 is not a multiple of the unit 0.01"):
         _convert.to_fixed(values, 2, "x", exact=False, on_grid=True)
+
+
+# --------------------------------------------------------------- load_book's checks, vectorized
+
+def reference_book_error(accounts: list[int], symbols: list[str], collateral: list[float]) -> str | None:
+    """The first duplicate (account, market) and the first collateral conflict, found the slow
+    way (a sort of tuples, a dict): what the vectorized checks must report."""
+    order = sorted(range(len(accounts)), key=lambda i: (accounts[i], symbols[i]))
+    for a, b in zip(order, order[1:]):
+        if (accounts[a], symbols[a]) == (accounts[b], symbols[b]):
+            x, y = sorted((a, b))
+            return f"book: account {accounts[x]} holds market {symbols[x]!r} twice, at row {x} and row {y}"
+    first: dict[int, int] = {}
+    for i, (a, c) in enumerate(zip(accounts, collateral)):
+        j = first.setdefault(a, i)
+        if collateral[j] != c:
+            return f"book.collateral at row {i}: account {a} has collateral {c!r} here and {collateral[j]!r} at row {j}"
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(1, 6), st.sampled_from(["A", "B", "AA", "b", "B2"]),
+                               st.sampled_from([100.0, 250.0, -5.0])), min_size=1, max_size=25),
+       seed=st.integers(0, 2**32 - 1))
+def test_load_book_reports_the_first_duplicate_and_collateral_conflict(rows, seed) -> None:
+    import pandas as pd
+
+    from deleverage.books import load_book
+
+    rng = np.random.default_rng(seed)
+    accounts = [a for a, _, _ in rows]
+    symbols = [m for _, m, _ in rows]
+    # mostly one collateral per account (the first drawn), sometimes a conflicting one
+    own = {}
+    collateral = [own.setdefault(a, c) if rng.random() < 0.9 else c for a, _, c in rows]
+    df = pd.DataFrame({"account": accounts, "market": symbols, "size": rng.choice([-1.5, 0.25, 2.0], len(rows)),
+                       "entry_price": rng.choice([10.0, 11.5], len(rows)), "collateral": collateral})
+    want = reference_book_error(accounts, symbols, collateral)
+    if want is None:
+        ex = load_book(df, counterparty=0)
+        ex.check_invariants()
+        assert ex.position_count >= len(rows)
+    else:
+        with pytest.raises(InvalidInput) as err:
+            load_book(df, counterparty=0)
+        assert str(err.value) == want

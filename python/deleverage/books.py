@@ -139,13 +139,12 @@ def load_book(
         i = int(np.flatnonzero(bad)[0])
         raise InvalidInput(f"{rows.at('account', i)}: expected a non-negative integer id (got {plain(df['account'].iloc[i])})")
     accounts = acc_f.astype(np.int64)
-    symbols = df["market"]
-    bad_sym = [i for i, v in enumerate(symbols) if not isinstance(v, str) or not v]
-    if bad_sym:
-        raise InvalidInput(f"{rows.at('market', bad_sym[0])}: expected a market symbol (got {plain(symbols.iloc[bad_sym[0]])})")
-    symbols = symbols.astype(str).to_numpy()
+    # symbols once per distinct value (pandas hashes the column in compiled code): row codes
+    # into `names`, in order of first appearance
+    codes, names = _factorize_symbols(df["market"], rows)
+
     def about(i: int) -> str:  # the account and market of row i
-        return f"account {accounts[i]}, market {symbols[i]!r}"
+        return f"account {accounts[i]}, market {names[codes[i]]!r}"
 
     sizes = _numeric(df, "size", rows)
     if (sizes == 0).any():
@@ -156,33 +155,45 @@ def load_book(
         i = int(np.flatnonzero(prices <= 0)[0])
         raise InvalidInput(f"{rows.at('entry_price', i)} ({about(i)}): an entry price must be positive (got {plain(float(prices[i]))})")
     collateral = _numeric(df, "collateral", rows)  # signed: accounts in debt are loaded as they are
-    # one position per (account, market), one collateral per account
-    order = np.lexsort((symbols, accounts))
-    same = (accounts[order][1:] == accounts[order][:-1]) & (symbols[order][1:] == symbols[order][:-1])
+    # one position per (account, market): rows sorted by account, then symbol (as strings)
+    symbol_rank = np.empty(len(names), dtype=np.int64)
+    symbol_rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    if len(names) <= 1 or int(accounts.max()) < np.iinfo(np.int64).max // len(names):
+        order = np.argsort(accounts * len(names) + symbol_rank[codes], kind="stable")  # one sort of one key
+    else:
+        order = np.lexsort((symbol_rank[codes], accounts))
+    sorted_accounts, sorted_codes = accounts[order], codes[order]
+    same = (sorted_accounts[1:] == sorted_accounts[:-1]) & (sorted_codes[1:] == sorted_codes[:-1])
     if same.any():
         j = int(np.flatnonzero(same)[0])
         a, b = sorted((int(order[j]), int(order[j + 1])))
-        raise InvalidInput(f"book: account {accounts[a]} holds market {symbols[a]!r} twice, at {rows(a)} and {rows(b)}")
-    first: dict[int, int] = {}
-    for i, (a, c) in enumerate(zip(accounts.tolist(), collateral.tolist())):
-        j = first.setdefault(a, i)
-        if collateral[j] != c:
-            raise InvalidInput(f"{rows.at('collateral', i)}: account {a} has collateral {plain(float(c))} here and "
-                               f"{plain(float(collateral[j]))} at {rows(j)}")
+        raise InvalidInput(f"book: account {accounts[a]} holds market {names[codes[a]]!r} twice, at {rows(a)} and {rows(b)}")
+    # one collateral per account: each row against its account's first row in the book
+    starts = np.flatnonzero(np.r_[True, sorted_accounts[1:] != sorted_accounts[:-1]])
+    first_of_account = np.minimum.reduceat(order, starts)
+    first_row_sorted = np.repeat(first_of_account, np.diff(np.r_[starts, len(order)]))
+    differs = collateral[order] != collateral[first_row_sorted]
+    if differs.any():
+        k = int(np.argmin(np.where(differs, order, len(order))))  # the first such row of the book
+        i, j = int(order[k]), int(first_row_sorted[k])
+        raise InvalidInput(f"{rows.at('collateral', i)}: account {accounts[i]} has collateral {plain(float(collateral[i]))} here and "
+                           f"{plain(float(collateral[j]))} at {rows(j)}")
+    first_rows = np.sort(first_of_account)  # each account's first row, in order of appearance
 
-    spec = _market_table(markets, symbols, sizes, prices, rows)
+    spec = _market_table(markets, codes, names, sizes, prices, rows)
     ex = Exchange(money_decimals, threads=threads)
     for row in spec:
         ex.add_market(row["symbol"], qty_decimals=int(row["qty_decimals"]), price_decimals=int(row["price_decimals"]),
                       maintenance_margin=float(row["maintenance_margin"]), initial_margin=float(row["initial_margin"]),
                       liquidation_fee=float(row["liquidation_fee"]), mark_price=float(row["mark_price"]))
-    ids = np.fromiter(first.keys(), dtype=np.int64, count=len(first))
-    amounts = collateral[np.fromiter(first.values(), dtype=np.int64, count=len(first))]
-    if counterparty is not None and int(counterparty) not in first:
+    ids = accounts[first_rows]
+    amounts = collateral[first_rows]
+    if counterparty is not None and not np.any(ids == int(counterparty)):
         ex.deposit(int(counterparty), counterparty_collateral)
     ex.load_balances(ids, amounts)
+    market_ids = np.array([ex.market_id(name) for name in names], dtype=np.int32)[codes]
     try:
-        ex.load_positions(accounts, list(symbols), sizes, prices, counterparty=counterparty)
+        ex.load_positions(accounts, market_ids, sizes, prices, counterparty=counterparty)
     except DeleverageError as err:
         # the exchange names its arguments (sizes[66]); the user's file has columns and lines
         column = {"accounts": "account", "markets": "market", "sizes": "size", "entry_prices": "entry_price"}.get(err.field or "")
@@ -195,7 +206,22 @@ def load_book(
     return ex
 
 
-def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndarray, prices: np.ndarray,
+def _factorize_symbols(column: Any, rows: _Rows) -> tuple[np.ndarray, list[str]]:
+    """Row codes into the distinct symbols (in order of first appearance); InvalidInput at the
+    first row whose market is not a non-empty string."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)  # missing values get -1
+    names = list(uniques)
+    bad_codes = [k for k, v in enumerate(names) if not isinstance(v, str) or not v]
+    bad = (codes < 0) | np.isin(codes, bad_codes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(f"{rows.at('market', i)}: expected a market symbol (got {plain(column.iloc[i])})")
+    return codes.astype(np.intp), [str(v) for v in names]
+
+
+def _market_table(markets: Optional[Source], codes: np.ndarray, names: list[str], sizes: np.ndarray, prices: np.ndarray,
                   rows: _Rows) -> list[dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     if markets is not None:
@@ -210,26 +236,32 @@ def _market_table(markets: Optional[Source], symbols: np.ndarray, sizes: np.ndar
             if not isinstance(sym, str) or not sym or sym in table:
                 raise ConfigError(f"markets.symbol[{i}]: expected a new market symbol (got {sym!r})")
             table[sym] = {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and np.isnan(v))}
-        missing = sorted(set(symbols.tolist()) - set(table))
+        missing = sorted(set(names) - set(table))
         if missing:
-            i = int(np.flatnonzero(symbols == missing[0])[0])
+            i = int(np.flatnonzero(codes == names.index(missing[0]))[0])
             raise InvalidInput(f"{rows.at('market', i)}: market {missing[0]!r} is not in the market table")
     else:
-        for sym in dict.fromkeys(symbols.tolist()):
+        for sym in names:
             table[sym] = {"symbol": sym}
+    # each market's rows, in book order (a stable sort by code), without a pass per market
+    small = codes.astype(np.uint16) if len(names) <= 1 << 16 else codes  # 16-bit keys: numpy's radix sort
+    by_market = np.argsort(small, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(names)))))
+    code_of = {name: k for k, name in enumerate(names)}
     out = []
     for sym, row in table.items():
-        sel = symbols == sym
+        k = code_of.get(sym)
+        sel = by_market[bounds[k]:bounds[k + 1]] if k is not None else np.empty(0, dtype=np.intp)
         r = dict(DEFAULT_RATES)
         r.update(row)
         if "initial_margin" not in row:
             r["initial_margin"] = 2 * float(r["maintenance_margin"])
         if "qty_decimals" not in r:
-            r["qty_decimals"] = max(3, _decimals(np.abs(sizes[sel]))) if sel.any() else 3
+            r["qty_decimals"] = max(3, _decimals(np.abs(sizes[sel]))) if sel.size else 3
         if "price_decimals" not in r:
-            r["price_decimals"] = max(2, _decimals(prices[sel])) if sel.any() else 2
+            r["price_decimals"] = max(2, _decimals(prices[sel])) if sel.size else 2
         if "mark_price" not in r:
-            if not sel.any():
+            if not sel.size:
                 raise ConfigError(f"markets: market {sym!r} has no position and no mark_price")
             w = np.abs(sizes[sel])
             r["mark_price"] = max(round(float((w * prices[sel]).sum() / w.sum()), int(r["price_decimals"])),
