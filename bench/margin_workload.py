@@ -38,6 +38,9 @@ RATE_SCALE = 10**8
 TARGET_NUMPY_OVER_ENGINE = 10.0  # engine at least 10x faster than numpy
 TARGET_ENGINE_OVER_STREAM = 2.0  # engine within 2x of a 24 bytes/position streaming read
 TARGET_BYTES_PER_POSITION = 40.0  # engine memory per position
+TARGET_DEFAULT_OVER_EXACT = 1.15  # the default (float) report within 1.15x of check_margin(exact=True)
+TARGET_NUMBA_ONE_THREAD_OVER_DEFAULT = 2.0  # a one-thread Numba loop at least 2x slower than the default check
+TARGET_NUMBA_PRANGE_OVER_DEFAULT = 1.0  # and the prange one slower
 
 
 def _env_int(name: str, default: int) -> int:

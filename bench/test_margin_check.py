@@ -113,9 +113,30 @@ def test_engine_check_margin(run, benchmark, workload, timings, exact):
     # same numbers as numpy on this book (cheap compared to building it)
     if exact:
         mw.assert_numpy_agrees(report, mw.numpy_margin_check(w.cols))
+    else:  # the default report is converted in the compiled pass: about the exact check's cost
+        ratios["default_over_exact"] = round(best / timings.get_or_measure("engine_exact", _engine_full(w, True)), 3)
+        benchmark.extra_info["default_over_exact"] = ratios["default_over_exact"]
+        if ENFORCE:
+            assert ratios["default_over_exact"] <= mw.TARGET_DEFAULT_OVER_EXACT, ratios
     if ENFORCE:
         assert ratios["numpy_over_engine"] >= mw.TARGET_NUMPY_OVER_ENGINE, ratios
         assert ratios["engine_over_stream"] <= mw.TARGET_ENGINE_OVER_STREAM, ratios
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "float"])
+def test_engine_check_margin_into_earlier_report(run, benchmark, workload, timings, exact):
+    """``ex.check_margin(out=report)``: the full check written into an earlier report's arrays
+    (a loop of checks allocates nothing per call); next to the default call."""
+    w = workload
+    report = w.ex.check_margin(exact=exact)
+    again, best = run(lambda: w.ex.check_margin(exact=exact, out=report))
+    assert again is report
+    fresh = w.ex.check_margin(exact=exact)
+    assert np.array_equal(report.equity, fresh.equity) and np.array_equal(report.liquidatable, fresh.liquidatable)
+    t_default = timings.get_or_measure(f"engine_{'exact' if exact else 'float'}", _engine_full(w, exact))
+    t_exact = timings.get_or_measure("engine_exact", _engine_full(w, True))
+    _common_info(benchmark, w)
+    benchmark.extra_info.update(out_over_new_report=round(best / t_default, 3), over_exact=round(best / t_exact, 3))
 
 
 def test_engine_incremental_one_market(run, benchmark, workload, timings):

@@ -36,7 +36,7 @@ def base_exchange() -> Exchange:
 
 def random_op(ex: Exchange, draw) -> None:
     """One call of a random kind; calls that raise are part of the test (they must record nothing)."""
-    kind = draw(st.sampled_from(["deposit", "withdraw", "trade", "trades", "marks", "check", "check_moved", "fund",
+    kind = draw(st.sampled_from(["deposit", "withdraw", "trade", "trades", "marks", "check", "check_out", "check_moved", "fund",
                                  "pool", "rule", "liquidate", "adl", "load", "new_market", "adl_rank", "refresh"]))
     accounts = [1, 2, 3, 4, 5]
     if kind == "deposit":
@@ -57,6 +57,9 @@ def random_op(ex: Exchange, draw) -> None:
         ex.set_marks(ms, [draw(st.integers(40, 160)) if m == "A" else draw(st.integers(200, 800)) / 10 for m in ms])
     elif kind == "check":
         ex.check_margin()
+    elif kind == "check_out":  # a full check written into an earlier report
+        exact = draw(st.booleans())
+        ex.check_margin(exact=exact, out=ex.check_margin(exact=exact))
     elif kind == "check_moved":
         ex.check_margin([draw(st.sampled_from(["A", "B"]))])
     elif kind == "fund":

@@ -42,6 +42,7 @@ class FullCheck:
 
     def setup(self):
         self.w = _workload()
+        self.report = self.w.ex.check_margin()  # out=: written into by time_engine_check_margin_into_report
 
     def teardown(self):
         self.w.ex.check_invariants()
@@ -51,6 +52,15 @@ class FullCheck:
 
     def time_engine_check_margin_float(self):
         self.w.ex.check_margin(exact=False)
+
+    def time_engine_check_margin_into_report(self):
+        self.w.ex.check_margin(out=self.report)
+
+    def track_default_over_exact(self):
+        exact = mw.best_of(lambda: self.w.ex.check_margin(exact=True), 5)
+        return mw.best_of(lambda: self.w.ex.check_margin(), 5) / exact
+
+    track_default_over_exact.unit = "ratio"
 
     def time_numpy_margin_check(self):
         mw.numpy_margin_check(self.w.cols)

@@ -8,6 +8,7 @@
 #include <thread>
 #include <tuple>
 
+#include "deleverage/detail/display.hpp"
 #include "deleverage/detail/parallel.hpp"
 #include "deleverage/detail/uninit.hpp"
 #include "numpy_io.hpp"
@@ -17,9 +18,7 @@ namespace py = pybind11;
 namespace deleverage::bindings {
 
 namespace {
-// 10^d as doubles, exact for every d here (numpy's power gives the same values).
-constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+constexpr const double* kPow10 = detail::kPow10Double;
 
 std::span<const std::int64_t> decimals_for(const py::array& decimals, std::size_t n) {
   auto d = as_span<std::int64_t>(decimals, "decimals");

@@ -13,6 +13,7 @@
 
 #include "deleverage/detail/parallel.hpp"
 #include "deleverage/engine.hpp"
+#include "deleverage/detail/display.hpp"
 #include "numpy_io.hpp"
 #include "py_engine.hpp"
 
@@ -21,6 +22,31 @@ namespace py = pybind11;
 namespace deleverage::bindings {
 
 namespace {
+
+// A full report's account column: the shared read-only copy of the ids (refreshed when
+// accounts were added) instead of an 8-byte-per-account copy every call. collect() runs
+// under the engine's lock, column() after it, with the GIL.
+struct IdsRefresh {
+  std::vector<i64> fresh;
+  bool refreshed = false;
+  void collect(const PyEngine& s, Engine& e) {
+    if (e.account_count() > s.ids_count) {
+      fresh = e.account_ids();
+      refreshed = true;
+    }
+  }
+  py::object column(PyEngine& s, std::size_t n) {
+    if (refreshed && fresh.size() >= s.ids_count) {
+      const std::size_t count = fresh.size();
+      py::array_t<i64> ids = to_numpy(std::move(fresh));
+      ids.attr("flags").attr("writeable") = false;
+      s.ids = ids;
+      s.ids_count = count;
+    }
+    if (n == 0) return py::array_t<i64>(0);
+    return s.ids.attr("__getitem__")(py::slice(0, static_cast<py::ssize_t>(n), 1));
+  }
+};
 
 py::dict margin_report_to_dict(MarginReport&& r) {
   py::dict d;
@@ -51,10 +77,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release release;
           const int threads = static_cast<int>(std::thread::hardware_concurrency());
           detail::parallel_for(out.size(), threads, 1 << 16, [&](std::size_t b, std::size_t end) {
-            for (std::size_t i = b; i < end; ++i) {
-              if (e[i] > 0) out[i] = static_cast<double>(mm[i]) / static_cast<double>(e[i]);
-              else out[i] = (mm[i] > 0 || e[i] < 0) ? std::numeric_limits<double>::infinity() : 0.0;
-            }
+            for (std::size_t i = b; i < end; ++i) out[i] = detail::margin_ratio(e[i], mm[i]);
           });
         }
         return to_numpy(std::move(out));
@@ -70,9 +93,7 @@ void register_engine(py::module_& m) {
         auto im = as_span<i64>(initial, "initial");
         if (e.size() != mm.size() || e.size() != im.size()) throw InvalidInput("columns of different lengths");
         if (decimals < 0 || decimals > 22) throw InvalidInput("decimals must be between 0 and 22");
-        static constexpr double kPow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                            1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-        const double p = kPow10[decimals];
+        const double p = detail::kPow10Double[decimals];
         column<double> ef(e.size()), mf(e.size()), inf_(e.size()), ratio(e.size());
         {
           py::gil_scoped_release release;
@@ -82,8 +103,7 @@ void register_engine(py::module_& m) {
               ef[i] = static_cast<double>(e[i]) / p;
               mf[i] = static_cast<double>(mm[i]) / p;
               inf_[i] = static_cast<double>(im[i]) / p;
-              if (e[i] > 0) ratio[i] = static_cast<double>(mm[i]) / static_cast<double>(e[i]);
-              else ratio[i] = (mm[i] > 0 || e[i] < 0) ? std::numeric_limits<double>::infinity() : 0.0;
+              ratio[i] = detail::margin_ratio(e[i], mm[i]);
             }
           });
         }
@@ -200,32 +220,77 @@ void register_engine(py::module_& m) {
                r = locked(s, [&](Engine& e) { return s.journal ? s.journal->check_margin(e, mk) : e.check_margin(mk); });
                return margin_report_to_dict(std::move(r));
              }
-             // full report: the ids column is the shared read-only copy (refreshed when
-             // accounts were added) instead of an 8-byte-per-account copy every call
-             const std::size_t cached = s.ids_count;
-             std::vector<i64> fresh_ids;
-             bool refreshed = false;
+             IdsRefresh ids;
              locked(s, [&](Engine& e) {
                r = s.journal ? s.journal->check_margin_values(e) : e.check_margin_values();
-               if (e.account_count() > cached) {
-                 fresh_ids = e.account_ids();
-                 refreshed = true;
-               }
+               ids.collect(s, e);
              });
              const std::size_t n = r.equity.size();
-             if (refreshed && fresh_ids.size() >= s.ids_count) {
-               py::array_t<i64> ids = to_numpy(std::move(fresh_ids));
-               ids.attr("flags").attr("writeable") = false;
-               s.ids = ids;
-               s.ids_count = n;
-             }
              r.account_id = column<i64>();
              py::dict d = margin_report_to_dict(std::move(r));
-             if (n == 0) d["account"] = py::array_t<i64>(0);
-             else d["account"] = s.ids.attr("__getitem__")(py::slice(0, static_cast<py::ssize_t>(n), 1));
+             d["account"] = ids.column(s, n);
              return d;
            },
            py::arg("markets") = py::none())
+      .def("check_margin_quote",
+           [](PyEngine& s) {
+             // the full check with the float report (quote currency, margin ratio) written in
+             // the same pass
+             column<double> equity, maintenance, initial, ratio;
+             column<std::uint8_t> liquidatable, bankrupt;
+             IdsRefresh ids;
+             std::size_t n = 0;
+             locked(s, [&](Engine& e) {
+               n = e.account_count();
+               for (auto* c : {&equity, &maintenance, &initial, &ratio}) c->resize(n);
+               liquidatable.resize(n);
+               bankrupt.resize(n);
+               MarginColumns out;
+               out.equity_quote = equity.data();
+               out.maintenance_quote = maintenance.data();
+               out.initial_quote = initial.data();
+               out.margin_ratio = ratio.data();
+               out.liquidatable = liquidatable.data();
+               out.bankrupt = bankrupt.data();
+               s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
+               ids.collect(s, e);
+             });
+             py::dict d;
+             d["account"] = ids.column(s, n);
+             d["equity"] = to_numpy(std::move(equity));
+             d["maintenance"] = to_numpy(std::move(maintenance));
+             d["initial"] = to_numpy(std::move(initial));
+             d["margin_ratio"] = to_numpy(std::move(ratio));
+             d["liquidatable"] = to_numpy_bool(std::move(liquidatable));
+             d["bankrupt"] = to_numpy_bool(std::move(bankrupt));
+             return d;
+           })
+      .def("check_margin_into",
+           [](PyEngine& s, const py::array& equity, const py::array& maintenance, const py::array& initial,
+              const py::array& liquidatable, const py::array& bankrupt, std::optional<py::array> margin_ratio) {
+             // the full check written into the caller's arrays: int64 money units, or float64
+             // quote currency when margin_ratio is given (then also written)
+             const std::size_t n = locked(s, [](Engine& e) { return e.account_count(); });
+             MarginColumns out;
+             if (margin_ratio) {
+               out.equity_quote = as_output<double>(equity, "out.equity", n);
+               out.maintenance_quote = as_output<double>(maintenance, "out.maintenance", n);
+               out.initial_quote = as_output<double>(initial, "out.initial", n);
+               out.margin_ratio = as_output<double>(*margin_ratio, "out.margin_ratio", n);
+             } else {
+               out.equity = as_output<i64>(equity, "out.equity", n);
+               out.maintenance = as_output<i64>(maintenance, "out.maintenance", n);
+               out.initial = as_output<i64>(initial, "out.initial", n);
+             }
+             out.liquidatable = as_output<std::uint8_t>(liquidatable, "out.liquidatable", n);
+             out.bankrupt = as_output<std::uint8_t>(bankrupt, "out.bankrupt", n);
+             locked(s, [&](Engine& e) {
+               if (e.account_count() != n) throw InvalidInput("out: the exchange gained accounts during the call");
+               s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
+             });
+           },
+           py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("liquidatable"), py::arg("bankrupt"),
+           py::arg("margin_ratio") = py::none())
       .def("account_margin",
            [](PyEngine& s, i64 account) {
              AccountMargin a = locked(s, [&](Engine& e) { return e.account_margin(account); });

@@ -465,6 +465,11 @@ MarginReport Journal::check_margin_values(Engine& e) {
   return r;
 }
 
+void Journal::check_margin_into(Engine& e, const MarginColumns& out) {
+  e.check_margin_into(out);
+  append(JournalOp::CheckMarginFull, {});
+}
+
 MarginReport Journal::check_margin(Engine& e, std::span<const MarketId> moved) {
   MarginReport r = e.check_margin(moved);
   Payload p;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <limits>
 
+#include "deleverage/detail/display.hpp"
 #include "deleverage/engine.hpp"
 #include "deleverage/detail/parallel.hpp"
 
@@ -178,7 +179,8 @@ MarginReport Engine::check_margin() {
   MarginReport r;
   r.resize(n);
   std::copy(acc_id_.begin(), acc_id_.end(), r.account_id.begin());
-  atomic_check([&] { revalue_all(&r); });
+  const MarginColumns cols = columns_of(r);
+  atomic_check([&] { revalue_all(&cols); });
   return r;
 }
 
@@ -187,16 +189,37 @@ MarginReport Engine::check_margin_values() {
   MarginReport r;
   r.resize(acc_id_.size());
   r.account_id = column<i64>();
-  atomic_check([&] { revalue_all(&r); });
+  const MarginColumns cols = columns_of(r);
+  atomic_check([&] { revalue_all(&cols); });
   return r;
+}
+
+void Engine::check_margin_into(const MarginColumns& out) {
+  const bool exact = out.equity != nullptr && out.maintenance != nullptr && out.initial != nullptr;
+  const bool quote = out.equity_quote != nullptr && out.maintenance_quote != nullptr && out.initial_quote != nullptr &&
+                     out.margin_ratio != nullptr;
+  // (with no accounts the columns are empty and their pointers may be null)
+  if (!acc_id_.empty() && (out.liquidatable == nullptr || out.bankrupt == nullptr || (!exact && !quote)))
+    throw InvalidInput("check_margin_into: the flag columns and the exact or the float columns are required");
+  require_marks_for_open_positions();
+  atomic_check([&] { revalue_all(&out); });
+}
+
+MarginColumns Engine::columns_of(MarginReport& r) {
+  MarginColumns c;
+  c.equity = r.equity.data();
+  c.maintenance = r.maintenance.data();
+  c.initial = r.initial.data();
+  c.liquidatable = r.liquidatable.data();
+  c.bankrupt = r.bankrupt.data();
+  return c;
 }
 
 // Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
 // per-account columns when given.
-void Engine::revalue_all(MarginReport* out, StepMargins* step) {
+void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   const std::size_t n = acc_id_.size();
-  MarginReport dummy;
-  MarginReport& r = out != nullptr ? *out : dummy;
+  const double quote_unit = detail::kPow10Double[money_decimals_];
   i64* const step_balance = step != nullptr ? step->balance.data() : nullptr;
   i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
   i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
@@ -267,11 +290,19 @@ void Engine::revalue_all(MarginReport* out, StepMargins* step) {
         step_maintenance[a] = am.maintenance;
       }
       if (out == nullptr) continue;
-      r.equity[a] = am.equity;
-      r.maintenance[a] = am.maintenance;
-      r.initial[a] = am.initial;
-      r.liquidatable[a] = am.liquidatable;
-      r.bankrupt[a] = am.bankrupt;
+      if (out->equity != nullptr) {
+        out->equity[a] = am.equity;
+        out->maintenance[a] = am.maintenance;
+        out->initial[a] = am.initial;
+      }
+      if (out->equity_quote != nullptr) {  // the display conversion, while the values are in registers
+        out->equity_quote[a] = static_cast<double>(am.equity) / quote_unit;
+        out->maintenance_quote[a] = static_cast<double>(am.maintenance) / quote_unit;
+        out->initial_quote[a] = static_cast<double>(am.initial) / quote_unit;
+        out->margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
+      }
+      out->liquidatable[a] = am.liquidatable;
+      out->bankrupt[a] = am.bankrupt;
     }
   });
   for (MarketState& mk : markets_) mk.valued_mark = mk.mark;
@@ -342,7 +373,12 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
   const bool full_pass = live_positions_ >= kFullPassMinPositions && moved_positions * kFullPassShare > live_positions_;
   if (full_pass) {
     if (full_out != nullptr) full_out->resize(acc_id_.size());
-    revalue_all(full_out);
+    if (full_out != nullptr) {
+      const MarginColumns cols = columns_of(*full_out);
+      revalue_all(&cols);
+    } else {
+      revalue_all(nullptr);
+    }
     if (used_full_pass != nullptr) *used_full_pass = full_out != nullptr;
   }
   std::vector<std::uint32_t> touched;

@@ -543,16 +543,51 @@ class Exchange:
         out[ticks == 0] = np.nan
         return out
 
-    def check_margin(self, markets: Optional[ArrayLike] = None, *, exact: bool = False) -> MarginReport:
+    def check_margin(self, markets: Optional[ArrayLike] = None, *, exact: bool = False,
+                     out: Optional[MarginReport] = None) -> MarginReport:
         """Batch margin check at the current marks.
 
         With ``markets=None`` every account is revalued (on all cores, GIL released). With
         a list of markets whose marks moved, only positions in those markets (and in any
         other market whose mark changed since it was last valued) are revalued, and the
         report holds just the accounts exposed to them, in account creation order.
+
+        ``out``: a report of an earlier full check of this exchange (same ``exact``, as many
+        accounts) whose arrays are overwritten and returned, instead of new ones: a loop of
+        checks (a stress path) then allocates nothing per call. Arrays taken from it before
+        the call change with it.
         """
+        if out is not None:
+            return self._check_margin_into(out, markets, exact)
+        if markets is None and not exact:  # the float report, converted in the same pass
+            raw = self._engine.check_margin_quote()
+            report = MarginReport(raw["account"], raw["equity"], raw["maintenance"], raw["initial"], raw["liquidatable"],
+                                  raw["bankrupt"], False)
+            object.__setattr__(report, "_ratio", raw["margin_ratio"])
+            return report
         raw = self._engine.check_margin(None if markets is None else self._market_ids(markets, "markets"))
         return self._margin_report(raw, exact)
+
+    def _check_margin_into(self, out: MarginReport, markets: Optional[ArrayLike], exact: bool) -> MarginReport:
+        if not isinstance(out, MarginReport):
+            raise InvalidInput(f"out: expected a MarginReport from an earlier check_margin(), got {type(out).__name__}")
+        if markets is not None:
+            raise InvalidInput("out: only a full check (markets=None) writes into an earlier report")
+        if bool(out.exact) != bool(exact):
+            raise InvalidInput(f"out: the report has exact={out.exact}, the call asks for exact={exact}")
+        n = self.account_count
+        if len(out.account) != n:
+            raise InvalidInput(f"out: the report has {len(out.account)} accounts, the exchange has {n}")
+        if exact:
+            self._engine.check_margin_into(out.equity, out.maintenance, out.initial, out.liquidatable, out.bankrupt)
+            out.__dict__.pop("_ratio", None)  # read again from the new exact values
+        else:
+            ratio = out.__dict__.get("_ratio")
+            if ratio is None:
+                ratio = np.empty(n, dtype=np.float64)
+                object.__setattr__(out, "_ratio", ratio)
+            self._engine.check_margin_into(out.equity, out.maintenance, out.initial, out.liquidatable, out.bankrupt, ratio)
+        return out
 
     def _margin_report(self, raw: dict[str, np.ndarray], exact: bool) -> MarginReport:
         if exact:

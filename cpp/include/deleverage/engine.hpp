@@ -68,6 +68,22 @@ struct MarginReport {
   }
 };
 
+// Caller-owned output columns of a full margin check, one row per account in creation order
+// (Engine::check_margin_into). The exact columns (money units) and the float columns (quote
+// currency: value / 10^money_decimals, and maintenance / equity) are each all set or all null;
+// the two flag columns are always set.
+struct MarginColumns {
+  i64* equity = nullptr;
+  i64* maintenance = nullptr;
+  i64* initial = nullptr;
+  double* equity_quote = nullptr;
+  double* maintenance_quote = nullptr;
+  double* initial_quote = nullptr;
+  double* margin_ratio = nullptr;
+  std::uint8_t* liquidatable = nullptr;
+  std::uint8_t* bankrupt = nullptr;
+};
+
 // One account's margin at the current marks.
 struct AccountMargin {
   i64 equity = 0;
@@ -177,6 +193,9 @@ class Engine {
   // The same without copying the account ids into the report (account_id left empty): for
   // callers that keep their own copy of account_ids(), which only ever grows at the end.
   MarginReport check_margin_values();
+  // The full check written into the caller's columns (account_count() rows each): no
+  // allocation, and a float report converted in the same pass.
+  void check_margin_into(const MarginColumns& out);
   // Revalues only the positions in `moved` and in any market whose mark changed since it
   // was last valued; reports the accounts holding a position in one of those markets.
   // (Past 1/50 of a large book, one full pass is cheaper and is used; same report.)
@@ -378,7 +397,8 @@ class Engine {
     column<i64> balance, equity, maintenance;
   };
   // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
-  void revalue_all(MarginReport* out, StepMargins* step = nullptr);
+  void revalue_all(const MarginColumns* out, StepMargins* step = nullptr);
+  static MarginColumns columns_of(MarginReport& r);
   // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
   // the pass also fills `step` and this returns true.
   bool revalue_for_step(StepMargins& step);

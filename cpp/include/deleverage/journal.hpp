@@ -37,7 +37,7 @@ enum class JournalOp : std::uint8_t {
   Trade = 5,
   Trades = 6,
   SetMarks = 7,
-  CheckMarginFull = 8,    // revalues every market (check_margin / check_margin_values)
+  CheckMarginFull = 8,    // revalues every market (check_margin / check_margin_values / check_margin_into)
   CheckMarginMoved = 9,   // check_margin(moved)
   GiveMarketOwnPool = 10,
   InsuranceDeposit = 11,
@@ -110,6 +110,7 @@ class Journal {
   void set_marks(Engine& e, std::span<const MarketId> markets, std::span<const i64> prices);
   MarginReport check_margin(Engine& e);
   MarginReport check_margin_values(Engine& e);
+  void check_margin_into(Engine& e, const MarginColumns& out);
   MarginReport check_margin(Engine& e, std::span<const MarketId> moved);
   int give_market_own_pool(Engine& e, MarketId m);
   void insurance_deposit(Engine& e, i64 amount, int pool);
