@@ -19,6 +19,7 @@ from deleverage.sample import MARKET_MAKER, generate_book
 from margin_workload import _env_int, best_of  # noqa: F401  (one timer for every report)
 
 ORDERS = ("random", "account", "market")
+TIER_RATES = (0.005, 0.01, 0.02, 0.04, 0.08)  # maintenance rate per tier of the tiered book (initial: twice)
 TARGET_OVER_ARGSORT = 1.5  # load_positions of random-order rows / numpy stable argsort of their accounts
 
 
@@ -71,13 +72,25 @@ class Book:
         cols = (np.ascontiguousarray(np.asarray(x)[perm]) for x in (b.accounts, b.markets, b.sizes, b.entry_prices))
         return Rows(order, *cols)
 
-    def fresh_exchange(self) -> Exchange:
-        """Markets and deposits, no positions (not timed)."""
+    def tier_schedule(self, m: int) -> list:
+        """TIER_RATES with caps at the quintiles of market m's position notionals (quote)."""
+        b = self.book
+        sel = np.asarray(b.markets) == m
+        notional = np.abs(np.asarray(b.sizes)[sel]) * float(b.marks[m])
+        qs = np.quantile(notional, [0.2, 0.4, 0.6, 0.8]) if notional.size else np.array([1.0, 2.0, 3.0, 4.0])
+        caps = np.maximum.accumulate(np.maximum(np.round(qs, 2), 0.01) + 0.01 * np.arange(4))  # strictly increasing
+        return [(float(caps[j]) if j < 4 else None, r, 2 * r) for j, r in enumerate(TIER_RATES)]
+
+    def fresh_exchange(self, tiered: bool = False) -> Exchange:
+        """Markets and deposits, no positions (not timed). ``tiered``: every market gets
+        TIER_RATES as a risk-limit schedule with its caps at the quintiles of the market's
+        position notionals, so that every tier holds positions."""
         b, s = self.book, self.spec
         ex = Exchange()
         for m in range(s.markets):
+            tiers = self.tier_schedule(m) if tiered else None
             ex.add_market(f"M{m:03d}", qty_decimals=3, price_decimals=2, maintenance_margin=0.005, initial_margin=0.01,
-                          liquidation_fee=0.005, mark_price=float(b.marks[m]))
+                          liquidation_fee=0.005, mark_price=float(b.marks[m]), tiers=tiers)
         ex.deposit(MARKET_MAKER, 1e12)
         ex.deposit(np.arange(1, s.accounts + 1, dtype=np.int64), b.collateral)
         return ex
