@@ -49,6 +49,14 @@ class Timings(dict):
         return self[name]
 
 
+def record_target(info: dict, name: str, ratio: float, target: float) -> None:
+    """``info[name] = ratio`` with its target (at most ``target``) for extra_info; asserted
+    under DELEVERAGE_BENCH_ENFORCE=1."""
+    info.update({name: round(ratio, 3), "target": f"<= {target:g}", "target_met": ratio <= target})
+    if ENFORCE:
+        assert ratio <= target, (name, ratio, target)
+
+
 @pytest.fixture(scope="session")
 def timings() -> Timings:
     return Timings()

@@ -96,6 +96,29 @@ class Book:
         return ex
 
 
+def flat_and_tiered(book: Book) -> dict[str, Exchange]:
+    """The book's rows (account order) loaded into a flat and into a tiered exchange."""
+    rows = book.rows("account")
+    out = {}
+    for name, tiered in (("flat", False), ("tiered", True)):
+        ex = book.fresh_exchange(tiered=tiered)
+        load(ex, rows)
+        out[name] = ex
+    return out
+
+
+def report_spec(doc: str, repeat: int, argv: list[str] | None) -> tuple[LoadSpec, int]:
+    """The report scripts' command line: ``--positions`` (accounts a tenth) and ``--repeat``."""
+    import argparse
+
+    env = LoadSpec.from_env()
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--positions", type=int, default=env.positions)
+    ap.add_argument("--repeat", type=int, default=repeat, help="timed rounds (best is reported)")
+    args = ap.parse_args(argv)
+    return LoadSpec(positions=args.positions, accounts=max(1, args.positions // 10), markets=env.markets, seed=env.seed), args.repeat
+
+
 def load(ex: Exchange, rows: Rows) -> None:
     """The timed call."""
     ex.load_positions(rows.accounts, rows.markets, rows.sizes, rows.entry_prices, counterparty=MARKET_MAKER)

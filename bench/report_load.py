@@ -12,7 +12,6 @@ and the engine's memory after the load (the same for every order).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -26,17 +25,12 @@ import load_workload as lw  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = lw.LoadSpec.from_env()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--positions", type=int, default=env.positions)
-    ap.add_argument("--repeat", type=int, default=3, help="timed rounds (best is reported)")
-    args = ap.parse_args(argv)
-    spec = lw.LoadSpec(positions=args.positions, accounts=max(1, args.positions // 10), markets=env.markets, seed=env.seed)
+    spec, repeat = lw.report_spec(__doc__, 3, argv)
     book = lw.Book(spec)
     rows = {order: book.rows(order) for order in lw.ORDERS}
     best = {name: float("inf") for name in ("argsort", *lw.ORDERS)}
     memory: dict[str, int] = {}
-    for _ in range(max(1, args.repeat)):
+    for _ in range(max(1, repeat)):
         t = time.perf_counter()
         lw.numpy_argsort(rows["random"])
         best["argsort"] = min(best["argsort"], time.perf_counter() - t)
@@ -47,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             best[order] = min(best[order], time.perf_counter() - t)
             memory[order] = ex.memory_bytes
             del ex
-    print(f"# bulk load: {spec.label()}; best of {args.repeat}, round-robin, fresh exchanges")
+    print(f"# bulk load: {spec.label()}; best of {repeat}, round-robin, fresh exchanges")
     print(f"# {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}")
     print()
     print(f"| {'what':42} | {'best s':>7} | {'/ argsort':>9} | {'engine memory (bytes)':>21} |")

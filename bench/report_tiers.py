@@ -13,7 +13,6 @@ position and the ratio tiered / flat (target: at most 1.3).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -29,31 +28,22 @@ TARGET_TIERED_OVER_FLAT = 1.3
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = lw.LoadSpec.from_env()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--positions", type=int, default=env.positions)
-    ap.add_argument("--repeat", type=int, default=7, help="timed rounds (best is reported)")
-    args = ap.parse_args(argv)
-    spec = lw.LoadSpec(positions=args.positions, accounts=max(1, args.positions // 10), markets=env.markets, seed=env.seed)
+    spec, repeat = lw.report_spec(__doc__, 7, argv)
     book = lw.Book(spec)
-    rows = book.rows("account")
-    books = {}
-    for name, tiered in (("flat", False), ("tiered", True)):
-        ex = book.fresh_exchange(tiered=tiered)
-        lw.load(ex, rows)
+    books = lw.flat_and_tiered(book)
+    for ex in books.values():
         ex.check_margin(exact=True)  # warm
-        books[name] = ex
     # the tiers are in use: requirements differ from the flat book's on most accounts
     flat, tiered = (books[k].check_margin(exact=True) for k in ("flat", "tiered"))
     differs = float(np.mean(flat.maintenance != tiered.maintenance))
     best = {name: float("inf") for name in books}
-    for _ in range(max(1, args.repeat)):
+    for _ in range(max(1, repeat)):
         for name, ex in books.items():
             t = time.perf_counter()
             ex.check_margin(exact=True)
             best[name] = min(best[name], time.perf_counter() - t)
     n = books["flat"].position_count
-    print(f"# full margin check, flat vs tiered markets: {spec.label()}; best of {args.repeat}, round-robin")
+    print(f"# full margin check, flat vs tiered markets: {spec.label()}; best of {repeat}, round-robin")
     print(f"# {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}")
     print(f"# tiered book: {len(lw.TIER_RATES)} tiers per market; maintenance differs from the flat book on {differs:.0%} of accounts")
     print()
