@@ -131,21 +131,22 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
 
 // ---------------------------------------------------------------- bulk load
 
-void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                            std::span<const i64> entry_prices, std::optional<i64> counterparty) {
+// The rows of a load, validated (in input order: the first bad row is the one reported) and
+// grouped by account: a counting sort keeps the input order within an account, then the
+// columns are gathered into that order once. A dump in random order makes these reads
+// scattered; in one simple loop their cache misses overlap, and every later pass (duplicates,
+// the representable range, applying) reads the rows in order.
+Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                                   std::span<const i64> entry_prices) const {
   const std::size_t n = accounts.size();
-  check_lengths(n, markets.size(), "accounts", "markets");
-  check_lengths(n, sizes.size(), "accounts", "sizes");
-  check_lengths(n, entry_prices.size(), "accounts", "entry_prices");
-  if (live_positions_ + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
-
-  // validate rows (in input order: the first bad row is the one reported)
+  LoadRows out;
   column<std::uint32_t> idx(n);
   detail::parallel_for(n, threads_, 1 << 16, [&](std::size_t b, std::size_t e) {
     index_.find_many(accounts.data() + b, e - b, idx.data() + b, acc_id_);
   });
   column<i64> entry(n);
-  std::vector<i128> net_size(markets_.size(), 0), net_entry(markets_.size(), 0);
+  out.net_size.assign(markets_.size(), 0);
+  out.net_entry.assign(markets_.size(), 0);
   for (std::size_t i = 0; i < n; ++i) {
     if (idx[i] == AccountIndex::kNone) account_index_or_throw(accounts[i], "accounts", i);  // raises
     const MarketState& mk = market_or_throw(markets[i], "markets", i);
@@ -159,52 +160,65 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     if (!value_in_range(mk, abs_size, mk.mark)) [[unlikely]]
       check_value_range(mk, abs_size, mk.mark, at("sizes", i));
     entry[i] = value_money(mk, sizes[i], entry_prices[i]);
-    net_size[static_cast<std::size_t>(markets[i])] += sizes[i];
-    net_entry[static_cast<std::size_t>(markets[i])] += entry[i];
+    out.net_size[static_cast<std::size_t>(markets[i])] += sizes[i];
+    out.net_entry[static_cast<std::size_t>(markets[i])] += entry[i];
   }
-  // group rows by account (counting sort keeps the input order within an account), then
-  // gather the columns into that order once: a dump in random order makes these reads
-  // scattered, and in one simple loop their cache misses overlap; every later pass (duplicates,
-  // the representable range, applying) then reads the rows in order.
   const std::size_t n_acc = acc_id_.size();
-  std::vector<std::uint32_t> first(n_acc + 1, 0);
-  for (std::size_t i = 0; i < n; ++i) ++first[idx[i] + 1];
-  for (std::size_t a = 0; a < n_acc; ++a) first[a + 1] += first[a];
-  column<std::uint32_t> rows(n);
+  out.first.assign(n_acc + 1, 0);
+  for (std::size_t i = 0; i < n; ++i) ++out.first[idx[i] + 1];
+  for (std::size_t a = 0; a < n_acc; ++a) out.first[a + 1] += out.first[a];
+  out.input_row.resize(n);
   {
-    std::vector<std::uint32_t> fill(first.begin(), first.end() - 1);
-    for (std::size_t i = 0; i < n; ++i) rows[fill[idx[i]]++] = static_cast<std::uint32_t>(i);
+    std::vector<std::uint32_t> fill(out.first.begin(), out.first.end() - 1);
+    for (std::size_t i = 0; i < n; ++i) out.input_row[fill[idx[i]]++] = static_cast<std::uint32_t>(i);
   }
   column<std::uint32_t>().swap(idx);
-  column<MarketId> row_market(n);
-  column<i64> row_size(n), row_entry(n);
+  out.market.resize(n);
+  out.size.resize(n);
+  out.entry.resize(n);
   detail::parallel_for(n, threads_, 1 << 16, [&](std::size_t b, std::size_t e) {
     for (std::size_t r = b; r < e; ++r) {
-      const std::uint32_t i = rows[r];
-      row_market[r] = markets[i];
-      row_size[r] = sizes[i];
-      row_entry[r] = entry[i];
+      const std::uint32_t i = out.input_row[r];
+      out.market[r] = markets[i];
+      out.size[r] = sizes[i];
+      out.entry[r] = entry[i];
     }
   });
-  column<i64>().swap(entry);
-  // duplicates: an (account, market) pair twice in the rows, or already held
-  {
-    std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
-    for (std::size_t a = 0; a < n_acc; ++a) {
-      if (first[a] == first[a + 1]) continue;
-      for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p)
-        stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
-      for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
-        auto& s = stamp[static_cast<std::size_t>(row_market[r])];
-        if (s == a) {
-          const std::uint32_t i = rows[r];
-          throw InvalidInput(at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
-                             markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
-        }
-        s = static_cast<std::uint32_t>(a);
+  return out;
+}
+
+// An (account, market) pair twice in the rows, or already held, is refused naming the later row.
+void Engine::require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const {
+  std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
+  for (std::size_t a = 0; a + 1 < rows.first.size(); ++a) {
+    if (rows.first[a] == rows.first[a + 1]) continue;
+    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p)
+      stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
+    for (std::uint32_t r = rows.first[a]; r < rows.first[a + 1]; ++r) {
+      auto& s = stamp[static_cast<std::size_t>(rows.market[r])];
+      if (s == a) {
+        const std::uint32_t i = rows.input_row[r];
+        throw InvalidInput(at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
+                           markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
       }
+      s = static_cast<std::uint32_t>(a);
     }
   }
+}
+
+void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                            std::span<const i64> entry_prices, std::optional<i64> counterparty) {
+  const std::size_t n = accounts.size();
+  check_lengths(n, markets.size(), "accounts", "markets");
+  check_lengths(n, sizes.size(), "accounts", "sizes");
+  check_lengths(n, entry_prices.size(), "accounts", "entry_prices");
+  if (live_positions_ + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
+  const LoadRows rows = load_rows(accounts, markets, sizes, entry_prices);
+  require_new_pairs(rows, accounts, markets);
+  const std::size_t n_acc = acc_id_.size();
+  const std::vector<std::uint32_t>& first = rows.first;
+  const std::vector<i128>& net_size = rows.net_size;
+  const std::vector<i128>& net_entry = rows.net_entry;
   // balance per market, or the counterparty's adjustment
   std::uint32_t cp = AccountIndex::kNone;
   std::vector<std::pair<MarketId, std::pair<i64, i64>>> cp_positions;  // new (size, entry) per market
@@ -218,7 +232,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     std::uint32_t slot = find_slot(cp, static_cast<MarketId>(m));
     i128 q = -net_size[m], e = -net_entry[m];
     for (std::uint32_t r = first[cp]; r < first[cp + 1]; ++r)  // the counterparty's own rows in this market
-      if (static_cast<std::size_t>(row_market[r]) == m) { q += row_size[r]; e += row_entry[r]; }
+      if (static_cast<std::size_t>(rows.market[r]) == m) { q += rows.size[r]; e += rows.entry[r]; }
     if (slot != kNoSlot) { q += pos_size_[slot]; e += pos_entry_[slot]; }
     if (!fits_i64(q) || q == std::numeric_limits<i64>::min() || e > kMaxNotional || e < -kMaxNotional)
       throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
@@ -227,7 +241,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     cp_positions.push_back({static_cast<MarketId>(m), {q64, static_cast<i64>(e)}});
   }
 
-  require_loaded_representable(first, rows, row_market, row_size, row_entry, cp, cp_positions);
+  require_loaded_representable(rows, cp, cp_positions);
 
   // apply: grow each touched account's block once, then append its rows
   std::uint32_t cp_slots = 0;
@@ -239,7 +253,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
       if (k == 0 || acc_[a].count + k <= acc_cap_[a]) continue;
       new_slots += std::size_t{acc_[a].count} + k;
     }
-    for (std::size_t r = 0; r < n; ++r) ++per_market[static_cast<std::size_t>(row_market[r])];
+    for (std::size_t r = 0; r < n; ++r) ++per_market[static_cast<std::size_t>(rows.market[r])];
     if (cp != AccountIndex::kNone) {  // the counterparty's block is moved once, at its final size
       cp_slots = acc_[cp].count + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
       new_slots += cp_slots;
@@ -256,7 +270,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     if (k == 0) continue;
     ensure_capacity(static_cast<std::uint32_t>(a), k, true);
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r)
-      set_position(static_cast<std::uint32_t>(a), row_market[r], row_size[r], row_entry[r]);
+      set_position(static_cast<std::uint32_t>(a), rows.market[r], rows.size[r], rows.entry[r]);
   }
   if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_[cp].count, true);
   for (const auto& [m, qe] : cp_positions) {
@@ -277,9 +291,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
 
 // Before a load changes anything: every account it touches, with its new rows (and the
 // counterparty with its adjusted positions), stays in the representable range.
-void Engine::require_loaded_representable(const std::vector<std::uint32_t>& first, const column<std::uint32_t>& rows,
-                                          const column<MarketId>& market, const column<i64>& size, const column<i64>& entry,
-                                          std::uint32_t cp,
+void Engine::require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
                                           const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const {
   auto add = [](Sums& s, const Contribution& c, int sign) { s.u += sign * c.u; s.mm += sign * c.mm; s.im += sign * c.im; };
   auto adjusted = [&](MarketId m) {
@@ -287,15 +299,16 @@ void Engine::require_loaded_representable(const std::vector<std::uint32_t>& firs
       if (cm == m) return true;
     return false;
   };
+  const std::vector<std::uint32_t>& first = rows.first;
   for (std::size_t a = 0; a + 1 < first.size(); ++a) {
     const bool is_cp = a == cp;
     if (first[a] == first[a + 1] && !is_cp) continue;
     Sums s = account_sums(static_cast<std::uint32_t>(a), false);
     i128 balance = acc_[a].balance;
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
-      if (is_cp && adjusted(market[r])) continue;  // part of the adjusted position below
-      const MarketState& mk = markets_[static_cast<std::size_t>(market[r])];
-      add(s, contribution(mk, size[r], entry[r], mk.mark), 1);
+      if (is_cp && adjusted(rows.market[r])) continue;  // part of the adjusted position below
+      const MarketState& mk = markets_[static_cast<std::size_t>(rows.market[r])];
+      add(s, contribution(mk, rows.size[r], rows.entry[r], mk.mark), 1);
     }
     if (is_cp) {
       for (const auto& [m, qe] : cp_positions) {
@@ -307,7 +320,7 @@ void Engine::require_loaded_representable(const std::vector<std::uint32_t>& firs
       }
     }
     if (!sums_fit(balance, s))
-      throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1] ? std::string("counterparty") : at("accounts", rows[first[a]]));
+      throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1] ? std::string("counterparty") : at("accounts", rows.input_row[first[a]]));
     note_in_range(balance, s);  // if the load is refused later, the bounds are only looser
   }
 }

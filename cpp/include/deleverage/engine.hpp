@@ -376,11 +376,19 @@ class Engine {
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);
   void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
-  // `market`, `size`, `entry`: the loaded rows in account order (rows[r] is row r's input index,
-  // for messages); account a's rows are [first[a], first[a + 1]).
-  void require_loaded_representable(const std::vector<std::uint32_t>& first, const column<std::uint32_t>& rows,
-                                    const column<MarketId>& market, const column<i64>& size, const column<i64>& entry,
-                                    std::uint32_t cp, const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
+  // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
+  struct LoadRows {
+    std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
+    column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
+    column<MarketId> market;
+    column<i64> size, entry;           // lots; entry notional (money)
+    std::vector<i128> net_size, net_entry;  // per market
+  };
+  LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                     std::span<const i64> entry_prices) const;
+  void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
+  void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
+                                    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
   void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
                       std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
 
