@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from deleverage.sample import MARKET_MAKER, generate_book
 from margin_workload import _env_int, best_of  # noqa: F401  (one timer for every report)
 
 ORDERS = ("random", "account", "market")
-TIER_RATES = (0.005, 0.01, 0.02, 0.04, 0.08)  # maintenance rate per tier of the tiered book (initial: twice)
+TIERS = 5  # tiers per market of the tiered book (report_tiers.py --tiers)
 TARGET_OVER_ARGSORT = 1.5  # load_positions of random-order rows / numpy stable argsort of their accounts
 
 
@@ -72,51 +73,57 @@ class Book:
         cols = (np.ascontiguousarray(np.asarray(x)[perm]) for x in (b.accounts, b.markets, b.sizes, b.entry_prices))
         return Rows(order, *cols)
 
-    def tier_schedule(self, m: int) -> list:
-        """TIER_RATES with caps at the quintiles of market m's position notionals (quote)."""
+    def tier_schedule(self, m: int, tiers: int = TIERS) -> list:
+        """``tiers`` tiers, maintenance 0.5% doubling every quarter of the schedule (0.5% to 8%;
+        initial twice that), caps at the quantiles of market m's position notionals (quote) so
+        that every tier holds about as many positions."""
         b = self.book
         sel = np.asarray(b.markets) == m
         notional = np.abs(np.asarray(b.sizes)[sel]) * float(b.marks[m])
-        qs = np.quantile(notional, [0.2, 0.4, 0.6, 0.8]) if notional.size else np.array([1.0, 2.0, 3.0, 4.0])
-        caps = np.maximum.accumulate(np.maximum(np.round(qs, 2), 0.01) + 0.01 * np.arange(4))  # strictly increasing
-        return [(float(caps[j]) if j < 4 else None, r, 2 * r) for j, r in enumerate(TIER_RATES)]
+        k = tiers - 1
+        qs = np.quantile(notional, [(j + 1) / tiers for j in range(k)]) if notional.size else np.arange(1.0, tiers)
+        caps = np.maximum.accumulate(np.maximum(np.round(qs, 2), 0.01) + 0.01 * np.arange(k))  # strictly increasing
+        rates = [0.005 * 2.0 ** (4 * j / k) if k else 0.005 for j in range(tiers)]
+        return [(float(caps[j]) if j < k else None, rates[j], 2 * rates[j]) for j in range(tiers)]
 
-    def fresh_exchange(self, tiered: bool = False) -> Exchange:
-        """Markets and deposits, no positions (not timed). ``tiered``: every market gets
-        TIER_RATES as a risk-limit schedule with its caps at the quintiles of the market's
-        position notionals, so that every tier holds positions."""
+    def fresh_exchange(self, tiers: int = 0) -> Exchange:
+        """Markets and deposits, no positions (not timed). ``tiers`` > 0: every market on a
+        risk-limit schedule of that many tiers (tier_schedule); 0: flat 0.5% markets."""
         b, s = self.book, self.spec
         ex = Exchange()
         for m in range(s.markets):
-            tiers = self.tier_schedule(m) if tiered else None
+            schedule = self.tier_schedule(m, tiers) if tiers else None
             ex.add_market(f"M{m:03d}", qty_decimals=3, price_decimals=2, maintenance_margin=0.005, initial_margin=0.01,
-                          liquidation_fee=0.005, mark_price=float(b.marks[m]), tiers=tiers)
+                          liquidation_fee=0.005, mark_price=float(b.marks[m]), tiers=schedule)
         ex.deposit(MARKET_MAKER, 1e12)
         ex.deposit(np.arange(1, s.accounts + 1, dtype=np.int64), b.collateral)
         return ex
 
 
-def flat_and_tiered(book: Book) -> dict[str, Exchange]:
+def flat_and_tiered(book: Book, tiers: int = TIERS) -> dict[str, Exchange]:
     """The book's rows (account order) loaded into a flat and into a tiered exchange."""
     rows = book.rows("account")
     out = {}
-    for name, tiered in (("flat", False), ("tiered", True)):
-        ex = book.fresh_exchange(tiered=tiered)
+    for name, count in (("flat", 0), ("tiered", tiers)):
+        ex = book.fresh_exchange(count)
         load(ex, rows)
         out[name] = ex
     return out
 
 
-def report_spec(doc: str, repeat: int, argv: list[str] | None) -> tuple[LoadSpec, int]:
-    """The report scripts' command line: ``--positions`` (accounts a tenth) and ``--repeat``."""
+def report_spec(doc: str, repeat: int, argv: list[str] | None, tiers: bool = False) -> tuple[LoadSpec, Any]:
+    """The report scripts' command line: ``--positions`` (accounts a tenth), ``--repeat`` and,
+    with ``tiers``, ``--tiers``; returns the spec and the parsed arguments."""
     import argparse
 
     env = LoadSpec.from_env()
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--positions", type=int, default=env.positions)
     ap.add_argument("--repeat", type=int, default=repeat, help="timed rounds (best is reported)")
+    if tiers:
+        ap.add_argument("--tiers", type=int, default=TIERS, help="tiers per market of the tiered book")
     args = ap.parse_args(argv)
-    return LoadSpec(positions=args.positions, accounts=max(1, args.positions // 10), markets=env.markets, seed=env.seed), args.repeat
+    return LoadSpec(positions=args.positions, accounts=max(1, args.positions // 10), markets=env.markets, seed=env.seed), args
 
 
 def load(ex: Exchange, rows: Rows) -> None:

@@ -25,7 +25,8 @@ import load_workload as lw  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec, repeat = lw.report_spec(__doc__, 3, argv)
+    spec, args = lw.report_spec(__doc__, 3, argv)
+    repeat = args.repeat
     book = lw.Book(spec)
     rows = {order: book.rows(order) for order in lw.ORDERS}
     best = {name: float("inf") for name in ("argsort", *lw.ORDERS)}

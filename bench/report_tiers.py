@@ -3,10 +3,12 @@ and the README.
 
     python bench/report_tiers.py                      # 10M positions / 1M accounts / 100 markets
     python bench/report_tiers.py --positions 1000000 --repeat 9
+    python bench/report_tiers.py --tiers 12            # a schedule as long as a large exchange's
 
 One generated book (bench/load_workload.py) loaded twice in account order: once with flat
-0.5% markets, once with every market on a five-tier risk-limit schedule (0.5% to 8%, caps at
-the quintiles of the market's position notionals, so every tier holds positions). Both full
+0.5% markets, once with every market on a risk-limit schedule of ``--tiers`` tiers (default 5;
+0.5% to 8%, caps at quantiles of the market's position notionals, so every tier holds about
+as many positions). Both full
 checks (``check_margin(exact=True)``) are timed round-robin, best of N; the table shows ns per
 position and the ratio tiered / flat (target: at most 1.3).
 """
@@ -28,9 +30,10 @@ TARGET_TIERED_OVER_FLAT = 1.3
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec, repeat = lw.report_spec(__doc__, 7, argv)
+    spec, args = lw.report_spec(__doc__, 7, argv, tiers=True)
+    repeat = args.repeat
     book = lw.Book(spec)
-    books = lw.flat_and_tiered(book)
+    books = lw.flat_and_tiered(book, args.tiers)
     for ex in books.values():
         ex.check_margin(exact=True)  # warm
     # the tiers are in use: requirements differ from the flat book's on most accounts
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     n = books["flat"].position_count
     print(f"# full margin check, flat vs tiered markets: {spec.label()}; best of {repeat}, round-robin")
     print(f"# {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, numpy {np.__version__}")
-    print(f"# tiered book: {len(lw.TIER_RATES)} tiers per market; maintenance differs from the flat book on {differs:.0%} of accounts")
+    print(f"# tiered book: {args.tiers} tiers per market; maintenance differs from the flat book on {differs:.0%} of accounts")
     print()
     print(f"| {'markets':8} | {'best ms':>8} | {'ns/position':>11} |")
     print(f"|{'-' * 10}|{'-' * 9}:|{'-' * 12}:|")

@@ -18,7 +18,7 @@ def tiered_books(draw):
     caps_lots = []
     for m in range(markets):
         price = draw(st.integers(1, 500))
-        n_tiers = draw(st.integers(1, 8))  # above 6 tiers the whole pass takes the general path
+        n_tiers = draw(st.integers(1, 17))  # up to 6 tiers: 5 caps counted; up to 16: 15; then the general path
         step = draw(st.integers(1, 50))
         caps = [price * step * (j + 1) for j in range(n_tiers - 1)]  # whole lots at this mark
         rates = sorted(draw(st.lists(st.integers(1, 20), min_size=n_tiers, max_size=n_tiers)))

@@ -1,5 +1,5 @@
-"""asv: the full margin check on flat and on tiered markets (bench/load_workload.py, five tiers
-per market with every tier in use). Sized by ``DELEVERAGE_BENCH_POSITIONS`` (default 1_000_000)."""
+"""asv: the full margin check on flat markets and on tiered ones (bench/load_workload.py: 5 or
+12 tiers per market, every tier in use). Sized by ``DELEVERAGE_BENCH_POSITIONS`` (default 1_000_000)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import load_workload as lw  # noqa: E402
 class TieredCheck:
     timeout = 900.0
     repeat = (3, 10, 60.0)
-    params = [["flat", "tiered"]]
-    param_names = ["markets"]
+    params = [[0, 5, 12]]
+    param_names = ["tiers"]  # 0: flat markets
 
-    def setup(self, markets):
+    def setup(self, tiers):
         book = lw.Book(lw.LoadSpec.from_env(positions=1_000_000))
-        self.ex = book.fresh_exchange(tiered=markets == "tiered")
+        self.ex = book.fresh_exchange(tiers)
         lw.load(self.ex, book.rows("account"))
 
-    def time_check_margin_exact(self, markets):
+    def time_check_margin_exact(self, tiers):
         self.ex.check_margin(exact=True)

@@ -246,16 +246,20 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   // at this mark (|q| * mark_v > cap  <=>  |q| > floor(cap / mark_v)), and the requirement
   // regroups as |q| * (mark_v * rate) - deduction * S: the same exact values as
   // contribution() at the cost of a flat market plus a few compares. A market qualifies when
-  // it has at most kFastTiers tiers and every per-lot requirement and deduction fits 64 bits.
-  constexpr int kFastTiers = 6;
-  struct TierRates {  // 32 bytes: the table of 100 markets stays in L1 next to the position stream
+  // it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
+  // per-lot requirement fits 64 bits.
+  constexpr int kFastTiers = 16;
+  constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
+  struct TierRates {
+    i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
     i64 mm_lot, im_lot;   // mark_v * rate
-    i64 mm_ded, im_ded;   // deduction * S
   };
   struct TierHot {
     int count = 1;
     // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
-    // |q| exceeds: counted without branches (positions spread over tiers defeat prediction)
+    // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
+    // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
+    // market has at most kCountedTiers tiers, else over all of them
     i64 lots_cap[kFastTiers - 1] = {};
     TierRates rates[kFastTiers] = {};
   };
@@ -276,9 +280,8 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
       if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
-      const i128 mm_ded = tier.maintenance_deduction * scale_s_, im_ded = tier.initial_deduction * scale_s_;
-      if (!fits_i64(mm_ded) || !fits_i64(im_ded)) all_tier_fast = false;
-      t.rates[j] = TierRates{static_cast<i64>(mm), static_cast<i64>(im), static_cast<i64>(mm_ded), static_cast<i64>(im_ded)};
+      t.rates[j] = TierRates{tier.maintenance_deduction * scale_s_, tier.initial_deduction * scale_s_, static_cast<i64>(mm),
+                             static_cast<i64>(im)};
       if (j + 1 < t.count) {
         const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
         t.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
@@ -331,7 +334,11 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
           const i64 abs_q = q < 0 ? -q : q;
           u += static_cast<i128>(q) * hp[m].mark_v - (S == 1 ? static_cast<i128>(entry_col[p]) : static_cast<i128>(entry_col[p]) * S);
           int j = 0;
-          for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
+          if (t.count <= kCountedTiers) {
+            for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
+          } else {
+            for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
+          }
           const TierRates& r = t.rates[j];
           mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
           im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
