@@ -399,3 +399,16 @@ def test_impact_depth_rounding_to_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match="depth"):
         ex.liquidate(executor=MarketClose(2, impact=Impact(depth=1e-300, bps_per_depth=10)))
     assert ex.state_hash() == before
+
+
+@pytest.mark.parametrize("first, second", [((18, 2), (0, 0)), ((0, 0), (18, 2))])
+def test_markets_whose_value_scales_cannot_coexist_are_refused(first, second) -> None:
+    """With money_decimals 12, a market of 18 + 2 decimals puts values in units of 1e-20: a
+    market of 0 + 0 decimals would need 10^20 per lot-tick, past int64 (found by the fuzzer;
+    it used to be accepted with an overflowed scale). Refused, nothing added."""
+    ex = deleverage.Exchange(12)
+    ex.add_market("A", qty_decimals=first[0], price_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)
+    with pytest.raises(errors.ConfigError, match="decimals"):
+        ex.add_market("B", qty_decimals=second[0], price_decimals=second[1], maintenance_margin=0.01, initial_margin=0.02)
+    assert ex.markets == ["A"]
+    ex.add_market("C", qty_decimals=first[0], price_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)

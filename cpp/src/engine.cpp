@@ -35,6 +35,11 @@ bool valid_utf8(const std::string& s) {
 }
 }  // namespace
 
+namespace {
+// 10^k per lot-tick (k = value decimals - qty - price decimals) must fit int64: k <= 18.
+constexpr int kMaxValueScaleDecimals = 18;
+}  // namespace
+
 Engine::Engine(int money_decimals, int threads) : money_decimals_(money_decimals) {
   if (money_decimals < 0 || money_decimals > 12)
     throw ConfigError("money_decimals must be between 0 and 12 (got " + std::to_string(money_decimals) + ")");
@@ -90,6 +95,20 @@ MarketId Engine::add_market(const MarketSpec& spec) {
                       " with money_decimals " + std::to_string(money_decimals_) + ")");
   if (spec.liquidation_fee_rate < 0 || spec.liquidation_fee_rate > kRateScale)
     throw ConfigError("liquidation_fee must be between 0 and 1");
+  // Values are kept in units of 10^-value_decimals: every market's 10^(value_decimals - its
+  // qty + price decimals) must fit 64 bits, this one's and the others' after the scale moves.
+  const int new_value_decimals = std::max(value_decimals_, d);
+  for (const MarketState& other : markets_) {
+    const int other_d = other.spec.qty_decimals + other.spec.price_decimals;
+    if (new_value_decimals - std::min(d, other_d) > kMaxValueScaleDecimals)
+      throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may differ from market '" + other.spec.symbol +
+                        "''s (" + std::to_string(other_d) + ") by at most " + std::to_string(kMaxValueScaleDecimals) +
+                        " once money_decimals is counted (values would need 10^" +
+                        std::to_string(new_value_decimals - std::min(d, other_d)) + " per lot-tick)");
+  }
+  if (new_value_decimals - d > kMaxValueScaleDecimals)
+    throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may be at most " +
+                      std::to_string(kMaxValueScaleDecimals) + " below money_decimals (" + std::to_string(money_decimals_) + ")");
   MarketState mk;
   mk.spec = spec;
   mk.tiers = build_tiers(spec);  // throws ConfigError before anything changes
