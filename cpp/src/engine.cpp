@@ -265,10 +265,10 @@ void Engine::compact_if_wasteful() {
   abandoned_slots_ = 0;
 }
 
-void Engine::set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
+void Engine::set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry) {
   note_changed(a);
   MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  std::uint32_t s = find_slot(a, m);
+  std::uint32_t s = slot;
   Sums& cache = acc_[a].cache;
   if (s != kNoSlot) {
     const Contribution old = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);

@@ -344,7 +344,9 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
     if (__builtin_add_overflow(e0, sv, &e1)) [[unlikely]]
       throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
   } else if ((dq < 0 ? -static_cast<i128>(dq) : dq) <= (q0 < 0 ? -static_cast<i128>(q0) : q0)) {
-    e1 = static_cast<i64>(static_cast<i128>(e0) * q1 / q0);  // |result| <= |e0|
+    // |result| <= |e0|; the product mostly fits 64 bits, where the division is a single instruction
+    i64 product;
+    e1 = __builtin_mul_overflow(e0, q1, &product) ? static_cast<i64>(static_cast<i128>(e0) * q1 / q0) : product / q0;
   } else {
     e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);  // |result| <= |sv|
   }
@@ -354,7 +356,7 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   if (!fits_i64(balance)) [[unlikely]]
     throw ArithmeticOverflow("balance of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
   const i64 b1 = static_cast<i64>(balance);
-  set_position(a, m, q1, e1);
+  set_position_at(a, m, s, q1, e1);
   acc_[a].balance = b1;
   return undo;
 }

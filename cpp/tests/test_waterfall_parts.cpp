@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "deleverage/detail/adl_queue.hpp"
 #include "deleverage/engine.hpp"
 #include "test_helpers.hpp"
 
@@ -178,6 +180,37 @@ TEST(WaterfallLastResort, HaircutTakesTheDeficitFromProfit) {
 }
 
 // ------------------------------------------------------------------ the kept queue [7, 9]
+
+// The queue's own heap walk against the standard library's on the same entries: pops come out
+// in the same (score, id) order, with pushes interleaved, many equal scores and a heap that
+// shrinks to empty and grows again.
+TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
+  std::mt19937_64 rng(11);
+  detail::AdlEntries mine;
+  std::vector<detail::AdlEntry> reference;
+  const detail::AdlEntryAfter after{};
+  std::int64_t next_id = 1;
+  for (int round = 0; round < 2000; ++round) {
+    const int pushes = static_cast<int>(rng() % 7);
+    for (int i = 0; i < pushes; ++i) {
+      const detail::AdlEntry e{static_cast<i64>(rng() % 16) - 8, next_id++, 0, 0};
+      detail::adl_heap_push(mine, e);
+      reference.push_back(e);
+      std::push_heap(reference.begin(), reference.end(), after);
+    }
+    const int pops = static_cast<int>(rng() % 6);
+    for (int i = 0; i < pops && !reference.empty(); ++i) {
+      std::pop_heap(reference.begin(), reference.end(), after);
+      const detail::AdlEntry want = reference.back();
+      reference.pop_back();
+      ASSERT_FALSE(mine.empty());
+      const detail::AdlEntry got = detail::adl_heap_pop(mine);
+      ASSERT_EQ(got.score, want.score) << "round " << round;
+      ASSERT_EQ(got.id, want.id) << "round " << round;
+    }
+    ASSERT_EQ(mine.size(), reference.size());
+  }
+}
 
 TEST(WaterfallQueue, EqualScoresRankBySmallerId) {
   Engine e = one_market();

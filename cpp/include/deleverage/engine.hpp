@@ -371,7 +371,9 @@ class Engine {
   void compact_if_wasteful();
   // Sets account a's position in m to (size, entry), creating or removing it; keeps caches
   // and market lists in step. Adjusts nothing else.
-  void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry);
+  void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) { set_position_at(a, m, find_slot(a, m), size, entry); }
+  // The same with the position's slot already found (find_slot(a, m), kNoSlot if none).
+  void set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry);
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   void undo_fills(const std::vector<FillUndo>& undo);

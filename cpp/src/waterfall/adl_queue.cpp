@@ -10,6 +10,8 @@ namespace {
 constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 // Changed accounts ahead of the one a catch-up re-scores whose lines it prefetches.
 constexpr std::size_t kCatchUpPrefetch = 16;
+// Entries ahead of a reserve's end whose line a push claims (see adl_queue_push).
+constexpr std::size_t kReservePrefetch = 8;
 }  // namespace
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
@@ -83,11 +85,14 @@ void Engine::drop_adl_queues() {
 // head, so that pops stay cheap however many accounts are re-scored.
 void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) {
   if (detail::AdlEntryAfter{}(e, q.threshold)) {
+    // The reserve's end was last written long ago (a refresh, a purge): claim the lines a few
+    // pushes ahead, or each new line stalls the push that first writes it.
+    const std::size_t n = q.reserve.size();
+    if (n + kReservePrefetch < q.reserve.capacity()) __builtin_prefetch(q.reserve.data() + n + kReservePrefetch, 1);
     q.reserve.push_back(e);
     return;
   }
-  q.heap.push_back(e);
-  std::push_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+  detail::adl_heap_push(q.heap, e);
 }
 
 // Moves the best entries of the reserve into the heap: a partial selection, linear in the
@@ -319,10 +324,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     const bool from_aside = with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
     detail::AdlEntries& h = from_aside ? q.aside : q.heap;
     if (h.empty()) return false;
-    std::pop_heap(h.begin(), h.end(), after);
+    out = detail::adl_heap_pop(h);
     ++q.pops;
-    out = h.back();
-    h.pop_back();
     // The next pop is most likely the new top: start loading its account while this one is
     // checked and used (the heap's entries point all over the book).
     if (!h.empty()) {
@@ -409,8 +412,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
     }
     const i64 c = haircut_capacity(b, m);
     if (c <= 0) {
-      queue[k]->aside.push_back(entry);
-      std::push_heap(queue[k]->aside.begin(), queue[k]->aside.end(), after);
+      detail::adl_heap_push(queue[k]->aside, entry);
       continue;
     }
     const i64 take = std::min(left, c);

@@ -3,6 +3,7 @@
 // (docs/waterfall.md "The kept ADL queue"). Internal to the engine; the operations are
 // Engine members (cpp/src/waterfall/adl_queue.cpp).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -23,9 +24,10 @@ struct AdlEntry {
 };
 
 // Heap order: true when x comes after y (lower score; equal scores: larger account id).
+// Written without short-circuits so that the heap walks below compile to conditional moves.
 struct AdlEntryAfter {
   bool operator()(const AdlEntry& x, const AdlEntry& y) const {
-    return x.score < y.score || (x.score == y.score && x.id > y.id);
+    return (x.score < y.score) | ((x.score == y.score) & (x.id > y.id));
   }
 };
 
@@ -50,6 +52,57 @@ struct UninitializedAllocator : std::allocator<T> {
   }
 };
 using AdlEntries = std::vector<AdlEntry, UninitializedAllocator<AdlEntry>>;
+
+// Binary max-heap operations for the kept queues, equivalent to std::push_heap and
+// std::pop_heap with AdlEntryAfter (the same heap property, so std::make_heap builds heaps
+// for them). Which child a pop descends to is unpredictable: std::pop_heap branches on it and
+// a crash step mispredicts about once per level; here the choice is arithmetic. The hole goes
+// down to a leaf first and the last entry climbs back from there (Floyd), as in libstdc++.
+template <class Entries>
+void adl_heap_push(Entries& h, const AdlEntry& e) {
+  const AdlEntryAfter after{};
+  std::size_t i = h.size();
+  h.push_back(e);
+  AdlEntry* d = h.data();
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / 2;
+    if (!after(d[parent], e)) break;
+    d[i] = d[parent];
+    i = parent;
+  }
+  d[i] = e;
+}
+
+// Removes the top entry (h must not be empty) and returns it.
+template <class Entries>
+AdlEntry adl_heap_pop(Entries& h) {
+  const AdlEntryAfter after{};
+  AdlEntry* d = h.data();
+  const AdlEntry top = d[0];
+  const AdlEntry last = h.back();
+  h.pop_back();
+  const std::size_t n = h.size();
+  if (n == 0) return top;
+  std::size_t i = 0;
+  while (2 * i + 2 < n) {
+    std::size_t child = 2 * i + 1;
+    child += static_cast<std::size_t>(after(d[child], d[child + 1]));
+    d[i] = d[child];
+    i = child;
+  }
+  if (2 * i + 2 == n) {  // one child left at the bottom
+    d[i] = d[2 * i + 1];
+    i = 2 * i + 1;
+  }
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / 2;
+    if (!after(d[parent], last)) break;
+    d[i] = d[parent];
+    i = parent;
+  }
+  d[i] = last;
+  return top;
+}
 
 struct KeptAdlQueue {
   bool built = false;
