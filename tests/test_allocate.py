@@ -683,6 +683,26 @@ def test_large_weights_lots_base_match_reference(case, budget_kind):
     assert allocate(b, w, policy, **kw).tolist() == ref.allocate(b, wl, policy, **rkw)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2**40), st.integers(1, 1000), st.integers(0, 2**40)), min_size=2, max_size=40),
+    st.integers(1, 999),
+    st.booleans(),
+)
+def test_min_max_lots_level_search_matches_reference(rows, per_mille, per_winner_lots):
+    # Trillions of lots over a few winners: far more than the kernel orders exactly, so its
+    # level search (Newton, secant and quadratic probes) runs several passes before the finish.
+    w = [r[0] for r in rows]
+    lots = [r[1] for r in rows] if per_winner_lots else 7
+    base = [r[2] for r in rows]
+    lot_l = lots if per_winner_lots else [7] * len(rows)
+    reach = sum(a // l * l for a, l, bb in zip(w, lot_l, base) if bb > 0)
+    budget = reach * per_mille // 1000
+    lot_arg = np.array(lots, dtype=np.int64) if per_winner_lots else lots
+    got = allocate(budget, np.array(w, dtype=np.int64), "min_max_lots", lot=lot_arg, base=np.array(base, dtype=np.int64)).tolist()
+    assert got == ref.min_max_lots_by_level(budget, w, lots, base=base)
+
+
 @settings(max_examples=400)
 @given(
     st.lists(st.tuples(st.integers(0, 60), st.integers(1, 9), st.integers(0, 80)), min_size=1, max_size=6),

@@ -1418,19 +1418,39 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   // thousand of them cost less than another pass over every winner
   const u64 window = static_cast<u64>(4.0 * (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0)) + 262144;
   double widen = 1.0;
+  double last_step = 0.0;  // the previous Newton step from below (0: none yet)
   for (int iter = 0; iter < 4000 && ahi.lots - alo.lots > window; ++iter) {
     const double next = std::nextafter(lo, hi);
     if (next >= hi) break;
-    double est, slope;
+    // A is concave (a sum of capped lines, up to the floors' noise): a Newton step from below
+    // (slope: the base still open at lo) lands below the level sought, a secant through lo and
+    // hi lands above it. The probes go just below the one and just above the other.
+    const double newton_slope = alo.open > 0 ? alo.open : slope0;
+    const double newton = lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
+    const double d_low = widen * noise / newton_slope;
+    double p1 = newton - d_low, p2;
     if (hi_pivot) {
-      slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
-      est = lo + (B - static_cast<double>(alo.amount)) / slope;
+      const double secant_slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
+      const double secant = lo + (B - static_cast<double>(alo.amount)) / secant_slope;
+      p2 = std::max(secant, newton) + widen * noise / secant_slope;
+      // A quadratic through A(lo), A(hi) and the slope at lo lands between the two: probe
+      // around it, a tenth of their gap either side, when that stays between them.
+      const double H = hi - lo, k = (newton_slope * H - static_cast<double>(ahi.amount - alo.amount)) / (H * H);
+      const double c = B - static_cast<double>(alo.amount), disc = newton_slope * newton_slope - 4.0 * k * c;
+      if (k > 0 && disc > 0 && secant > newton) {
+        const double quad = lo + 2.0 * c / (newton_slope + std::sqrt(disc));  // the smaller root, stably
+        const double d_quad = std::max(d_low, 0.1 * (secant - newton));
+        if (quad - d_quad > p1 && quad + d_quad < p2) p1 = quad - d_quad, p2 = quad + d_quad;
+      }
     } else {
-      slope = alo.open > 0 ? alo.open : slope0;
-      est = lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / slope;
+      // Newton steps converge quadratically: after a step of size h following one of size h0,
+      // about h^3 / h0^2 is left; reaching twice that above the step brackets the level.
+      const double step = newton - lo;
+      double d_high = d_low;
+      if (last_step > 0 && step > 0) d_high = std::max(d_high, 2.0 * step * (step / last_step) * (step / last_step));
+      last_step = step;
+      p2 = newton + d_high;
     }
-    const double d = widen * noise / slope;
-    double p1 = est - d, p2 = est + d;
     if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
     if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
     p1 = std::max(p1, next);
