@@ -683,23 +683,27 @@ def test_large_weights_lots_base_match_reference(case, budget_kind):
     assert allocate(b, w, policy, **kw).tolist() == ref.allocate(b, wl, policy, **rkw)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 2**40), st.integers(1, 1000), st.integers(0, 2**40)), min_size=2, max_size=40),
     st.integers(1, 999),
     st.booleans(),
+    st.booleans(),
 )
-def test_min_max_lots_level_search_matches_reference(rows, per_mille, per_winner_lots):
+def test_min_max_lots_level_search_matches_reference(rows, per_mille, per_winner_lots, with_base):
     # Trillions of lots over a few winners: far more than the kernel orders exactly, so its
-    # level search (Newton, secant and quadratic probes) runs several passes before the finish.
+    # level search (a histogram's estimate, then Newton, secant and quadratic probes) runs one
+    # or more counting passes, the last of which may also finish. Without a base every winner
+    # is full near level 1 and the level sought lies on a line below.
     w = [r[0] for r in rows]
     lots = [r[1] for r in rows] if per_winner_lots else 7
-    base = [r[2] for r in rows]
+    base = [r[2] for r in rows] if with_base else None
     lot_l = lots if per_winner_lots else [7] * len(rows)
-    reach = sum(a // l * l for a, l, bb in zip(w, lot_l, base) if bb > 0)
+    reach = sum(a // l * l for a, l, bb in zip(w, lot_l, base or w) if bb > 0)
     budget = reach * per_mille // 1000
     lot_arg = np.array(lots, dtype=np.int64) if per_winner_lots else lots
-    got = allocate(budget, np.array(w, dtype=np.int64), "min_max_lots", lot=lot_arg, base=np.array(base, dtype=np.int64)).tolist()
+    kw = {"base": np.array(base, dtype=np.int64)} if with_base else {}
+    got = allocate(budget, np.array(w, dtype=np.int64), "min_max_lots", lot=lot_arg, **kw).tolist()
     assert got == ref.min_max_lots_by_level(budget, w, lots, base=base)
 
 

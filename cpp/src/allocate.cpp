@@ -1277,48 +1277,85 @@ struct GenLot<double> {
   }
 };
 
-// Every lot at or below level lo, then the lots in (lo, hi] in (level, index) order until the
-// amounts reach the budget (taken_lo: the amount at or below lo, below the budget).
-// x holds L_i on entry (see min_max_lots_general), r_i = b_i / lot_i.
+// Where the general min_max_lots search starts: the winners' full levels (L_i * lot_i / b_i,
+// where a winner has given all its lots) counted in buckets of 1/16 octave, with the amount,
+// base and lot size in each. Below its full level a winner gives about c * b_i - lot_i / 2 at
+// level c, above it its whole amount, so one scan of the buckets estimates the level where
+// the amounts reach the budget within a fraction of a bucket: the first counting pass can
+// then bracket it, instead of a Newton step from level 0 that ignores every full winner.
+// An estimate only: the search counts exactly wherever it probes.
+class FullLevelHistogram {
+ public:
+  FullLevelHistogram() : amount_(kBuckets, 0.0), base_(kBuckets, 0.0), lots_(kBuckets, 0.0) {}
+  void add(double level, double amount, double base, double lot) {
+    const std::size_t j = bucket(level);
+    amount_[j] += amount, base_[j] += base, lots_[j] += lot;
+  }
+  void merge(const FullLevelHistogram& o) {
+    for (std::size_t j = 0; j < kBuckets; ++j) amount_[j] += o.amount_[j], base_[j] += o.base_[j], lots_[j] += o.lots_[j];
+  }
+  // The estimated level where the amounts reach `budget` (0 if the model never does), and
+  // whether no full level lies near it (the amounts are a line there: only the floors blur it).
+  struct Estimate {
+    double level = 0;
+    bool on_a_line = false;
+  };
+  Estimate estimate(double budget) const {
+    double filled = 0, open_base = 0, open_lots = 0;
+    for (std::size_t j = 0; j < kBuckets; ++j) open_base += base_[j], open_lots += lots_[j];
+    for (std::size_t j = 0; j < kBuckets; ++j) {
+      if (base_[j] == 0) continue;
+      const double lo = edge(j), hi = edge(j + 1);
+      const double at_lo = filled + lo * open_base - 0.5 * open_lots;
+      // below this bucket nobody else fills: A is a line there
+      if (at_lo >= budget) return {(budget - filled + 0.5 * open_lots) / open_base, true};
+      const double at_hi = filled + amount_[j] + hi * (open_base - base_[j]) - 0.5 * (open_lots - lots_[j]);
+      if (at_hi >= budget) return {at_hi > at_lo ? lo + (hi - lo) * std::clamp((budget - at_lo) / (at_hi - at_lo), 0.0, 1.0) : lo, false};
+      filled += amount_[j], open_base -= base_[j], open_lots -= lots_[j];
+    }
+    return {};
+  }
+
+ private:
+  static constexpr int kSub = 16, kMinExp = -64, kMaxExp = 64;  // levels outside go to the end buckets
+  static constexpr std::size_t kBuckets = static_cast<std::size_t>(kMaxExp - kMinExp + 1) * kSub;
+  static std::size_t bucket(double level) {  // level > 0: its exponent and top 4 mantissa bits
+    const u64 bits = std::bit_cast<u64>(level);
+    const int e = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+    if (e < kMinExp) return 0;
+    if (e > kMaxExp) return kBuckets - 1;
+    return static_cast<std::size_t>(e - kMinExp) * kSub + static_cast<std::size_t>((bits >> 48) & (kSub - 1));
+  }
+  static double edge(std::size_t j) {  // the lowest level of bucket j
+    return std::ldexp(1.0 + static_cast<double>(j % kSub) / kSub, static_cast<int>(j / kSub) + kMinExp);
+  }
+  std::vector<double> amount_, base_, lots_;
+};
+
+// A lot between the levels: winner i's m-th.
+struct LotBetween {
+  u64 m;
+  u32 i;
+};
+
+// The lots in (lo, hi] in (level, index) order until their amounts reach what the budget
+// leaves after every lot at or below lo (taken_lo, below the budget), added to x (which holds
+// the amounts at or below lo).
 template <class T>
-std::vector<T> min_max_lots_finish(const AllocRequest<T>& req, T budget, std::vector<T> x, const double* r, double lo, double hi, T taken_lo) {
+std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::vector<T> x, std::vector<LotBetween>& pairs, T taken_lo) {
   using G = GenLot<T>;
-  const auto w = req.capacity;
-  const std::size_t n = w.size();
   const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
-  const T* const bp = req.base.empty() ? w.data() : req.base.data();
+  const T* const bp = req.base.empty() ? req.capacity.data() : req.base.data();
   const T one_lot = req.lot.value_or(T{1});
   auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
-  struct Pair {
-    u64 m;
-    u32 i;
-  };
-  std::vector<Pair> slice_pairs[kParts];
-  const auto llo = G::level(lo), lhi = G::level(hi);
-  T* const xp = x.data();
-  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
-    std::vector<Pair> mine;  // a slice's own vector: the slices' headers share cache lines
-    for (std::size_t i = b; i < e; ++i) {
-      const T li = lot(i);
-      const u64 L = static_cast<u64>(xp[i]);
-      if (L == 0) continue;
-      bool full;
-      const u64 a = G::count(llo, lo * r[i], bp[i], li, L, full), c = G::count(lhi, hi * r[i], bp[i], li, L, full);
-      xp[i] = static_cast<T>(static_cast<T>(a) * li);
-      for (u64 m = a + 1; m <= c; ++m) mine.push_back({m, static_cast<u32>(i)});
-    }
-    slice_pairs[p] = std::move(mine);
-  });
-  std::vector<Pair> pairs = std::move(slice_pairs[0]);
-  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
-  auto before = [&](const Pair& p, const Pair& q) {
+  auto before = [&](const LotBetween& p, const LotBetween& q) {
     if (G::less(p.m, lot(p.i), bp[p.i], q.m, lot(q.i), bp[q.i])) return true;
     if (G::less(q.m, lot(q.i), bp[q.i], p.m, lot(p.i), bp[p.i])) return false;
     return p.i < q.i;
   };
   if (pairs.empty()) throw InvalidInput("min_max_lots: internal error, no lot between the levels");  // A(hi) >= B > A(lo)
   T acc{};
-  const std::size_t last = weighted_select(pairs, before, [&](const Pair& q) { return lot(q.i); }, static_cast<T>(budget - taken_lo), acc);
+  const std::size_t last = weighted_select(pairs, before, [&](const LotBetween& q) { return lot(q.i); }, static_cast<T>(budget - taken_lo), acc);
   for (std::size_t j = 0; j <= last; ++j) x[pairs[j].i] += lot(pairs[j].i);
   return x;
 }
@@ -1342,6 +1379,7 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   Sum reach_p[kParts] = {}, slope_p[kParts] = {}, lots_amt_p[kParts] = {};
   u64 live_p[kParts] = {}, pairs_p[kParts] = {};
   double top_p[kParts] = {};
+  FullLevelHistogram full_levels[kParts];
   for_slices(n, [&, xp, r](std::size_t p, std::size_t b, std::size_t e) {
     // sums in locals, stored once per slice: the slices' totals share a cache line, which the
     // threads would otherwise pass back and forth on every winner
@@ -1357,7 +1395,10 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
       slope_s += static_cast<Sum>(bp[i]);
       lots_s += static_cast<Sum>(lot(i));
       live_s += 1, pairs_s += L;
-      top_s = std::max(top_s, static_cast<double>(L) * static_cast<double>(lot(i)) / static_cast<double>(bp[i]));
+      const double amount = static_cast<double>(L) * static_cast<double>(lot(i));
+      const double full_level = amount / static_cast<double>(bp[i]);
+      top_s = std::max(top_s, full_level);
+      full_levels[p].add(full_level, amount, static_cast<double>(bp[i]), static_cast<double>(lot(i)));
     }
     reach_p[p] = reach_s, slope_p[p] = slope_s, lots_amt_p[p] = lots_s;
     live_p[p] = live_s, pairs_p[p] = pairs_s, top_p[p] = top_s;
@@ -1383,13 +1424,20 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     u64 lots;
     double open;  // base of the winners not yet full (dA/dc, ignoring the floors)
   };
-  auto count2 = [&](double c1, double c2, At& r1, At& r2) {
+  // With `collect` (a pass expected to be the last), it also does the finishing pass's work:
+  // each winner's amount at or below c1 replaces its lot count in x, and the lots in (c1, c2]
+  // go to between[p] (up to `cap` per slice; more sets overflow[p]).
+  std::vector<LotBetween> between[kParts];
+  bool overflow[kParts] = {};
+  auto count2 = [&](double c1, double c2, At& r1, At& r2, auto collect, u64 cap) {
     const auto l1 = G::level(c1), l2 = G::level(c2);
     At a[kParts][2] = {};
     for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
       Sum m1 = 0, m2 = 0;
       u64 k1 = 0, k2 = 0;
       Sum o1 = 0, o2 = 0;
+      std::vector<LotBetween> mine;  // a slice's own vector: the slices' headers share cache lines
+      bool over = false;
       for (std::size_t i = b; i < e; ++i) {
         const T li = lot(i);
         const u64 L = static_cast<u64>(xp[i]);
@@ -1399,8 +1447,16 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
         m1 += static_cast<Sum>(static_cast<T>(c1i) * li), m2 += static_cast<Sum>(static_cast<T>(c2i) * li);
         k1 += c1i, k2 += c2i;
         o1 += f1 ? Sum{0} : static_cast<Sum>(bp[i]), o2 += f2 ? Sum{0} : static_cast<Sum>(bp[i]);
+        if constexpr (decltype(collect)::value) {
+          xp[i] = static_cast<T>(static_cast<T>(c1i) * li);
+          if (!over && c2i > c1i) {
+            over = c2i - c1i > cap - std::min<u64>(cap, mine.size());
+            for (u64 m = c1i + 1; !over && m <= c2i; ++m) mine.push_back({m, static_cast<u32>(i)});
+          }
+        }
       }
       a[p][0] = {m1, k1, static_cast<double>(o1)}, a[p][1] = {m2, k2, static_cast<double>(o2)};
+      if constexpr (decltype(collect)::value) between[p] = std::move(mine), overflow[p] = over;
     });
     r1 = r2 = At{0, 0, 0.0};
     for (std::size_t p = 0; p < kParts; ++p) {
@@ -1412,6 +1468,8 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   double lo = 0.0, hi = top * 2.0 + std::numeric_limits<double>::min();
   At alo{0, 0, slope0}, ahi{reach, total_pairs, 0.0};
   bool hi_pivot = false;
+  for (std::size_t p = 1; p < kParts; ++p) full_levels[0].merge(full_levels[p]);
+  const FullLevelHistogram::Estimate start = full_levels[0].estimate(B);
   const double avg_lot = lot_live / static_cast<double>(nlive);
   const double noise = (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0) * avg_lot;
   // the lots left between the levels are ordered exactly by the finish: up to a few hundred
@@ -1429,7 +1487,12 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     const double newton = lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
     const double d_low = widen * noise / newton_slope;
     double p1 = newton - d_low, p2;
-    if (hi_pivot) {
+    if (iter == 0 && start.level > 0 && start.level < hi) {
+      // around the histogram's estimate: within the floors' noise on a line, else within a
+      // small part of a bucket (1/16 octave)
+      const double d_start = start.on_a_line ? 2.0 * d_low : std::max(d_low, start.level * 0x1p-12);
+      p1 = start.level - d_start, p2 = start.level + d_start;
+    } else if (hi_pivot) {
       const double secant_slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
       const double secant = lo + (B - static_cast<double>(alo.amount)) / secant_slope;
       p2 = std::max(secant, newton) + widen * noise / secant_slope;
@@ -1456,15 +1519,38 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     p1 = std::max(p1, next);
     p2 = std::min(std::max(p2, p1), hi);
     At a1, a2;
-    count2(p1, p2, a1, a2);
     const Sum b = static_cast<Sum>(budget);
+    // the lots between the probes, from the open base at lo: few enough to order at once?
+    const double expected_between = (p2 - p1) * std::max(alo.open, 0.0) / avg_lot;
+    if (expected_between * 2.0 < static_cast<double>(window)) {
+      count2(p1, p2, a1, a2, std::true_type{}, window);
+      bool complete = a1.amount < b && a2.amount >= b;
+      for (std::size_t p = 0; p < kParts; ++p) complete = complete && !overflow[p];
+      if (complete) {  // the finishing pass is done: order the lots between the probes
+        std::vector<LotBetween> pairs = std::move(between[0]);
+        for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), between[p].begin(), between[p].end());
+        return min_max_lots_select(req, budget, std::move(x), pairs, static_cast<T>(a1.amount));
+      }
+      // not the last pass after all (rare): x back to the lot counts
+      for (auto& v : between) std::vector<LotBetween>().swap(v);
+      for_slices(n, [&, xp](std::size_t, std::size_t lo_i, std::size_t hi_i) {
+        for (std::size_t i = lo_i; i < hi_i; ++i) xp[i] = static_cast<T>(G::lots(w[i], lot(i), bp[i]));
+      });
+    } else {
+      count2(p1, p2, a1, a2, std::false_type{}, 0);
+    }
     if (a1.amount < b) lo = p1, alo = a1;
     if (a2.amount < b) lo = p2, alo = a2;
     if (a2.amount >= b && p2 < hi) hi = p2, ahi = a2, hi_pivot = true;
     if (a1.amount >= b && p1 < hi) hi = p1, ahi = a1, hi_pivot = true;
     widen = (a1.amount < b && a2.amount >= b) ? 1.0 : widen * 2.0;
   }
-  return min_max_lots_finish(req, budget, std::move(x), r, lo, hi, static_cast<T>(alo.amount));
+  // the finishing pass: every lot at or below lo, then the lots in (lo, hi] in order
+  At a1, a2;
+  count2(lo, hi, a1, a2, std::true_type{}, std::numeric_limits<u64>::max());
+  std::vector<LotBetween> pairs = std::move(between[0]);
+  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), between[p].begin(), between[p].end());
+  return min_max_lots_select(req, budget, std::move(x), pairs, static_cast<T>(alo.amount));
 }
 
 // pro_rata with weights u_i: x_i = min(w_i, tau * u_i) by water-filling.
