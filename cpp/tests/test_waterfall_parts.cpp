@@ -181,8 +181,8 @@ TEST(WaterfallLastResort, HaircutTakesTheDeficitFromProfit) {
 
 // ------------------------------------------------------------------ the kept queue [7, 9]
 
-// The queue's own heap walk against the standard library's on the same entries: pops come out
-// in the same (score, id) order, with pushes interleaved, many equal scores and a heap that
+// The queue's own heap against the standard library's on the same entries: pops come out in
+// the same (score, id) order, with pushes interleaved, many equal scores and a heap that
 // shrinks to empty and grows again.
 TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
   std::mt19937_64 rng(11);
@@ -209,6 +209,25 @@ TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
       ASSERT_EQ(got.id, want.id) << "round " << round;
     }
     ASSERT_EQ(mine.size(), reference.size());
+  }
+}
+
+// A heap built at once pops every entry in (score, id) order, for every size up to a few levels.
+TEST(WaterfallQueue, HeapBuiltAtOncePopsInOrder) {
+  std::mt19937_64 rng(5);
+  const detail::AdlEntryAfter after{};
+  for (std::size_t n = 0; n < 90; ++n) {
+    detail::AdlEntries h;
+    for (std::size_t i = 0; i < n; ++i) h.push_back(detail::AdlEntry{static_cast<i64>(rng() % 9), static_cast<i64>(i), 0, 0});
+    std::vector<detail::AdlEntry> want(h.begin(), h.end());
+    std::sort(want.begin(), want.end(), [&](const detail::AdlEntry& x, const detail::AdlEntry& y) { return after(y, x); });
+    detail::adl_heap_make(h);
+    for (const detail::AdlEntry& w : want) {
+      const detail::AdlEntry got = detail::adl_heap_pop(h);
+      ASSERT_EQ(got.score, w.score) << "n " << n;
+      ASSERT_EQ(got.id, w.id) << "n " << n;
+    }
+    ASSERT_TRUE(h.empty());
   }
 }
 

@@ -127,7 +127,7 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   std::nth_element(q.reserve.begin() + static_cast<std::ptrdiff_t>(from), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), after);
   q.threshold = q.reserve[n - k];
   q.heap.insert(q.heap.end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end());
-  std::make_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
+  detail::adl_heap_make(q.heap);
   q.reserve.resize(n - k);
 }
 
@@ -293,8 +293,8 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
   const auto superseded = [&](const detail::AdlEntry& x) { return !adl_entry_current(x); };
   for (detail::AdlEntries* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     part->erase(std::remove_if(part->begin(), part->end(), superseded), part->end());
-  std::make_heap(q.heap.begin(), q.heap.end(), detail::AdlEntryAfter{});
-  std::make_heap(q.aside.begin(), q.aside.end(), detail::AdlEntryAfter{});
+  detail::adl_heap_make(q.heap);
+  detail::adl_heap_make(q.aside);
   q.superseded = 0;
 }
 
