@@ -239,10 +239,18 @@ void Engine::catch_up_adl_queues() {
     catch_up_seen_[a] = catch_up_round_;
     // an account that left a side keeps its old entries there, superseded by the new version
     const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+    if (b == e) continue;
+    // the account's terms of the scores once, for all its positions (as adl_score(a, slot) has them)
+    const Sums& c = acc_[a].cache;
+    const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + (scale_s_ == 1 ? c.u : div_s_.floor(c.u)), "equity");
+    const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
+    const i64 id = acc_id_[a];
+    const std::uint32_t version = account_version(a);
     for (std::uint32_t s = b; s < e; ++s) {
       detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(pos_market_[s]) + (pos_size_[s] > 0 ? 1 : 0)];
       if (!q.catch_up) continue;
-      adl_queue_push(q, detail::AdlEntry{adl_score(a, s, static_cast<Ranking>(q.ranking)), acc_id_[a], a, account_version(a)});
+      const i64 score = adl_score(s, static_cast<Ranking>(q.ranking), acc_[a].balance, equity, maintenance, e - b == 1);
+      adl_queue_push(q, detail::AdlEntry{score, id, a, version});
       ++q.superseded;
     }
   }
