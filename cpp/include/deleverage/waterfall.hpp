@@ -132,6 +132,13 @@ struct WaterfallEvents {
     pool.push_back(pl);
     exec_price.push_back(xpx);
   }
+  // Room for n more rows in every column (nothing when a sink takes the events).
+  void reserve_more(std::size_t n) {
+    if (sink != nullptr) return;
+    const std::size_t total = step.size() + n;
+    step.reserve(total), kind.reserve(total), account.reserve(total), market.reserve(total), counterparty.reserve(total);
+    size.reserve(total), amount.reserve(total), price.reserve(total), pool.reserve(total), exec_price.reserve(total);
+  }
   // Number of events (rows).
   std::size_t size_() const { return step.size(); }
 };

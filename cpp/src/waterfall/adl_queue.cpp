@@ -371,10 +371,12 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
   const std::uint32_t slot = e_.find_slot(a, m);
   const i64 q = e_.pos_size_[slot];
   const int sign = q > 0 ? 1 : -1;
-  std::vector<std::pair<std::uint32_t, i64>> takes;  // (winner, lots)
+  std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (winner, lots)
+  takes.clear();
   detail::KeptAdlQueue& queue = e_.adl_queue(m, -sign, cfg_.ranking);
   i64 left = lots;
-  detail::AdlEntries put_back;
+  detail::AdlEntries& put_back = adl_put_back_;
+  put_back.clear();
   detail::AdlEntry top;
   while (left > 0 && e_.adl_queue_pop(queue, top)) {
     if (!eligible_winner(top.account)) {
@@ -406,8 +408,10 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
   detail::AdlEntry top[2];
   bool have[2];
   for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
-  detail::AdlEntries put_back[2];
-  std::vector<std::pair<std::uint32_t, i64>> takes;  // (holder-list index, amount)
+  detail::AdlEntries (&put_back)[2] = haircut_put_back_;
+  for (detail::AdlEntries& v : put_back) v.clear();
+  std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (holder-list index, amount)
+  takes.clear();
   i64 left = amount;
   while (left > 0 && (have[0] || have[1])) {
     const int k = !have[0] ? 1 : !have[1] ? 0 : (after(top[0], top[1]) ? 1 : 0);

@@ -26,6 +26,8 @@ void Engine::insurance_deposit(i64 amount, int pool) {
 }
 
 namespace {
+constexpr std::size_t kEventsPerLiquidation = 24;
+constexpr std::size_t kMaxEventsReserved = std::size_t{1} << 22;
 // worst margin first: negative equity deepest first, then maintenance/equity descending
 struct Candidate {
   std::uint32_t a;
@@ -84,6 +86,10 @@ WaterfallResult WaterfallRun::run() {
     if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0 && a != exec_account_)
       work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], e_.acc_id_[a]});
   std::sort(work.begin(), work.end(), worse);
+  // A liquidation writes a fill per position and, when ADL runs, a few closes per position:
+  // room for that up front spares copying a growing event table (a few % of a crash step).
+  // Capacity never written costs address space only.
+  result_.events.reserve_more(std::min<std::size_t>(work.size() * kEventsPerLiquidation, kMaxEventsReserved));
   std::vector<std::uint32_t> order;
   order.reserve(work.size());
   for (const Candidate& c : work) order.push_back(c.a);

@@ -204,6 +204,11 @@ class WaterfallRun {
   };
   std::unordered_map<std::uint64_t, CapUse> cap_use_;  // (account, market, lots or money) -> this step
   std::vector<std::pair<std::uint32_t, MarketId>> adl_log_;  // (winner, market) of every ADL close this round
+  // adl_close's and queue_haircut's scratch, kept so that each of a crash's many closes and
+  // haircuts does not allocate
+  std::vector<std::pair<std::uint32_t, i64>> adl_takes_;
+  detail::AdlEntries adl_put_back_;
+  detail::AdlEntries haircut_put_back_[2];
   struct Pending {
     std::uint32_t account;
     MarketId market;
