@@ -334,17 +334,21 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     if (h.empty()) return false;
     out = detail::adl_heap_pop(h);
     ++q.pops;
-    // The next pop is most likely the new top: start loading its account while this one is
-    // checked and used (the heap's entries point all over the book).
+    // The heap's entries point all over the book: load ahead in two stages. The next pop is
+    // most likely the new top, whose account line was requested a pop ago (it was a child of
+    // the top then): request its positions now. The top's children are the candidates for the
+    // pop after: request their account lines and versions.
     if (!h.empty()) {
-      const std::uint32_t next = h.front().account;
-      __builtin_prefetch(&acc_[next]);
-      if (next < account_version_.size()) __builtin_prefetch(&account_version_[next]);
+      prefetch_block(h.front().account);
+      for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
+        const std::uint32_t next = h[c].account;
+        __builtin_prefetch(&acc_[next]);
+        if (next < account_version_.size()) __builtin_prefetch(&account_version_[next]);
+      }
     }
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
     if (!adl_entry_current(out)) continue;
-    prefetch_block(out.account);  // the caller reads its position next: slot scan and size together
     return true;
   }
 }
