@@ -156,7 +156,7 @@ def build_lrvx_book(
     eng.set_mark_impact_model("none")  # the default; no cascade feedback on the mark
 
     objs: dict = {}
-    acc_l, mkt_l, sz_l, ent_l, mark_l = acc.tolist(), mkt.tolist(), sz.tolist(), ent.tolist(), mk.tolist()
+    mkt_l, sz_l, ent_l, mark_l = mkt.tolist(), sz.tolist(), ent.tolist(), mk.tolist()
     Account = lrvx.Account
     for a, s, e in zip(ids.tolist(), starts.tolist(), ends.tolist()):
         ac = Account(a, coll[a])  # MarginMode.Cross is the default

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import numpy as np
-
 import margin_workload as mw
+import numpy as np
 
 MISSING = "numba is not installed (pip install '.[bench]' or pip install numba)"
 REQUIRED = os.environ.get("DELEVERAGE_REQUIRE_NUMBA", "") not in ("", "0", "false", "no")

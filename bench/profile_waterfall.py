@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         use_core(args.core)
     sys.path.insert(0, HERE)
     import waterfall_workload as ww  # noqa: E402  (after --core switched the package)
+
     import deleverage._core as core
 
     if args.workload == "adl":

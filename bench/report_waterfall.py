@@ -38,9 +38,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import waterfall_workload as ww  # noqa: E402  (imports lrvx before the engine starts threads)
-
 import numpy as np  # noqa: E402
+import waterfall_workload as ww  # noqa: E402  (imports lrvx before the engine starts threads)
 
 import deleverage._core  # noqa: E402
 
@@ -115,7 +114,7 @@ def crash_section(spec: ww.CrashSpec, repeat: int, repeat_large: int, log) -> di
             if r >= (repeat_large if p == sizes[-1] else repeat):
                 continue
             s = specs[p]
-            fresh_call(series[p], lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), after(s))
+            fresh_call(series[p], lambda s=s: ww.build_crash(s), lambda e, s=s: ww.run_crash(e, s), after(s))
         if r < repeat_large:  # the compiled call alone (no Python event table), informative
             ex = ww.build_crash(main)
             fn = ww.compiled_liquidate_call(ex, main)
@@ -176,8 +175,8 @@ def lrvx_section(specs: list[ww.CrashSpec], repeat: int, log) -> dict:
             # a small book's fund may cover the crash: ADL is counted there, not required
             check = lambda ex, r: ww.check_after_step(ex, r, expect_adl=False)  # noqa: E731
             for _ in range(rounds):
-                fresh_call(dlv, lambda: ww.build_crash(s), lambda e: ww.run_crash(e, s), check)
-                fresh_call(lrv, lambda: ww.build_lrvx(inp), lambda st: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
+                fresh_call(dlv, lambda s=s: ww.build_crash(s), lambda e, s=s: ww.run_crash(e, s), check)
+                fresh_call(lrv, lambda inp=inp: ww.build_lrvx(inp), lambda st, inp=inp: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
             res.append((name, s, rounds, dlv, lrv))
             log(f"lrvx: {name} at {s.positions:_} positions done")
 

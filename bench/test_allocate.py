@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-
 from conftest import ENFORCE
 
 import deleverage

@@ -16,13 +16,11 @@ right after it, a cold margin check and one ADL fill, and writes them as JSON
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ENFORCE
 from margin_workload import _env_int
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import time
 
+import load_workload as lw
 import numpy as np
 import pytest
-
-import load_workload as lw
 from conftest import ROUNDS, record_target
 
 pytestmark = pytest.mark.benchmark(group="bulk-load")

@@ -16,11 +16,10 @@ next to the moved market's share of the positions (expected about equal, ~1/100)
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import margin_workload as mw
 import numba_peer
+import numpy as np
+import pytest
 from conftest import ENFORCE
 
 pytestmark = pytest.mark.benchmark(group="margin-check")

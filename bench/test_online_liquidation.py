@@ -15,9 +15,8 @@ move <= 0.6 x the step); ``DELEVERAGE_BENCH_ENFORCE=1`` asserts them.
 
 from __future__ import annotations
 
-import pytest
-
 import online_workload as ow
+import pytest
 from conftest import ENFORCE
 
 SPECS = ow.specs()

@@ -11,7 +11,6 @@ Ratios go to ``extra_info``; ``DELEVERAGE_BENCH_ENFORCE=1`` asserts them. The cl
 from __future__ import annotations
 
 import pytest
-
 import snapshot_workload as sw
 from conftest import ENFORCE
 

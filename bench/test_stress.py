@@ -22,9 +22,9 @@ import os
 import time
 
 import pytest
+from conftest import ENFORCE
 
 import deleverage as dl
-from conftest import ENFORCE
 from deleverage.scenarios import BookSpec, GBMPaths
 
 

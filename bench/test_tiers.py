@@ -12,10 +12,9 @@ same as a table.
 
 from __future__ import annotations
 
+import load_workload as lw
 import numpy as np
 import pytest
-
-import load_workload as lw
 import report_tiers
 from conftest import record_target
 

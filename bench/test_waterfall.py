@@ -27,7 +27,6 @@ import time
 from typing import Any, Callable
 
 import pytest
-
 import waterfall_workload as ww
 from conftest import ENFORCE
 

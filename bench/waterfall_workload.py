@@ -52,11 +52,11 @@ try:
 except ImportError as _exc:  # not installed (or broken): reported by require_lrvx()
     _LRVX_IMPORT_ERROR = _exc
 
+from margin_workload import best_of  # noqa: E402,F401  (one timer for every report)
+
 import deleverage
 from deleverage.exchange import Exchange
 from deleverage.sample import MARKET_MAKER, generate_book, sample_exchange
-
-from margin_workload import best_of  # noqa: E402,F401  (one timer for every report)
 
 #: Targets of the issue.
 TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash

@@ -11,8 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-
-from reference_model import R, MarginRow, PositionRow
+from reference_model import MarginRow, PositionRow, R
 
 MARGIN_FIELDS = ("account", "equity", "maintenance", "initial", "liquidatable", "bankrupt")
 POSITION_FIELDS = (

@@ -69,7 +69,7 @@ def water_fill(budget: int, K: Sequence[int], v: Sequence[int], clip: bool = Fal
     order = sorted(live, key=lambda i: Fraction(K[i], v[i]))
     left, vleft = Fraction(b), sum(v[i] for i in live)
     tau: Optional[Fraction] = None
-    for k, i in enumerate(order):
+    for i in order:
         t = Fraction(K[i], v[i])
         if t * vleft <= left:  # saturated at the level where the rest would share `left`
             left -= K[i]
@@ -119,7 +119,7 @@ def risk_g(lam: float, g: str) -> float:
 
 
 def risk_pull_weights(w: Sequence[int], leverage: Sequence[int], g: str) -> list[int]:
-    r = [(l / SCALE) * risk_g(l / SCALE, g) for l in leverage]
+    r = [(lev / SCALE) * risk_g(lev / SCALE, g) for lev in leverage]
     rmax = max(r, default=0.0)
     rho = [ri / rmax if rmax > 0 else 0.0 for ri in r]
     rhohat = [math.floor(p * 2**32 + 0.5) for p in rho]

@@ -585,10 +585,10 @@ class ReferenceExchange:
         terms = self._account_terms(acct)
         U = sum(t.u_V for t in terms)
         M = sum(t.mm_VR for t in terms)
-        I = sum(t.im_VR for t in terms)
+        IM = sum(t.im_VR for t in terms)
         equity = acct.balance + floor_div(U, S)  # rounded down: favours solvency
         maintenance = ceil_div(M, S * R)  # rounded up
-        initial = ceil_div(I, S * R)
+        initial = ceil_div(IM, S * R)
         return MarginRow(
             acct.account_id,
             equity,

@@ -26,12 +26,11 @@ import copy
 from dataclasses import dataclass, field
 
 import reference_allocate as ra
-
 from reference_model import (
     INT64_MAX,
-    R,
     InvalidInput,
     InvariantViolation,
+    R,
     ReferenceExchange,
     UnknownId,
     ceil_div,
@@ -849,7 +848,7 @@ class _Run:
             return
         n = len(self.ex.markets)
         wanted = [0] * n
-        for a, m, amt in self.pending:
+        for _a, m, amt in self.pending:
             wanted[m] += amt
         raised = [self.haircut(m, wanted[m]) if wanted[m] > 0 else 0 for m in range(n)]
         unpaid = 0

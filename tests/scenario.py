@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from reference_model import R, MarginRow, margin_ratio
+from reference_model import MarginRow, R, margin_ratio
 
 PCT = R // 100
 

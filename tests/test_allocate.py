@@ -8,10 +8,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import reference_allocate as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference_allocate as ref
 from deleverage import allocate
 from deleverage.errors import ArithmeticOverflow, InvalidInput
 
@@ -292,8 +292,8 @@ def test_float_mode_close_to_exact_reference(policy, data):
         budget = min(budget, sum(wi * ci // S for wi, ci in zip(w, kw["cap"])))
     if policy == "risk_aware":
         lev = data.draw(st.lists(st.integers(1, 20), min_size=n, max_size=n))
-        kw["leverage"] = [l * S for l in lev]
-        fkw["leverage"] = [float(l) for l in lev]
+        kw["leverage"] = [x * S for x in lev]
+        fkw["leverage"] = [float(x) for x in lev]
     if policy == "min_max_lots":
         kw["lot"] = fkw["lot"] = data.draw(st.integers(1, 5))
         budget = min(budget, kw["lot"] * sum(wi // kw["lot"] for wi in w))
@@ -677,7 +677,7 @@ def test_large_weights_lots_base_match_reference(case, budget_kind):
         kw = {"lots_base": dict(lot=lots, base=base), "lots": dict(lot=lots), "lot_base": dict(lot=10**8, base=base)}[case]
         lot_l = ll if isinstance(kw["lot"], np.ndarray) else [10**8] * BIG
         base_l = bl if "base" in kw else wl
-        reach = sum(a // l * l for a, l, bb in zip(wl, lot_l, base_l) if bb > 0)
+        reach = sum(a // lt * lt for a, lt, bb in zip(wl, lot_l, base_l) if bb > 0)
     b = {"third": reach // 3, "tiny": reach // 100_000, "all_but_one": reach - 1}[budget_kind]
     rkw = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     assert allocate(b, w, policy, **kw).tolist() == ref.allocate(b, wl, policy, **rkw)
@@ -699,7 +699,7 @@ def test_min_max_lots_level_search_matches_reference(rows, per_mille, per_winner
     lots = [r[1] for r in rows] if per_winner_lots else 7
     base = [r[2] for r in rows] if with_base else None
     lot_l = lots if per_winner_lots else [7] * len(rows)
-    reach = sum(a // l * l for a, l, bb in zip(w, lot_l, base or w) if bb > 0)
+    reach = sum(a // lt * lt for a, lt, bb in zip(w, lot_l, base or w) if bb > 0)
     budget = reach * per_mille // 1000
     lot_arg = np.array(lots, dtype=np.int64) if per_winner_lots else lots
     kw = {"base": np.array(base, dtype=np.int64)} if with_base else {}

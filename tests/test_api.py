@@ -14,9 +14,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from books import two_market_exchange
 
 import deleverage
-from books import two_market_exchange
 from deleverage import MarginReport, PositionReport, errors
 
 MONEY = 10**6  # money_decimals 6

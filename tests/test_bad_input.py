@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from books import two_market_exchange
 
 import deleverage
-from books import two_market_exchange
 from deleverage import Exchange, Impact, MarketClose, errors
 from deleverage.errors import ConfigError
 

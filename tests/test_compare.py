@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_metrics import EXEC, MM, adl_book, random_exchange
+from waterfall_harness import build_engine
 
 import deleverage
 from deleverage import ComparisonTable, MarketClose
 from deleverage.errors import InvalidInput, UnknownId
-from test_metrics import EXEC, MM, adl_book, random_exchange
-from waterfall_harness import build_engine
 
 
 def snapshot(ex):

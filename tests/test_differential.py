@@ -3,12 +3,10 @@ model must give identical margin reports and position views, and the incremental
 must report exactly the exposed accounts at the current marks."""
 
 import pytest
+from engine_adapter import EngineExchange
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from long_mode import deadline, examples
-
-from engine_adapter import EngineExchange
 from reference_model import ReferenceExchange
 from scenario import (
     HypothesisDraw,

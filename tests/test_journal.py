@@ -7,15 +7,14 @@ from __future__ import annotations
 import struct
 import warnings
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_snapshot import busy_exchange, state
 
 import deleverage
 from deleverage import Backstop, Exchange, MarketClose
 from deleverage.errors import CorruptSnapshot, DeleverageError, JournalTruncated
-from test_snapshot import busy_exchange, state
 
 MM = 99
 HEADER = 40
@@ -363,7 +362,7 @@ def test_version_1_journals_are_still_read(tmp_path) -> None:
     struct.pack_into("<I", head, 8, 1)
     struct.pack_into("<Q", head, 32, deleverage._core.checksum64(bytes(head[:32]), 3))
     old = bytearray(head)
-    for start, end in zip(offsets, offsets[1:] + [len(data)]):
+    for start in offsets:
         n = struct.unpack_from("<I", data, start)[0]
         rec = struct.pack("<I", n) + data[start + HEAD:start + HEAD + n]
         old += rec + struct.pack("<Q", deleverage._core.checksum64(rec, 4))

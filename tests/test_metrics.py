@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference_metrics import gini_exact, kendall_brute, reference_metrics
+from waterfall_harness import Book, MarketDef, build_engine
 
 import deleverage
 from deleverage import Impact, MarketClose
 from deleverage.errors import ArithmeticOverflow, InvalidInput
 from deleverage.metrics import _count_inversions, combine, executor_price, gini, kendall_tau, measure
 from deleverage.sample import generate_book
-from reference_metrics import gini_exact, kendall_brute, reference_metrics
-from waterfall_harness import Book, MarketDef, build_engine
 
 MM = 9
 BIG = 10**9

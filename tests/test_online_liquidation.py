@@ -10,15 +10,24 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from long_mode import deadline, examples
+from reference_waterfall import _worst_first
+from test_waterfall_properties import LIQ, MM, draw_book, draw_call, draw_crash, reference_call, set_marks
+from waterfall_harness import (
+    Book,
+    MarketDef,
+    build_both,
+    build_engine,
+    engine_events,
+    engine_margin,
+    engine_ranking,
+    engine_state,
+    engine_totals,
+    reference_state,
+)
 
 from deleverage import Exchange, MarketClose
 from deleverage.errors import InvalidInput, UnknownId
-from reference_waterfall import _worst_first
-from test_waterfall_properties import LIQ, MM, draw_book, draw_call, draw_crash, reference_call, set_marks
-from waterfall_harness import (Book, MarketDef, build_both, build_engine, engine_events, engine_margin, engine_ranking,
-                               engine_state, engine_totals, reference_state)
 
 
 def executor_account(call) -> int:

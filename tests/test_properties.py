@@ -6,13 +6,11 @@ exactly as it was."""
 
 import numpy as np
 import pytest
+from engine_adapter import EngineExchange
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from long_mode import deadline, examples
-
-from engine_adapter import EngineExchange
 from reference_model import DeleverageError, ReferenceExchange
 from scenario import (
     HypothesisDraw,

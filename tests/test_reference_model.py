@@ -13,7 +13,6 @@ D = max(md, qd+pd), S = 10^(D-md), k = D - qd - pd, R = 10^8.
 import math
 
 import pytest
-
 from reference_model import (
     R,
     ReferenceExchange,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from long_mode import deadline, examples
 
 from deleverage import Exchange, MarketClose

@@ -9,12 +9,12 @@ import struct
 
 import numpy as np
 import pytest
+from books import two_market_exchange
 
 import deleverage
 from deleverage import Exchange
 from deleverage.errors import CorruptSnapshot
 from deleverage.executors import MarketClose
-from books import two_market_exchange
 
 HEADER = 40
 

@@ -48,7 +48,7 @@ def build(deposits, rows, order_seed: int, split: bool) -> Exchange:
         ex.deposit([a for a, _ in deposits], [v for _, v in deposits], exact=True)
     # market maker rows balance each market
     net = {m: 0 for m in range(3)}
-    for _, m, q, p in rows:
+    for _, m, q, _p in rows:
         net[m] += q
     mm_rows = [(MM, m, -net[m], 1250 * (m + 1)) for m in range(3) if net[m] != 0]
     all_rows = rows + mm_rows

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from books import two_market_exchange
 
 import deleverage as dl
-from books import two_market_exchange
 from deleverage.errors import ConfigError, InvalidInput
 from deleverage.scenarios import BOOK_PRESETS, BookSpec, GBMPaths, HistoricalPaths, Shock, book_preset
 

@@ -11,10 +11,6 @@ import math
 
 import numpy as np
 import pytest
-
-import deleverage
-from deleverage import Backstop, Impact, MarketClose
-from deleverage.errors import ConfigError, InvalidInput, UnknownId
 from reference_model import R
 from reference_waterfall import allocate_capped_pro_rata
 from waterfall_harness import (
@@ -28,6 +24,10 @@ from waterfall_harness import (
     engine_totals,
     reference_state,
 )
+
+import deleverage
+from deleverage import Backstop, Impact, MarketClose
+from deleverage.errors import ConfigError, InvalidInput, UnknownId
 
 BP = 10_000  # one basis point in 1e-8 units
 MM = 9  # the market maker / liquidity account, very large collateral

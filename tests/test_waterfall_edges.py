@@ -6,10 +6,10 @@ Expected numbers are derived in the comments from docs/waterfall.md."""
 from __future__ import annotations
 
 import pytest
-
-from deleverage import Exchange, MarketClose
 from reference_model import R
 from waterfall_harness import Book, MarketDef, build_both, engine_state, engine_totals, reference_state
+
+from deleverage import Exchange, MarketClose
 
 # ------------------------------------------------------------------ totals in 128 bits
 

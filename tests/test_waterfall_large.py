@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from waterfall_harness import engine_totals
 
 from deleverage import MarketClose
 from deleverage.sample import MARKET_MAKER, sample_exchange
-from waterfall_harness import engine_totals
 
 EVENT_COLUMNS = ("step", "kind", "account", "market", "counterparty", "size", "amount", "price", "pool", "exec_price")
 

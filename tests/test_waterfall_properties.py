@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-
 from long_mode import deadline, examples
+from reference_model import R
+from waterfall_harness import Book, MarketDef, build_both, engine_events, engine_margin, engine_state, engine_totals, reference_state
 
 from deleverage import Backstop, MarketClose
 from deleverage.errors import ArithmeticOverflow, DeleverageError
-from reference_model import R
-from waterfall_harness import Book, MarketDef, build_both, engine_events, engine_margin, engine_state, engine_totals, reference_state
 
 MM = 99  # market maker: holds the imbalance, huge collateral
 LIQ = 98  # a flat liquidity account / backstop vault, huge collateral
@@ -171,7 +170,7 @@ def check_step(ex, ref, call, res, before_eng, before_ref_positions, before_marg
     last_resort_since_fill = True
     adl_seen = set()
     for e in events:
-        kind, acc, m, cp, size = e[1], e[2], e[3], e[4], e[5]
+        kind, acc, m, size = e[1], e[2], e[3], e[5]
         if kind in ("liquidation_fill", "partial_fill", "backstop_fill"):
             if acc not in round_accounts and (last_resort_since_fill or per_account):
                 round_accounts = set()

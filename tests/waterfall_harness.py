@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from reference_model import R
+from reference_waterfall import WaterfallReference
 
 import deleverage
 from deleverage import Backstop, MarketClose
-from reference_model import R
-from reference_waterfall import WaterfallReference
 
 
 @dataclass

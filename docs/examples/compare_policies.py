@@ -94,7 +94,8 @@ def update_doc(blocks: dict[str, str], doc: Path | None = None, prefix: str = "c
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         if not pattern.search(text):
             sys.exit(f"{doc}: markers {begin} ... {end} not found")
-        text = pattern.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+        replacement = f"{begin}\n{body}\n{end}"
+        text = pattern.sub(lambda _, r=replacement: r, text)
     doc.write_text(text)
 
 

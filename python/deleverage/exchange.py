@@ -24,8 +24,20 @@ from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTrunca
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
-from .waterfall import (ADL_PRICES, ADL_REFRESH, DEFICIT_SPLITS, EVENT_KINDS, LAST_RESORT_POLICIES, MODES, POLICIES, RANKINGS, AdlRank, AdlRanking, EventTable, WaterfallResult,
-                        WaterfallTotals)
+from .waterfall import (
+    ADL_PRICES,
+    ADL_REFRESH,
+    DEFICIT_SPLITS,
+    EVENT_KINDS,
+    LAST_RESORT_POLICIES,
+    MODES,
+    RANKINGS,
+    AdlRank,
+    AdlRanking,
+    EventTable,
+    WaterfallResult,
+    WaterfallTotals,
+)
 
 MarketRef = Union[int, str]
 ArrayLike = npt.ArrayLike

@@ -364,7 +364,7 @@ def compare(
     if horizon is not None:
         none_kw = {k: v for k, v in {"mode": mode, **liquidate_kwargs}.items() if k not in _POLICY_ONLY}
         ex = exchange.copy()
-        for t, marks in enumerate(path[: horizon + 1]):
+        for marks in path[: horizon + 1]:
             _set_marks(ex, marks)
             ex.liquidate(executor=executor, exact=True, policy="none", **_exact_keywords(exchange, none_kw))
         none_equity = _equities(ex)
