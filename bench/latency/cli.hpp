@@ -11,8 +11,14 @@ template <class Set>
 void parse_flags(int argc, char** argv, Set&& set) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
-    if (i + 1 >= argc) { std::fprintf(stderr, "%s needs a value\n", k.c_str()); std::exit(2); }
-    if (!set(k, std::string(argv[++i]))) { std::fprintf(stderr, "unknown argument %s\n", k.c_str()); std::exit(2); }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s needs a value\n", k.c_str());
+      std::exit(2);
+    }
+    if (!set(k, std::string(argv[++i]))) {
+      std::fprintf(stderr, "unknown argument %s\n", k.c_str());
+      std::exit(2);
+    }
   }
 }
 

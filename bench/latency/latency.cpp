@@ -100,16 +100,28 @@ struct Args {
 Args parse(int argc, char** argv) {
   Args a;
   deleverage::bench::parse_flags(argc, argv, [&](const std::string& k, const std::string& v) {
-    if (k == "--positions") a.positions = std::stoull(v);
-    else if (k == "--markets") a.markets = std::stoi(v);
-    else if (k == "--samples") a.samples = std::stoull(v);
-    else if (k == "--seed") a.seed = std::stoull(v);
-    else if (k == "--json") a.json = v;
-    else return false;
+    if (k == "--positions")
+      a.positions = std::stoull(v);
+    else if (k == "--markets")
+      a.markets = std::stoi(v);
+    else if (k == "--samples")
+      a.samples = std::stoull(v);
+    else if (k == "--seed")
+      a.seed = std::stoull(v);
+    else if (k == "--json")
+      a.json = v;
+    else
+      return false;
     return true;
   });
-  if (a.markets < 4) { std::fprintf(stderr, "--markets must be at least 4\n"); std::exit(2); }
-  if (a.positions < 8) { std::fprintf(stderr, "--positions must be at least 8\n"); std::exit(2); }
+  if (a.markets < 4) {
+    std::fprintf(stderr, "--markets must be at least 4\n");
+    std::exit(2);
+  }
+  if (a.positions < 8) {
+    std::fprintf(stderr, "--positions must be at least 8\n");
+    std::exit(2);
+  }
   return a;
 }
 
@@ -126,7 +138,8 @@ constexpr i64 kPrice = 20'000;  // ticks (2000.0)
 
 MarketId market_of(std::size_t pair, int k, int markets) {
   // 4 distinct markets per pair: pair, pair + M/4, pair + M/2, pair + 3M/4 (mod M)
-  return static_cast<MarketId>((pair + static_cast<std::size_t>(k) * static_cast<std::size_t>(markets / 4)) % static_cast<std::size_t>(markets));
+  return static_cast<MarketId>((pair + static_cast<std::size_t>(k) * static_cast<std::size_t>(markets / 4)) %
+                               static_cast<std::size_t>(markets));
 }
 
 }  // namespace
@@ -146,7 +159,7 @@ int main(int argc, char** argv) {
     s.price_decimals = 1;
     s.maintenance_rate = 5'000'000;  // 5%
     s.initial_rate = 10'000'000;     // 10%
-    if (m % 2 == 1)  // half the markets tiered, so the tier walk is on the measured path
+    if (m % 2 == 1)                  // half the markets tiered, so the tier walk is on the measured path
       s.tiers = {deleverage::TierSpec{2'000'000'000, 4'000'000, 8'000'000, -1},
                  deleverage::TierSpec{0, 6'000'000, 12'000'000, -1}};
     e.add_market(s);
@@ -158,7 +171,10 @@ int main(int argc, char** argv) {
     e.deposit(ids, amounts);
     std::vector<i64> acc, size, price;
     std::vector<MarketId> mk;
-    acc.reserve(positions); size.reserve(positions); price.reserve(positions); mk.reserve(positions);
+    acc.reserve(positions);
+    size.reserve(positions);
+    price.reserve(positions);
+    mk.reserve(positions);
     for (std::size_t p = 0; p < pairs; ++p)
       for (int k = 0; k < kPerAccount; ++k)
         for (int side = 0; side < 2; ++side) {
@@ -171,7 +187,10 @@ int main(int argc, char** argv) {
     e.load_positions(acc, mk, size, price);
     std::vector<MarketId> all(static_cast<std::size_t>(args.markets));
     std::vector<i64> marks(all.size());
-    for (std::size_t m = 0; m < all.size(); ++m) { all[m] = static_cast<MarketId>(m); marks[m] = kPrice - 50 + static_cast<i64>(m); }
+    for (std::size_t m = 0; m < all.size(); ++m) {
+      all[m] = static_cast<MarketId>(m);
+      marks[m] = kPrice - 50 + static_cast<i64>(m);
+    }
     e.set_marks(all, marks);
   }
   const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
@@ -197,7 +216,10 @@ int main(int argc, char** argv) {
   {
     std::vector<std::uint16_t> hits(pairs * kPerAccount, 0);
     for (std::size_t i = 0; i < n; ++i)
-      if (++hits[adl_pair[i] * kPerAccount + adl_k[i]] >= 400) { std::fprintf(stderr, "too many samples for the book\n"); return 2; }
+      if (++hits[adl_pair[i] * kPerAccount + adl_k[i]] >= 400) {
+        std::fprintf(stderr, "too many samples for the book\n");
+        return 2;
+      }
   }
 
   // ---- the measured loop
@@ -217,7 +239,10 @@ int main(int argc, char** argv) {
       const deleverage::AccountMargin am = e.account_margin(buyer);
       const auto t2 = Clock::now();
       sink += am.equity;
-      if (record) { h_trade.record(ns_between(t0, t1)); h_after.record(ns_between(t1, t2)); }
+      if (record) {
+        h_trade.record(ns_between(t0, t1));
+        h_after.record(ns_between(t1, t2));
+      }
     }
     {  // one ADL fill: the long of the pair is the bankrupt side
       const std::size_t p = adl_pair[i];
@@ -246,33 +271,42 @@ int main(int argc, char** argv) {
   const std::optional<SnapshotThroughput> snap = measure_snapshot(e);
 
   // ---- report
-  struct Row { const char* name; const Histogram* h; };
-  const Row rows[] = {{"trade", &h_trade}, {"margin_after_trade", &h_after}, {"margin_cold", &h_cold},
-                      {"adl_fill", &h_adl}, {"clock_overhead", &h_clock}};
-  std::printf("# deleverage C++ latency: %zu positions, %zu accounts, %d markets, %zu samples per op (book built in %.2f s)\n",
-              positions, accounts, args.markets, args.samples, build_s);
+  struct Row {
+    const char* name;
+    const Histogram* h;
+  };
+  const Row rows[] = {{"trade", &h_trade},
+                      {"margin_after_trade", &h_after},
+                      {"margin_cold", &h_cold},
+                      {"adl_fill", &h_adl},
+                      {"clock_overhead", &h_clock}};
+  std::printf(
+      "# deleverage C++ latency: %zu positions, %zu accounts, %d markets, %zu samples per op (book built in %.2f s)\n",
+      positions, accounts, args.markets, args.samples, build_s);
   std::printf("%-20s %10s %10s %10s %10s %10s\n", "op (ns)", "p50", "p99", "p99.9", "max", "mean");
   for (const Row& r : rows)
-    std::printf("%-20s %10llu %10llu %10llu %10llu %10.1f\n", r.name, static_cast<unsigned long long>(r.h->percentile(0.50)),
-                static_cast<unsigned long long>(r.h->percentile(0.99)), static_cast<unsigned long long>(r.h->percentile(0.999)),
-                static_cast<unsigned long long>(r.h->max()), r.h->mean());
+    std::printf(
+        "%-20s %10llu %10llu %10llu %10llu %10.1f\n", r.name, static_cast<unsigned long long>(r.h->percentile(0.50)),
+        static_cast<unsigned long long>(r.h->percentile(0.99)), static_cast<unsigned long long>(r.h->percentile(0.999)),
+        static_cast<unsigned long long>(r.h->max()), r.h->mean());
   const std::uint64_t p99_after = h_after.percentile(0.99);
   std::printf("target: margin_after_trade p99 <= 1000 ns: %s (%llu ns)\n", p99_after <= 1000 ? "met" : "NOT met",
               static_cast<unsigned long long>(p99_after));
   std::printf("snapshot: %s\n", snap ? "measured" : "not measured (hook: measure_snapshot)");
   if (!args.json.empty()) {
     std::ofstream out(args.json);
-    out << "{\n  \"positions\": " << positions << ",\n  \"accounts\": " << accounts << ",\n  \"markets\": " << args.markets
-        << ",\n  \"samples\": " << args.samples << ",\n  \"seed\": " << args.seed << ",\n  \"build_seconds\": " << build_s
-        << ",\n  \"ops\": {\n";
+    out << "{\n  \"positions\": " << positions << ",\n  \"accounts\": " << accounts
+        << ",\n  \"markets\": " << args.markets << ",\n  \"samples\": " << args.samples
+        << ",\n  \"seed\": " << args.seed << ",\n  \"build_seconds\": " << build_s << ",\n  \"ops\": {\n";
     for (std::size_t i = 0; i < std::size(rows); ++i) {
       const Histogram& h = *rows[i].h;
       out << "    \"" << rows[i].name << "\": {\"count\": " << h.count() << ", \"p50_ns\": " << h.percentile(0.5)
-          << ", \"p99_ns\": " << h.percentile(0.99) << ", \"p999_ns\": " << h.percentile(0.999) << ", \"max_ns\": " << h.max()
-          << ", \"min_ns\": " << h.min() << ", \"mean_ns\": " << h.mean() << "}" << (i + 1 < std::size(rows) ? "," : "") << "\n";
+          << ", \"p99_ns\": " << h.percentile(0.99) << ", \"p999_ns\": " << h.percentile(0.999)
+          << ", \"max_ns\": " << h.max() << ", \"min_ns\": " << h.min() << ", \"mean_ns\": " << h.mean() << "}"
+          << (i + 1 < std::size(rows) ? "," : "") << "\n";
     }
-    out << "  },\n  \"target_margin_after_trade_p99_ns\": 1000,\n  \"target_met\": " << (p99_after <= 1000 ? "true" : "false")
-        << ",\n  \"snapshot\": ";
+    out << "  },\n  \"target_margin_after_trade_p99_ns\": 1000,\n  \"target_met\": "
+        << (p99_after <= 1000 ? "true" : "false") << ",\n  \"snapshot\": ";
     if (snap)
       out << "{\"bytes\": " << snap->bytes << ", \"write_bytes_per_s\": " << snap->write_bytes_per_s
           << ", \"read_bytes_per_s\": " << snap->read_bytes_per_s << "}";

@@ -51,18 +51,30 @@ struct Args {
 Args parse(int argc, char** argv) {
   Args a;
   deleverage::bench::parse_flags(argc, argv, [&](const std::string& k, const std::string& v) {
-    if (k == "--positions") a.positions = std::stoull(v);
-    else if (k == "--markets") a.markets = std::stoi(v);
-    else if (k == "--accounts") a.accounts = std::stoull(v);
-    else if (k == "--samples") a.samples = std::stoull(v);
-    else if (k == "--moves") a.moves = std::stoull(v);
-    else if (k == "--threads") a.threads = std::stoi(v);
-    else if (k == "--victim-lots") a.victim_lots = std::stoll(v);
-    else if (k == "--json") a.json = v;
-    else return false;
+    if (k == "--positions")
+      a.positions = std::stoull(v);
+    else if (k == "--markets")
+      a.markets = std::stoi(v);
+    else if (k == "--accounts")
+      a.accounts = std::stoull(v);
+    else if (k == "--samples")
+      a.samples = std::stoull(v);
+    else if (k == "--moves")
+      a.moves = std::stoull(v);
+    else if (k == "--threads")
+      a.threads = std::stoi(v);
+    else if (k == "--victim-lots")
+      a.victim_lots = std::stoll(v);
+    else if (k == "--json")
+      a.json = v;
+    else
+      return false;
     return true;
   });
-  if (a.markets < 1 || a.positions < 100 || a.samples < 1 || a.moves < 1) { std::fprintf(stderr, "bad arguments\n"); std::exit(2); }
+  if (a.markets < 1 || a.positions < 100 || a.samples < 1 || a.moves < 1) {
+    std::fprintf(stderr, "bad arguments\n");
+    std::exit(2);
+  }
   if (a.accounts == 0) a.accounts = a.positions / static_cast<std::size_t>(std::min(a.markets, 10));
   if (a.positions % a.accounts != 0 || a.positions / a.accounts > static_cast<std::size_t>(a.markets)) {
     std::fprintf(stderr, "--positions must be a multiple of --accounts, at most one position per market each\n");
@@ -106,7 +118,10 @@ int main(int argc, char** argv) {
     e.deposit(ids, amounts);
     std::vector<i64> acc, size, price;
     std::vector<MarketId> mk;
-    acc.reserve(args.positions); size.reserve(args.positions); price.reserve(args.positions); mk.reserve(args.positions);
+    acc.reserve(args.positions);
+    size.reserve(args.positions);
+    price.reserve(args.positions);
+    mk.reserve(args.positions);
     const std::size_t stride = static_cast<std::size_t>(args.markets) / per_account;
     for (std::size_t a = 0; a < args.accounts; ++a)
       for (std::size_t k = 0; k < per_account; ++k) {
@@ -143,8 +158,8 @@ int main(int argc, char** argv) {
     const deleverage::WaterfallResult r = e.liquidate(cfg, who);
     const auto t1 = Clock::now();
     if (r.totals.liquidated_accounts != 1 || r.totals.adl_closes < 1 || !r.skipped.empty()) {
-      std::fprintf(stderr, "unexpected liquidation: %lld liquidated, %lld closes\n", static_cast<long long>(r.totals.liquidated_accounts),
-                   static_cast<long long>(r.totals.adl_closes));
+      std::fprintf(stderr, "unexpected liquidation: %lld liquidated, %lld closes\n",
+                   static_cast<long long>(r.totals.liquidated_accounts), static_cast<long long>(r.totals.adl_closes));
       std::exit(1);
     }
     max_closes = std::max(max_closes, static_cast<std::size_t>(r.totals.adl_closes));
@@ -166,7 +181,10 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     const deleverage::WaterfallResult w = e.liquidate(cfg);
     step.push_back(seconds(t0, Clock::now()));
-    if (w.totals.liquidated_accounts != 0) { std::fprintf(stderr, "the book had something to liquidate\n"); return 1; }
+    if (w.totals.liquidated_accounts != 0) {
+      std::fprintf(stderr, "the book had something to liquidate\n");
+      return 1;
+    }
     const i64 px2[1] = {px[0] + 1};
     e.set_marks(m0, px2);
     (void)e.check_margin(std::span<const MarketId>(m0, 1));  // the margin check already run
@@ -177,30 +195,35 @@ int main(int argc, char** argv) {
   }
   e.check_invariants();
 
-  const double f50 = percentile(fresh, 0.50), f99 = percentile(fresh, 0.99), fmax = *std::max_element(fresh.begin(), fresh.end());
+  const double f50 = percentile(fresh, 0.50), f99 = percentile(fresh, 0.99),
+               fmax = *std::max_element(fresh.begin(), fresh.end());
   const double step_best = *std::min_element(step.begin(), step.end());
   const double first_best = *std::min_element(first.begin(), first.end());
   const double first_med = percentile(first, 0.5), step_med = percentile(step, 0.5);
   const double check_best = *std::min_element(check.begin(), check.end());
-  std::printf("# deleverage online liquidation (C++): %zu positions, %zu accounts, %d markets; %zu samples, %zu moves; "
-              "book built in %.1f s; ADL closes per liquidation: max %zu, mean %.1f\n",
-              args.positions, args.accounts, args.markets, args.samples, args.moves, build_s, max_closes,
-              static_cast<double>(total_closes) / static_cast<double>(args.samples + args.moves + 1));
-  std::printf("fresh queue, one account (us): p50 %.2f  p99 %.2f  max %.2f   target p99 <= 20 us: %s\n", f50 * 1e6, f99 * 1e6,
-              fmax * 1e6, f99 <= 20e-6 ? "met" : "NOT met");
-  std::printf("whole-book step after a move, nothing to liquidate (ms): best %.3f  median %.3f\n", step_best * 1e3, step_med * 1e3);
+  std::printf(
+      "# deleverage online liquidation (C++): %zu positions, %zu accounts, %d markets; %zu samples, %zu moves; "
+      "book built in %.1f s; ADL closes per liquidation: max %zu, mean %.1f\n",
+      args.positions, args.accounts, args.markets, args.samples, args.moves, build_s, max_closes,
+      static_cast<double>(total_closes) / static_cast<double>(args.samples + args.moves + 1));
+  std::printf("fresh queue, one account (us): p50 %.2f  p99 %.2f  max %.2f   target p99 <= 20 us: %s\n", f50 * 1e6,
+              f99 * 1e6, fmax * 1e6, f99 <= 20e-6 ? "met" : "NOT met");
+  std::printf("whole-book step after a move, nothing to liquidate (ms): best %.3f  median %.3f\n", step_best * 1e3,
+              step_med * 1e3);
   std::printf("full margin check (ms): best %.3f\n", check_best * 1e3);
-  std::printf("first per-account liquidation after a move (ms): best %.3f  median %.3f  = %.3f x the step (best/best); "
-              "target <= 0.6: %s\n", first_best * 1e3, first_med * 1e3, first_best / step_best, first_best / step_best <= 0.6 ? "met" : "NOT met");
+  std::printf(
+      "first per-account liquidation after a move (ms): best %.3f  median %.3f  = %.3f x the step (best/best); "
+      "target <= 0.6: %s\n",
+      first_best * 1e3, first_med * 1e3, first_best / step_best, first_best / step_best <= 0.6 ? "met" : "NOT met");
   std::printf("step over one fresh per-account liquidation (best step / p50): %.0f x\n", step_best / f50);
   if (!args.json.empty()) {
     std::ofstream out(args.json);
-    out << "{\"positions\": " << args.positions << ", \"accounts\": " << args.accounts << ", \"markets\": " << args.markets
-        << ", \"samples\": " << args.samples << ", \"moves\": " << args.moves << ", \"max_adl_closes\": " << max_closes
-        << ", \"fresh_p50_s\": " << f50 << ", \"fresh_p99_s\": " << f99 << ", \"fresh_max_s\": " << fmax
-        << ", \"first_after_move_best_s\": " << first_best << ", \"first_after_move_median_s\": " << first_med
-        << ", \"step_after_move_best_s\": " << step_best << ", \"step_after_move_median_s\": " << step_med
-        << ", \"check_margin_best_s\": " << check_best << "}\n";
+    out << "{\"positions\": " << args.positions << ", \"accounts\": " << args.accounts
+        << ", \"markets\": " << args.markets << ", \"samples\": " << args.samples << ", \"moves\": " << args.moves
+        << ", \"max_adl_closes\": " << max_closes << ", \"fresh_p50_s\": " << f50 << ", \"fresh_p99_s\": " << f99
+        << ", \"fresh_max_s\": " << fmax << ", \"first_after_move_best_s\": " << first_best
+        << ", \"first_after_move_median_s\": " << first_med << ", \"step_after_move_best_s\": " << step_best
+        << ", \"step_after_move_median_s\": " << step_med << ", \"check_margin_best_s\": " << check_best << "}\n";
   }
   return 0;
 }

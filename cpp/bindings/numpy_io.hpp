@@ -25,8 +25,8 @@ template <class T>
 std::span<const T> as_span(const py::array& a, const char* field) {
   if (!py::isinstance<py::array_t<T>>(a) || a.dtype().kind() != py::dtype::of<T>().kind() ||
       a.dtype().itemsize() != static_cast<py::ssize_t>(sizeof(T)))
-    throw InvalidInput(std::string(field) + ": expected a numpy array of dtype " + std::string(py::str(py::dtype::of<T>())) +
-                       ", got " + std::string(py::str(a.dtype())));
+    throw InvalidInput(std::string(field) + ": expected a numpy array of dtype " +
+                       std::string(py::str(py::dtype::of<T>())) + ", got " + std::string(py::str(a.dtype())));
   if (a.ndim() != 1) throw InvalidInput(std::string(field) + ": expected a 1-d array");
   if (!(a.flags() & py::array::c_style)) throw InvalidInput(std::string(field) + ": expected a contiguous array");
   return std::span<const T>(static_cast<const T*>(a.data()), static_cast<std::size_t>(a.size()));
@@ -38,15 +38,18 @@ template <class T>
 T* as_output(const py::array& a, const char* field, std::size_t n) {
   const bool is_bool = std::is_same_v<T, std::uint8_t>;
   const bool dtype_ok = is_bool ? a.dtype().kind() == 'b'
-                                : (a.dtype().kind() == py::dtype::of<T>().kind() && a.dtype().itemsize() == static_cast<py::ssize_t>(sizeof(T)));
+                                : (a.dtype().kind() == py::dtype::of<T>().kind() &&
+                                   a.dtype().itemsize() == static_cast<py::ssize_t>(sizeof(T)));
   if (!dtype_ok)
-    throw InvalidInput(std::string(field) + ": expected a numpy array of dtype " + (is_bool ? std::string("bool") : std::string(py::str(py::dtype::of<T>()))) +
-                       ", got " + std::string(py::str(a.dtype())));
+    throw InvalidInput(std::string(field) + ": expected a numpy array of dtype " +
+                       (is_bool ? std::string("bool") : std::string(py::str(py::dtype::of<T>()))) + ", got " +
+                       std::string(py::str(a.dtype())));
   if (a.ndim() != 1) throw InvalidInput(std::string(field) + ": expected a 1-d array");
   if (!(a.flags() & py::array::c_style)) throw InvalidInput(std::string(field) + ": expected a contiguous array");
   if (!a.writeable()) throw InvalidInput(std::string(field) + ": the array is read-only");
   if (static_cast<std::size_t>(a.size()) != n)
-    throw InvalidInput(std::string(field) + ": has " + std::to_string(a.size()) + " rows, the exchange has " + std::to_string(n) + " accounts");
+    throw InvalidInput(std::string(field) + ": has " + std::to_string(a.size()) + " rows, the exchange has " +
+                       std::to_string(n) + " accounts");
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
 

@@ -18,10 +18,11 @@ namespace deleverage::bindings {
 namespace {
 
 template <class T>
-py::array_t<T> run(const std::string& policy, T budget, const py::array& capacity, const std::optional<py::array>& score,
-                   const std::optional<py::array>& leverage, const std::optional<py::array>& cap, std::optional<T> lot,
-                   const std::string& g, std::uint64_t seed, bool clip, const std::optional<py::array>& lots,
-                   const std::optional<py::array>& weights, const std::optional<py::array>& base) {
+py::array_t<T> run(const std::string& policy, T budget, const py::array& capacity,
+                   const std::optional<py::array>& score, const std::optional<py::array>& leverage,
+                   const std::optional<py::array>& cap, std::optional<T> lot, const std::string& g, std::uint64_t seed,
+                   bool clip, const std::optional<py::array>& lots, const std::optional<py::array>& weights,
+                   const std::optional<py::array>& base) {
   AllocRequest<T> req;
   req.policy = parse_alloc_policy(policy);
   req.budget = budget;
@@ -50,10 +51,11 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
 }  // namespace
 
 void register_allocate(py::module_& m) {
-  m.def("allocate_exact", &run<std::int64_t>, py::arg("policy"), py::arg("budget"), py::arg("capacity"), py::arg("score"),
-        py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"), py::arg("clip"),
-        py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
-        "Exact allocation: int64 capacity/budget/lot, cap and leverage int64 in units of 1e-8; int64 amounts summing to the budget.");
+  m.def("allocate_exact", &run<std::int64_t>, py::arg("policy"), py::arg("budget"), py::arg("capacity"),
+        py::arg("score"), py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"),
+        py::arg("clip"), py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
+        "Exact allocation: int64 capacity/budget/lot, cap and leverage int64 in units of 1e-8; int64 amounts summing "
+        "to the budget.");
   m.def("allocate_float", &run<double>, py::arg("policy"), py::arg("budget"), py::arg("capacity"), py::arg("score"),
         py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"), py::arg("clip"),
         py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),

@@ -105,9 +105,12 @@ void register_convert(py::module_& m) {
         }
         int kind = 0;
         std::size_t row = 0;
-        if (bad.not_finite != SIZE_MAX) kind = 1, row = bad.not_finite;
-        else if (bad.off_grid != SIZE_MAX) kind = 2, row = bad.off_grid;
-        else if (bad.too_big != SIZE_MAX) kind = 3, row = bad.too_big;
+        if (bad.not_finite != SIZE_MAX)
+          kind = 1, row = bad.not_finite;
+        else if (bad.off_grid != SIZE_MAX)
+          kind = 2, row = bad.off_grid;
+        else if (bad.too_big != SIZE_MAX)
+          kind = 3, row = bad.too_big;
         return std::make_tuple(to_numpy(std::move(out)), kind, row);
       },
       py::arg("values"), py::arg("decimals"), py::arg("on_grid"), py::arg("grid_tolerance"), py::arg("limit"));

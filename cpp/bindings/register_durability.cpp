@@ -49,49 +49,55 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
       py::arg("data"), py::arg("seed") = 0, "The snapshot and journal checksum of a byte string (docs/durability.md).");
   m.def("journal_length_check", &journal_length_check, py::arg("length"),
         "The check stored after a journal record's length (version 2, docs/durability.md).");
-  cls.def("snapshot_bytes",
-          [](PyEngine& s) {
-            column<std::byte> b = locked(s, [&](Engine& e) { return snapshot_bytes(e); });
-            return py::bytes(reinterpret_cast<const char*>(b.data()), static_cast<py::ssize_t>(b.size()));
+  cls.def(
+         "snapshot_bytes",
+         [](PyEngine& s) {
+           column<std::byte> b = locked(s, [&](Engine& e) { return snapshot_bytes(e); });
+           return py::bytes(reinterpret_cast<const char*>(b.data()), static_cast<py::ssize_t>(b.size()));
+         },
+         "The whole state as snapshot bytes (header + payload).")
+      .def_static(
+          "from_snapshot_bytes",
+          [](const py::bytes& data, int threads) {
+            auto bytes = bytes_span(data);  // `data` stays referenced while the GIL is released
+            std::unique_ptr<PyEngine> out;
+            {
+              py::gil_scoped_release release;
+              out = std::make_unique<PyEngine>(engine_from_snapshot(bytes, threads));
+            }
+            return out;
           },
-          "The whole state as snapshot bytes (header + payload).")
-      .def_static("from_snapshot_bytes",
-                  [](const py::bytes& data, int threads) {
-                    auto bytes = bytes_span(data);  // `data` stays referenced while the GIL is released
-                    std::unique_ptr<PyEngine> out;
-                    {
-                      py::gil_scoped_release release;
-                      out = std::make_unique<PyEngine>(engine_from_snapshot(bytes, threads));
-                    }
-                    return out;
-                  },
-                  py::arg("data"), py::arg("threads") = 0)
-      .def("save", [](PyEngine& s, const std::string& path) { locked(s, [&](Engine& e) { save_snapshot(e, path); }); },
-           py::arg("path"))
-      .def_static("load",
-                  [](const std::string& path, int threads) {
-                    std::unique_ptr<PyEngine> out;
-                    {
-                      py::gil_scoped_release release;
-                      out = std::make_unique<PyEngine>(load_snapshot(path, threads));
-                    }
-                    return out;
-                  },
-                  py::arg("path"), py::arg("threads") = 0)
+          py::arg("data"), py::arg("threads") = 0)
+      .def(
+          "save", [](PyEngine& s, const std::string& path) { locked(s, [&](Engine& e) { save_snapshot(e, path); }); },
+          py::arg("path"))
+      .def_static(
+          "load",
+          [](const std::string& path, int threads) {
+            std::unique_ptr<PyEngine> out;
+            {
+              py::gil_scoped_release release;
+              out = std::make_unique<PyEngine>(load_snapshot(path, threads));
+            }
+            return out;
+          },
+          py::arg("path"), py::arg("threads") = 0)
       .def("state_hash", [](PyEngine& s) { return hash_to_int(locked(s, [&](Engine& e) { return e.state_hash(); })); })
       .def("account_balances",
            [](PyEngine& s) {
              std::vector<i64> b = locked(s, [&](Engine& e) { return account_balances(e); });
              return to_numpy(std::move(b));
            })
-      .def("open_journal",
-           [](PyEngine& s, const std::string& path) {
-             locked(s, [&](Engine& e) {
-               if (s.journal) throw InvalidInput("a journal is already open ('" + s.journal->path() + "'): close it first");
-               s.journal = std::make_unique<Journal>(path, e);
-             });
-           },
-           py::arg("path"))
+      .def(
+          "open_journal",
+          [](PyEngine& s, const std::string& path) {
+            locked(s, [&](Engine& e) {
+              if (s.journal)
+                throw InvalidInput("a journal is already open ('" + s.journal->path() + "'): close it first");
+              s.journal = std::make_unique<Journal>(path, e);
+            });
+          },
+          py::arg("path"))
       .def("close_journal",
            [](PyEngine& s) {
              locked(s, [&](Engine&) {
@@ -100,7 +106,12 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
                j->close();
              });
            })
-      .def("sync_journal", [](PyEngine& s) { locked(s, [&](Engine&) { if (s.journal) s.journal->sync(); }); })
+      .def("sync_journal",
+           [](PyEngine& s) {
+             locked(s, [&](Engine&) {
+               if (s.journal) s.journal->sync();
+             });
+           })
       .def_property_readonly("journal_records",
                              [](PyEngine& s) -> std::optional<std::size_t> {
                                return locked(s, [&](Engine&) -> std::optional<std::size_t> {
@@ -108,35 +119,37 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
                                  return s.journal->records();
                                });
                              })
-      .def_static("replay",
-                  [](const std::string& snapshot_path, const std::string& journal_path, int threads) {
-                    std::unique_ptr<PyEngine> out;
-                    JournalReplay r;
-                    {
-                      py::gil_scoped_release release;
-                      Engine e = load_snapshot(snapshot_path, threads);
-                      const column<std::byte> j = read_file_bytes(journal_path);
-                      r = replay_journal(e, j);
-                      out = std::make_unique<PyEngine>(std::move(e));
-                    }
-                    return py::make_tuple(std::move(out), replay_info(r));
-                  },
-                  py::arg("snapshot_path"), py::arg("journal_path"), py::arg("threads") = 0)
-      .def_static("replay_bytes",
-                  [](const py::bytes& snapshot, const py::bytes& journal, int threads) {
-                    auto sb = bytes_span(snapshot);
-                    auto jb = bytes_span(journal);
-                    std::unique_ptr<PyEngine> out;
-                    JournalReplay r;
-                    {
-                      py::gil_scoped_release release;
-                      Engine e = engine_from_snapshot(sb, threads);
-                      r = replay_journal(e, jb);
-                      out = std::make_unique<PyEngine>(std::move(e));
-                    }
-                    return py::make_tuple(std::move(out), replay_info(r));
-                  },
-                  py::arg("snapshot"), py::arg("journal"), py::arg("threads") = 0);
+      .def_static(
+          "replay",
+          [](const std::string& snapshot_path, const std::string& journal_path, int threads) {
+            std::unique_ptr<PyEngine> out;
+            JournalReplay r;
+            {
+              py::gil_scoped_release release;
+              Engine e = load_snapshot(snapshot_path, threads);
+              const column<std::byte> j = read_file_bytes(journal_path);
+              r = replay_journal(e, j);
+              out = std::make_unique<PyEngine>(std::move(e));
+            }
+            return py::make_tuple(std::move(out), replay_info(r));
+          },
+          py::arg("snapshot_path"), py::arg("journal_path"), py::arg("threads") = 0)
+      .def_static(
+          "replay_bytes",
+          [](const py::bytes& snapshot, const py::bytes& journal, int threads) {
+            auto sb = bytes_span(snapshot);
+            auto jb = bytes_span(journal);
+            std::unique_ptr<PyEngine> out;
+            JournalReplay r;
+            {
+              py::gil_scoped_release release;
+              Engine e = engine_from_snapshot(sb, threads);
+              r = replay_journal(e, jb);
+              out = std::make_unique<PyEngine>(std::move(e));
+            }
+            return py::make_tuple(std::move(out), replay_info(r));
+          },
+          py::arg("snapshot"), py::arg("journal"), py::arg("threads") = 0);
 }
 
 }  // namespace deleverage::bindings

@@ -82,7 +82,8 @@ void register_engine(py::module_& m) {
         }
         return to_numpy(std::move(out));
       },
-      py::arg("equity"), py::arg("maintenance"), "maintenance / equity per account (float64), from exact int64 values.");
+      py::arg("equity"), py::arg("maintenance"),
+      "maintenance / equity per account (float64), from exact int64 values.");
   m.def(
       "margin_floats",
       [](const py::array& equity, const py::array& maintenance, const py::array& initial, int decimals) {
@@ -107,26 +108,31 @@ void register_engine(py::module_& m) {
             }
           });
         }
-        return py::make_tuple(to_numpy(std::move(ef)), to_numpy(std::move(mf)), to_numpy(std::move(inf_)), to_numpy(std::move(ratio)));
+        return py::make_tuple(to_numpy(std::move(ef)), to_numpy(std::move(mf)), to_numpy(std::move(inf_)),
+                              to_numpy(std::move(ratio)));
       },
       py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("decimals"));
   py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
   register_waterfall(m, cls);
   register_durability(m, cls);
-  cls
-      .def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
-      .def("copy",
-           [](PyEngine& s) {
-             std::unique_ptr<PyEngine> out;
-             locked(s, [&](Engine& e) { out = std::make_unique<PyEngine>(e); });
-             return out;
-           },
-           "A deep copy of the whole state (accounts, positions, marks, fund, ledger, step).")
+  cls.def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
+      .def(
+          "copy",
+          [](PyEngine& s) {
+            std::unique_ptr<PyEngine> out;
+            locked(s, [&](Engine& e) { out = std::make_unique<PyEngine>(e); });
+            return out;
+          },
+          "A deep copy of the whole state (accounts, positions, marks, fund, ledger, step).")
       .def_property_readonly("money_decimals", [](PyEngine& s) { return s.engine.money_decimals(); })
-      .def_property_readonly("account_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.account_count(); }); })
-      .def_property_readonly("position_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.position_count(); }); })
-      .def_property_readonly("market_count", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.market_count(); }); })
-      .def_property_readonly("memory_bytes", [](PyEngine& s) { return locked(s, [](Engine& e) { return e.memory_bytes(); }); })
+      .def_property_readonly("account_count",
+                             [](PyEngine& s) { return locked(s, [](Engine& e) { return e.account_count(); }); })
+      .def_property_readonly("position_count",
+                             [](PyEngine& s) { return locked(s, [](Engine& e) { return e.position_count(); }); })
+      .def_property_readonly("market_count",
+                             [](PyEngine& s) { return locked(s, [](Engine& e) { return e.market_count(); }); })
+      .def_property_readonly("memory_bytes",
+                             [](PyEngine& s) { return locked(s, [](Engine& e) { return e.memory_bytes(); }); })
       .def(
           "add_market",
           [](PyEngine& s, const std::string& symbol, int qty_decimals, int price_decimals, i64 mmr, i64 imr, i64 fee,
@@ -138,8 +144,10 @@ void register_engine(py::module_& m) {
             spec.maintenance_rate = mmr;
             spec.initial_rate = imr;
             spec.liquidation_fee_rate = fee;
-            for (const auto& [cap, t_mmr, t_imr, amount] : tiers) spec.tiers.push_back(TierSpec{cap, t_mmr, t_imr, amount});
-            return locked(s, [&](Engine& e) { return s.journal ? s.journal->add_market(e, spec) : e.add_market(spec); });
+            for (const auto& [cap, t_mmr, t_imr, amount] : tiers)
+              spec.tiers.push_back(TierSpec{cap, t_mmr, t_imr, amount});
+            return locked(s,
+                          [&](Engine& e) { return s.journal ? s.journal->add_market(e, spec) : e.add_market(spec); });
           },
           py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
           py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"))
@@ -178,33 +186,38 @@ void register_engine(py::module_& m) {
              auto v = as_span<i64>(amounts, "amounts");
              locked(s, [&](Engine& e) { s.journal ? s.journal->withdraw(e, a, v) : e.withdraw(a, v); });
            })
-      .def("load_positions",
-           [](PyEngine& s, const py::array& accounts, const py::array& markets, const py::array& sizes,
-              const py::array& entry_prices, std::optional<i64> counterparty) {
-             auto a = as_span<i64>(accounts, "accounts");
-             auto mk = as_span<MarketId>(markets, "markets");
-             auto q = as_span<i64>(sizes, "sizes");
-             auto p = as_span<i64>(entry_prices, "entry_prices");
-             locked(s, [&](Engine& e) {
-               s.journal ? s.journal->load_positions(e, a, mk, q, p, counterparty) : e.load_positions(a, mk, q, p, counterparty);
-             });
-           },
-           py::arg("accounts"), py::arg("markets"), py::arg("sizes"), py::arg("entry_prices"), py::arg("counterparty") = py::none())
+      .def(
+          "load_positions",
+          [](PyEngine& s, const py::array& accounts, const py::array& markets, const py::array& sizes,
+             const py::array& entry_prices, std::optional<i64> counterparty) {
+            auto a = as_span<i64>(accounts, "accounts");
+            auto mk = as_span<MarketId>(markets, "markets");
+            auto q = as_span<i64>(sizes, "sizes");
+            auto p = as_span<i64>(entry_prices, "entry_prices");
+            locked(s, [&](Engine& e) {
+              s.journal ? s.journal->load_positions(e, a, mk, q, p, counterparty)
+                        : e.load_positions(a, mk, q, p, counterparty);
+            });
+          },
+          py::arg("accounts"), py::arg("markets"), py::arg("sizes"), py::arg("entry_prices"),
+          py::arg("counterparty") = py::none())
       .def("trade",
            [](PyEngine& s, i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
              locked(s, [&](Engine& e) {
-               s.journal ? s.journal->trade(e, buyer, seller, market, size, price) : e.trade(buyer, seller, market, size, price);
+               s.journal ? s.journal->trade(e, buyer, seller, market, size, price)
+                         : e.trade(buyer, seller, market, size, price);
              });
            })
       .def("trades",
-           [](PyEngine& s, const py::array& buyers, const py::array& sellers, const py::array& markets, const py::array& sizes,
-              const py::array& prices) {
+           [](PyEngine& s, const py::array& buyers, const py::array& sellers, const py::array& markets,
+              const py::array& sizes, const py::array& prices) {
              auto b = as_span<i64>(buyers, "buyers");
              auto se = as_span<i64>(sellers, "sellers");
              auto mk = as_span<MarketId>(markets, "markets");
              auto q = as_span<i64>(sizes, "sizes");
              auto p = as_span<i64>(prices, "prices");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->trades(e, b, se, mk, q, p) : e.trades(b, se, mk, q, p); });
+             locked(s,
+                    [&](Engine& e) { s.journal ? s.journal->trades(e, b, se, mk, q, p) : e.trades(b, se, mk, q, p); });
            })
       .def("set_marks",
            [](PyEngine& s, const py::array& markets, const py::array& prices) {
@@ -212,26 +225,27 @@ void register_engine(py::module_& m) {
              auto p = as_span<i64>(prices, "prices");
              locked(s, [&](Engine& e) { s.journal ? s.journal->set_marks(e, mk, p) : e.set_marks(mk, p); });
            })
-      .def("check_margin",
-           [](PyEngine& s, std::optional<py::array> markets) {
-             MarginReport r;
-             if (markets) {
-               auto mk = as_span<MarketId>(*markets, "markets");
-               r = locked(s, [&](Engine& e) { return s.journal ? s.journal->check_margin(e, mk) : e.check_margin(mk); });
-               return margin_report_to_dict(std::move(r));
-             }
-             IdsRefresh ids;
-             locked(s, [&](Engine& e) {
-               r = s.journal ? s.journal->check_margin_values(e) : e.check_margin_values();
-               ids.collect(s, e);
-             });
-             const std::size_t n = r.equity.size();
-             r.account_id = column<i64>();
-             py::dict d = margin_report_to_dict(std::move(r));
-             d["account"] = ids.column(s, n);
-             return d;
-           },
-           py::arg("markets") = py::none())
+      .def(
+          "check_margin",
+          [](PyEngine& s, std::optional<py::array> markets) {
+            MarginReport r;
+            if (markets) {
+              auto mk = as_span<MarketId>(*markets, "markets");
+              r = locked(s, [&](Engine& e) { return s.journal ? s.journal->check_margin(e, mk) : e.check_margin(mk); });
+              return margin_report_to_dict(std::move(r));
+            }
+            IdsRefresh ids;
+            locked(s, [&](Engine& e) {
+              r = s.journal ? s.journal->check_margin_values(e) : e.check_margin_values();
+              ids.collect(s, e);
+            });
+            const std::size_t n = r.equity.size();
+            r.account_id = column<i64>();
+            py::dict d = margin_report_to_dict(std::move(r));
+            d["account"] = ids.column(s, n);
+            return d;
+          },
+          py::arg("markets") = py::none())
       .def("check_margin_quote",
            [](PyEngine& s) {
              // the full check with the float report (quote currency, margin ratio) written in
@@ -265,57 +279,62 @@ void register_engine(py::module_& m) {
              d["bankrupt"] = to_numpy_bool(std::move(bankrupt));
              return d;
            })
-      .def("check_margin_into",
-           [](PyEngine& s, const py::array& equity, const py::array& maintenance, const py::array& initial,
-              const py::array& liquidatable, const py::array& bankrupt, std::optional<py::array> margin_ratio) {
-             // the full check written into the caller's arrays: int64 money units, or float64
-             // quote currency when margin_ratio is given (then also written)
-             const std::size_t n = locked(s, [](Engine& e) { return e.account_count(); });
-             MarginColumns out;
-             if (margin_ratio) {
-               out.equity_quote = as_output<double>(equity, "out.equity", n);
-               out.maintenance_quote = as_output<double>(maintenance, "out.maintenance", n);
-               out.initial_quote = as_output<double>(initial, "out.initial", n);
-               out.margin_ratio = as_output<double>(*margin_ratio, "out.margin_ratio", n);
-             } else {
-               out.equity = as_output<i64>(equity, "out.equity", n);
-               out.maintenance = as_output<i64>(maintenance, "out.maintenance", n);
-               out.initial = as_output<i64>(initial, "out.initial", n);
-             }
-             out.liquidatable = as_output<std::uint8_t>(liquidatable, "out.liquidatable", n);
-             out.bankrupt = as_output<std::uint8_t>(bankrupt, "out.bankrupt", n);
-             locked(s, [&](Engine& e) {
-               if (e.account_count() != n) throw InvalidInput("out: the exchange gained accounts during the call");
-               s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
-             });
-           },
-           py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("liquidatable"), py::arg("bankrupt"),
-           py::arg("margin_ratio") = py::none())
+      .def(
+          "check_margin_into",
+          [](PyEngine& s, const py::array& equity, const py::array& maintenance, const py::array& initial,
+             const py::array& liquidatable, const py::array& bankrupt, std::optional<py::array> margin_ratio) {
+            // the full check written into the caller's arrays: int64 money units, or float64
+            // quote currency when margin_ratio is given (then also written)
+            const std::size_t n = locked(s, [](Engine& e) { return e.account_count(); });
+            MarginColumns out;
+            if (margin_ratio) {
+              out.equity_quote = as_output<double>(equity, "out.equity", n);
+              out.maintenance_quote = as_output<double>(maintenance, "out.maintenance", n);
+              out.initial_quote = as_output<double>(initial, "out.initial", n);
+              out.margin_ratio = as_output<double>(*margin_ratio, "out.margin_ratio", n);
+            } else {
+              out.equity = as_output<i64>(equity, "out.equity", n);
+              out.maintenance = as_output<i64>(maintenance, "out.maintenance", n);
+              out.initial = as_output<i64>(initial, "out.initial", n);
+            }
+            out.liquidatable = as_output<std::uint8_t>(liquidatable, "out.liquidatable", n);
+            out.bankrupt = as_output<std::uint8_t>(bankrupt, "out.bankrupt", n);
+            locked(s, [&](Engine& e) {
+              if (e.account_count() != n) throw InvalidInput("out: the exchange gained accounts during the call");
+              s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
+            });
+          },
+          py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("liquidatable"), py::arg("bankrupt"),
+          py::arg("margin_ratio") = py::none())
       .def("account_margin",
            [](PyEngine& s, i64 account) {
              AccountMargin a = locked(s, [&](Engine& e) { return e.account_margin(account); });
              return py::make_tuple(a.equity, a.maintenance, a.initial, a.liquidatable, a.bankrupt);
            })
-      .def("positions",
-           [](PyEngine& s, int deficit_split) {
-             if (deficit_split < 0 || deficit_split > 1) throw InvalidInput("deficit_split: unknown value " + std::to_string(deficit_split));
-             const DeficitSplit split = static_cast<DeficitSplit>(deficit_split);
-             PositionReport r = locked(s, [&](Engine& e) { return e.positions(split); });
-             py::dict d;
-             d["account"] = to_numpy(std::move(r.account_id));
-             d["market"] = to_numpy(std::move(r.market));
-             d["size"] = to_numpy(std::move(r.size));
-             d["entry_notional"] = to_numpy(std::move(r.entry_notional));
-             d["unrealized_pnl"] = to_numpy(std::move(r.unrealized_pnl));
-             d["liquidation_price"] = to_numpy(std::move(r.liquidation_price));
-             d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
-             return d;
-           },
-           py::arg("deficit_split") = 0)
+      .def(
+          "positions",
+          [](PyEngine& s, int deficit_split) {
+            if (deficit_split < 0 || deficit_split > 1)
+              throw InvalidInput("deficit_split: unknown value " + std::to_string(deficit_split));
+            const DeficitSplit split = static_cast<DeficitSplit>(deficit_split);
+            PositionReport r = locked(s, [&](Engine& e) { return e.positions(split); });
+            py::dict d;
+            d["account"] = to_numpy(std::move(r.account_id));
+            d["market"] = to_numpy(std::move(r.market));
+            d["size"] = to_numpy(std::move(r.size));
+            d["entry_notional"] = to_numpy(std::move(r.entry_notional));
+            d["unrealized_pnl"] = to_numpy(std::move(r.unrealized_pnl));
+            d["liquidation_price"] = to_numpy(std::move(r.liquidation_price));
+            d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
+            return d;
+          },
+          py::arg("deficit_split") = 0)
       .def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
-      .def("has_account", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })
+      .def("has_account",
+           [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })
       .def("mark", [](PyEngine& s, MarketId m) { return locked(s, [&](Engine& e) { return e.mark(m); }); })
-      .def("net_size", [](PyEngine& s, MarketId m) { return to_py_int(locked(s, [&](Engine& e) { return e.net_size(m); })); })
+      .def("net_size",
+           [](PyEngine& s, MarketId m) { return to_py_int(locked(s, [&](Engine& e) { return e.net_size(m); })); })
       .def("account_ids",
            [](PyEngine& s) {
              std::vector<i64> ids = locked(s, [&](Engine& e) { return e.account_ids(); });

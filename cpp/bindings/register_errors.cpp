@@ -17,14 +17,22 @@ void register_errors(py::module_& m) {
     };
     try {
       std::rethrow_exception(p);
-    } catch (const ConfigError& e) { raise("ConfigError", e);
-    } catch (const InvalidInput& e) { raise("InvalidInput", e);
-    } catch (const ArithmeticOverflow& e) { raise("ArithmeticOverflow", e);
-    } catch (const UnknownId& e) { raise("UnknownId", e);
-    } catch (const InsufficientMargin& e) { raise("InsufficientMargin", e);
-    } catch (const CorruptSnapshot& e) { raise("CorruptSnapshot", e);
-    } catch (const InvariantViolation& e) { raise("InvariantViolation", e);
-    } catch (const Error& e) { raise("DeleverageError", e);
+    } catch (const ConfigError& e) {
+      raise("ConfigError", e);
+    } catch (const InvalidInput& e) {
+      raise("InvalidInput", e);
+    } catch (const ArithmeticOverflow& e) {
+      raise("ArithmeticOverflow", e);
+    } catch (const UnknownId& e) {
+      raise("UnknownId", e);
+    } catch (const InsufficientMargin& e) {
+      raise("InsufficientMargin", e);
+    } catch (const CorruptSnapshot& e) {
+      raise("CorruptSnapshot", e);
+    } catch (const InvariantViolation& e) {
+      raise("InvariantViolation", e);
+    } catch (const Error& e) {
+      raise("DeleverageError", e);
     }
   });
 }

@@ -16,7 +16,8 @@ WaterfallConfig waterfall_config_from_tuple(const py::tuple& t);
 void register_stress(py::module_& m) {
   m.def(
       "run_stress",
-      [](PyEngine& base, const py::tuple& config, const py::array& marks, std::size_t paths, std::size_t steps, int threads) {
+      [](PyEngine& base, const py::tuple& config, const py::array& marks, std::size_t paths, std::size_t steps,
+         int threads) {
         const WaterfallConfig c = waterfall_config_from_tuple(config);
         auto mk = as_span<i64>(marks, "marks");
         // the base engine is only read (each path copies it); its mutex keeps Python threads out
@@ -48,7 +49,8 @@ void register_stress(py::module_& m) {
         out["shape"] = py::make_tuple(s.paths, s.steps, s.pools);
         return out;
       },
-      py::arg("engine"), py::arg("config"), py::arg("marks"), py::arg("paths"), py::arg("steps"), py::arg("threads") = 0,
+      py::arg("engine"), py::arg("config"), py::arg("marks"), py::arg("paths"), py::arg("steps"),
+      py::arg("threads") = 0,
       "Run `paths` stress paths of `steps` waterfall steps on copies of `engine`; marks: int64 ticks, flat "
       "[path][step][market]. Returns per-step series (flat [path][step], fund_balance [path][step][pool]) and "
       "per-account outcomes over all paths (money units).");

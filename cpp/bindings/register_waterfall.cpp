@@ -22,9 +22,9 @@ E enum_from(int v, int count, const char* field) {
 // The one place where the Python layer's waterfall arguments (Exchange._waterfall_config)
 // become a WaterfallConfig: liquidate() and run_stress() both come through here.
 WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate,
-                                           i64 impact_depth, bool partial, int mode, int policy, int ranking, int adl_price,
-                                           i64 theta, i64 cap, i64 lot, const std::string& g, std::uint64_t seed,
-                                           int deficit_split) {
+                                           i64 impact_depth, bool partial, int mode, int policy, int ranking,
+                                           int adl_price, i64 theta, i64 cap, i64 lot, const std::string& g,
+                                           std::uint64_t seed, int deficit_split) {
   WaterfallConfig c;
   c.executor.kind = enum_from<ExecutorKind>(executor_kind, 2, "executor");
   c.executor.account = executor_account;
@@ -48,10 +48,10 @@ WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_accou
 // The tuple Exchange._waterfall_config() returns (the stress runner's configuration).
 WaterfallConfig waterfall_config_from_tuple(const py::tuple& t) {
   if (t.size() != 16) throw InvalidInput("config: expected the 16 values of Exchange._waterfall_config()");
-  return waterfall_config_from_args(t[0].cast<int>(), t[1].cast<i64>(), t[2].cast<i64>(), t[3].cast<i64>(), t[4].cast<i64>(),
-                                    t[5].cast<bool>(), t[6].cast<int>(), t[7].cast<int>(), t[8].cast<int>(), t[9].cast<int>(),
-                                    t[10].cast<i64>(), t[11].cast<i64>(), t[12].cast<i64>(), t[13].cast<std::string>(),
-                                    t[14].cast<std::uint64_t>(), t[15].cast<int>());
+  return waterfall_config_from_args(
+      t[0].cast<int>(), t[1].cast<i64>(), t[2].cast<i64>(), t[3].cast<i64>(), t[4].cast<i64>(), t[5].cast<bool>(),
+      t[6].cast<int>(), t[7].cast<int>(), t[8].cast<int>(), t[9].cast<int>(), t[10].cast<i64>(), t[11].cast<i64>(),
+      t[12].cast<i64>(), t[13].cast<std::string>(), t[14].cast<std::uint64_t>(), t[15].cast<int>());
 }
 
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
@@ -60,16 +60,17 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
             bool partial, int mode, int policy, int ranking, int adl_price, i64 theta, i64 cap, i64 lot,
             const std::string& g, std::uint64_t seed, int deficit_split, const py::object& accounts) {
-           const WaterfallConfig c = waterfall_config_from_args(executor_kind, executor_account, slippage_rate, impact_rate,
-                                                                impact_depth, partial, mode, policy, ranking, adl_price, theta,
-                                                                cap, lot, g, seed, deficit_split);
+           const WaterfallConfig c = waterfall_config_from_args(
+               executor_kind, executor_account, slippage_rate, impact_rate, impact_depth, partial, mode, policy,
+               ranking, adl_price, theta, cap, lot, g, seed, deficit_split);
            WaterfallResult r;
            if (accounts.is_none()) {
              r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
            } else {
              const py::array arr = accounts.cast<py::array>();
              const std::span<const i64> ids = as_span<i64>(arr, "accounts");
-             r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c, ids) : e.liquidate(c, ids); });
+             r = locked(s,
+                        [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c, ids) : e.liquidate(c, ids); });
            }
            py::dict ev;
            ev["step"] = to_numpy(std::move(r.events.step));
@@ -103,48 +104,78 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          py::arg("impact_depth"), py::arg("partial"), py::arg("mode"), py::arg("policy"), py::arg("ranking"),
          py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
          py::arg("g") = "linear", py::arg("seed") = 0, py::arg("deficit_split") = 0, py::arg("accounts") = py::none())
-      .def("adl_ranking",
-           [](PyEngine& s, MarketId market, int ranking, int deficit_split) {
-             const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-             const DeficitSplit split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
-             AdlRankingReport r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_ranking(e, market, rk, split) : e.adl_ranking(market, rk, split); });
-             py::dict d;
-             d["account"] = to_numpy(std::move(r.account));
-             d["side"] = to_numpy(std::move(r.side));
-             d["size"] = to_numpy(std::move(r.size));
-             d["score"] = to_numpy(std::move(r.score));
-             d["rank"] = to_numpy(std::move(r.rank));
-             d["light"] = to_numpy(std::move(r.light));
-             d["expected_loss"] = to_numpy(std::move(r.expected_loss));
-             return d;
-           },
-           py::arg("market"), py::arg("ranking"), py::arg("deficit_split") = 0)
+      .def(
+          "adl_ranking",
+          [](PyEngine& s, MarketId market, int ranking, int deficit_split) {
+            const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
+            const DeficitSplit split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
+            AdlRankingReport r = locked(s, [&](Engine& e) {
+              return s.journal ? s.journal->adl_ranking(e, market, rk, split) : e.adl_ranking(market, rk, split);
+            });
+            py::dict d;
+            d["account"] = to_numpy(std::move(r.account));
+            d["side"] = to_numpy(std::move(r.side));
+            d["size"] = to_numpy(std::move(r.size));
+            d["score"] = to_numpy(std::move(r.score));
+            d["rank"] = to_numpy(std::move(r.rank));
+            d["light"] = to_numpy(std::move(r.light));
+            d["expected_loss"] = to_numpy(std::move(r.expected_loss));
+            return d;
+          },
+          py::arg("market"), py::arg("ranking"), py::arg("deficit_split") = 0)
       .def("adl_rank",
            [](PyEngine& s, i64 account, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-             const AdlRank r = locked(s, [&](Engine& e) { return s.journal ? s.journal->adl_rank(e, account, market, rk) : e.adl_rank(account, market, rk); });
+             const AdlRank r = locked(s, [&](Engine& e) {
+               return s.journal ? s.journal->adl_rank(e, account, market, rk) : e.adl_rank(account, market, rk);
+             });
              return py::make_tuple(static_cast<int>(r.side), r.score, r.rank, r.side_count, static_cast<int>(r.light));
            })
       .def("set_adl_refresh",
            [](PyEngine& s, int policy, i64 every) {
              const AdlRefresh p = enum_from<AdlRefresh>(policy, 2, "adl_refresh");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->set_adl_refresh(e, p, every) : e.set_adl_refresh(p, every); });
+             locked(s, [&](Engine& e) {
+               s.journal ? s.journal->set_adl_refresh(e, p, every) : e.set_adl_refresh(p, every);
+             });
            })
-      .def("adl_refresh", [](PyEngine& s) {
-        const auto r = locked(s, [&](Engine& e) { return std::make_pair(static_cast<int>(e.adl_refresh()), e.adl_refresh_every()); });
-        return py::make_tuple(r.first, r.second);
-      })
-      .def("give_market_own_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return s.journal ? s.journal->give_market_own_pool(e, market) : e.give_market_own_pool(market); }); })
-      .def("market_pool", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
-      .def("insurance_deposit", [](PyEngine& s, i64 amount, int pool) { locked(s, [&](Engine& e) { s.journal ? s.journal->insurance_deposit(e, amount, pool) : e.insurance_deposit(amount, pool); }); })
-      .def("insurance_balance", [](PyEngine& s, int pool) {
-        return locked(s, [&](Engine& e) {
-          if (pool < 0 || pool >= e.insurance().pool_count()) throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
-          return e.insurance().balance(pool);
-        });
-      })
-      .def("insurance_pool_count", [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.insurance().pool_count(); }); })
-      .def("set_drawdown_rule", [](PyEngine& s, i64 max_drawdown, int window) { locked(s, [&](Engine& e) { s.journal ? s.journal->set_drawdown_rule(e, max_drawdown, window) : e.set_drawdown_rule(max_drawdown, window); }); })
+      .def("adl_refresh",
+           [](PyEngine& s) {
+             const auto r = locked(s, [&](Engine& e) {
+               return std::make_pair(static_cast<int>(e.adl_refresh()), e.adl_refresh_every());
+             });
+             return py::make_tuple(r.first, r.second);
+           })
+      .def("give_market_own_pool",
+           [](PyEngine& s, MarketId market) {
+             return locked(s, [&](Engine& e) {
+               return s.journal ? s.journal->give_market_own_pool(e, market) : e.give_market_own_pool(market);
+             });
+           })
+      .def("market_pool",
+           [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
+      .def("insurance_deposit",
+           [](PyEngine& s, i64 amount, int pool) {
+             locked(s, [&](Engine& e) {
+               s.journal ? s.journal->insurance_deposit(e, amount, pool) : e.insurance_deposit(amount, pool);
+             });
+           })
+      .def("insurance_balance",
+           [](PyEngine& s, int pool) {
+             return locked(s, [&](Engine& e) {
+               if (pool < 0 || pool >= e.insurance().pool_count())
+                 throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
+               return e.insurance().balance(pool);
+             });
+           })
+      .def("insurance_pool_count",
+           [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.insurance().pool_count(); }); })
+      .def("set_drawdown_rule",
+           [](PyEngine& s, i64 max_drawdown, int window) {
+             locked(s, [&](Engine& e) {
+               s.journal ? s.journal->set_drawdown_rule(e, max_drawdown, window)
+                         : e.set_drawdown_rule(max_drawdown, window);
+             });
+           })
       .def("insurance_ledger",
            [](PyEngine& s) {
              std::vector<LedgerEntry> l = locked(s, [&](Engine& e) { return e.insurance().ledger(); });
@@ -185,7 +216,8 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
              return d;
            })
       .def_property_readonly("step", [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.step(); }); })
-      .def("previous_mark", [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.previous_mark(market); }); });
+      .def("previous_mark",
+           [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.previous_mark(market); }); });
   (void)m;
 }
 

@@ -13,10 +13,10 @@ int main() {
 
   MarketSpec btc;
   btc.symbol = "BTC-PERP";
-  btc.qty_decimals = 3;               // a lot is 0.001 BTC
-  btc.price_decimals = 1;             // a tick is $0.1
-  btc.maintenance_rate = 5'000'000;   // 5% in units of 1e-8
-  btc.initial_rate = 10'000'000;      // 10%
+  btc.qty_decimals = 3;              // a lot is 0.001 BTC
+  btc.price_decimals = 1;            // a tick is $0.1
+  btc.maintenance_rate = 5'000'000;  // 5% in units of 1e-8
+  btc.initial_rate = 10'000'000;     // 10%
   const MarketId m = engine.add_market(btc);
 
   const std::vector<i64> accounts = {1, 2};
@@ -31,8 +31,8 @@ int main() {
   engine.set_marks(markets, marks);
 
   const AccountMargin a = engine.account_margin(1);
-  std::printf("account 1: equity %.6f  maintenance %.6f  initial %.6f  liquidatable %s\n",
-              a.equity / 1e6, a.maintenance / 1e6, a.initial / 1e6, a.liquidatable ? "yes" : "no");
+  std::printf("account 1: equity %.6f  maintenance %.6f  initial %.6f  liquidatable %s\n", a.equity / 1e6,
+              a.maintenance / 1e6, a.initial / 1e6, a.liquidatable ? "yes" : "no");
 
   const MarginReport report = engine.check_margin();
   std::size_t liquidatable = 0;

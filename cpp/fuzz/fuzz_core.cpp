@@ -41,7 +41,8 @@ Engine base_engine() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
   const std::uint8_t mode = data[0];
-  std::vector<std::byte> in(reinterpret_cast<const std::byte*>(data + 1), reinterpret_cast<const std::byte*>(data + size));
+  std::vector<std::byte> in(reinterpret_cast<const std::byte*>(data + 1),
+                            reinterpret_cast<const std::byte*>(data + size));
   if ((mode & 1) == 0) {
     // snapshot
     if ((mode & 2) && in.size() >= kSnapshotHeaderBytes) {
@@ -56,7 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::uint32_t version = 0;
       std::memcpy(&version, in.data() + 8, 4);
       // an older version is read, then written as the current one: only current ones round-trip
-      if (version == kSnapshotVersion && (again.size() != in.size() || std::memcmp(again.data(), in.data(), in.size()) != 0))
+      if (version == kSnapshotVersion &&
+          (again.size() != in.size() || std::memcmp(again.data(), in.data(), in.size()) != 0))
         __builtin_trap();
     } catch (const CorruptSnapshot&) {
     }

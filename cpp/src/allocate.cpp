@@ -99,8 +99,9 @@ std::size_t weighted_select(std::vector<Item>& a, Before before, Weight wt, S ta
   acc = 0;
   while (hi - lo > 24) {
     const Item pivot = a[lo + rng.below(hi - lo)];
-    auto mid_it = std::partition(a.begin() + static_cast<std::ptrdiff_t>(lo), a.begin() + static_cast<std::ptrdiff_t>(hi),
-                                 [&](const Item& x) { return before(x, pivot); });
+    auto mid_it =
+        std::partition(a.begin() + static_cast<std::ptrdiff_t>(lo), a.begin() + static_cast<std::ptrdiff_t>(hi),
+                       [&](const Item& x) { return before(x, pivot); });
     const std::size_t mid = static_cast<std::size_t>(mid_it - a.begin());
     S s = 0;
     for (std::size_t j = lo; j < mid; ++j) s += wt(a[j]);
@@ -112,7 +113,10 @@ std::size_t weighted_select(std::vector<Item>& a, Before before, Weight wt, S ta
     // the pivot is the first item of [mid, hi) in order: bring it to mid
     std::size_t pj = mid;
     for (std::size_t j = mid; j < hi; ++j)
-      if (!before(pivot, a[j]) && !before(a[j], pivot)) { pj = j; break; }
+      if (!before(pivot, a[j]) && !before(a[j], pivot)) {
+        pj = j;
+        break;
+      }
     std::swap(a[mid], a[pj]);
     if (acc + wt(a[mid]) >= target) return mid;
     acc += wt(a[mid]);
@@ -135,7 +139,8 @@ auto check_capacity(std::span<const T> w) {
   std::conditional_t<std::is_same_v<T, double>, double, u128> total = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if constexpr (std::is_same_v<T, double>) {
-      if (!std::isfinite(w[i])) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " is not a finite number");
+      if (!std::isfinite(w[i]))
+        throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " is not a finite number");
     }
     if (w[i] < 0) throw InvalidInput(at("capacity", i) + ": " + num_str(w[i]) + " must not be negative");
     if constexpr (std::is_same_v<T, double>) {
@@ -150,13 +155,15 @@ auto check_capacity(std::span<const T> w) {
 template <class T>
 void check_length(std::span<const T> a, std::size_t n, const char* field, bool allow_scalar) {
   if (a.size() == n || (allow_scalar && a.size() == 1)) return;
-  throw InvalidInput(std::string(field) + " has " + std::to_string(a.size()) + " entries but capacity has " + std::to_string(n) +
-                     (allow_scalar ? " (give one value or one per winner)" : ""));
+  throw InvalidInput(std::string(field) + " has " + std::to_string(a.size()) + " entries but capacity has " +
+                     std::to_string(n) + (allow_scalar ? " (give one value or one per winner)" : ""));
 }
 
 void require(bool given, const char* field, AllocPolicy p, bool needed) {
-  if (needed && !given) throw InvalidInput(std::string(field) + " is required by policy '" + alloc_policy_name(p) + "'");
-  if (!needed && given) throw InvalidInput(std::string(field) + " is not used by policy '" + alloc_policy_name(p) + "'");
+  if (needed && !given)
+    throw InvalidInput(std::string(field) + " is required by policy '" + alloc_policy_name(p) + "'");
+  if (!needed && given)
+    throw InvalidInput(std::string(field) + " is not used by policy '" + alloc_policy_name(p) + "'");
 }
 
 template <class T>
@@ -175,7 +182,8 @@ void check_cap(std::span<const T> cap) {
 template <class T>
 void check_lot(T lot, const char* field) {
   if constexpr (std::is_same_v<T, double>) {
-    if (!(std::isfinite(lot) && lot > 0)) throw InvalidInput(std::string(field) + ": " + num_str(lot) + " must be a positive finite number");
+    if (!(std::isfinite(lot) && lot > 0))
+      throw InvalidInput(std::string(field) + ": " + num_str(lot) + " must be a positive finite number");
   } else {
     if (lot <= 0) throw InvalidInput(std::string(field) + ": " + num_str(lot) + " must be positive");
   }
@@ -199,7 +207,8 @@ void check_side_sum(std::span<const T> a, std::size_t n, const char* field) {
     if (a[i] < 0) throw InvalidInput(at(field, i) + ": " + num_str(a[i]) + " must not be negative");
   }
   if constexpr (std::is_same_v<T, double>) {
-    if (!std::isfinite(static_cast<double>(total))) throw InvalidInput(std::string(field) + ": the total is not a finite number");
+    if (!std::isfinite(static_cast<double>(total)))
+      throw InvalidInput(std::string(field) + ": the total is not a finite number");
   } else {
     if (exact > static_cast<u128>(std::numeric_limits<i64>::max()))
       throw ArithmeticOverflow(std::string(field) + ": the total does not fit in int64");
@@ -210,8 +219,8 @@ template <class T>
 T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
   if (budget <= reachable) return budget;
   if (req.clip) return reachable;
-  throw InvalidInput("budget " + num_str(budget) + " exceeds what policy '" + alloc_policy_name(req.policy) + "' can raise (" +
-                     num_str(reachable) + "); pass clip=True to raise only that much");
+  throw InvalidInput("budget " + num_str(budget) + " exceeds what policy '" + alloc_policy_name(req.policy) +
+                     "' can raise (" + num_str(reachable) + "); pass clip=True to raise only that much");
 }
 
 // ---------------------------------------------------------------- threads
@@ -299,7 +308,7 @@ constexpr std::size_t kSample = 8192;  // largest sample of a bracketing round
 // Sample size for n items: a sixteenth of them, between 1024 and kSample (sorting the sample
 // should cost little next to the pass it saves).
 inline std::size_t sample_size(std::size_t n) { return std::clamp<std::size_t>(n / 16, 1024, kSample); }
-constexpr std::size_t kSmall = 4096;   // below this many items, select directly
+constexpr std::size_t kSmall = 4096;  // below this many items, select directly
 
 // Half-width of the bracket around the sample's estimate, in sample ranks: a few standard
 // deviations of the estimate's rank (about sqrt of the sample size).
@@ -345,7 +354,9 @@ struct RemHistogram {
   explicit RemHistogram(u64 V)
       : shift(std::max(0, static_cast<int>(std::bit_width(V - 1)) - kBits)), part(kParts * kCopies * kBuckets, 0) {}
   u32* slice(std::size_t p) { return part.data() + p * kCopies * kBuckets; }
-  static void add(u32* slice, std::size_t i, u64 r, int shift) { ++slice[(i & (kCopies - 1)) * kBuckets + (r >> shift)]; }
+  static void add(u32* slice, std::size_t i, u64 r, int shift) {
+    ++slice[(i & (kCopies - 1)) * kBuckets + (r >> shift)];
+  }
   u32 slice_count(std::size_t p, std::size_t b) const {
     u32 c = 0;
     for (std::size_t k = 0; k < kCopies; ++k) c += part[(p * kCopies + k) * kBuckets + b];
@@ -394,8 +405,10 @@ void add_top_remainders(i64* x, u32* idx, std::size_t m, u64 need, const RemOf& 
     std::size_t keep = 0;
     for (std::size_t j = 0; j < m; ++j) {
       const u64 k = (rem_of(idx[j]) - lo) >> shift;
-      if (k > b) ++x[idx[j]];
-      else if (k == b) idx[keep++] = idx[j];
+      if (k > b)
+        ++x[idx[j]];
+      else if (k == b)
+        idx[keep++] = idx[j];
     }
     m = keep;
     need -= above;
@@ -505,7 +518,9 @@ std::vector<T> queue_alloc(const AllocRequest<T>& req, T budget) {
   const bool has_first = est >= h, has_last = est + h < smp.size();
   const Item p1 = has_first ? smp[est - h] : Item{}, p2 = has_last ? smp[est + h] : Item{};
   // one exact pass: winners before p1 are taken in full, winners after p2 not at all
-  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
+  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) /
+                                                      static_cast<double>(smp.size()) * 1.25 / kParts) +
+                             64;
   T taken_p[kParts] = {}, between_p[kParts] = {};
   std::vector<Item> mids[kParts];
   T* const xp = x.data();
@@ -588,7 +603,8 @@ std::pair<V, V> water_level_small(std::vector<WfItem<V>>& a, V budget, V A, V Vs
   while (lo < hi) {
     const WfItem<V> p = a[lo + rng.below(hi - lo)];
     // t_j = k_j / v_j compared with t_p: k_j * v_p vs k_p * v_j
-    auto m1 = std::partition(first(lo), first(hi), [&](const WfItem<V>& it) { return mulw(it.k, p.v) < mulw(p.k, it.v); });
+    auto m1 =
+        std::partition(first(lo), first(hi), [&](const WfItem<V>& it) { return mulw(it.k, p.v) < mulw(p.k, it.v); });
     auto m2 = std::partition(m1, first(hi), [&](const WfItem<V>& it) { return !(mulw(p.k, it.v) < mulw(it.k, p.v)); });
     const std::size_t mid1 = static_cast<std::size_t>(m1 - a.begin()), mid2 = static_cast<std::size_t>(m2 - a.begin());
     V kl = 0, vg = 0, ve = 0;
@@ -619,7 +635,8 @@ std::pair<V, V> water_level_small(std::vector<WfItem<V>>& a, V budget, V A, V Vs
 // bucket (about 1/64 of the side whatever the weights). A side too rare to sample is collected
 // whole (it is small then).
 template <class V, class Get, class InSide>
-[[gnu::noinline]] std::vector<WfItem<V>> water_buckets(std::size_t n, Get get, InSide in_side, V budget, V& A, V& Vs, Rng& rng) {
+[[gnu::noinline]] std::vector<WfItem<V>> water_buckets(std::size_t n, Get get, InSide in_side, V budget, V& A, V& Vs,
+                                                       Rng& rng) {
   constexpr std::size_t kPivots = 63, kBuckets = kPivots + 1;
   auto member = [&](const WfItem<V>& it) { return it.k > 0 && it.v > 0 && in_side(it.k, it.v); };
   struct Smp {
@@ -713,7 +730,8 @@ template <class V>
 // rest. F(t) = sum min(K_i, t v_i) is continuous and increasing, so tau lies in [t_lo, t_hi]
 // iff F(t_lo) <= budget <= F(t_hi), both known exactly from the pass's sums.
 template <class V, class Get>
-[[gnu::noinline]] std::vector<WfItem<V>> water_bracket(std::size_t n, Get get, V budget, V& A, V& Vs, Rng& rng, V& reach) {
+[[gnu::noinline]] std::vector<WfItem<V>> water_bracket(std::size_t n, Get get, V budget, V& A, V& Vs, Rng& rng,
+                                                       V& reach) {
   std::vector<WfItem<V>> out;
   auto live = [](const WfItem<V>& it) { return it.k > 0 && it.v > 0; };
   auto everyone = [&] {
@@ -755,7 +773,9 @@ template <class V, class Get>
   const bool has_lo = est >= h, has_hi = est + h < smp.size();
   const WfItem<V> plo = has_lo ? smp[est - h].it : WfItem<V>{}, phi = has_hi ? smp[est + h].it : WfItem<V>{};
   // one exact pass, per slice: sums of the settled groups, the items in between
-  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) / static_cast<double>(smp.size()) * 1.25 / kParts) + 64;
+  const std::size_t expect = static_cast<std::size_t>(static_cast<double>(n) * (2.0 * static_cast<double>(h) + 1) /
+                                                      static_cast<double>(smp.size()) * 1.25 / kParts) +
+                             64;
   V sums[kParts][7] = {};
   std::vector<WfItem<V>> mids[kParts];
   for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
@@ -786,16 +806,20 @@ template <class V, class Get>
         mid_or_tied(mid, tied, l, u, k, v);
       }
     }
-    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh, sums[p][5] = tied[0], sums[p][6] = tied[1];
+    sums[p][0] = skl, sums[p][1] = svh, sums[p][2] = skm, sums[p][3] = svm, sums[p][4] = skh, sums[p][5] = tied[0],
+    sums[p][6] = tied[1];
   });
   V skl = 0, svh = 0, skm = 0, svm = 0, skh = 0, ske = 0, sve = 0;
   for (std::size_t p = 0; p < kParts; ++p)
-    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4], ske += sums[p][5], sve += sums[p][6];
+    skl += sums[p][0], svh += sums[p][1], skm += sums[p][2], svm += sums[p][3], skh += sums[p][4], ske += sums[p][5],
+        sve += sums[p][6];
   reach = skl + skm + skh;
   out = std::move(mids[0]);
   for (std::size_t p = 1; p < kParts; ++p) out.insert(out.end(), mids[p].begin(), mids[p].end());
-  const bool lo_ok = !has_lo || mulw(static_cast<V>(A + skl), plo.v) + mulw(plo.k, static_cast<V>(Vs + svm + svh)) <= mulw(budget, plo.v);
-  const bool hi_ok = !has_hi || mulw(static_cast<V>(A + skl + skm), phi.v) + mulw(phi.k, static_cast<V>(Vs + svh)) >= mulw(budget, phi.v);
+  const bool lo_ok = !has_lo || mulw(static_cast<V>(A + skl), plo.v) + mulw(plo.k, static_cast<V>(Vs + svm + svh)) <=
+                                    mulw(budget, plo.v);
+  const bool hi_ok = !has_hi || mulw(static_cast<V>(A + skl + skm), phi.v) + mulw(phi.k, static_cast<V>(Vs + svh)) >=
+                                    mulw(budget, phi.v);
   if (lo_ok && hi_ok) {
     A += skl + ske;
     Vs += svh + sve;
@@ -824,7 +848,8 @@ std::pair<V, V> water_level(std::size_t n, Get get, V budget, V& reach) {
   if (budget > reach) return {0, 0};
   while (cand.size() > kSmall) {
     const std::size_t before = cand.size();
-    std::vector<WfItem<V>> next = water_bracket<V>(cand.size(), [&](std::size_t j) { return cand[j]; }, budget, A, Vs, rng, unused);
+    std::vector<WfItem<V>> next =
+        water_bracket<V>(cand.size(), [&](std::size_t j) { return cand[j]; }, budget, A, Vs, rng, unused);
     cand = std::move(next);
     if (cand.size() * 2 > before) break;  // many equal levels: the exact selection copes
   }
@@ -945,9 +970,12 @@ u64 cap_amount(i64 w, i64 c) {
 
 double risk_weight(double lam, const RiskFunction& g) {
   switch (g.kind) {
-    case RiskFunction::Kind::Linear: return lam * lam;
-    case RiskFunction::Kind::Power: return lam * std::pow(lam, g.param);
-    case RiskFunction::Kind::Excess: return lam * std::max(lam - g.param, 0.0);
+    case RiskFunction::Kind::Linear:
+      return lam * lam;
+    case RiskFunction::Kind::Power:
+      return lam * std::pow(lam, g.param);
+    case RiskFunction::Kind::Excess:
+      return lam * std::max(lam - g.param, 0.0);
   }
   return 0.0;
 }
@@ -967,7 +995,8 @@ double risk_weights(const AllocRequest<T>& req, T* out, std::size_t begin, std::
     }
     if (lam < 0) throw InvalidInput(at("leverage", i) + ": " + num_str(req.leverage[i]) + " must not be negative");
     const double r = risk_weight(lam, req.g);
-    if (!std::isfinite(r)) throw InvalidInput(at("leverage", i) + ": risk weight leverage*g(leverage) overflows float64");
+    if (!std::isfinite(r))
+      throw InvalidInput(at("leverage", i) + ": risk weight leverage*g(leverage) overflows float64");
     rmax = std::max(rmax, r);
     out[i] = std::bit_cast<T>(r);
   }
@@ -1002,7 +1031,9 @@ struct LotMath<i64> {
     full = f >= L;
     return full ? L : static_cast<u64>(f);
   }
-  static bool less(u64 ma, i64 wa, u64 mb, i64 wb) { return mulw(ma, static_cast<u64>(wb)) < mulw(mb, static_cast<u64>(wa)); }
+  static bool less(u64 ma, i64 wa, u64 mb, i64 wb) {
+    return mulw(ma, static_cast<u64>(wb)) < mulw(mb, static_cast<u64>(wa));
+  }
 };
 template <>
 struct LotMath<double> {
@@ -1015,7 +1046,9 @@ struct LotMath<double> {
     full = y >= static_cast<double>(static_cast<i64>(L));
     return full ? L : static_cast<u64>(static_cast<i64>(y));
   }
-  static bool less(u64 ma, double wa, u64 mb, double wb) { return static_cast<double>(ma) * wb < static_cast<double>(mb) * wa; }
+  static bool less(u64 ma, double wa, u64 mb, double wb) {
+    return static_cast<double>(ma) * wb < static_cast<double>(mb) * wa;
+  }
 };
 
 template <class T>
@@ -1061,7 +1094,8 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   });
   u64 total_lots = 0, nlive = 0;
   double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
-  for (std::size_t p = 0; p < kParts; ++p) total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
+  for (std::size_t p = 0; p < kParts; ++p)
+    total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
   T reachable;
   if constexpr (std::is_same_v<T, double>) {
     reachable = lot * static_cast<double>(total_lots);
@@ -1175,7 +1209,8 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     if (L::less(q.m, w[q.i], p.m, w[p.i])) return false;
     return p.i < q.i;
   };
-  if (need < pairs.size()) std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
+  if (need < pairs.size())
+    std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
   if constexpr (std::is_same_v<T, double>) {
     for (u64 j = 0; j < need; ++j) x[pairs[j].i] += 1.0;
     for_slices(n, [&, xp](std::size_t, std::size_t b, std::size_t e) {
@@ -1241,9 +1276,12 @@ struct GenLot<i64> {
   }
   [[gnu::noinline]] static u64 exact_count(const Level& c, double est, i64 b, i64 lot, u64 L, bool& full) {
     u128 p = mulw(c.mant, static_cast<u64>(b));
-    if (c.sh >= 128) p = 0;
-    else if (c.sh >= 0) p >>= c.sh;
-    else p = (-c.sh > 11 || p == 0) ? (p == 0 ? 0 : ~u128{0}) : p << -c.sh;  // product < 2^116
+    if (c.sh >= 128)
+      p = 0;
+    else if (c.sh >= 0)
+      p >>= c.sh;
+    else
+      p = (-c.sh > 11 || p == 0) ? (p == 0 ? 0 : ~u128{0}) : p << -c.sh;  // product < 2^116
     full = p >= mulw(L, static_cast<u64>(lot));
     if (full) return L;
     const u64 pp = static_cast<u64>(p), d = static_cast<u64>(lot);  // p < L * lot <= w < 2^63
@@ -1254,7 +1292,8 @@ struct GenLot<i64> {
   }
   // (ma * lot_a) / b_a < (mb * lot_b) / b_b; both amounts are at most a capacity (< 2^63)
   static bool less(u64 ma, i64 la, i64 ba, u64 mb, i64 lb, i64 bb) {
-    return mulw(ma * static_cast<u64>(la), static_cast<u64>(bb)) < mulw(mb * static_cast<u64>(lb), static_cast<u64>(ba));
+    return mulw(ma * static_cast<u64>(la), static_cast<u64>(bb)) <
+           mulw(mb * static_cast<u64>(lb), static_cast<u64>(ba));
   }
 };
 template <>
@@ -1292,7 +1331,8 @@ class FullLevelHistogram {
     amount_[j] += amount, base_[j] += base, lots_[j] += lot;
   }
   void merge(const FullLevelHistogram& o) {
-    for (std::size_t j = 0; j < kBuckets; ++j) amount_[j] += o.amount_[j], base_[j] += o.base_[j], lots_[j] += o.lots_[j];
+    for (std::size_t j = 0; j < kBuckets; ++j)
+      amount_[j] += o.amount_[j], base_[j] += o.base_[j], lots_[j] += o.lots_[j];
   }
   // The estimated level where the amounts reach `budget` (0 if the model never does), and
   // whether no full level lies near it (the amounts are a line there: only the floors blur it).
@@ -1310,7 +1350,8 @@ class FullLevelHistogram {
       // below this bucket nobody else fills: A is a line there
       if (at_lo >= budget) return {(budget - filled + 0.5 * open_lots) / open_base, true};
       const double at_hi = filled + amount_[j] + hi * (open_base - base_[j]) - 0.5 * (open_lots - lots_[j]);
-      if (at_hi >= budget) return {at_hi > at_lo ? lo + (hi - lo) * std::clamp((budget - at_lo) / (at_hi - at_lo), 0.0, 1.0) : lo, false};
+      if (at_hi >= budget)
+        return {at_hi > at_lo ? lo + (hi - lo) * std::clamp((budget - at_lo) / (at_hi - at_lo), 0.0, 1.0) : lo, false};
       filled += amount_[j], open_base -= base_[j], open_lots -= lots_[j];
     }
     return {};
@@ -1342,7 +1383,8 @@ struct LotBetween {
 // leaves after every lot at or below lo (taken_lo, below the budget), added to x (which holds
 // the amounts at or below lo).
 template <class T>
-std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::vector<T> x, std::vector<LotBetween>& pairs, T taken_lo) {
+std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::vector<T> x,
+                                   std::vector<LotBetween>& pairs, T taken_lo) {
   using G = GenLot<T>;
   const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
   const T* const bp = req.base.empty() ? req.capacity.data() : req.base.data();
@@ -1353,9 +1395,11 @@ std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::ve
     if (G::less(q.m, lot(q.i), bp[q.i], p.m, lot(p.i), bp[p.i])) return false;
     return p.i < q.i;
   };
-  if (pairs.empty()) throw InvalidInput("min_max_lots: internal error, no lot between the levels");  // A(hi) >= B > A(lo)
+  if (pairs.empty())
+    throw InvalidInput("min_max_lots: internal error, no lot between the levels");  // A(hi) >= B > A(lo)
   T acc{};
-  const std::size_t last = weighted_select(pairs, before, [&](const LotBetween& q) { return lot(q.i); }, static_cast<T>(budget - taken_lo), acc);
+  const std::size_t last = weighted_select(
+      pairs, before, [&](const LotBetween& q) { return lot(q.i); }, static_cast<T>(budget - taken_lo), acc);
   for (std::size_t j = 0; j <= last; ++j) x[pairs[j].i] += lot(pairs[j].i);
   return x;
 }
@@ -1408,7 +1452,8 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   u64 nlive = 0, total_pairs = 0;
   for (std::size_t p = 0; p < kParts; ++p) {
     reach += reach_p[p], nlive += live_p[p], total_pairs += pairs_p[p];
-    slope0 += static_cast<double>(slope_p[p]), lot_live += static_cast<double>(lots_amt_p[p]), top = std::max(top, top_p[p]);
+    slope0 += static_cast<double>(slope_p[p]), lot_live += static_cast<double>(lots_amt_p[p]),
+        top = std::max(top, top_p[p]);
   }
   budget = budget_or_clip(budget, static_cast<T>(reach), req);
   const bool all = static_cast<Sum>(budget) == reach;
@@ -1484,7 +1529,8 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     // (slope: the base still open at lo) lands below the level sought, a secant through lo and
     // hi lands above it. The probes go just below the one and just above the other.
     const double newton_slope = alo.open > 0 ? alo.open : slope0;
-    const double newton = lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
+    const double newton =
+        lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
     const double d_low = widen * noise / newton_slope;
     double p1 = newton - d_low, p2;
     if (iter == 0 && start.level > 0 && start.level < hi) {
@@ -1564,8 +1610,10 @@ std::vector<T> weighted_pro_rata(const AllocRequest<T>& req) {
     return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], up[i]}; }, req.budget, clip);
   } else {
     auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
-    return water_fill_exact(std::vector<i64>(n), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), static_cast<u64>(up[i])}; },
-                            static_cast<u64>(req.budget), uclip);
+    return water_fill_exact(
+        std::vector<i64>(n),
+        [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), static_cast<u64>(up[i])}; },
+        static_cast<u64>(req.budget), uclip);
   }
 }
 
@@ -1581,7 +1629,9 @@ std::vector<T> based_water_fill(const AllocRequest<T>& req, const T* vp) {
   auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
   if constexpr (std::is_same_v<T, double>) {
     return water_fill_float(
-        n, [=](std::size_t i) { return WfItem<double>{std::min(wp[i], capped ? bp[i] * cp[i * cstep] : bp[i]), vp[i]}; }, req.budget, clip);
+        n,
+        [=](std::size_t i) { return WfItem<double>{std::min(wp[i], capped ? bp[i] * cp[i * cstep] : bp[i]), vp[i]}; },
+        req.budget, clip);
   } else {
     std::vector<i64> x(n);
     i64* const xp = x.data();
@@ -1591,8 +1641,9 @@ std::vector<T> based_water_fill(const AllocRequest<T>& req, const T* vp) {
     });
     const u64* const vu = reinterpret_cast<const u64*>(vp);
     auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
-    return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; },
-                            static_cast<u64>(req.budget), uclip);
+    return water_fill_exact(
+        std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; },
+        static_cast<u64>(req.budget), uclip);
   }
 }
 
@@ -1612,17 +1663,20 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
   require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
   if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
-  if (req.lot.has_value() && !req.lots.empty()) throw InvalidInput("lot: give one lot size or one per winner, not both");
+  if (req.lot.has_value() && !req.lots.empty())
+    throw InvalidInput("lot: give one lot size or one per winner, not both");
   require(req.lot.has_value() || !req.lots.empty(), "lot", pol, pol == AllocPolicy::MinMaxLots);
   if (req.lot.has_value()) check_lot(*req.lot, "lot");
   if (!req.lots.empty()) {
     check_length(req.lots, n, "lot", false);
     for (std::size_t i = 0; i < n; ++i)
-      if (!(req.lots[i] > 0 && req.lots[i] <= std::numeric_limits<T>::max())) check_lot(req.lots[i], at("lot", i).c_str());  // throws
+      if (!(req.lots[i] > 0 && req.lots[i] <= std::numeric_limits<T>::max()))
+        check_lot(req.lots[i], at("lot", i).c_str());  // throws
   }
   if (!req.weights.empty()) require(true, "weights", pol, pol == AllocPolicy::ProRata);
   if (!req.base.empty())
-    require(true, "base", pol, pol == AllocPolicy::CappedProRata || pol == AllocPolicy::RiskAware || pol == AllocPolicy::MinMaxLots);
+    require(true, "base", pol,
+            pol == AllocPolicy::CappedProRata || pol == AllocPolicy::RiskAware || pol == AllocPolicy::MinMaxLots);
   check_side_sum(req.weights, n, "weights");
   check_side_sum(req.base, n, "base");
   if (pol != AllocPolicy::RiskAware && req.g.kind != RiskFunction::Kind::Linear)
@@ -1651,8 +1705,10 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   }
 
   switch (pol) {
-    case AllocPolicy::Queue: return queue_alloc(req, budget_or_clip(req.budget, total, req));
-    case AllocPolicy::RandomWalk: return random_walk_alloc(req, budget_or_clip(req.budget, total, req));
+    case AllocPolicy::Queue:
+      return queue_alloc(req, budget_or_clip(req.budget, total, req));
+    case AllocPolicy::RandomWalk:
+      return random_walk_alloc(req, budget_or_clip(req.budget, total, req));
     case AllocPolicy::MinMaxLots:
       if (req.lots.empty() && req.base.empty()) return min_max_lots_alloc(req, req.budget);
       return min_max_lots_general(req, req.budget);
@@ -1712,7 +1768,8 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
               // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
               const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
               const u128 prod = mulw(static_cast<u64>(src[i]), rh);
-              vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod) : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
+              vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod)
+                                               : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
             }
           });
         }
@@ -1722,7 +1779,9 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       const T* const wp = w.data();
       auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
       if constexpr (std::is_same_v<T, double>) {
-        if (capped) return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
+        if (capped)
+          return water_fill_float(
+              n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
         return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
       } else {
         const u64* const vu = reinterpret_cast<const u64*>(vp);
@@ -1741,9 +1800,11 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
               for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
             });
           }
-          return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
+          return water_fill_exact(
+              std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
         }
-        return water_fill_exact(std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
+        return water_fill_exact(
+            std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
       }
     }
   }
@@ -1765,12 +1826,18 @@ AllocPolicy parse_alloc_policy(std::string_view name) {
 
 const char* alloc_policy_name(AllocPolicy p) {
   switch (p) {
-    case AllocPolicy::Queue: return "queue";
-    case AllocPolicy::ProRata: return "pro_rata";
-    case AllocPolicy::CappedProRata: return "capped_pro_rata";
-    case AllocPolicy::RiskAware: return "risk_aware";
-    case AllocPolicy::MinMaxLots: return "min_max_lots";
-    case AllocPolicy::RandomWalk: return "random_walk";
+    case AllocPolicy::Queue:
+      return "queue";
+    case AllocPolicy::ProRata:
+      return "pro_rata";
+    case AllocPolicy::CappedProRata:
+      return "capped_pro_rata";
+    case AllocPolicy::RiskAware:
+      return "risk_aware";
+    case AllocPolicy::MinMaxLots:
+      return "min_max_lots";
+    case AllocPolicy::RandomWalk:
+      return "random_walk";
   }
   return "?";
 }

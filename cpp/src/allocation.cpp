@@ -16,7 +16,8 @@ std::vector<i64> allocate_capped_pro_rata(i64 budget, const std::vector<i64>& we
     if (weight[i] > 0) cap_sum += cap[i];
   }
   if (budget < 0 || budget > cap_sum)
-    throw InvalidInput("budget " + std::to_string(budget) + " must be between 0 and the total capacity " + to_string_i128(cap_sum));
+    throw InvalidInput("budget " + std::to_string(budget) + " must be between 0 and the total capacity " +
+                       to_string_i128(cap_sum));
   std::vector<i64> x(n, 0);
   if (budget == 0) return x;
 
@@ -55,7 +56,8 @@ std::vector<i64> allocate_capped_pro_rata(i64 budget, const std::vector<i64>& we
     auto by_remainder = [&](const std::pair<i128, std::size_t>& a, const std::pair<i128, std::size_t>& b) {
       return a.first != b.first ? a.first > b.first : ids[a.second] < ids[b.second];
     };
-    std::nth_element(remainders.begin(), remainders.begin() + static_cast<std::ptrdiff_t>(extra - 1), remainders.end(), by_remainder);
+    std::nth_element(remainders.begin(), remainders.begin() + static_cast<std::ptrdiff_t>(extra - 1), remainders.end(),
+                     by_remainder);
     for (std::size_t j = 0; j < extra; ++j) ++x[remainders[j].second];
   }
   return x;

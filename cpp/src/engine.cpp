@@ -20,11 +20,22 @@ bool valid_utf8(const std::string& s) {
     const unsigned c = p[i];
     std::size_t len;
     unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) { ++i; continue; }
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-    else return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF)
+      len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else
+      return false;
     if (i + len > n) return false;
     if (p[i + 1] < lo || p[i + 1] > hi) return false;
     for (std::size_t k = 2; k < len; ++k)
@@ -75,7 +86,11 @@ void Engine::set_value_scale(int new_d) {
       mk.caps_v[j] = static_cast<i128>(mk.tiers[j].max_notional) * scale_s_;
   }
   if (factor != 1)
-    for (AccountHot& h : acc_) { h.cache.u *= factor; h.cache.mm *= factor; h.cache.im *= factor; }
+    for (AccountHot& h : acc_) {
+      h.cache.u *= factor;
+      h.cache.mm *= factor;
+      h.cache.im *= factor;
+    }
 }
 
 MarketId Engine::add_market(const MarketSpec& spec) {
@@ -84,10 +99,8 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   for (const MarketState& mk : markets_)
     if (mk.spec.symbol == spec.symbol) throw ConfigError("symbol '" + spec.symbol + "' is already a market");
   if (markets_.size() >= kMaxMarkets) throw ConfigError("at most 1024 markets are supported");
-  if (spec.qty_decimals < 0 || spec.qty_decimals > 18)
-    throw ConfigError("qty_decimals must be between 0 and 18");
-  if (spec.price_decimals < 0 || spec.price_decimals > 18)
-    throw ConfigError("price_decimals must be between 0 and 18");
+  if (spec.qty_decimals < 0 || spec.qty_decimals > 18) throw ConfigError("qty_decimals must be between 0 and 18");
+  if (spec.price_decimals < 0 || spec.price_decimals > 18) throw ConfigError("price_decimals must be between 0 and 18");
   const int d = spec.qty_decimals + spec.price_decimals;
   if (d - money_decimals_ > kMaxExtraValueDecimals)
     throw ConfigError("qty_decimals + price_decimals may exceed money_decimals by at most 8 (got " +
@@ -101,14 +114,16 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   for (const MarketState& other : markets_) {
     const int other_d = other.spec.qty_decimals + other.spec.price_decimals;
     if (new_value_decimals - std::min(d, other_d) > kMaxValueScaleDecimals)
-      throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may differ from market '" + other.spec.symbol +
-                        "''s (" + std::to_string(other_d) + ") by at most " + std::to_string(kMaxValueScaleDecimals) +
+      throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may differ from market '" +
+                        other.spec.symbol + "''s (" + std::to_string(other_d) + ") by at most " +
+                        std::to_string(kMaxValueScaleDecimals) +
                         " once money_decimals is counted (values would need 10^" +
                         std::to_string(new_value_decimals - std::min(d, other_d)) + " per lot-tick)");
   }
   if (new_value_decimals - d > kMaxValueScaleDecimals)
     throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may be at most " +
-                      std::to_string(kMaxValueScaleDecimals) + " below money_decimals (" + std::to_string(money_decimals_) + ")");
+                      std::to_string(kMaxValueScaleDecimals) + " below money_decimals (" +
+                      std::to_string(money_decimals_) + ")");
   MarketState mk;
   mk.spec = spec;
   mk.tiers = build_tiers(spec);  // throws ConfigError before anything changes
@@ -213,8 +228,9 @@ std::uint32_t Engine::create_account(i64 id) {
 void Engine::ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit) {
   const std::uint32_t count = acc_[a].count;
   if (count + extra <= acc_cap_[a]) return;
-  const std::size_t new_cap = exact_fit ? std::size_t{count} + extra
-                                        : std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
+  const std::size_t new_cap = exact_fit
+                                  ? std::size_t{count} + extra
+                                  : std::max<std::size_t>({4, std::size_t{count} * 2, std::size_t{count} + extra});
   const std::size_t start = pos_size_.size();
   if (start + new_cap >= kNoSlot) throw InvalidInput("too many position slots (2^32)");
   reserve_positions(new_cap);
@@ -272,7 +288,9 @@ void Engine::set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i6
   Sums& cache = acc_[a].cache;
   if (s != kNoSlot) {
     const Contribution old = contribution(mk, pos_size_[s], pos_entry_[s], mk.valued_mark);
-    cache.u -= old.u; cache.mm -= old.mm; cache.im -= old.im;
+    cache.u -= old.u;
+    cache.mm -= old.mm;
+    cache.im -= old.im;
   }
   if (size == 0) {
     if (s == kNoSlot) return;
@@ -312,7 +330,9 @@ void Engine::set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i6
   const i64 abs_size = size < 0 ? -size : size;
   mk.max_abs_size = std::max(mk.max_abs_size, abs_size);
   const Contribution now = contribution(mk, size, entry, mk.valued_mark);
-  cache.u += now.u; cache.mm += now.mm; cache.im += now.im;
+  cache.u += now.u;
+  cache.mm += now.mm;
+  cache.im += now.im;
 }
 
 std::size_t Engine::memory_bytes() const {

@@ -5,8 +5,7 @@
 namespace deleverage {
 
 void InsuranceFund::set_drawdown_rule(i64 max_drawdown, int window) {
-  if (max_drawdown < 0 || max_drawdown > kRateScale)
-    throw InvalidInput("max_drawdown must be between 0 and 1");
+  if (max_drawdown < 0 || max_drawdown > kRateScale) throw InvalidInput("max_drawdown must be between 0 and 1");
   if (window < 1) throw InvalidInput("window must be at least 1 step");
   max_drawdown_ = max_drawdown;
   window_ = window;

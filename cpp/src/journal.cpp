@@ -26,7 +26,6 @@ constexpr std::size_t kRecordOverhead = kRecordHead + 8;
 constexpr std::size_t kRecordHeadV1 = 4;  // version 1: the length alone
 constexpr std::uint32_t kMaxRecordBody = 0x7FFFFFFFu;
 
-
 [[noreturn]] void bad(const std::string& what) { throw CorruptSnapshot("journal: " + what); }
 
 template <class T>
@@ -83,24 +82,59 @@ WaterfallConfig get_config(Reader& r) {
     const auto key = r.get<std::uint16_t>();
     const i64 v = r.get<i64>();
     switch (static_cast<LiquidateKey>(key)) {
-      case LiquidateKey::ExecutorKind: c.executor.kind = enum_value<ExecutorKind>(v, 2, "executor kind"); break;
-      case LiquidateKey::ExecutorAccount: c.executor.account = v; break;
-      case LiquidateKey::SlippageRate: c.executor.slippage_rate = v; break;
-      case LiquidateKey::ImpactRate: c.executor.impact_rate = v; break;
-      case LiquidateKey::ImpactDepth: c.executor.impact_depth = v; break;
-      case LiquidateKey::Partial: c.executor.partial = enum_value<int>(v, 2, "partial") != 0; break;
-      case LiquidateKey::Mode: c.mode = enum_value<WaterfallMode>(v, 2, "mode"); break;
-      case LiquidateKey::Policy: c.policy = enum_value<LastResortPolicy>(v, kLastResortPolicyCount, "policy"); break;
-      case LiquidateKey::Ranking: c.ranking = enum_value<Ranking>(v, 3, "ranking"); break;
-      case LiquidateKey::AdlPrice: c.adl_price = enum_value<AdlPrice>(v, 3, "adl_price"); break;
-      case LiquidateKey::Theta: c.theta = v; break;  // range checked by Engine::liquidate on replay
-      case LiquidateKey::Cap: c.cap = v; break;
-      case LiquidateKey::Lot: c.lot = v; break;
-      case LiquidateKey::GKind: c.g.kind = enum_value<RiskFunction::Kind>(v, 3, "g kind"); break;
-      case LiquidateKey::GParam: c.g.param = std::bit_cast<double>(v); break;
-      case LiquidateKey::Seed: c.seed = std::bit_cast<std::uint64_t>(v); break;
-      case LiquidateKey::DeficitSplit: c.deficit_split = enum_value<DeficitSplit>(v, 2, "deficit_split"); break;
-      default: bad("unknown liquidate setting key " + std::to_string(key) + " (written by a newer version?)");
+      case LiquidateKey::ExecutorKind:
+        c.executor.kind = enum_value<ExecutorKind>(v, 2, "executor kind");
+        break;
+      case LiquidateKey::ExecutorAccount:
+        c.executor.account = v;
+        break;
+      case LiquidateKey::SlippageRate:
+        c.executor.slippage_rate = v;
+        break;
+      case LiquidateKey::ImpactRate:
+        c.executor.impact_rate = v;
+        break;
+      case LiquidateKey::ImpactDepth:
+        c.executor.impact_depth = v;
+        break;
+      case LiquidateKey::Partial:
+        c.executor.partial = enum_value<int>(v, 2, "partial") != 0;
+        break;
+      case LiquidateKey::Mode:
+        c.mode = enum_value<WaterfallMode>(v, 2, "mode");
+        break;
+      case LiquidateKey::Policy:
+        c.policy = enum_value<LastResortPolicy>(v, kLastResortPolicyCount, "policy");
+        break;
+      case LiquidateKey::Ranking:
+        c.ranking = enum_value<Ranking>(v, 3, "ranking");
+        break;
+      case LiquidateKey::AdlPrice:
+        c.adl_price = enum_value<AdlPrice>(v, 3, "adl_price");
+        break;
+      case LiquidateKey::Theta:
+        c.theta = v;
+        break;  // range checked by Engine::liquidate on replay
+      case LiquidateKey::Cap:
+        c.cap = v;
+        break;
+      case LiquidateKey::Lot:
+        c.lot = v;
+        break;
+      case LiquidateKey::GKind:
+        c.g.kind = enum_value<RiskFunction::Kind>(v, 3, "g kind");
+        break;
+      case LiquidateKey::GParam:
+        c.g.param = std::bit_cast<double>(v);
+        break;
+      case LiquidateKey::Seed:
+        c.seed = std::bit_cast<std::uint64_t>(v);
+        break;
+      case LiquidateKey::DeficitSplit:
+        c.deficit_split = enum_value<DeficitSplit>(v, 2, "deficit_split");
+        break;
+      default:
+        bad("unknown liquidate setting key " + std::to_string(key) + " (written by a newer version?)");
     }
   }
   return c;
@@ -108,25 +142,44 @@ WaterfallConfig get_config(Reader& r) {
 
 const char* op_name(std::uint8_t op) {
   switch (static_cast<JournalOp>(op)) {
-    case JournalOp::AddMarket: return "add_market";
-    case JournalOp::Deposit: return "deposit";
-    case JournalOp::Withdraw: return "withdraw";
-    case JournalOp::LoadPositions: return "load_positions";
-    case JournalOp::Trade: return "trade";
-    case JournalOp::Trades: return "trades";
-    case JournalOp::SetMarks: return "set_marks";
-    case JournalOp::CheckMarginFull: return "check_margin";
-    case JournalOp::CheckMarginMoved: return "check_margin(moved)";
-    case JournalOp::GiveMarketOwnPool: return "give_market_own_pool";
-    case JournalOp::InsuranceDeposit: return "insurance_deposit";
-    case JournalOp::SetDrawdownRule: return "set_drawdown_rule";
-    case JournalOp::Liquidate: return "liquidate";
-    case JournalOp::AdlRanking: return "adl_ranking";
-    case JournalOp::AdlFill: return "adl_fill";
-    case JournalOp::LiquidateAccounts: return "liquidate(accounts)";
-    case JournalOp::AdlRank: return "adl_rank";
-    case JournalOp::SetAdlRefresh: return "set_adl_refresh";
-    case JournalOp::LoadBalances: return "load_balances";
+    case JournalOp::AddMarket:
+      return "add_market";
+    case JournalOp::Deposit:
+      return "deposit";
+    case JournalOp::Withdraw:
+      return "withdraw";
+    case JournalOp::LoadPositions:
+      return "load_positions";
+    case JournalOp::Trade:
+      return "trade";
+    case JournalOp::Trades:
+      return "trades";
+    case JournalOp::SetMarks:
+      return "set_marks";
+    case JournalOp::CheckMarginFull:
+      return "check_margin";
+    case JournalOp::CheckMarginMoved:
+      return "check_margin(moved)";
+    case JournalOp::GiveMarketOwnPool:
+      return "give_market_own_pool";
+    case JournalOp::InsuranceDeposit:
+      return "insurance_deposit";
+    case JournalOp::SetDrawdownRule:
+      return "set_drawdown_rule";
+    case JournalOp::Liquidate:
+      return "liquidate";
+    case JournalOp::AdlRanking:
+      return "adl_ranking";
+    case JournalOp::AdlFill:
+      return "adl_fill";
+    case JournalOp::LiquidateAccounts:
+      return "liquidate(accounts)";
+    case JournalOp::AdlRank:
+      return "adl_rank";
+    case JournalOp::SetAdlRefresh:
+      return "set_adl_refresh";
+    case JournalOp::LoadBalances:
+      return "load_balances";
   }
   return "unknown";
 }
@@ -146,9 +199,12 @@ void apply_record(Engine& e, std::uint8_t op, Reader& r) {
       const auto a = get_vector<i64>(r);
       const auto v = get_vector<i64>(r);
       if (!r.done()) break;
-      if (static_cast<JournalOp>(op) == JournalOp::Deposit) e.deposit(a, v);
-      else if (static_cast<JournalOp>(op) == JournalOp::Withdraw) e.withdraw(a, v);
-      else e.load_balances(a, v);
+      if (static_cast<JournalOp>(op) == JournalOp::Deposit)
+        e.deposit(a, v);
+      else if (static_cast<JournalOp>(op) == JournalOp::Withdraw)
+        e.withdraw(a, v);
+      else
+        e.load_balances(a, v);
       return;
     }
     case JournalOp::LoadPositions: {
@@ -351,7 +407,8 @@ void Journal::append(JournalOp op, std::span<const std::byte> body_payload) {
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       broken_ = true;
-      throw Error("cannot write journal '" + path_ + "': " + std::strerror(errno) + " (the state changed; the journal is now incomplete)");
+      throw Error("cannot write journal '" + path_ + "': " + std::strerror(errno) +
+                  " (the state changed; the journal is now incomplete)");
     }
     done += static_cast<std::size_t>(w);
   }
@@ -398,8 +455,9 @@ void Journal::withdraw(Engine& e, std::span<const i64> accounts, std::span<const
   append(JournalOp::Withdraw, p.bytes());
 }
 
-void Journal::load_positions(Engine& e, std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                             std::span<const i64> entry_prices, std::optional<i64> counterparty) {
+void Journal::load_positions(Engine& e, std::span<const i64> accounts, std::span<const MarketId> markets,
+                             std::span<const i64> sizes, std::span<const i64> entry_prices,
+                             std::optional<i64> counterparty) {
   e.load_positions(accounts, markets, sizes, entry_prices, counterparty);
   Payload p;
   put_span(p.w, accounts);
@@ -433,8 +491,8 @@ void Journal::trade(Engine& e, i64 buyer, i64 seller, MarketId market, i64 size,
   append(JournalOp::Trade, p.bytes());
 }
 
-void Journal::trades(Engine& e, std::span<const i64> buyers, std::span<const i64> sellers, std::span<const MarketId> markets,
-                     std::span<const i64> sizes, std::span<const i64> prices) {
+void Journal::trades(Engine& e, std::span<const i64> buyers, std::span<const i64> sellers,
+                     std::span<const MarketId> markets, std::span<const i64> sizes, std::span<const i64> prices) {
   e.trades(buyers, sellers, markets, sizes, prices);
   Payload p;
   put_span(p.w, buyers);
@@ -559,31 +617,41 @@ JournalReplay replay_journal(Engine& engine, std::span<const std::byte> journal)
   const std::uint32_t version = detail::load_le<std::uint32_t>(h + 8);
   if (version == 0) bad("format version 0");
   if (version > kJournalVersion)
-    bad("format version " + std::to_string(version) + " is newer than this build reads (" + std::to_string(kJournalVersion) + ")");
+    bad("format version " + std::to_string(version) + " is newer than this build reads (" +
+        std::to_string(kJournalVersion) + ")");
   if (detail::load_le<std::uint32_t>(h + 12) != 0) bad("unknown flags");
   const StateHash base{detail::load_le<u64>(h + 16), detail::load_le<u64>(h + 24)};
-  if (!(engine.state_hash() == base)) bad("the journal does not start from this state (state hash differs from the journal's base)");
+  if (!(engine.state_hash() == base))
+    bad("the journal does not start from this state (state hash differs from the journal's base)");
   const std::size_t head = version >= 2 ? kRecordHead : kRecordHeadV1;
   std::size_t at = kJournalHeaderBytes;
   out.valid_bytes = at;
   while (at < journal.size()) {
     const std::size_t left = journal.size() - at;
     auto where = [&] { return "record " + std::to_string(out.records) + " at byte " + std::to_string(at); };
-    if (left < head) { out.truncated = true; break; }  // cut inside the record's head
+    if (left < head) {
+      out.truncated = true;
+      break;
+    }  // cut inside the record's head
     const std::uint32_t body = detail::load_le<std::uint32_t>(h + at);
     // A damaged length is refused here, wherever the record is; only a whole, checked head
     // whose record runs past the end reads as a cut-off tail.
     if (head == kRecordHead && detail::load_le<std::uint32_t>(h + at + 4) != journal_length_check(body))
       bad(where() + ": damaged length field");
     if (body == 0 || body > kMaxRecordBody) bad(where() + " has a bad length");
-    if (left < head + 8 + body) { out.truncated = true; break; }
-    if (detail::load_le<u64>(h + at + head + body) != checksum64(h + at, head + body, 4)) bad(where() + ": checksum mismatch");
+    if (left < head + 8 + body) {
+      out.truncated = true;
+      break;
+    }
+    if (detail::load_le<u64>(h + at + head + body) != checksum64(h + at, head + body, 4))
+      bad(where() + ": checksum mismatch");
     const std::uint8_t op = static_cast<std::uint8_t>(h[at + head]);
     Reader r(journal.subspan(at + head + 1, body - 1));
     try {
       apply_record(engine, op, r);
     } catch (const CorruptSnapshot& e) {
-      throw CorruptSnapshot(std::string(e.what()) + " (record " + std::to_string(out.records) + ", " + op_name(op) + ")");
+      throw CorruptSnapshot(std::string(e.what()) + " (record " + std::to_string(out.records) + ", " + op_name(op) +
+                            ")");
     } catch (const Error& e) {
       bad("record " + std::to_string(out.records) + " (" + op_name(op) + ") failed on replay: " + e.what());
     }

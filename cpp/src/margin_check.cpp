@@ -12,11 +12,10 @@ namespace deleverage {
 
 namespace {
 constexpr std::size_t kAccountsPerThreadMin = 4096;
-constexpr std::size_t kPrefetchFar = 16;   // accounts ahead: their columns
-constexpr std::size_t kPrefetchNear = 8;   // accounts ahead: their position blocks
+constexpr std::size_t kPrefetchFar = 16;    // accounts ahead: their columns
+constexpr std::size_t kPrefetchNear = 8;    // accounts ahead: their position blocks
 constexpr std::size_t kFullPassShare = 50;  // a full pass beats the walk above 1/50 of the positions
 constexpr std::size_t kFullPassMinPositions = std::size_t{1} << 16;  // small books: always walk
-
 
 i128 abs128(i128 v) { return v < 0 ? -v : v; }
 
@@ -49,7 +48,9 @@ Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
   for (std::uint32_t p = b; p < e; ++p) {
     const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
     const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], at_valued_marks ? mk.valued_mark : mk.mark);
-    s.u += c.u; s.mm += c.mm; s.im += c.im;
+    s.u += c.u;
+    s.mm += c.mm;
+    s.im += c.im;
   }
   return s;
 }
@@ -238,7 +239,8 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
     const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
     const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
-    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0, fast ? static_cast<i64>(im) : 0, fast};
+    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0,
+                       fast ? static_cast<i64>(im) : 0, fast};
   }
   bool all_fast = true;
   for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
@@ -280,14 +282,15 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
       if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
-      t.rates[j] = TierRates{tier.maintenance_deduction * scale_s_, tier.initial_deduction * scale_s_, static_cast<i64>(mm),
-                             static_cast<i64>(im)};
+      t.rates[j] = TierRates{tier.maintenance_deduction * scale_s_, tier.initial_deduction * scale_s_,
+                             static_cast<i64>(mm), static_cast<i64>(im)};
       if (j + 1 < t.count) {
         const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
         t.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
       }
     }
-    if (all_tier_fast && !hot[m].fast) hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
+    if (all_tier_fast && !hot[m].fast)
+      hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
   }
   const TierHot* const tp = tier_hot.data();
   const i64 S = scale_s_;
@@ -332,7 +335,8 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
           const TierHot& t = tp[m];
           const i64 q = size[p];
           const i64 abs_q = q < 0 ? -q : q;
-          u += static_cast<i128>(q) * hp[m].mark_v - (S == 1 ? static_cast<i128>(entry_col[p]) : static_cast<i128>(entry_col[p]) * S);
+          u += static_cast<i128>(q) * hp[m].mark_v -
+               (S == 1 ? static_cast<i128>(entry_col[p]) : static_cast<i128>(entry_col[p]) * S);
           int j = 0;
           if (t.count <= kCountedTiers) {
             for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
@@ -423,8 +427,8 @@ bool Engine::revalue_for_step(StepMargins& step) {
 
 // Brings the cached sums of every market whose mark moved (and of the requested ones) to
 // the current marks; returns the sorted accounts holding a position in any of them.
-std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out,
-                                                         bool* used_full_pass, bool collect) {
+std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::uint8_t>& requested,
+                                                         MarginReport* full_out, bool* used_full_pass, bool collect) {
   // An account exposed to a revalued market may hold any other market too: every market
   // with positions needs a mark, as in the full check.
   require_marks_for_open_positions();
@@ -573,7 +577,8 @@ PositionReport Engine::positions(DeficitSplit split) const {
       if (cnt == 0) continue;
       order.assign(cnt, 0);
       for (std::uint32_t i = 0; i < cnt; ++i) order[i] = b + i;
-      std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
+      std::sort(order.begin(), order.end(),
+                [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
       const Sums total = account_sums(static_cast<std::uint32_t>(a), false);
       const AccountMargin am = margin_from_sums(acc_[a].balance, total);
       // weights for splitting the equity into per-position bankruptcy shares (split_equity's
@@ -606,7 +611,8 @@ PositionReport Engine::positions(DeficitSplit split) const {
         i64 liq = 0;
         for (std::size_t j = 0; j < mk.tiers.size(); ++j) {
           const Tier& t = mk.tiers[j];
-          const i128 den = checked_mul(mk.pow10k, static_cast<i128>(q) * kRateScale - static_cast<i128>(abs_q) * t.maintenance_rate);
+          const i128 den =
+              checked_mul(mk.pow10k, static_cast<i128>(q) * kRateScale - static_cast<i128>(abs_q) * t.maintenance_rate);
           if (den == 0) break;
           const i128 num = checked_add(checked_add(mm_other, -checked_mul(t.maintenance_deduction, S)),
                                        -checked_mul(checked_add(eq_other, -static_cast<i128>(E) * S), kRateScale));
@@ -653,11 +659,12 @@ void Engine::check_invariants() const {
     for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) cash -= pos_entry_[p];
   }
   const i128 fund = insurance_.total();
-  const i128 expected =
-      flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional + flows_.insurance_deposits + flows_.loaded_balances;
+  const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional +
+                        flows_.insurance_deposits + flows_.loaded_balances;
   if (cash + fund != expected)
-    throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) + " money units of cash and the insurance fund " +
-                             to_string_i128(fund) + ", expected " + to_string_i128(expected) + " in total");
+    throw InvariantViolation("conservation: accounts hold " + to_string_i128(cash) +
+                             " money units of cash and the insurance fund " + to_string_i128(fund) + ", expected " +
+                             to_string_i128(expected) + " in total");
   // 2. zero net size, 3. market lists match the positions
   std::vector<i128> net(markets_.size(), 0);
   std::vector<std::size_t> count(markets_.size(), 0);
@@ -666,12 +673,15 @@ void Engine::check_invariants() const {
     for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
       const MarketId m = pos_market_[p];
       if (static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
-        throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) + " is corrupt");
+        throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) +
+                                 " is corrupt");
       const MarketState& mk = markets_[static_cast<std::size_t>(m)];
       if (pos_mslot_[p] >= mk.accounts.size() || mk.accounts[pos_mslot_[p]] != a)
-        throw InvariantViolation("market list of '" + mk.spec.symbol + "' does not point back at account " + std::to_string(acc_id_[a]));
+        throw InvariantViolation("market list of '" + mk.spec.symbol + "' does not point back at account " +
+                                 std::to_string(acc_id_[a]));
       if (find_slot(static_cast<std::uint32_t>(a), m) != p)
-        throw InvariantViolation("account " + std::to_string(acc_id_[a]) + " holds two positions in market '" + mk.spec.symbol + "'");
+        throw InvariantViolation("account " + std::to_string(acc_id_[a]) + " holds two positions in market '" +
+                                 mk.spec.symbol + "'");
       net[static_cast<std::size_t>(m)] += pos_size_[p];
       ++count[static_cast<std::size_t>(m)];
       ++live;
@@ -684,7 +694,8 @@ void Engine::check_invariants() const {
   if (live != live_positions_) throw InvariantViolation("position count is stale");
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net[m] != 0)
-      throw InvariantViolation("zero net size: market '" + markets_[m].spec.symbol + "' nets to " + to_string_i128(net[m]) + " lots");
+      throw InvariantViolation("zero net size: market '" + markets_[m].spec.symbol + "' nets to " +
+                               to_string_i128(net[m]) + " lots");
     if (count[m] != markets_[m].accounts.size())
       throw InvariantViolation("market list of '" + markets_[m].spec.symbol + "' has stale entries");
   }

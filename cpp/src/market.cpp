@@ -25,7 +25,8 @@ std::vector<Tier> build_tiers(const MarketSpec& spec) {
   tiers.reserve(specs.size());
   for (std::size_t j = 0; j < specs.size(); ++j) {
     const TierSpec& t = specs[j];
-    const std::string where = specs.size() == 1 && spec.tiers.empty() ? std::string("") : "tiers[" + std::to_string(j) + "].";
+    const std::string where =
+        specs.size() == 1 && spec.tiers.empty() ? std::string("") : "tiers[" + std::to_string(j) + "].";
     check_rate(t.maintenance_rate, where + "maintenance_margin");
     check_rate(t.initial_rate, where + "initial_margin");
     if (t.initial_rate < t.maintenance_rate)
@@ -35,8 +36,7 @@ std::vector<Tier> build_tiers(const MarketSpec& spec) {
     out.max_notional = last ? std::numeric_limits<i64>::max() : t.max_notional;
     out.maintenance_rate = t.maintenance_rate;
     out.initial_rate = t.initial_rate;
-    if (!last && t.max_notional <= 0)
-      throw ConfigError(where + "max_notional must be positive");
+    if (!last && t.max_notional <= 0) throw ConfigError(where + "max_notional must be positive");
     if (j > 0) {
       const Tier& prev = tiers.back();
       if (!last && out.max_notional <= prev.max_notional)
@@ -44,15 +44,14 @@ std::vector<Tier> build_tiers(const MarketSpec& spec) {
       if (out.maintenance_rate < prev.maintenance_rate || out.initial_rate < prev.initial_rate)
         throw ConfigError(where + "rates must not decrease from one tier to the next");
       out.maintenance_deduction = prev.maintenance_deduction +
-          static_cast<i128>(prev.max_notional) * (out.maintenance_rate - prev.maintenance_rate);
-      out.initial_deduction = prev.initial_deduction +
-          static_cast<i128>(prev.max_notional) * (out.initial_rate - prev.initial_rate);
+                                  static_cast<i128>(prev.max_notional) * (out.maintenance_rate - prev.maintenance_rate);
+      out.initial_deduction =
+          prev.initial_deduction + static_cast<i128>(prev.max_notional) * (out.initial_rate - prev.initial_rate);
     } else {
       out.maintenance_deduction = 0;
       out.initial_deduction = 0;
     }
-    if (t.maintenance_amount >= 0 &&
-        static_cast<i128>(t.maintenance_amount) * kRateScale != out.maintenance_deduction)
+    if (t.maintenance_amount >= 0 && static_cast<i128>(t.maintenance_amount) * kRateScale != out.maintenance_deduction)
       throw ConfigError(where + "maintenance_amount " + std::to_string(t.maintenance_amount) +
                         " does not make the requirement continuous (expected " +
                         to_string_i128(out.maintenance_deduction) + " / 1e8 money units)");

@@ -34,9 +34,9 @@ std::string sys_error(const std::string& what, const std::string& path) {
   return what + " '" + path + "': " + std::strerror(errno);
 }
 
+using detail::corrupt;
 using detail::Reader;
 using detail::Writer;
-using detail::corrupt;
 }  // namespace
 
 // ------------------------------------------------------------------ checksum
@@ -83,7 +83,8 @@ class Checksum64 {
   }
 
  private:
-  static constexpr u64 kM[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull, 0x8EBC6AF09C88C6E3ull};
+  static constexpr u64 kM[4] = {0xD6E8FEB86659FD93ull, 0xA0761D6478BD642Full, 0xE7037ED1A0B428DBull,
+                                0x8EBC6AF09C88C6E3ull};
   static u64 round(u64 acc, u64 v, u64 m) {
     acc = (acc ^ v) * m;
     return acc ^ (acc >> 29);
@@ -96,7 +97,10 @@ class Checksum64 {
       c = round(c, detail::load_le<u64>(p + i + 16), kM[2]);
       d = round(d, detail::load_le<u64>(p + i + 24), kM[3]);
     }
-    lane_[0] = a; lane_[1] = b; lane_[2] = c; lane_[3] = d;
+    lane_[0] = a;
+    lane_[1] = b;
+    lane_[2] = c;
+    lane_[3] = d;
   }
   u64 lane_[4];
   unsigned char block_[32] = {};
@@ -173,7 +177,7 @@ std::uint64_t checksum64(const void* data, std::size_t size, std::uint64_t seed)
 column<std::byte> read_file_bytes(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(sys_error("cannot open", path));
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     throw Error(sys_error("cannot stat", path));
@@ -260,9 +264,10 @@ struct SnapshotAccess {
   static std::size_t payload_estimate(const Engine& e) {
     const InsuranceFund& f = e.insurance_;
     std::size_t market_bytes = 0;
-    for (const Engine::MarketState& mk : e.markets_) market_bytes += 128 + mk.spec.symbol.size() + 32 * mk.spec.tiers.size();
-    return 1024 + market_bytes + 16 * f.balance_.size() + e.acc_id_.size() * kAccountBytes + e.live_positions_ * kPositionBytes +
-           f.ledger_.size() * kLedgerBytes + f.history_.size() * kHistoryBytes;
+    for (const Engine::MarketState& mk : e.markets_)
+      market_bytes += 128 + mk.spec.symbol.size() + 32 * mk.spec.tiers.size();
+    return 1024 + market_bytes + 16 * f.balance_.size() + e.acc_id_.size() * kAccountBytes +
+           e.live_positions_ * kPositionBytes + f.ledger_.size() * kLedgerBytes + f.history_.size() * kHistoryBytes;
   }
 
   // The payload (docs/durability.md), to a memory Writer or a FileSink.
@@ -350,7 +355,8 @@ struct SnapshotAccess {
       write_payload(e, sink);
       sink.flush();
       fill_header(header, sink.total(), sink.checksum());
-      if (::pwrite(fd, header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header))) throw Error(sys_error("cannot write", tmp));
+      if (::pwrite(fd, header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header)))
+        throw Error(sys_error("cannot write", tmp));
     });
   }
 
@@ -358,20 +364,22 @@ struct SnapshotAccess {
     if (bytes.empty()) corrupt("empty input (0 bytes)");
     if (bytes.size() < 8 || std::memcmp(bytes.data(), kMagic, 8) != 0) corrupt("not a deleverage snapshot (bad magic)");
     if (bytes.size() < kSnapshotHeaderBytes)
-      corrupt("truncated header (" + std::to_string(bytes.size()) + " of " + std::to_string(kSnapshotHeaderBytes) + " bytes)");
+      corrupt("truncated header (" + std::to_string(bytes.size()) + " of " + std::to_string(kSnapshotHeaderBytes) +
+              " bytes)");
     const std::byte* h = bytes.data();
     if (detail::load_le<u64>(h + 32) != checksum64(h, 32, 2)) corrupt("header checksum mismatch");
     const std::uint32_t version = detail::load_le<std::uint32_t>(h + 8);
     if (version == 0) corrupt("format version 0");
     if (version > kSnapshotVersion)
-      throw CorruptSnapshot("snapshot: format version " + std::to_string(version) + " is newer than this build reads (" +
-                            std::to_string(kSnapshotVersion) + ")");
+      throw CorruptSnapshot("snapshot: format version " + std::to_string(version) +
+                            " is newer than this build reads (" + std::to_string(kSnapshotVersion) + ")");
     if (detail::load_le<std::uint32_t>(h + 12) != 0) corrupt("unknown flags");
     const u64 payload = detail::load_le<u64>(h + 16);
     if (payload != bytes.size() - kSnapshotHeaderBytes)
-      corrupt("payload is " + std::to_string(bytes.size() - kSnapshotHeaderBytes) + " bytes, header says " + std::to_string(payload) +
-              (payload > bytes.size() - kSnapshotHeaderBytes ? " (truncated file)" : ""));
-    if (detail::load_le<u64>(h + 24) != checksum64(h + kSnapshotHeaderBytes, payload, 1)) corrupt("payload checksum mismatch");
+      corrupt("payload is " + std::to_string(bytes.size() - kSnapshotHeaderBytes) + " bytes, header says " +
+              std::to_string(payload) + (payload > bytes.size() - kSnapshotHeaderBytes ? " (truncated file)" : ""));
+    if (detail::load_le<u64>(h + 24) != checksum64(h + kSnapshotHeaderBytes, payload, 1))
+      corrupt("payload checksum mismatch");
     Reader r(bytes.subspan(kSnapshotHeaderBytes));
     try {
       return read_payload(r, threads, version);
@@ -401,7 +409,8 @@ struct SnapshotAccess {
       mk.previous_mark = r.get<i64>();
       mk.valued_mark = r.get<i64>();
       pools[m] = r.get<std::int32_t>();
-      if (mk.mark < 0 || mk.previous_mark < 0 || mk.valued_mark < 0) corrupt("negative mark in market " + std::to_string(m));
+      if (mk.mark < 0 || mk.previous_mark < 0 || mk.valued_mark < 0)
+        corrupt("negative mark in market " + std::to_string(m));
     }
     // insurance fund
     InsuranceFund& f = e.insurance_;
@@ -417,11 +426,13 @@ struct SnapshotAccess {
     f.set_drawdown_rule(max_drawdown, window);
     f.current_step_ = r.get<i64>();
     const std::size_t n_opening = r.count<std::uint32_t>(8, n_pools, "opening balances");
-    if (n_opening != 0 && n_opening != n_pools) corrupt("opening balances for " + std::to_string(n_opening) + " of " + std::to_string(n_pools) + " pools");
+    if (n_opening != 0 && n_opening != n_pools)
+      corrupt("opening balances for " + std::to_string(n_opening) + " of " + std::to_string(n_pools) + " pools");
     f.opening_.resize(n_opening);
     for (i64& b : f.opening_) b = r.get<i64>();
     for (std::size_t m = 0; m < n_markets; ++m) {
-      if (pools[m] < 0 || static_cast<std::size_t>(pools[m]) >= n_pools) corrupt("market " + std::to_string(m) + " pays from unknown pool");
+      if (pools[m] < 0 || static_cast<std::size_t>(pools[m]) >= n_pools)
+        corrupt("market " + std::to_string(m) + " pays from unknown pool");
       e.markets_[m].pool = pools[m];
     }
     const std::size_t n_ledger = r.count<u64>(kLedgerBytes, std::numeric_limits<std::size_t>::max(), "ledger length");
@@ -434,11 +445,13 @@ struct SnapshotAccess {
       x.amount = r.get<i64>();
       const std::uint8_t reason = r.get<std::uint8_t>();
       if (x.pool < 0 || static_cast<std::size_t>(x.pool) >= n_pools) corrupt("ledger entry with unknown pool");
-      if (x.market < -1 || x.market >= static_cast<std::int32_t>(n_markets)) corrupt("ledger entry with unknown market");
+      if (x.market < -1 || x.market >= static_cast<std::int32_t>(n_markets))
+        corrupt("ledger entry with unknown market");
       if (reason > static_cast<std::uint8_t>(LedgerReason::DeficitPayment)) corrupt("ledger entry with unknown reason");
       x.reason = static_cast<LedgerReason>(reason);
     }
-    const std::size_t n_history = r.count<u64>(kHistoryBytes, std::numeric_limits<std::size_t>::max(), "history length");
+    const std::size_t n_history =
+        r.count<u64>(kHistoryBytes, std::numeric_limits<std::size_t>::max(), "history length");
     f.history_.resize(n_history);
     for (InsuranceFund::HistoryRow& x : f.history_) {
       x.step = r.get<i64>();
@@ -460,7 +473,8 @@ struct SnapshotAccess {
     u64 total = 0;
     for (std::size_t a = 0; a < n; ++a) {
       const std::uint32_t c = detail::load_le<std::uint32_t>(counts + 4 * a);
-      if (c > n_markets) corrupt("account " + std::to_string(e.acc_id_[a]) + " holds more positions than there are markets");
+      if (c > n_markets)
+        corrupt("account " + std::to_string(e.acc_id_[a]) + " holds more positions than there are markets");
       e.acc_[a].balance = detail::load_le<i64>(balances + 8 * a);
       e.acc_[a].start = static_cast<std::uint32_t>(total);
       e.acc_[a].count = c;
@@ -476,7 +490,8 @@ struct SnapshotAccess {
     }
     // positions
     const std::size_t p = r.count<u64>(kPositionBytes, std::numeric_limits<std::size_t>::max(), "position count");
-    if (p != total) corrupt("position count " + std::to_string(p) + " does not match the accounts' " + std::to_string(total));
+    if (p != total)
+      corrupt("position count " + std::to_string(p) + " does not match the accounts' " + std::to_string(total));
     detail::reserve_huge(e.pos_market_, p);
     detail::reserve_huge(e.pos_size_, p);
     detail::reserve_huge(e.pos_entry_, p);
@@ -538,9 +553,11 @@ struct SnapshotAccess {
         for (std::uint32_t s = b; s < b + c; ++s) {
           const std::size_t m = e.pos_market_[s];
           const i64 q = e.pos_size_[s];
-          if (stamp[m] == a) corrupt("account " + std::to_string(e.acc_id_[a]) + " holds two positions in market " + std::to_string(m));
+          if (stamp[m] == a)
+            corrupt("account " + std::to_string(e.acc_id_[a]) + " holds two positions in market " + std::to_string(m));
           stamp[m] = static_cast<std::uint32_t>(a);
-          if (q == 0 || q == std::numeric_limits<i64>::min()) corrupt("position of account " + std::to_string(e.acc_id_[a]) + " has size " + std::to_string(q));
+          if (q == 0 || q == std::numeric_limits<i64>::min())
+            corrupt("position of account " + std::to_string(e.acc_id_[a]) + " has size " + std::to_string(q));
           const i64 abs_q = q < 0 ? -q : q;
           if (abs_q > max_abs[m]) corrupt("a position's notional in market " + std::to_string(m) + " is out of range");
           part.largest[m] = std::max(part.largest[m], abs_q);
@@ -551,7 +568,8 @@ struct SnapshotAccess {
         e.acc_[a].cache = e.account_sums(static_cast<std::uint32_t>(a), true);
         // the representable range (docs/semantics.md), as every state change keeps it
         if (e.acc_[a].count != 0 && !e.representable(static_cast<std::uint32_t>(a)))
-          corrupt("account " + std::to_string(e.acc_id_[a]) + "'s equity or margin requirement does not fit in 64 bits");
+          corrupt("account " + std::to_string(e.acc_id_[a]) +
+                  "'s equity or margin requirement does not fit in 64 bits");
       }
     });
     std::vector<i128> net(n_markets, 0);
@@ -611,7 +629,8 @@ struct SnapshotAccess {
         const std::uint32_t s0 = e.acc_[a].start, c = e.acc_[a].count;
         order.resize(c);
         for (std::uint32_t i = 0; i < c; ++i) order[i] = s0 + i;
-        std::sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return e.pos_market_[x] < e.pos_market_[y]; });
+        std::sort(order.begin(), order.end(),
+                  [&](std::uint32_t x, std::uint32_t y) { return e.pos_market_[x] < e.pos_market_[y]; });
         Hasher h(0x6163636F756E7421ull);
         h.add(static_cast<u64>(e.acc_id_[a]));
         h.add(static_cast<u64>(e.acc_[a].balance));
@@ -636,7 +655,8 @@ struct SnapshotAccess {
     Hasher g(0x676C6F62616C2121ull);
     g.add(static_cast<u64>(e.money_decimals_));
     g.add(static_cast<u64>(e.step_));
-    for (i128 v : {e.flows_.deposits, e.flows_.withdrawals, e.flows_.loaded_entry_notional, e.flows_.insurance_deposits}) {
+    for (i128 v :
+         {e.flows_.deposits, e.flows_.withdrawals, e.flows_.loaded_entry_notional, e.flows_.insurance_deposits}) {
       g.add(static_cast<u64>(static_cast<u128>(v)));
       g.add(static_cast<u64>(static_cast<u128>(v) >> 64));
     }
@@ -698,7 +718,9 @@ column<std::byte> snapshot_bytes(const Engine& engine) { return SnapshotAccess::
 
 std::vector<i64> account_balances(const Engine& engine) { return SnapshotAccess::balances(engine); }
 
-Engine engine_from_snapshot(std::span<const std::byte> bytes, int threads) { return SnapshotAccess::read(bytes, threads); }
+Engine engine_from_snapshot(std::span<const std::byte> bytes, int threads) {
+  return SnapshotAccess::read(bytes, threads);
+}
 
 void save_snapshot(const Engine& engine, const std::string& path) { SnapshotAccess::save(engine, path); }
 
@@ -706,7 +728,7 @@ Engine load_snapshot(const std::string& path, int threads) {
   // Map the file rather than copy it: the page cache pages are read in place.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(sys_error("cannot open", path));
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0) {
     const std::string msg = sys_error("cannot stat", path);
     ::close(fd);

@@ -26,7 +26,10 @@ i64 add_checked(i64 a, i64 b, const char* what) {
 struct AccountAcc {
   std::vector<i64> loss_total, loss_max, paths_hit, paths_liquidated, final_equity_min;
   explicit AccountAcc(std::size_t n)
-      : loss_total(n, 0), loss_max(n, 0), paths_hit(n, 0), paths_liquidated(n, 0),
+      : loss_total(n, 0),
+        loss_max(n, 0),
+        paths_hit(n, 0),
+        paths_liquidated(n, 0),
         final_equity_min(n, std::numeric_limits<i64>::max()) {}
 };
 
@@ -42,8 +45,8 @@ class PathSink final : public EventSink {
 
   i64 step_loss = 0;
 
-  void add(i64, EventKind kind, i64 account, MarketId market, i64 counterparty, i64 size, i64 amount, i64,
-           std::int32_t, i64) override {
+  void add(i64, EventKind kind, i64 account, MarketId market, i64 counterparty, i64 size, i64 amount, i64, std::int32_t,
+           i64) override {
     switch (kind) {
       case EventKind::AdlClose: {
         // what the winner would have received closing at the mark, less what it got
@@ -119,13 +122,15 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
   se.steps = steps;
   se.pools = pools;
   const std::size_t rows = paths * steps;
-  for (auto* v : {&se.deficit, &se.fund_used, &se.fund_fees, &se.bad_debt, &se.liquidated_accounts, &se.partial_liquidations,
-                  &se.adl_notional, &se.adl_closes, &se.haircut_total, &se.accounts_touched, &se.winner_loss})
+  for (auto* v :
+       {&se.deficit, &se.fund_used, &se.fund_fees, &se.bad_debt, &se.liquidated_accounts, &se.partial_liquidations,
+        &se.adl_notional, &se.adl_closes, &se.haircut_total, &se.accounts_touched, &se.winner_loss})
     v->assign(rows, 0);
   se.fund_balance.assign(rows * pools, 0);
 
   const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  const std::size_t workers = std::max<std::size_t>(1, std::min<std::size_t>(paths, static_cast<std::size_t>(threads > 0 ? threads : hw)));
+  const std::size_t workers =
+      std::max<std::size_t>(1, std::min<std::size_t>(paths, static_cast<std::size_t>(threads > 0 ? threads : hw)));
   std::vector<MarketId> market_ids(markets);
   for (std::size_t m = 0; m < markets; ++m) market_ids[m] = static_cast<MarketId>(m);
 
@@ -163,7 +168,8 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
         se.adl_closes[row] = t.adl_closes;
         se.haircut_total[row] = to_i64_checked(t.haircut_total, "stress series: a step's haircut total");
         se.accounts_touched[row] = t.accounts_touched;
-        for (std::size_t k = 0; k < pools; ++k) se.fund_balance[row * pools + k] = e.insurance().balance(static_cast<int>(k));
+        for (std::size_t k = 0; k < pools; ++k)
+          se.fund_balance[row * pools + k] = e.insurance().balance(static_cast<int>(k));
         se.winner_loss[row] = sink.step_loss;
       }
       // end of the path: equity of every account, and the per-account outcomes

@@ -29,7 +29,9 @@ i64 add_checked(i64 a, i64 b, const std::string& what) {
 void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts) {
   check_lengths(accounts.size(), amounts.size(), "accounts", "amounts");
   for (std::size_t i = 0; i < amounts.size(); ++i)
-    if (amounts[i] < 0) throw InvalidInput(at("amounts", i) + ": a deposit must not be negative (got " + std::to_string(amounts[i]) + ")");
+    if (amounts[i] < 0)
+      throw InvalidInput(at("amounts", i) + ": a deposit must not be negative (got " + std::to_string(amounts[i]) +
+                         ")");
   const std::size_t accounts_before = acc_id_.size();
   reserve_accounts(accounts.size());
   std::vector<std::pair<std::uint32_t, i64>> applied;
@@ -37,7 +39,8 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
     for (std::size_t i = 0; i < accounts.size(); ++i) {
       std::uint32_t a = index_.find(accounts[i], acc_id_);
       if (a == AccountIndex::kNone) a = create_account(accounts[i]);
-      acc_[a].balance = add_checked(acc_[a].balance, amounts[i], at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
+      acc_[a].balance = add_checked(acc_[a].balance, amounts[i],
+                                    at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
       note_changed(a);
       applied.emplace_back(a, amounts[i]);
       if (!representable(a)) throw_unrepresentable(a, at("amounts", i));
@@ -60,7 +63,9 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
   std::vector<std::uint32_t> idx(accounts.size());
   for (std::size_t i = 0; i < accounts.size(); ++i) {
     idx[i] = account_index_or_throw(accounts[i], "accounts", i);
-    if (amounts[i] < 0) throw InvalidInput(at("amounts", i) + ": a withdrawal must not be negative (got " + std::to_string(amounts[i]) + ")");
+    if (amounts[i] < 0)
+      throw InvalidInput(at("amounts", i) + ": a withdrawal must not be negative (got " + std::to_string(amounts[i]) +
+                         ")");
   }
   std::size_t done = 0;
   try {
@@ -79,9 +84,9 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
       const bool flat = acc_[a].count == 0;
       if (m.equity < m.initial || (flat && m.equity < 0)) {
         acc_[a].balance = before;
-        throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) + " from account " +
-                                 std::to_string(accounts[done]) + " would leave equity " + std::to_string(m.equity) +
-                                 " below its initial margin " + std::to_string(m.initial));
+        throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) +
+                                 " from account " + std::to_string(accounts[done]) + " would leave equity " +
+                                 std::to_string(m.equity) + " below its initial margin " + std::to_string(m.initial));
       }
     }
   } catch (...) {
@@ -99,8 +104,8 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
     std::sort(ids.begin(), ids.end());
     for (std::size_t j = 1; j < ids.size(); ++j)
       if (ids[j].first == ids[j - 1].first)
-        throw InvalidInput(at("accounts", ids[j].second) + ": account " + std::to_string(ids[j].first) + " appears twice (also at index " +
-                           std::to_string(ids[j - 1].second) + ")");
+        throw InvalidInput(at("accounts", ids[j].second) + ": account " + std::to_string(ids[j].first) +
+                           " appears twice (also at index " + std::to_string(ids[j - 1].second) + ")");
   }
   const std::size_t accounts_before = acc_id_.size();
   reserve_accounts(accounts.size());
@@ -136,8 +141,8 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
 // columns are gathered into that order once. A dump in random order makes these reads
 // scattered; in one simple loop their cache misses overlap, and every later pass (duplicates,
 // the representable range, applying) reads the rows in order.
-Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                                   std::span<const i64> entry_prices) const {
+Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<const MarketId> markets,
+                                   std::span<const i64> sizes, std::span<const i64> entry_prices) const {
   const std::size_t n = accounts.size();
   LoadRows out;
   column<std::uint32_t> idx(n);
@@ -152,7 +157,9 @@ Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<cons
     const MarketState& mk = market_or_throw(markets[i], "markets", i);
     if (sizes[i] == 0) throw InvalidInput(at("sizes", i) + ": a position must not have zero size");
     if (sizes[i] == std::numeric_limits<i64>::min()) throw ArithmeticOverflow(at("sizes", i) + ": size out of range");
-    if (entry_prices[i] <= 0) throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) + ")");
+    if (entry_prices[i] <= 0)
+      throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) +
+                         ")");
     const i64 abs_size = sizes[i] < 0 ? -sizes[i] : sizes[i];
     // (the row labels are built only on the error path: this runs for every row of a dump)
     if (!value_in_range(mk, abs_size, entry_prices[i])) [[unlikely]]
@@ -188,7 +195,8 @@ Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<cons
 }
 
 // An (account, market) pair twice in the rows, or already held, is refused naming the later row.
-void Engine::require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const {
+void Engine::require_new_pairs(const LoadRows& rows, std::span<const i64> accounts,
+                               std::span<const MarketId> markets) const {
   std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
   for (std::size_t a = 0; a + 1 < rows.first.size(); ++a) {
     if (rows.first[a] == rows.first[a + 1]) continue;
@@ -198,16 +206,18 @@ void Engine::require_new_pairs(const LoadRows& rows, std::span<const i64> accoun
       auto& s = stamp[static_cast<std::size_t>(rows.market[r])];
       if (s == a) {
         const std::uint32_t i = rows.input_row[r];
-        throw InvalidInput(at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
-                           markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
+        throw InvalidInput(
+            at("markets", i) + ": account " + std::to_string(accounts[i]) + " already has a position in market '" +
+            markets_[static_cast<std::size_t>(markets[i])].spec.symbol + "' (duplicate row or existing position)");
       }
       s = static_cast<std::uint32_t>(a);
     }
   }
 }
 
-void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                            std::span<const i64> entry_prices, std::optional<i64> counterparty) {
+void Engine::load_positions(std::span<const i64> accounts, std::span<const MarketId> markets,
+                            std::span<const i64> sizes, std::span<const i64> entry_prices,
+                            std::optional<i64> counterparty) {
   const std::size_t n = accounts.size();
   check_lengths(n, markets.size(), "accounts", "markets");
   check_lengths(n, sizes.size(), "accounts", "sizes");
@@ -225,15 +235,22 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net_size[m] == 0) continue;
     if (!counterparty)
-      throw InvalidInput("the book is not balanced: positions in market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
-                         ") net to " + to_string_i128(net_size[m]) + " lots; pass counterparty= to name the account that takes the other side");
+      throw InvalidInput("the book is not balanced: positions in market '" + markets_[m].spec.symbol + "' (id " +
+                         std::to_string(m) + ") net to " + to_string_i128(net_size[m]) +
+                         " lots; pass counterparty= to name the account that takes the other side");
     if (cp == AccountIndex::kNone) cp = account_index_or_throw(*counterparty, "counterparty", 0);
     const MarketState& mk = markets_[m];
     std::uint32_t slot = find_slot(cp, static_cast<MarketId>(m));
     i128 q = -net_size[m], e = -net_entry[m];
     for (std::uint32_t r = first[cp]; r < first[cp + 1]; ++r)  // the counterparty's own rows in this market
-      if (static_cast<std::size_t>(rows.market[r]) == m) { q += rows.size[r]; e += rows.entry[r]; }
-    if (slot != kNoSlot) { q += pos_size_[slot]; e += pos_entry_[slot]; }
+      if (static_cast<std::size_t>(rows.market[r]) == m) {
+        q += rows.size[r];
+        e += rows.entry[r];
+      }
+    if (slot != kNoSlot) {
+      q += pos_size_[slot];
+      e += pos_entry_[slot];
+    }
     if (!fits_i64(q) || q == std::numeric_limits<i64>::min() || e > kMaxNotional || e < -kMaxNotional)
       throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
     const i64 q64 = static_cast<i64>(q);
@@ -291,9 +308,14 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
 
 // Before a load changes anything: every account it touches, with its new rows (and the
 // counterparty with its adjusted positions), stays in the representable range.
-void Engine::require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
-                                          const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const {
-  auto add = [](Sums& s, const Contribution& c, int sign) { s.u += sign * c.u; s.mm += sign * c.mm; s.im += sign * c.im; };
+void Engine::require_loaded_representable(
+    const LoadRows& rows, std::uint32_t cp,
+    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const {
+  auto add = [](Sums& s, const Contribution& c, int sign) {
+    s.u += sign * c.u;
+    s.mm += sign * c.mm;
+    s.im += sign * c.im;
+  };
   auto adjusted = [&](MarketId m) {
     for (const auto& [cm, qe] : cp_positions)
       if (cm == m) return true;
@@ -315,12 +337,16 @@ void Engine::require_loaded_representable(const LoadRows& rows, std::uint32_t cp
         const MarketState& mk = markets_[static_cast<std::size_t>(m)];
         const std::uint32_t slot = find_slot(cp, m);
         if (slot != kNoSlot) add(s, contribution(mk, pos_size_[slot], pos_entry_[slot], mk.mark), -1);
-        if (qe.first != 0) add(s, contribution(mk, qe.first, qe.second, mk.mark), 1);
-        else balance -= qe.second;  // a flat result realizes the entry notional
+        if (qe.first != 0)
+          add(s, contribution(mk, qe.first, qe.second, mk.mark), 1);
+        else
+          balance -= qe.second;  // a flat result realizes the entry notional
       }
     }
     if (!sums_fit(balance, s))
-      throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1] ? std::string("counterparty") : at("accounts", rows.input_row[first[a]]));
+      throw_unrepresentable(static_cast<std::uint32_t>(a), first[a] == first[a + 1]
+                                                               ? std::string("counterparty")
+                                                               : at("accounts", rows.input_row[first[a]]));
     note_in_range(balance, s);  // if the load is refused later, the bounds are only looser
   }
 }
@@ -351,7 +377,8 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
     e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);  // |result| <= |sv|
   }
   if (e1 > kMaxNotional || e1 < -kMaxNotional)
-    throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " would exceed 2^62 money units");
+    throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) +
+                             " would exceed 2^62 money units");
   const i128 balance = static_cast<i128>(acc_[a].balance) + (static_cast<i128>(e1) - e0) - sv;
   if (!fits_i64(balance)) [[unlikely]]
     throw ArithmeticOverflow("balance of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
@@ -372,10 +399,13 @@ void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 pri
                             std::uint32_t* as) const {
   *ab = account_index_or_throw(buyer, "buyers", row);
   *as = account_index_or_throw(seller, "sellers", row);
-  if (buyer == seller) throw InvalidInput(at("sellers", row) + ": buyer and seller are the same account " + std::to_string(buyer));
+  if (buyer == seller)
+    throw InvalidInput(at("sellers", row) + ": buyer and seller are the same account " + std::to_string(buyer));
   const MarketState& mk = market_or_throw(m, "markets", row);
-  if (size <= 0) throw InvalidInput(at("sizes", row) + ": trade size must be positive (got " + std::to_string(size) + ")");
-  if (price <= 0) throw InvalidInput(at("prices", row) + ": price must be positive (got " + std::to_string(price) + ")");
+  if (size <= 0)
+    throw InvalidInput(at("sizes", row) + ": trade size must be positive (got " + std::to_string(size) + ")");
+  if (price <= 0)
+    throw InvalidInput(at("prices", row) + ": price must be positive (got " + std::to_string(price) + ")");
   // (the message is built only on the error path: trade() must not allocate)
   if (!value_in_range(mk, size, price)) [[unlikely]]
     check_value_range(mk, size, price, at("prices", row));
@@ -429,19 +459,23 @@ void Engine::adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 p
   const std::uint32_t a = account_index_or_throw(bankrupt, "bankrupt", 0);
   const std::uint32_t b = account_index_or_throw(winner, "winner", 0);
   prefetch_pair(a, b);
-  if (a == b) throw InvalidInput("winner: the winner must differ from the bankrupt account " + std::to_string(bankrupt));
+  if (a == b)
+    throw InvalidInput("winner: the winner must differ from the bankrupt account " + std::to_string(bankrupt));
   const MarketState& mk = market_or_throw(market, "market", 0);
-  if (lots <= 0) throw InvalidInput("lots: an ADL fill must close a positive number of lots (got " + std::to_string(lots) + ")");
+  if (lots <= 0)
+    throw InvalidInput("lots: an ADL fill must close a positive number of lots (got " + std::to_string(lots) + ")");
   if (price <= 0) throw InvalidInput("price: price must be positive (got " + std::to_string(price) + ")");
   const std::uint32_t sa = find_slot(a, market), sb = find_slot(b, market);
   if (sa == kNoSlot)
-    throw InvalidInput("bankrupt: account " + std::to_string(bankrupt) + " has no position in market '" + mk.spec.symbol + "'");
+    throw InvalidInput("bankrupt: account " + std::to_string(bankrupt) + " has no position in market '" +
+                       mk.spec.symbol + "'");
   if (sb == kNoSlot)
-    throw InvalidInput("winner: account " + std::to_string(winner) + " has no position in market '" + mk.spec.symbol + "'");
+    throw InvalidInput("winner: account " + std::to_string(winner) + " has no position in market '" + mk.spec.symbol +
+                       "'");
   const i64 qa = pos_size_[sa], qb = pos_size_[sb];
   if ((qa > 0) == (qb > 0))
-    throw InvalidInput("winner: account " + std::to_string(winner) + " is on the same side as the bankrupt account in market '" +
-                       mk.spec.symbol + "'");
+    throw InvalidInput("winner: account " + std::to_string(winner) +
+                       " is on the same side as the bankrupt account in market '" + mk.spec.symbol + "'");
   // |q| of a stored position is < 2^63 (sizes never hold INT64_MIN)
   if (lots > (qa < 0 ? -qa : qa) || lots > (qb < 0 ? -qb : qb))
     throw InvalidInput("lots: " + std::to_string(lots) + " lots exceed the bankrupt position (" + std::to_string(qa) +
@@ -452,7 +486,7 @@ void Engine::adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 p
   const i128 v = value_v(mk, lots, price);
   if (qa > 0) {  // the bankrupt long sells to the short winner
     apply_trade(b, a, market, lots, static_cast<i64>(div_s_.floor(v)));
-  } else {       // the bankrupt short buys from the long winner
+  } else {  // the bankrupt short buys from the long winner
     apply_trade(a, b, market, lots, static_cast<i64>(div_s_.ceil(v)));
   }
   compact_if_wasteful();
@@ -466,7 +500,8 @@ void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, s
   check_lengths(n, sizes.size(), "buyers", "sizes");
   check_lengths(n, prices.size(), "buyers", "prices");
   std::vector<std::uint32_t> ab(n), as(n);
-  for (std::size_t i = 0; i < n; ++i) validate_trade(buyers[i], sellers[i], markets[i], sizes[i], prices[i], i, &ab[i], &as[i]);
+  for (std::size_t i = 0; i < n; ++i)
+    validate_trade(buyers[i], sellers[i], markets[i], sizes[i], prices[i], i, &ab[i], &as[i]);
   std::vector<FillUndo> undo;
   undo.reserve(2 * n);
   try {
@@ -493,7 +528,8 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
     const MarketState& mk = market_or_throw(markets[i], "markets", i);
     if (seen[static_cast<std::size_t>(markets[i])]++)
       throw InvalidInput(at("markets", i) + ": market id " + std::to_string(markets[i]) + " appears twice");
-    if (prices[i] <= 0) throw InvalidInput(at("prices", i) + ": price must be positive (got " + std::to_string(prices[i]) + ")");
+    if (prices[i] <= 0)
+      throw InvalidInput(at("prices", i) + ": price must be positive (got " + std::to_string(prices[i]) + ")");
     try {
       check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
     } catch (const ArithmeticOverflow&) {

@@ -28,15 +28,15 @@ MarketSpec btc() {
 TEST(Engine, LongAtALossHandComputed) {
   Engine e(6, 1);
   const MarketId m = e.add_market(btc());
-  dep(e, 1, 30'000'000);    // $30
+  dep(e, 1, 30'000'000);     // $30
   dep(e, 2, 1'000'000'000);  // $1000
   mark(e, m, 1000);
   e.trade(1, 2, m, 2000, 1000);  // 2 BTC at 100.0: value 2000*1000*100 = $200
   mark(e, m, 900);
   e.check_invariants();
   const AccountMargin a = e.account_margin(1);
-  EXPECT_EQ(a.equity, 10'000'000);       // 30 + (180 - 200)
-  EXPECT_EQ(a.maintenance, 9'000'000);   // 5% of 180
+  EXPECT_EQ(a.equity, 10'000'000);      // 30 + (180 - 200)
+  EXPECT_EQ(a.maintenance, 9'000'000);  // 5% of 180
   EXPECT_EQ(a.initial, 18'000'000);
   EXPECT_FALSE(a.liquidatable);
   const PositionReport p = e.positions();
@@ -139,8 +139,8 @@ TEST(Engine, AdlFillRoundsAgainstTheBankruptSide) {
   dep(e, 3, 100);
   dep(e, 4, 100);
   mark(e, m, 3);
-  e.trade(2, 1, m, 5, 3);  // 1 short 5 lots, 2 long: entry floor(0.0015) = 0
-  e.trade(3, 4, m, 5, 3);  // 3 long 5 lots, 4 short
+  e.trade(2, 1, m, 5, 3);     // 1 short 5 lots, 2 long: entry floor(0.0015) = 0
+  e.trade(3, 4, m, 5, 3);     // 3 long 5 lots, 4 short
   e.adl_fill(1, 2, m, 1, 3);  // bankrupt short buys: charged ceil(0.0003) = 1
   EXPECT_EQ(e.balance(1), 99);
   EXPECT_EQ(e.balance(2), 101);
@@ -163,14 +163,14 @@ TEST(Engine, AdlFillBadInputChangesNothing) {
   e.trade(3, 2, m, 50, 1000);   // 3 long 50, 2 short 150
   const PositionReport before = e.positions();
   const i64 b1 = e.balance(1), b2 = e.balance(2), b3 = e.balance(3);
-  EXPECT_THROW(e.adl_fill(1, 99, m, 1, 1000), UnknownId);   // unknown winner
-  EXPECT_THROW(e.adl_fill(99, 2, m, 1, 1000), UnknownId);   // unknown bankrupt
-  EXPECT_THROW(e.adl_fill(1, 2, 7, 1, 1000), UnknownId);    // unknown market
-  EXPECT_THROW(e.adl_fill(1, 1, m, 1, 1000), InvalidInput);  // same account
-  EXPECT_THROW(e.adl_fill(1, 3, m, 1, 1000), InvalidInput);  // same side
-  EXPECT_THROW(e.adl_fill(1, 2, m2, 1, 1000), InvalidInput);  // no position there
-  EXPECT_THROW(e.adl_fill(1, 2, m, 0, 1000), InvalidInput);   // zero lots
-  EXPECT_THROW(e.adl_fill(1, 2, m, 1, 0), InvalidInput);      // zero price
+  EXPECT_THROW(e.adl_fill(1, 99, m, 1, 1000), UnknownId);      // unknown winner
+  EXPECT_THROW(e.adl_fill(99, 2, m, 1, 1000), UnknownId);      // unknown bankrupt
+  EXPECT_THROW(e.adl_fill(1, 2, 7, 1, 1000), UnknownId);       // unknown market
+  EXPECT_THROW(e.adl_fill(1, 1, m, 1, 1000), InvalidInput);    // same account
+  EXPECT_THROW(e.adl_fill(1, 3, m, 1, 1000), InvalidInput);    // same side
+  EXPECT_THROW(e.adl_fill(1, 2, m2, 1, 1000), InvalidInput);   // no position there
+  EXPECT_THROW(e.adl_fill(1, 2, m, 0, 1000), InvalidInput);    // zero lots
+  EXPECT_THROW(e.adl_fill(1, 2, m, 1, 0), InvalidInput);       // zero price
   EXPECT_THROW(e.adl_fill(1, 2, m, 101, 1000), InvalidInput);  // more than the bankrupt holds
   EXPECT_THROW(e.adl_fill(2, 3, m, 51, 1000), InvalidInput);   // more than the winner holds
   EXPECT_THROW(e.adl_fill(1, 2, m, 100, INT64_MAX / 2), ArithmeticOverflow);

@@ -36,7 +36,6 @@ MarketSpec flat_market(const std::string& symbol, int qty_decimals, int price_de
   return s;
 }
 
-
 // Everything observable about the state, for "a refused call changed nothing" checks.
 struct Snapshot {
   std::vector<i64> account_ids;
@@ -141,7 +140,8 @@ TEST(Tiers, MaintenanceIsContinuousAcrossBandEdges) {
       // 10,001 is in tier 1: mm_VR = 10,001 * 2.5e6 - 1.5e10 = 10,002,500,000 -> ceil(/1e8) = ceil(100.025) = 101
       //                       im_VR = 10,001 * 5e6 - 3e10 = 20,005,000,000 -> ceil(200.05) = 201
       {10'001, 101, 201},
-      // 9,999 in tier 0: mm = 9,999 * 1e6 = 9,999,000,000 -> ceil(99.99) = 100; im = 19,998,000,000 -> ceil(199.98) = 200
+      // 9,999 in tier 0: mm = 9,999 * 1e6 = 9,999,000,000 -> ceil(99.99) = 100; im = 19,998,000,000 -> ceil(199.98) =
+      // 200
       {9'999, 100, 200},
       // 100,000 in tier 1: mm = 2.5e11 - 1.5e10 = 2.35e11 -> 2,350; im = 5e11 - 3e10 = 4.7e11 -> 4,700
       {100'000, 2'350, 4'700},
@@ -398,7 +398,8 @@ TEST(IncrementalCheck, EqualsFullCheckAfterRandomMarkMoves) {
     // report keeps that order
     std::map<i64, std::size_t> row_of;
     for (std::size_t a = 0; a < f.account_id.size(); ++a) row_of[f.account_id[a]] = a;
-    for (std::size_t i = 1; i < r.account_id.size(); ++i) EXPECT_LT(row_of[r.account_id[i - 1]], row_of[r.account_id[i]]);
+    for (std::size_t i = 1; i < r.account_id.size(); ++i)
+      EXPECT_LT(row_of[r.account_id[i - 1]], row_of[r.account_id[i]]);
     for (std::size_t i = 0; i < r.account_id.size(); ++i) {
       const std::size_t a = row_of[r.account_id[i]];
       ASSERT_TRUE(holders.count(r.account_id[i]));
@@ -512,7 +513,8 @@ TEST(Trades, BatchWhoseLastTradeOverflowsChangesNothing) {
   EXPECT_EQ(margin_after.initial, margin_before.initial);
 
   // the same batch without its last row applies; 3 no longer holds Y (removed)
-  e.trades(std::span(buyers, 4), std::span(sellers, 4), std::span(markets, 4), std::span(sizes, 4), std::span(prices, 4));
+  e.trades(std::span(buyers, 4), std::span(sellers, 4), std::span(markets, 4), std::span(sizes, 4),
+           std::span(prices, 4));
   e.check_invariants();
   const PositionReport p = e.positions();
   // 1: X 100 + 2^61, Y -40 + 10 = -30; 2: X -(100 + 2^61) + 50, Y +30; 3: X -50 (Y removed)
@@ -593,12 +595,17 @@ struct Book {
     auto [q0, e0] = pos.count({acc, m}) ? pos[{acc, m}] : std::pair<i64, i64>{0, 0};
     const i64 q1 = q0 + dq;
     i64 e1;
-    if (q0 == 0 || (q0 > 0) == (dq > 0)) e1 = e0 + sv;
-    else if ((dq < 0 ? -dq : dq) <= (q0 < 0 ? -q0 : q0)) e1 = static_cast<i64>(static_cast<i128>(e0) * q1 / q0);
-    else e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);
+    if (q0 == 0 || (q0 > 0) == (dq > 0))
+      e1 = e0 + sv;
+    else if ((dq < 0 ? -dq : dq) <= (q0 < 0 ? -q0 : q0))
+      e1 = static_cast<i64>(static_cast<i128>(e0) * q1 / q0);
+    else
+      e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);
     balance[acc] += (e1 - e0) - sv;
-    if (q1 == 0) pos.erase({acc, m});
-    else pos[{acc, m}] = {q1, e1};
+    if (q1 == 0)
+      pos.erase({acc, m});
+    else
+      pos[{acc, m}] = {q1, e1};
   }
 };
 
@@ -607,7 +614,8 @@ void expect_matches(const Engine& e, const Book& book) {
   ASSERT_EQ(p.account_id.size(), book.pos.size());
   ASSERT_EQ(e.position_count(), book.pos.size());
   std::map<std::pair<i64, MarketId>, std::pair<i64, i64>> got;
-  for (std::size_t i = 0; i < p.account_id.size(); ++i) got[{p.account_id[i], p.market[i]}] = {p.size[i], p.entry_notional[i]};
+  for (std::size_t i = 0; i < p.account_id.size(); ++i)
+    got[{p.account_id[i], p.market[i]}] = {p.size[i], p.entry_notional[i]};
   EXPECT_EQ(got, book.pos);
   for (const auto& [acc, bal] : book.balance) EXPECT_EQ(e.balance(acc), bal) << "account " << acc;
 }
@@ -657,8 +665,8 @@ TEST(Storage, RandomTradesBetweenAFewAccountsKeepTheBlocksConsistent) {
     }
   }
   expect_matches(e, book);
-  EXPECT_GT(removals, 100u);                  // the removal path ran often
-  EXPECT_GT(max_positions_per_account, 8u);   // some block grew past 4 and 8 slots
+  EXPECT_GT(removals, 100u);                 // the removal path ran often
+  EXPECT_GT(max_positions_per_account, 8u);  // some block grew past 4 and 8 slots
   // close everything: the book ends flat and the cash equals the deposits
   for (const auto& [key, qe] : std::map(book.pos)) {
     const auto [acc, m] = key;

@@ -11,9 +11,21 @@ TEST(ConstantDivider, MatchesPlainDivisionOnRandomAndEdgeValues) {
   const i64 divisors[] = {1, 2, 3, 7, 10, 1000, 100000000, 1000000000000LL, 10000000000000000LL, 999999937};
   for (i64 d : divisors) {
     ConstantDivider div(d);
-    std::vector<i128> values = {0, 1, -1, d - 1, d, d + 1, -d, -d - 1, -d + 1,
-                                (i128{1} << 63) - 1, -((i128{1} << 63) - 1), i128{1} << 63, -(i128{1} << 63),
-                                i128{1} << 100, -(i128{1} << 100) - 5};
+    std::vector<i128> values = {0,
+                                1,
+                                -1,
+                                d - 1,
+                                d,
+                                d + 1,
+                                -d,
+                                -d - 1,
+                                -d + 1,
+                                (i128{1} << 63) - 1,
+                                -((i128{1} << 63) - 1),
+                                i128{1} << 63,
+                                -(i128{1} << 63),
+                                i128{1} << 100,
+                                -(i128{1} << 100) - 5};
     for (int i = 0; i < 20000; ++i) values.push_back(static_cast<i128>(static_cast<i64>(rng())) >> (rng() % 63));
     for (i128 v : values) {
       ASSERT_EQ(div.floor(v), floor_div(v, d)) << "d=" << d << " v=" << to_string_i128(v);

@@ -40,8 +40,9 @@ TEST(IncrementalLarge, WalkAndFullPassAgreeWithTheFullCheck) {
     s.price_decimals = 2;
     s.maintenance_rate = 500'000 + 10'000 * m;
     s.initial_rate = 1'000'000 + 10'000 * m;
-    if (m % 5 == 0) s.tiers = {TierSpec{100'000'000, s.maintenance_rate, s.initial_rate, -1},
-                               TierSpec{0, s.maintenance_rate * 2, s.initial_rate * 2, -1}};
+    if (m % 5 == 0)
+      s.tiers = {TierSpec{100'000'000, s.maintenance_rate, s.initial_rate, -1},
+                 TierSpec{0, s.maintenance_rate * 2, s.initial_rate * 2, -1}};
     inc.add_market(s);
     full.add_market(s);
     ms.push_back(m);
@@ -51,7 +52,10 @@ TEST(IncrementalLarge, WalkAndFullPassAgreeWithTheFullCheck) {
   full.set_marks(ms, px);
   const i64 n_accounts = 8'000;
   std::vector<i64> ids, amounts;
-  for (i64 a = 0; a <= n_accounts; ++a) { ids.push_back(a); amounts.push_back(a == 0 ? i64{1} << 50 : 1'000'000 + static_cast<i64>(rng() % 50'000'000)); }
+  for (i64 a = 0; a <= n_accounts; ++a) {
+    ids.push_back(a);
+    amounts.push_back(a == 0 ? i64{1} << 50 : 1'000'000 + static_cast<i64>(rng() % 50'000'000));
+  }
   inc.deposit(ids, amounts);
   full.deposit(ids, amounts);
   std::vector<i64> acc, q, p;
@@ -76,7 +80,8 @@ TEST(IncrementalLarge, WalkAndFullPassAgreeWithTheFullCheck) {
     for (int i = 0; i < k; ++i) {
       const MarketId m = static_cast<MarketId>((round * 7 + i) % markets);
       moved.push_back(m);
-      px[static_cast<std::size_t>(m)] = std::max<i64>(1, px[static_cast<std::size_t>(m)] + static_cast<i64>(rng() % 2001) - 1000);
+      px[static_cast<std::size_t>(m)] =
+          std::max<i64>(1, px[static_cast<std::size_t>(m)] + static_cast<i64>(rng() % 2001) - 1000);
       prices.push_back(px[static_cast<std::size_t>(m)]);
     }
     inc.set_marks(moved, prices);

@@ -33,18 +33,34 @@ void* counted_aligned_alloc(std::size_t n, std::align_val_t al) {
 void* operator new(std::size_t n) { return counted_alloc(n); }
 void* operator new[](std::size_t n) { return counted_alloc(n); }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try { return counted_alloc(n); } catch (...) { return nullptr; }
+  try {
+    return counted_alloc(n);
+  } catch (...) {
+    return nullptr;
+  }
 }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try { return counted_alloc(n); } catch (...) { return nullptr; }
+  try {
+    return counted_alloc(n);
+  } catch (...) {
+    return nullptr;
+  }
 }
 void* operator new(std::size_t n, std::align_val_t al) { return counted_aligned_alloc(n, al); }
 void* operator new[](std::size_t n, std::align_val_t al) { return counted_aligned_alloc(n, al); }
 void* operator new(std::size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
-  try { return counted_aligned_alloc(n, al); } catch (...) { return nullptr; }
+  try {
+    return counted_aligned_alloc(n, al);
+  } catch (...) {
+    return nullptr;
+  }
 }
 void* operator new[](std::size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
-  try { return counted_aligned_alloc(n, al); } catch (...) { return nullptr; }
+  try {
+    return counted_aligned_alloc(n, al);
+  } catch (...) {
+    return nullptr;
+  }
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }

@@ -43,7 +43,8 @@ Engine small_engine() {
 }
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("deleverage_test_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("deleverage_test_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 TEST(Snapshot, RoundTripIsBitExact) {
@@ -97,8 +98,10 @@ TEST(Snapshot, HashIgnoresCreationOrder) {
     const i64 acc_fwd[2] = {7, 8}, acc_rev[2] = {8, 7};
     const MarketId mk[2] = {0, 0};
     const i64 q_fwd[2] = {5, -5}, q_rev[2] = {-5, 5}, p[2] = {100, 100};
-    if (reversed) e.load_positions(acc_rev, mk, q_rev, p);
-    else e.load_positions(acc_fwd, mk, q_fwd, p);
+    if (reversed)
+      e.load_positions(acc_rev, mk, q_rev, p);
+    else
+      e.load_positions(acc_fwd, mk, q_fwd, p);
     return e;
   };
   EXPECT_EQ(build(false).state_hash(), build(true).state_hash());
@@ -169,8 +172,8 @@ TEST(Journal, RecordsAdlFills) {
   const std::string path = temp_path("adl.log");
   {
     Journal j(path, e);
-    j.adl_fill(e, 2, 3, 0, 2, 95);                         // the long closes 2 of 3 lots against the short
-    EXPECT_THROW(j.adl_fill(e, 2, 3, 0, 5, 95), Error);   // more lots than it holds: refused, not recorded
+    j.adl_fill(e, 2, 3, 0, 2, 95);                       // the long closes 2 of 3 lots against the short
+    EXPECT_THROW(j.adl_fill(e, 2, 3, 0, 5, 95), Error);  // more lots than it holds: refused, not recorded
     EXPECT_EQ(j.records(), 1u);
     j.close();
   }

@@ -118,7 +118,8 @@ TEST(Stress, ResultDoesNotDependOnThreads) {
 TEST(Stress, EventSinkSeesTheColumnLog) {
   struct Recorder final : EventSink {
     std::vector<std::vector<i64>> rows;
-    void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl, i64 xpx) override {
+    void add(i64 st, EventKind k, i64 acc, MarketId m, i64 cp, i64 sz, i64 amt, i64 px, std::int32_t pl,
+             i64 xpx) override {
       rows.push_back({st, static_cast<i64>(k), acc, m, cp, sz, amt, px, pl, xpx});
     }
   };
@@ -136,8 +137,8 @@ TEST(Stress, EventSinkSeesTheColumnLog) {
   ASSERT_EQ(rec.rows.size(), ra.events.size_());
   for (std::size_t i = 0; i < rec.rows.size(); ++i) {
     const WaterfallEvents& ev = ra.events;
-    EXPECT_EQ(rec.rows[i], (std::vector<i64>{ev.step[i], ev.kind[i], ev.account[i], ev.market[i], ev.counterparty[i], ev.size[i],
-                                             ev.amount[i], ev.price[i], ev.pool[i], ev.exec_price[i]}));
+    EXPECT_EQ(rec.rows[i], (std::vector<i64>{ev.step[i], ev.kind[i], ev.account[i], ev.market[i], ev.counterparty[i],
+                                             ev.size[i], ev.amount[i], ev.price[i], ev.pool[i], ev.exec_price[i]}));
   }
   EXPECT_EQ(ra.totals.adl_notional, rb.totals.adl_notional);
 }

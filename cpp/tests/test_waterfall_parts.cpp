@@ -218,9 +218,11 @@ TEST(WaterfallQueue, HeapBuiltAtOncePopsInOrder) {
   const detail::AdlEntryAfter after{};
   for (std::size_t n = 0; n < 90; ++n) {
     detail::AdlEntries h;
-    for (std::size_t i = 0; i < n; ++i) h.push_back(detail::AdlEntry{static_cast<i64>(rng() % 9), static_cast<i64>(i), 0, 0});
+    for (std::size_t i = 0; i < n; ++i)
+      h.push_back(detail::AdlEntry{static_cast<i64>(rng() % 9), static_cast<i64>(i), 0, 0});
     std::vector<detail::AdlEntry> want(h.begin(), h.end());
-    std::sort(want.begin(), want.end(), [&](const detail::AdlEntry& x, const detail::AdlEntry& y) { return after(y, x); });
+    std::sort(want.begin(), want.end(),
+              [&](const detail::AdlEntry& x, const detail::AdlEntry& y) { return after(y, x); });
     detail::adl_heap_make(h);
     for (const detail::AdlEntry& w : want) {
       const detail::AdlEntry got = detail::adl_heap_pop(h);

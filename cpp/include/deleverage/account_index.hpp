@@ -61,7 +61,10 @@ class AccountIndex {
   void rebuild(const std::vector<i64>& ids) {
     size_ = 0;
     slots_.assign(capacity_for(ids.size()), kNone);
-    for (std::size_t i = 0; i < ids.size(); ++i) { place(ids[i], static_cast<std::uint32_t>(i)); ++size_; }
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      place(ids[i], static_cast<std::uint32_t>(i));
+      ++size_;
+    }
   }
   std::size_t memory_bytes() const { return slots_.capacity() * sizeof(std::uint32_t); }
 

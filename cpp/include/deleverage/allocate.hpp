@@ -58,7 +58,14 @@
 
 namespace deleverage {
 
-enum class AllocPolicy : int { Queue = 0, ProRata = 1, CappedProRata = 2, RiskAware = 3, MinMaxLots = 4, RandomWalk = 5 };
+enum class AllocPolicy : int {
+  Queue = 0,
+  ProRata = 1,
+  CappedProRata = 2,
+  RiskAware = 3,
+  MinMaxLots = 4,
+  RandomWalk = 5
+};
 
 // "queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk".
 AllocPolicy parse_alloc_policy(std::string_view name);
@@ -89,7 +96,7 @@ struct AllocRequest {
   std::span<const T> base;        // capped_pro_rata, risk_aware, min_max_lots (optional): the
                                   // denominator of "fraction taken" (default: capacity)
   RiskFunction g{};
-  std::uint64_t seed = 0;         // random_walk
+  std::uint64_t seed = 0;  // random_walk
   bool clip = false;
 };
 

@@ -51,9 +51,9 @@ void sort_nearly_sorted(std::vector<std::uint32_t>& v);
 // Per-account results of a margin check, one row per reported account.
 struct MarginReport {
   column<i64> account_id;
-  column<i64> equity;       // money units, rounded down
-  column<i64> maintenance;  // money units, rounded up
-  column<i64> initial;      // money units, rounded up
+  column<i64> equity;                 // money units, rounded down
+  column<i64> maintenance;            // money units, rounded up
+  column<i64> initial;                // money units, rounded up
   column<std::uint8_t> liquidatable;  // equity < maintenance
   column<std::uint8_t> bankrupt;      // equity < 0
 
@@ -161,9 +161,8 @@ class Engine {
 
   // ---- positions ----
   // Bulk load of new positions at entry prices (ticks). counterparty: see semantics.md.
-  void load_positions(std::span<const i64> accounts, std::span<const MarketId> markets,
-                      std::span<const i64> sizes, std::span<const i64> entry_prices,
-                      std::optional<i64> counterparty = std::nullopt);
+  void load_positions(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                      std::span<const i64> entry_prices, std::optional<i64> counterparty = std::nullopt);
   // A fill of `size` lots (> 0) at `price` ticks between two different accounts. The buyer
   // pays, and the seller receives, floor(size x price) in money units (semantics.md
   // "Trades"). Atomic. No heap allocation when both accounts already hold a position in
@@ -180,9 +179,8 @@ class Engine {
   // Atomic; no heap allocation.
   void adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price);
   // A batch of fills applied in order, atomically.
-  void trades(std::span<const i64> buyers, std::span<const i64> sellers,
-              std::span<const MarketId> markets, std::span<const i64> sizes,
-              std::span<const i64> prices);
+  void trades(std::span<const i64> buyers, std::span<const i64> sellers, std::span<const MarketId> markets,
+              std::span<const i64> sizes, std::span<const i64> prices);
 
   // ---- marks and margin ----
   // Sets marks (ticks, > 0); a market may appear once. Atomic. Revalues nothing by itself:
@@ -284,11 +282,11 @@ class Engine {
     int k = 0;                 // value_V = q * p * 10^k
     i64 pow10k = 1;
     i64 mark = 0;
-    i64 valued_mark = 0;  // the mark the cached account sums reflect
-    i64 max_abs_size = 0;  // upper bound on |q| of any position in the market
-    i64 previous_mark = 0;  // the mark before the last set_marks that changed it
-    int pool = 0;           // insurance pool paying this market's deficits
-    std::uint64_t mark_updates = 0;  // set_marks calls that changed this market's mark
+    i64 valued_mark = 0;                  // the mark the cached account sums reflect
+    i64 max_abs_size = 0;                 // upper bound on |q| of any position in the market
+    i64 previous_mark = 0;                // the mark before the last set_marks that changed it
+    int pool = 0;                         // insurance pool paying this market's deficits
+    std::uint64_t mark_updates = 0;       // set_marks calls that changed this market's mark
     std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
   };
   struct Sums {
@@ -371,7 +369,9 @@ class Engine {
   void compact_if_wasteful();
   // Sets account a's position in m to (size, entry), creating or removing it; keeps caches
   // and market lists in step. Adjusts nothing else.
-  void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) { set_position_at(a, m, find_slot(a, m), size, entry); }
+  void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
+    set_position_at(a, m, find_slot(a, m), size, entry);
+  }
   // The same with the position's slot already found (find_slot(a, m), kNoSlot if none).
   void set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry);
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
@@ -383,7 +383,7 @@ class Engine {
     std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
     column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
     column<MarketId> market;
-    column<i64> size, entry;           // lots; entry notional (money)
+    column<i64> size, entry;                // lots; entry notional (money)
     std::vector<i128> net_size, net_entry;  // per market
   };
   LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
@@ -391,8 +391,8 @@ class Engine {
   void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
   void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
                                     const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
-  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row,
-                      std::uint32_t* a_buyer, std::uint32_t* a_seller) const;
+  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* a_buyer,
+                      std::uint32_t* a_seller) const;
 
   MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
   // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
@@ -400,8 +400,9 @@ class Engine {
   void atomic_check(Fn&& check);
   // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
   // market (sorted) unless `collect` is false (callers that only need the caches current).
-  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested, MarginReport* full_out = nullptr,
-                                                   bool* used_full_pass = nullptr, bool collect = true);
+  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested,
+                                                   MarginReport* full_out = nullptr, bool* used_full_pass = nullptr,
+                                                   bool collect = true);
   // Every account's balance, equity and maintenance at the start of a waterfall step.
   struct StepMargins {
     column<i64> balance, equity, maintenance;
@@ -481,7 +482,8 @@ class Engine {
     // accounts, since catching up a log longer than that costs about a rebuild anyway.
     const std::size_t cap = std::max(kChangeLogCap, acc_id_.size());
     if (changes_.accounts.size() >= cap) {
-      changes_.accounts.erase(changes_.accounts.begin(), changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
+      changes_.accounts.erase(changes_.accounts.begin(),
+                              changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
       changes_.base += cap / 2;
     }
     changes_.accounts.push_back(a);
@@ -495,13 +497,14 @@ class Engine {
   }
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
-  i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance, bool only_position = false) const;
+  i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
+                bool only_position = false) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
 
   int money_decimals_;
   int threads_;
-  int value_decimals_;  // D
-  i64 scale_s_;         // S = 10^(D - money_decimals)
+  int value_decimals_;      // D
+  i64 scale_s_;             // S = 10^(D - money_decimals)
   ConstantDivider div_s_;   // by S
   ConstantDivider div_sr_;  // by S * kRateScale
 
@@ -512,8 +515,8 @@ class Engine {
   // The fields every per-account operation touches share one cache line: a market's
   // accounts are scattered, so each of them costs one miss instead of five.
   struct alignas(64) AccountHot {
-    Sums cache;          // sums at each market's valued mark (incremental check)
-    i64 balance = 0;     // money units
+    Sums cache;                          // sums at each market's valued mark (incremental check)
+    i64 balance = 0;                     // money units
     std::uint32_t start = 0, count = 0;  // the account's block of position slots
   };
   static_assert(sizeof(AccountHot) == 64);
@@ -523,7 +526,7 @@ class Engine {
   std::vector<i64> pos_size_;
   std::vector<i64> pos_entry_;
   std::vector<std::uint16_t> pos_market_;  // market id (at most 1024 markets); kNoMarket in a free slot
-  std::vector<std::uint32_t> pos_mslot_;  // index of the account in its market's list
+  std::vector<std::uint32_t> pos_mslot_;   // index of the account in its market's list
   std::size_t live_positions_ = 0;
   std::size_t abandoned_slots_ = 0;
 
@@ -549,19 +552,19 @@ class Engine {
     std::uint64_t base = 0;               // absolute index of accounts[0]
   };
   ChangeLog changes_;
-  std::uint64_t caught_up_ = 0;              // the kept queues have seen the log up to here
-  std::vector<std::uint32_t> live_queues_;  // indices of the queues a catch-up looks at
+  std::uint64_t caught_up_ = 0;                 // the kept queues have seen the log up to here
+  std::vector<std::uint32_t> live_queues_;      // indices of the queues a catch-up looks at
   std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
-  std::vector<std::uint32_t> catch_up_seen_;    // scratch of catch_up_adl_queues: account -> last round that re-scored it
+  std::vector<std::uint32_t> catch_up_seen_;  // scratch of catch_up_adl_queues: account -> last round that re-scored it
   std::uint32_t catch_up_round_ = 0;
   detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queue
   struct HeldNotes {
     std::uint32_t account = AccountIndex::kNone;
     bool pending = false;
   };
-  HeldNotes held_notes_[2];  // [0]: a waterfall's executor, [1]: the account it is liquidating
-  bool track_changes_ = false;          // on once a queue exists
-  std::uint64_t marks_epoch_ = 0;       // mark changes so far (any market)
+  HeldNotes held_notes_[2];        // [0]: a waterfall's executor, [1]: the account it is liquidating
+  bool track_changes_ = false;     // on once a queue exists
+  std::uint64_t marks_epoch_ = 0;  // mark changes so far (any market)
   AdlRefresh adl_refresh_ = AdlRefresh::Exact;
   i64 adl_refresh_every_ = 1;
   // Scratch flags of a waterfall call, one byte per account, all zero between calls (a call

@@ -11,19 +11,33 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 // A market or engine configuration that cannot be used (bad decimals, rates, tiers).
-class ConfigError : public Error { using Error::Error; };
+class ConfigError : public Error {
+  using Error::Error;
+};
 // Bad arguments to an operation: NaN-free by construction, but negative, zero, off-range,
 // mismatched lengths, duplicates, an unbalanced book.
-class InvalidInput : public Error { using Error::Error; };
+class InvalidInput : public Error {
+  using Error::Error;
+};
 // A result would not fit the fixed-point range. Never wraps.
-class ArithmeticOverflow : public Error { using Error::Error; };
+class ArithmeticOverflow : public Error {
+  using Error::Error;
+};
 // An account or market id the engine does not know.
-class UnknownId : public Error { using Error::Error; };
+class UnknownId : public Error {
+  using Error::Error;
+};
 // A withdrawal that would leave an account below its initial margin.
-class InsufficientMargin : public Error { using Error::Error; };
+class InsufficientMargin : public Error {
+  using Error::Error;
+};
 // A snapshot or journal that cannot be read back.
-class CorruptSnapshot : public Error { using Error::Error; };
+class CorruptSnapshot : public Error {
+  using Error::Error;
+};
 // check_invariants() found conservation, zero net size or internal consistency broken.
-class InvariantViolation : public Error { using Error::Error; };
+class InvariantViolation : public Error {
+  using Error::Error;
+};
 
 }  // namespace deleverage

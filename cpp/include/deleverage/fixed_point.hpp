@@ -27,9 +27,7 @@ inline constexpr i64 pow10_i64(int e) {
 }
 
 // Whether v is representable as int64.
-inline bool fits_i64(i128 v) {
-  return v >= std::numeric_limits<i64>::min() && v <= std::numeric_limits<i64>::max();
-}
+inline bool fits_i64(i128 v) { return v >= std::numeric_limits<i64>::min() && v <= std::numeric_limits<i64>::max(); }
 
 // floor(a / b) for b > 0.
 inline i128 floor_div(i128 a, i128 b) {
@@ -66,7 +64,8 @@ inline std::uint64_t mul_div_ceil_below(std::uint64_t a, u128 b, u128 c) {
   const u128 lo = static_cast<u128>(a) * (b & mask64);
   const u128 hi = static_cast<u128>(a) * (b >> 64);
   const u128 mid = (lo >> 64) + (hi & mask64);
-  const std::uint64_t limb[3] = {static_cast<std::uint64_t>(lo), static_cast<std::uint64_t>(mid), static_cast<std::uint64_t>((hi >> 64) + (mid >> 64))};
+  const std::uint64_t limb[3] = {static_cast<std::uint64_t>(lo), static_cast<std::uint64_t>(mid),
+                                 static_cast<std::uint64_t>((hi >> 64) + (mid >> 64))};
   u128 r = 0, q = 0;  // r < c < 2^127, so 2r + 1 fits
   for (int i = 191; i >= 0; --i) {
     r = (r << 1) | ((limb[i / 64] >> (i % 64)) & 1u);
@@ -83,14 +82,14 @@ inline std::uint64_t mul_div_ceil_below(std::uint64_t a, u128 b, u128 c) {
 inline i128 floor_div_signed(i128 a, i128 b) { return b < 0 ? floor_div(-a, -b) : floor_div(a, b); }
 inline i128 ceil_div_signed(i128 a, i128 b) { return b < 0 ? ceil_div(-a, -b) : ceil_div(a, b); }
 
-
 [[noreturn]] [[gnu::cold]] [[gnu::noinline]] inline void throw_does_not_fit(const char* what) {
   throw ArithmeticOverflow(std::string(what) + " does not fit in 64 bits");
 }
 
 // Narrow to int64 or throw ArithmeticOverflow naming what overflowed.
 inline i64 to_i64_checked(i128 v, const char* what) {
-  if (!fits_i64(v)) [[unlikely]] throw_does_not_fit(what);
+  if (!fits_i64(v)) [[unlikely]]
+    throw_does_not_fit(what);
   return static_cast<i64>(v);
 }
 
@@ -125,7 +124,8 @@ class ConstantDivider {
     return floor_div(a, d_);
   }
   i128 ceil(i128 a) const {
-    if (a >= 0 && a < (i128{1} << 63)) return static_cast<i128>(div_u64(static_cast<u64>(a) + static_cast<u64>(d_) - 1));
+    if (a >= 0 && a < (i128{1} << 63))
+      return static_cast<i128>(div_u64(static_cast<u64>(a) + static_cast<u64>(d_) - 1));
     if (a < 0 && a > -(i128{1} << 63)) return -static_cast<i128>(div_u64(static_cast<u64>(-a)));
     return ceil_div(a, d_);
   }

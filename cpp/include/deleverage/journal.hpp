@@ -37,16 +37,16 @@ enum class JournalOp : std::uint8_t {
   Trade = 5,
   Trades = 6,
   SetMarks = 7,
-  CheckMarginFull = 8,    // revalues every market (check_margin / check_margin_values / check_margin_into)
-  CheckMarginMoved = 9,   // check_margin(moved)
+  CheckMarginFull = 8,   // revalues every market (check_margin / check_margin_values / check_margin_into)
+  CheckMarginMoved = 9,  // check_margin(moved)
   GiveMarketOwnPool = 10,
   InsuranceDeposit = 11,
   SetDrawdownRule = 12,
-  Liquidate = 13,         // the config as (key, value) pairs: see LiquidateKey
-  AdlRanking = 14,        // revalues moved markets as a side effect
-  AdlFill = 15,           // Engine::adl_fill (C++ only)
-  LiquidateAccounts = 16, // liquidate(config, accounts): the config as for Liquidate, then the accounts
-  AdlRank = 17,           // refreshes a stale queue as a side effect
+  Liquidate = 13,          // the config as (key, value) pairs: see LiquidateKey
+  AdlRanking = 14,         // revalues moved markets as a side effect
+  AdlFill = 15,            // Engine::adl_fill (C++ only)
+  LiquidateAccounts = 16,  // liquidate(config, accounts): the config as for Liquidate, then the accounts
+  AdlRank = 17,            // refreshes a stale queue as a side effect
   SetAdlRefresh = 18,
   LoadBalances = 19,
 };
@@ -64,12 +64,12 @@ enum class LiquidateKey : std::uint16_t {
   Policy = 8,
   Ranking = 9,
   AdlPrice = 10,
-  Theta = 11,   // 1e-8 units, -1 = deficit matching
-  Cap = 12,     // 1e-8 units
+  Theta = 11,  // 1e-8 units, -1 = deficit matching
+  Cap = 12,    // 1e-8 units
   Lot = 13,
-  GKind = 14,   // RiskFunction::Kind
-  GParam = 15,  // the double's bits
-  Seed = 16,    // the uint64's bits
+  GKind = 14,         // RiskFunction::Kind
+  GParam = 15,        // the double's bits
+  Seed = 16,          // the uint64's bits
   DeficitSplit = 17,  // absent in journals written before it: DeficitSplit::Maintenance (the rule then)
 };
 
@@ -102,8 +102,9 @@ class Journal {
   void deposit(Engine& e, std::span<const i64> accounts, std::span<const i64> amounts);
   void withdraw(Engine& e, std::span<const i64> accounts, std::span<const i64> amounts);
   void load_balances(Engine& e, std::span<const i64> accounts, std::span<const i64> balances);
-  void load_positions(Engine& e, std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                      std::span<const i64> entry_prices, std::optional<i64> counterparty = std::nullopt);
+  void load_positions(Engine& e, std::span<const i64> accounts, std::span<const MarketId> markets,
+                      std::span<const i64> sizes, std::span<const i64> entry_prices,
+                      std::optional<i64> counterparty = std::nullopt);
   void trade(Engine& e, i64 buyer, i64 seller, MarketId market, i64 size, i64 price);
   void trades(Engine& e, std::span<const i64> buyers, std::span<const i64> sellers, std::span<const MarketId> markets,
               std::span<const i64> sizes, std::span<const i64> prices);

@@ -22,12 +22,12 @@ struct TierSpec {
 
 struct MarketSpec {
   std::string symbol;
-  int qty_decimals = 0;    // a lot is 10^-qty_decimals base units
-  int price_decimals = 0;  // a tick is 10^-price_decimals quote units
-  i64 maintenance_rate = 0;     // 1e-8 units (5% = 5'000'000); used when tiers is empty
-  i64 initial_rate = 0;         // 1e-8 units; used when tiers is empty
+  int qty_decimals = 0;          // a lot is 10^-qty_decimals base units
+  int price_decimals = 0;        // a tick is 10^-price_decimals quote units
+  i64 maintenance_rate = 0;      // 1e-8 units (5% = 5'000'000); used when tiers is empty
+  i64 initial_rate = 0;          // 1e-8 units; used when tiers is empty
   i64 liquidation_fee_rate = 0;  // 1e-8 units of the closed notional, in [0, kRateScale]
-  std::vector<TierSpec> tiers;  // empty: one flat tier
+  std::vector<TierSpec> tiers;   // empty: one flat tier
 };
 
 // A validated tier with its deductions in money x kRateScale units, so that

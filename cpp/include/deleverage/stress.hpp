@@ -20,18 +20,18 @@ namespace deleverage {
 // Money in units of 10^-money_decimals.
 struct StressSeries {
   std::size_t paths = 0, steps = 0, pools = 0;
-  std::vector<i64> deficit;               // deficit of the step's liquidations before the fund
-  std::vector<i64> fund_used;             // paid by the insurance fund
-  std::vector<i64> fund_fees;             // liquidation fees received by the fund
-  std::vector<i64> bad_debt;              // left uncovered
-  std::vector<i64> liquidated_accounts;   // accounts liquidated in the step
+  std::vector<i64> deficit;              // deficit of the step's liquidations before the fund
+  std::vector<i64> fund_used;            // paid by the insurance fund
+  std::vector<i64> fund_fees;            // liquidation fees received by the fund
+  std::vector<i64> bad_debt;             // left uncovered
+  std::vector<i64> liquidated_accounts;  // accounts liquidated in the step
   std::vector<i64> partial_liquidations;
-  std::vector<i64> adl_notional;          // |value| of ADL closes
+  std::vector<i64> adl_notional;  // |value| of ADL closes
   std::vector<i64> adl_closes;
-  std::vector<i64> haircut_total;         // taken from winners in haircut mode
-  std::vector<i64> accounts_touched;      // distinct winners deleveraged or haircut
-  std::vector<i64> winner_loss;           // ADL loss against the mark + haircuts, all winners
-  std::vector<i64> fund_balance;          // closing balance of each pool
+  std::vector<i64> haircut_total;     // taken from winners in haircut mode
+  std::vector<i64> accounts_touched;  // distinct winners deleveraged or haircut
+  std::vector<i64> winner_loss;       // ADL loss against the mark + haircuts, all winners
+  std::vector<i64> fund_balance;      // closing balance of each pool
 };
 
 // Per-account outcomes over all paths, in the base engine's account order.

@@ -18,11 +18,11 @@ enum class ExecutorKind : std::uint8_t {
 
 struct ExecutorSpec {
   ExecutorKind kind = ExecutorKind::MarketClose;
-  i64 account = 0;          // the counterparty (MarketClose) or the vault (Backstop)
-  i64 slippage_rate = 0;    // 1e-8 units of the mark (1 bp = 10'000)
-  i64 impact_rate = 0;      // extra slippage, 1e-8 units per impact_depth of notional
-  i64 impact_depth = 0;     // money units; 0 disables the impact term
-  bool partial = false;     // close only enough to restore maintenance margin when possible
+  i64 account = 0;        // the counterparty (MarketClose) or the vault (Backstop)
+  i64 slippage_rate = 0;  // 1e-8 units of the mark (1 bp = 10'000)
+  i64 impact_rate = 0;    // extra slippage, 1e-8 units per impact_depth of notional
+  i64 impact_depth = 0;   // money units; 0 disables the impact term
+  bool partial = false;   // close only enough to restore maintenance margin when possible
 };
 
 enum class WaterfallMode : std::uint8_t { Close = 0, Haircut = 1 };
@@ -78,15 +78,15 @@ struct WaterfallConfig {
 };
 
 enum class EventKind : std::uint8_t {
-  LiquidationFill = 0,  // executor fill: account closes `size` lots, receives `amount`
-  PartialFill = 1,      // the same, for a partial liquidation
-  BackstopFill = 2,     // the vault takes the position at the bankruptcy value
-  FundPayment = 3,      // the fund pays `amount` to the account (a deficit)
-  LiquidationFee = 4,   // the account pays `amount` to the fund (from its surplus)
-  AdlClose = 5,         // `account` (a winner) closes `size` lots against `counterparty`
-  Haircut = 6,          // `account` (a winner) pays `-amount` to `counterparty`
-  BadDebt = 7,          // deficit nobody could cover (all capacity exhausted)
-  SocializedCredit = 8, // the account receives `amount` raised by the round's haircuts
+  LiquidationFill = 0,   // executor fill: account closes `size` lots, receives `amount`
+  PartialFill = 1,       // the same, for a partial liquidation
+  BackstopFill = 2,      // the vault takes the position at the bankruptcy value
+  FundPayment = 3,       // the fund pays `amount` to the account (a deficit)
+  LiquidationFee = 4,    // the account pays `amount` to the fund (from its surplus)
+  AdlClose = 5,          // `account` (a winner) closes `size` lots against `counterparty`
+  Haircut = 6,           // `account` (a winner) pays `-amount` to `counterparty`
+  BadDebt = 7,           // deficit nobody could cover (all capacity exhausted)
+  SocializedCredit = 8,  // the account receives `amount` raised by the round's haircuts
 };
 
 // Receives the movements of waterfall steps one by one instead of the column log (see
@@ -106,12 +106,12 @@ struct WaterfallEvents {
   std::vector<i64> step;
   std::vector<std::uint8_t> kind;
   std::vector<i64> account;
-  std::vector<MarketId> market;       // -1 when the movement is not tied to a market
-  std::vector<i64> counterparty;      // the other party; 0 for the fund
-  std::vector<i64> size;              // lots: change of `account`'s position
-  std::vector<i64> amount;            // money units: cash to `account` (signed)
-  std::vector<i64> price;             // ticks of the fill (rounded), 0 when not a fill
-  std::vector<std::int32_t> pool;     // insurance pool, -1 when none
+  std::vector<MarketId> market;    // -1 when the movement is not tied to a market
+  std::vector<i64> counterparty;   // the other party; 0 for the fund
+  std::vector<i64> size;           // lots: change of `account`'s position
+  std::vector<i64> amount;         // money units: cash to `account` (signed)
+  std::vector<i64> price;          // ticks of the fill (rounded), 0 when not a fill
+  std::vector<std::int32_t> pool;  // insurance pool, -1 when none
   // ticks: for fills their price; for AdlClose the executor's price for the bankrupt
   // position (what those lots would have filled at without ADL); 0 otherwise
   std::vector<i64> exec_price;
@@ -136,7 +136,8 @@ struct WaterfallEvents {
   void reserve_more(std::size_t n) {
     if (sink != nullptr) return;
     const std::size_t total = step.size() + n;
-    step.reserve(total), kind.reserve(total), account.reserve(total), market.reserve(total), counterparty.reserve(total);
+    step.reserve(total), kind.reserve(total), account.reserve(total), market.reserve(total),
+        counterparty.reserve(total);
     size.reserve(total), amount.reserve(total), price.reserve(total), pool.reserve(total), exec_price.reserve(total);
   }
   // Number of events (rows).
@@ -149,14 +150,14 @@ struct WaterfallTotals {
   i64 step = 0;
   i64 liquidated_accounts = 0;  // accounts the step closed positions of
   i64 partial_liquidations = 0;
-  i128 deficit = 0;             // total deficit before the fund (money)
-  i128 fund_used = 0;           // paid by the insurance fund (money)
-  i128 fund_fees = 0;           // liquidation fees received by the fund (money)
-  i128 adl_notional = 0;        // |value| of ADL closes (money)
-  i64 adl_closes = 0;           // number of counterparty closes
-  i128 haircut_total = 0;       // taken from winners in haircut mode (money)
-  i64 accounts_touched = 0;     // distinct winners that were deleveraged or haircut
-  i128 bad_debt = 0;            // left uncovered (money); 0 unless every winner is exhausted
+  i128 deficit = 0;          // total deficit before the fund (money)
+  i128 fund_used = 0;        // paid by the insurance fund (money)
+  i128 fund_fees = 0;        // liquidation fees received by the fund (money)
+  i128 adl_notional = 0;     // |value| of ADL closes (money)
+  i64 adl_closes = 0;        // number of counterparty closes
+  i128 haircut_total = 0;    // taken from winners in haircut mode (money)
+  i64 accounts_touched = 0;  // distinct winners that were deleveraged or haircut
+  i128 bad_debt = 0;         // left uncovered (money); 0 unless every winner is exhausted
   // What the last resort had to raise under deficit matching: per position, the deficit the
   // fund could not have paid (money). With a fixed theta the last resort may take more.
   i128 last_resort_needed = 0;
@@ -176,11 +177,11 @@ enum class AdlRefresh : std::uint8_t { Exact = 0, Interval = 1 };
 
 // One account's place in its side's ADL queue (Engine::adl_rank).
 struct AdlRank {
-  std::int8_t side = 0;     // +1 long, -1 short
-  i64 score = 0;            // 1e-9 units, as the queue holds it
-  i64 rank = 0;             // 1 = first in its side's queue
-  i64 side_count = 0;       // positions on that side
-  std::int8_t light = 0;    // 1..5: 5 = top 20% of its side
+  std::int8_t side = 0;   // +1 long, -1 short
+  i64 score = 0;          // 1e-9 units, as the queue holds it
+  i64 rank = 0;           // 1 = first in its side's queue
+  i64 side_count = 0;     // positions on that side
+  std::int8_t light = 0;  // 1..5: 5 = top 20% of its side
 };
 
 // What a kept ADL queue holds and how much it has been used since its last refresh (a
@@ -196,12 +197,12 @@ struct AdlQueueStats {
 // One row per open position of a market: the ADL indicator.
 struct AdlRankingReport {
   std::vector<i64> account;
-  std::vector<std::int8_t> side;     // +1 long, -1 short
-  std::vector<i64> size;             // lots
-  std::vector<i64> score;            // ranking score in 1e-9 units (higher = deleveraged first)
-  std::vector<i64> rank;             // 1 = first in its side's queue
-  std::vector<std::int8_t> light;    // 1..5: 5 = top 20% of its side
-  std::vector<i64> expected_loss;    // money: loss vs mark if the largest current deficit were deleveraged now
+  std::vector<std::int8_t> side;   // +1 long, -1 short
+  std::vector<i64> size;           // lots
+  std::vector<i64> score;          // ranking score in 1e-9 units (higher = deleveraged first)
+  std::vector<i64> rank;           // 1 = first in its side's queue
+  std::vector<std::int8_t> light;  // 1..5: 5 = top 20% of its side
+  std::vector<i64> expected_loss;  // money: loss vs mark if the largest current deficit were deleveraged now
 };
 
 // Ranking scores are integers in units of 1e-9.

@@ -26,7 +26,8 @@ i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) cons
 
 // The score of one position given its account's balance, equity and maintenance (money).
 // Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
-i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance, bool only_position) const {
+i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
+                      bool only_position) const {
   const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[slot])];
   const i64 q = pos_size_[slot], E = pos_entry_[slot];
   const i128 value = static_cast<i128>(q) * mk.mark * mk.pow10k;
@@ -44,7 +45,8 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
         const i128 mm_i = div_sr_.ceil(contribution(mk, q, 0, mk.mark).mm);
         share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
       }
-      i128 lev = share > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, share)) : kMaxLeverageScaled;
+      i128 lev =
+          share > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, share)) : kMaxLeverageScaled;
       lev = std::max<i128>(lev, 1);
       return clamp_i64(pnl > 0 ? trunc_div(pnl * lev, kScoreScale) : trunc_div(pnl * kScoreScale, lev));
     }
@@ -53,13 +55,15 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
       const i128 one_quote = pow10_i64(money_decimals_);
       const i128 pnl = trunc_div(std::max<i128>(0, u) * kScoreScale, std::max<i128>(one_quote, balance));
       const i128 ratio = equity > 0 ? trunc_div(static_cast<i128>(maintenance) * kScoreScale, equity) : 0;
-      return clamp_i64(trunc_div(std::min<i128>(pnl, kMaxLeverageScaled) * std::min<i128>(ratio, kMaxLeverageScaled), kScoreScale));
+      return clamp_i64(
+          trunc_div(std::min<i128>(pnl, kMaxLeverageScaled) * std::min<i128>(ratio, kMaxLeverageScaled), kScoreScale));
     }
     case Ranking::Hyperliquid: {
       // (mark / entry) x (notional / account equity), mark/entry inverted for a short
       const i128 price_ratio = q > 0 ? trunc_div(notional * kScoreScale, abs_entry)
                                      : trunc_div(abs_entry * kScoreScale, std::max<i128>(1, notional));
-      const i128 lev = equity > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, equity)) : kMaxLeverageScaled;
+      const i128 lev =
+          equity > 0 ? std::min(kMaxLeverageScaled, trunc_div(notional * kScoreScale, equity)) : kMaxLeverageScaled;
       return clamp_i64(trunc_div(std::min<i128>(price_ratio, kMaxLeverageScaled) * lev, kScoreScale));
     }
   }
@@ -71,7 +75,9 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
 void Engine::set_adl_refresh(AdlRefresh policy, i64 every) {
   if (policy != AdlRefresh::Exact && policy != AdlRefresh::Interval)
     throw InvalidInput("adl_refresh: unknown policy " + std::to_string(static_cast<int>(policy)));
-  if (every < 1) throw InvalidInput("every: the refresh interval must be at least 1 mark update (got " + std::to_string(every) + ")");
+  if (every < 1)
+    throw InvalidInput("every: the refresh interval must be at least 1 mark update (got " + std::to_string(every) +
+                       ")");
   adl_refresh_ = policy;
   adl_refresh_every_ = every;
 }
@@ -117,14 +123,17 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
     for (std::size_t i = 0; i < kSample; ++i) sample[i] = q.reserve[i * (n / kSample)];
     // expected k * kSample / n of the sample are in the head; take four times that (+16)
     const std::size_t r = std::min(kSample - 1, 4 * k * kSample / n + 16);
-    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(kSample - 1 - r), sample.end(), after);
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(kSample - 1 - r), sample.end(),
+                     after);
     const detail::AdlEntry pivot = sample[kSample - 1 - r];
     // entries not after the pivot (the pivot and better) to the end
-    const auto mid = std::partition(q.reserve.begin(), q.reserve.end(), [&](const detail::AdlEntry& x) { return after(x, pivot); });
+    const auto mid =
+        std::partition(q.reserve.begin(), q.reserve.end(), [&](const detail::AdlEntry& x) { return after(x, pivot); });
     const std::size_t candidates = static_cast<std::size_t>(q.reserve.end() - mid);
     if (candidates >= k) from = n - candidates;  // else (an unlucky sample) select over all
   }
-  std::nth_element(q.reserve.begin() + static_cast<std::ptrdiff_t>(from), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), after);
+  std::nth_element(q.reserve.begin() + static_cast<std::ptrdiff_t>(from),
+                   q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), after);
   q.threshold = q.reserve[n - k];
   q.heap.insert(q.heap.end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end());
   detail::adl_heap_make(q.heap);
@@ -162,7 +171,8 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   q.reserve.resize(offset[chunks]);
   detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c)
-      std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk), scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
+      std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk),
+                scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
                 q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
   });
   q.built = true;
@@ -178,7 +188,8 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
 // where the queue is used.
 bool Engine::adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const {
   if (adl_refresh_ == AdlRefresh::Exact) return q.marks_epoch != marks_epoch_;
-  return markets_[static_cast<std::size_t>(m)].mark_updates - q.market_updates >= static_cast<std::uint64_t>(adl_refresh_every_);
+  return markets_[static_cast<std::size_t>(m)].mark_updates - q.market_updates >=
+         static_cast<std::uint64_t>(adl_refresh_every_);
 }
 
 // Re-scores every account changed since the last catch-up, once, in every kept queue it is in
@@ -242,7 +253,8 @@ void Engine::catch_up_adl_queues() {
     if (b == e) continue;
     // the account's terms of the scores once, for all its positions (as adl_score(a, slot) has them)
     const Sums& c = acc_[a].cache;
-    const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + (scale_s_ == 1 ? c.u : div_s_.floor(c.u)), "equity");
+    const i64 equity =
+        to_i64_checked(static_cast<i128>(acc_[a].balance) + (scale_s_ == 1 ? c.u : div_s_.floor(c.u)), "equity");
     const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
     const i64 id = acc_id_[a];
     const std::uint32_t version = account_version(a);
@@ -271,7 +283,8 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || adl_queue_marks_stale(q, m);
   // superseded entries pile up with re-scorings: past four times the market's holders, start over
-  if (!stale && q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * mk.accounts.size() + 4096) stale = true;
+  if (!stale && q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * mk.accounts.size() + 4096)
+    stale = true;
   if (stale) {
     refresh_adl_queue(q, m, side, ranking);
     if (!q.listed) {
@@ -308,7 +321,8 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
 
 AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
   market_or_throw(m, "market", 0);
-  if (side != 1 && side != -1) throw InvalidInput("side: must be +1 (longs) or -1 (shorts), got " + std::to_string(side));
+  if (side != 1 && side != -1)
+    throw InvalidInput("side: must be +1 (longs) or -1 (shorts), got " + std::to_string(side));
   AdlQueueStats out;
   const std::size_t i = 2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0);
   if (i >= adl_queues_.size() || !adl_queues_[i].built) return out;
@@ -329,7 +343,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
       select_adl_head(q);
       continue;
     }
-    const bool from_aside = with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
+    const bool from_aside =
+        with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
     detail::AdlEntries& h = from_aside ? q.aside : q.heap;
     if (h.empty()) return false;
     out = detail::adl_heap_pop(h);
@@ -412,7 +427,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
   detail::AdlEntry top[2];
   bool have[2];
   for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
-  detail::AdlEntries (&put_back)[2] = haircut_put_back_;
+  detail::AdlEntries(&put_back)[2] = haircut_put_back_;
   for (detail::AdlEntries& v : put_back) v.clear();
   std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (holder-list index, amount)
   takes.clear();

@@ -17,7 +17,8 @@ std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, Liv
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part)
       if (live(x)) all.push_back(x);
-  std::sort(all.begin(), all.end(), [](const detail::AdlEntry& x, const detail::AdlEntry& y) { return detail::AdlEntryAfter{}(y, x); });
+  std::sort(all.begin(), all.end(),
+            [](const detail::AdlEntry& x, const detail::AdlEntry& y) { return detail::AdlEntryAfter{}(y, x); });
   return all;
 }
 }  // namespace
@@ -55,7 +56,8 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit s
   for (int side : {1, -1}) {
     std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
     const detail::KeptAdlQueue& q = adl_queue(m, side, ranking);
-    for (const detail::AdlEntry& x : ordered_entries(q, [&](const detail::AdlEntry& e) { return adl_entry_current(e) && holds_side(e.account, m, side); })) {
+    for (const detail::AdlEntry& x : ordered_entries(
+             q, [&](const detail::AdlEntry& e) { return adl_entry_current(e) && holds_side(e.account, m, side); })) {
       const std::size_t i = row.at(x.account);
       r.score[i] = x.score;
       order.push_back(i);
@@ -100,20 +102,24 @@ AdlRank Engine::adl_rank(i64 account_id, MarketId m, Ranking ranking) {
   const MarketState& mk = market_or_throw(m, "market", 0);
   const std::uint32_t s = find_slot(a, m);
   if (s == kNoSlot)
-    throw InvalidInput("account: account " + std::to_string(account_id) + " holds no position in market '" + mk.spec.symbol + "'");
+    throw InvalidInput("account: account " + std::to_string(account_id) + " holds no position in market '" +
+                       mk.spec.symbol + "'");
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
   AdlRank out;
   out.side = pos_size_[s] > 0 ? 1 : -1;
   const detail::KeptAdlQueue& q = adl_queue(m, out.side, ranking);
   // a current entry of an account still on this side (entries of accounts that left it stay
   // in the queue until popped)
-  const auto live = [&](const detail::AdlEntry& x) { return adl_entry_current(x) && holds_side(x.account, m, out.side); };
+  const auto live = [&](const detail::AdlEntry& x) {
+    return adl_entry_current(x) && holds_side(x.account, m, out.side);
+  };
   // the account's current entry, then one pass over the queue's entries (not the book)
   const detail::AdlEntry* mine = nullptr;
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part)
       if (x.account == a && live(x)) mine = &x;
-  if (mine == nullptr) throw InvariantViolation("adl_rank: account " + std::to_string(account_id) + " is missing from its queue");
+  if (mine == nullptr)
+    throw InvariantViolation("adl_rank: account " + std::to_string(account_id) + " is missing from its queue");
   out.score = mine->score;
   i64 before = 0;
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})

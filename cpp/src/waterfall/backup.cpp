@@ -19,7 +19,8 @@ void WaterfallRun::restore() {
   for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {
     const std::uint32_t a = it->account;
     std::vector<MarketId> now;
-    for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p) now.push_back(e_.pos_market_[p]);
+    for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
+      now.push_back(e_.pos_market_[p]);
     for (MarketId m : now) e_.set_position(a, m, 0, 0);
     for (std::size_t i = it->first; i < it->first + it->count; ++i)
       e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);

@@ -36,7 +36,8 @@ std::vector<i128> split_equity(i128 equity, DeficitSplit split, std::span<const 
   for (std::size_t i = 0; i < n; ++i) {
     if (i == last) continue;
     i128 prod;
-    if (__builtin_mul_overflow(equity, w[i], &prod)) throw ArithmeticOverflow("bankruptcy value: equity share exceeds 128 bits");
+    if (__builtin_mul_overflow(equity, w[i], &prod))
+      throw ArithmeticOverflow("bankruptcy value: equity share exceeds 128 bits");
     shares[i] = floor_div(prod, w_sum);
     assigned += shares[i];
   }

@@ -18,17 +18,22 @@ std::uint64_t splitmix64(std::uint64_t x) {
 
 AllocPolicy kernel_policy(LastResortPolicy p) {
   switch (p) {
-    case LastResortPolicy::CappedProRata: return AllocPolicy::CappedProRata;
-    case LastResortPolicy::RiskAware: return AllocPolicy::RiskAware;
-    case LastResortPolicy::MinMaxLots: return AllocPolicy::MinMaxLots;
-    case LastResortPolicy::RandomWalk: return AllocPolicy::RandomWalk;
-    default: return AllocPolicy::ProRata;
+    case LastResortPolicy::CappedProRata:
+      return AllocPolicy::CappedProRata;
+    case LastResortPolicy::RiskAware:
+      return AllocPolicy::RiskAware;
+    case LastResortPolicy::MinMaxLots:
+      return AllocPolicy::MinMaxLots;
+    case LastResortPolicy::RandomWalk:
+      return AllocPolicy::RandomWalk;
+    default:
+      return AllocPolicy::ProRata;
   }
 }
 }  // namespace
 
-void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who, std::vector<i64>& w,
-                                    std::vector<i64>& ids) {
+void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who,
+                                    std::vector<i64>& w, std::vector<i64>& ids) {
   who.clear();
   w.clear();
   ids.clear();
@@ -64,12 +69,14 @@ void WaterfallRun::run_round_adl() {
     i128 total = 0;
     const MarketId m = demands_[order[g]].m;
     const int sign = demands_[order[g]].sign;
-    while (end < order.size() && demands_[order[end]].m == m && demands_[order[end]].sign == sign) total += demands_[order[end++]].lots;
+    while (end < order.size() && demands_[order[end]].m == m && demands_[order[end]].sign == sign)
+      total += demands_[order[end++]].lots;
     opposite_winners(AccountIndex::kNone, m, sign, who, w, ids);
     i128 available = 0;
     for (i64 v : w) available += v;
     const i64 budget = static_cast<i64>(std::min(total, available));  // fewer winner lots: the executor takes the rest
-    std::vector<i64> x = uses_kernel() ? allocate_by_policy(budget, who, w, m, true) : allocate_capped_pro_rata(budget, w, w, ids);
+    std::vector<i64> x =
+        uses_kernel() ? allocate_by_policy(budget, who, w, m, true) : allocate_capped_pro_rata(budget, w, w, ids);
     // hand the winners' lots (creation order) to the demands (liquidation order)
     std::size_t wi = 0;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
@@ -93,15 +100,16 @@ void WaterfallRun::run_round_adl() {
         const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
         fill(d.account, m, -d.sign * rest, cash);
         fill(exec_account_, m, d.sign * rest, -cash);
-        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_], -d.sign * rest,
-                           cash, d.exec_price, -1, d.exec_price);
+        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_],
+                           -d.sign * rest, cash, d.exec_price, -1, d.exec_price);
       }
     }
   }
   demands_.clear();
   for (DeferredSettlement& ds : deferred_) {
     for (std::size_t i = 0; i < ds.closings.size(); ++i)  // its promise becomes a payment
-      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(ds.closings[i].m)].pool)] -= ds.fund_planned[i];
+      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(ds.closings[i].m)].pool)] -=
+          ds.fund_planned[i];
     settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
   }
   deferred_.clear();
@@ -130,7 +138,8 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
         const std::uint32_t s = e_.find_slot(who[i], m);
         const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
         const i64 eq = start_equity(who[i]);
-        leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq)) : kMaxAllocLeverage;
+        leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq))
+                             : kMaxAllocLeverage;
       }
       req.leverage = leverage;
       req.cap = cap;
@@ -160,7 +169,8 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       std::size_t top = x.size();
       for (std::size_t i = 0; i < x.size(); ++i) {
         if (x[i] == 0) continue;
-        if (top == x.size() || static_cast<i128>(x[i]) * capacity[top] > static_cast<i128>(x[top]) * capacity[i]) top = i;
+        if (top == x.size() || static_cast<i128>(x[i]) * capacity[top] > static_cast<i128>(x[top]) * capacity[i])
+          top = i;
       }
       x[top] -= static_cast<i64>(sum - budget);
     }
@@ -169,12 +179,13 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
   return x;
 }
 
-void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
-                                         MarketId m, bool lots) {
+void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who,
+                                         const std::vector<i64>& capacity, MarketId m, bool lots) {
   const bool capped = cfg_.policy == LastResortPolicy::CappedProRata || cfg_.policy == LastResortPolicy::RiskAware;
   if (!capped || cfg_.cap >= kRateScale) return;
   for (std::size_t i = 0; i < who.size(); ++i) {
-    const std::uint64_t key = (static_cast<std::uint64_t>(who[i]) << 11) | (static_cast<std::uint64_t>(m) << 1) | (lots ? 1u : 0u);
+    const std::uint64_t key =
+        (static_cast<std::uint64_t>(who[i]) << 11) | (static_cast<std::uint64_t>(m) << 1) | (lots ? 1u : 0u);
     const i64 first = static_cast<i64>(static_cast<i128>(capacity[i]) * cfg_.cap / kRateScale);  // the kernel's own K_i
     CapUse& use = cap_use_.try_emplace(key, CapUse{first, 0}).first->second;
     x[i] = std::min(x[i], use.allowance - use.used);  // what is clipped stays unplaced
@@ -185,7 +196,8 @@ void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<
 i64 WaterfallRun::haircut_capacity(std::uint32_t b, MarketId m) const {
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   const i64 free_equity = std::max<i64>(0, equity(b));
-  if (cfg_.policy == LastResortPolicy::FundingIndex) return free_equity;  // all open interest pays, capped by what the account has
+  if (cfg_.policy == LastResortPolicy::FundingIndex)
+    return free_equity;  // all open interest pays, capped by what the account has
   const std::uint32_t s = e_.find_slot(b, m);
   const auto taken = haircut_taken_.find((static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m));
   const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
@@ -219,7 +231,8 @@ void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::ui
   const i64 budget = static_cast<i64>(std::min<i128>(amount, capacity));
   x.assign(who.size(), 0);
   if (budget <= 0) return;
-  x = uses_kernel() ? allocate_by_policy(budget, who, cap, m, false) : allocate_capped_pro_rata(budget, weight, cap, ids);
+  x = uses_kernel() ? allocate_by_policy(budget, who, cap, m, false)
+                    : allocate_capped_pro_rata(budget, weight, cap, ids);
 }
 
 // Takes `amount` from winners in market m (haircut mode). Returns what was raised (less than

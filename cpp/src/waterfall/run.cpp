@@ -19,8 +19,10 @@ int Engine::market_pool(MarketId m) const { return market_or_throw(m, "market", 
 i64 Engine::previous_mark(MarketId m) const { return market_or_throw(m, "market", 0).previous_mark; }
 
 void Engine::insurance_deposit(i64 amount, int pool) {
-  if (amount < 0) throw InvalidInput("amount: an insurance deposit must not be negative (got " + std::to_string(amount) + ")");
-  if (pool < 0 || pool >= insurance_.pool_count()) throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
+  if (amount < 0)
+    throw InvalidInput("amount: an insurance deposit must not be negative (got " + std::to_string(amount) + ")");
+  if (pool < 0 || pool >= insurance_.pool_count())
+    throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
   insurance_.move(step_, pool, -1, 0, amount, LedgerReason::Deposit);
   flows_.insurance_deposits += amount;
 }
@@ -48,10 +50,11 @@ void WaterfallRun::setup() {
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
   promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
   matching_pool_.resize(promised_.size());
-  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
+  for (std::size_t p = 0; p < matching_pool_.size(); ++p)
+    matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
   // grows with the accounts only: a per-account call does not pay for the whole book
   if (e_.wf_flags_.size() < e_.acc_id_.size()) e_.wf_flags_.resize(e_.acc_id_.size(), 0);
-  e_.ensure_adl_queues();  // references to the queues stay valid through the step
+  e_.ensure_adl_queues();           // references to the queues stay valid through the step
   e_.hold_notes(0, exec_account_);  // the executor is never a winner: re-scored once, at the end
 }
 
@@ -178,7 +181,8 @@ void validate_config(const WaterfallConfig& config) {
   if (config.cap < 0 || config.cap > kRateScale)
     throw InvalidInput("cap must be between 0 and 1 (got " + std::to_string(config.cap) + " x 1e-8)");
   if (config.lot <= 0) throw InvalidInput("lot must be positive (got " + std::to_string(config.lot) + ")");
-  if (!(config.g.param >= 0 && config.g.param < 1e300)) throw InvalidInput("g: the parameter must be a finite number >= 0");
+  if (!(config.g.param >= 0 && config.g.param < 1e300))
+    throw InvalidInput("g: the parameter must be a finite number >= 0");
   if (config.mode == WaterfallMode::Close && config.policy == LastResortPolicy::FundingIndex)
     throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
 }
@@ -196,7 +200,8 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
   std::vector<std::uint32_t> given;
   if (accounts != nullptr) {
     given.reserve(accounts->size());
-    for (std::size_t i = 0; i < accounts->size(); ++i) given.push_back(account_index_or_throw((*accounts)[i], "accounts", i));
+    for (std::size_t i = 0; i < accounts->size(); ++i)
+      given.push_back(account_index_or_throw((*accounts)[i], "accounts", i));
   }
   require_marks_for_open_positions();
   StepMargins start;
@@ -216,7 +221,7 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
   try {
     WaterfallResult r = accounts == nullptr ? run.run() : run.run(given);
     run.require_representable();  // e.g. an executor whose equity the step would push past int64
-    r.events.sink = nullptr;  // the result does not hand out the engine's sink
+    r.events.sink = nullptr;      // the result does not hand out the engine's sink
     insurance_.close_step(step_);
     compact_if_wasteful();
     return r;

@@ -13,7 +13,8 @@ i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& 
   }
   rate = std::min<i128>(rate, kRateScale);
   // against the trader being closed: a long sells lower (floor), a short buys higher (ceil)
-  if (size > 0) return std::max<i64>(1, static_cast<i64>(floor_div(static_cast<i128>(mk.mark) * (kRateScale - rate), kRateScale)));
+  if (size > 0)
+    return std::max<i64>(1, static_cast<i64>(floor_div(static_cast<i128>(mk.mark) * (kRateScale - rate), kRateScale)));
   return to_i64_checked(ceil_div(static_cast<i128>(mk.mark) * (kRateScale + rate), kRateScale), "executor price");
 }
 
@@ -29,7 +30,8 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
     cl[i].bk_value = to_i64_checked(cl[i].mark_value - share, "bankruptcy value");
     if (with_executor) {
       const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
-      cl[i].exec_price = e_.executor_price(mk, cl[i].q, cfg_.executor.kind == ExecutorKind::MarketClose ? cfg_.executor : ExecutorSpec{});
+      cl[i].exec_price = e_.executor_price(
+          mk, cl[i].q, cfg_.executor.kind == ExecutorKind::MarketClose ? cfg_.executor : ExecutorSpec{});
       cl[i].exec_value = e_.value_money(mk, cl[i].q, cl[i].exec_price);
       cl[i].deficit = to_i64_checked(static_cast<i128>(cl[i].bk_value) - cl[i].exec_value, "deficit");
     }
@@ -56,7 +58,8 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
   for (const Closing& c : cl) {
     if (surplus <= 0) break;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
-    const i64 cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
+    const i64 cap =
+        static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min(surplus, cap);
     if (fee <= 0) continue;
     e_.acc_[a].balance -= fee;
@@ -70,7 +73,8 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
 
 i64 WaterfallRun::adl_limit(std::uint32_t b, MarketId m, i64 dq) const {
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
-  const i128 after = static_cast<i128>(e_.acc_[b].balance) + e_.div_s_.floor(e_.acc_[b].cache.u + e_.value_v(mk, dq, mk.mark));
+  const i128 after =
+      static_cast<i128>(e_.acc_[b].balance) + e_.div_s_.floor(e_.acc_[b].cache.u + e_.value_v(mk, dq, mk.mark));
   return clamp_i64(after - std::min<i64>(0, equity(b)));
 }
 
@@ -96,7 +100,8 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
     lots_done += x;
     const bool last = i + 1 == takes.size();
     const i64 v = last ? value - assigned : static_cast<i64>(static_cast<i128>(value) * lots_done / closed) - assigned;
-    const i64 owed = last ? bk - bk_assigned : static_cast<i64>(static_cast<i128>(bk) * lots_done / closed) - bk_assigned;
+    const i64 owed =
+        last ? bk - bk_assigned : static_cast<i64>(static_cast<i128>(bk) * lots_done / closed) - bk_assigned;
     assigned += v;
     bk_assigned += owed;
     const i64 limit = adl_limit(b, m, sign * x);
@@ -111,7 +116,8 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
     adl_log_.push_back({b, m});
     mark_winner(b);
     const i64 px = clamp_i64(static_cast<i128>(abs64(pay)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
-    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -pay, px, -1, exec_price);
+    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -pay, px, -1,
+                       exec_price);
     result_.totals.adl_notional += abs64(pay);
     ++result_.totals.adl_closes;
     if (pay > owed) {  // more than the bankruptcy value: the excess is the fund's
@@ -148,16 +154,18 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
   for (const Closing& c : cl) {
     // |q| * num can pass 128 bits on a near-limit book (|q| ~ 2^50, num ~ 2^80); 0 < num < den
     const i64 lots = static_cast<i64>(std::min<std::uint64_t>(
-        static_cast<std::uint64_t>(abs64(c.q)), mul_div_ceil_below(static_cast<std::uint64_t>(abs64(c.q)), static_cast<u128>(num), static_cast<u128>(den))));
+        static_cast<std::uint64_t>(abs64(c.q)),
+        mul_div_ceil_below(static_cast<std::uint64_t>(abs64(c.q)), static_cast<u128>(num), static_cast<u128>(den))));
     if (lots == 0) continue;
     const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
     const i64 dq = c.q > 0 ? -lots : lots;
     const i64 cash = -e_.value_money(mk, dq, c.exec_price);
     fill(a, c.m, dq, cash);
     fill(exec_account_, c.m, -dq, -cash);
-    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash, c.exec_price, -1,
-                       c.exec_price);
-    const i64 fee_cap = static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
+    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash,
+                       c.exec_price, -1, c.exec_price);
+    const i64 fee_cap =
+        static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
       e_.acc_[a].balance -= fee;
@@ -197,8 +205,10 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       fill(a, c.m, -c.q, c.bk_value);
       fill(exec_account_, c.m, c.q, -c.bk_value);
       const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
-      const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.scale_s_ / (static_cast<i128>(abs64(c.q)) * mk.pow10k));
-      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px, -1, px);
+      const i64 px =
+          clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.scale_s_ / (static_cast<i128>(abs64(c.q)) * mk.pow10k));
+      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px,
+                         -1, px);
     }
     return;
   }
@@ -242,7 +252,8 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       last_resort[i] = rest - fund_planned[i];
       result_.totals.last_resort_planned += last_resort[i];
       if (cfg_.mode == WaterfallMode::Close && last_resort[i] > 0)
-        adl_lots[i] = static_cast<i64>(std::min<i128>(abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
+        adl_lots[i] = static_cast<i64>(std::min<i128>(
+            abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
     }
   }
 
@@ -253,8 +264,9 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
     const i64 sign = c.q > 0 ? 1 : -1;
     if (adl_lots[i] > 0) {
       // the deleveraged part closes at its share of the bankruptcy value (or at a mark)
-      const i64 bk_part = adl_lots[i] == abs64(c.q) ? c.bk_value
-                                                    : static_cast<i64>(static_cast<i128>(c.bk_value) * adl_lots[i] / abs64(c.q));
+      const i64 bk_part = adl_lots[i] == abs64(c.q)
+                              ? c.bk_value
+                              : static_cast<i64>(static_cast<i128>(c.bk_value) * adl_lots[i] / abs64(c.q));
       i64 adl_value = bk_part;
       if (cfg_.adl_price != AdlPrice::Bankruptcy) {
         const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
@@ -270,8 +282,8 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       const i64 cash = e_.value_money(mk, sign * exec_lots, c.exec_price);
       fill(a, c.m, -sign * exec_lots, cash);
       fill(exec_account_, c.m, sign * exec_lots, -cash);
-      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots, cash, c.exec_price,
-                         -1, c.exec_price);
+      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots,
+                         cash, c.exec_price, -1, c.exec_price);
     }
   }
 
@@ -290,13 +302,15 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
 // Settlement of a flat account: its balance is its surplus (the fund takes the fee) or its
 // deficit (the fund pays what is planned, then whatever it can, then winners of the
 // account's markets are haircut; what nobody can cover is bad debt).
-void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned, i64 reserved) {
+void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned,
+                          i64 reserved) {
   if (e_.acc_[a].balance > 0) {
     charge_fee(a, cl, e_.acc_[a].balance);
     return;
   }
   for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i)
-    if (i < fund_planned.size() && fund_planned[i] > 0) pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
+    if (i < fund_planned.size() && fund_planned[i] > 0)
+      pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
   // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
   // then (at the end of the round) winners of the market that caused most of it.
   reserved = std::min(reserved, std::max<i64>(0, -e_.acc_[a].balance));

@@ -157,14 +157,13 @@ class WaterfallRun {
   void run_round_adl();
   // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
   // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
-  std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
-                                      MarketId m,
-                                      bool lots);
+  std::vector<i64> allocate_by_policy(i64 budget, const std::vector<std::uint32_t>& who,
+                                      const std::vector<i64>& capacity, MarketId m, bool lots);
   // `cap` is a hard limit per step (docs/waterfall.md section 5): a winner offered again in a
   // later pass or round keeps the allowance floor(cap x its first capacity) minus what it
   // already gave; allocations are clipped to it.
-  void clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who, const std::vector<i64>& capacity,
-                             MarketId m, bool lots);
+  void clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who,
+                             const std::vector<i64>& capacity, MarketId m, bool lots);
   bool uses_kernel() const {
     return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
            cfg_.policy != LastResortPolicy::FundingIndex && cfg_.policy != LastResortPolicy::None;
@@ -183,7 +182,8 @@ class WaterfallRun {
   // A winner is neither the executor's account, nor an account of the round being liquidated,
   // nor liquidatable itself (it waits for its own liquidation).
   bool eligible_winner(std::uint32_t a) const {
-    return a != exec_account_ && !flag(a, kExcluded) && !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+    return a != exec_account_ && !flag(a, kExcluded) &&
+           !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
   }
   i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
 
@@ -193,16 +193,16 @@ class WaterfallRun {
   std::uint32_t exec_account_ = AccountIndex::kNone;
   column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
   bool have_start_margins_ = false;
-  std::vector<std::uint32_t> flagged_;        // accounts with a scratch flag set
-  std::vector<std::uint32_t> touched_list_;   // accounts with kWinnerTouched set
+  std::vector<std::uint32_t> flagged_;       // accounts with a scratch flag set
+  std::vector<std::uint32_t> touched_list_;  // accounts with kWinnerTouched set
   std::vector<Backup> backups_;
   std::unordered_map<std::uint32_t, std::size_t> backup_of_;  // account -> backups_ index (risk-aware only)
   std::vector<SavedPosition> backup_positions_;
-  std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
+  std::unordered_map<std::uint64_t, i64> haircut_taken_;  // (account, market) -> taken this step
   struct CapUse {
     i64 allowance, used;
   };
-  std::unordered_map<std::uint64_t, CapUse> cap_use_;  // (account, market, lots or money) -> this step
+  std::unordered_map<std::uint64_t, CapUse> cap_use_;        // (account, market, lots or money) -> this step
   std::vector<std::pair<std::uint32_t, MarketId>> adl_log_;  // (winner, market) of every ADL close this round
   // adl_close's and queue_haircut's scratch, kept so that each of a crash's many closes and
   // haircuts does not allocate
@@ -215,7 +215,7 @@ class WaterfallRun {
     i64 amount;
   };
   std::vector<Pending> pending_;  // deficits left for this round's haircuts
-  struct AdlDemand {  // lots of a bankrupt position waiting for the round's shared ADL
+  struct AdlDemand {              // lots of a bankrupt position waiting for the round's shared ADL
     std::uint32_t account;
     MarketId m;
     int sign;  // of the bankrupt position
@@ -229,7 +229,7 @@ class WaterfallRun {
   };
   std::vector<AdlDemand> demands_;
   std::vector<DeferredSettlement> deferred_;
-  std::vector<i64> promised_;  // per pool: fund payments planned for accounts whose settlement waits
+  std::vector<i64> promised_;       // per pool: fund payments planned for accounts whose settlement waits
   std::vector<i64> matching_pool_;  // per pool, fixed theta: what deficit matching would have left
   int rounds_ = 0;
   i64 round_key_ = 0;               // id of the account a run_rounds call started from (random walk seeds)

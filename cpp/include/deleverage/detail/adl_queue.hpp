@@ -152,11 +152,11 @@ struct KeptAdlQueue {
   AdlEntries heap;
   AdlEntries reserve;
   AdlEntry threshold{};
-  std::size_t next_select = 256;  // the next selection's size (see Engine::select_adl_head)
+  std::size_t next_select = 256;     // the next selection's size (see Engine::select_adl_head)
   std::uint64_t marks_epoch = 0;     // the engine's mark-change count at the refresh
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
-  bool listed = false;     // in the engine's list of queues that catch-ups look at
-  bool catch_up = false;   // fresh at the last catch-up: re-scored accounts are pushed here
+  bool listed = false;               // in the engine's list of queues that catch-ups look at
+  bool catch_up = false;             // fresh at the last catch-up: re-scored accounts are pushed here
   // Current entries whose account was liquidatable itself when popped, so not a winner. They
   // stay out of the heap, so later pops do not meet them again, until something can make them
   // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the

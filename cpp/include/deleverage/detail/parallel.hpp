@@ -24,10 +24,18 @@ void parallel_for(std::size_t n, int threads, std::size_t min_per_thread, Fn&& f
   for (std::size_t i = 1; i < t; ++i) {
     const std::size_t b = std::min(n, i * chunk), e = std::min(n, b + chunk);
     pool.emplace_back([&, i, b, e] {
-      try { fn(b, e); } catch (...) { errors[i] = std::current_exception(); }
+      try {
+        fn(b, e);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
     });
   }
-  try { fn(std::size_t{0}, std::min(n, chunk)); } catch (...) { errors[0] = std::current_exception(); }
+  try {
+    fn(std::size_t{0}, std::min(n, chunk));
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
   for (auto& th : pool) th.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
@@ -45,15 +53,24 @@ void parallel_for_dynamic(std::size_t n, int threads, std::size_t chunk, Fn&& fn
   }
   std::atomic<std::size_t> next{0};
   auto worker = [&] {
-    for (std::size_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) fn(c * chunk, std::min(n, (c + 1) * chunk));
+    for (std::size_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1))
+      fn(c * chunk, std::min(n, (c + 1) * chunk));
   };
   std::vector<std::thread> pool;
   std::vector<std::exception_ptr> errors(t);
   for (std::size_t i = 1; i < t; ++i)
     pool.emplace_back([&, i] {
-      try { worker(); } catch (...) { errors[i] = std::current_exception(); }
+      try {
+        worker();
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
     });
-  try { worker(); } catch (...) { errors[0] = std::current_exception(); }
+  try {
+    worker();
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
   for (auto& th : pool) th.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);

@@ -22,7 +22,8 @@ namespace deleverage::detail {
 
 // The formats are little-endian; on such hosts (every supported one) columns are copied
 // as they are. A big-endian port would byte-swap in load_le/store_le/store_array/array.
-static_assert(std::endian::native == std::endian::little, "the snapshot and journal formats assume a little-endian host");
+static_assert(std::endian::native == std::endian::little,
+              "the snapshot and journal formats assume a little-endian host");
 
 [[noreturn]] inline void corrupt(const std::string& what) { throw CorruptSnapshot("snapshot: " + what); }
 
@@ -98,7 +99,9 @@ class Writer {
     }
   }
   template <class T>
-  void array(const T* v, std::size_t n) { store_array(grow(n * sizeof(T)), v, n); }
+  void array(const T* v, std::size_t n) {
+    store_array(grow(n * sizeof(T)), v, n);
+  }
   void str(const std::string& s) {
     put<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
     store_array(grow(s.size()), s.data(), s.size());
@@ -118,7 +121,8 @@ class Reader {
   std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
   bool done() const { return p_ == end_; }
   const std::byte* skip(std::size_t n) {
-    if (n > remaining()) corrupt("truncated contents (" + std::to_string(n) + " bytes needed, " + std::to_string(remaining()) + " left)");
+    if (n > remaining())
+      corrupt("truncated contents (" + std::to_string(n) + " bytes needed, " + std::to_string(remaining()) + " left)");
     const std::byte* at = p_;
     p_ += n;
     return at;
@@ -138,7 +142,8 @@ class Reader {
     const u64 n = static_cast<u64>(get<CountT>());
     if (n > max_count) corrupt(std::string(what) + " " + std::to_string(n) + " is out of range");
     if (min_item_bytes && n > remaining() / min_item_bytes)
-      corrupt(std::string(what) + " " + std::to_string(n) + " exceeds the bytes left (" + std::to_string(remaining()) + ")");
+      corrupt(std::string(what) + " " + std::to_string(n) + " exceeds the bytes left (" + std::to_string(remaining()) +
+              ")");
     return static_cast<std::size_t>(n);
   }
   template <class T>
