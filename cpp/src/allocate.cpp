@@ -1404,22 +1404,27 @@ std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::ve
   return x;
 }
 
-template <class T>
-std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
+// What the general min_max_lots search learns from its first pass over the winners: the
+// amount they can give (reach), the live winners and their lots, base and lot sizes, the
+// highest full level, and the full levels' histogram.
+template <class Sum>
+struct LotsFirstPass {
+  Sum reach = 0;
+  double slope0 = 0, lot_live = 0, top = 0;  // sum of live bases and lot sizes; highest full level
+  u64 nlive = 0, total_pairs = 0;
+  FullLevelHistogram full_levels;
+};
+
+// The first pass: L_i (lots winner i can give) into xp and r_i = b_i / lot_i into r.
+template <class T, class Sum>
+LotsFirstPass<Sum> lots_first_pass(const AllocRequest<T>& req, T* xp, double* r) {
   using G = GenLot<T>;
-  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: at most sum w
   const auto w = req.capacity;
   const std::size_t n = w.size();
   const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
   const T* const bp = req.base.empty() ? w.data() : req.base.data();
   const T one_lot = req.lot.value_or(T{1});
   auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
-  std::vector<T> x(n, T{0});
-  // first pass: what can be raised, the live winners and their base, the highest level; L_i
-  // is cached in x and r_i = b_i / lot_i (the float estimate of the count's slope) in scratch
-  T* const xp = x.data();
-  const Scratch<double, 1> ratio(n);
-  double* const r = ratio.get();
   Sum reach_p[kParts] = {}, slope_p[kParts] = {}, lots_amt_p[kParts] = {};
   u64 live_p[kParts] = {}, pairs_p[kParts] = {};
   double top_p[kParts] = {};
@@ -1447,14 +1452,108 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     reach_p[p] = reach_s, slope_p[p] = slope_s, lots_amt_p[p] = lots_s;
     live_p[p] = live_s, pairs_p[p] = pairs_s, top_p[p] = top_s;
   });
-  Sum reach = 0;
-  double slope0 = 0, lot_live = 0, top = 0;
-  u64 nlive = 0, total_pairs = 0;
+  LotsFirstPass<Sum> out;
   for (std::size_t p = 0; p < kParts; ++p) {
-    reach += reach_p[p], nlive += live_p[p], total_pairs += pairs_p[p];
-    slope0 += static_cast<double>(slope_p[p]), lot_live += static_cast<double>(lots_amt_p[p]),
-        top = std::max(top, top_p[p]);
+    out.reach += reach_p[p], out.nlive += live_p[p], out.total_pairs += pairs_p[p];
+    out.slope0 += static_cast<double>(slope_p[p]), out.lot_live += static_cast<double>(lots_amt_p[p]);
+    out.top = std::max(out.top, top_p[p]);
+    out.full_levels.merge(full_levels[p]);
   }
+  return out;
+}
+
+// The amount A(c) of the lots at or below level c, how many lots that is, and the base of the
+// winners not yet full there (dA/dc, ignoring the floors).
+template <class Sum>
+struct LevelCount {
+  Sum amount;
+  u64 lots;
+  double open;
+};
+
+// The general search's bracket: levels lo < hi with A(lo) < budget <= A(hi), narrowed by
+// counting passes at two probes each.
+template <class Sum>
+struct LevelBracket {
+  double lo, hi;
+  LevelCount<Sum> alo, ahi;
+  bool hi_pivot = false;   // hi is a counted level, not the first bound
+  double widen = 1.0;      // doubles while the probes miss the level
+  double last_step = 0.0;  // the previous Newton step from below (0: none yet)
+
+  // Where the next pass counts (lo < p1 <= p2 <= hi). B: the budget; slope0: the live base;
+  // noise: how far the floors can move A; start: the histogram's estimate (first pass only).
+  std::pair<double, double> probes(int iter, double B, double slope0, double lot_live, double noise,
+                                   const FullLevelHistogram::Estimate& start) {
+    // A is concave (a sum of capped lines, up to the floors' noise): a Newton step from below
+    // (slope: the base still open at lo) lands below the level sought, a secant through lo and
+    // hi lands above it. The probes go just below the one and just above the other.
+    const double newton_slope = alo.open > 0 ? alo.open : slope0;
+    const double newton =
+        lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
+    const double d_low = widen * noise / newton_slope;
+    double p1 = newton - d_low, p2;
+    if (iter == 0 && start.level > 0 && start.level < hi) {
+      // around the histogram's estimate: within the floors' noise on a line, else within a
+      // small part of a bucket (1/16 octave)
+      const double d_start = start.on_a_line ? 2.0 * d_low : std::max(d_low, start.level * 0x1p-12);
+      p1 = start.level - d_start, p2 = start.level + d_start;
+    } else if (hi_pivot) {
+      const double secant_slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
+      const double secant = lo + (B - static_cast<double>(alo.amount)) / secant_slope;
+      p2 = std::max(secant, newton) + widen * noise / secant_slope;
+      // A quadratic through A(lo), A(hi) and the slope at lo lands between the two: probe
+      // around it, a tenth of their gap either side, when that stays between them.
+      const double H = hi - lo, k = (newton_slope * H - static_cast<double>(ahi.amount - alo.amount)) / (H * H);
+      const double c = B - static_cast<double>(alo.amount), disc = newton_slope * newton_slope - 4.0 * k * c;
+      if (k > 0 && disc > 0 && secant > newton) {
+        const double quad = lo + 2.0 * c / (newton_slope + std::sqrt(disc));  // the smaller root, stably
+        const double d_quad = std::max(d_low, 0.1 * (secant - newton));
+        if (quad - d_quad > p1 && quad + d_quad < p2) p1 = quad - d_quad, p2 = quad + d_quad;
+      }
+    } else {
+      // Newton steps converge quadratically: after a step of size h following one of size h0,
+      // about h^3 / h0^2 is left; reaching twice that above the step brackets the level.
+      const double step = newton - lo;
+      double d_high = d_low;
+      if (last_step > 0 && step > 0) d_high = std::max(d_high, 2.0 * step * (step / last_step) * (step / last_step));
+      last_step = step;
+      p2 = newton + d_high;
+    }
+    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
+    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
+    p1 = std::max(p1, std::nextafter(lo, hi));
+    p2 = std::min(std::max(p2, p1), hi);
+    return {p1, p2};
+  }
+
+  // The counts at the probes narrow the bracket.
+  void narrow(double p1, double p2, const LevelCount<Sum>& a1, const LevelCount<Sum>& a2, Sum budget) {
+    if (a1.amount < budget) lo = p1, alo = a1;
+    if (a2.amount < budget) lo = p2, alo = a2;
+    if (a2.amount >= budget && p2 < hi) hi = p2, ahi = a2, hi_pivot = true;
+    if (a1.amount >= budget && p1 < hi) hi = p1, ahi = a1, hi_pivot = true;
+    widen = (a1.amount < budget && a2.amount >= budget) ? 1.0 : widen * 2.0;
+  }
+};
+
+template <class T>
+std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
+  using G = GenLot<T>;
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: at most sum w
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
+  const T* const bp = req.base.empty() ? w.data() : req.base.data();
+  const T one_lot = req.lot.value_or(T{1});
+  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  std::vector<T> x(n, T{0});
+  // L_i is cached in x and r_i = b_i / lot_i (the float estimate of the count's slope) in scratch
+  T* const xp = x.data();
+  const Scratch<double, 1> ratio(n);
+  double* const r = ratio.get();
+  LotsFirstPass<Sum> first = lots_first_pass<T, Sum>(req, xp, r);
+  const Sum reach = first.reach;
   budget = budget_or_clip(budget, static_cast<T>(reach), req);
   const bool all = static_cast<Sum>(budget) == reach;
   bool all_of_it = all;
@@ -1463,12 +1562,8 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     for (std::size_t i = 0; i < n; ++i) x[i] = budget == 0 ? T{0} : static_cast<T>(x[i] * lot(i));
     return x;
   }
+  using At = LevelCount<Sum>;
   // amount, lot count and live base at two levels, in one pass
-  struct At {
-    Sum amount;
-    u64 lots;
-    double open;  // base of the winners not yet full (dA/dc, ignoring the floors)
-  };
   // With `collect` (a pass expected to be the last), it also does the finishing pass's work:
   // each winner's amount at or below c1 replaces its lot count in x, and the lots in (c1, c2]
   // go to between[p] (up to `cap` per slice; more sets overflow[p]).
@@ -1510,64 +1605,22 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     }
   };
   const double B = static_cast<double>(budget);
-  double lo = 0.0, hi = top * 2.0 + std::numeric_limits<double>::min();
-  At alo{0, 0, slope0}, ahi{reach, total_pairs, 0.0};
-  bool hi_pivot = false;
-  for (std::size_t p = 1; p < kParts; ++p) full_levels[0].merge(full_levels[p]);
-  const FullLevelHistogram::Estimate start = full_levels[0].estimate(B);
-  const double avg_lot = lot_live / static_cast<double>(nlive);
+  const u64 nlive = first.nlive;
+  LevelBracket<Sum> bracket{0.0, first.top * 2.0 + std::numeric_limits<double>::min(), At{0, 0, first.slope0},
+                            At{reach, first.total_pairs, 0.0}};
+  const FullLevelHistogram::Estimate start = first.full_levels.estimate(B);
+  const double avg_lot = first.lot_live / static_cast<double>(nlive);
   const double noise = (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0) * avg_lot;
   // the lots left between the levels are ordered exactly by the finish: up to a few hundred
   // thousand of them cost less than another pass over every winner
   const u64 window = static_cast<u64>(4.0 * (8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0)) + 262144;
-  double widen = 1.0;
-  double last_step = 0.0;  // the previous Newton step from below (0: none yet)
-  for (int iter = 0; iter < 4000 && ahi.lots - alo.lots > window; ++iter) {
-    const double next = std::nextafter(lo, hi);
-    if (next >= hi) break;
-    // A is concave (a sum of capped lines, up to the floors' noise): a Newton step from below
-    // (slope: the base still open at lo) lands below the level sought, a secant through lo and
-    // hi lands above it. The probes go just below the one and just above the other.
-    const double newton_slope = alo.open > 0 ? alo.open : slope0;
-    const double newton =
-        lo + (B - static_cast<double>(alo.amount) + (iter == 0 ? 0.5 * lot_live : 0.0)) / newton_slope;
-    const double d_low = widen * noise / newton_slope;
-    double p1 = newton - d_low, p2;
-    if (iter == 0 && start.level > 0 && start.level < hi) {
-      // around the histogram's estimate: within the floors' noise on a line, else within a
-      // small part of a bucket (1/16 octave)
-      const double d_start = start.on_a_line ? 2.0 * d_low : std::max(d_low, start.level * 0x1p-12);
-      p1 = start.level - d_start, p2 = start.level + d_start;
-    } else if (hi_pivot) {
-      const double secant_slope = static_cast<double>(ahi.amount - alo.amount) / (hi - lo);
-      const double secant = lo + (B - static_cast<double>(alo.amount)) / secant_slope;
-      p2 = std::max(secant, newton) + widen * noise / secant_slope;
-      // A quadratic through A(lo), A(hi) and the slope at lo lands between the two: probe
-      // around it, a tenth of their gap either side, when that stays between them.
-      const double H = hi - lo, k = (newton_slope * H - static_cast<double>(ahi.amount - alo.amount)) / (H * H);
-      const double c = B - static_cast<double>(alo.amount), disc = newton_slope * newton_slope - 4.0 * k * c;
-      if (k > 0 && disc > 0 && secant > newton) {
-        const double quad = lo + 2.0 * c / (newton_slope + std::sqrt(disc));  // the smaller root, stably
-        const double d_quad = std::max(d_low, 0.1 * (secant - newton));
-        if (quad - d_quad > p1 && quad + d_quad < p2) p1 = quad - d_quad, p2 = quad + d_quad;
-      }
-    } else {
-      // Newton steps converge quadratically: after a step of size h following one of size h0,
-      // about h^3 / h0^2 is left; reaching twice that above the step brackets the level.
-      const double step = newton - lo;
-      double d_high = d_low;
-      if (last_step > 0 && step > 0) d_high = std::max(d_high, 2.0 * step * (step / last_step) * (step / last_step));
-      last_step = step;
-      p2 = newton + d_high;
-    }
-    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
-    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
-    p1 = std::max(p1, next);
-    p2 = std::min(std::max(p2, p1), hi);
+  for (int iter = 0; iter < 4000 && bracket.ahi.lots - bracket.alo.lots > window; ++iter) {
+    if (std::nextafter(bracket.lo, bracket.hi) >= bracket.hi) break;
+    const auto [p1, p2] = bracket.probes(iter, B, first.slope0, first.lot_live, noise, start);
     At a1, a2;
     const Sum b = static_cast<Sum>(budget);
     // the lots between the probes, from the open base at lo: few enough to order at once?
-    const double expected_between = (p2 - p1) * std::max(alo.open, 0.0) / avg_lot;
+    const double expected_between = (p2 - p1) * std::max(bracket.alo.open, 0.0) / avg_lot;
     if (expected_between * 2.0 < static_cast<double>(window)) {
       count2(p1, p2, a1, a2, std::true_type{}, window);
       bool complete = a1.amount < b && a2.amount >= b;
@@ -1585,18 +1638,14 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
     } else {
       count2(p1, p2, a1, a2, std::false_type{}, 0);
     }
-    if (a1.amount < b) lo = p1, alo = a1;
-    if (a2.amount < b) lo = p2, alo = a2;
-    if (a2.amount >= b && p2 < hi) hi = p2, ahi = a2, hi_pivot = true;
-    if (a1.amount >= b && p1 < hi) hi = p1, ahi = a1, hi_pivot = true;
-    widen = (a1.amount < b && a2.amount >= b) ? 1.0 : widen * 2.0;
+    bracket.narrow(p1, p2, a1, a2, b);
   }
   // the finishing pass: every lot at or below lo, then the lots in (lo, hi] in order
   At a1, a2;
-  count2(lo, hi, a1, a2, std::true_type{}, std::numeric_limits<u64>::max());
+  count2(bracket.lo, bracket.hi, a1, a2, std::true_type{}, std::numeric_limits<u64>::max());
   std::vector<LotBetween> pairs = std::move(between[0]);
   for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), between[p].begin(), between[p].end());
-  return min_max_lots_select(req, budget, std::move(x), pairs, static_cast<T>(alo.amount));
+  return min_max_lots_select(req, budget, std::move(x), pairs, static_cast<T>(bracket.alo.amount));
 }
 
 // pro_rata with weights u_i: x_i = min(w_i, tau * u_i) by water-filling.
