@@ -1373,6 +1373,20 @@ class FullLevelHistogram {
   std::vector<double> amount_, base_, lots_;
 };
 
+// The general min_max_lots inputs per winner: its lot size (one for all, or its own) and the
+// base its fraction taken is measured against (capacity unless given).
+template <class T>
+struct LotsAndBase {
+  explicit LotsAndBase(const AllocRequest<T>& req)
+      : lp(req.lots.empty() ? nullptr : req.lots.data()),
+        bp(req.base.empty() ? req.capacity.data() : req.base.data()),
+        one_lot(req.lot.value_or(T{1})) {}
+  T lot(std::size_t i) const { return lp ? lp[i] : one_lot; }
+  const T* lp;
+  const T* bp;
+  T one_lot;
+};
+
 // A lot between the levels: winner i's m-th.
 struct LotBetween {
   u64 m;
@@ -1386,10 +1400,9 @@ template <class T>
 std::vector<T> min_max_lots_select(const AllocRequest<T>& req, T budget, std::vector<T> x,
                                    std::vector<LotBetween>& pairs, T taken_lo) {
   using G = GenLot<T>;
-  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
-  const T* const bp = req.base.empty() ? req.capacity.data() : req.base.data();
-  const T one_lot = req.lot.value_or(T{1});
-  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  const LotsAndBase<T> in(req);
+  const T* const bp = in.bp;
+  auto lot = [&in](std::size_t i) { return in.lot(i); };
   auto before = [&](const LotBetween& p, const LotBetween& q) {
     if (G::less(p.m, lot(p.i), bp[p.i], q.m, lot(q.i), bp[q.i])) return true;
     if (G::less(q.m, lot(q.i), bp[q.i], p.m, lot(p.i), bp[p.i])) return false;
@@ -1421,10 +1434,9 @@ LotsFirstPass<Sum> lots_first_pass(const AllocRequest<T>& req, T* xp, double* r)
   using G = GenLot<T>;
   const auto w = req.capacity;
   const std::size_t n = w.size();
-  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
-  const T* const bp = req.base.empty() ? w.data() : req.base.data();
-  const T one_lot = req.lot.value_or(T{1});
-  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  const LotsAndBase<T> in(req);
+  const T* const bp = in.bp;
+  auto lot = [&in](std::size_t i) { return in.lot(i); };
   Sum reach_p[kParts] = {}, slope_p[kParts] = {}, lots_amt_p[kParts] = {};
   u64 live_p[kParts] = {}, pairs_p[kParts] = {};
   double top_p[kParts] = {};
@@ -1543,10 +1555,9 @@ std::vector<T> min_max_lots_general(const AllocRequest<T>& req, T budget) {
   using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: at most sum w
   const auto w = req.capacity;
   const std::size_t n = w.size();
-  const T* const lp = req.lots.empty() ? nullptr : req.lots.data();
-  const T* const bp = req.base.empty() ? w.data() : req.base.data();
-  const T one_lot = req.lot.value_or(T{1});
-  auto lot = [lp, one_lot](std::size_t i) { return lp ? lp[i] : one_lot; };
+  const LotsAndBase<T> in(req);
+  const T* const bp = in.bp;
+  auto lot = [&in](std::size_t i) { return in.lot(i); };
   std::vector<T> x(n, T{0});
   // L_i is cached in x and r_i = b_i / lot_i (the float estimate of the count's slope) in scratch
   T* const xp = x.data();
