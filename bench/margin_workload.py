@@ -84,7 +84,7 @@ class Columns:
     entry: np.ndarray  # int64 money units, signed
     balance: np.ndarray  # int64 money units per account (creation order)
     mark: np.ndarray  # int64 ticks per market
-    money_per_lot_tick: np.ndarray  # float64 per market: 10**(money - qty - price decimals)
+    money_per_lot_tick: np.ndarray  # float64 per market: 10**(money - qty - mark decimals: the price unit)
     mmr: np.ndarray  # float64 per market (fraction)
     imr: np.ndarray  # float64 per market (fraction)
 
@@ -112,7 +112,7 @@ def engine_columns(ex: Exchange) -> Columns:
         tiers = info["tiers"]
         if len(tiers) != 1:
             raise NotImplementedError("the numpy baseline handles flat-rate markets only (one tier)")
-        factor[m] = 10.0 ** (md - info["qty_decimals"] - info["price_decimals"])
+        factor[m] = 10.0 ** (md - info["qty_decimals"] - info.get("mark_decimals", info["price_decimals"]))
         mmr[m] = tiers[0][1] / RATE_SCALE
         imr[m] = tiers[0][2] / RATE_SCALE
     cols = Columns(account=account, market=np.asarray(pos.market, dtype=np.intp),

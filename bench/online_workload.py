@@ -28,7 +28,7 @@ import deleverage
 from deleverage import Exchange, MarketClose
 
 MM = 1
-PRICE = 20_000  # ticks (2000.0)
+PRICE = 20_000  # order ticks (2000.0); exact prices are these times units_per_tick(ex)
 VICTIM_LOTS = 700  # 0.7 unit: 4 to 8 winners of 100..199 lots
 VICTIM0 = 2_000_000_000
 TARGET_FRESH_P99_SECONDS_CPP = 20e-6
@@ -71,6 +71,13 @@ def specs() -> list[OnlineSpec]:
     return out
 
 
+def units_per_tick(ex: Exchange) -> int:
+    """Price units per order tick: marks are finer than the tick by default (builds before
+    mark_decimals, which asv also times, have one unit per tick)."""
+    info = ex.market_info(0)
+    return 10 ** (int(info.get("mark_decimals", info["price_decimals"])) - int(info["price_decimals"]))
+
+
 def build(spec: OnlineSpec) -> Exchange:
     ex = Exchange(money_decimals=6, threads=spec.threads)
     for m in range(spec.markets):
@@ -87,7 +94,7 @@ def build(spec: OnlineSpec) -> Exchange:
     size = np.where((a + k) % 2 == 0, size, -size)
     markets = ((a + k * stride) % spec.markets).astype(np.int32)
     entry = PRICE - 200 + (a * 13 + k) % 400
-    ex.load_positions(a + 1_000, markets, size, entry, counterparty=MM, exact=True)
+    ex.load_positions(a + 1_000, markets, size, entry * units_per_tick(ex), counterparty=MM, exact=True)
     del a, k, size, markets, entry
     victims = np.arange(VICTIM0, VICTIM0 + spec.victims, dtype=np.int64)
     ex.deposit(victims, np.full(spec.victims, 100 * 10**6, dtype=np.int64), exact=True)
@@ -103,11 +110,12 @@ class Victims:
 
     def __init__(self, ex: Exchange, lots: int = VICTIM_LOTS):
         self.ex, self.next, self.lots = ex, VICTIM0, lots
+        self.price = PRICE * 12 // 10 * units_per_tick(ex)
 
     def arm(self) -> int:
         v = self.next
         self.next += 1
-        self.ex.trade(v, MM, 0, self.lots, PRICE * 12 // 10, exact=True)
+        self.ex.trade(v, MM, 0, self.lots, self.price, exact=True)
         return v
 
 
@@ -160,13 +168,13 @@ def measure(ex: Exchange, samples: int, moves: int, log: Callable[[str], None] =
         closes = max(closes, r.totals.adl_closes)
     first, step, check = [], [], []
     for i in range(moves):
-        px = PRICE + (1 if i % 2 == 0 else -1) * (1 + i)
+        px = (PRICE + (1 if i % 2 == 0 else -1) * (1 + i)) * units_per_tick(ex)
         ex.set_marks([0], np.array([px], dtype=np.int64), exact=True)
         t0 = time.perf_counter()
         w = ex.liquidate(executor=EXECUTOR)
         step.append(time.perf_counter() - t0)
         assert w.totals.liquidated_accounts == 0, w
-        ex.set_marks([0], np.array([px + 1], dtype=np.int64), exact=True)
+        ex.set_marks([0], np.array([px + units_per_tick(ex)], dtype=np.int64), exact=True)
         ex.check_margin(markets=[0], exact=True)  # the margin check already run
         t, r = liquidate_one(ex, victims)
         first.append(t)

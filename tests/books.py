@@ -17,8 +17,10 @@ def two_market_exchange() -> deleverage.Exchange:
     maintenance 0.63, initial 1.26.
     """
     ex = deleverage.Exchange(6, threads=1)
-    ex.add_market("BTC", qty_decimals=3, price_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
-    ex.add_market("ETH", qty_decimals=2, price_decimals=2, maintenance_margin=0.02, initial_margin=0.04)
+    # prices on the order tick (the hand computations above are in ticks); finer marks:
+    # tests/test_mark_decimals.py
+    ex.add_market("BTC", qty_decimals=3, price_decimals=1, mark_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
+    ex.add_market("ETH", qty_decimals=2, price_decimals=2, mark_decimals=2, maintenance_margin=0.02, initial_margin=0.04)
     ex.deposit([1, 2, 3], [50.0, 1000.0, 50.0])
     ex.trade(1, 2, "BTC", 2.0, 100.0)
     ex.trade(3, 2, "ETH", 1.5, 20.0)

@@ -78,8 +78,9 @@ class EngineExchange:
 
     # -------------------------------------------------------------- configuration
 
-    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None) -> int:
-        kw = {}
+    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None, mark_decimals=None) -> int:
+        # the reference model's default: prices (exact, in and out) on the order tick
+        kw = {"mark_decimals": price_decimals if mark_decimals is None else mark_decimals}
         if tiers is not None:
             scale = 10**self.money_decimals
             kw["tiers"] = [

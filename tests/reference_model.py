@@ -9,7 +9,8 @@ comments.
 Units (see the "Units" table):
 - money: ``10**-money_decimals`` quote units;
 - size: signed lots of ``10**-qty_decimals`` base units (long > 0);
-- price: ticks of ``10**-price_decimals`` quote per base unit;
+- price: ticks of ``10**-mark_decimals`` quote per base unit (the mark unit; trade and
+  entry prices must be whole order ticks of ``10**-price_decimals``);
 - rates: ``10**-8`` (``R``), so 0.5% is ``500_000``.
 
 Choices where the contract is silent (documented so a disagreement is easy to place):
@@ -129,7 +130,8 @@ class Tier:
 class Market:
     symbol: str
     qty_decimals: int
-    price_decimals: int
+    price_decimals: int  # the order tick
+    mark_decimals: int  # the price unit: marks may be finer than the tick
     tiers: list[Tier]
     mark: int = 0  # ticks; 0 = no mark yet
     valued_mark: int = 0  # the mark at which the last margin check valued this market
@@ -218,7 +220,7 @@ class ReferenceExchange:
         """Internal value scale: max(money_decimals, max over markets of qd + pd)."""
         return max(
             [self.money_decimals]
-            + [mk.qty_decimals + mk.price_decimals for mk in self.markets]
+            + [mk.qty_decimals + mk.mark_decimals for mk in self.markets]
         )
 
     @property
@@ -227,7 +229,7 @@ class ReferenceExchange:
 
     def k(self, m: int) -> int:
         mk = self.markets[m]
-        return self.D - mk.qty_decimals - mk.price_decimals
+        return self.D - mk.qty_decimals - mk.mark_decimals
 
     def value_money(self, m: int, q: int, p: int) -> int:
         """floor(q * p * 10^k[m] / S): signed value in money units."""
@@ -235,16 +237,20 @@ class ReferenceExchange:
 
     # ----------------------------------------------------------------- markets
 
-    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None) -> int:
-        """Rates in 1e-8 units. ``tiers``: list of (cap_money_units or None, mmr, imr)."""
+    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None, mark_decimals=None) -> int:
+        """Rates in 1e-8 units. ``tiers``: list of (cap_money_units or None, mmr, imr).
+        ``mark_decimals`` (default ``price_decimals``): the price unit."""
         _require_int("qty_decimals", qty_decimals, 0, 18)
         _require_int("price_decimals", price_decimals, 0, 18)
+        if mark_decimals is None:
+            mark_decimals = price_decimals
+        _require_int("mark_decimals", mark_decimals, price_decimals, 18)
         if len(self.markets) >= MAX_MARKETS:
             raise ConfigError("too many markets")
         if any(mk.symbol == symbol for mk in self.markets):
             raise ConfigError(f"duplicate symbol {symbol!r}")
-        if qty_decimals + price_decimals - self.money_decimals > MAX_EXTRA_DECIMALS:
-            raise ConfigError("qty_decimals + price_decimals - money_decimals must be <= 8")
+        if qty_decimals + mark_decimals - self.money_decimals > MAX_EXTRA_DECIMALS:
+            raise ConfigError("qty_decimals + mark_decimals - money_decimals must be <= 8")
         if tiers is None:
             tiers = [(None, mmr, imr)]
         if len(tiers) == 0:
@@ -273,7 +279,7 @@ class ReferenceExchange:
                 B = prev.B + prev.cap * (t_imr - prev.imr)
             prev = Tier(cap, t_mmr, t_imr, A, B)
             built.append(prev)
-        self.markets.append(Market(symbol, qty_decimals, price_decimals, built))
+        self.markets.append(Market(symbol, qty_decimals, price_decimals, mark_decimals, built))
         return len(self.markets) - 1
 
     def _market(self, m) -> Market:
@@ -418,10 +424,17 @@ class ReferenceExchange:
         else:
             acct.positions[m] = Position(q1, E1)
 
+    def _require_on_tick(self, m: int, price: int) -> None:
+        """Trade and entry prices are whole order ticks; only marks are finer."""
+        mk = self.markets[m]
+        if price % 10 ** (mk.mark_decimals - mk.price_decimals) != 0:
+            raise InvalidInput(f"price {price} is not a whole order tick")
+
     def _validate_trade(self, buyer, seller, market, size, price) -> None:
         _require_int("size", size, 1)
         _require_int("price", price, 1)
         self._market(market)
+        self._require_on_tick(market, price)
         self._account(buyer)
         self._account(seller)
         if buyer == seller:
@@ -433,6 +446,7 @@ class ReferenceExchange:
         _require_int("size", size, 1)
         _require_int("price", price, 1)
         self._market(market)
+        self._require_on_tick(market, price)
         b = self._account(buyer)
         s = self._account(seller)
         if buyer == seller:
@@ -482,6 +496,7 @@ class ReferenceExchange:
             self._market(m)
             _require_int("size", q)
             _require_int("entry_price", p, 1)
+            self._require_on_tick(m, p)
             if q == 0:
                 raise InvalidInput("loaded size must not be 0")
             if (a, m) in seen or m in acct.positions:

@@ -167,8 +167,9 @@ class WaterfallReference(ReferenceExchange):
 
     # ------------------------------------------------------------ configuration
 
-    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None, fee=0, own_pool=False, mark=None) -> int:
-        m = super().add_market(symbol, qty_decimals, price_decimals, mmr, imr, tiers)
+    def add_market(self, symbol, qty_decimals, price_decimals, mmr, imr, tiers=None, fee=0, own_pool=False, mark=None,
+                   mark_decimals=None) -> int:
+        m = super().add_market(symbol, qty_decimals, price_decimals, mmr, imr, tiers, mark_decimals)
         self.fee_rate.append(fee)
         self.market_pool.append(0)
         self.previous_mark.append(0)

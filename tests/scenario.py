@@ -65,8 +65,14 @@ class MarketSpec:
     mmr: int
     imr: int
     tiers: list | None
-    base_price: int  # ticks
+    base_price: int  # order ticks
     lot: int  # typical trade size in lots
+    mark_decimals: int | None = None  # the price unit; None: price_decimals
+
+    @property
+    def tick_units(self) -> int:
+        """Price units per order tick."""
+        return 1 if self.mark_decimals is None else 10 ** (self.mark_decimals - self.price_decimals)
 
 
 def draw_money_decimals(d) -> int:
@@ -105,7 +111,8 @@ def draw_market(d, i: int, md: int) -> MarketSpec:
     # keep 10^(md - qd - pd) <= 10^6 so that positions stay far below the 2^62 limit
     while True:
         qd, pd = d.int(0, 4), d.int(0, 4)
-        if md - qd - pd <= 6 and qd + pd - md <= 8:
+        extra = d.choice([0, 0, 1, 4])  # marks finer than the order tick by this many decimals
+        if md - qd - pd <= 6 and qd + pd + extra - md <= 8:
             break
     base_price = d.choice([1, 7, 100, 2_500, 30_000, 99_999])
     base_price = max(1, base_price + d.int(0, base_price // 3 + 1))
@@ -126,13 +133,21 @@ def draw_market(d, i: int, md: int) -> MarketSpec:
             t_imr = max(t_imr, t_mmr) + d.int(0, 2) * PCT
         tiers.append((None, t_mmr, t_imr))
         mmr, imr = tiers[0][1], tiers[0][2]
-    return MarketSpec(f"M{i}", qd, pd, mmr, imr, tiers, base_price, lot)
+    return MarketSpec(f"M{i}", qd, pd, mmr, imr, tiers, base_price, lot, pd + extra if extra else None)
 
 
 def draw_price(d, spec: MarketSpec, spread_pct: int = 20) -> int:
+    """A trade or entry price: whole order ticks, in price units."""
     p = spec.base_price
     delta = p * d.int(-spread_pct, spread_pct) // 100
-    return max(1, p + delta + d.int(-1, 1))
+    return max(1, p + delta + d.int(-1, 1)) * spec.tick_units
+
+
+def draw_mark(d, spec: MarketSpec, spread_pct: int = 20) -> int:
+    """A mark: a price plus a fraction of a tick when marks are finer than the tick."""
+    units = spec.tick_units
+    return max(1, draw_price(d, spec, spread_pct) - units + 1 + d.int(0, units - 1)) if units > 1 else draw_price(
+        d, spec, spread_pct)
 
 
 def draw_size(d, spec: MarketSpec) -> int:
@@ -148,7 +163,8 @@ def setup_markets(impls, specs):
     ids = None
     for ex in impls:
         mids = [
-            ex.add_market(s.symbol, s.qty_decimals, s.price_decimals, s.mmr, s.imr, tiers=s.tiers)
+            ex.add_market(s.symbol, s.qty_decimals, s.price_decimals, s.mmr, s.imr, tiers=s.tiers,
+                          mark_decimals=s.mark_decimals)
             for s in specs
         ]
         if ids is None:

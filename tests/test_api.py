@@ -279,7 +279,9 @@ def test_add_market_with_mark_price_and_tiers() -> None:
     # tiers in quote currency: up to 1000 at 1% / 2%, then 2% / 4%; continuity amount 1000 * 1% = 10
     mid = ex.add_market("T", qty_decimals=0, price_decimals=0, maintenance_margin=0.0, initial_margin=0.0,
                         tiers=[(1000, 0.01, 0.02), (None, 0.02, 0.04, 10.0)], mark_price=1500)
-    assert mid == 0 and ex.marks(exact=True)[0] == 1500
+    # marks default to 4 decimals finer than the order tick: 1500 is 1500 * 10^4 price units
+    assert ex.market_info("T")["price_decimals"] == 0 and ex.market_info("T")["mark_decimals"] == 4
+    assert mid == 0 and ex.marks(exact=True)[0] == 1500 * 10**4 and ex.marks()[0] == 1500.0
     tiers = ex.market_info("T")["tiers"]
     # (cap in money units of 0.01, mmr, imr, maintenance deduction, initial deduction), deductions in money * 1e8:
     # A1 = 100,000 * (2e6 - 1e6) = 1e11, B1 = 100,000 * (4e6 - 2e6) = 2e11
@@ -325,7 +327,7 @@ def test_concurrent_check_margin_from_python_threads() -> None:
     and equal to the hand formula below."""
     n_pairs = 15_000
     ex = deleverage.Exchange(6, threads=2)
-    ex.add_market("BTC", qty_decimals=3, price_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
+    ex.add_market("BTC", qty_decimals=3, price_decimals=1, mark_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
     ids = np.arange(100, 100 + 2 * n_pairs, dtype=np.int64)
     deposits = 1_000_000 + (ids % 1000) * 1_000
     ex.deposit(ids, deposits, exact=True)

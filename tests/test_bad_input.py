@@ -407,8 +407,8 @@ def test_markets_whose_value_scales_cannot_coexist_are_refused(first, second) ->
     market of 0 + 0 decimals would need 10^20 per lot-tick, past int64 (found by the fuzzer;
     it used to be accepted with an overflowed scale). Refused, nothing added."""
     ex = deleverage.Exchange(12)
-    ex.add_market("A", qty_decimals=first[0], price_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)
+    ex.add_market("A", qty_decimals=first[0], price_decimals=first[1], mark_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)
     with pytest.raises(errors.ConfigError, match="decimals"):
-        ex.add_market("B", qty_decimals=second[0], price_decimals=second[1], maintenance_margin=0.01, initial_margin=0.02)
+        ex.add_market("B", qty_decimals=second[0], price_decimals=second[1], mark_decimals=second[1], maintenance_margin=0.01, initial_margin=0.02)
     assert ex.markets == ["A"]
-    ex.add_market("C", qty_decimals=first[0], price_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)
+    ex.add_market("C", qty_decimals=first[0], price_decimals=first[1], mark_decimals=first[1], maintenance_margin=0.01, initial_margin=0.02)

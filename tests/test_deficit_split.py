@@ -18,7 +18,7 @@ def crashed(deficit_split: str = "loss") -> Exchange:
     30, ETH does not move: equity 50 - 70 = -20. Account 2 is short the BTC, 3 short the ETH."""
     ex = Exchange(6, threads=1, deficit_split=deficit_split)
     for sym in ("BTC", "ETH"):
-        ex.add_market(sym, qty_decimals=0, price_decimals=2, maintenance_margin=0.05, initial_margin=0.1, mark_price=100.0 if sym == "BTC" else 10.0)
+        ex.add_market(sym, qty_decimals=0, price_decimals=2, mark_decimals=2, maintenance_margin=0.05, initial_margin=0.1, mark_price=100.0 if sym == "BTC" else 10.0)
     ex.deposit([A, B, C, MM], [50.0, 1000.0, 1000.0, 1e6])
     ex.trade(A, B, "BTC", 1, 100.0)
     ex.trade(A, C, "ETH", 10, 10.0)

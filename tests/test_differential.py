@@ -14,6 +14,7 @@ from scenario import (
     assert_engine_equals_reference,
     assert_same_margin,
     assert_same_margin_ratio,
+    draw_mark,
     draw_market,
     draw_money_decimals,
     draw_price,
@@ -71,7 +72,7 @@ def build_book(d, max_accounts=12, max_markets=5):
         mi = d.int(0, len(mids) - 1)
         pair.trade(buyer, seller, mids[mi], draw_size(d, specs[mi]), draw_price(d, specs[mi]))
     # marks: sometimes big moves so that accounts become liquidatable or bankrupt
-    pair.set_marks(mids, [draw_price(d, s, spread_pct=d.choice([5, 30, 60])) for s in specs])
+    pair.set_marks(mids, [draw_mark(d, s, spread_pct=d.choice([5, 30, 60])) for s in specs])
     return pair, specs, mids, everyone
 
 
@@ -79,7 +80,7 @@ def incremental_rounds(d, pair, specs, mids, everyone, rounds=3):
     ref, eng = pair.ref, pair.eng
     for rnd in range(rounds):
         moved = d.sample(mids, d.int(1, len(mids)))
-        pair.set_marks(moved, [draw_price(d, specs[m], spread_pct=40) for m in moved])
+        pair.set_marks(moved, [draw_mark(d, specs[m], spread_pct=40) for m in moved])
         if d.bool(0.3):
             # a trade between the mark move and the check invalidates cached sums too
             buyer, seller = d.sample(everyone, 2)

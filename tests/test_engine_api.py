@@ -18,7 +18,8 @@ def btc_exchange():
     """The hand case of test_reference_model.btc_case: A (30 quote) long 2 BTC at 100
     from B (1000 quote), md 6, qd 3, pd 1, mmr 5%, imr 10%."""
     ex = deleverage.Exchange(money_decimals=6)
-    m = ex.add_market("BTC", qty_decimals=3, price_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
+    m = ex.add_market("BTC", qty_decimals=3, price_decimals=1, mark_decimals=1, maintenance_margin=0.05,
+                      initial_margin=0.10)
     ex.deposit(i64(1, 2), i64(30_000_000, 1_000_000_000), exact=True)
     ex.trade(1, 2, m, 2000, 1000, exact=True)
     return ex, m
@@ -59,7 +60,7 @@ def test_float_input_refused_in_exact_mode_and_changes_nothing():
 def test_rates_round_to_nearest_1e8():
     ex = deleverage.Exchange(money_decimals=6)
     # 0.0123456789 -> 1_234_567.89 -> 1_234_568 (1e-8 units); imr 0.02000000049 -> 2_000_000
-    m = ex.add_market("X", qty_decimals=0, price_decimals=0,
+    m = ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0,
                       maintenance_margin=0.0123456789, initial_margin=0.02000000049)
     ex.deposit(i64(1, 2), i64(10**9, 10**9), exact=True)
     ex.trade(1, 2, m, 1, 100, exact=True)  # value 100 quote = 1e8 money units

@@ -113,4 +113,4 @@ def test_version_1_snapshot_still_loads() -> None:
     assert ex.state_hash() == 0x2F64E2EB5BD05AD73731C85EF508BC31
     ex.check_invariants()
     again = ex.to_bytes()
-    assert again[8] == 2 and Exchange.from_bytes(again).state_hash() == ex.state_hash()
+    assert again[8] == 3 and Exchange.from_bytes(again).state_hash() == ex.state_hash()

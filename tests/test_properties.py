@@ -17,6 +17,7 @@ from scenario import (
     assert_engine_equals_reference,
     assert_same_margin,
     assert_same_margin_ratio,
+    draw_mark,
     draw_market,
     draw_money_decimals,
     draw_near_limit_market,
@@ -86,7 +87,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.mids = setup_markets([self.ref, self.eng], self.specs)
         self.typical = max(typical_notional_money(s, self.md) for s in self.specs)
         for ex in (self.ref, self.eng):
-            ex.set_marks(self.mids, [s.base_price for s in self.specs])
+            ex.set_marks(self.mids, [s.base_price * s.tick_units for s in self.specs])
         # two accounts so that trades are possible from the first step
         for a in ACCOUNT_POOL[:2]:
             assert self.apply("deposit", a, self.typical)
@@ -145,7 +146,10 @@ class ExchangeMachine(RuleBasedStateMachine):
         pos = self.ref.accounts[seller].positions.get(self.mids[mi])
         if pos is not None and d.int(0, 3) == 0:
             size = abs(pos.size)  # exactly closes or doubles the seller's position
-        return (buyer, seller, self.mids[mi], size, draw_price(d, spec))
+        price = draw_price(d, spec)
+        if allow_invalid and spec.tick_units > 1 and d.int(0, 9) == 0:
+            price += d.int(1, spec.tick_units - 1)  # off the order tick: both refuse
+        return (buyer, seller, self.mids[mi], size, price)
 
     @rule(data=st.data())
     def trade(self, data):
@@ -195,7 +199,7 @@ class ExchangeMachine(RuleBasedStateMachine):
     def move_marks(self, data):
         d = HypothesisDraw(data)
         moved = d.sample(self.mids, d.int(1, len(self.mids)))
-        prices = [draw_price(d, self.specs[m], spread_pct=d.choice([5, 40, 80])) for m in moved]
+        prices = [draw_mark(d, self.specs[m], spread_pct=d.choice([5, 40, 80])) for m in moved]
         # near the limits a mark can take a value out of the representable range: both refuse
         if not self.apply("set_marks", moved, prices):
             assert self.near, f"set_marks({moved}, {prices}) refused by both"

@@ -20,9 +20,9 @@ def big_book() -> Exchange:
     per-position limit. Account 1 (created first) is long 10 lots of M at 100 with 100 of
     collateral; account 3 is short them."""
     ex = Exchange(0, threads=1)
-    ex.add_market("M", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
     for s in ("X", "Y", "Z"):
-        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
+        ex.add_market(s, qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
     ex.deposit([1, 3, 2, 4], [100, 10**6, 0, 10**6], exact=True)
     ex.trade(1, 3, "M", 10, 100, exact=True)
     for s in ("X", "Y", "Z"):
@@ -77,7 +77,7 @@ def test_requirement_beyond_int64_is_refused() -> None:
     """Maintenance 100%: three positions of ~2^62 each need ~1.5 x 2^63 of margin."""
     ex = Exchange(0, threads=1)
     for s in ("X", "Y", "Z"):
-        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=1.0, initial_margin=1.0)
+        ex.add_market(s, qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=1.0, initial_margin=1.0)
     ex.set_marks(["X", "Y", "Z"], [BIG, BIG, BIG], exact=True)
     ex.deposit([1, 2], [2**62, 2**62], exact=True)
     ex.trade(1, 2, "X", 1, BIG, exact=True)
@@ -97,8 +97,8 @@ def test_liquidation_pushing_the_executor_beyond_int64_is_refused() -> None:
     """The executor (9) holds ~2^62 of profit and a balance that leaves its equity 6 units
     under int64's maximum; buying account 1's long 1% under the mark would add 1000."""
     ex = Exchange(0, threads=1)
-    ex.add_market("M", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
-    ex.add_market("X", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=100)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
     ex.set_marks(["X"], [BIG], exact=True)
     ex.deposit([1, 3, 8, 9], [9000, 10**9, 2**62, 2**62 - 5], exact=True)
     ex.insurance.deposit(10**6, exact=True)
@@ -174,7 +174,7 @@ def test_set_marks_refuses_exactly_the_moves_that_leave_the_range(sizes: list[in
     leaves the engine unable to check."""
     ex = Exchange(0, threads=1)
     for s in ("X", "Y", "Z"):
-        ex.add_market(s, qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
+        ex.add_market(s, qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02, mark_price=1)
     ex.deposit([1, 2, 3, 4], [10**6] * 4, exact=True)
     for s, q in zip(("X", "Y", "Z"), sizes):
         ex.trade(1, 2, s, q, 1, exact=True)

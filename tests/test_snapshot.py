@@ -109,10 +109,10 @@ def test_empty_exchange_round_trips() -> None:
 
 
 def test_header_layout() -> None:
-    """Magic, version 2, flags 0, payload length (docs/durability.md)."""
+    """Magic, version 3, flags 0, payload length (docs/durability.md)."""
     data = two_market_exchange().to_bytes()
     magic, version, flags, length = struct.unpack_from("<8sIIQ", data, 0)
-    assert magic == b"DLVSNAP\0" and version == 2 and flags == 0 and length == len(data) - HEADER
+    assert magic == b"DLVSNAP\0" and version == 3 and flags == 0 and length == len(data) - HEADER
 
 
 # ---------------------------------------------------------------- corrupt files
@@ -156,9 +156,9 @@ def test_empty_foreign_and_future_files(tmp_path) -> None:
         Exchange.from_bytes(b"DLVSNAP\0")
     # a well-formed header of a later version: refused by name
     data = bytearray(small_snapshot())
-    struct.pack_into("<I", data, 8, 3)
+    struct.pack_into("<I", data, 8, 4)
     struct.pack_into("<Q", data, 32, deleverage._core.checksum64(bytes(data[:32]), 2))
-    with pytest.raises(CorruptSnapshot, match="version 3 is newer"):
+    with pytest.raises(CorruptSnapshot, match="version 4 is newer"):
         Exchange.from_bytes(bytes(data))
 
 

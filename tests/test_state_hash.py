@@ -33,7 +33,7 @@ def build(deposits, rows, order_seed: int, split: bool) -> Exchange:
     rng = random.Random(order_seed)
     ex = Exchange(6, threads=1)
     for m in range(3):
-        ex.add_market(f"M{m}", qty_decimals=1, price_decimals=2, maintenance_margin=0.05, initial_margin=0.1,
+        ex.add_market(f"M{m}", qty_decimals=1, price_decimals=2, mark_decimals=2, maintenance_margin=0.05, initial_margin=0.1,
                       mark_price=12.5 * (m + 1))
     deposits = list(deposits)
     rows = list(rows)
@@ -98,7 +98,7 @@ def test_any_single_change_changes_the_hash(book, seed, data) -> None:
     elif change == "fund":
         other.insurance.deposit(1, exact=True)
     elif change == "market":
-        other.add_market("M3", qty_decimals=0, price_decimals=0, maintenance_margin=0.05, initial_margin=0.1)
+        other.add_market("M3", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.05, initial_margin=0.1)
     elif change in ("size", "price") and not rows:
         other.set_marks(["M0"], [12.51])
     assert other.state_hash() != base
@@ -108,7 +108,7 @@ def test_hash_of_hand_built_equal_states() -> None:
     """Positions created by trades and by a bulk load at the same prices are the same state."""
     def base() -> Exchange:
         ex = Exchange(6, threads=1)
-        ex.add_market("X", qty_decimals=0, price_decimals=0, maintenance_margin=0.1, initial_margin=0.2, mark_price=10)
+        ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.1, initial_margin=0.2, mark_price=10)
         return ex
 
     a = base()
@@ -167,7 +167,7 @@ def test_checksum_matches_the_documented_definition(data, seed) -> None:
 
 def test_snapshot_checksums_match_the_documented_definition() -> None:
     ex = Exchange(6)
-    ex.add_market("X", qty_decimals=0, price_decimals=0, maintenance_margin=0.1, initial_margin=0.2, mark_price=10)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.1, initial_margin=0.2, mark_price=10)
     ex.deposit([1, 2], [100.0, 100.0])
     ex.trade(1, 2, "X", 3, 10)
     data = ex.to_bytes()

@@ -157,7 +157,7 @@ def test_a_hand_computed_shock_through_adl() -> None:
 def _python_loop(ex: dl.Exchange, scenario, policy_kw: dict, executor) -> tuple[dict, dict]:
     """The same paths stepped from Python with Exchange.liquidate, aggregated independently."""
     start = ex.marks(exact=True)
-    pdec = np.array([ex.market_info(m)["price_decimals"] for m in range(len(ex.markets))])
+    pdec = np.array([ex.market_info(m)["mark_decimals"] for m in range(len(ex.markets))])
     scale = 10.0 ** pdec
     ids = list(ex.account_ids())
     series = {k: np.zeros((scenario.n_paths, scenario.n_steps), dtype=np.int64) for k in dl._stress.SERIES}
@@ -187,7 +187,7 @@ def _python_loop(ex: dl.Exchange, scenario, policy_kw: dict, executor) -> tuple[
                     info = c.market_info(m)
                     # value at the mark of the lots the winner closed, money units (floor)
                     num = -int(ev.size[i]) * int(ticks[s][m])
-                    shift = 6 - info["qty_decimals"] - info["price_decimals"]
+                    shift = 6 - info["qty_decimals"] - info["mark_decimals"]
                     at_mark = num * 10**shift if shift >= 0 else num // 10 ** (-shift)
                     x = at_mark - int(ev.amount[i])
                     liq.add(int(ev.counterparty[i]))  # the bankrupt side is liquidated

@@ -18,7 +18,7 @@ N_PAIRS = 20_000
 def _book() -> tuple[deleverage.Exchange, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of accounts holding 1..7 lots of BTC long and short, entered at 100.0."""
     ex = deleverage.Exchange(6, threads=1)
-    ex.add_market("BTC", qty_decimals=3, price_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
+    ex.add_market("BTC", qty_decimals=3, price_decimals=1, mark_decimals=1, maintenance_margin=0.05, initial_margin=0.10)
     ids = np.arange(10, 10 + 2 * N_PAIRS, dtype=np.int64)
     deposits = 2_000_000 + (ids % 997) * 1_000
     ex.deposit(ids, deposits, exact=True)

@@ -720,7 +720,7 @@ def test_bad_executor_objects():
 
 def test_missing_mark_refused_and_nothing_changes():
     ex = deleverage.Exchange(money_decimals=0)
-    ex.add_market("A", qty_decimals=0, price_decimals=0, maintenance_margin=0.05, initial_margin=0.1)
+    ex.add_market("A", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.05, initial_margin=0.1)
     ex.deposit([1, MM], [100, BIG], exact=True)
     ex.load_positions([1], [0], [10], [100], counterparty=MM, exact=True)
     with pytest.raises(InvalidInput, match="mark"):
@@ -788,7 +788,7 @@ def test_adl_indicator_places_the_deficit_like_the_waterfall():
     # 1700) = -42, B the rest -58: A's short expects 42, B's short 58.
     ex = deleverage.Exchange(0, threads=1)
     for sym in ("A", "B"):
-        ex.add_market(sym, qty_decimals=0, price_decimals=0, maintenance_margin=0.1, initial_margin=0.2)
+        ex.add_market(sym, qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.1, initial_margin=0.2)
     ex.deposit([1, 2, 3], [200, 1000, 1000])
     ex.trade(1, 2, "A", 10, 100)
     ex.trade(1, 3, "B", 10, 100)

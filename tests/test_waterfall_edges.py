@@ -19,7 +19,7 @@ def test_step_totals_do_not_wrap() -> None:
     Four longs with 1e16 of collateral; the mark falls 1% and the executor's price is 1 tick
     (100% slippage), the fund is empty, so ADL takes every lot (close mode, queue)."""
     ex = Exchange(12, threads=1)
-    ex.add_market("M", qty_decimals=0, price_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01, initial_margin=0.02)
     ex.set_marks(["M"], [4000], exact=True)
     longs, shorts = [1, 2, 3, 4], [11, 12, 13, 14]
     ex.deposit(longs + shorts + [99], [10**16] * 4 + [10**18] * 4 + [10**18], exact=True)

@@ -47,10 +47,12 @@ def draw_book(data):
             qd, pd = (6 if md == 12 else 0), d(st.integers(0, 2))
         else:
             qd, pd = d(st.integers(0, 1)), d(st.integers(0, 1))
+        extra = 0 if near else d(st.sampled_from([0, 0, 3]))  # marks finer than the order tick
         mmr = d(st.integers(1, 10)) * PCT // 2 + d(st.integers(0, 99))
-        markets.append(MarketDef(f"M{i}", d(st.integers(50, 200)) * 10**pd, mmr=mmr, imr=mmr + d(st.integers(0, 5)) * PCT,
+        mark = d(st.integers(50, 200)) * 10 ** (pd + extra) + d(st.integers(0, 10**extra - 1))
+        markets.append(MarketDef(f"M{i}", mark, mmr=mmr, imr=mmr + d(st.integers(0, 5)) * PCT,
                                  fee=d(st.sampled_from([0, 0, PCT // 2, PCT, 3 * PCT])), own_pool=d(st.booleans()),
-                                 qd=qd, pd=pd))
+                                 qd=qd, pd=pd, md=pd + extra if extra else None))
     n_accounts = d(st.integers(2, 6))
     ids = list(range(1, n_accounts + 1))
     deposits = [(a, d(st.integers(0, 400)) * 10**md * scale) for a in ids]
@@ -63,7 +65,8 @@ def draw_book(data):
         held = d(st.lists(st.integers(0, n_markets - 1), min_size=1, max_size=n_markets, unique=True))
         for m in held:
             size = d(st.integers(-20, 20).filter(lambda x: x != 0)) * 10 ** markets[m].qd * scale
-            entry = max(1, markets[m].mark * d(st.integers(70, 130)) // 100)
+            tick = 10 ** ((markets[m].md or markets[m].pd) - markets[m].pd)  # entries are whole order ticks
+            entry = max(1, markets[m].mark * d(st.integers(70, 130)) // 100 // tick) * tick
             positions.append((a, m, size, entry))
     fund = {}
     pools = [0] + [1 + sum(1 for mm in markets[:i] if mm.own_pool) for i, mk in enumerate(markets) if mk.own_pool]

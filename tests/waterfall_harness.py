@@ -16,14 +16,15 @@ from deleverage import Backstop, MarketClose
 @dataclass
 class MarketDef:
     symbol: str
-    mark: int  # ticks
+    mark: int  # price units (10^-md)
     mmr: int = 5 * R // 100
     imr: int = 10 * R // 100
     fee: int = 0
     own_pool: bool = False
     qd: int = 0
-    pd: int = 0
+    pd: int = 0  # the order tick: entry prices are multiples of 10^(md - pd)
     tiers: list | None = None
+    md: int | None = None  # mark decimals, the price unit; None: pd
 
 
 @dataclass
@@ -45,7 +46,8 @@ def build_engine(book: Book) -> deleverage.Exchange:
             scale = 10**book.money_decimals
             kw["tiers"] = [(None if cap is None else cap / scale, a / R, b / R) for cap, a, b in m.tiers]
         ex.add_market(m.symbol, qty_decimals=m.qd, price_decimals=m.pd, maintenance_margin=m.mmr / R,
-                      initial_margin=m.imr / R, liquidation_fee=m.fee / R, own_insurance_pool=m.own_pool, **kw)
+                      initial_margin=m.imr / R, liquidation_fee=m.fee / R, own_insurance_pool=m.own_pool,
+                      mark_decimals=m.pd if m.md is None else m.md, **kw)
         ex.set_marks([ex.market_id(m.symbol)], np.array([m.mark], dtype=np.int64), exact=True)
     ex.deposit(np.array([a for a, _ in book.deposits], dtype=np.int64),
                np.array([x for _, x in book.deposits], dtype=np.int64), exact=True)
@@ -62,7 +64,8 @@ def build_engine(book: Book) -> deleverage.Exchange:
 def build_reference(book: Book) -> WaterfallReference:
     ref = WaterfallReference(book.money_decimals)
     for m in book.markets:
-        ref.add_market(m.symbol, m.qd, m.pd, m.mmr, m.imr, tiers=m.tiers, fee=m.fee, own_pool=m.own_pool, mark=m.mark)
+        ref.add_market(m.symbol, m.qd, m.pd, m.mmr, m.imr, tiers=m.tiers, fee=m.fee, own_pool=m.own_pool, mark=m.mark,
+                       mark_decimals=m.md)
     for a, x in book.deposits:
         ref.deposit(a, x)
     if book.positions:

@@ -197,7 +197,7 @@ class OnlineLiquidation:
 
     def time_whole_step_after_move(self, *args):
         self.flip ^= 1
-        self.ex.set_marks([0], [ow.PRICE + self.flip], exact=True)
+        self.ex.set_marks([0], [(ow.PRICE + self.flip) * ow.units_per_tick(self.ex)], exact=True)
         self.ex.liquidate(executor=ow.EXECUTOR)
 
     def track_step_over_one_account(self, *args):

@@ -136,8 +136,9 @@ void register_engine(py::module_& m) {
       .def(
           "add_market",
           [](PyEngine& s, const std::string& symbol, int qty_decimals, int price_decimals, i64 mmr, i64 imr, i64 fee,
-             const std::vector<std::tuple<i64, i64, i64, i64>>& tiers) {
+             const std::vector<std::tuple<i64, i64, i64, i64>>& tiers, int mark_decimals) {
             MarketSpec spec;
+            spec.mark_decimals = mark_decimals;
             spec.symbol = symbol;
             spec.qty_decimals = qty_decimals;
             spec.price_decimals = price_decimals;
@@ -150,7 +151,7 @@ void register_engine(py::module_& m) {
                           [&](Engine& e) { return s.journal ? s.journal->add_market(e, spec) : e.add_market(spec); });
           },
           py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
-          py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"))
+          py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"), py::arg("mark_decimals") = -1)
       .def("market_info",
            [](PyEngine& s, MarketId m) {
              std::lock_guard<std::mutex> lock(s.mutex);
@@ -159,6 +160,7 @@ void register_engine(py::module_& m) {
              d["symbol"] = spec.symbol;
              d["qty_decimals"] = spec.qty_decimals;
              d["price_decimals"] = spec.price_decimals;
+             d["mark_decimals"] = spec.mark_decimals;
              d["liquidation_fee_rate"] = spec.liquidation_fee_rate;
              d["mark"] = s.engine.mark(m);
              py::list tiers;

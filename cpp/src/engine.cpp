@@ -101,10 +101,16 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   if (markets_.size() >= kMaxMarkets) throw ConfigError("at most 1024 markets are supported");
   if (spec.qty_decimals < 0 || spec.qty_decimals > 18) throw ConfigError("qty_decimals must be between 0 and 18");
   if (spec.price_decimals < 0 || spec.price_decimals > 18) throw ConfigError("price_decimals must be between 0 and 18");
-  const int d = spec.qty_decimals + spec.price_decimals;
+  const int mark_decimals = spec.mark_decimals < 0 ? spec.price_decimals : spec.mark_decimals;
+  if (spec.mark_decimals < -1 || mark_decimals < spec.price_decimals || mark_decimals > 18)
+    throw ConfigError("mark_decimals must be between price_decimals (" + std::to_string(spec.price_decimals) +
+                      ") and 18 (got " + std::to_string(spec.mark_decimals) + ")");
+  // The engine's price unit is the mark's: values are exact at every mark.
+  const std::string price_field = mark_decimals == spec.price_decimals ? "price_decimals" : "mark_decimals";
+  const int d = spec.qty_decimals + mark_decimals;
   if (d - money_decimals_ > kMaxExtraValueDecimals)
-    throw ConfigError("qty_decimals + price_decimals may exceed money_decimals by at most 8 (got " +
-                      std::to_string(spec.qty_decimals) + " + " + std::to_string(spec.price_decimals) +
+    throw ConfigError("qty_decimals + " + price_field + " may exceed money_decimals by at most 8 (got " +
+                      std::to_string(spec.qty_decimals) + " + " + std::to_string(mark_decimals) +
                       " with money_decimals " + std::to_string(money_decimals_) + ")");
   if (spec.liquidation_fee_rate < 0 || spec.liquidation_fee_rate > kRateScale)
     throw ConfigError("liquidation_fee must be between 0 and 1");
@@ -112,20 +118,22 @@ MarketId Engine::add_market(const MarketSpec& spec) {
   // qty + price decimals) must fit 64 bits, this one's and the others' after the scale moves.
   const int new_value_decimals = std::max(value_decimals_, d);
   for (const MarketState& other : markets_) {
-    const int other_d = other.spec.qty_decimals + other.spec.price_decimals;
+    const int other_d = other.spec.qty_decimals + other.spec.mark_decimals;
     if (new_value_decimals - std::min(d, other_d) > kMaxValueScaleDecimals)
-      throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may differ from market '" +
+      throw ConfigError("qty_decimals + " + price_field + " (" + std::to_string(d) + ") may differ from market '" +
                         other.spec.symbol + "''s (" + std::to_string(other_d) + ") by at most " +
                         std::to_string(kMaxValueScaleDecimals) +
                         " once money_decimals is counted (values would need 10^" +
                         std::to_string(new_value_decimals - std::min(d, other_d)) + " per lot-tick)");
   }
   if (new_value_decimals - d > kMaxValueScaleDecimals)
-    throw ConfigError("qty_decimals + price_decimals (" + std::to_string(d) + ") may be at most " +
+    throw ConfigError("qty_decimals + " + price_field + " (" + std::to_string(d) + ") may be at most " +
                       std::to_string(kMaxValueScaleDecimals) + " below money_decimals (" +
                       std::to_string(money_decimals_) + ")");
   MarketState mk;
   mk.spec = spec;
+  mk.spec.mark_decimals = mark_decimals;
+  mk.tick_units = pow10_i64(mark_decimals - spec.price_decimals);
   mk.tiers = build_tiers(spec);  // throws ConfigError before anything changes
   set_value_scale(std::max(value_decimals_, d));
   mk.k = value_decimals_ - d;

@@ -185,10 +185,10 @@ const char* op_name(std::uint8_t op) {
 }
 
 // Decodes one record body and applies it.
-void apply_record(Engine& e, std::uint8_t op, Reader& r) {
+void apply_record(Engine& e, std::uint8_t op, Reader& r, std::uint32_t version) {
   switch (static_cast<JournalOp>(op)) {
     case JournalOp::AddMarket: {
-      const MarketSpec s = detail::read_market_spec(r);
+      const MarketSpec s = detail::read_market_spec(r, version >= 3);
       if (!r.done()) break;
       e.add_market(s);
       return;
@@ -648,7 +648,7 @@ JournalReplay replay_journal(Engine& engine, std::span<const std::byte> journal)
     const std::uint8_t op = static_cast<std::uint8_t>(h[at + head]);
     Reader r(journal.subspan(at + head + 1, body - 1));
     try {
-      apply_record(engine, op, r);
+      apply_record(engine, op, r, version);
     } catch (const CorruptSnapshot& e) {
       throw CorruptSnapshot(std::string(e.what()) + " (record " + std::to_string(out.records) + ", " + op_name(op) +
                             ")");

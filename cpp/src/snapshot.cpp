@@ -259,7 +259,7 @@ struct SnapshotAccess {
   static void write_spec(Out& w, const MarketSpec& s) {
     detail::write_market_spec(w, s);
   }
-  static MarketSpec read_spec(Reader& r) { return detail::read_market_spec(r); }
+  static MarketSpec read_spec(Reader& r, std::uint32_t version) { return detail::read_market_spec(r, version >= 3); }
 
   static std::size_t payload_estimate(const Engine& e) {
     const InsuranceFund& f = e.insurance_;
@@ -403,7 +403,7 @@ struct SnapshotAccess {
     const std::size_t n_markets = r.count<std::uint32_t>(64, kMaxMarketsInFile, "market count");
     std::vector<std::int32_t> pools(n_markets);
     for (std::size_t m = 0; m < n_markets; ++m) {
-      e.add_market(read_spec(r));  // validates the spec like any add_market
+      e.add_market(read_spec(r, version));  // validates the spec like any add_market
       Engine::MarketState& mk = e.markets_[m];
       mk.mark = r.get<i64>();
       mk.previous_mark = r.get<i64>();
@@ -670,6 +670,9 @@ struct SnapshotAccess {
       for (char ch : mk.spec.symbol) g.add(static_cast<unsigned char>(ch));
       g.add(static_cast<u64>(mk.spec.qty_decimals));
       g.add(static_cast<u64>(mk.spec.price_decimals));
+      // (only when finer than the tick: states without finer marks keep their old hashes)
+      if (mk.spec.mark_decimals != mk.spec.price_decimals)
+        g.add(static_cast<u64>(mk.spec.mark_decimals) + (1ull << 32));
       g.add(static_cast<u64>(mk.spec.maintenance_rate));
       g.add(static_cast<u64>(mk.spec.initial_rate));
       g.add(static_cast<u64>(mk.spec.liquidation_fee_rate));

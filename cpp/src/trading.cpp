@@ -134,6 +134,15 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
   flows_.loaded_balances += change;
 }
 
+// Trade and entry prices are whole order ticks; only marks (and the prices the engine
+// computes, such as bankruptcy prices) use the finer mark unit.
+[[noreturn]] void Engine::throw_off_tick(const MarketState& mk, i64 price, const char* field, std::size_t row) {
+  throw InvalidInput(at(field, row) + ": price " + std::to_string(price) + " is not a whole order tick of market '" +
+                     mk.spec.symbol + "' (prices are in units of 10^-" + std::to_string(mk.spec.mark_decimals) +
+                     ", the tick is 10^-" + std::to_string(mk.spec.price_decimals) + ": a multiple of " +
+                     std::to_string(mk.tick_units) + ")");
+}
+
 // ---------------------------------------------------------------- bulk load
 
 // The rows of a load, validated (in input order: the first bad row is the one reported) and
@@ -160,6 +169,8 @@ Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<cons
     if (entry_prices[i] <= 0)
       throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) +
                          ")");
+    if (mk.tick_units != 1 && entry_prices[i] % mk.tick_units != 0)
+      throw_off_tick(mk, entry_prices[i], "entry_prices", i);
     const i64 abs_size = sizes[i] < 0 ? -sizes[i] : sizes[i];
     // (the row labels are built only on the error path: this runs for every row of a dump)
     if (!value_in_range(mk, abs_size, entry_prices[i])) [[unlikely]]
@@ -406,6 +417,7 @@ void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 pri
     throw InvalidInput(at("sizes", row) + ": trade size must be positive (got " + std::to_string(size) + ")");
   if (price <= 0)
     throw InvalidInput(at("prices", row) + ": price must be positive (got " + std::to_string(price) + ")");
+  if (mk.tick_units != 1 && price % mk.tick_units != 0) throw_off_tick(mk, price, "prices", row);
   // (the message is built only on the error path: trade() must not allocate)
   if (!value_in_range(mk, size, price)) [[unlikely]]
     check_value_range(mk, size, price, at("prices", row));

@@ -182,3 +182,41 @@ TEST(Engine, AdlFillBadInputChangesNothing) {
   EXPECT_EQ(e.balance(3), b3);
   e.check_invariants();
 }
+
+// Marks finer than the order tick: BTC with mark_decimals 5, so a price unit is 10^-5 and a
+// tick (0.1) is 10^4 units. D = 3 + 5 = 8, S = 100, k = 0: value(q, p) = q * p in 10^-8, / 100.
+TEST(Engine, MarksFinerThanTheTickHandComputed) {
+  Engine e(6, 1);
+  MarketSpec s = btc();
+  s.mark_decimals = 5;
+  const MarketId m = e.add_market(s);
+  EXPECT_EQ(e.market_spec(m).mark_decimals, 5);
+  dep(e, 1, 50'000'000);
+  dep(e, 2, 1'000'000'000);
+  e.trade(1, 2, m, 2000, 10'000'000);  // 2 BTC at 100.0 = 10^7 units: E = 2000 * 10^7 / 100 = $200
+  const StateHash before = e.state_hash();
+  // 100.05 is not a whole tick: refused, nothing changes
+  EXPECT_THROW(e.trade(1, 2, m, 1000, 10'005'000), InvalidInput);
+  const std::vector<i64> acc{1, 2};
+  const std::vector<MarketId> mk{m, m};
+  const std::vector<i64> sizes{5, -5};
+  const std::vector<i64> entries{9'000'000, 9'000'001};
+  EXPECT_THROW(e.load_positions(acc, mk, sizes, entries, std::nullopt), InvalidInput);
+  EXPECT_TRUE(e.state_hash() == before);
+  // a mark of 90.12345: equity 50 + 2 * (90.12345 - 100) = 30.2469; maintenance 9.012345
+  mark(e, m, 9'012'345);
+  const AccountMargin a = e.account_margin(1);
+  EXPECT_EQ(a.equity, 30'246'900);
+  EXPECT_EQ(a.maintenance, 9'012'345);
+  // liquidation: 2x - 150 = 0.1x -> x = 78.947368..., up for a long, in 10^-5
+  EXPECT_EQ(e.positions().liquidation_price[0], 7'894'737);
+  e.check_invariants();
+  // a spec whose mark unit is coarser than its tick, or past 18 decimals, is refused
+  MarketSpec bad = btc();
+  bad.symbol = "BAD";
+  bad.mark_decimals = 0;
+  EXPECT_THROW(e.add_market(bad), ConfigError);
+  bad.mark_decimals = 19;
+  EXPECT_THROW(e.add_market(bad), ConfigError);
+  EXPECT_EQ(e.market_count(), 1u);
+}

@@ -31,7 +31,8 @@ SEED = 13
 ACCOUNTS = 1_500
 MAKER = 0  # holds each market's imbalance and is the liquidation counterparty
 FUND = 2_000.0  # insurance fund, quote currency
-MARKS = {"BTC-PERP": 60_012.3456, "ALT-PERP": 1.3409577}  # fine marks: more digits than the entry prices
+# fine marks: more digits than the order tick (0.1 and 0.0001), as published marks have
+MARKS = {"BTC-PERP": 60_012.3456, "ALT-PERP": 1.3409577}
 # the path: the crash step, then BTC recovers to 90% of its old mark; ALT drifts within 1%
 PATH_BTC = [0.75, 0.78, 0.82, 0.85, 0.88, 0.90]
 PATH_ALT = [1.000, 0.995, 1.004, 0.998, 1.006, 1.002]
@@ -75,16 +76,17 @@ def book() -> pd.DataFrame:
 
 def exchange() -> deleverage.Exchange:
     markets = [
-        {"symbol": "BTC-PERP", "qty_decimals": 3, "price_decimals": 4, "maintenance_margin": 0.005, "initial_margin": 0.01,
+        # order ticks 0.1 and 0.0001 (entries are on them); marks default to 4 decimals finer
+        {"symbol": "BTC-PERP", "qty_decimals": 3, "price_decimals": 1, "maintenance_margin": 0.005, "initial_margin": 0.01,
          "liquidation_fee": 0.005, "mark_price": MARKS["BTC-PERP"]},
-        {"symbol": "ALT-PERP", "qty_decimals": 0, "price_decimals": 7, "maintenance_margin": 0.01, "initial_margin": 0.02,
+        {"symbol": "ALT-PERP", "qty_decimals": 0, "price_decimals": 4, "maintenance_margin": 0.01, "initial_margin": 0.02,
          "liquidation_fee": 0.005, "mark_price": MARKS["ALT-PERP"]},
     ]
     return deleverage.load_book(book(), markets=markets, counterparty=MAKER, counterparty_collateral=1e10, fund=FUND, threads=1)
 
 
 def path() -> np.ndarray:
-    """steps x markets, quote prices on each market's tick (4 and 7 decimals)."""
+    """steps x markets, marks in quote with the digits of published marks (4 and 7 decimals)."""
     return np.array([[round(MARKS["BTC-PERP"] * b, 4), round(MARKS["ALT-PERP"] * c, 7)] for b, c in zip(PATH_BTC, PATH_ALT)])
 
 

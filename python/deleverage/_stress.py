@@ -73,12 +73,12 @@ def _policy_specs(policies: Sequence[PolicyArg]) -> list[tuple[str, dict[str, An
 
 
 def _market_grid(exchange: "Exchange") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Start mark ticks, price decimals per market, symbols."""
+    """Start marks (price units), mark decimals (the price unit) per market, symbols."""
     ticks = exchange.marks(exact=True)
     if (ticks <= 0).any():
         m = int(np.flatnonzero(ticks <= 0)[0])
         raise InvalidInput(f"exchange: market {exchange.markets[m]!r} has no mark price; set marks before a stress run")
-    pd_ = np.array([exchange.market_info(m)["price_decimals"] for m in range(len(exchange.markets))], dtype=np.int64)
+    pd_ = np.array([exchange.market_info(m)["mark_decimals"] for m in range(len(exchange.markets))], dtype=np.int64)
     return ticks, pd_, exchange.markets
 
 

@@ -14,10 +14,13 @@ Book columns (one row per position; names are exact, extra columns are ignored):
 
 Markets are described by an optional market table (``markets=``: a DataFrame, a CSV or
 Parquet path, or a list of dicts) with columns ``symbol`` and optionally ``qty_decimals``,
-``price_decimals``, ``maintenance_margin``, ``initial_margin``, ``liquidation_fee``,
-``mark_price``. Anything not given is defaulted: decimals are the fewest (at least 3 for sizes, 2 for
-prices, at most 8) that hold every size / entry price of the market exactly, rates are 0.5% maintenance, twice the maintenance rate initial, 0.5% liquidation fee, and the mark
-is the size-weighted average entry price on the tick grid. Without a table every symbol of
+``price_decimals`` (the order tick), ``mark_decimals`` (marks, finer than the tick),
+``maintenance_margin``, ``initial_margin``, ``liquidation_fee``, ``mark_price``. Anything not
+given is defaulted: decimals are the fewest (at least 3 for sizes, 2 for prices, at most 8)
+that hold every size / entry price of the market exactly, marks have 4 decimals more than the
+tick (:meth:`Exchange.add_market`), rates are 0.5% maintenance, twice the maintenance rate
+initial, 0.5% liquidation fee, and the mark is the size-weighted average entry price on the
+tick grid. Without a table every symbol of
 the book gets those defaults.
 
 A book whose sizes do not net to zero in a market is completed by ``counterparty`` (an
@@ -39,8 +42,8 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 BOOK_COLUMNS = ("account", "market", "size", "entry_price", "collateral")
-MARKET_COLUMNS = ("symbol", "qty_decimals", "price_decimals", "maintenance_margin", "initial_margin", "liquidation_fee",
-                  "mark_price")
+MARKET_COLUMNS = ("symbol", "qty_decimals", "price_decimals", "mark_decimals", "maintenance_margin", "initial_margin",
+                  "liquidation_fee", "mark_price")
 DEFAULT_RATES = {"maintenance_margin": 0.005, "initial_margin": 0.01, "liquidation_fee": 0.005}
 
 Source = Union[Any, str, "os.PathLike[str]"]
@@ -183,9 +186,11 @@ def load_book(
     spec = _market_table(markets, codes, names, sizes, prices, rows)
     ex = Exchange(money_decimals, threads=threads)
     for row in spec:
+        mark_decimals = int(row["mark_decimals"]) if "mark_decimals" in row else None  # None: the tick + 4
         ex.add_market(row["symbol"], qty_decimals=int(row["qty_decimals"]), price_decimals=int(row["price_decimals"]),
                       maintenance_margin=float(row["maintenance_margin"]), initial_margin=float(row["initial_margin"]),
-                      liquidation_fee=float(row["liquidation_fee"]), mark_price=float(row["mark_price"]))
+                      liquidation_fee=float(row["liquidation_fee"]), mark_price=float(row["mark_price"]),
+                      mark_decimals=mark_decimals)
     ids = accounts[first_rows]
     amounts = collateral[first_rows]
     if counterparty is not None and not np.any(ids == int(counterparty)):

@@ -4,7 +4,9 @@ All keyword handling, unit conversion and dtype checking happens here; the engin
 int64 fixed point. Inputs are in human units (quote currency, base units, prices) by
 default and are converted with checked rounding; pass ``exact=True`` to give and receive
 the integer fixed-point values directly (money in units of ``10**-money_decimals``, sizes
-in lots of ``10**-qty_decimals``, prices in ticks of ``10**-price_decimals``).
+in lots of ``10**-qty_decimals``, every price, in and out, in units of ``10**-mark_decimals``:
+the market's mark unit, by default 4 decimals finer than its order tick ``10**-price_decimals``;
+trade and entry prices must be whole order ticks).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy.typing as npt
 
 from . import _convert as cv
 from . import _core
-from .errors import ConfigError, InsufficientMargin, InvalidInput, JournalTruncated, UnknownId
+from .errors import ArithmeticOverflow, ConfigError, InsufficientMargin, InvalidInput, JournalTruncated, UnknownId
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
@@ -43,6 +45,9 @@ MarketRef = Union[int, str]
 ArrayLike = npt.ArrayLike
 
 _NO_TIER_AMOUNT = -1
+# add_market's default mark_decimals is price_decimals + this: published marks carry more
+# digits than the order tick (e.g. 1.3409577 on a 0.0001 tick).
+DEFAULT_EXTRA_MARK_DECIMALS = 4
 _NO_CAP = np.iinfo(np.int64).max
 
 
@@ -108,7 +113,8 @@ class Exchange:
         self._money_decimals = money_decimals
         self._symbols: dict[str, int] = {}
         self._qty_decimals: list[int] = []
-        self._price_decimals: list[int] = []
+        self._tick_decimals: list[int] = []  # the order tick: trade and entry prices
+        self._price_decimals: list[int] = []  # the engine's price unit: the mark's (mark_decimals)
         self.insurance = InsuranceFund(self)
         """The insurance fund: pools, deposits, ledger, history, drawdown rule."""
 
@@ -121,6 +127,7 @@ class Exchange:
         other._deficit_split = self._deficit_split
         other._symbols = dict(self._symbols)
         other._qty_decimals = list(self._qty_decimals)
+        other._tick_decimals = list(self._tick_decimals)
         other._price_decimals = list(self._price_decimals)
         other.insurance = InsuranceFund(other)
         return other
@@ -136,12 +143,14 @@ class Exchange:
         ex._deficit_split = 0
         ex._symbols = {}
         ex._qty_decimals = []
+        ex._tick_decimals = []
         ex._price_decimals = []
         for m in range(int(engine.market_count)):
             info = engine.market_info(m)
             ex._symbols[str(info["symbol"])] = m
             ex._qty_decimals.append(int(info["qty_decimals"]))
-            ex._price_decimals.append(int(info["price_decimals"]))
+            ex._tick_decimals.append(int(info["price_decimals"]))
+            ex._price_decimals.append(int(info["mark_decimals"]))
         ex.insurance = InsuranceFund(ex)
         return ex
 
@@ -274,6 +283,7 @@ class Exchange:
         tiers: Optional[Sequence[Sequence[Any]]] = None,
         mark_price: Optional[float] = None,
         own_insurance_pool: bool = False,
+        mark_decimals: Optional[int] = None,
     ) -> int:
         """Add a market and return its id (0, 1, 2, ...).
 
@@ -287,6 +297,14 @@ class Exchange:
         ignored. ``mark_price`` optionally sets the first mark. ``liquidation_fee`` caps
         what the insurance fund takes from a liquidation's surplus. ``own_insurance_pool``
         gives the market its own insurance pool instead of the shared one.
+
+        ``price_decimals`` sets the order tick (``10**-price_decimals`` quote): trade and entry
+        prices must be whole ticks. Marks may be finer: ``mark_decimals`` (an int from
+        ``price_decimals`` to 18; default ``price_decimals + 4``, at most 18) is the unit of
+        marks and of every price the engine computes or reports (liquidation and bankruptcy
+        prices, execution prices), so a published mark such as ``1.3409577`` on a ``0.0001``
+        tick is taken exactly. Values are exact at every mark; the cost is range: ``qty_decimals
+        + mark_decimals`` may exceed ``money_decimals`` by at most 8 (docs/semantics.md, Units).
         """
         if not isinstance(symbol, str) or not symbol:
             raise ConfigError("symbol must be a non-empty string")
@@ -296,6 +314,16 @@ class Exchange:
             raise ConfigError(f"symbol must be valid Unicode text (got {symbol!r}, which holds a lone surrogate)") from None
         qty_decimals = cv.small_int(qty_decimals, "qty_decimals", 0, 18)
         price_decimals = cv.small_int(price_decimals, "price_decimals", 0, 18)
+        if mark_decimals is None:
+            mark_decimals = min(price_decimals + DEFAULT_EXTRA_MARK_DECIMALS, 18)
+            room = self._money_decimals + 8 - qty_decimals
+            if mark_decimals > room:
+                raise ConfigError(
+                    f"mark_decimals: the default, price_decimals + {DEFAULT_EXTRA_MARK_DECIMALS} = {mark_decimals}, "
+                    f"does not fit: qty_decimals + mark_decimals may exceed money_decimals ({self._money_decimals}) "
+                    f"by at most 8; pass mark_decimals= (from {price_decimals} to {room} here) or a larger money_decimals")
+        else:
+            mark_decimals = cv.small_int(mark_decimals, "mark_decimals", price_decimals, 18)
         mmr = cv.rate_to_fixed(maintenance_margin, "maintenance_margin")
         imr = cv.rate_to_fixed(initial_margin, "initial_margin")
         fee = cv.rate_to_fixed(liquidation_fee, "liquidation_fee")
@@ -320,13 +348,15 @@ class Exchange:
                               cv.rate_to_fixed(row[2], f"tiers[{j}].initial_margin"), amount))
         mark_ticks = None
         if mark_price is not None:
-            mark_ticks = cv.to_fixed(mark_price, int(price_decimals), "mark_price", exact=False, on_grid=True)
+            mark_ticks = cv.to_fixed(mark_price, int(mark_decimals), "mark_price", exact=False, on_grid=True)
             if mark_ticks[0] <= 0:
                 raise InvalidInput(f"mark_price must be positive (got {cv.plain(mark_price)})")
-        market_id = int(self._engine.add_market(symbol, int(qty_decimals), int(price_decimals), mmr, imr, fee, tier_rows))
+        market_id = int(self._engine.add_market(symbol, int(qty_decimals), int(price_decimals), mmr, imr, fee, tier_rows,
+                                                int(mark_decimals)))
         self._symbols[symbol] = market_id
         self._qty_decimals.append(int(qty_decimals))
-        self._price_decimals.append(int(price_decimals))
+        self._tick_decimals.append(int(price_decimals))
+        self._price_decimals.append(int(mark_decimals))
         if mark_ticks is not None:
             self._engine.set_marks(np.array([market_id], dtype=np.int32), mark_ticks)
         if own_insurance_pool:
@@ -338,7 +368,8 @@ class Exchange:
         return int(self._market_ids(market, "market")[0])
 
     def market_info(self, market: MarketRef) -> dict[str, Any]:
-        """Configuration of a market: decimals, fee rate, mark (ticks) and tiers (integer units)."""
+        """Configuration of a market: decimals (``price_decimals`` the order tick,
+        ``mark_decimals`` the price unit), fee rate, mark (price units) and tiers (integer units)."""
         return dict(self._engine.market_info(self.market_id(market)))
 
     def _market_ids(self, markets: Any, field: str) -> np.ndarray:
@@ -458,10 +489,9 @@ class Exchange:
         mk = self._market_ids(markets, "markets")
         n = cv.check_lengths(accounts=acc, markets=mk, sizes=cv.as_1d(sizes, "sizes"), entry_prices=cv.as_1d(entry_prices, "entry_prices"))
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk] if n else 0
-        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk] if n else 0
         where = self._row_label(mk, accounts=acc)
         q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True, where=where)
-        p = cv.to_fixed(entry_prices, pd_, "entry_prices", exact=exact, on_grid=True, where=where)
+        p = self._order_prices(entry_prices, mk, "entry_prices", exact, where)
         i = _first(q == 0)
         if i is not None:
             raise InvalidInput(f"sizes[{i}] ({where(i)}): a position must not have zero size")
@@ -473,6 +503,26 @@ class Exchange:
             if not str(err).startswith("the book is not balanced"):
                 raise
             raise self._unbalanced(mk, q, exact) from None
+
+    def _order_prices(self, prices: ArrayLike, mk: np.ndarray, field: str, exact: bool, where: Any) -> np.ndarray:
+        """Trade or entry prices in the engine's price unit (the mark's). In human units they
+        must be whole order ticks; exact ones already are price units (the engine refuses a
+        price that is not a whole tick)."""
+        if exact:
+            return cv.integers(prices, field)
+        tick_dec = np.asarray(self._tick_decimals, dtype=np.int64)[mk]
+        ticks = cv.to_fixed(prices, tick_dec, field, exact=False, on_grid=True, where=where)
+        finer = np.asarray(self._price_decimals, dtype=np.int64)[mk] - tick_dec
+        if not finer.any():
+            return ticks
+        factor = np.power(10, finer).astype(np.int64)
+        limit = np.iinfo(np.int64).max // factor
+        too_big = (ticks > limit) | (ticks < -limit)
+        i = _first(too_big)
+        if i is not None:
+            raise ArithmeticOverflow(f"{field}[{i}] ({where(i)}): {cv.plain(_given(prices, i))} does not fit the "
+                                     f"fixed-point range at {self._price_decimals[int(mk[i])]} decimals")
+        return ticks * factor
 
     def _row_label(self, mk: np.ndarray, **ids: np.ndarray) -> Any:
         """``where(i)`` for messages: row i's accounts (by role) and market symbol."""
@@ -523,10 +573,9 @@ class Exchange:
         mk = self._market_ids(markets, "markets")
         cv.check_lengths(buyers=b, sellers=s, markets=mk, sizes=cv.as_1d(sizes, "sizes"), prices=cv.as_1d(prices, "prices"))
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
-        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
         where = self._row_label(mk, buyers=b, sellers=s)
         q = cv.to_fixed(sizes, qd, "sizes", exact=exact, on_grid=True, where=where)
-        p = cv.to_fixed(prices, pd_, "prices", exact=exact, on_grid=True, where=where)
+        p = self._order_prices(prices, mk, "prices", exact, where)
         self._refuse_non_positive(q, sizes, "sizes", "a trade size", where)
         self._refuse_non_positive(p, prices, "prices", "a price", where)
         self._engine.trades(b, s, mk, q, p)

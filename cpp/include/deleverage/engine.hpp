@@ -2,8 +2,10 @@
 // See docs/semantics.md for the exact integer contract every operation follows.
 //
 // Units everywhere: money in integer units of 10^-money_decimals quote currency; sizes in
-// lots of 10^-qty_decimals base units and prices in ticks of 10^-price_decimals quote
-// units, both per market; rates in 1e-8 (kRateScale). Account ids are any int64 chosen by
+// lots of 10^-qty_decimals base units and prices in ticks of 10^-mark_decimals quote units
+// (the mark unit, price_decimals unless the market's spec asks for finer marks; trade and entry
+// prices must be whole order ticks of 10^-price_decimals), both per market; rates in 1e-8
+// (kRateScale). Account ids are any int64 chosen by
 // the caller; market ids are the dense ints returned by add_market (0, 1, ...).
 //
 // Errors: every failure throws a deleverage::Error subclass (errors.hpp) whose message names
@@ -281,6 +283,7 @@ class Engine {
     std::vector<i128> caps_v;  // tier caps in 10^-D units (cap * S)
     int k = 0;                 // value_V = q * p * 10^k
     i64 pow10k = 1;
+    i64 tick_units = 1;  // price units per order tick: 10^(mark_decimals - price_decimals)
     i64 mark = 0;
     i64 valued_mark = 0;                  // the mark the cached account sums reflect
     i64 max_abs_size = 0;                 // upper bound on |q| of any position in the market
@@ -306,6 +309,7 @@ class Engine {
 
   // scales
   void set_value_scale(int new_d);
+  [[noreturn]] static void throw_off_tick(const MarketState& mk, i64 price, const char* field, std::size_t row);
   i128 value_v(const MarketState& mk, i64 size, i64 price) const;
   i64 value_money(const MarketState& mk, i64 size, i64 price) const;
   // An account's equity e' (cash + its mark values) split over its positions by `split`

@@ -21,8 +21,9 @@
 namespace deleverage {
 
 // Version 2 frames each record with a checked length (docs/durability.md); version 1 files
-// (length without a check) are still read.
-inline constexpr std::uint32_t kJournalVersion = 2;
+// (length without a check) are still read. Version 3 adds mark_decimals to add_market
+// records; older journals replay with marks on the order tick.
+inline constexpr std::uint32_t kJournalVersion = 3;
 inline constexpr std::size_t kJournalHeaderBytes = 40;
 
 // The check stored after each record's length (version 2): a bijection of the length, so

@@ -23,11 +23,16 @@ struct TierSpec {
 struct MarketSpec {
   std::string symbol;
   int qty_decimals = 0;          // a lot is 10^-qty_decimals base units
-  int price_decimals = 0;        // a tick is 10^-price_decimals quote units
+  int price_decimals = 0;        // the order tick is 10^-price_decimals quote units
   i64 maintenance_rate = 0;      // 1e-8 units (5% = 5'000'000); used when tiers is empty
   i64 initial_rate = 0;          // 1e-8 units; used when tiers is empty
   i64 liquidation_fee_rate = 0;  // 1e-8 units of the closed notional, in [0, kRateScale]
   std::vector<TierSpec> tiers;   // empty: one flat tier
+  // Marks may be finer than the order tick: the engine's price unit is 10^-mark_decimals
+  // quote units (every price in and out of the engine is in it); trade and entry prices must
+  // be whole order ticks. -1 (the default here) means price_decimals; add_market stores the
+  // resolved value. The Python API defaults to price_decimals + 4.
+  int mark_decimals = -1;  // price_decimals .. 18
 };
 
 // A validated tier with its deductions in money x kRateScale units, so that

@@ -21,8 +21,9 @@
 namespace deleverage {
 
 // Format version written by this build; files of a later version are refused.
-// Version 2 adds the loaded_balances flow; version 1 files are still read (as 0).
-inline constexpr std::uint32_t kSnapshotVersion = 2;
+// Version 2 adds the loaded_balances flow; version 1 files are still read (as 0). Version 3
+// adds each market's mark_decimals; older files are read with marks on the order tick.
+inline constexpr std::uint32_t kSnapshotVersion = 3;
 // Size of the fixed header in front of the payload.
 inline constexpr std::size_t kSnapshotHeaderBytes = 40;
 

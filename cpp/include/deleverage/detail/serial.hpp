@@ -182,9 +182,12 @@ void write_market_spec(Out& w, const MarketSpec& s) {
     w.template put<i64>(t.initial_rate);
     w.template put<i64>(t.maintenance_amount);
   }
+  w.template put<std::int32_t>(s.mark_decimals);  // snapshot version 3, journal version 3
 }
 
-inline MarketSpec read_market_spec(Reader& r) {
+// Files written before mark_decimals existed (snapshot and journal versions 1-2) end the spec
+// after the tiers; their marks are on the order tick.
+inline MarketSpec read_market_spec(Reader& r, bool has_mark_decimals) {
   MarketSpec s;
   s.symbol = r.str(kMaxSymbolBytes, "market symbol");
   s.qty_decimals = r.get<std::int32_t>();
@@ -200,6 +203,7 @@ inline MarketSpec read_market_spec(Reader& r) {
     t.initial_rate = r.get<i64>();
     t.maintenance_amount = r.get<i64>();
   }
+  s.mark_decimals = has_mark_decimals ? r.get<std::int32_t>() : -1;
   return s;
 }
 
