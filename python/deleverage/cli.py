@@ -132,7 +132,7 @@ def _add_stress_parser(sub: Any) -> None:
                            "see docs/stress.md) instead of generating one")
     book.add_argument("--market-table", metavar="FILE", default=None,
                       help="with --book: market table (.csv/.parquet: symbol, qty_decimals, price_decimals, "
-                           "maintenance_margin, initial_margin, liquidation_fee, mark_price)")
+                           "mark_decimals, maintenance_margin, initial_margin, liquidation_fee, mark_price)")
     book.add_argument("--fund", type=float, default=50_000.0, help="insurance fund at the start, quote currency (default 50,000)")
     sc = st.add_argument_group("scenario")
     sc.add_argument("--shock", type=float, default=None, help="instantaneous relative move of every mark first, e.g. -0.3")
