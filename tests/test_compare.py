@@ -166,7 +166,7 @@ def test_bad_policies(policies, match):
     ({}, InvalidInput, "empty"),
     (np.array([1.0, 2.0]), InvalidInput, "2 columns"),
     (np.zeros((2, 2, 1)), InvalidInput, "dimensions"),
-    (np.array([0.0]), InvalidInput, "tick"),
+    (np.array([0.0]), InvalidInput, "at least one price unit"),
     (np.array([np.inf]), InvalidInput, "finite"),
     (np.empty((0, 1)), InvalidInput, "no step"),
 ])
