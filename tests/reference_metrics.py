@@ -11,7 +11,7 @@ FILLS = ("liquidation_fill", "partial_fill", "backstop_fill")
 
 def _units(ex):
     md = ex.money_decimals
-    qd, pd = list(ex._qty_decimals), list(ex._price_decimals)
+    qd, pd = list(ex.scales.qty_decimals), list(ex.scales.mark_decimals)
     d = max([md] + [q + p for q, p in zip(qd, pd)])
     return md, 10 ** (d - md), [d - q - p for q, p in zip(qd, pd)]
 

@@ -38,6 +38,12 @@ def test_default_is_four_decimals_finer_than_the_tick() -> None:
     # explicit: any value from price_decimals to 18
     ex.add_market("ETH", qty_decimals=2, price_decimals=2, mark_decimals=2, maintenance_margin=0.02, initial_margin=0.04)
     assert ex.market_info("ETH")["mark_decimals"] == 2
+    # the same, from the public scales accessor (what exact values are in)
+    s = ex.scales
+    assert isinstance(s, deleverage.MarketScales)
+    assert (s.money_decimals, s.qty_decimals, s.tick_decimals, s.mark_decimals) == (6, (3, 0, 2), (1, 4, 2), (5, 8, 2))
+    assert [s.units_per_tick(m) for m in range(3)] == [10_000, 10_000, 1]
+    assert Exchange.from_bytes(ex.to_bytes()).scales == s and ex.copy().scales == s
 
 
 def test_a_published_mark_with_more_digits_than_the_tick_is_taken_exactly() -> None:

@@ -15,6 +15,7 @@ from .executors import Backstop, Impact, MarketClose
 from .metrics import PolicyMetrics
 from .policy_lab import ComparisonTable, compare
 from .reports import MarginReport, PositionReport
+from .scales import MarketScales
 from .waterfall import AdlRank, AdlRanking, EventTable, WaterfallResult, WaterfallTotals
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "metrics",
     "MarginReport",
     "PositionReport",
+    "MarketScales",
     "MarketClose",
     "Backstop",
     "Impact",

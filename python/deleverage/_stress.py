@@ -78,7 +78,7 @@ def _market_grid(exchange: "Exchange") -> tuple[np.ndarray, np.ndarray, list[str
     if (ticks <= 0).any():
         m = int(np.flatnonzero(ticks <= 0)[0])
         raise InvalidInput(f"exchange: market {exchange.markets[m]!r} has no mark price; set marks before a stress run")
-    pd_ = np.array([exchange.market_info(m)["mark_decimals"] for m in range(len(exchange.markets))], dtype=np.int64)
+    pd_ = np.array(exchange.scales.mark_decimals, dtype=np.int64)
     return ticks, pd_, exchange.markets
 
 

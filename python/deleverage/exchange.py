@@ -26,6 +26,7 @@ from .errors import ArithmeticOverflow, ConfigError, InsufficientMargin, Invalid
 from .executors import Backstop, Executor, MarketClose
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
+from .scales import MarketScales
 from .waterfall import (
     ADL_PRICES,
     ADL_REFRESH,
@@ -114,7 +115,7 @@ class Exchange:
         self._symbols: dict[str, int] = {}
         self._qty_decimals: list[int] = []
         self._tick_decimals: list[int] = []  # the order tick: trade and entry prices
-        self._price_decimals: list[int] = []  # the engine's price unit: the mark's (mark_decimals)
+        self._mark_decimals: list[int] = []  # the engine's price unit: the mark's (mark_decimals)
         self.insurance = InsuranceFund(self)
         """The insurance fund: pools, deposits, ledger, history, drawdown rule."""
 
@@ -128,7 +129,7 @@ class Exchange:
         other._symbols = dict(self._symbols)
         other._qty_decimals = list(self._qty_decimals)
         other._tick_decimals = list(self._tick_decimals)
-        other._price_decimals = list(self._price_decimals)
+        other._mark_decimals = list(self._mark_decimals)
         other.insurance = InsuranceFund(other)
         return other
 
@@ -144,13 +145,13 @@ class Exchange:
         ex._symbols = {}
         ex._qty_decimals = []
         ex._tick_decimals = []
-        ex._price_decimals = []
+        ex._mark_decimals = []
         for m in range(int(engine.market_count)):
             info = engine.market_info(m)
             ex._symbols[str(info["symbol"])] = m
             ex._qty_decimals.append(int(info["qty_decimals"]))
             ex._tick_decimals.append(int(info["price_decimals"]))
-            ex._price_decimals.append(int(info["mark_decimals"]))
+            ex._mark_decimals.append(int(info["mark_decimals"]))
         ex.insurance = InsuranceFund(ex)
         return ex
 
@@ -271,6 +272,13 @@ class Exchange:
         """Market symbols, indexed by market id."""
         return list(self._symbols)
 
+    @property
+    def scales(self) -> MarketScales:
+        """The fixed-point scales: money decimals, and per market id the decimals of sizes, of
+        the order tick and of prices (the mark unit) that ``exact=True`` values are in."""
+        return MarketScales(self._money_decimals, tuple(self._qty_decimals), tuple(self._tick_decimals),
+                            tuple(self._mark_decimals))
+
     def add_market(
         self,
         symbol: str,
@@ -356,7 +364,7 @@ class Exchange:
         self._symbols[symbol] = market_id
         self._qty_decimals.append(int(qty_decimals))
         self._tick_decimals.append(int(price_decimals))
-        self._price_decimals.append(int(mark_decimals))
+        self._mark_decimals.append(int(mark_decimals))
         if mark_ticks is not None:
             self._engine.set_marks(np.array([market_id], dtype=np.int32), mark_ticks)
         if own_insurance_pool:
@@ -512,7 +520,7 @@ class Exchange:
             return cv.integers(prices, field)
         tick_dec = np.asarray(self._tick_decimals, dtype=np.int64)[mk]
         ticks = cv.to_fixed(prices, tick_dec, field, exact=False, on_grid=True, where=where)
-        finer = np.asarray(self._price_decimals, dtype=np.int64)[mk] - tick_dec
+        finer = np.asarray(self._mark_decimals, dtype=np.int64)[mk] - tick_dec
         if not finer.any():
             return ticks
         factor = np.power(10, finer).astype(np.int64)
@@ -521,7 +529,7 @@ class Exchange:
         i = _first(too_big)
         if i is not None:
             raise ArithmeticOverflow(f"{field}[{i}] ({where(i)}): {cv.plain(_given(prices, i))} does not fit the "
-                                     f"fixed-point range at {self._price_decimals[int(mk[i])]} decimals")
+                                     f"fixed-point range at {self._mark_decimals[int(mk[i])]} decimals")
         return ticks * factor
 
     def _row_label(self, mk: np.ndarray, **ids: np.ndarray) -> Any:
@@ -586,7 +594,7 @@ class Exchange:
         mk = self._market_ids(markets, "markets")
         cv.check_lengths(markets=mk, prices=cv.as_1d(prices, "prices"))
         where = self._row_label(mk)
-        p = cv.to_fixed(prices, np.asarray(self._price_decimals, dtype=np.int64)[mk], "prices", exact=exact, on_grid=True,
+        p = cv.to_fixed(prices, np.asarray(self._mark_decimals, dtype=np.int64)[mk], "prices", exact=exact, on_grid=True,
                         where=where)
         self._refuse_non_positive(p, prices, "prices", "a mark price", where)
         seen: dict[int, int] = {}
@@ -600,7 +608,7 @@ class Exchange:
         ticks = np.array([self._engine.mark(m) for m in range(len(self._symbols))], dtype=np.int64)
         if exact:
             return ticks
-        out = cv.from_fixed(ticks, np.asarray(self._price_decimals, dtype=np.int64))
+        out = cv.from_fixed(ticks, np.asarray(self._mark_decimals, dtype=np.int64))
         out[ticks == 0] = np.nan
         return out
 
@@ -673,7 +681,7 @@ class Exchange:
         raw = self._engine.positions(self._deficit_split)
         mk = raw["market"]
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
-        pd_ = np.asarray(self._price_decimals, dtype=np.int64)[mk]
+        pd_ = np.asarray(self._mark_decimals, dtype=np.int64)[mk]
         size, entry = raw["size"], raw["entry_notional"]
         # money per (lot * tick) is 10**(money - qty - price): entry price in ticks
         ticks_per_unit = np.power(10.0, (qd + pd_ - self._money_decimals).astype(np.float64))
@@ -874,7 +882,7 @@ class Exchange:
             has_market = mk >= 0
             safe_mk = np.where(has_market, mk, 0)
             qd = np.asarray(self._qty_decimals or [0], dtype=np.int64)[safe_mk]
-            pd_ = np.asarray(self._price_decimals or [0], dtype=np.int64)[safe_mk]
+            pd_ = np.asarray(self._mark_decimals or [0], dtype=np.int64)[safe_mk]
             size = cv.from_fixed(size, qd)
             price = cv.from_fixed(price, pd_)
             price[raw["price"] == 0] = np.nan

@@ -295,9 +295,10 @@ class _Units:
     """The exchange's fixed-point scales (docs/semantics.md, Units)."""
 
     def __init__(self, ex: Exchange) -> None:
-        self.md = ex.money_decimals
-        self.qd = list(ex._qty_decimals)
-        self.pd = list(ex._price_decimals)
+        scales = ex.scales
+        self.md = scales.money_decimals
+        self.qd = list(scales.qty_decimals)
+        self.pd = list(scales.mark_decimals)  # the price unit
         d = max([self.md] + [q + p for q, p in zip(self.qd, self.pd)])
         self.S = 10 ** (d - self.md)
         self.k = [d - q - p for q, p in zip(self.qd, self.pd)]

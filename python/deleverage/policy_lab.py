@@ -229,7 +229,7 @@ def _market_index(ex: Exchange, key: Any, field: str) -> int:
 def _to_ticks(ex: Exchange, m: int, price: float, field: str) -> int:
     if isinstance(price, bool) or not isinstance(price, (int, float, np.integer, np.floating)) or not math.isfinite(price):
         raise InvalidInput(f"{field}: expected a finite price (got {price!r})")
-    ticks = int(round(float(price) * 10 ** ex._price_decimals[m]))  # nearest price unit (the mark's)
+    ticks = int(round(float(price) * 10 ** ex.scales.mark_decimals[m]))  # nearest price unit (the mark's)
     if ticks <= 0:
         raise InvalidInput(f"{field}: the price {price!r} must be at least one price unit of {ex.markets[m]}")
     return ticks
