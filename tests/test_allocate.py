@@ -721,3 +721,30 @@ def test_reference_min_max_lots_by_level_equals_lot_by_lot(rows, budget, per_win
     lot = [r[1] for r in rows] if per_winner_lots else rows[0][1]
     base = [r[2] for r in rows] if with_base else None
     assert ref.min_max_lots_by_level(budget, w, lot, clip=True, base=base) == ref.min_max_lots_one_by_one(budget, w, lot, clip=True, base=base)
+
+
+@pytest.mark.parametrize("policy, kw", [("pro_rata", {}), ("capped_pro_rata", {"cap": np.array([30_000_000])}),
+                                        ("min_max_lots", {"lot": 7}), ("queue", {})])
+def test_amounts_do_not_depend_on_the_thread_count(policy, kw):
+    # above the kernel's 2^16-winner threshold, so the passes really run on several threads
+    rng = np.random.default_rng(5)
+    w = rng.integers(0, 10**9, 300_000).astype(np.int64)
+    if policy == "queue":
+        kw = {"score": rng.random(len(w))}
+    budget = int(w.sum() // 7)
+    one = allocate(budget, w, policy, threads=1, **kw)
+    assert int(one.sum()) == budget
+    for t in (0, 2, 3, 64):
+        np.testing.assert_array_equal(allocate(budget, w, policy, threads=t, **kw), one, err_msg=f"threads={t}")
+    f = w.astype(np.float64)
+    fkw = {**kw, "cap": np.array([0.3])} if "cap" in kw else kw
+    np.testing.assert_array_equal(allocate(float(budget), f, policy, threads=1, **fkw),
+                                  allocate(float(budget), f, policy, threads=2, **fkw))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, 2**16 + 1])
+def test_bad_threads_are_refused_by_name(bad):
+    from deleverage.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threads"):
+        allocate(10, np.array([5, 10], dtype=np.int64), "pro_rata", threads=bad)

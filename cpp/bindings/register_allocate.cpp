@@ -22,7 +22,7 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
                    const std::optional<py::array>& score, const std::optional<py::array>& leverage,
                    const std::optional<py::array>& cap, std::optional<T> lot, const std::string& g, std::uint64_t seed,
                    bool clip, const std::optional<py::array>& lots, const std::optional<py::array>& weights,
-                   const std::optional<py::array>& base) {
+                   const std::optional<py::array>& base, int threads) {
   AllocRequest<T> req;
   req.policy = parse_alloc_policy(policy);
   req.budget = budget;
@@ -40,6 +40,7 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
   req.g = parse_risk_function(g);
   req.seed = seed;
   req.clip = clip;
+  req.threads = threads;
   std::vector<T> out;
   {
     py::gil_scoped_release release;
@@ -54,12 +55,13 @@ void register_allocate(py::module_& m) {
   m.def("allocate_exact", &run<std::int64_t>, py::arg("policy"), py::arg("budget"), py::arg("capacity"),
         py::arg("score"), py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"),
         py::arg("clip"), py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
+        py::arg("threads") = 0,
         "Exact allocation: int64 capacity/budget/lot, cap and leverage int64 in units of 1e-8; int64 amounts summing "
         "to the budget.");
   m.def("allocate_float", &run<double>, py::arg("policy"), py::arg("budget"), py::arg("capacity"), py::arg("score"),
         py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"), py::arg("clip"),
         py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),
-        "Float allocation: float64 everywhere; float64 amounts.");
+        py::arg("threads") = 0, "Float allocation: float64 everywhere; float64 amounts.");
   m.def("random_walk_start", &random_walk_start, py::arg("seed"), py::arg("n"),
         "The random walk's start index: splitmix64(seed) mod n.");
 }

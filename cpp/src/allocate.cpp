@@ -232,10 +232,27 @@ T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
 constexpr std::size_t kParts = 8;
 constexpr std::size_t kParallelMin = std::size_t{1} << 16;  // below this a thread costs more than it saves
 
-inline int pass_threads() {
-  static const int t = static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, kParts));
-  return t;
-}
+// The request's thread count, set by allocate() for the duration of the call on the calling
+// thread (the slices are only ever started from it), so that the many passes below need not
+// carry it as a parameter.
+thread_local int tl_pass_threads = 1;
+
+inline int pass_threads() { return tl_pass_threads; }
+
+class PassThreadsScope {
+ public:
+  explicit PassThreadsScope(int requested) : saved_(tl_pass_threads) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const unsigned want = requested > 0 ? static_cast<unsigned>(requested) : cores;
+    tl_pass_threads = static_cast<int>(std::clamp<unsigned>(want, 1, kParts));
+  }
+  ~PassThreadsScope() { tl_pass_threads = saved_; }
+  PassThreadsScope(const PassThreadsScope&) = delete;
+  PassThreadsScope& operator=(const PassThreadsScope&) = delete;
+
+ private:
+  int saved_;
+};
 
 // fn(part, begin, end) for each slice; an exception from the lowest slice wins (validation
 // reports the first bad index).
@@ -1921,7 +1938,15 @@ RiskFunction parse_risk_function(std::string_view spec) {
 
 std::uint64_t random_walk_start(std::uint64_t seed, std::uint64_t n) { return splitmix64(seed) % n; }
 
-std::vector<i64> allocate(const AllocRequest<i64>& req) { return allocate_impl(req); }
-std::vector<double> allocate(const AllocRequest<double>& req) { return allocate_impl(req); }
+std::vector<i64> allocate(const AllocRequest<i64>& req) {
+  if (req.threads < 0) throw InvalidInput("threads must not be negative (got " + std::to_string(req.threads) + ")");
+  const PassThreadsScope threads(req.threads);
+  return allocate_impl(req);
+}
+std::vector<double> allocate(const AllocRequest<double>& req) {
+  if (req.threads < 0) throw InvalidInput("threads must not be negative (got " + std::to_string(req.threads) + ")");
+  const PassThreadsScope threads(req.threads);
+  return allocate_impl(req);
+}
 
 }  // namespace deleverage

@@ -143,6 +143,7 @@ def allocate_exact(
     lots: Optional[npt.NDArray[np.int64]] = None,
     weights: Optional[npt.NDArray[np.int64]] = None,
     base: Optional[npt.NDArray[np.int64]] = None,
+    threads: int = 0,
 ) -> npt.NDArray[np.int64]: ...
 def allocate_float(
     policy: str,
@@ -158,6 +159,7 @@ def allocate_float(
     lots: Optional[npt.NDArray[np.float64]] = None,
     weights: Optional[npt.NDArray[np.float64]] = None,
     base: Optional[npt.NDArray[np.float64]] = None,
+    threads: int = 0,
 ) -> npt.NDArray[np.float64]: ...
 def random_walk_start(seed: int, n: int) -> int: ...
 def checksum64(data: bytes, seed: int = 0) -> int: ...

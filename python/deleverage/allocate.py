@@ -67,7 +67,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._convert import as_1d, integers
+from ._convert import as_1d, integers, small_int
 from .errors import ArithmeticOverflow, InvalidInput
 
 __all__ = ["allocate", "POLICIES", "RATE_SCALE"]
@@ -139,6 +139,7 @@ def allocate(
     clip: bool = False,
     weights: Optional[npt.ArrayLike] = None,
     base: Optional[npt.ArrayLike] = None,
+    threads: int = 0,
 ) -> np.ndarray:
     """Split ``budget`` over the winners under ``policy``; one amount per winner.
 
@@ -167,6 +168,8 @@ def allocate(
             "fraction taken" (``>= 0``, one per winner, e.g. equity; default: capacity). The
             fraction of winner ``i`` is ``x_i / base_i`` and ``cap`` is a fraction of the base
             (risk_aware without ``cap``: at most the base). A winner with base 0 pays nothing.
+        threads: threads for the long passes over the winners, as ``Exchange(threads=)``: 0
+            (every core) or a count (at most 8 are used). The amounts never depend on it.
 
     Raises:
         InvalidInput: a bad argument (the message names the field and index), or a budget
@@ -183,6 +186,7 @@ def allocate(
         raise InvalidInput(f"seed: expected an integer, got {type(seed).__name__}") from None
     if isinstance(seed, bool) or not 0 <= seed_int < 2**64:
         raise InvalidInput(f"seed: {seed!r} must be an integer in [0, 2**64)")
+    n_threads = small_int(threads, "threads", 0, 2**16)
     w, exact = _capacity(capacity)
     score_arr = None if score is None else _float_array(score, "score")
     if exact:
@@ -193,7 +197,8 @@ def allocate(
         lts = _exact_array(lot, "lot", rate=False) if _is_array(lot) else None
         wts = None if weights is None else _exact_array(weights, "weights", rate=False)
         bs = None if base is None else _exact_array(base, "base", rate=False)
-        return _core.allocate_exact(policy, b, w, score_arr, lev, cp, lt, g, seed_int, bool(clip), lts, wts, bs)
+        return _core.allocate_exact(policy, b, w, score_arr, lev, cp, lt, g, seed_int, bool(clip), lts, wts, bs,
+                                    n_threads)
     fb = _float_scalar(budget, "budget")
     flev = None if leverage is None else _float_array(leverage, "leverage")
     fcp = None if cap is None else _float_array(cap, "cap")
@@ -201,7 +206,8 @@ def allocate(
     flts = _float_array(lot, "lot") if _is_array(lot) else None
     fw = None if weights is None else _float_array(weights, "weights")
     fbs = None if base is None else _float_array(base, "base")
-    return _core.allocate_float(policy, fb, w, score_arr, flev, fcp, flt, g, seed_int, bool(clip), flts, fw, fbs)
+    return _core.allocate_float(policy, fb, w, score_arr, flev, fcp, flt, g, seed_int, bool(clip), flts, fw, fbs,
+                                n_threads)
 
 
 def _is_array(value: Any) -> bool:

@@ -45,7 +45,7 @@
 // budget is lowered to that amount. Every selection and water-fill is expected linear time:
 // a random sample guesses two pivots around the answer, one exact pass settles everything
 // outside them, and only the few items between go to an exact selection; the long passes run
-// over eight fixed slices on the machine's threads (the result never depends on the thread count).
+// over eight fixed slices on req.threads threads (the result never depends on the thread count).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -98,6 +98,7 @@ struct AllocRequest {
   RiskFunction g{};
   std::uint64_t seed = 0;  // random_walk
   bool clip = false;
+  int threads = 0;  // threads for the long passes: 0 = every core (at most 8); results never depend on it
 };
 
 std::vector<i64> allocate(const AllocRequest<i64>& req);

@@ -123,6 +123,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
   req.budget = budget;
   req.capacity = capacity;
   req.clip = true;  // a policy that cannot raise the whole budget takes what it can; the rest falls through
+  req.threads = e_.threads_;
   const std::vector<i64> cap{cfg_.cap};
   std::vector<i64> leverage;
   switch (cfg_.policy) {
