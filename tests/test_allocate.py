@@ -748,3 +748,23 @@ def test_bad_threads_are_refused_by_name(bad):
 
     with pytest.raises(ConfigError, match="threads"):
         allocate(10, np.array([5, 10], dtype=np.int64), "pro_rata", threads=bad)
+
+
+def test_policy_names_come_from_the_engines_one_table():
+    import typing
+
+    import deleverage.waterfall
+    from deleverage import _core
+    from deleverage.allocate import POLICIES, Policy
+    from deleverage.policy_lab import KNOWN_POLICIES
+
+    # the engine codes are written into journals: this order is a file-format contract
+    assert _core.POLICY_NAMES == ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots",
+                                  "random_walk", "none")
+    assert deleverage.waterfall.LAST_RESORT_POLICIES == KNOWN_POLICIES == _core.POLICY_NAMES
+    assert deleverage.waterfall.POLICIES == _core.POLICY_NAMES[:-1]
+    assert POLICIES == tuple(p for p in _core.POLICY_NAMES if p not in ("funding_index", "none"))
+    assert typing.get_args(Policy) == POLICIES  # the static type lists the same names
+    for name in ("funding_index", "none"):
+        with pytest.raises(InvalidInput, match=f"'{name}' is a waterfall policy, not one of the allocation kernel"):
+            allocate(10, np.array([5, 10], dtype=np.int64), name)

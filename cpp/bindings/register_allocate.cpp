@@ -24,7 +24,7 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
                    bool clip, const std::optional<py::array>& lots, const std::optional<py::array>& weights,
                    const std::optional<py::array>& base, int threads) {
   AllocRequest<T> req;
-  req.policy = parse_alloc_policy(policy);
+  req.policy = parse_policy(policy);
   req.budget = budget;
   req.capacity = as_span<T>(capacity, "capacity");
   if (score) req.score = as_span<double>(*score, "score");
@@ -52,6 +52,15 @@ py::array_t<T> run(const std::string& policy, T budget, const py::array& capacit
 }  // namespace
 
 void register_allocate(py::module_& m) {
+  // The one policy name table (policy.hpp), by engine code; and the kernel's subset.
+  py::list names, kernel_names;
+  for (int i = 0; i < kPolicyCount; ++i) {
+    names.append(std::string(kPolicyNames[static_cast<std::size_t>(i)]));
+    if (is_kernel_policy(static_cast<Policy>(i)))
+      kernel_names.append(std::string(kPolicyNames[static_cast<std::size_t>(i)]));
+  }
+  m.attr("POLICY_NAMES") = py::tuple(names);
+  m.attr("KERNEL_POLICY_NAMES") = py::tuple(kernel_names);
   m.def("allocate_exact", &run<std::int64_t>, py::arg("policy"), py::arg("budget"), py::arg("capacity"),
         py::arg("score"), py::arg("leverage"), py::arg("cap"), py::arg("lot"), py::arg("g"), py::arg("seed"),
         py::arg("clip"), py::arg("lots") = py::none(), py::arg("weights") = py::none(), py::arg("base") = py::none(),

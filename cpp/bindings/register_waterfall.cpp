@@ -33,7 +33,7 @@ WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_accou
   c.executor.impact_depth = impact_depth;
   c.executor.partial = partial;
   c.mode = enum_from<WaterfallMode>(mode, 2, "mode");
-  c.policy = enum_from<LastResortPolicy>(policy, kLastResortPolicyCount, "policy");
+  c.policy = enum_from<Policy>(policy, kPolicyCount, "policy");
   c.ranking = enum_from<Ranking>(ranking, 3, "ranking");
   c.adl_price = enum_from<AdlPrice>(adl_price, 3, "adl_price");
   c.theta = theta;

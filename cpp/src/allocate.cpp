@@ -159,11 +159,9 @@ void check_length(std::span<const T> a, std::size_t n, const char* field, bool a
                      std::to_string(n) + (allow_scalar ? " (give one value or one per winner)" : ""));
 }
 
-void require(bool given, const char* field, AllocPolicy p, bool needed) {
-  if (needed && !given)
-    throw InvalidInput(std::string(field) + " is required by policy '" + alloc_policy_name(p) + "'");
-  if (!needed && given)
-    throw InvalidInput(std::string(field) + " is not used by policy '" + alloc_policy_name(p) + "'");
+void require(bool given, const char* field, Policy p, bool needed) {
+  if (needed && !given) throw InvalidInput(std::string(field) + " is required by policy '" + policy_name(p) + "'");
+  if (!needed && given) throw InvalidInput(std::string(field) + " is not used by policy '" + policy_name(p) + "'");
 }
 
 template <class T>
@@ -219,7 +217,7 @@ template <class T>
 T budget_or_clip(T budget, T reachable, const AllocRequest<T>& req) {
   if (budget <= reachable) return budget;
   if (req.clip) return reachable;
-  throw InvalidInput("budget " + num_str(budget) + " exceeds what policy '" + alloc_policy_name(req.policy) +
+  throw InvalidInput("budget " + num_str(budget) + " exceeds what policy '" + policy_name(req.policy) +
                      "' can raise (" + num_str(reachable) + "); pass clip=True to raise only that much");
 }
 
@@ -1730,19 +1728,23 @@ template <class T>
 std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   const auto w = req.capacity;
   const std::size_t n = w.size();
-  const AllocPolicy pol = req.policy;
+  const Policy pol = req.policy;
+  if (!is_kernel_policy(pol))
+    throw InvalidInput(std::string("policy: '") + policy_name(pol) +
+                       "' is a waterfall policy, not one of the allocation kernel (expected queue, pro_rata, "
+                       "capped_pro_rata, risk_aware, min_max_lots or random_walk)");
   if (n >= (std::size_t{1} << 32)) throw InvalidInput("capacity: at most 2^32 - 1 winners");
   if constexpr (std::is_same_v<T, double>) {
     if (!std::isfinite(req.budget)) throw InvalidInput("budget: " + num_str(req.budget) + " is not a finite number");
   }
   if (req.budget < 0) throw InvalidInput("budget: " + num_str(req.budget) + " must not be negative");
   const auto wsum = check_capacity(w);
-  require(!req.score.empty(), "score", pol, pol == AllocPolicy::Queue);
-  require(!req.leverage.empty(), "leverage", pol, pol == AllocPolicy::RiskAware);
-  if (pol != AllocPolicy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == AllocPolicy::CappedProRata);
+  require(!req.score.empty(), "score", pol, pol == Policy::Queue);
+  require(!req.leverage.empty(), "leverage", pol, pol == Policy::RiskAware);
+  if (pol != Policy::RiskAware) require(!req.cap.empty(), "cap", pol, pol == Policy::CappedProRata);
   if (req.lot.has_value() && !req.lots.empty())
     throw InvalidInput("lot: give one lot size or one per winner, not both");
-  require(req.lot.has_value() || !req.lots.empty(), "lot", pol, pol == AllocPolicy::MinMaxLots);
+  require(req.lot.has_value() || !req.lots.empty(), "lot", pol, pol == Policy::MinMaxLots);
   if (req.lot.has_value()) check_lot(*req.lot, "lot");
   if (!req.lots.empty()) {
     check_length(req.lots, n, "lot", false);
@@ -1750,14 +1752,13 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       if (!(req.lots[i] > 0 && req.lots[i] <= std::numeric_limits<T>::max()))
         check_lot(req.lots[i], at("lot", i).c_str());  // throws
   }
-  if (!req.weights.empty()) require(true, "weights", pol, pol == AllocPolicy::ProRata);
+  if (!req.weights.empty()) require(true, "weights", pol, pol == Policy::ProRata);
   if (!req.base.empty())
-    require(true, "base", pol,
-            pol == AllocPolicy::CappedProRata || pol == AllocPolicy::RiskAware || pol == AllocPolicy::MinMaxLots);
+    require(true, "base", pol, pol == Policy::CappedProRata || pol == Policy::RiskAware || pol == Policy::MinMaxLots);
   check_side_sum(req.weights, n, "weights");
   check_side_sum(req.base, n, "base");
-  if (pol != AllocPolicy::RiskAware && req.g.kind != RiskFunction::Kind::Linear)
-    throw InvalidInput(std::string("g is not used by policy '") + alloc_policy_name(pol) + "'");
+  if (pol != Policy::RiskAware && req.g.kind != RiskFunction::Kind::Linear)
+    throw InvalidInput(std::string("g is not used by policy '") + policy_name(pol) + "'");
   if (!req.score.empty()) {
     check_length(req.score, n, "score", false);
     for (std::size_t i = 0; i < n; ++i)
@@ -1782,14 +1783,14 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
   }
 
   switch (pol) {
-    case AllocPolicy::Queue:
+    case Policy::Queue:
       return queue_alloc(req, budget_or_clip(req.budget, total, req));
-    case AllocPolicy::RandomWalk:
+    case Policy::RandomWalk:
       return random_walk_alloc(req, budget_or_clip(req.budget, total, req));
-    case AllocPolicy::MinMaxLots:
+    case Policy::MinMaxLots:
       if (req.lots.empty() && req.base.empty()) return min_max_lots_alloc(req, req.budget);
       return min_max_lots_general(req, req.budget);
-    case AllocPolicy::ProRata: {
+    case Policy::ProRata: {
       if (!req.weights.empty()) return weighted_pro_rata(req);
       const T budget = budget_or_clip(req.budget, total, req);
       if constexpr (std::is_same_v<T, double>) {
@@ -1811,8 +1812,8 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         return x;
       }
     }
-    case AllocPolicy::CappedProRata:
-    case AllocPolicy::RiskAware: {
+    case Policy::CappedProRata:
+    case Policy::RiskAware: {
       const auto cap = req.cap;
       const T* cp = cap.data();
       const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
@@ -1826,7 +1827,7 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
         src_total = T{0};
         for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
       }
-      if (pol == AllocPolicy::RiskAware) {
+      if (pol == Policy::RiskAware) {
         // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
         vbuf.emplace(n);
         T* const vb = vbuf->get();
@@ -1884,40 +1885,14 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
             std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
       }
     }
+    case Policy::FundingIndex:
+    case Policy::None:
+      break;  // refused at the top: waterfall policies, not the kernel's
   }
   throw InvalidInput("unknown policy");
 }
 
 }  // namespace
-
-AllocPolicy parse_alloc_policy(std::string_view name) {
-  if (name == "queue") return AllocPolicy::Queue;
-  if (name == "pro_rata") return AllocPolicy::ProRata;
-  if (name == "capped_pro_rata") return AllocPolicy::CappedProRata;
-  if (name == "risk_aware") return AllocPolicy::RiskAware;
-  if (name == "min_max_lots") return AllocPolicy::MinMaxLots;
-  if (name == "random_walk") return AllocPolicy::RandomWalk;
-  throw InvalidInput("policy: unknown policy '" + std::string(name) +
-                     "' (expected queue, pro_rata, capped_pro_rata, risk_aware, min_max_lots or random_walk)");
-}
-
-const char* alloc_policy_name(AllocPolicy p) {
-  switch (p) {
-    case AllocPolicy::Queue:
-      return "queue";
-    case AllocPolicy::ProRata:
-      return "pro_rata";
-    case AllocPolicy::CappedProRata:
-      return "capped_pro_rata";
-    case AllocPolicy::RiskAware:
-      return "risk_aware";
-    case AllocPolicy::MinMaxLots:
-      return "min_max_lots";
-    case AllocPolicy::RandomWalk:
-      return "random_walk";
-  }
-  return "?";
-}
 
 RiskFunction parse_risk_function(std::string_view spec) {
   RiskFunction g;

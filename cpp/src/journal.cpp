@@ -104,7 +104,7 @@ WaterfallConfig get_config(Reader& r) {
         c.mode = enum_value<WaterfallMode>(v, 2, "mode");
         break;
       case LiquidateKey::Policy:
-        c.policy = enum_value<LastResortPolicy>(v, kLastResortPolicyCount, "policy");
+        c.policy = enum_value<Policy>(v, kPolicyCount, "policy");
         break;
       case LiquidateKey::Ranking:
         c.ranking = enum_value<Ranking>(v, 3, "ranking");

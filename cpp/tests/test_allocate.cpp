@@ -12,7 +12,7 @@ namespace {
 
 AllocRequest<i64> req(const char* policy, i64 budget, const std::vector<i64>& w) {
   AllocRequest<i64> r;
-  r.policy = parse_alloc_policy(policy);
+  r.policy = parse_policy(policy);
   r.budget = budget;
   r.capacity = w;
   return r;
@@ -82,7 +82,7 @@ TEST(Allocate, RandomWalkStartsAtSplitmix) {
 TEST(Allocate, FloatProRata) {
   std::vector<double> w{1.0, 3.0};
   AllocRequest<double> r;
-  r.policy = AllocPolicy::ProRata;
+  r.policy = Policy::ProRata;
   r.budget = 2.0;
   r.capacity = w;
   auto x = allocate(r);
@@ -114,7 +114,7 @@ TEST(Allocate, BadInput) {
   auto clipped = req("pro_rata", 4, ok);
   clipped.clip = true;
   EXPECT_EQ(allocate(clipped), (std::vector<i64>{1, 2}));
-  EXPECT_THROW(parse_alloc_policy("fifo"), InvalidInput);
+  EXPECT_THROW(parse_policy("fifo"), InvalidInput);
   auto lots = req("min_max_lots", 1, ok);
   lots.lot = 0;
   EXPECT_THROW(allocate(lots), InvalidInput);

@@ -59,7 +59,7 @@ std::vector<i64> marks_for(std::size_t paths, std::size_t steps) {
   return m;
 }
 
-WaterfallConfig config(LastResortPolicy policy, WaterfallMode mode) {
+WaterfallConfig config(Policy policy, WaterfallMode mode) {
   WaterfallConfig c;
   c.executor.account = 0;
   c.executor.slippage_rate = 200'000;  // 20 bp
@@ -72,8 +72,8 @@ TEST(Stress, SeriesEqualStepsTakenByHand) {
   const Engine base = book();
   const std::size_t paths = 3, steps = 8;
   const std::vector<i64> m = marks_for(paths, steps);
-  for (auto [policy, mode] : {std::pair{LastResortPolicy::Queue, WaterfallMode::Close},
-                              std::pair{LastResortPolicy::ProRata, WaterfallMode::Haircut}}) {
+  for (auto [policy, mode] :
+       {std::pair{Policy::Queue, WaterfallMode::Close}, std::pair{Policy::ProRata, WaterfallMode::Haircut}}) {
     const WaterfallConfig cfg = config(policy, mode);
     const StressRun r = run_stress(base, cfg, m, paths, steps, 2);
     i64 liquidated = 0;
@@ -103,7 +103,7 @@ TEST(Stress, SeriesEqualStepsTakenByHand) {
 TEST(Stress, ResultDoesNotDependOnThreads) {
   const Engine base = book();
   const std::vector<i64> m = marks_for(5, 6);
-  const WaterfallConfig cfg = config(LastResortPolicy::Queue, WaterfallMode::Close);
+  const WaterfallConfig cfg = config(Policy::Queue, WaterfallMode::Close);
   const StressRun a = run_stress(base, cfg, m, 5, 6, 1);
   const StressRun b = run_stress(base, cfg, m, 5, 6, 3);
   EXPECT_EQ(a.series.winner_loss, b.series.winner_loss);
@@ -130,7 +130,7 @@ TEST(Stress, EventSinkSeesTheColumnLog) {
   const i64 crash[2] = {9'000, 5'600};
   a.set_marks(ids, crash);
   b.set_marks(ids, crash);
-  const WaterfallConfig cfg = config(LastResortPolicy::Queue, WaterfallMode::Close);
+  const WaterfallConfig cfg = config(Policy::Queue, WaterfallMode::Close);
   const WaterfallResult ra = a.liquidate(cfg), rb = b.liquidate(cfg);
   ASSERT_GT(ra.events.size_(), 0u);
   EXPECT_EQ(rb.events.size_(), 0u);
@@ -145,7 +145,7 @@ TEST(Stress, EventSinkSeesTheColumnLog) {
 
 TEST(Stress, BadMarksAreRefused) {
   const Engine base = book();
-  const WaterfallConfig cfg = config(LastResortPolicy::Queue, WaterfallMode::Close);
+  const WaterfallConfig cfg = config(Policy::Queue, WaterfallMode::Close);
   std::vector<i64> m = marks_for(2, 2);
   m[5] = 0;  // path 1, step 0, market 1
   EXPECT_THROW(run_stress(base, cfg, m, 2, 2, 1), InvalidInput);

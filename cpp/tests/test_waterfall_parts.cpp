@@ -40,7 +40,7 @@ void load(Engine& e, std::vector<i64> accounts, std::vector<i64> sizes, std::vec
   e.load_positions(accounts, markets, sizes, prices, kMM);
 }
 
-WaterfallConfig close_with(i64 slippage_rate, LastResortPolicy policy = LastResortPolicy::Queue) {
+WaterfallConfig close_with(i64 slippage_rate, Policy policy = Policy::Queue) {
   WaterfallConfig c;
   c.executor.account = kMM;
   c.executor.slippage_rate = slippage_rate;
@@ -159,7 +159,7 @@ TEST(WaterfallLastResort, ProRataSplitsLotsAndValue) {
   // = 576 and the rest 384: balances 1000 + 600 - 576 = 1024 and 1000 + 400 - 384 = 1016.
   Engine e = bankrupt_against({2, 3}, {6, 4});
   const std::vector<i64> who{1};
-  e.liquidate(close_with(1'000'000, LastResortPolicy::ProRata), who);
+  e.liquidate(close_with(1'000'000, Policy::ProRata), who);
   EXPECT_EQ(e.balance(2), 1024);
   EXPECT_EQ(e.balance(3), 1016);
   EXPECT_EQ(e.balance(1), 0);

@@ -129,6 +129,8 @@ def to_fixed(values: npt.NDArray[np.float64], decimals: npt.NDArray[np.int64], o
 def stream_sum(data: npt.NDArray[np.int64], threads: int = 0) -> int: ...
 
 # the allocation kernel (see cpp/bindings/register_allocate.cpp)
+POLICY_NAMES: tuple[str, ...]  # by engine Policy code
+KERNEL_POLICY_NAMES: tuple[str, ...]
 def allocate_exact(
     policy: str,
     budget: int,

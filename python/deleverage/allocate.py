@@ -76,7 +76,7 @@ __all__ = ["allocate", "POLICIES", "RATE_SCALE"]
 RATE_SCALE = 100_000_000
 
 Policy = Literal["queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk"]
-POLICIES: tuple[str, ...] = ("queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
+POLICIES: tuple[str, ...] = tuple(_core.KERNEL_POLICY_NAMES)  # the engine's name table, kernel subset
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT_EXACT_INT = 2**53

@@ -19,13 +19,12 @@ from .errors import InvalidInput, UnknownId
 from .exchange import Exchange
 from .executors import Executor
 from .metrics import PolicyMetrics
+from .waterfall import LAST_RESORT_POLICIES
 
 __all__ = ["compare", "ComparisonTable", "KNOWN_POLICIES"]
 
-#: Every policy name the lab knows (close and haircut modes). Which ones a given engine
-#: build runs is up to :meth:`Exchange.liquidate`, which refuses the others.
-KNOWN_POLICIES: tuple[str, ...] = ("queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots",
-                                   "random_walk", "funding_index", "none")
+#: Every policy name the lab knows (close and haircut modes): the engine's name table.
+KNOWN_POLICIES: tuple[str, ...] = LAST_RESORT_POLICIES
 # liquidate keywords that only some policies take: dropped from the "none" counterfactual
 _POLICY_ONLY = ("policy", "cap", "lot", "g", "seed", "ranking", "label")
 

@@ -7,16 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from .reports import _Table
 
 EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
                "adl_close", "haircut", "bad_debt", "socialized_credit")
 MODES = ("close", "haircut")
-# Index = the engine's LastResortPolicy code; funding_index is haircut-only.
-POLICIES = ("queue", "pro_rata", "funding_index", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk")
-# What liquidate() accepts: the policies, then "none" (engine code 7): no last resort, what the
-# fund cannot pay is recorded as bad debt (the counterfactual of compare(horizon_steps=)).
-LAST_RESORT_POLICIES = POLICIES + ("none",)
+# What liquidate() accepts, index = the engine's Policy code (the one name table,
+# cpp/include/deleverage/policy.hpp); funding_index is haircut-only; "none" is no last resort:
+# what the fund cannot pay is recorded as bad debt (the counterfactual of compare(horizon_steps=)).
+LAST_RESORT_POLICIES: tuple[str, ...] = tuple(_core.POLICY_NAMES)
+# The policies that deleverage or haircut someone (all but "none").
+POLICIES: tuple[str, ...] = tuple(p for p in LAST_RESORT_POLICIES if p != "none")
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code

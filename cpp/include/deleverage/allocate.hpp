@@ -55,21 +55,9 @@
 #include <vector>
 
 #include "deleverage/fixed_point.hpp"
+#include "deleverage/policy.hpp"
 
 namespace deleverage {
-
-enum class AllocPolicy : int {
-  Queue = 0,
-  ProRata = 1,
-  CappedProRata = 2,
-  RiskAware = 3,
-  MinMaxLots = 4,
-  RandomWalk = 5
-};
-
-// "queue", "pro_rata", "capped_pro_rata", "risk_aware", "min_max_lots", "random_walk".
-AllocPolicy parse_alloc_policy(std::string_view name);
-const char* alloc_policy_name(AllocPolicy p);
 
 struct RiskFunction {
   enum class Kind : int { Linear = 0, Power = 1, Excess = 2 };
@@ -84,7 +72,7 @@ inline constexpr i64 kAllocRateScale = 100'000'000;
 // T = i64 (exact) or double (float). Spans left empty mean "not given".
 template <class T>
 struct AllocRequest {
-  AllocPolicy policy = AllocPolicy::ProRata;
+  Policy policy = Policy::ProRata;
   T budget = 0;
   std::span<const T> capacity;
   std::span<const double> score;  // queue: ranking key, higher closes first

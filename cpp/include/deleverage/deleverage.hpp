@@ -10,6 +10,7 @@
 //   market.hpp       MarketSpec, TierSpec: decimals, margin rates, tier tables
 //   waterfall.hpp    WaterfallConfig / WaterfallResult of Engine::liquidate, ADL indicator
 //   insurance.hpp    InsuranceFund: pools, ledger, drawdown rule (owned by the Engine)
+//   policy.hpp       Policy: the last-resort policies and their one name table
 //   allocate.hpp     allocate(): split a budget over winners under a policy (exact or float)
 //   allocation.hpp   allocate_capped_pro_rata(): the waterfall's exact water-filling
 //   fixed_point.hpp  i64 / i128 money arithmetic helpers and constants (kRateScale)
@@ -32,6 +33,7 @@
 #include "deleverage/insurance.hpp"
 #include "deleverage/journal.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/policy.hpp"
 #include "deleverage/snapshot.hpp"
 #include "deleverage/stress.hpp"
 #include "deleverage/waterfall.hpp"

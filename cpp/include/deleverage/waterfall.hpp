@@ -8,6 +8,7 @@
 #include "deleverage/allocate.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/policy.hpp"
 
 namespace deleverage {
 
@@ -26,18 +27,6 @@ struct ExecutorSpec {
 };
 
 enum class WaterfallMode : std::uint8_t { Close = 0, Haircut = 1 };
-// Who pays the last resort (docs/waterfall.md section 5 and 6). FundingIndex is haircut-only.
-enum class LastResortPolicy : std::uint8_t {
-  Queue = 0,
-  ProRata = 1,
-  FundingIndex = 2,
-  CappedProRata = 3,
-  RiskAware = 4,
-  MinMaxLots = 5,
-  RandomWalk = 6,
-  None = 7,  // no last resort: the executor closes everything, what the fund cannot pay is bad debt
-};
-inline constexpr int kLastResortPolicyCount = 8;
 // Severity: -1 = deficit-matching (the last resort takes only what the fund cannot pay).
 inline constexpr i64 kThetaDeficit = -1;
 enum class Ranking : std::uint8_t { BitMEX = 0, Binance = 1, Hyperliquid = 2 };
@@ -60,7 +49,7 @@ std::vector<i128> split_equity(i128 equity, DeficitSplit split, std::span<const 
 struct WaterfallConfig {
   ExecutorSpec executor;
   WaterfallMode mode = WaterfallMode::Close;
-  LastResortPolicy policy = LastResortPolicy::Queue;
+  Policy policy = Policy::Queue;
   Ranking ranking = Ranking::BitMEX;
   AdlPrice adl_price = AdlPrice::Bankruptcy;
   // Severity theta in 1e-8 units (0..kRateScale): the share of each position's deficit (after

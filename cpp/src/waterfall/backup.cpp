@@ -7,9 +7,9 @@ namespace deleverage {
 void WaterfallRun::touch(std::uint32_t a) {
   if (flag(a, kBackedUp)) return;
   set_flag(a, kBackedUp);
-  if (cfg_.policy == LastResortPolicy::RiskAware) backup_of_[a] = backups_.size();
+  if (cfg_.policy == Policy::RiskAware) backup_of_[a] = backups_.size();
   // only the risk-aware policy reads the start equity (and only it pays for computing it)
-  const i64 eq = cfg_.policy == LastResortPolicy::RiskAware ? equity(a) : 0;
+  const i64 eq = cfg_.policy == Policy::RiskAware ? equity(a) : 0;
   backups_.push_back(Backup{a, e_.acc_[a].balance, eq, backup_positions_.size(), e_.acc_[a].count});
   for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
     backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});

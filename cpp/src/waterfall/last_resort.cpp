@@ -16,20 +16,9 @@ std::uint64_t splitmix64(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-AllocPolicy kernel_policy(LastResortPolicy p) {
-  switch (p) {
-    case LastResortPolicy::CappedProRata:
-      return AllocPolicy::CappedProRata;
-    case LastResortPolicy::RiskAware:
-      return AllocPolicy::RiskAware;
-    case LastResortPolicy::MinMaxLots:
-      return AllocPolicy::MinMaxLots;
-    case LastResortPolicy::RandomWalk:
-      return AllocPolicy::RandomWalk;
-    default:
-      return AllocPolicy::ProRata;
-  }
-}
+// The kernel's algorithm for a waterfall policy: the queue and funding_index raise their
+// amounts as weighted pro-rata here (the queue's order is the waterfall's own).
+Policy kernel_policy(Policy p) { return is_kernel_policy(p) && p != Policy::Queue ? p : Policy::ProRata; }
 }  // namespace
 
 void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::vector<std::uint32_t>& who,
@@ -127,10 +116,10 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
   const std::vector<i64> cap{cfg_.cap};
   std::vector<i64> leverage;
   switch (cfg_.policy) {
-    case LastResortPolicy::CappedProRata:
+    case Policy::CappedProRata:
       req.cap = cap;
       break;
-    case LastResortPolicy::RiskAware: {
+    case Policy::RiskAware: {
       // leverage of the winner's position: its notional at mark over its account's equity at
       // the start of the step (1e-8 units), capped like the ranking scores' leverage
       const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
@@ -147,10 +136,10 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       req.g = cfg_.g;
       break;
     }
-    case LastResortPolicy::MinMaxLots:
+    case Policy::MinMaxLots:
       req.lot = cfg_.lot;
       break;
-    case LastResortPolicy::RandomWalk:
+    case Policy::RandomWalk:
       // a fresh, reproducible start for every allocation: keyed by the account the liquidation
       // started from (not the step), so a batch step and per-account calls draw the same
       req.seed = splitmix64(splitmix64(splitmix64(cfg_.seed) ^ static_cast<std::uint64_t>(round_key_)) ^
@@ -161,7 +150,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       break;
   }
   std::vector<i64> x = allocate(req);
-  if (cfg_.policy == LastResortPolicy::MinMaxLots) {
+  if (cfg_.policy == Policy::MinMaxLots) {
     // Whole lots may overshoot the budget by less than one lot: the winner with the largest
     // fraction taken (ties: first) gives the excess back, so exactly the budget is taken.
     i128 sum = 0;
@@ -182,7 +171,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
 
 void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who,
                                          const std::vector<i64>& capacity, MarketId m, bool lots) {
-  const bool capped = cfg_.policy == LastResortPolicy::CappedProRata || cfg_.policy == LastResortPolicy::RiskAware;
+  const bool capped = cfg_.policy == Policy::CappedProRata || cfg_.policy == Policy::RiskAware;
   if (!capped || cfg_.cap >= kRateScale) return;
   for (std::size_t i = 0; i < who.size(); ++i) {
     const std::uint64_t key =
@@ -197,7 +186,7 @@ void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<
 i64 WaterfallRun::haircut_capacity(std::uint32_t b, MarketId m) const {
   const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
   const i64 free_equity = std::max<i64>(0, equity(b));
-  if (cfg_.policy == LastResortPolicy::FundingIndex)
+  if (cfg_.policy == Policy::FundingIndex)
     return free_equity;  // all open interest pays, capped by what the account has
   const std::uint32_t s = e_.find_slot(b, m);
   const auto taken = haircut_taken_.find((static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m));
@@ -224,7 +213,7 @@ void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::ui
     if (c <= 0) continue;
     who.push_back(b);
     cap.push_back(c);
-    weight.push_back(cfg_.policy == LastResortPolicy::FundingIndex ? abs64(e_.pos_size_[e_.find_slot(b, m)]) : c);
+    weight.push_back(cfg_.policy == Policy::FundingIndex ? abs64(e_.pos_size_[e_.find_slot(b, m)]) : c);
     ids.push_back(e_.acc_id_[b]);
   }
   i128 capacity = 0;
@@ -240,10 +229,10 @@ void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::ui
 // amount only when every winner's capacity is exhausted). One call per market per round:
 // the deficits of a round are socialized together, so pro-rata stays O(n) per round.
 i64 WaterfallRun::haircut(MarketId m, i64 amount) {
-  if (amount <= 0 || cfg_.policy == LastResortPolicy::None) return 0;  // no last resort: bad debt
+  if (amount <= 0 || cfg_.policy == Policy::None) return 0;  // no last resort: bad debt
   std::vector<std::uint32_t> who;
   std::vector<i64> x;
-  if (cfg_.policy == LastResortPolicy::Queue)
+  if (cfg_.policy == Policy::Queue)
     queue_haircut(m, amount, who, x);
   else
     allocated_haircut(m, amount, who, x);

@@ -183,7 +183,7 @@ void validate_config(const WaterfallConfig& config) {
   if (config.lot <= 0) throw InvalidInput("lot must be positive (got " + std::to_string(config.lot) + ")");
   if (!(config.g.param >= 0 && config.g.param < 1e300))
     throw InvalidInput("g: the parameter must be a finite number >= 0");
-  if (config.mode == WaterfallMode::Close && config.policy == LastResortPolicy::FundingIndex)
+  if (config.mode == WaterfallMode::Close && config.policy == Policy::FundingIndex)
     throw InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'");
 }
 }  // namespace
@@ -215,7 +215,7 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
   insurance_.open_step(step_);
   // no last resort: closes go through the executor as in haircut mode, and no winner pays
   WaterfallConfig cfg = config;
-  if (cfg.policy == LastResortPolicy::None) cfg.mode = WaterfallMode::Haircut;
+  if (cfg.policy == Policy::None) cfg.mode = WaterfallMode::Haircut;
   WaterfallRun run(*this, cfg);
   if (have_margins) run.use_start_margins(std::move(start));
   try {

@@ -101,9 +101,7 @@ class WaterfallRun {
   // Queue and random walk liquidate account by account (each its own round), so that a batch
   // step equals the same accounts liquidated one call at a time; the other policies share a
   // round's demand (docs/waterfall.md "Per-account liquidation").
-  bool per_account_rounds() const {
-    return cfg_.policy == LastResortPolicy::Queue || cfg_.policy == LastResortPolicy::RandomWalk;
-  }
+  bool per_account_rounds() const { return cfg_.policy == Policy::Queue || cfg_.policy == Policy::RandomWalk; }
   bool liquidatable_now(std::uint32_t a) const {
     return e_.acc_[a].count > 0 && e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
   }
@@ -153,7 +151,7 @@ class WaterfallRun {
                         std::vector<i64>& ids);
   // Close mode with a shared policy (everything but the queue): the round's ADL demand per
   // market and side is allocated at once, then handed to the bankrupt positions in order.
-  bool batched_adl() const { return cfg_.mode == WaterfallMode::Close && cfg_.policy != LastResortPolicy::Queue; }
+  bool batched_adl() const { return cfg_.mode == WaterfallMode::Close && cfg_.policy != Policy::Queue; }
   void run_round_adl();
   // Policies served by the allocation kernel (capped/risk-aware pro-rata, lot min-max,
   // random walk): splits `budget` over winners `who` (creation order) with `capacity`.
@@ -165,8 +163,8 @@ class WaterfallRun {
   void clip_to_cap_allowance(std::vector<i64>& x, const std::vector<std::uint32_t>& who,
                              const std::vector<i64>& capacity, MarketId m, bool lots);
   bool uses_kernel() const {
-    return cfg_.policy != LastResortPolicy::Queue && cfg_.policy != LastResortPolicy::ProRata &&
-           cfg_.policy != LastResortPolicy::FundingIndex && cfg_.policy != LastResortPolicy::None;
+    return cfg_.policy != Policy::Queue && cfg_.policy != Policy::ProRata && cfg_.policy != Policy::FundingIndex &&
+           cfg_.policy != Policy::None;
   }
   bool fixed_theta() const { return cfg_.theta != kThetaDeficit; }
   i64 haircut(MarketId m, i64 amount);
