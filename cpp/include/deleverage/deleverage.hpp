@@ -12,7 +12,7 @@
 //   insurance.hpp    InsuranceFund: pools, ledger, drawdown rule (owned by the Engine)
 //   policy.hpp       Policy: the last-resort policies and their one name table
 //   allocate.hpp     allocate(): split a budget over winners under a policy (exact or float)
-//   allocation.hpp   allocate_capped_pro_rata(): the waterfall's exact water-filling
+//   water_fill.hpp   allocate_capped_pro_rata(): the waterfall's exact water-filling
 //   fixed_point.hpp  i64 / i128 money arithmetic helpers and constants (kRateScale)
 //   errors.hpp       the exception hierarchy (deleverage::Error and subclasses)
 //   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
@@ -26,7 +26,6 @@
 #pragma once
 
 #include "deleverage/allocate.hpp"
-#include "deleverage/allocation.hpp"
 #include "deleverage/engine.hpp"
 #include "deleverage/errors.hpp"
 #include "deleverage/fixed_point.hpp"
@@ -36,4 +35,5 @@
 #include "deleverage/policy.hpp"
 #include "deleverage/snapshot.hpp"
 #include "deleverage/stress.hpp"
+#include "deleverage/water_fill.hpp"
 #include "deleverage/waterfall.hpp"

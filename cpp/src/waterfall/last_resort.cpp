@@ -1,6 +1,6 @@
 // The last resort beyond the queue: policies that allocate a round's ADL demand at once
 // (pro-rata and the allocation kernel's policies), haircuts, socialized credits and bad debt.
-#include "deleverage/allocation.hpp"
+#include "deleverage/water_fill.hpp"
 #include "waterfall_run.hpp"
 
 namespace deleverage {

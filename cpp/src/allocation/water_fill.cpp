@@ -1,4 +1,4 @@
-#include "deleverage/allocation.hpp"
+#include "deleverage/water_fill.hpp"
 
 #include <algorithm>
 #include <numeric>

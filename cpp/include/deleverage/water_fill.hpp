@@ -1,5 +1,6 @@
-// Exact integer allocation of a budget over winners (used by the waterfall's pro-rata
-// policies; the policy lab builds on it).
+// The waterfall's exact water-filling: a budget over winners in proportion to weights, each
+// capped (used by its pro-rata and funding-index policies). The policy lab's kernel, with
+// every policy and a float mode, is allocate.hpp; both live in cpp/src/allocation/.
 #pragma once
 #include <vector>
 
