@@ -339,7 +339,7 @@ def test_summary_parquet_and_plots(tmp_path) -> None:
 def test_bad_stress_arguments_are_refused() -> None:
     ex = two_market_exchange()
     ex4 = dl.MarketClose(counterparty=4)
-    with pytest.raises(InvalidInput, match="policy must be one of"):
+    with pytest.raises(InvalidInput, match=r"policies\[0\]: unknown policy 'lottery'"):
         dl.stress(ex, Shock(-0.1), policies=["lottery"], executor=ex4)
     with pytest.raises(InvalidInput, match="haircut policy"):
         dl.stress(ex, Shock(-0.1), policies=[{"policy": "funding_index"}], executor=ex4)

@@ -26,6 +26,7 @@ from . import _core
 from .errors import InvalidInput
 from .executors import Executor
 from .scenarios import Scenario
+from .waterfall import policy_spec
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -51,9 +52,10 @@ def _policy_specs(policies: Sequence[PolicyArg]) -> list[tuple[str, dict[str, An
     out: list[tuple[str, dict[str, Any]]] = []
     for i, p in enumerate(policies):
         if isinstance(p, str):
-            kw: dict[str, Any] = {"policy": p}
-            if p == "funding_index":
-                kw["mode"] = "haircut"
+            try:
+                kw: dict[str, Any] = dict(policy_spec(p))
+            except InvalidInput as err:
+                raise InvalidInput(f"policies[{i}]: {err}") from None
             label = p
         elif isinstance(p, Mapping):
             kw = {k: v for k, v in p.items() if k != "label"}

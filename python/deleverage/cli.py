@@ -94,17 +94,17 @@ def _theta(text: str) -> str:
 
 
 def _policy_list(text: str) -> list[str]:
-    from .waterfall import MODES, POLICIES
+    from .errors import InvalidInput
+    from .waterfall import POLICIES, policy_spec
 
     names = [p.strip() for p in text.split(",") if p.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give at least one policy")
     for name in names:
-        mode, _, policy = name.rpartition(":")
-        if policy not in POLICIES:
-            raise argparse.ArgumentTypeError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
-        if mode and mode not in MODES:
-            raise argparse.ArgumentTypeError(f"unknown mode {mode!r} in {name!r} (known: {', '.join(MODES)})")
+        try:
+            policy_spec(name, POLICIES)
+        except InvalidInput as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError("a policy is listed twice")
     return names
@@ -180,11 +180,12 @@ def _money(x: float) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     from . import MarketClose
     from .sample import MARKET_MAKER, sample_exchange
+    from .waterfall import default_mode
 
     if not -1.0 < args.shock < 10.0:
         print("deleverage demo: error: --shock must be between -1 and 10", file=sys.stderr)
         return USAGE_ERROR
-    mode = args.mode or ("haircut" if args.policy == "funding_index" else "close")
+    mode = args.mode or default_mode(args.policy)
     waterfall: dict[str, Any] = {"mode": mode, "policy": args.policy, "ranking": args.ranking, "adl_price": args.adl_price}
     if args.theta != "deficit":
         waterfall["theta"] = float(args.theta)

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from .waterfall import policy_spec
+
 PLOTS = (("fund", "fund.png", "Insurance fund over time (mean, 5-95% band)"),
          ("bad_debt", "bad_debt.png", "Cumulative bad debt (mean over paths)"),
          ("adl", "adl.png", "Cumulative ADL notional per policy (mean over paths)"),
@@ -168,11 +170,8 @@ def run_stress_command(args: argparse.Namespace) -> int:
             return _err(f"--counterparty {args.counterparty} is not an account of the book")
         policies: list[Any] = []
         for name in args.policies:
-            mode, _, policy = name.rpartition(":")
-            kw = {"policy": policy, "ranking": args.ranking, "label": name}
-            if mode or policy == "funding_index":
-                kw["mode"] = mode or "haircut"
-            if policy == "capped_pro_rata":
+            kw: dict[str, Any] = {**policy_spec(name), "ranking": args.ranking, "label": name}
+            if kw["policy"] == "capped_pro_rata":
                 kw["cap"] = args.cap
             if args.theta != "deficit":
                 kw["theta"] = float(args.theta)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from .errors import InvalidInput
 from .reports import _Table
 
 EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
@@ -19,11 +20,34 @@ MODES = ("close", "haircut")
 LAST_RESORT_POLICIES: tuple[str, ...] = tuple(_core.POLICY_NAMES)
 # The policies that deleverage or haircut someone (all but "none").
 POLICIES: tuple[str, ...] = tuple(p for p in LAST_RESORT_POLICIES if p != "none")
+# Policies that only haircut (there is nothing to close by): a name alone means mode="haircut".
+HAIRCUT_ONLY: tuple[str, ...] = ("funding_index",)
 RANKINGS = ("bitmex", "binance", "hyperliquid")
 ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
 ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code
 # Index = the engine's DeficitSplit code.
 DEFICIT_SPLITS = ("loss", "maintenance")
+
+
+def default_mode(policy: str) -> str:
+    """The mode a policy runs in when none is given: haircut for a haircut-only policy."""
+    return "haircut" if policy in HAIRCUT_ONLY else "close"
+
+
+def policy_spec(name: str, known: tuple[str, ...] = LAST_RESORT_POLICIES) -> dict[str, str]:
+    """The liquidate keywords of a policy written ``"policy"`` or ``"mode:policy"`` (as the
+    command line and :func:`deleverage.stress` take them): ``{"policy": ...}``, with ``"mode"``
+    when it is given or implied by a haircut-only policy. InvalidInput names an unknown mode or
+    a policy not in ``known``."""
+    mode, _, policy = name.rpartition(":")
+    if policy not in known:
+        raise InvalidInput(f"unknown policy {policy!r} (known: {', '.join(known)})")
+    if mode and mode not in MODES:
+        raise InvalidInput(f"unknown mode {mode!r} in {name!r} (known: {', '.join(MODES)})")
+    spec = {"policy": policy}
+    if mode or policy in HAIRCUT_ONLY:
+        spec["mode"] = mode or default_mode(policy)
+    return spec
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
