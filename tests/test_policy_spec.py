@@ -35,7 +35,7 @@ def test_stress_and_the_command_line_take_the_same_spellings() -> None:
 
     import deleverage
     from deleverage._stress import _policy_specs
-    from deleverage.cli import _policy_list
+    from deleverage.cli._args import _policy_list
 
     assert _policy_specs(["haircut:pro_rata", "funding_index"]) == [
         ("haircut:pro_rata", {"policy": "pro_rata", "mode": "haircut"}),

@@ -17,7 +17,8 @@ import sys
 import time
 from typing import Any
 
-from .waterfall import policy_spec
+from ..waterfall import policy_spec
+from ._args import _fraction, _nonnegative_int, _policy_list, _positive_int, _theta
 
 PLOTS = (("fund", "fund.png", "Insurance fund over time (mean, 5-95% band)"),
          ("bad_debt", "bad_debt.png", "Cumulative bad debt (mean over paths)"),
@@ -124,12 +125,12 @@ def write_outputs(result: Any, out: str, meta: dict[str, Any], *, fmt: str = "md
     return written
 
 
-def run_stress_command(args: argparse.Namespace) -> int:
-    from . import MarketClose
-    from ._stress import stress
-    from .books import load_book
-    from .errors import DeleverageError
-    from .scenarios import GBMPaths, Shock, book_preset
+def run(args: argparse.Namespace) -> int:
+    from .. import MarketClose
+    from .._stress import stress
+    from ..books import load_book
+    from ..errors import DeleverageError
+    from ..scenarios import GBMPaths, Shock, book_preset
 
     if args.shock is not None and not -1.0 < args.shock < 10.0:
         return _err("--shock must be between -1 and 10")
@@ -214,3 +215,66 @@ def run_stress_command(args: argparse.Namespace) -> int:
     written = write_outputs(result, args.out, meta, fmt=args.format, confidence=args.confidence, parquet=args.parquet)
     print(f"  wrote {', '.join(os.path.basename(p) for p in written)} to {args.out}")
     return 0
+
+
+def add_parser(sub: Any) -> None:
+    from ..scenarios import BOOK_PRESETS
+
+    st = sub.add_parser(
+        "stress", help="stress a book over a shock and many random mark paths, per ADL policy",
+        description="Generate a book (or load one with --book), apply an optional instantaneous shock to every "
+                    "market's mark, then run --paths random paths of --steps steps (correlated geometric Brownian "
+                    "motion with jumps), stepping the whole loss waterfall at every step, once per policy. A shock "
+                    "alone is one path of one step. Prints a summary table and writes summary.json, a report and PNG "
+                    "plots to --out. Money is in quote currency.")
+    book = st.add_argument_group("book")
+    book.add_argument("--positions", type=_positive_int, default=100_000, help="positions of the generated book (default 100,000)")
+    book.add_argument("--accounts", type=_positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
+    book.add_argument("--markets", type=_positive_int, default=10, help="markets of the generated book (default 10)")
+    book.add_argument("--preset", choices=sorted(BOOK_PRESETS), default="balanced",
+                      help="shape of the generated book: leverage and long/short imbalance (default balanced)")
+    book.add_argument("--leverage", type=float, default=None, help="typical account leverage, overrides the preset's")
+    book.add_argument("--book", metavar="FILE", default=None,
+                      help="load this book (.csv or .parquet; columns account, market, size, entry_price, collateral; "
+                           "see docs/stress.md) instead of generating one")
+    book.add_argument("--market-table", metavar="FILE", default=None,
+                      help="with --book: market table (.csv/.parquet: symbol, qty_decimals, price_decimals, "
+                           "mark_decimals, maintenance_margin, initial_margin, liquidation_fee, mark_price)")
+    book.add_argument("--fund", type=float, default=50_000.0, help="insurance fund at the start, quote currency (default 50,000)")
+    sc = st.add_argument_group("scenario")
+    sc.add_argument("--shock", type=float, default=None, help="instantaneous relative move of every mark first, e.g. -0.3")
+    sc.add_argument("--paths", type=_nonnegative_int, default=None,
+                    help="random paths after the shock (default 10 without --shock, 0 with it)")
+    sc.add_argument("--steps", type=_positive_int, default=100, help="steps per random path (default 100)")
+    sc.add_argument("--vol", type=float, default=0.005, help="volatility of log returns per step (default 0.005)")
+    sc.add_argument("--correlation", type=float, default=0.6, help="correlation between markets (default 0.6)")
+    sc.add_argument("--jump-rate", type=float, default=0.002, help="expected jumps per step (default 0.002)")
+    sc.add_argument("--jump-mean", type=float, default=-0.08, help="mean log size of a jump (default -0.08)")
+    sc.add_argument("--jump-std", type=float, default=0.03, help="standard deviation of a jump's log size (default 0.03)")
+    sc.add_argument("--seed", type=int, default=7, help="seed of the book and of the paths (default 7)")
+    wf = st.add_argument_group("waterfall")
+    wf.add_argument("--policies", type=_policy_list, default=["queue", "pro_rata", "risk_aware"],
+                    help="comma-separated last-resort policies to compare, each NAME or MODE:NAME with MODE close or "
+                         "haircut (NAME: queue, pro_rata, capped_pro_rata, risk_aware, min_max_lots, random_walk, "
+                         "funding_index), e.g. queue,pro_rata,haircut:pro_rata,haircut:funding_index "
+                         "(default queue,pro_rata,risk_aware)")
+    wf.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex", help="ADL queue ranking (default bitmex)")
+    wf.add_argument("--cap", type=_fraction, default=0.25,
+                    help="capped_pro_rata: the largest fraction of its capacity a winner may lose (default 0.25)")
+    wf.add_argument("--theta", type=_theta, default="deficit",
+                    help="severity: 'deficit' (default: the last resort takes only what the fund cannot pay) or a "
+                         "share in [0, 1] of every deficit sent to the last resort")
+    wf.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
+    wf.add_argument("--counterparty", type=int, default=0,
+                    help="liquidation counterparty account (default 0: the generated market maker; created with ample "
+                         "collateral when a loaded book lacks it)")
+    run = st.add_argument_group("run and output")
+    run.add_argument("--dask", metavar="local|ADDRESS", default=None,
+                     help="spread paths over Dask: 'local' starts a LocalCluster on this machine, otherwise the "
+                          "scheduler address to connect to")
+    run.add_argument("--threads", type=_nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
+    run.add_argument("--confidence", type=float, default=0.99, help="confidence of the fund-size VaR / ES (default 0.99)")
+    run.add_argument("--out", metavar="DIR", default="stress-out", help="output directory (default stress-out)")
+    run.add_argument("--format", choices=["md", "html"], default="md", help="report format: report.md or report.html (default md)")
+    run.add_argument("--parquet", action="store_true", help="also write the per-step series and per-account outcomes as Parquet")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
