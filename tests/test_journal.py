@@ -36,7 +36,8 @@ def base_exchange() -> Exchange:
 def random_op(ex: Exchange, draw) -> None:
     """One call of a random kind; calls that raise are part of the test (they must record nothing)."""
     kind = draw(st.sampled_from(["deposit", "withdraw", "trade", "trades", "marks", "check", "check_out", "check_moved", "fund",
-                                 "pool", "rule", "liquidate", "adl", "load", "new_market", "adl_rank", "refresh"]))
+                                 "pool", "rule", "liquidate", "adl", "load", "new_market", "adl_rank", "refresh",
+                                 "balances"]))
     accounts = [1, 2, 3, 4, 5]
     if kind == "deposit":
         ex.deposit(draw(st.lists(st.sampled_from(accounts + [6, 7]), min_size=1, max_size=3)), draw(st.integers(0, 500)))
@@ -97,6 +98,8 @@ def random_op(ex: Exchange, draw) -> None:
     elif kind == "load":
         a = draw(st.sampled_from([4, 5, 6]))
         ex.load_positions([a], ["B"], [draw(st.sampled_from([-1.5, 2.0]))], [50.0], counterparty=MM)
+    elif kind == "balances":  # an import's balances, negative ones included
+        ex.load_balances([draw(st.sampled_from(accounts + [8]))], [draw(st.integers(-50, 500))])
     elif kind == "new_market":
         ex.add_market(f"N{ex.account_count}", qty_decimals=0, price_decimals=2, maintenance_margin=0.1, initial_margin=0.2,
                       tiers=[(1000, 0.1, 0.2), (None, 0.2, 0.4)])
@@ -261,6 +264,51 @@ def test_unknown_liquidate_key_is_refused(tmp_path) -> None:
     (tmp_path / "new.log").write_bytes(bytes(data))
     with pytest.raises(CorruptSnapshot, match="unknown liquidate setting key 999"):
         Exchange.replay(tmp_path / "s.snap", tmp_path / "new.log")
+
+
+def rewritten_first_record(data: bytes, *, op: int | None = None, body: bytes | None = None) -> bytes:
+    """The journal with its first record's op byte or body replaced, its length, length check and
+    checksum made right again, so that only the record's meaning is wrong."""
+    length = struct.unpack_from("<I", data, HEADER)[0]
+    old_op, old_body = data[HEADER + HEAD], data[HEADER + HEAD + 1:HEADER + HEAD + length]
+    new = bytes([old_op if op is None else op]) + (old_body if body is None else body)
+    head = struct.pack("<II", len(new), deleverage._core.journal_length_check(len(new)))
+    record = head + new
+    record += struct.pack("<Q", deleverage._core.checksum64(record, 4))
+    return data[:HEADER] + record + data[HEADER + HEAD + length + 8:]
+
+
+@pytest.mark.parametrize("op, extra, message", [
+    (99, b"", "unknown record op 99"),                              # a code no command has
+    (None, b"\x00", "malformed deposit record \\(1 unexpected bytes\\)"),  # a byte left over
+    (4, b"", "load_positions"),                                     # a deposit body read as load_positions
+])
+def test_records_that_decode_to_no_command_are_refused(tmp_path, op, extra, message) -> None:
+    ex = busy_exchange()
+    ex.save(tmp_path / "s.snap")
+    ex.open_journal(tmp_path / "j.log")
+    ex.deposit([1, 2], [5.0, 6.0])
+    ex.close_journal()
+    data = (tmp_path / "j.log").read_bytes()
+    assert data[HEADER + HEAD] == 2  # the deposit op
+    length = struct.unpack_from("<I", data, HEADER)[0]
+    body = data[HEADER + HEAD + 1:HEADER + HEAD + length] + extra
+    (tmp_path / "bad.log").write_bytes(rewritten_first_record(data, op=op, body=body))
+    with pytest.raises(CorruptSnapshot, match=message):
+        Exchange.replay(tmp_path / "s.snap", tmp_path / "bad.log")
+
+
+def test_a_record_with_an_unknown_enum_value_names_the_command(tmp_path) -> None:
+    ex = busy_exchange()
+    ex.save(tmp_path / "s.snap")
+    ex.open_journal(tmp_path / "j.log")
+    ex.set_adl_refresh("interval", every=2)
+    ex.close_journal()
+    data = (tmp_path / "j.log").read_bytes()
+    assert data[HEADER + HEAD] == 18  # the set_adl_refresh op: u8 policy, i64 every
+    (tmp_path / "bad.log").write_bytes(rewritten_first_record(data, body=bytes([7]) + struct.pack("<q", 2)))
+    with pytest.raises(CorruptSnapshot, match="set_adl_refresh policy has unknown value 7"):
+        Exchange.replay(tmp_path / "s.snap", tmp_path / "bad.log")
 
 
 def test_failed_calls_write_no_record(tmp_path) -> None:

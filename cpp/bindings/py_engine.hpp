@@ -18,7 +18,7 @@ struct PyEngine {
   // ever appended, so any prefix of a longer copy is still right. Touched with the GIL held.
   pybind11::object ids;
   std::size_t ids_count = 0;
-  // When open, every state-changing call goes through it (apply, then record on success).
+  // When open, the engine's recorder: every state-changing call (Engine::apply) is recorded.
   std::unique_ptr<Journal> journal;
   PyEngine(int money_decimals, int threads) : engine(money_decimals, threads) {}
   // A deep copy of the state (the ids cache is rebuilt on demand; no journal).

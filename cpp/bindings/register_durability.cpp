@@ -95,13 +95,15 @@ void register_durability(py::module_& m, py::class_<PyEngine>& cls) {
               if (s.journal)
                 throw InvalidInput("a journal is already open ('" + s.journal->path() + "'): close it first");
               s.journal = std::make_unique<Journal>(path, e);
+              e.set_recorder(s.journal.get());
             });
           },
           py::arg("path"))
       .def("close_journal",
            [](PyEngine& s) {
-             locked(s, [&](Engine&) {
+             locked(s, [&](Engine& e) {
                if (!s.journal) return;
+               e.set_recorder(nullptr);
                std::unique_ptr<Journal> j = std::move(s.journal);
                j->close();
              });

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "deleverage/detail/parallel.hpp"
+#include "deleverage/commands.hpp"
 #include "deleverage/engine.hpp"
 #include "deleverage/detail/display.hpp"
 #include "numpy_io.hpp"
@@ -147,8 +148,7 @@ void register_engine(py::module_& m) {
             spec.liquidation_fee_rate = fee;
             for (const auto& [cap, t_mmr, t_imr, amount] : tiers)
               spec.tiers.push_back(TierSpec{cap, t_mmr, t_imr, amount});
-            return locked(s,
-                          [&](Engine& e) { return s.journal ? s.journal->add_market(e, spec) : e.add_market(spec); });
+            return locked(s, [&](Engine& e) { return e.apply(commands::AddMarket{spec}); });
           },
           py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
           py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"), py::arg("mark_decimals") = -1)
@@ -174,19 +174,19 @@ void register_engine(py::module_& m) {
            [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
              auto a = as_span<i64>(accounts, "accounts");
              auto v = as_span<i64>(amounts, "amounts");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->deposit(e, a, v) : e.deposit(a, v); });
+             locked(s, [&](Engine& e) { e.apply(commands::Deposit{a, v}); });
            })
       .def("load_balances",
            [](PyEngine& s, const py::array& accounts, const py::array& balances) {
              auto a = as_span<i64>(accounts, "accounts");
              auto v = as_span<i64>(balances, "balances");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->load_balances(e, a, v) : e.load_balances(a, v); });
+             locked(s, [&](Engine& e) { e.apply(commands::LoadBalances{a, v}); });
            })
       .def("withdraw",
            [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
              auto a = as_span<i64>(accounts, "accounts");
              auto v = as_span<i64>(amounts, "amounts");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->withdraw(e, a, v) : e.withdraw(a, v); });
+             locked(s, [&](Engine& e) { e.apply(commands::Withdraw{a, v}); });
            })
       .def(
           "load_positions",
@@ -196,19 +196,13 @@ void register_engine(py::module_& m) {
             auto mk = as_span<MarketId>(markets, "markets");
             auto q = as_span<i64>(sizes, "sizes");
             auto p = as_span<i64>(entry_prices, "entry_prices");
-            locked(s, [&](Engine& e) {
-              s.journal ? s.journal->load_positions(e, a, mk, q, p, counterparty)
-                        : e.load_positions(a, mk, q, p, counterparty);
-            });
+            locked(s, [&](Engine& e) { e.apply(commands::LoadPositions{a, mk, q, p, counterparty}); });
           },
           py::arg("accounts"), py::arg("markets"), py::arg("sizes"), py::arg("entry_prices"),
           py::arg("counterparty") = py::none())
       .def("trade",
            [](PyEngine& s, i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
-             locked(s, [&](Engine& e) {
-               s.journal ? s.journal->trade(e, buyer, seller, market, size, price)
-                         : e.trade(buyer, seller, market, size, price);
-             });
+             locked(s, [&](Engine& e) { e.apply(commands::Trade{buyer, seller, market, size, price}); });
            })
       .def("trades",
            [](PyEngine& s, const py::array& buyers, const py::array& sellers, const py::array& markets,
@@ -218,14 +212,13 @@ void register_engine(py::module_& m) {
              auto mk = as_span<MarketId>(markets, "markets");
              auto q = as_span<i64>(sizes, "sizes");
              auto p = as_span<i64>(prices, "prices");
-             locked(s,
-                    [&](Engine& e) { s.journal ? s.journal->trades(e, b, se, mk, q, p) : e.trades(b, se, mk, q, p); });
+             locked(s, [&](Engine& e) { e.apply(commands::Trades{b, se, mk, q, p}); });
            })
       .def("set_marks",
            [](PyEngine& s, const py::array& markets, const py::array& prices) {
              auto mk = as_span<MarketId>(markets, "markets");
              auto p = as_span<i64>(prices, "prices");
-             locked(s, [&](Engine& e) { s.journal ? s.journal->set_marks(e, mk, p) : e.set_marks(mk, p); });
+             locked(s, [&](Engine& e) { e.apply(commands::SetMarks{mk, p}); });
            })
       .def(
           "check_margin",
@@ -233,12 +226,12 @@ void register_engine(py::module_& m) {
             MarginReport r;
             if (markets) {
               auto mk = as_span<MarketId>(*markets, "markets");
-              r = locked(s, [&](Engine& e) { return s.journal ? s.journal->check_margin(e, mk) : e.check_margin(mk); });
+              r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
               return margin_report_to_dict(std::move(r));
             }
             IdsRefresh ids;
             locked(s, [&](Engine& e) {
-              r = s.journal ? s.journal->check_margin_values(e) : e.check_margin_values();
+              r = e.apply(commands::CheckMargin{commands::CheckMargin::Output::ReportWithoutIds});
               ids.collect(s, e);
             });
             const std::size_t n = r.equity.size();
@@ -268,7 +261,7 @@ void register_engine(py::module_& m) {
                out.margin_ratio = ratio.data();
                out.liquidatable = liquidatable.data();
                out.bankrupt = bankrupt.data();
-               s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
+               e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
                ids.collect(s, e);
              });
              py::dict d;
@@ -303,7 +296,7 @@ void register_engine(py::module_& m) {
             out.bankrupt = as_output<std::uint8_t>(bankrupt, "out.bankrupt", n);
             locked(s, [&](Engine& e) {
               if (e.account_count() != n) throw InvalidInput("out: the exchange gained accounts during the call");
-              s.journal ? s.journal->check_margin_into(e, out) : e.check_margin_into(out);
+              e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
             });
           },
           py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("liquidatable"), py::arg("bankrupt"),

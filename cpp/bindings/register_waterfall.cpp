@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "deleverage/commands.hpp"
 #include "deleverage/engine.hpp"
 #include "numpy_io.hpp"
 #include "py_engine.hpp"
@@ -65,12 +66,11 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
                ranking, adl_price, theta, cap, lot, g, seed, deficit_split);
            WaterfallResult r;
            if (accounts.is_none()) {
-             r = locked(s, [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c) : e.liquidate(c); });
+             r = locked(s, [&](Engine& e) { return e.apply(commands::Liquidate{c}); });
            } else {
              const py::array arr = accounts.cast<py::array>();
              const std::span<const i64> ids = as_span<i64>(arr, "accounts");
-             r = locked(s,
-                        [&](Engine& e) { return s.journal ? s.journal->liquidate(e, c, ids) : e.liquidate(c, ids); });
+             r = locked(s, [&](Engine& e) { return e.apply(commands::LiquidateAccounts{c, ids}); });
            }
            py::dict ev;
            ev["step"] = to_numpy(std::move(r.events.step));
@@ -109,9 +109,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
           [](PyEngine& s, MarketId market, int ranking, int deficit_split) {
             const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
             const DeficitSplit split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
-            AdlRankingReport r = locked(s, [&](Engine& e) {
-              return s.journal ? s.journal->adl_ranking(e, market, rk, split) : e.adl_ranking(market, rk, split);
-            });
+            AdlRankingReport r = locked(s, [&](Engine& e) { return e.apply(commands::AdlRanking{market, rk, split}); });
             py::dict d;
             d["account"] = to_numpy(std::move(r.account));
             d["side"] = to_numpy(std::move(r.side));
@@ -126,17 +124,14 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
       .def("adl_rank",
            [](PyEngine& s, i64 account, MarketId market, int ranking) {
              const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-             const AdlRank r = locked(s, [&](Engine& e) {
-               return s.journal ? s.journal->adl_rank(e, account, market, rk) : e.adl_rank(account, market, rk);
-             });
+             const AdlRank r =
+                 locked(s, [&](Engine& e) { return e.apply(commands::AccountAdlRank{account, market, rk}); });
              return py::make_tuple(static_cast<int>(r.side), r.score, r.rank, r.side_count, static_cast<int>(r.light));
            })
       .def("set_adl_refresh",
            [](PyEngine& s, int policy, i64 every) {
              const AdlRefresh p = enum_from<AdlRefresh>(policy, 2, "adl_refresh");
-             locked(s, [&](Engine& e) {
-               s.journal ? s.journal->set_adl_refresh(e, p, every) : e.set_adl_refresh(p, every);
-             });
+             locked(s, [&](Engine& e) { e.apply(commands::SetAdlRefresh{p, every}); });
            })
       .def("adl_refresh",
            [](PyEngine& s) {
@@ -147,17 +142,13 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            })
       .def("give_market_own_pool",
            [](PyEngine& s, MarketId market) {
-             return locked(s, [&](Engine& e) {
-               return s.journal ? s.journal->give_market_own_pool(e, market) : e.give_market_own_pool(market);
-             });
+             return locked(s, [&](Engine& e) { return e.apply(commands::GiveMarketOwnPool{market}); });
            })
       .def("market_pool",
            [](PyEngine& s, MarketId market) { return locked(s, [&](Engine& e) { return e.market_pool(market); }); })
       .def("insurance_deposit",
            [](PyEngine& s, i64 amount, int pool) {
-             locked(s, [&](Engine& e) {
-               s.journal ? s.journal->insurance_deposit(e, amount, pool) : e.insurance_deposit(amount, pool);
-             });
+             locked(s, [&](Engine& e) { e.apply(commands::InsuranceDeposit{amount, pool}); });
            })
       .def("insurance_balance",
            [](PyEngine& s, int pool) {
@@ -171,10 +162,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            [](PyEngine& s) { return locked(s, [&](Engine& e) { return e.insurance().pool_count(); }); })
       .def("set_drawdown_rule",
            [](PyEngine& s, i64 max_drawdown, int window) {
-             locked(s, [&](Engine& e) {
-               s.journal ? s.journal->set_drawdown_rule(e, max_drawdown, window)
-                         : e.set_drawdown_rule(max_drawdown, window);
-             });
+             locked(s, [&](Engine& e) { e.apply(commands::SetDrawdownRule{max_drawdown, window}); });
            })
       .def("insurance_ledger",
            [](PyEngine& s) {

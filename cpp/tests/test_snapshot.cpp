@@ -6,6 +6,7 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "deleverage/commands.hpp"
 #include "deleverage/journal.hpp"
 #include "deleverage/snapshot.hpp"
 #include "test_helpers.hpp"
@@ -124,21 +125,28 @@ TEST(Journal, ReplayRebuildsTheStateAndStopsAtACutRecord) {
   std::vector<StateHash> hashes{e.state_hash()};
   {
     Journal j(path, e);
+    e.set_recorder(&j);
     const i64 ids[2] = {2, 4}, amounts[2] = {7, 8};
-    j.deposit(e, ids, amounts);
+    e.apply(commands::Deposit{ids, amounts});
     hashes.push_back(e.state_hash());
     const MarketId ms[1] = {0};
     const i64 ps[1] = {60};
-    j.set_marks(e, ms, ps);
+    e.apply(commands::SetMarks{ms, ps});
     hashes.push_back(e.state_hash());
     WaterfallConfig c;
     c.executor.account = 1;
     c.mode = WaterfallMode::Haircut;
-    j.liquidate(e, c);
+    e.apply(commands::Liquidate{c});
     hashes.push_back(e.state_hash());
     // a call that throws records nothing
-    EXPECT_THROW(j.trade(e, 1, 1, 0, 1, 10), Error);
+    EXPECT_THROW(e.apply(commands::Trade{1, 1, 0, 1, 10}), Error);
+    // nor does a call made on the engine directly, nor one on a copy
+    (void)e.check_margin();
+    Engine copy = e;
+    EXPECT_EQ(copy.recorder(), nullptr);
+    copy.apply(commands::Deposit{ids, amounts});
     EXPECT_EQ(j.records(), 3u);
+    e.set_recorder(nullptr);
     j.close();
   }
   const column<std::byte> journal = read_file_bytes(path);
@@ -172,9 +180,11 @@ TEST(Journal, RecordsAdlFills) {
   const std::string path = temp_path("adl.log");
   {
     Journal j(path, e);
-    j.adl_fill(e, 2, 3, 0, 2, 95);                       // the long closes 2 of 3 lots against the short
-    EXPECT_THROW(j.adl_fill(e, 2, 3, 0, 5, 95), Error);  // more lots than it holds: refused, not recorded
+    e.set_recorder(&j);
+    e.apply(commands::AdlFill{2, 3, 0, 2, 95});                       // the long closes 2 of 3 lots against the short
+    EXPECT_THROW(e.apply(commands::AdlFill{2, 3, 0, 5, 95}), Error);  // more lots than it holds: refused, not recorded
     EXPECT_EQ(j.records(), 1u);
+    e.set_recorder(nullptr);
     j.close();
   }
   const column<std::byte> journal = read_file_bytes(path);

@@ -7,6 +7,7 @@
 //
 // Headers, one area each:
 //   engine.hpp       Engine: accounts, positions, marks, margin checks, waterfall (main entry)
+//   commands.hpp     one command type per state-changing call, Engine::apply, the Recorder hook
 //   market.hpp       MarketSpec, TierSpec: decimals, margin rates, tier tables
 //   waterfall.hpp    WaterfallConfig / WaterfallResult of Engine::liquidate, ADL indicator
 //   insurance.hpp    InsuranceFund: pools, ledger, drawdown rule (owned by the Engine)
@@ -16,7 +17,7 @@
 //   fixed_point.hpp  i64 / i128 money arithmetic helpers and constants (kRateScale)
 //   errors.hpp       the exception hierarchy (deleverage::Error and subclasses)
 //   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
-//   journal.hpp      the journal of state-changing calls and its replay
+//   journal.hpp      the journal (a Recorder of commands) and its replay
 //   stress.hpp       run_stress(): waterfall steps along price paths, in parallel
 //   account_index.hpp, detail/  internals the headers above need; not for direct use
 //
@@ -26,6 +27,7 @@
 #pragma once
 
 #include "deleverage/allocate.hpp"
+#include "deleverage/commands.hpp"
 #include "deleverage/engine.hpp"
 #include "deleverage/errors.hpp"
 #include "deleverage/fixed_point.hpp"

@@ -46,6 +46,8 @@
 
 namespace deleverage {
 
+class Recorder;  // commands.hpp
+
 // Sorts a vector that is sorted except for a few displaced entries (an insertion pass when
 // few are out of place, std::sort otherwise). Internal helper of the incremental check.
 void sort_nearly_sorted(std::vector<std::uint32_t>& v);
@@ -129,6 +131,18 @@ class Engine {
   explicit Engine(int money_decimals = 6, int threads = 0);
 
   // Copyable: a copy is a deep, independent copy of the whole state.
+
+  // ---- commands (commands.hpp) ----
+  // Runs one state-changing call given as a command (commands::Deposit{accounts, amounts},
+  // ...) and, when it succeeded, hands the command to the recorder. Calls made through the
+  // methods below are not recorded: with a recorder set, make every state-changing call
+  // through apply(). Defined in commands.hpp.
+  template <class C>
+  auto apply(const C& command);
+  // The recorder apply() reports to (a Journal), not owned; nullptr: none. A copy of the
+  // engine starts without one.
+  void set_recorder(Recorder* recorder) { recorder_.ptr = recorder; }
+  Recorder* recorder() const { return recorder_.ptr; }
 
   // ---- configuration ----
   // Adds a market and returns its id (the next integer). Throws ConfigError for an empty or
@@ -546,6 +560,14 @@ class Engine {
   InsuranceFund insurance_;
   i64 step_ = 0;
   EventSink* event_sink_ = nullptr;  // not owned, and copied with the engine; see set_event_sink
+  // Not copied: a copy of a journaled engine must not write into the original's journal.
+  struct RecorderSlot {
+    Recorder* ptr = nullptr;
+    RecorderSlot() = default;
+    RecorderSlot(const RecorderSlot&) {}
+    RecorderSlot& operator=(const RecorderSlot&) { return *this; }
+  };
+  RecorderSlot recorder_;
 
   // Kept ADL queues and what makes them stale: not part of the logical state (a queue is
   // rebuilt from the state on demand), so neither hashed nor saved.
