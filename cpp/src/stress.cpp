@@ -90,11 +90,7 @@ class PathSink final : public EventSink {
   std::vector<std::uint32_t>& hit_;
 };
 
-}  // namespace
-
-StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::span<const i64> marks, std::size_t paths,
-                     std::size_t steps, int threads) {
-  const std::size_t markets = base.market_count();
+void check_path_marks(std::span<const i64> marks, std::size_t paths, std::size_t steps, std::size_t markets) {
   if (steps == 0 && paths > 0) throw InvalidInput("steps: a stress path needs at least one step");
   if (markets == 0) throw InvalidInput("marks: the exchange has no market");
   if (marks.size() != paths * steps * markets)
@@ -107,6 +103,45 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
                          "]: a mark must be positive (got " + std::to_string(marks[i]) + ")");
     }
   }
+}
+
+// One step's totals into row `row` of the series (each must fit in int64).
+void record_step(StressSeries& se, std::size_t row, const WaterfallTotals& t) {
+  se.deficit[row] = to_i64_checked(t.deficit, "stress series: a step's deficit");
+  se.fund_used[row] = to_i64_checked(t.fund_used, "stress series: a step's fund used");
+  se.fund_fees[row] = to_i64_checked(t.fund_fees, "stress series: a step's fund fees");
+  se.bad_debt[row] = to_i64_checked(t.bad_debt, "stress series: a step's bad debt");
+  se.liquidated_accounts[row] = t.liquidated_accounts;
+  se.partial_liquidations[row] = t.partial_liquidations;
+  se.adl_notional[row] = to_i64_checked(t.adl_notional, "stress series: a step's adl notional");
+  se.adl_closes[row] = t.adl_closes;
+  se.haircut_total[row] = to_i64_checked(t.haircut_total, "stress series: a step's haircut total");
+  se.accounts_touched[row] = t.accounts_touched;
+}
+
+// The workers' per-account outcomes merged (sums, maxima, minima).
+StressAccounts merged_accounts(std::vector<AccountAcc>& accs) {
+  StressAccounts oa{std::move(accs[0].loss_total), std::move(accs[0].loss_max), std::move(accs[0].paths_hit),
+                    std::move(accs[0].paths_liquidated), std::move(accs[0].final_equity_min)};
+  const std::size_t n = oa.loss_total.size();
+  for (std::size_t w = 1; w < accs.size(); ++w) {
+    for (std::size_t a = 0; a < n; ++a) {
+      oa.loss_total[a] = add_checked(oa.loss_total[a], accs[w].loss_total[a], "an account's stress loss");
+      oa.loss_max[a] = std::max(oa.loss_max[a], accs[w].loss_max[a]);
+      oa.paths_hit[a] += accs[w].paths_hit[a];
+      oa.paths_liquidated[a] += accs[w].paths_liquidated[a];
+      oa.final_equity_min[a] = std::min(oa.final_equity_min[a], accs[w].final_equity_min[a]);
+    }
+  }
+  return oa;
+}
+
+}  // namespace
+
+StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::span<const i64> marks, std::size_t paths,
+                     std::size_t steps, int threads) {
+  const std::size_t markets = base.market_count();
+  check_path_marks(marks, paths, steps, markets);
 
   const std::vector<i64>& ids = base.account_ids();
   const std::size_t n = ids.size();
@@ -156,18 +191,7 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
         const std::size_t row = p * steps + s;
         e.set_marks(market_ids, marks.subspan(row * markets, markets));
         sink.step_loss = 0;
-        const WaterfallResult r = e.liquidate(config);
-        const WaterfallTotals& t = r.totals;
-        se.deficit[row] = to_i64_checked(t.deficit, "stress series: a step's deficit");
-        se.fund_used[row] = to_i64_checked(t.fund_used, "stress series: a step's fund used");
-        se.fund_fees[row] = to_i64_checked(t.fund_fees, "stress series: a step's fund fees");
-        se.bad_debt[row] = to_i64_checked(t.bad_debt, "stress series: a step's bad debt");
-        se.liquidated_accounts[row] = t.liquidated_accounts;
-        se.partial_liquidations[row] = t.partial_liquidations;
-        se.adl_notional[row] = to_i64_checked(t.adl_notional, "stress series: a step's adl notional");
-        se.adl_closes[row] = t.adl_closes;
-        se.haircut_total[row] = to_i64_checked(t.haircut_total, "stress series: a step's haircut total");
-        se.accounts_touched[row] = t.accounts_touched;
+        record_step(se, row, e.liquidate(config).totals);
         for (std::size_t k = 0; k < pools; ++k)
           se.fund_balance[row * pools + k] = e.insurance().balance(static_cast<int>(k));
         se.winner_loss[row] = sink.step_loss;
@@ -204,19 +228,8 @@ StressRun run_stress(const Engine& base, const WaterfallConfig& config, std::spa
   for (auto& err : errors)
     if (err) std::rethrow_exception(err);
 
-  StressAccounts& oa = out.accounts;
-  oa = StressAccounts{std::move(accs[0].loss_total), std::move(accs[0].loss_max), std::move(accs[0].paths_hit),
-                      std::move(accs[0].paths_liquidated), std::move(accs[0].final_equity_min)};
-  for (std::size_t w = 1; w < workers; ++w) {
-    for (std::size_t a = 0; a < n; ++a) {
-      oa.loss_total[a] = add_checked(oa.loss_total[a], accs[w].loss_total[a], "an account's stress loss");
-      oa.loss_max[a] = std::max(oa.loss_max[a], accs[w].loss_max[a]);
-      oa.paths_hit[a] += accs[w].paths_hit[a];
-      oa.paths_liquidated[a] += accs[w].paths_liquidated[a];
-      oa.final_equity_min[a] = std::min(oa.final_equity_min[a], accs[w].final_equity_min[a]);
-    }
-  }
-  if (paths == 0) std::fill(oa.final_equity_min.begin(), oa.final_equity_min.end(), 0);
+  out.accounts = merged_accounts(accs);
+  if (paths == 0) std::fill(out.accounts.final_equity_min.begin(), out.accounts.final_equity_min.end(), 0);
   return out;
 }
 

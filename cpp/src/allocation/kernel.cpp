@@ -1066,82 +1066,32 @@ struct LotMath<double> {
   }
 };
 
+// The winners' whole lots under one lot size (L_i = floor(w_i / lot)) and the count N(c) of
+// lots at or below a level c, as the passes of min_max_lots_alloc read them.
 template <class T>
-std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
+struct UniformLots {
   using L = LotMath<T>;
-  const auto w = req.capacity;
-  const T lot = *req.lot;
-  const std::size_t n = w.size();
-  ConstantDivider by_lot;
-  if constexpr (std::is_same_v<T, i64>) by_lot = ConstantDivider(lot);
-  // float mode: L_i = floor(w_i / lot) is cached in x by the first pass (a division costs
-  // more than reading it back); the passes read it before they write x_i
-  std::vector<T> x(n, T{0});
-  T* const xp = x.data();
-  auto lots = [&](std::size_t i) -> u64 {
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
+  std::span<const T> w;
+  T lot;
+  ConstantDivider by_lot;  // exact mode
+  // float mode: L_i is cached in xp by the first pass (a division costs more than reading it
+  // back); the later passes read it before they write x_i
+  T* xp;
+
+  u64 lots(std::size_t i) const {
     if constexpr (std::is_same_v<T, double>) {
       return static_cast<u64>(static_cast<i64>(xp[i]));  // < 2^53
     } else {
       return by_lot.div_u64(static_cast<u64>(w[i]));
     }
-  };
-  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
-  u64 lots_p[kParts] = {}, live_p[kParts] = {};
-  Sum wlive_p[kParts] = {};
-  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
-    u64 tl = 0, nl = 0;
-    Sum wl = 0;
-    for (std::size_t i = b; i < e; ++i) {
-      u64 l;
-      if constexpr (std::is_same_v<T, double>) {
-        const double q = w[i] / lot;  // >= 0: truncation is the floor
-        if (q >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
-        l = static_cast<u64>(static_cast<i64>(q));
-        xp[i] = static_cast<double>(l);
-      } else {
-        l = lots(i);
-      }
-      tl += l;
-      nl += l > 0 ? 1 : 0;
-      wl += l > 0 ? static_cast<Sum>(w[i]) : Sum{0};
-    }
-    lots_p[p] = tl, live_p[p] = nl, wlive_p[p] = wl;
-  });
-  u64 total_lots = 0, nlive = 0;
-  double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
-  for (std::size_t p = 0; p < kParts; ++p)
-    total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
-  T reachable;
-  if constexpr (std::is_same_v<T, double>) {
-    reachable = lot * static_cast<double>(total_lots);
-  } else {
-    reachable = static_cast<i64>(static_cast<u64>(lot) * total_lots);  // <= sum w
-  }
-  u64 M;
-  if constexpr (std::is_same_v<T, double>) {
-    M = static_cast<u64>(std::ceil(budget / lot));
-    if (budget > reachable || M > total_lots) {
-      (void)budget_or_clip(budget, reachable, req);
-      M = total_lots;
-    }
-  } else {
-    budget = budget_or_clip(budget, reachable, req);
-    M = static_cast<u64>(budget / lot) + (budget % lot != 0 ? 1 : 0);
-  }
-  if (M == 0) {
-    std::fill(x.begin(), x.end(), T{0});
-    return x;
-  }
-  if (M == total_lots) {
-    for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(lot * static_cast<T>(lots(i)));
-    return x;
   }
   // N and the capacity of the winners not yet full (dN/dc, ignoring the floors) at two levels
-  auto count2 = [&](double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) {
+  void count2(double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) const {
     const auto l1 = L::level(c1), l2 = L::level(c2);
     u64 a[kParts][2] = {};
     Sum u[kParts][2] = {};
-    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+    for_slices(w.size(), [&](std::size_t p, std::size_t b, std::size_t e) {
       u64 a1 = 0, a2 = 0;
       Sum s1 = 0, s2 = 0;
       for (std::size_t i = b; i < e; ++i) {
@@ -1158,11 +1108,22 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     Sum s1 = 0, s2 = 0;
     for (std::size_t p = 0; p < kParts; ++p) n1 += a[p][0], n2 += a[p][1], s1 += u[p][0], s2 += u[p][1];
     u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
-  };
-  // N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per
-  // unfilled winner below the line c * (their capacity): Newton steps aim there, with pivots
-  // a few times the floors' noise (~sqrt(n) lots) either side.
-  double lo = 0.0, hi = 2.0 / static_cast<double>(lot), ulo = wlive;
+  }
+};
+
+// Levels lo < hi with N(lo) < M <= N(hi) and few lots between them.
+struct LotsLevelRange {
+  double lo, hi;
+  u64 nlo;
+};
+
+// N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per unfilled
+// winner below the line c * (their capacity): Newton steps aim there, with pivots a few times
+// the floors' noise (~sqrt(n) lots) either side. `nlive` winners hold a lot, with capacity
+// `wlive` in all.
+template <class T>
+LotsLevelRange bracket_lots_level(const UniformLots<T>& ul, u64 M, u64 total_lots, u64 nlive, double wlive) {
+  double lo = 0.0, hi = 2.0 / static_cast<double>(ul.lot), ulo = wlive;
   bool hi_pivot = false;
   u64 nlo = 0, nhi = total_lots;
   const double noise = 8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0;
@@ -1187,24 +1148,34 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     p2 = std::min(std::max(p2, p1), hi);
     u64 n1, n2;
     double u1, u2;
-    count2(p1, p2, n1, n2, u1, u2);
+    ul.count2(p1, p2, n1, n2, u1, u2);
     if (n1 < M) lo = p1, nlo = n1, ulo = u1;
     if (n2 < M) lo = p2, nlo = n2, ulo = u2;
     if (n2 >= M && p2 < hi) hi = p2, nhi = n2, hi_pivot = true;
     if (n1 >= M && p1 < hi) hi = p1, nhi = n1, hi_pivot = true;
     widen = (n1 < M && n2 >= M) ? 1.0 : widen * 2.0;
   }
-  // every pair at or below lo, and the best M - N(lo) of the pairs in (lo, hi]
+  return {lo, hi, nlo};
+}
+
+// Writes into x every lot at or below r.lo, and the best M - N(lo) of the lots in (lo, hi].
+template <class T>
+void take_lots_up_to(const UniformLots<T>& ul, const LotsLevelRange& r, u64 M, std::vector<T>& x) {
+  using L = LotMath<T>;
+  const std::size_t n = ul.w.size();
+  const auto w = ul.w;
+  const T lot = ul.lot;
+  T* const xp = x.data();
   struct Pair {
     u64 m;
     u32 i;
   };
   std::vector<Pair> slice_pairs[kParts];
-  const auto llo = L::level(lo), lhi = L::level(hi);
+  const auto llo = L::level(r.lo), lhi = L::level(r.hi);
   for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
     std::vector<Pair>& pairs = slice_pairs[p];
     for (std::size_t i = b; i < e; ++i) {
-      const u64 li = lots(i);
+      const u64 li = ul.lots(i);
       bool full;
       const u64 a = L::count(llo, w[i], li, full);
       const u64 c = L::count(lhi, w[i], li, full);
@@ -1218,7 +1189,7 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   });
   std::vector<Pair> pairs = std::move(slice_pairs[0]);
   for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
-  const u64 need = M - nlo;
+  const u64 need = M - r.nlo;
   auto before = [&](const Pair& p, const Pair& q) {
     if (L::less(p.m, w[p.i], q.m, w[q.i])) return true;
     if (L::less(q.m, w[q.i], p.m, w[p.i])) return false;
@@ -1234,6 +1205,65 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
   } else {
     for (u64 j = 0; j < need; ++j) x[pairs[j].i] += lot;
   }
+}
+
+template <class T>
+std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
+  const auto w = req.capacity;
+  const T lot = *req.lot;
+  const std::size_t n = w.size();
+  std::vector<T> x(n, T{0});
+  UniformLots<T> ul{w, lot, ConstantDivider{}, x.data()};
+  if constexpr (std::is_same_v<T, i64>) ul.by_lot = ConstantDivider(lot);
+  using Sum = typename UniformLots<T>::Sum;
+  u64 lots_p[kParts] = {}, live_p[kParts] = {};
+  Sum wlive_p[kParts] = {};
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+    u64 tl = 0, nl = 0;
+    Sum wl = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      u64 l;
+      if constexpr (std::is_same_v<T, double>) {
+        const double q = w[i] / lot;  // >= 0: truncation is the floor
+        if (q >= 9007199254740992.0) throw InvalidInput(at("capacity", i) + ": more than 2^53 lots of size lot");
+        l = static_cast<u64>(static_cast<i64>(q));
+        ul.xp[i] = static_cast<double>(l);
+      } else {
+        l = ul.lots(i);
+      }
+      tl += l;
+      nl += l > 0 ? 1 : 0;
+      wl += l > 0 ? static_cast<Sum>(w[i]) : Sum{0};
+    }
+    lots_p[p] = tl, live_p[p] = nl, wlive_p[p] = wl;
+  });
+  u64 total_lots = 0, nlive = 0;
+  double wlive = 0.0;  // capacity of the winners with a lot (the slope of N near 0)
+  for (std::size_t p = 0; p < kParts; ++p)
+    total_lots += lots_p[p], nlive += live_p[p], wlive += static_cast<double>(wlive_p[p]);
+  T reachable;
+  u64 M;
+  if constexpr (std::is_same_v<T, double>) {
+    reachable = lot * static_cast<double>(total_lots);
+    M = static_cast<u64>(std::ceil(budget / lot));
+    if (budget > reachable || M > total_lots) {
+      (void)budget_or_clip(budget, reachable, req);
+      M = total_lots;
+    }
+  } else {
+    reachable = static_cast<i64>(static_cast<u64>(lot) * total_lots);  // <= sum w
+    budget = budget_or_clip(budget, reachable, req);
+    M = static_cast<u64>(budget / lot) + (budget % lot != 0 ? 1 : 0);
+  }
+  if (M == 0) {
+    std::fill(x.begin(), x.end(), T{0});  // float mode: x holds the cached lots
+    return x;
+  }
+  if (M == total_lots) {
+    for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(lot * static_cast<T>(ul.lots(i)));
+    return x;
+  }
+  take_lots_up_to(ul, bracket_lots_level(ul, M, total_lots, nlive, wlive), M, x);
   return x;
 }
 
@@ -1724,8 +1754,10 @@ std::vector<T> based_water_fill(const AllocRequest<T>& req, const T* vp) {
 
 // ---------------------------------------------------------------- the entry point
 
+// Checks every field of the request against the policy (the error names the field and, for
+// arrays, the index); returns the total capacity (exact mode: it must fit in int64).
 template <class T>
-std::vector<T> allocate_impl(const AllocRequest<T>& req) {
+T validated_total(const AllocRequest<T>& req) {
   const auto w = req.capacity;
   const std::size_t n = w.size();
   const Policy pol = req.policy;
@@ -1770,7 +1802,6 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     check_cap(req.cap);
   }
 
-  // total capacity (exact mode: must fit in int64)
   T total{};
   if constexpr (std::is_same_v<T, double>) {
     total = wsum;
@@ -1782,7 +1813,126 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     total = static_cast<i64>(t);
   }
 
-  switch (pol) {
+  return total;
+}
+
+template <class T>
+std::vector<T> pro_rata_alloc(const AllocRequest<T>& req, T total) {
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  if (!req.weights.empty()) return weighted_pro_rata(req);
+  const T budget = budget_or_clip(req.budget, total, req);
+  if constexpr (std::is_same_v<T, double>) {
+    std::vector<double> x(n, 0.0);
+    if (budget > 0)
+      for (std::size_t i = 0; i < n; ++i) x[i] = std::min(w[i], budget * (w[i] / total));
+    return x;
+  } else {
+    // no winner saturates below the full budget: tau = B / W, straight to the rounding
+    const u64* wu = reinterpret_cast<const u64*>(w.data());
+    auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
+    const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
+    std::vector<i64> x(n);
+    if (b == t) {
+      water_round_exact(x.data(), n, get, b, 0, 0);
+    } else {
+      water_round_exact(x.data(), n, get, b, b, t);
+    }
+    return x;
+  }
+}
+
+// risk_aware: the pull weights v_i = base_i x rho_i (rho_i = r_i / max r, r_i the risk weight)
+// into `vb`; exact mode in fixed point (rho to 2^-32, v scaled so that the sum fits).
+template <class T>
+void risk_pull_weights(const AllocRequest<T>& req, const T* src, T src_total, T* vb) {
+  const std::size_t n = req.capacity.size();
+  // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
+  double rmaxs[kParts] = {};
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
+  const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
+  if constexpr (std::is_same_v<T, double>) {
+    (void)src_total;
+    for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) vb[i] = src[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
+    });
+  } else {
+    const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(src_total))), 0, 32);
+    for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) {
+        const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
+        // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
+        const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
+        const u128 prod = mulw(static_cast<u64>(src[i]), rh);
+        vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod)
+                                         : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
+      }
+    });
+  }
+}
+
+// capped_pro_rata and risk_aware: a water-fill pulling by the weights (capacity, or the risk
+// pull weights), each winner bounded by its capacity times its cap.
+template <class T>
+std::vector<T> pull_water_fill_alloc(const AllocRequest<T>& req, T total) {
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  const Policy pol = req.policy;
+  const auto cap = req.cap;
+  const T* cp = cap.data();
+  const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
+  const bool capped = !cap.empty();
+  // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
+  std::optional<Scratch<T, 0>> vbuf;
+  // the pull weights come from the base when one is given (the fraction taken is of it)
+  const T* const src = req.base.empty() ? w.data() : req.base.data();
+  T src_total = total;
+  if (!req.base.empty()) {
+    src_total = T{0};
+    for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
+  }
+  if (pol == Policy::RiskAware) {
+    vbuf.emplace(n);
+    risk_pull_weights(req, src, src_total, vbuf->get());
+  }
+  const T* const vp = vbuf ? vbuf->get() : w.data();
+  if (!req.base.empty()) return based_water_fill(req, vbuf ? vbuf->get() : src);
+  const T* const wp = w.data();
+  auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
+  if constexpr (std::is_same_v<T, double>) {
+    if (capped)
+      return water_fill_float(
+          n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
+    return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
+  } else {
+    const u64* const vu = reinterpret_cast<const u64*>(vp);
+    auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+    const u64 b = static_cast<u64>(req.budget);
+    std::vector<i64> x(n);
+    if (capped) {
+      // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
+      i64* const xp = x.data();
+      if (cstep == 0) {
+        for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+          for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
+        });
+      } else {
+        for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+          for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
+        });
+      }
+      return water_fill_exact(
+          std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
+    }
+    return water_fill_exact(
+        std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
+  }
+}
+
+template <class T>
+std::vector<T> allocate_impl(const AllocRequest<T>& req) {
+  const T total = validated_total(req);
+  switch (req.policy) {
     case Policy::Queue:
       return queue_alloc(req, budget_or_clip(req.budget, total, req));
     case Policy::RandomWalk:
@@ -1790,104 +1940,14 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     case Policy::MinMaxLots:
       if (req.lots.empty() && req.base.empty()) return min_max_lots_alloc(req, req.budget);
       return min_max_lots_general(req, req.budget);
-    case Policy::ProRata: {
-      if (!req.weights.empty()) return weighted_pro_rata(req);
-      const T budget = budget_or_clip(req.budget, total, req);
-      if constexpr (std::is_same_v<T, double>) {
-        std::vector<double> x(n, 0.0);
-        if (budget > 0)
-          for (std::size_t i = 0; i < n; ++i) x[i] = std::min(w[i], budget * (w[i] / total));
-        return x;
-      } else {
-        // no winner saturates below the full budget: tau = B / W, straight to the rounding
-        const u64* wu = reinterpret_cast<const u64*>(w.data());
-        auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
-        const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
-        std::vector<i64> x(n);
-        if (b == t) {
-          water_round_exact(x.data(), n, get, b, 0, 0);
-        } else {
-          water_round_exact(x.data(), n, get, b, b, t);
-        }
-        return x;
-      }
-    }
+    case Policy::ProRata:
+      return pro_rata_alloc(req, total);
     case Policy::CappedProRata:
-    case Policy::RiskAware: {
-      const auto cap = req.cap;
-      const T* cp = cap.data();
-      const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
-      const bool capped = !cap.empty();
-      // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
-      std::optional<Scratch<T, 0>> vbuf;
-      // the pull weights come from the base when one is given (the fraction taken is of it)
-      const T* const src = req.base.empty() ? w.data() : req.base.data();
-      T src_total = total;
-      if (!req.base.empty()) {
-        src_total = T{0};
-        for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
-      }
-      if (pol == Policy::RiskAware) {
-        // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
-        vbuf.emplace(n);
-        T* const vb = vbuf->get();
-        double rmaxs[kParts] = {};
-        for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
-        const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
-        if constexpr (std::is_same_v<T, double>) {
-          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) vb[i] = src[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
-          });
-        } else {
-          const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(src_total))), 0, 32);
-          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) {
-              const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
-              // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
-              const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
-              const u128 prod = mulw(static_cast<u64>(src[i]), rh);
-              vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod)
-                                               : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
-            }
-          });
-        }
-      }
-      const T* const vp = vbuf ? vbuf->get() : w.data();
-      if (!req.base.empty()) return based_water_fill(req, vbuf ? vbuf->get() : src);
-      const T* const wp = w.data();
-      auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
-      if constexpr (std::is_same_v<T, double>) {
-        if (capped)
-          return water_fill_float(
-              n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
-        return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
-      } else {
-        const u64* const vu = reinterpret_cast<const u64*>(vp);
-        auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
-        const u64 b = static_cast<u64>(req.budget);
-        std::vector<i64> x(n);
-        if (capped) {
-          // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
-          i64* const xp = x.data();
-          if (cstep == 0) {
-            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
-              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
-            });
-          } else {
-            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
-              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
-            });
-          }
-          return water_fill_exact(
-              std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
-        }
-        return water_fill_exact(
-            std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
-      }
-    }
+    case Policy::RiskAware:
+      return pull_water_fill_alloc(req, total);
     case Policy::FundingIndex:
     case Policy::None:
-      break;  // refused at the top: waterfall policies, not the kernel's
+      break;  // refused by validated_total: waterfall policies, not the kernel's
   }
   throw InvalidInput("unknown policy");
 }
@@ -1913,15 +1973,16 @@ RiskFunction parse_risk_function(std::string_view spec) {
 
 std::uint64_t random_walk_start(std::uint64_t seed, std::uint64_t n) { return splitmix64(seed) % n; }
 
-std::vector<i64> allocate(const AllocRequest<i64>& req) {
+namespace {
+template <class T>
+std::vector<T> allocate_on_threads(const AllocRequest<T>& req) {
   if (req.threads < 0) throw InvalidInput("threads must not be negative (got " + std::to_string(req.threads) + ")");
   const PassThreadsScope threads(req.threads);
   return allocate_impl(req);
 }
-std::vector<double> allocate(const AllocRequest<double>& req) {
-  if (req.threads < 0) throw InvalidInput("threads must not be negative (got " + std::to_string(req.threads) + ")");
-  const PassThreadsScope threads(req.threads);
-  return allocate_impl(req);
-}
+}  // namespace
+
+std::vector<i64> allocate(const AllocRequest<i64>& req) { return allocate_on_threads(req); }
+std::vector<double> allocate(const AllocRequest<double>& req) { return allocate_on_threads(req); }
 
 }  // namespace deleverage
