@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "deleverage/stress.hpp"
+#include "deleverage/waterfall.hpp"
 #include "numpy_io.hpp"
 #include "py_engine.hpp"
 
@@ -11,14 +12,11 @@ namespace py = pybind11;
 
 namespace deleverage::bindings {
 
-WaterfallConfig waterfall_config_from_tuple(const py::tuple& t);
-
 void register_stress(py::module_& m) {
   m.def(
       "run_stress",
-      [](PyEngine& base, const py::tuple& config, const py::array& marks, std::size_t paths, std::size_t steps,
+      [](PyEngine& base, const WaterfallConfig& c, const py::array& marks, std::size_t paths, std::size_t steps,
          int threads) {
-        const WaterfallConfig c = waterfall_config_from_tuple(config);
         auto mk = as_span<i64>(marks, "marks");
         // the base engine is only read (each path copies it); its mutex keeps Python threads out
         StressRun r = locked(base, [&](Engine& e) { return run_stress(e, c, mk, paths, steps, threads); });

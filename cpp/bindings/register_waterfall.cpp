@@ -20,50 +20,10 @@ E enum_from(int v, int count, const char* field) {
 }
 }  // namespace
 
-// The one place where the Python layer's waterfall arguments (Exchange._waterfall_config)
-// become a WaterfallConfig: liquidate() and run_stress() both come through here.
-WaterfallConfig waterfall_config_from_args(int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate,
-                                           i64 impact_depth, bool partial, int mode, int policy, int ranking,
-                                           int adl_price, i64 theta, i64 cap, i64 lot, const std::string& g,
-                                           std::uint64_t seed, int deficit_split) {
-  WaterfallConfig c;
-  c.executor.kind = enum_from<ExecutorKind>(executor_kind, 2, "executor");
-  c.executor.account = executor_account;
-  c.executor.slippage_rate = slippage_rate;
-  c.executor.impact_rate = impact_rate;
-  c.executor.impact_depth = impact_depth;
-  c.executor.partial = partial;
-  c.mode = enum_from<WaterfallMode>(mode, 2, "mode");
-  c.policy = enum_from<Policy>(policy, kPolicyCount, "policy");
-  c.ranking = enum_from<Ranking>(ranking, 3, "ranking");
-  c.adl_price = enum_from<AdlPrice>(adl_price, 3, "adl_price");
-  c.theta = theta;
-  c.cap = cap;
-  c.lot = lot;
-  c.g = parse_risk_function(g);
-  c.seed = seed;
-  c.deficit_split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
-  return c;
-}
-
-// The tuple Exchange._waterfall_config() returns (the stress runner's configuration).
-WaterfallConfig waterfall_config_from_tuple(const py::tuple& t) {
-  if (t.size() != 16) throw InvalidInput("config: expected the 16 values of Exchange._waterfall_config()");
-  return waterfall_config_from_args(
-      t[0].cast<int>(), t[1].cast<i64>(), t[2].cast<i64>(), t[3].cast<i64>(), t[4].cast<i64>(), t[5].cast<bool>(),
-      t[6].cast<int>(), t[7].cast<int>(), t[8].cast<int>(), t[9].cast<int>(), t[10].cast<i64>(), t[11].cast<i64>(),
-      t[12].cast<i64>(), t[13].cast<std::string>(), t[14].cast<std::uint64_t>(), t[15].cast<int>());
-}
-
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
   cls.def(
          "liquidate",
-         [](PyEngine& s, int executor_kind, i64 executor_account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
-            bool partial, int mode, int policy, int ranking, int adl_price, i64 theta, i64 cap, i64 lot,
-            const std::string& g, std::uint64_t seed, int deficit_split, const py::object& accounts) {
-           const WaterfallConfig c = waterfall_config_from_args(
-               executor_kind, executor_account, slippage_rate, impact_rate, impact_depth, partial, mode, policy,
-               ranking, adl_price, theta, cap, lot, g, seed, deficit_split);
+         [](PyEngine& s, const WaterfallConfig& c, const py::object& accounts) {
            WaterfallResult r;
            if (accounts.is_none()) {
              r = locked(s, [&](Engine& e) { return e.apply(commands::Liquidate{c}); });
@@ -100,10 +60,9 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
            tot["last_resort_planned"] = to_py_int(t.last_resort_planned);
            return py::make_tuple(ev, tot, to_numpy(std::move(r.skipped)));
          },
-         py::arg("executor_kind"), py::arg("executor_account"), py::arg("slippage_rate"), py::arg("impact_rate"),
-         py::arg("impact_depth"), py::arg("partial"), py::arg("mode"), py::arg("policy"), py::arg("ranking"),
-         py::arg("adl_price"), py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
-         py::arg("g") = "linear", py::arg("seed") = 0, py::arg("deficit_split") = 0, py::arg("accounts") = py::none())
+         py::arg("config"), py::arg("accounts") = py::none(),
+         "One waterfall step (every liquidatable account, or `accounts` in order); returns (events, totals, "
+         "skipped) in engine units.")
       .def(
           "adl_ranking",
           [](PyEngine& s, MarketId market, int ranking, int deficit_split) {

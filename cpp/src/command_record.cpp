@@ -371,4 +371,18 @@ Command decode_command(std::uint8_t op, Reader& r, DecodedArrays& arrays, std::u
 
 namespace deleverage {
 const char* command_name(std::uint8_t op) { return detail::name_of(op); }
+
+std::vector<std::byte> encode_waterfall_config(const WaterfallConfig& config) {
+  detail::Writer w;
+  detail::put_config(w, config);
+  const column<std::byte> bytes = w.take();
+  return std::vector<std::byte>(bytes.begin(), bytes.end());
+}
+
+WaterfallConfig decode_waterfall_config(std::span<const std::byte> bytes) {
+  detail::Reader r(bytes);
+  WaterfallConfig c = detail::get_config(r);
+  if (!r.done()) detail::bad("waterfall configuration: " + std::to_string(r.remaining()) + " unexpected bytes");
+  return c;
+}
 }  // namespace deleverage

@@ -5,6 +5,75 @@ from typing import Any, Optional
 import numpy as np
 import numpy.typing as npt
 
+# the waterfall's configuration (see cpp/bindings/register_waterfall_config.cpp); each enum's
+# members are named as the Python API spells its values
+class _Enum:
+    __members__: dict[str, Any]
+    def __init__(self, value: int) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+    def __int__(self) -> int: ...
+
+class ExecutorKind(_Enum):
+    market_close: ExecutorKind
+    backstop: ExecutorKind
+
+class WaterfallMode(_Enum):
+    close: WaterfallMode
+    haircut: WaterfallMode
+
+class Ranking(_Enum):
+    bitmex: Ranking
+    binance: Ranking
+    hyperliquid: Ranking
+
+class AdlPrice(_Enum):
+    bankruptcy: AdlPrice
+    mark: AdlPrice
+    previous_mark: AdlPrice
+
+class DeficitSplit(_Enum):
+    loss: DeficitSplit
+    maintenance: DeficitSplit
+
+class Policy(_Enum):  # members: POLICY_NAMES
+    ...
+
+class RiskFunction:
+    def __init__(self, spec: str = "linear") -> None: ...
+    @property
+    def kind(self) -> Any: ...
+    @property
+    def param(self) -> float: ...
+
+class ExecutorSpec:
+    def __init__(self, *, kind: ExecutorKind, account: int, slippage_rate: int = 0, impact_rate: int = 0,
+                 impact_depth: int = 0, partial: bool = False) -> None: ...
+    kind: ExecutorKind
+    account: int
+    slippage_rate: int
+    impact_rate: int
+    impact_depth: int
+    partial: bool
+
+class WaterfallConfig:
+    def __init__(self, *, executor: ExecutorSpec, mode: WaterfallMode = ..., policy: Policy = ...,
+                 ranking: Ranking = ..., adl_price: AdlPrice = ..., theta: int = -1, cap: int = 100_000_000,
+                 lot: int = 1, g: RiskFunction = ..., seed: int = 0, deficit_split: DeficitSplit = ...) -> None: ...
+    executor: ExecutorSpec
+    mode: WaterfallMode
+    policy: Policy
+    ranking: Ranking
+    adl_price: AdlPrice
+    theta: int
+    cap: int
+    lot: int
+    g: RiskFunction
+    seed: int
+    deficit_split: DeficitSplit
+
 class Engine:
     def __init__(self, money_decimals: int = 6, threads: int = 0) -> None: ...
     def copy(self) -> Engine: ...
@@ -67,22 +136,7 @@ class Engine:
     # the waterfall (see cpp/bindings/register_waterfall.cpp)
     def liquidate(
         self,
-        executor_kind: int,
-        executor_account: int,
-        slippage_rate: int,
-        impact_rate: int,
-        impact_depth: int,
-        partial: bool,
-        mode: int,
-        policy: int,
-        ranking: int,
-        adl_price: int,
-        theta: int = -1,
-        cap: int = 100_000_000,
-        lot: int = 1,
-        g: str = "linear",
-        seed: int = 0,
-        deficit_split: int = 0,
+        config: WaterfallConfig,
         accounts: Optional[npt.NDArray[np.int64]] = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, int], npt.NDArray[np.int64]]: ...
     def adl_ranking(self, market: int, ranking: int, deficit_split: int = 0) -> dict[str, np.ndarray]: ...
@@ -169,7 +223,7 @@ def journal_length_check(length: int) -> int: ...
 # stress paths (see cpp/bindings/register_stress.cpp)
 def run_stress(
     engine: Engine,
-    config: tuple[Any, ...],
+    config: WaterfallConfig,
     marks: npt.NDArray[np.int64],
     paths: int,
     steps: int,

@@ -99,7 +99,7 @@ def _path_ticks(scenario: Scenario, path: int, start_ticks: np.ndarray, price_de
     return np.maximum(ticks, 1.0).astype(np.int64)
 
 
-def _run_batch(exchange: "Exchange", config: tuple[Any, ...], scenario: Scenario, paths: Sequence[int],
+def _run_batch(exchange: "Exchange", config: _core.WaterfallConfig, scenario: Scenario, paths: Sequence[int],
                threads: int) -> dict[str, Any]:
     start, pdec, markets = _market_grid(exchange)
     marks = np.stack([_path_ticks(scenario, p, start, pdec, markets) for p in paths]) if len(paths) else np.empty(0, np.int64)
@@ -128,7 +128,7 @@ def _worker_exchange(payload: bytes) -> "Exchange":
     return ex
 
 
-def _dask_batch(payload: bytes, config: tuple[Any, ...], scenario: Scenario, paths: Sequence[int],
+def _dask_batch(payload: bytes, config: _core.WaterfallConfig, scenario: Scenario, paths: Sequence[int],
                 threads: int) -> dict[str, Any]:
     # a copy per task: the runner holds its engine's lock for the whole batch, so tasks
     # running side by side in one worker process must not share the cached book

@@ -781,8 +781,7 @@ class Exchange:
                                         theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact,
                                         deficit_split=deficit_split)
         ids = None if accounts is None else np.ascontiguousarray(cv.integers(accounts, "accounts"), dtype=np.int64).reshape(-1)
-        engine_liquidate: Any = self._engine.liquidate  # the config tuple is untyped: its length is not checked
-        raw, totals, skipped = engine_liquidate(*config, accounts=ids)
+        raw, totals, skipped = self._engine.liquidate(config, accounts=ids)
         return self._waterfall_result(raw, totals, exact, skipped)
 
     def set_adl_refresh(self, policy: str = "exact", *, every: int = 1) -> None:
@@ -820,7 +819,7 @@ class Exchange:
     def _waterfall_config(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
                           adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
                           lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False,
-                          deficit_split: Optional[str] = None) -> tuple[Any, ...]:
+                          deficit_split: Optional[str] = None) -> _core.WaterfallConfig:
         """The engine's waterfall configuration for :meth:`liquidate`'s keywords, checked: the
         one place that turns them into the values the compiled code takes (``liquidate`` and
         :func:`deleverage.stress` both use it). ``exact`` only says the unit of a haircut-mode
@@ -839,12 +838,10 @@ class Exchange:
             kind, account, slip, impact_rate, depth, partial = 1, executor.account, 0, 0, 0, False
         else:
             raise InvalidInput(f"executor must be a MarketClose or a Backstop (got {type(executor).__name__})")
-        codes = []
         for name, value, allowed in (("mode", mode, MODES), ("policy", policy, LAST_RESORT_POLICIES), ("ranking", ranking, RANKINGS),
                                      ("adl_price", adl_price, ADL_PRICES)):
             if value not in allowed:
                 raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
-            codes.append(allowed.index(value))
         if mode == "close" and policy == "funding_index":
             raise InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'")
         theta_units = -1 if isinstance(theta, str) and theta == "deficit" else _fraction_units(theta, "theta")
@@ -871,7 +868,13 @@ class Exchange:
             raise InvalidInput(f"seed must be an integer in [0, 2**64) (got {seed!r})")
         acc = int(cv.integers(account, "executor account")[0])
         split = self._deficit_split if deficit_split is None else _deficit_split_code(deficit_split)
-        return (kind, acc, slip, impact_rate, depth, partial, *codes, theta_units, cap_units, lot_units, g, int(seed), split)
+        return _core.WaterfallConfig(
+            executor=_core.ExecutorSpec(kind=_core.ExecutorKind(kind), account=acc, slippage_rate=slip,
+                                        impact_rate=impact_rate, impact_depth=depth, partial=partial),
+            mode=_core.WaterfallMode.__members__[mode], policy=_core.Policy.__members__[policy],
+            ranking=_core.Ranking.__members__[ranking], adl_price=_core.AdlPrice.__members__[adl_price],
+            theta=theta_units, cap=cap_units, lot=lot_units, g=_core.RiskFunction(g), seed=int(seed),
+            deficit_split=_core.DeficitSplit(split))
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool,
                           skipped: Optional[npt.NDArray[np.int64]] = None) -> WaterfallResult:

@@ -13,7 +13,9 @@ from .reports import _Table
 
 EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
                "adl_close", "haircut", "bad_debt", "socialized_credit")
-MODES = ("close", "haircut")
+# The names of the engine's enums (cpp/bindings/register_waterfall_config.cpp names each
+# member as the API spells it), in code order.
+MODES: tuple[str, ...] = tuple(_core.WaterfallMode.__members__)
 # What liquidate() accepts, index = the engine's Policy code (the one name table,
 # cpp/include/deleverage/policy.hpp); funding_index is haircut-only; "none" is no last resort:
 # what the fund cannot pay is recorded as bad debt (the counterfactual of compare(horizon_steps=)).
@@ -22,11 +24,10 @@ LAST_RESORT_POLICIES: tuple[str, ...] = tuple(_core.POLICY_NAMES)
 POLICIES: tuple[str, ...] = tuple(p for p in LAST_RESORT_POLICIES if p != "none")
 # Policies that only haircut (there is nothing to close by): a name alone means mode="haircut".
 HAIRCUT_ONLY: tuple[str, ...] = ("funding_index",)
-RANKINGS = ("bitmex", "binance", "hyperliquid")
-ADL_PRICES = ("bankruptcy", "mark", "previous_mark")
+RANKINGS: tuple[str, ...] = tuple(_core.Ranking.__members__)
+ADL_PRICES: tuple[str, ...] = tuple(_core.AdlPrice.__members__)
 ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code
-# Index = the engine's DeficitSplit code.
-DEFICIT_SPLITS = ("loss", "maintenance")
+DEFICIT_SPLITS: tuple[str, ...] = tuple(_core.DeficitSplit.__members__)
 
 
 def default_mode(policy: str) -> str:

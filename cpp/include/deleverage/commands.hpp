@@ -13,6 +13,7 @@
 #include <span>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "deleverage/engine.hpp"
 
@@ -232,6 +233,11 @@ class Recorder {
 
 // The name of a record's code ("unknown" for a code no command has).
 const char* command_name(std::uint8_t op);
+
+// A waterfall configuration's bytes as the liquidate records hold them (key, value pairs;
+// docs/durability.md), and back (CorruptSnapshot for bytes that are not one).
+std::vector<std::byte> encode_waterfall_config(const WaterfallConfig& config);
+WaterfallConfig decode_waterfall_config(std::span<const std::byte> bytes);
 
 template <class C>
 auto Engine::apply(const C& command) {
