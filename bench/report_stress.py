@@ -41,7 +41,7 @@ def path_vs_checks(positions: int, accounts: int, markets: int, steps: int, seed
     sc = GBMPaths(paths=1, steps=steps, vol=0.005, correlation=0.6, jump_rate=0.002, jump_mean=-0.08, jump_std=0.03,
                   seed=seed)
     mm = dl.MarketClose(counterparty=0, slippage_bps=20)
-    engine = ex._engine
+    engine = ex.core
     engine.check_margin(None)  # warm
     t = time.perf_counter()
     for _ in range(steps):

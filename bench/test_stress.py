@@ -50,7 +50,7 @@ def _scenario(paths: int, steps: int) -> GBMPaths:
 
 
 def test_stress_path_vs_bare_margin_checks(benchmark, book: dl.Exchange) -> None:
-    engine = book._engine
+    engine = book.core
     engine.check_margin(None)
     t = time.perf_counter()
     for _ in range(STEPS):

@@ -176,7 +176,7 @@ def compiled_liquidate_call(ex: Exchange, spec: CrashSpec) -> Callable[[], Any]:
 
     slip = int(round(spec.slippage_bps * 10_000))
     codes = (MODES.index("close"), POLICIES.index("queue"), RANKINGS.index("bitmex"), ADL_PRICES.index("bankruptcy"))
-    return lambda: ex._engine.liquidate(0, MARKET_MAKER, slip, 0, 0, False, *codes)
+    return lambda: ex.core.liquidate(0, MARKET_MAKER, slip, 0, 0, False, *codes)
 
 
 @dataclasses.dataclass

@@ -53,12 +53,12 @@ def state(ex: Exchange) -> dict:
         "pos": [getattr(pos, f).tolist() for f in ("account", "market", "size", "entry_notional")],
         "margin": [getattr(margin, f).tolist() for f in ("account", "equity", "maintenance", "initial")],
         "marks": ex.marks(exact=True).tolist(),
-        "prev": [ex._engine.previous_mark(m) for m in range(len(ex.markets))],
+        "prev": [ex.core.previous_mark(m) for m in range(len(ex.markets))],
         "pools": [ex.insurance.balance(p, exact=True) for p in range(ex.insurance.pool_count)],
         "ledger": repr(ledger),
         "history": repr(ex.insurance.history(exact=True)),
         "step": ex.step,
-        "flows": ex._engine.flows(),
+        "flows": ex.core.flows(),
         "money_decimals": ex.money_decimals,
     }
 

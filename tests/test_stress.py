@@ -371,11 +371,11 @@ def test_the_core_runner_refuses_bad_marks() -> None:
     ex = two_market_exchange()
     cfg = ex._waterfall_config(executor=dl.MarketClose(counterparty=4))
     with pytest.raises(InvalidInput, match=r"marks\[1\]\[0\]\[1\]: a mark must be positive"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900, 2100, 900, 0], dtype=np.int64), 2, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900, 2100, 900, 0], dtype=np.int64), 2, 1, 1)
     with pytest.raises(InvalidInput, match="expected paths"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900, 2100, 900], dtype=np.int64), 2, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900, 2100, 900], dtype=np.int64), 2, 1, 1)
     with pytest.raises(InvalidInput, match="dtype"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900.0, 2100.0]), 1, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900.0, 2100.0]), 1, 1, 1)
 
 
 # ---------------------------------------------------------------------- loading books
@@ -389,8 +389,8 @@ def test_load_book_with_an_account_in_debt() -> None:
     # conservation counts them (check_invariants recomputes it from the balances)
     ex = dl.load_book(BOOK.assign(collateral=[5000.0, -250.25, 5000.0, 1000.5]))
     assert ex.balance(2) == -250.25 and ex.balance(1) == 5000.0
-    assert ex._engine.flows()["loaded_balances"] == (5000_000000 - 250_250000 + 1000_500000)
-    assert ex._engine.flows()["deposits"] == 0
+    assert ex.core.flows()["loaded_balances"] == (5000_000000 - 250_250000 + 1000_500000)
+    assert ex.core.flows()["deposits"] == 0
     ex.check_invariants()
 
 

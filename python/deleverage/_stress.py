@@ -103,7 +103,7 @@ def _run_batch(exchange: "Exchange", config: tuple[Any, ...], scenario: Scenario
                threads: int) -> dict[str, Any]:
     start, pdec, markets = _market_grid(exchange)
     marks = np.stack([_path_ticks(scenario, p, start, pdec, markets) for p in paths]) if len(paths) else np.empty(0, np.int64)
-    raw = _core.run_stress(exchange._engine, config, np.ascontiguousarray(marks, dtype=np.int64).ravel(), len(paths),
+    raw = _core.run_stress(exchange.core, config, np.ascontiguousarray(marks, dtype=np.int64).ravel(), len(paths),
                            scenario.n_steps, threads)
     return dict(raw)
 

@@ -273,6 +273,23 @@ class Exchange:
         return list(self._symbols)
 
     @property
+    def core(self) -> _core.Engine:
+        """The compiled engine this object wraps (a ``deleverage._core.Engine``), read-only.
+
+        Everything on it is in integer units (money in ``10**-money_decimals``, sizes in lots,
+        prices in mark units) and unchecked by this layer: it is for the package's own modules
+        (the insurance fund view, stress runs) and for advanced use such as timing a compiled
+        call without the Python wrapper. Changing the state through it bypasses the checks and
+        unit conversions of :class:`Exchange`."""
+        return self._engine
+
+    @property
+    def deficit_split(self) -> str:
+        """This exchange's default ``deficit_split`` (``"loss"`` or ``"maintenance"``): where a
+        bankrupt account's negative equity lands among its positions (see :class:`Exchange`)."""
+        return DEFICIT_SPLITS[self._deficit_split]
+
+    @property
     def scales(self) -> MarketScales:
         """The fixed-point scales: money decimals, and per market id the decimals of sizes, of
         the order tick and of prices (the mark unit) that ``exact=True`` values are in."""

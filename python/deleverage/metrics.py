@@ -91,7 +91,7 @@ from . import _convert as cv
 from .errors import ArithmeticOverflow, InvalidInput
 from .exchange import Exchange
 from .executors import Backstop, Executor, MarketClose
-from .reports import _Table
+from .reports import Table
 from .waterfall import WaterfallResult
 
 __all__ = ["measure", "combine", "PolicyMetrics", "EventMetrics", "WinnerMetrics", "gini", "kendall_tau"]
@@ -103,7 +103,7 @@ _FILL_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill")
 # ---------------------------------------------------------------------------- tables
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class EventMetrics(_Table):
+class EventMetrics(Table):
     """One row per event (bankrupt position): money in quote currency, ``*_units`` exact."""
 
     step: np.ndarray  #: step number (int64)
@@ -120,7 +120,7 @@ class EventMetrics(_Table):
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class WinnerMetrics(_Table):
+class WinnerMetrics(Table):
     """One row per touched winner position and way it was touched (``how``: adl / haircut).
 
     ``taken`` and ``capacity`` are base units (adl) or quote currency (haircut); ``value`` is
@@ -145,7 +145,8 @@ class WinnerMetrics(_Table):
 
 
 _HORIZON_FIELDS = ("winners_cost_at_horizon", "overshoot_at_horizon", "winners_cost_at_horizon_units", "overshoot_at_horizon_units")
-_SUMMARY_FIELDS = (
+#: The scalar metrics of :meth:`PolicyMetrics.to_dict`, in order (the columns of a comparison).
+SUMMARY_FIELDS = (
     "steps", "events", "accounts_touched", "positions_touched", "eligible_accounts",
     "largest_fraction", "gini_touched", "gini_eligible",
     "taken", "needed", "overshoot_net", "overshoot_gross", "bad_debt", "last_resort_needed", "severity_excess",
@@ -215,7 +216,7 @@ class PolicyMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The scalar metrics as a plain dict (floats and ints); the horizon fields when measured."""
-        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out = {name: getattr(self, name) for name in SUMMARY_FIELDS}
         if self.winners_cost_at_horizon_units is not None:
             for name in _HORIZON_FIELDS:
                 out[name] = getattr(self, name)
@@ -723,7 +724,7 @@ def _summarize(md: int, steps: int, events: EventMetrics, winners: WinnerMetrics
     )
 
 
-def _concat(tables: Sequence[_Table], cls: Any) -> Any:
+def _concat(tables: Sequence[Table], cls: Any) -> Any:
     cols = [t.columns() for t in tables]
     return cls(*[np.concatenate([c[name] for c in cols]) for name in cols[0]])
 

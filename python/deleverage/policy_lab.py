@@ -80,7 +80,7 @@ class ComparisonTable:
         """A GitHub markdown table (no tabulate needed). Money in quote currency with 2
         decimals, ratios with 4, NaN as ``n/a``."""
         names = list(columns)
-        known = set(self.rows[0].to_dict()) if self.rows else set(_metrics._SUMMARY_FIELDS)
+        known = set(self.rows[0].to_dict()) if self.rows else set(_metrics.SUMMARY_FIELDS)
         for i, name in enumerate(names):
             if name not in known:
                 raise InvalidInput(f"columns[{i}]: unknown metric {name!r}")

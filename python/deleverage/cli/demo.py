@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import USAGE_ERROR, _fraction, _positive_int, _theta
+from ._args import USAGE_ERROR, fraction, positive_int, theta
 
 
 def add_parser(sub: Any) -> None:
@@ -19,9 +19,9 @@ def add_parser(sub: Any) -> None:
                                       "markets per account), crash one market's mark by --shock, run the margin "
                                       "check and one waterfall step (liquidation, insurance fund, ADL or haircut) "
                                       "and print a summary.")
-    demo.add_argument("--positions", type=_positive_int, default=1_000_000, help="number of positions (default 1,000,000)")
-    demo.add_argument("--accounts", type=_positive_int, default=100_000, help="number of accounts (default 100,000)")
-    demo.add_argument("--markets", type=_positive_int, default=20, help="number of markets (default 20)")
+    demo.add_argument("--positions", type=positive_int, default=1_000_000, help="number of positions (default 1,000,000)")
+    demo.add_argument("--accounts", type=positive_int, default=100_000, help="number of accounts (default 100,000)")
+    demo.add_argument("--markets", type=positive_int, default=20, help="number of markets (default 20)")
     demo.add_argument("--shock", type=float, default=-0.30, help="relative move of market 0's mark, e.g. -0.3 (default)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--leverage", type=float, default=5.0, help="typical account leverage of the generated book (default 5)")
@@ -35,13 +35,13 @@ def add_parser(sub: Any) -> None:
     demo.add_argument("--ranking", choices=RANKINGS, default="bitmex", help="ADL queue ranking (default bitmex)")
     demo.add_argument("--adl-price", choices=ADL_PRICES, default="bankruptcy",
                       help="price of the ADL closes (default bankruptcy)")
-    demo.add_argument("--cap", type=_fraction, default=None,
+    demo.add_argument("--cap", type=fraction, default=None,
                       help="capped_pro_rata (default 0.25) and risk_aware (default none): the largest fraction of its "
                            "capacity a winner may lose")
     demo.add_argument("--lot", type=float, default=None,
                       help="min_max_lots: the lot, market lots in close mode (default 1), quote currency in haircut mode")
     demo.add_argument("--g", default="linear", help="risk_aware: risk function linear, power:k or excess:l0 (default linear)")
-    demo.add_argument("--theta", type=_theta, default="deficit",
+    demo.add_argument("--theta", type=theta, default="deficit",
                       help="severity: 'deficit' (default) or a share in [0, 1] of every deficit sent to the last resort")
 
 

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..waterfall import policy_spec
-from ._args import _fraction, _nonnegative_int, _policy_list, _positive_int, _theta
+from ._args import fraction, nonnegative_int, policy_list, positive_int, theta
 
 PLOTS = (("fund", "fund.png", "Insurance fund over time (mean, 5-95% band)"),
          ("bad_debt", "bad_debt.png", "Cumulative bad debt (mean over paths)"),
@@ -228,9 +228,9 @@ def add_parser(sub: Any) -> None:
                     "alone is one path of one step. Prints a summary table and writes summary.json, a report and PNG "
                     "plots to --out. Money is in quote currency.")
     book = st.add_argument_group("book")
-    book.add_argument("--positions", type=_positive_int, default=100_000, help="positions of the generated book (default 100,000)")
-    book.add_argument("--accounts", type=_positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
-    book.add_argument("--markets", type=_positive_int, default=10, help="markets of the generated book (default 10)")
+    book.add_argument("--positions", type=positive_int, default=100_000, help="positions of the generated book (default 100,000)")
+    book.add_argument("--accounts", type=positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
+    book.add_argument("--markets", type=positive_int, default=10, help="markets of the generated book (default 10)")
     book.add_argument("--preset", choices=sorted(BOOK_PRESETS), default="balanced",
                       help="shape of the generated book: leverage and long/short imbalance (default balanced)")
     book.add_argument("--leverage", type=float, default=None, help="typical account leverage, overrides the preset's")
@@ -243,9 +243,9 @@ def add_parser(sub: Any) -> None:
     book.add_argument("--fund", type=float, default=50_000.0, help="insurance fund at the start, quote currency (default 50,000)")
     sc = st.add_argument_group("scenario")
     sc.add_argument("--shock", type=float, default=None, help="instantaneous relative move of every mark first, e.g. -0.3")
-    sc.add_argument("--paths", type=_nonnegative_int, default=None,
+    sc.add_argument("--paths", type=nonnegative_int, default=None,
                     help="random paths after the shock (default 10 without --shock, 0 with it)")
-    sc.add_argument("--steps", type=_positive_int, default=100, help="steps per random path (default 100)")
+    sc.add_argument("--steps", type=positive_int, default=100, help="steps per random path (default 100)")
     sc.add_argument("--vol", type=float, default=0.005, help="volatility of log returns per step (default 0.005)")
     sc.add_argument("--correlation", type=float, default=0.6, help="correlation between markets (default 0.6)")
     sc.add_argument("--jump-rate", type=float, default=0.002, help="expected jumps per step (default 0.002)")
@@ -253,15 +253,15 @@ def add_parser(sub: Any) -> None:
     sc.add_argument("--jump-std", type=float, default=0.03, help="standard deviation of a jump's log size (default 0.03)")
     sc.add_argument("--seed", type=int, default=7, help="seed of the book and of the paths (default 7)")
     wf = st.add_argument_group("waterfall")
-    wf.add_argument("--policies", type=_policy_list, default=["queue", "pro_rata", "risk_aware"],
+    wf.add_argument("--policies", type=policy_list, default=["queue", "pro_rata", "risk_aware"],
                     help="comma-separated last-resort policies to compare, each NAME or MODE:NAME with MODE close or "
                          "haircut (NAME: queue, pro_rata, capped_pro_rata, risk_aware, min_max_lots, random_walk, "
                          "funding_index), e.g. queue,pro_rata,haircut:pro_rata,haircut:funding_index "
                          "(default queue,pro_rata,risk_aware)")
     wf.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex", help="ADL queue ranking (default bitmex)")
-    wf.add_argument("--cap", type=_fraction, default=0.25,
+    wf.add_argument("--cap", type=fraction, default=0.25,
                     help="capped_pro_rata: the largest fraction of its capacity a winner may lose (default 0.25)")
-    wf.add_argument("--theta", type=_theta, default="deficit",
+    wf.add_argument("--theta", type=theta, default="deficit",
                     help="severity: 'deficit' (default: the last resort takes only what the fund cannot pay) or a "
                          "share in [0, 1] of every deficit sent to the last resort")
     wf.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
@@ -272,7 +272,7 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--dask", metavar="local|ADDRESS", default=None,
                      help="spread paths over Dask: 'local' starts a LocalCluster on this machine, otherwise the "
                           "scheduler address to connect to")
-    run.add_argument("--threads", type=_nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
+    run.add_argument("--threads", type=nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
     run.add_argument("--confidence", type=float, default=0.99, help="confidence of the fund-size VaR / ES (default 0.99)")
     run.add_argument("--out", metavar="DIR", default="stress-out", help="output directory (default stress-out)")
     run.add_argument("--format", choices=["md", "html"], default="md", help="report format: report.md or report.html (default md)")
