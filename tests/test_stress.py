@@ -369,7 +369,7 @@ def test_bad_stress_arguments_are_refused() -> None:
 
 def test_the_core_runner_refuses_bad_marks() -> None:
     ex = two_market_exchange()
-    cfg = ex._waterfall_config(executor=dl.MarketClose(counterparty=4))
+    cfg = dl.WaterfallSpec(executor=dl.MarketClose(counterparty=4)).engine_config(ex)
     with pytest.raises(InvalidInput, match=r"marks\[1\]\[0\]\[1\]: a mark must be positive"):
         dl._core.run_stress(ex.core, cfg, np.array([900, 2100, 900, 0], dtype=np.int64), 2, 1, 1)
     with pytest.raises(InvalidInput, match="expected paths"):

@@ -50,7 +50,7 @@ def _money(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import MarketClose
+    from .. import Exchange, MarketClose, WaterfallSpec
     from ..sample import MARKET_MAKER, sample_exchange
     from ..waterfall import default_mode
 
@@ -58,23 +58,22 @@ def run(args: argparse.Namespace) -> int:
         print("deleverage demo: error: --shock must be between -1 and 10", file=sys.stderr)
         return USAGE_ERROR
     mode = args.mode or default_mode(args.policy)
-    waterfall: dict[str, Any] = {"mode": mode, "policy": args.policy, "ranking": args.ranking, "adl_price": args.adl_price}
+    options: dict[str, Any] = {}
     if args.theta != "deficit":
-        waterfall["theta"] = float(args.theta)
+        options["theta"] = float(args.theta)
     if args.policy == "capped_pro_rata" or args.cap is not None:
-        waterfall["cap"] = 0.25 if args.cap is None else args.cap
+        options["cap"] = 0.25 if args.cap is None else args.cap
     if args.lot is not None:
-        waterfall["lot"] = int(args.lot) if mode == "close" and float(args.lot).is_integer() else args.lot
+        options["lot"] = int(args.lot) if mode == "close" and float(args.lot).is_integer() else args.lot
     if args.g != "linear":
-        waterfall["g"] = args.g
+        options["g"] = args.g
     if args.policy == "random_walk":
-        waterfall["seed"] = args.seed
-    # the waterfall's options are checked on an empty exchange first: a bad combination is
-    # reported before the book is generated
-    from .. import Exchange
-
-    Exchange()._waterfall_config(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps),
-                                 **waterfall)
+        options["seed"] = args.seed
+    # the waterfall is checked before the book is generated: its options on construction, the
+    # units of a haircut-mode lot against an empty exchange of the same money decimals
+    waterfall = WaterfallSpec(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps), mode=mode,
+                              policy=args.policy, ranking=args.ranking, adl_price=args.adl_price, **options)
+    waterfall.engine_config(Exchange())
     t0 = time.perf_counter()
     ex = sample_exchange(args.positions, args.accounts, args.markets, seed=args.seed, leverage=args.leverage)
     ex.insurance.deposit(args.fund)
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     t_check = time.perf_counter() - t0
     fund_before = ex.insurance.balance()
     t0 = time.perf_counter()
-    result = ex.liquidate(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps), **waterfall)
+    result = ex.liquidate(waterfall)
     t_waterfall = time.perf_counter() - t0
     ex.check_invariants()
     final = ex.check_margin()

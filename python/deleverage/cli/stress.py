@@ -125,6 +125,18 @@ def write_outputs(result: Any, out: str, meta: dict[str, Any], *, fmt: str = "md
     return written
 
 
+def _spec(name: str, args: argparse.Namespace, executor: Any) -> Any:
+    """The waterfall of one ``--policies`` entry, labelled as written."""
+    from ..waterfall_spec import WaterfallSpec
+
+    options: dict[str, Any] = {"ranking": args.ranking}
+    if policy_spec(name)["policy"] == "capped_pro_rata":
+        options["cap"] = args.cap
+    if args.theta != "deficit":
+        options["theta"] = float(args.theta)
+    return WaterfallSpec.parse(name, executor=executor, label=name, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import MarketClose
     from .._stress import stress
@@ -169,14 +181,8 @@ def run(args: argparse.Namespace) -> int:
             sc_desc = f"instantaneous shock {args.shock:+.0%} of every mark (one path of one step)"
         if not ex.account_ids().size or args.counterparty not in set(ex.account_ids().tolist()):
             return _err(f"--counterparty {args.counterparty} is not an account of the book")
-        policies: list[Any] = []
-        for name in args.policies:
-            kw: dict[str, Any] = {**policy_spec(name), "ranking": args.ranking, "label": name}
-            if kw["policy"] == "capped_pro_rata":
-                kw["cap"] = args.cap
-            if args.theta != "deficit":
-                kw["theta"] = float(args.theta)
-            policies.append(kw)
+        executor = MarketClose(counterparty=args.counterparty, slippage_bps=args.slippage_bps)
+        policies = [_spec(name, args, executor) for name in args.policies]
         t_load = time.perf_counter() - t0
         client, cluster, where = None, None, f"local, {args.threads or os.cpu_count()} threads"
         if args.dask:
@@ -189,7 +195,6 @@ def run(args: argparse.Namespace) -> int:
             else:
                 client = Client(args.dask)
             where = f"Dask {args.dask}"
-        executor = MarketClose(counterparty=args.counterparty, slippage_bps=args.slippage_bps)
         try:
             result = stress(ex, scenario, policies=policies, executor=executor, client=client, threads=args.threads,
                             progress=not args.no_progress)
