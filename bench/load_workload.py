@@ -17,7 +17,7 @@ import numpy as np
 from margin_workload import _env_int, best_of  # noqa: F401  (one timer for every report)
 
 from deleverage import Exchange
-from deleverage.sample import MARKET_MAKER, generate_book
+from deleverage.books import MARKET_MAKER, generate_book
 
 ORDERS = ("random", "account", "market")
 TIERS = 5  # tiers per market of the tiered book (report_tiers.py --tiers)

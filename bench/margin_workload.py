@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from deleverage import _core
+from deleverage.books import sample_exchange
 from deleverage.exchange import Exchange
-from deleverage.sample import sample_exchange
 
 RATE_SCALE = 10**8
 

@@ -26,7 +26,8 @@ import time
 import numpy as np
 
 import deleverage as dl
-from deleverage.scenarios import BookSpec, GBMPaths
+from deleverage.books import BookSpec
+from deleverage.scenarios import GBMPaths
 
 CLI_ARGS = ["--positions", "100000", "--accounts", "20000", "--paths", "100", "--steps", "500", "--seed", "1"]
 

@@ -25,7 +25,8 @@ import pytest
 from conftest import ENFORCE
 
 import deleverage as dl
-from deleverage.scenarios import BookSpec, GBMPaths
+from deleverage.books import BookSpec
+from deleverage.scenarios import GBMPaths
 
 
 def _env_int(name: str, default: int) -> int:

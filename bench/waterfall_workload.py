@@ -2,7 +2,7 @@
 
 Three workloads (issue "waterfall", benchmark targets 1-3):
 
-* **crash**: ``deleverage.sample.sample_exchange(positions, positions // 10, markets,
+* **crash**: ``deleverage.books.sample_exchange(positions, positions // 10, markets,
   leverage=10)`` (10 positions per account, every account in every market of a 10-market
   book), a small insurance fund (1,000 quote), then every market's mark is cut by 28%. About
   25% of the accounts are liquidatable at the shocked marks and, with the cascade, about 30%
@@ -55,8 +55,8 @@ except ImportError as _exc:  # not installed (or broken): reported by require_lr
 from margin_workload import best_of  # noqa: E402,F401  (one timer for every report)
 
 import deleverage
+from deleverage.books import MARKET_MAKER, generate_book, sample_exchange
 from deleverage.exchange import Exchange
-from deleverage.sample import MARKET_MAKER, generate_book, sample_exchange
 
 #: Targets of the issue.
 TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash
@@ -261,7 +261,7 @@ class LrvxCrash:
     ready to load into lrvx."""
 
     spec: CrashSpec
-    book: Any  # deleverage.sample.SampleBook
+    book: Any  # deleverage.books.SampleBook
     shocked: list[tuple[int, float]]
 
 

@@ -251,7 +251,7 @@ def test_symbol_that_is_not_utf8_is_corrupt() -> None:
 def test_many_markets_round_trip() -> None:
     """Regression: with a large market section the writer's buffer grew while it held
     pointers into it (caught by the benchmark's 100-market book)."""
-    from deleverage.sample import sample_exchange
+    from deleverage.books import sample_exchange
 
     ex = sample_exchange(5000, 500, 100, threads=1)
     for m in range(0, 100, 7):

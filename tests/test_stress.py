@@ -12,8 +12,9 @@ import pytest
 from books import two_market_exchange
 
 import deleverage as dl
+from deleverage.books import BOOK_PRESETS, BookSpec, book_preset
 from deleverage.errors import ConfigError, InvalidInput
-from deleverage.scenarios import BOOK_PRESETS, BookSpec, GBMPaths, HistoricalPaths, Shock, book_preset
+from deleverage.scenarios import GBMPaths, HistoricalPaths, Shock
 
 MM = dl.MarketClose(counterparty=0, slippage_bps=20)
 
@@ -104,7 +105,7 @@ def test_historical_paths_replay_and_carry_missing_marks(tmp_path) -> None:
 
 
 def test_generated_books_have_the_preset_shape() -> None:
-    from deleverage.sample import generate_book
+    from deleverage.books import generate_book
 
     spec = book_preset("long_heavy", positions=60_000, accounts=10_000, markets=8, seed=4)
     b = generate_book(spec.positions, spec.accounts, spec.markets, seed=spec.seed, leverage=spec.leverage,

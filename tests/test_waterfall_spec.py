@@ -209,3 +209,15 @@ def test_stress_takes_specs() -> None:
         assert np.array_equal(series, r.series["haircut:pro_rata"][name]), name
     with pytest.raises(InvalidInput, match=r"policies\[0\]: the spec's executor"):
         dl.stress(ex, Shock(-0.1), policies=[WaterfallSpec(executor=EXEC)], executor=MM4)
+
+
+def test_books_live_in_one_package_and_the_old_paths_still_import() -> None:
+    import deleverage.books as books
+    import deleverage.sample as old_sample
+    import deleverage.scenarios as scenarios
+    from deleverage.books import load, presets, sample
+
+    assert dl.load_book is books.load_book is load.load_book
+    assert books.sample_exchange is sample.sample_exchange is old_sample.sample_exchange
+    assert books.BookSpec is presets.BookSpec is scenarios.BookSpec and scenarios.book_preset is books.book_preset
+    assert books.book_preset("retail", positions=50, accounts=10, markets=2).build().position_count > 0

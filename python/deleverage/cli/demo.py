@@ -51,7 +51,7 @@ def _money(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import Exchange, MarketClose, WaterfallSpec
-    from ..sample import MARKET_MAKER, sample_exchange
+    from ..books import MARKET_MAKER, sample_exchange
     from ..waterfall import default_mode
 
     if not -1.0 < args.shock < 10.0:

@@ -140,9 +140,9 @@ def _spec(name: str, args: argparse.Namespace, executor: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from .. import MarketClose
     from .._stress import stress
-    from ..books import load_book
+    from ..books import book_preset, load_book
     from ..errors import DeleverageError
-    from ..scenarios import GBMPaths, Shock, book_preset
+    from ..scenarios import GBMPaths, Shock
 
     if args.shock is not None and not -1.0 < args.shock < 10.0:
         return _err("--shock must be between -1 and 10")
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from ..scenarios import BOOK_PRESETS
+    from ..books import BOOK_PRESETS
 
     st = sub.add_parser(
         "stress", help="stress a book over a shock and many random mark paths, per ADL policy",
