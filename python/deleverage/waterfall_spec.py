@@ -23,7 +23,7 @@ from .waterfall import ADL_PRICES, DEFICIT_SPLITS, LAST_RESORT_POLICIES, MODES, 
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-__all__ = ["WaterfallSpec", "fraction_units", "deficit_split_code"]
+__all__ = ["WaterfallSpec", "spec_of_entry", "fraction_units", "deficit_split_code"]
 
 #: 1 in the engine's fraction units (theta and cap are passed in units of 1e-8)
 FRACTION_ONE = 100_000_000
