@@ -171,12 +171,11 @@ def run_crash(ex: Exchange, spec: CrashSpec) -> deleverage.WaterfallResult:
 
 def compiled_liquidate_call(ex: Exchange, spec: CrashSpec) -> Callable[[], Any]:
     """The compiled step without the Python result wrapper (unit conversion of the event
-    table): informative only, it mirrors what ``Exchange.liquidate`` passes to the engine."""
-    from deleverage.waterfall import ADL_PRICES, MODES, POLICIES, RANKINGS
-
-    slip = int(round(spec.slippage_bps * 10_000))
-    codes = (MODES.index("close"), POLICIES.index("queue"), RANKINGS.index("bitmex"), ADL_PRICES.index("bankruptcy"))
-    return lambda: ex.core.liquidate(0, MARKET_MAKER, slip, 0, 0, False, *codes)
+    table): informative only, it passes what ``Exchange.liquidate`` passes to the engine (the
+    configuration of ``WaterfallSpec.engine_config``)."""
+    config = deleverage.WaterfallSpec(executor=crash_executor(spec), mode="close", policy="queue").engine_config(ex)
+    engine_liquidate: Any = ex.core.liquidate  # the config tuple is untyped
+    return lambda: engine_liquidate(*config)
 
 
 @dataclasses.dataclass
