@@ -71,7 +71,7 @@ def _collateral_map(collateral_by_account: Union[Mapping[int, float], np.ndarray
     if isinstance(collateral_by_account, Mapping):
         return {int(a): float(collateral_by_account.get(int(a), 0.0)) for a in ids}
     arr = np.asarray(collateral_by_account, dtype=np.float64)
-    # array convention of deleverage.sample.generate_book: index i -> account id i + 1
+    # array convention of deleverage.books.generate_book: index i -> account id i + 1
     out = {}
     for a in ids:
         i = int(a) - 1
@@ -356,7 +356,7 @@ if __name__ == "__main__":  # quick timing on the generated book
     import argparse
     import json
 
-    from deleverage.sample import generate_book
+    from deleverage.books import generate_book
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--positions", type=int, default=200_000)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # proportionality: moving k markets revalues about k times as many positions
     k_markets = [k for k in (4, 16) if k <= args.markets]
     moves_k = {k: mw.IncrementalMove(ex, [(w.incremental_market + i) % args.markets for i in range(k)]) for k in k_markets}
-    core = ex._engine  # the compiled call without the Python report wrapper (informative only)
+    core = ex.core  # the compiled call without the Python report wrapper (informative only)
     # the peer a quant would write instead: a Numba loop over the same columns (same numbers)
     if not numba_peer.available() and numba_peer.REQUIRED:
         raise SystemExit("DELEVERAGE_REQUIRE_NUMBA is set but " + numba_peer.MISSING)

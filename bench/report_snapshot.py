@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import snapshot_workload as sw  # noqa: E402
 
 from deleverage import Exchange  # noqa: E402
-from deleverage.sample import sample_exchange  # noqa: E402
+from deleverage.books import sample_exchange  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ import time
 import numpy as np
 
 import deleverage as dl
-from deleverage.scenarios import BookSpec, GBMPaths
+from deleverage.books import BookSpec
+from deleverage.scenarios import GBMPaths
 
 CLI_ARGS = ["--positions", "100000", "--accounts", "20000", "--paths", "100", "--steps", "500", "--seed", "1"]
 
@@ -41,7 +42,7 @@ def path_vs_checks(positions: int, accounts: int, markets: int, steps: int, seed
     sc = GBMPaths(paths=1, steps=steps, vol=0.005, correlation=0.6, jump_rate=0.002, jump_mean=-0.08, jump_std=0.03,
                   seed=seed)
     mm = dl.MarketClose(counterparty=0, slippage_bps=20)
-    engine = ex._engine
+    engine = ex.core
     engine.check_margin(None)  # warm
     t = time.perf_counter()
     for _ in range(steps):

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import deleverage
+from deleverage.books import sample_exchange
 from deleverage.metrics import measure
-from deleverage.sample import sample_exchange
 
 POSITIONS = int(os.environ.get("DELEVERAGE_BENCH_POSITIONS", "100000"))
 ACCOUNTS = int(os.environ.get("DELEVERAGE_BENCH_ACCOUNTS", str(max(10, POSITIONS // 10))))

@@ -25,7 +25,8 @@ import pytest
 from conftest import ENFORCE
 
 import deleverage as dl
-from deleverage.scenarios import BookSpec, GBMPaths
+from deleverage.books import BookSpec
+from deleverage.scenarios import GBMPaths
 
 
 def _env_int(name: str, default: int) -> int:
@@ -50,7 +51,7 @@ def _scenario(paths: int, steps: int) -> GBMPaths:
 
 
 def test_stress_path_vs_bare_margin_checks(benchmark, book: dl.Exchange) -> None:
-    engine = book._engine
+    engine = book.core
     engine.check_margin(None)
     t = time.perf_counter()
     for _ in range(STEPS):

@@ -2,7 +2,7 @@
 
 Three workloads (issue "waterfall", benchmark targets 1-3):
 
-* **crash**: ``deleverage.sample.sample_exchange(positions, positions // 10, markets,
+* **crash**: ``deleverage.books.sample_exchange(positions, positions // 10, markets,
   leverage=10)`` (10 positions per account, every account in every market of a 10-market
   book), a small insurance fund (1,000 quote), then every market's mark is cut by 28%. About
   25% of the accounts are liquidatable at the shocked marks and, with the cascade, about 30%
@@ -55,8 +55,12 @@ except ImportError as _exc:  # not installed (or broken): reported by require_lr
 from margin_workload import best_of  # noqa: E402,F401  (one timer for every report)
 
 import deleverage
+
+try:
+    from deleverage.books import MARKET_MAKER, generate_book, sample_exchange
+except ImportError:  # asv also times the parent commit, which may predate the books package
+    from deleverage.sample import MARKET_MAKER, generate_book, sample_exchange  # type: ignore[no-redef]
 from deleverage.exchange import Exchange
-from deleverage.sample import MARKET_MAKER, generate_book, sample_exchange
 
 #: Targets of the issue.
 TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash
@@ -171,12 +175,11 @@ def run_crash(ex: Exchange, spec: CrashSpec) -> deleverage.WaterfallResult:
 
 def compiled_liquidate_call(ex: Exchange, spec: CrashSpec) -> Callable[[], Any]:
     """The compiled step without the Python result wrapper (unit conversion of the event
-    table): informative only, it mirrors what ``Exchange.liquidate`` passes to the engine."""
-    from deleverage.waterfall import ADL_PRICES, MODES, POLICIES, RANKINGS
-
-    slip = int(round(spec.slippage_bps * 10_000))
-    codes = (MODES.index("close"), POLICIES.index("queue"), RANKINGS.index("bitmex"), ADL_PRICES.index("bankruptcy"))
-    return lambda: ex._engine.liquidate(0, MARKET_MAKER, slip, 0, 0, False, *codes)
+    table): informative only, it passes what ``Exchange.liquidate`` passes to the engine (the
+    configuration of ``WaterfallSpec.engine_config``)."""
+    config = deleverage.WaterfallSpec(executor=crash_executor(spec), mode="close", policy="queue").engine_config(ex)
+    core = ex.core
+    return lambda: core.liquidate(config)
 
 
 @dataclasses.dataclass
@@ -261,7 +264,7 @@ class LrvxCrash:
     ready to load into lrvx."""
 
     spec: CrashSpec
-    book: Any  # deleverage.sample.SampleBook
+    book: Any  # deleverage.books.SampleBook
     shocked: list[tuple[int, float]]
 
 

@@ -457,3 +457,17 @@ def test_full_report_account_column_is_read_only_and_follows_new_accounts() -> N
     assert first.account.tolist() == [1, 2, 3, 4]
     assert second.equity[4] == 1.0 and second.equity[5] == 2.0
     assert deleverage.Exchange().check_margin().account.tolist() == []
+
+
+def test_core_and_deficit_split_accessors() -> None:
+    # the compiled engine behind an Exchange is public (read-only) and stays the same object;
+    # the default deficit split is readable by name, kept by copy(), not by a snapshot
+    ex = deleverage.Exchange(deficit_split="maintenance")
+    assert isinstance(ex.core, deleverage._core.Engine) and ex.core is ex.core
+    assert ex.deficit_split == "maintenance" and ex.copy().deficit_split == "maintenance"
+    assert deleverage.Exchange.from_bytes(ex.to_bytes()).deficit_split == "loss"
+    assert deleverage.Exchange().deficit_split == "loss"
+    ex.core.insurance_deposit(5, 0)  # integer units, no conversion
+    assert ex.insurance.balance(exact=True) == 5
+    with pytest.raises(AttributeError):
+        ex.core = None  # type: ignore[misc]

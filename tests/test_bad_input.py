@@ -36,7 +36,7 @@ def snapshot(ex: deleverage.Exchange) -> dict[str, Any]:
     state["marks"] = np.array(ex.marks(exact=True), copy=True)
     state["markets"] = list(ex.markets)
     state["counts"] = (ex.account_count, ex.position_count)
-    state["flows"] = dict(ex._engine.flows())
+    state["flows"] = dict(ex.core.flows())
     return state
 
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deleverage import Exchange, _convert
+from deleverage.books import MARKET_MAKER, generate_book
 from deleverage.errors import ArithmeticOverflow, InvalidInput
-from deleverage.sample import MARKET_MAKER, generate_book
 
 
 def _fresh(book, markets: int, accounts: int, threads: int = 1) -> Exchange:

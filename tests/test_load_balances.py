@@ -28,14 +28,14 @@ def test_sets_signed_balances_and_creates_accounts() -> None:
     assert ex.balance(1) == 250.0 and ex.balance(2) == -12.5 and ex.balance(3) == 0.0
     assert ex.account_count == 3
     # the change from the previous balance is the flow: (250 - 10) + (-12.5) + 0
-    flows = ex._engine.flows()
+    flows = ex.core.flows()
     assert flows["loaded_balances"] == 240_000000 - 12_500000
     assert flows["deposits"] == 10_000000
     ex.check_invariants()
     # loading again replaces, it does not add
     ex.load_balances([2], [-1], exact=True)
     assert ex.balance(2, exact=True) == -1
-    assert ex._engine.flows()["loaded_balances"] == 240_000000 - 1
+    assert ex.core.flows()["loaded_balances"] == 240_000000 - 1
     ex.check_invariants()
 
 
@@ -79,7 +79,7 @@ def test_journal_replays_loaded_balances(tmp_path) -> None:
     again = Exchange.replay(tmp_path / "s.dlv", tmp_path / "j.log")
     assert again.state_hash() == ex.state_hash()
     assert again.balance(7) == -4.25 and again.balance(8) == 9.0
-    assert again._engine.flows()["loaded_balances"] == ex._engine.flows()["loaded_balances"]
+    assert again.core.flows()["loaded_balances"] == ex.core.flows()["loaded_balances"]
     again.check_invariants()
 
 
@@ -88,7 +88,7 @@ def test_snapshot_keeps_loaded_balances() -> None:
     ex.load_balances([1, 2], [100.0, -7.0])
     back = Exchange.from_bytes(ex.to_bytes())
     assert back.state_hash() == ex.state_hash()
-    assert back.balance(2) == -7.0 and back._engine.flows()["loaded_balances"] == 93_000000
+    assert back.balance(2) == -7.0 and back.core.flows()["loaded_balances"] == 93_000000
     back.check_invariants()
     # a snapshot whose loaded_balances flow disagrees with the balances breaks conservation
     data = bytearray(ex.to_bytes())
@@ -108,7 +108,7 @@ def test_version_1_snapshot_still_loads() -> None:
     ex = Exchange.from_bytes(data)
     assert ex.markets == ["BTC", "ETH"] and ex.account_count == 3 and ex.position_count == 4
     assert ex.balance(1, exact=True) == 1000_000000 and ex.balance(3, exact=True) == 50_000000
-    assert ex._engine.flows()["loaded_balances"] == 0
+    assert ex.core.flows()["loaded_balances"] == 0
     # the state hash of a state without loaded balances is the one the old build printed
     assert ex.state_hash() == 0x2F64E2EB5BD05AD73731C85EF508BC31
     ex.check_invariants()

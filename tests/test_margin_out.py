@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deleverage import Exchange
+from deleverage.books import sample_exchange
 from deleverage.errors import InvalidInput
-from deleverage.sample import sample_exchange
 
 
 def reference_float_report(exact) -> dict[str, np.ndarray]:

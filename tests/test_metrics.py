@@ -20,9 +20,9 @@ from waterfall_harness import Book, MarketDef, build_engine
 
 import deleverage
 from deleverage import Impact, MarketClose
+from deleverage.books import generate_book
 from deleverage.errors import ArithmeticOverflow, InvalidInput
 from deleverage.metrics import _count_inversions, combine, executor_price, gini, kendall_tau, measure
-from deleverage.sample import generate_book
 
 MM = 9
 BIG = 10**9
@@ -312,7 +312,7 @@ def test_inversions_match_brute_force(seed, n):
 # --------------------------------------------------- against the reference, properties
 
 def random_exchange(seed, *, relabel=lambda a: a, markets=2, fund=0.0):
-    """A small generated book (deleverage.sample.generate_book) with account ids mapped by
+    """A small generated book (deleverage.books.generate_book) with account ids mapped by
     `relabel`; the market maker (0 before relabeling) takes the imbalance and executes."""
     book = generate_book(240, 40, markets, seed=seed, leverage=8.0)
     ex = deleverage.Exchange(money_decimals=6, threads=1)

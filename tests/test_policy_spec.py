@@ -34,15 +34,17 @@ def test_stress_and_the_command_line_take_the_same_spellings() -> None:
     import argparse
 
     import deleverage
-    from deleverage._stress import _policy_specs
-    from deleverage.cli._args import _policy_list
+    from deleverage import WaterfallSpec
+    from deleverage._stress import _labelled_specs
+    from deleverage.cli._args import policy_list
 
-    assert _policy_specs(["haircut:pro_rata", "funding_index"]) == [
-        ("haircut:pro_rata", {"policy": "pro_rata", "mode": "haircut"}),
-        ("funding_index", {"policy": "funding_index", "mode": "haircut"})]
+    mm = deleverage.MarketClose(counterparty=0)
+    assert _labelled_specs(["haircut:pro_rata", "funding_index"], mm) == [
+        ("haircut:pro_rata", WaterfallSpec(executor=mm, policy="pro_rata", mode="haircut")),
+        ("funding_index", WaterfallSpec(executor=mm, policy="funding_index", mode="haircut"))]
     with pytest.raises(InvalidInput, match=r"policies\[1\]: unknown policy 'fifo'"):
-        _policy_specs(["queue", "fifo"])
-    assert _policy_list("queue,haircut:funding_index") == ["queue", "haircut:funding_index"]
+        _labelled_specs(["queue", "fifo"], mm)
+    assert policy_list("queue,haircut:funding_index") == ["queue", "haircut:funding_index"]
     with pytest.raises(argparse.ArgumentTypeError, match="unknown policy 'none'"):
-        _policy_list("none")
+        policy_list("none")
     assert deleverage.waterfall.HAIRCUT_ONLY == ("funding_index",)

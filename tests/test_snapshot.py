@@ -53,12 +53,12 @@ def state(ex: Exchange) -> dict:
         "pos": [getattr(pos, f).tolist() for f in ("account", "market", "size", "entry_notional")],
         "margin": [getattr(margin, f).tolist() for f in ("account", "equity", "maintenance", "initial")],
         "marks": ex.marks(exact=True).tolist(),
-        "prev": [ex._engine.previous_mark(m) for m in range(len(ex.markets))],
+        "prev": [ex.core.previous_mark(m) for m in range(len(ex.markets))],
         "pools": [ex.insurance.balance(p, exact=True) for p in range(ex.insurance.pool_count)],
         "ledger": repr(ledger),
         "history": repr(ex.insurance.history(exact=True)),
         "step": ex.step,
-        "flows": ex._engine.flows(),
+        "flows": ex.core.flows(),
         "money_decimals": ex.money_decimals,
     }
 
@@ -251,7 +251,7 @@ def test_symbol_that_is_not_utf8_is_corrupt() -> None:
 def test_many_markets_round_trip() -> None:
     """Regression: with a large market section the writer's buffer grew while it held
     pointers into it (caught by the benchmark's 100-market book)."""
-    from deleverage.sample import sample_exchange
+    from deleverage.books import sample_exchange
 
     ex = sample_exchange(5000, 500, 100, threads=1)
     for m in range(0, 100, 7):

@@ -12,8 +12,9 @@ import pytest
 from books import two_market_exchange
 
 import deleverage as dl
+from deleverage.books import BOOK_PRESETS, BookSpec, book_preset
 from deleverage.errors import ConfigError, InvalidInput
-from deleverage.scenarios import BOOK_PRESETS, BookSpec, GBMPaths, HistoricalPaths, Shock, book_preset
+from deleverage.scenarios import GBMPaths, HistoricalPaths, Shock
 
 MM = dl.MarketClose(counterparty=0, slippage_bps=20)
 
@@ -104,7 +105,7 @@ def test_historical_paths_replay_and_carry_missing_marks(tmp_path) -> None:
 
 
 def test_generated_books_have_the_preset_shape() -> None:
-    from deleverage.sample import generate_book
+    from deleverage.books import generate_book
 
     spec = book_preset("long_heavy", positions=60_000, accounts=10_000, markets=8, seed=4)
     b = generate_book(spec.positions, spec.accounts, spec.markets, seed=spec.seed, leverage=spec.leverage,
@@ -369,13 +370,13 @@ def test_bad_stress_arguments_are_refused() -> None:
 
 def test_the_core_runner_refuses_bad_marks() -> None:
     ex = two_market_exchange()
-    cfg = ex._waterfall_config(executor=dl.MarketClose(counterparty=4))
+    cfg = dl.WaterfallSpec(executor=dl.MarketClose(counterparty=4)).engine_config(ex)
     with pytest.raises(InvalidInput, match=r"marks\[1\]\[0\]\[1\]: a mark must be positive"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900, 2100, 900, 0], dtype=np.int64), 2, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900, 2100, 900, 0], dtype=np.int64), 2, 1, 1)
     with pytest.raises(InvalidInput, match="expected paths"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900, 2100, 900], dtype=np.int64), 2, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900, 2100, 900], dtype=np.int64), 2, 1, 1)
     with pytest.raises(InvalidInput, match="dtype"):
-        dl._core.run_stress(ex._engine, cfg, np.array([900.0, 2100.0]), 1, 1, 1)
+        dl._core.run_stress(ex.core, cfg, np.array([900.0, 2100.0]), 1, 1, 1)
 
 
 # ---------------------------------------------------------------------- loading books
@@ -389,8 +390,8 @@ def test_load_book_with_an_account_in_debt() -> None:
     # conservation counts them (check_invariants recomputes it from the balances)
     ex = dl.load_book(BOOK.assign(collateral=[5000.0, -250.25, 5000.0, 1000.5]))
     assert ex.balance(2) == -250.25 and ex.balance(1) == 5000.0
-    assert ex._engine.flows()["loaded_balances"] == (5000_000000 - 250_250000 + 1000_500000)
-    assert ex._engine.flows()["deposits"] == 0
+    assert ex.core.flows()["loaded_balances"] == (5000_000000 - 250_250000 + 1000_500000)
+    assert ex.core.flows()["deposits"] == 0
     ex.check_invariants()
 
 

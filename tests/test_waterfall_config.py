@@ -73,12 +73,12 @@ def test_a_bad_risk_function_is_refused_by_name() -> None:
 def test_the_compiled_liquidate_takes_a_config_only() -> None:
     ex = busy_exchange()
     with pytest.raises(TypeError):
-        ex._engine.liquidate((0, 9, 0, 0, 0, False, 0, 0, 0, 0))
+        ex.core.liquidate((0, 9, 0, 0, 0, False, 0, 0, 0, 0))
 
 
 def test_the_engine_range_checks_a_config() -> None:
     ex = busy_exchange()
-    engine = ex._engine
+    engine = ex.core
     before = ex.state_hash()
     c = _core.WaterfallConfig(executor=_core.ExecutorSpec(kind=_core.ExecutorKind.market_close, account=9),
                               theta=100_000_001)
@@ -91,6 +91,6 @@ def test_the_engine_range_checks_a_config() -> None:
         x.set_marks(["BTC"], [1.0])  # account 4 (long 0.1 BTC from 101) falls under maintenance
     result = a.liquidate(executor=MarketClose(counterparty=9), policy="pro_rata", exact=True)
     assert result.totals.liquidated_accounts > 0
-    b._engine.liquidate(_core.WaterfallConfig(
+    b.core.liquidate(_core.WaterfallConfig(
         executor=_core.ExecutorSpec(kind=_core.ExecutorKind.market_close, account=9), policy=_core.Policy.pro_rata))
     assert a.state_hash() == b.state_hash()

@@ -10,7 +10,7 @@ import pytest
 from waterfall_harness import engine_totals
 
 from deleverage import MarketClose
-from deleverage.sample import MARKET_MAKER, sample_exchange
+from deleverage.books import MARKET_MAKER, sample_exchange
 
 EVENT_COLUMNS = ("step", "kind", "account", "market", "counterparty", "size", "amount", "price", "pool", "exec_price")
 

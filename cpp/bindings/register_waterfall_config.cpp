@@ -17,7 +17,8 @@ namespace deleverage::bindings {
 namespace {
 
 std::string repr(const WaterfallConfig& c) {
-  return "WaterfallConfig(executor=" + std::string(c.executor.kind == ExecutorKind::MarketClose ? "market_close" : "backstop") +
+  return "WaterfallConfig(executor=" +
+         std::string(c.executor.kind == ExecutorKind::MarketClose ? "market_close" : "backstop") +
          ", account=" + std::to_string(c.executor.account) + ", policy=" + policy_name(c.policy) +
          ", mode=" + (c.mode == WaterfallMode::Close ? "close" : "haircut") + ", theta=" + std::to_string(c.theta) +
          ", cap=" + std::to_string(c.cap) + ", lot=" + std::to_string(c.lot) + ")";
@@ -58,12 +59,12 @@ void register_waterfall_config(py::module_& m) {
       .def_readonly("param", &RiskFunction::param);
 
   py::class_<ExecutorSpec>(m, "ExecutorSpec", "Who closes the positions and at what price (rates in 1e-8).")
-      .def(py::init([](ExecutorKind kind, i64 account, i64 slippage_rate, i64 impact_rate, i64 impact_depth,
-                       bool partial) {
-             return ExecutorSpec{kind, account, slippage_rate, impact_rate, impact_depth, partial};
-           }),
-           py::kw_only(), py::arg("kind"), py::arg("account"), py::arg("slippage_rate") = 0,
-           py::arg("impact_rate") = 0, py::arg("impact_depth") = 0, py::arg("partial") = false)
+      .def(py::init(
+               [](ExecutorKind kind, i64 account, i64 slippage_rate, i64 impact_rate, i64 impact_depth, bool partial) {
+                 return ExecutorSpec{kind, account, slippage_rate, impact_rate, impact_depth, partial};
+               }),
+           py::kw_only(), py::arg("kind"), py::arg("account"), py::arg("slippage_rate") = 0, py::arg("impact_rate") = 0,
+           py::arg("impact_depth") = 0, py::arg("partial") = false)
       .def_readwrite("kind", &ExecutorSpec::kind)
       .def_readwrite("account", &ExecutorSpec::account)
       .def_readwrite("slippage_rate", &ExecutorSpec::slippage_rate)
@@ -75,15 +76,16 @@ void register_waterfall_config(py::module_& m) {
                               "The engine's configuration of one waterfall step (docs/waterfall.md): integers in "
                               "engine units (rates and fractions in 1e-8, money in units). Range checks happen "
                               "when a step runs.")
-      .def(py::init([](const ExecutorSpec& executor, WaterfallMode mode, Policy policy, Ranking ranking,
-                       AdlPrice adl_price, i64 theta, i64 cap, i64 lot, const RiskFunction& g, std::uint64_t seed,
-                       DeficitSplit deficit_split) {
-             return WaterfallConfig{executor, mode, policy, ranking, adl_price, theta, cap, lot, g, seed, deficit_split};
-           }),
-           py::kw_only(), py::arg("executor"), py::arg("mode") = WaterfallMode::Close, py::arg("policy") = Policy::Queue,
-           py::arg("ranking") = Ranking::BitMEX, py::arg("adl_price") = AdlPrice::Bankruptcy,
-           py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
-           py::arg("g") = RiskFunction{}, py::arg("seed") = 0, py::arg("deficit_split") = DeficitSplit::Loss)
+      .def(
+          py::init([](const ExecutorSpec& executor, WaterfallMode mode, Policy policy, Ranking ranking,
+                      AdlPrice adl_price, i64 theta, i64 cap, i64 lot, const RiskFunction& g, std::uint64_t seed,
+                      DeficitSplit deficit_split) {
+            return WaterfallConfig{executor, mode, policy, ranking, adl_price, theta, cap, lot, g, seed, deficit_split};
+          }),
+          py::kw_only(), py::arg("executor"), py::arg("mode") = WaterfallMode::Close, py::arg("policy") = Policy::Queue,
+          py::arg("ranking") = Ranking::BitMEX, py::arg("adl_price") = AdlPrice::Bankruptcy,
+          py::arg("theta") = kThetaDeficit, py::arg("cap") = kRateScale, py::arg("lot") = 1,
+          py::arg("g") = RiskFunction{}, py::arg("seed") = 0, py::arg("deficit_split") = DeficitSplit::Loss)
       .def_readwrite("executor", &WaterfallConfig::executor)
       .def_readwrite("mode", &WaterfallConfig::mode)
       .def_readwrite("policy", &WaterfallConfig::policy)

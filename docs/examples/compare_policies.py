@@ -3,7 +3,7 @@
     python docs/examples/compare_policies.py                 # print the tables, write the PNGs
     python docs/examples/compare_policies.py --update-doc    # also refresh docs/policy_lab.md
 
-The book is deleverage.sample.sample_exchange (20,000 positions over 2,000 accounts in 5
+The book is deleverage.books.sample_exchange (20,000 positions over 2,000 accounts in 5
 markets, 8x leverage on average); the market maker (account 0, which holds each market's
 imbalance) is also the liquidation counterparty. Every market falls 25% at once. Policies the
 installed engine does not run yet are listed and skipped, so the script can be re-run as
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import deleverage
 from deleverage import Impact, MarketClose
-from deleverage.sample import sample_exchange
+from deleverage.books import sample_exchange
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent

@@ -17,6 +17,7 @@ from .policy_lab import ComparisonTable, compare
 from .reports import MarginReport, PositionReport
 from .scales import MarketScales
 from .waterfall import AdlRank, AdlRanking, EventTable, WaterfallResult, WaterfallTotals
+from .waterfall_spec import WaterfallSpec
 
 __all__ = [
     "Exchange",
@@ -31,6 +32,7 @@ __all__ = [
     "MarketClose",
     "Backstop",
     "Impact",
+    "WaterfallSpec",
     "WaterfallResult",
     "WaterfallTotals",
     "EventTable",

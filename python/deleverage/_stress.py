@@ -26,12 +26,12 @@ from . import _core
 from .errors import InvalidInput
 from .executors import Executor
 from .scenarios import Scenario
-from .waterfall import policy_spec
+from .waterfall_spec import WaterfallSpec, spec_of_entry
 
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-PolicyArg = Union[str, Mapping[str, Any]]
+PolicyArg = Union[str, Mapping[str, Any], WaterfallSpec]
 
 #: Per-step series recorded for every path (int64; money in units of 10**-money_decimals).
 SERIES = ("deficit", "fund_used", "fund_fees", "bad_debt", "liquidated_accounts", "partial_liquidations",
@@ -41,33 +41,26 @@ ACCOUNT_FIELDS = ("loss_total", "loss_max", "paths_hit", "paths_liquidated", "fi
 _LIQUIDATE_KEYS = ("mode", "policy", "ranking", "adl_price")
 
 
-def _policy_specs(policies: Sequence[PolicyArg]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, liquidate keywords) per policy. A name is ``{"policy": name}`` (a haircut
+def _labelled_specs(policies: Union[PolicyArg, Sequence[PolicyArg]], executor: Executor) -> list[tuple[str, WaterfallSpec]]:
+    """(label, spec) per policy. A name is read by :meth:`WaterfallSpec.parse` (a haircut
     policy such as ``funding_index`` implies ``mode="haircut"``); a dict holds liquidate
-    keywords and optionally a ``label``."""
-    if isinstance(policies, (str, Mapping)):
+    keywords and optionally a ``label``; a spec is labelled by its ``name``."""
+    if isinstance(policies, (str, Mapping, WaterfallSpec)):
         policies = [policies]
     if len(policies) == 0:
         raise InvalidInput("policies: give at least one policy")
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, WaterfallSpec]] = []
     for i, p in enumerate(policies):
+        spec, kw = spec_of_entry(p, i, executor=executor, base={}, caller="stress")
         if isinstance(p, str):
-            try:
-                kw: dict[str, Any] = dict(policy_spec(p))
-            except InvalidInput as err:
-                raise InvalidInput(f"policies[{i}]: {err}") from None
             label = p
         elif isinstance(p, Mapping):
-            kw = {k: v for k, v in p.items() if k != "label"}
-            unknown = [k for k in kw if k == "executor" or k == "exact"]
-            if unknown:
-                raise InvalidInput(f"policies[{i}]: {unknown[0]!r} is not a policy option (give executor to stress())")
             label = str(p.get("label") or "/".join(str(kw[k]) for k in _LIQUIDATE_KEYS if k in kw) or f"policy{i}")
         else:
-            raise InvalidInput(f"policies[{i}]: expected a policy name or a dict of liquidate keywords (got {p!r})")
+            label = spec.name
         if label in (name for name, _ in out):
             raise InvalidInput(f"policies[{i}]: duplicate policy label {label!r} (give a 'label')")
-        out.append((label, kw))
+        out.append((label, spec))
     return out
 
 
@@ -103,7 +96,7 @@ def _run_batch(exchange: "Exchange", config: _core.WaterfallConfig, scenario: Sc
                threads: int) -> dict[str, Any]:
     start, pdec, markets = _market_grid(exchange)
     marks = np.stack([_path_ticks(scenario, p, start, pdec, markets) for p in paths]) if len(paths) else np.empty(0, np.int64)
-    raw = _core.run_stress(exchange._engine, config, np.ascontiguousarray(marks, dtype=np.int64).ravel(), len(paths),
+    raw = _core.run_stress(exchange.core, config, np.ascontiguousarray(marks, dtype=np.int64).ravel(), len(paths),
                            scenario.n_steps, threads)
     return dict(raw)
 
@@ -162,7 +155,7 @@ def stress(
     exchange: "Exchange",
     scenario: Scenario,
     *,
-    policies: Sequence[PolicyArg] = ("queue",),
+    policies: Union[PolicyArg, Sequence[PolicyArg]] = ("queue",),
     executor: Executor,
     client: Any = None,
     threads: int = 0,
@@ -174,20 +167,22 @@ def stress(
     Each path starts from a copy of ``exchange`` (which is never changed); every step sets
     all marks from the path and runs one :meth:`Exchange.liquidate` with ``executor`` and the
     policy's keywords, inside the compiled core. ``policies`` are names (``"queue"``,
-    ``"pro_rata"``, ``"funding_index"``...) or dicts of liquidate keywords, e.g.
-    ``{"policy": "pro_rata", "mode": "haircut", "label": "haircut"}``.
+    ``"haircut:pro_rata"``, ``"funding_index"``...), dicts of liquidate keywords, e.g.
+    ``{"policy": "pro_rata", "mode": "haircut", "label": "haircut"}``, or
+    :class:`~deleverage.WaterfallSpec` objects (labelled by their ``name``; a spec without an
+    executor runs with ``executor``, one with another executor is refused).
 
     Paths run on ``threads`` local threads (0: every core), ``batch_paths`` paths per call
     into the core (default: 8 per thread), or, with ``client`` (a ``dask.distributed.Client``),
     as one task per batch on the cluster. ``progress=True`` draws a bar on stderr; a callable
     gets ``(paths done, total paths)``.
     """
-    specs = _policy_specs(policies)
+    specs = _labelled_specs(policies, executor)
     if not isinstance(scenario, Scenario):
         raise InvalidInput(f"scenario must be a deleverage.scenarios.Scenario (got {type(scenario).__name__})")
     if not isinstance(threads, int) or threads < 0:
         raise InvalidInput(f"threads must be a non-negative integer (got {threads!r})")
-    configs = [(label, exchange._waterfall_config(executor=executor, **kw)) for label, kw in specs]
+    configs = [(label, spec.engine_config(exchange)) for label, spec in specs]
     n_paths, n_steps = int(scenario.n_paths), int(scenario.n_steps)
     if n_paths < 1:
         raise InvalidInput("scenario: no path to run (paths must be at least 1)")

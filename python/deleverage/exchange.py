@@ -23,17 +23,14 @@ import numpy.typing as npt
 from . import _convert as cv
 from . import _core
 from .errors import ArithmeticOverflow, ConfigError, InsufficientMargin, InvalidInput, JournalTruncated, UnknownId
-from .executors import Backstop, Executor, MarketClose
+from .executors import Executor
 from .insurance import InsuranceFund
 from .reports import MarginReport, PositionReport
 from .scales import MarketScales
 from .waterfall import (
-    ADL_PRICES,
     ADL_REFRESH,
     DEFICIT_SPLITS,
     EVENT_KINDS,
-    LAST_RESORT_POLICIES,
-    MODES,
     RANKINGS,
     AdlRank,
     AdlRanking,
@@ -41,6 +38,7 @@ from .waterfall import (
     WaterfallResult,
     WaterfallTotals,
 )
+from .waterfall_spec import WaterfallSpec, deficit_split_code
 
 MarketRef = Union[int, str]
 ArrayLike = npt.ArrayLike
@@ -64,26 +62,29 @@ def _first(mask: np.ndarray) -> Optional[int]:
     return int(hits[0]) if hits.size else None
 
 
-def _fraction_units(value: Any, field: str) -> int:
-    """A fraction in [0, 1] -> integer units of 1e-8 (nearest), or InvalidInput naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {cv.plain(value)})")
-    v = float(value)
-    if not np.isfinite(v) or v < 0 or v > 1:
-        raise InvalidInput(f"{field} must be a number between 0 and 1 (got {cv.plain(value)})")
-    return int(round(v * 100_000_000))
-
-
-
-def _deficit_split_code(value: Any) -> int:
-    if not isinstance(value, str) or value not in DEFICIT_SPLITS:
-        raise ConfigError(f"deficit_split must be one of {', '.join(DEFICIT_SPLITS)} (got {value!r})")
-    return DEFICIT_SPLITS.index(value)
-
-
 def _threads(threads: Any) -> int:
     """The ``threads`` setting: 0 (every core) or a positive count."""
     return cv.small_int(threads, "threads", 0, 2**16)
+
+def _with_executor(spec: Any, executor: Optional[Executor], keywords: dict[str, Any]) -> WaterfallSpec:
+    """liquidate()'s spec, with the call's executor when the spec has none; InvalidInput when
+    the call also sets a waterfall keyword or another executor."""
+    if not isinstance(spec, WaterfallSpec):
+        raise InvalidInput(f"waterfall must be a WaterfallSpec (got {type(spec).__name__}); or give liquidate's keywords")
+    defaults = WaterfallSpec()
+
+    def at_default(v: Any, d: Any) -> bool:  # no == on arrays or other objects
+        return v is d or (type(v) is type(d) and isinstance(v, (str, int)) and v == d)
+
+    given = [k for k, v in keywords.items() if not at_default(v, getattr(defaults, k))]
+    if given:
+        raise InvalidInput(f"{given[0]}: set by the WaterfallSpec; give either a spec or liquidate keywords, not both")
+    if executor is None:
+        return spec
+    if spec.executor is not None and spec.executor != executor:
+        raise InvalidInput(f"executor: the spec has executor {spec.executor!r}; the call gives {executor!r}")
+    return spec.replace(executor=executor)
+
 
 class Exchange:
     """Exchange state: markets, accounts with cross-margined positions, marks.
@@ -109,7 +110,7 @@ class Exchange:
 
     def __init__(self, money_decimals: int = 6, *, threads: int = 0, deficit_split: str = "loss") -> None:
         money_decimals = cv.small_int(money_decimals, "money_decimals", 0, 12)
-        self._deficit_split = _deficit_split_code(deficit_split)
+        self._deficit_split = deficit_split_code(deficit_split)
         self._engine = _core.Engine(money_decimals, _threads(threads))
         self._money_decimals = money_decimals
         self._symbols: dict[str, int] = {}
@@ -271,6 +272,23 @@ class Exchange:
     def markets(self) -> list[str]:
         """Market symbols, indexed by market id."""
         return list(self._symbols)
+
+    @property
+    def core(self) -> _core.Engine:
+        """The compiled engine this object wraps (a ``deleverage._core.Engine``), read-only.
+
+        Everything on it is in integer units (money in ``10**-money_decimals``, sizes in lots,
+        prices in mark units) and unchecked by this layer: it is for the package's own modules
+        (the insurance fund view, stress runs) and for advanced use such as timing a compiled
+        call without the Python wrapper. Changing the state through it bypasses the checks and
+        unit conversions of :class:`Exchange`."""
+        return self._engine
+
+    @property
+    def deficit_split(self) -> str:
+        """This exchange's default ``deficit_split`` (``"loss"`` or ``"maintenance"``): where a
+        bankrupt account's negative equity lands among its positions (see :class:`Exchange`)."""
+        return DEFICIT_SPLITS[self._deficit_split]
 
     @property
     def scales(self) -> MarketScales:
@@ -704,8 +722,9 @@ class Exchange:
     # ------------------------------------------------------------------ the waterfall
     def liquidate(
         self,
+        waterfall: Optional[WaterfallSpec] = None,
         *,
-        executor: Executor,
+        executor: Optional[Executor] = None,
         mode: str = "close",
         policy: str = "queue",
         ranking: str = "bitmex",
@@ -776,10 +795,19 @@ class Exchange:
         :meth:`set_adl_refresh`), not a pass over the book. The batch step is the same routine
         over every liquidatable account, worst first. See docs/waterfall.md for the exact
         procedure.
+
+        ``waterfall``: the same configuration as one :class:`~deleverage.WaterfallSpec`
+        (``ex.liquidate(spec)``, or ``ex.liquidate(spec, executor=...)`` for a spec without
+        an executor), checked once and reusable; the keywords that configure the waterfall
+        must then be left at their defaults (only ``exact`` and ``accounts`` go with it).
         """
-        config = self._waterfall_config(executor=executor, mode=mode, policy=policy, ranking=ranking, adl_price=adl_price,
-                                        theta=theta, cap=cap, lot=lot, g=g, seed=seed, exact=exact,
-                                        deficit_split=deficit_split)
+        keywords: dict[str, Any] = dict(mode=mode, policy=policy, ranking=ranking, adl_price=adl_price, theta=theta, cap=cap, lot=lot, g=g,
+                        seed=seed, deficit_split=deficit_split)
+        if waterfall is None:
+            spec = WaterfallSpec(executor=executor, **keywords)
+        else:
+            spec = _with_executor(waterfall, executor, keywords)
+        config = spec.engine_config(self, exact=exact)
         ids = None if accounts is None else np.ascontiguousarray(cv.integers(accounts, "accounts"), dtype=np.int64).reshape(-1)
         raw, totals, skipped = self._engine.liquidate(config, accounts=ids)
         return self._waterfall_result(raw, totals, exact, skipped)
@@ -815,66 +843,6 @@ class Exchange:
         m = self.market_id(market)
         side, score, rank, count, light = self._engine.adl_rank(int(account), m, RANKINGS.index(ranking))
         return AdlRank(int(account), int(side), score / 1e9, int(score), int(rank), int(count), int(light))
-
-    def _waterfall_config(self, *, executor: Executor, mode: str = "close", policy: str = "queue", ranking: str = "bitmex",
-                          adl_price: str = "bankruptcy", theta: Union[str, float] = "deficit", cap: Optional[float] = None,
-                          lot: Optional[float] = None, g: str = "linear", seed: int = 0, exact: bool = False,
-                          deficit_split: Optional[str] = None) -> _core.WaterfallConfig:
-        """The engine's waterfall configuration for :meth:`liquidate`'s keywords, checked: the
-        one place that turns them into the values the compiled code takes (``liquidate`` and
-        :func:`deleverage.stress` both use it). ``exact`` only says the unit of a haircut-mode
-        ``lot``."""
-        if isinstance(executor, MarketClose):
-            kind, account = 0, executor.counterparty
-            slip = int(round(executor.slippage_bps * 10_000))
-            impact_rate = int(round(executor.impact.bps_per_depth * 10_000)) if executor.impact else 0
-            depth = int(cv.to_fixed(executor.impact.depth, self._money_decimals, "impact.depth", exact=False, on_grid=False)[0]) if executor.impact else 0
-            if executor.impact and depth <= 0:
-                # a depth of 0 units would switch the impact off without a word
-                raise ConfigError(f"impact.depth {executor.impact.depth!r} is less than one money unit "
-                                  f"(10**-{self._money_decimals})")
-            partial = bool(executor.partial)
-        elif isinstance(executor, Backstop):
-            kind, account, slip, impact_rate, depth, partial = 1, executor.account, 0, 0, 0, False
-        else:
-            raise InvalidInput(f"executor must be a MarketClose or a Backstop (got {type(executor).__name__})")
-        for name, value, allowed in (("mode", mode, MODES), ("policy", policy, LAST_RESORT_POLICIES), ("ranking", ranking, RANKINGS),
-                                     ("adl_price", adl_price, ADL_PRICES)):
-            if value not in allowed:
-                raise InvalidInput(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
-        if mode == "close" and policy == "funding_index":
-            raise InvalidInput("policy 'funding_index' is a haircut policy: use mode='haircut'")
-        theta_units = -1 if isinstance(theta, str) and theta == "deficit" else _fraction_units(theta, "theta")
-        if cap is not None and policy not in ("capped_pro_rata", "risk_aware"):
-            raise InvalidInput(f"cap is not used by policy {policy!r} (only capped_pro_rata and risk_aware)")
-        if policy == "capped_pro_rata" and cap is None:
-            raise InvalidInput("policy 'capped_pro_rata' needs cap: the largest fraction of its capacity a winner may lose")
-        cap_units = 100_000_000 if cap is None else _fraction_units(cap, "cap")
-        if lot is not None and policy != "min_max_lots":
-            raise InvalidInput(f"lot is not used by policy {policy!r} (only min_max_lots)")
-        lot_units = 1
-        if lot is not None:
-            if mode == "close" or exact:
-                lot_units = int(cv.integers(lot, "lot")[0])
-            else:
-                lot_units = int(cv.to_fixed(lot, self._money_decimals, "lot", exact=False, on_grid=False)[0])
-            if lot_units <= 0:
-                raise InvalidInput(f"lot must be positive (got {lot!r})")
-        if not isinstance(g, str):
-            raise InvalidInput(f"g must be a string: 'linear', 'power:k' or 'excess:l0' (got {g!r})")
-        if g != "linear" and policy != "risk_aware":
-            raise InvalidInput(f"g is not used by policy {policy!r} (only risk_aware)")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-            raise InvalidInput(f"seed must be an integer in [0, 2**64) (got {seed!r})")
-        acc = int(cv.integers(account, "executor account")[0])
-        split = self._deficit_split if deficit_split is None else _deficit_split_code(deficit_split)
-        return _core.WaterfallConfig(
-            executor=_core.ExecutorSpec(kind=_core.ExecutorKind(kind), account=acc, slippage_rate=slip,
-                                        impact_rate=impact_rate, impact_depth=depth, partial=partial),
-            mode=_core.WaterfallMode.__members__[mode], policy=_core.Policy.__members__[policy],
-            ranking=_core.Ranking.__members__[ranking], adl_price=_core.AdlPrice.__members__[adl_price],
-            theta=theta_units, cap=cap_units, lot=lot_units, g=_core.RiskFunction(g), seed=int(seed),
-            deficit_split=_core.DeficitSplit(split))
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool,
                           skipped: Optional[npt.NDArray[np.int64]] = None) -> WaterfallResult:
@@ -912,7 +880,7 @@ class Exchange:
         ``deficit_split`` as the waterfall places it (default: the exchange's)."""
         if ranking not in RANKINGS:
             raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
-        split = self._deficit_split if deficit_split is None else _deficit_split_code(deficit_split)
+        split = self._deficit_split if deficit_split is None else deficit_split_code(deficit_split)
         m = self.market_id(market)
         raw = self._engine.adl_ranking(m, RANKINGS.index(ranking), split)
         size, loss = raw["size"], raw["expected_loss"]

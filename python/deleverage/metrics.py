@@ -91,7 +91,7 @@ from . import _convert as cv
 from .errors import ArithmeticOverflow, InvalidInput
 from .exchange import Exchange
 from .executors import Backstop, Executor, MarketClose
-from .reports import _Table
+from .reports import Table
 from .waterfall import WaterfallResult
 
 __all__ = ["measure", "combine", "PolicyMetrics", "EventMetrics", "WinnerMetrics", "gini", "kendall_tau"]
@@ -103,7 +103,7 @@ _FILL_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill")
 # ---------------------------------------------------------------------------- tables
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class EventMetrics(_Table):
+class EventMetrics(Table):
     """One row per event (bankrupt position): money in quote currency, ``*_units`` exact."""
 
     step: np.ndarray  #: step number (int64)
@@ -120,7 +120,7 @@ class EventMetrics(_Table):
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class WinnerMetrics(_Table):
+class WinnerMetrics(Table):
     """One row per touched winner position and way it was touched (``how``: adl / haircut).
 
     ``taken`` and ``capacity`` are base units (adl) or quote currency (haircut); ``value`` is
@@ -145,7 +145,8 @@ class WinnerMetrics(_Table):
 
 
 _HORIZON_FIELDS = ("winners_cost_at_horizon", "overshoot_at_horizon", "winners_cost_at_horizon_units", "overshoot_at_horizon_units")
-_SUMMARY_FIELDS = (
+#: The scalar metrics of :meth:`PolicyMetrics.to_dict`, in order (the columns of a comparison).
+SUMMARY_FIELDS = (
     "steps", "events", "accounts_touched", "positions_touched", "eligible_accounts",
     "largest_fraction", "gini_touched", "gini_eligible",
     "taken", "needed", "overshoot_net", "overshoot_gross", "bad_debt", "last_resort_needed", "severity_excess",
@@ -215,7 +216,7 @@ class PolicyMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The scalar metrics as a plain dict (floats and ints); the horizon fields when measured."""
-        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out = {name: getattr(self, name) for name in SUMMARY_FIELDS}
         if self.winners_cost_at_horizon_units is not None:
             for name in _HORIZON_FIELDS:
                 out[name] = getattr(self, name)
@@ -371,6 +372,28 @@ def measure(
     The rows are processed with numpy (a step can have millions of ``adl_close`` rows under
     pro-rata); every money amount stays an exact integer.
     """
+    step = _check_step(before, after, result)
+    u = _Units(before)
+    marks = before.marks(exact=True).astype(np.int64, copy=False)
+    exec_account = _executor_account(executor)
+    s = _Step(before, result)
+    adl, events = _adl_events(s, u, marks, executor)
+    bad_debt = _credit_events(s, events)
+    event_table = _event_table(step, events, s.keys, u.md)
+    winners = _winner_rows(s, adl, step, u)
+    eligible = _eligible(s, winners, adl, exec_account)
+    top, top_before, top_after = _top_winner_equity(before, after, s, exec_account, top_winner)
+    rank_cd, rank_pairs = _rank_stability(before, after, ranking)
+    tt = result.totals
+    # last_resort_needed / _planned: engines before the severity theta did not report them (then 0)
+    totals = (int(tt.adl_notional), int(tt.haircut_total), int(tt.fund_used), int(tt.deficit),
+              int(getattr(tt, "last_resort_needed", 0)), int(getattr(tt, "last_resort_planned", 0)))
+    return _summarize(u.md, 1, event_table, winners, eligible.astype(np.int64), top, top_before, top_after,
+                      rank_cd, rank_pairs, totals, bad_debt)
+
+
+def _check_step(before: Exchange, after: Exchange, result: WaterfallResult) -> int:
+    """The step of ``result``, after checking that ``before`` and ``after`` surround it."""
     if not isinstance(before, Exchange) or not isinstance(after, Exchange):
         raise InvalidInput("before and after must be Exchange objects")
     if not isinstance(result, WaterfallResult):
@@ -383,89 +406,87 @@ def measure(
                            f"(got {before.step} and {after.step})")
     if before.markets != after.markets:
         raise InvalidInput("before/after: not the same markets")
-    u = _Units(before)
-    md = u.md
-    marks = before.marks(exact=True).astype(np.int64, copy=False)
-    exec_account = None
+    return step
+
+
+def _executor_account(executor: Optional[Executor]) -> Optional[int]:
     if isinstance(executor, MarketClose):
-        exec_account = int(executor.counterparty)
-    elif isinstance(executor, Backstop):
-        exec_account = int(executor.account)
+        return int(executor.counterparty)
+    if isinstance(executor, Backstop):
+        return int(executor.account)
+    return None
 
-    pos = before.positions(exact=True)
-    p_acc = pos.account.astype(np.int64, copy=False)
-    p_mk = pos.market.astype(np.int64, copy=False)
-    p_size = pos.size.astype(np.int64, copy=False)
-    p_upnl = pos.unrealized_pnl.astype(np.int64, copy=False)
 
-    ev = result.events
-    kind = np.asarray(ev.kind, dtype=object)
-    acc = ev.account.astype(np.int64, copy=False)
-    mk = ev.market.astype(np.int64, copy=False)
-    cp = ev.counterparty.astype(np.int64, copy=False)
-    dq = ev.size.astype(np.int64, copy=False)
-    amt = ev.amount.astype(np.int64, copy=False)
-    # compare the (object) kind column once in full; the other kinds only on the rest
-    is_adl = kind == "adl_close"
-    rest = np.flatnonzero(~is_adl)
-    rest_kind = kind[rest]
+class _Step:
+    """What :func:`measure` reads of one step: the positions before it and its event rows as
+    int64 columns, masks of the row kinds, (account, market) codes and a lookup of a column of
+    the positions by code."""
 
-    def rows_of(*names: str) -> np.ndarray:
-        mask = np.zeros(len(kind), dtype=bool)
+    def __init__(self, before: Exchange, result: WaterfallResult) -> None:
+        pos = before.positions(exact=True)
+        self.p_acc = pos.account.astype(np.int64, copy=False)
+        self.p_mk = pos.market.astype(np.int64, copy=False)
+        self.p_size = pos.size.astype(np.int64, copy=False)
+        self.p_upnl = pos.unrealized_pnl.astype(np.int64, copy=False)
+        ev = result.events
+        self.events = ev
+        self.kind = np.asarray(ev.kind, dtype=object)
+        self.acc = ev.account.astype(np.int64, copy=False)
+        self.mk = ev.market.astype(np.int64, copy=False)
+        self.cp = ev.counterparty.astype(np.int64, copy=False)
+        self.dq = ev.size.astype(np.int64, copy=False)
+        self.amt = ev.amount.astype(np.int64, copy=False)
+        # compare the (object) kind column once in full; the other kinds only on the rest
+        self.is_adl = self.kind == "adl_close"
+        self._rest = np.flatnonzero(~self.is_adl)
+        self._rest_kind = self.kind[self._rest]
+        self.is_fill = self.rows_of(*_FILL_KINDS)
+        self.is_hc = self.rows_of("haircut")
+        self.is_credit = self.rows_of("socialized_credit", "bad_debt")
+        self.keys = _Keys([self.p_acc, self.acc, self.cp], len(before.markets))
+        p_code = self.keys.code(self.p_acc, self.p_mk)
+        self._p_order = np.argsort(p_code, kind="stable")
+        self._p_sorted = p_code[self._p_order]
+
+    def rows_of(self, *names: str) -> np.ndarray:
+        mask = np.zeros(len(self.kind), dtype=bool)
         for name in names:
-            mask[rest[rest_kind == name]] = True
+            mask[self._rest[self._rest_kind == name]] = True
         return mask
 
-    is_fill = rows_of(*_FILL_KINDS)
-    is_hc = rows_of("haircut")
-    is_credit = rows_of("socialized_credit", "bad_debt")
-    keys = _Keys([p_acc, acc, cp], len(before.markets))
-    p_code = keys.code(p_acc, p_mk)
-    p_order = np.argsort(p_code, kind="stable")
-    p_sorted = p_code[p_order]
-
-    def lookup(codes: np.ndarray, column: np.ndarray) -> np.ndarray:
+    def lookup(self, codes: np.ndarray, column: np.ndarray) -> np.ndarray:
         """column[position with that (account, market) before the step], 0 where none."""
+        p_sorted = self._p_sorted
         at = np.minimum(np.searchsorted(p_sorted, codes), max(len(p_sorted) - 1, 0))
         found = (p_sorted[at] == codes) if len(p_sorted) else np.zeros(len(codes), dtype=bool)
-        return np.where(found, column[p_order][at] if len(p_sorted) else 0, 0)
+        return np.where(found, column[self._p_order][at] if len(p_sorted) else 0, 0)
 
-    # ---- adl_close rows, grouped by event (bankrupt account, market). An event's rows are
-    # consecutive in practice: group the runs of equal keys first (cheap), then the runs.
-    ia = np.flatnonzero(is_adl)
-    a_w, a_m, a_b, a_dq, a_amt = acc[ia], mk[ia], cp[ia], dq[ia], amt[ia]
-    e_code = keys.code(a_b, a_m)
+
+@dataclasses.dataclass(frozen=True)
+class _AdlRows:
+    """The adl_close rows: their row numbers, winner, market, size change, what each winner
+    gave up against the mark, and the codes of the events (bankrupt account, market)."""
+
+    rows: np.ndarray
+    winner: np.ndarray
+    market: np.ndarray
+    dq: np.ndarray
+    gave_up: np.ndarray
+    event_codes: np.ndarray
+
+
+def _adl_events(s: _Step, u: _Units, marks: np.ndarray, executor: Optional[Executor]) -> tuple[_AdlRows, dict[int, list[int]]]:
+    """The adl_close rows grouped by event (bankrupt account, market), and per event code
+    ``[first row, taken, needed]``. An event's rows are consecutive in practice: the runs of
+    equal keys are grouped first (cheap), then the runs."""
+    ia = np.flatnonzero(s.is_adl)
+    a_w, a_m, a_b, a_dq, a_amt = s.acc[ia], s.mk[ia], s.cp[ia], s.dq[ia], s.amt[ia]
+    e_code = s.keys.code(a_b, a_m)
     run_start = np.flatnonzero(np.concatenate([[True], e_code[1:] != e_code[:-1]])) if len(ia) else np.empty(0, np.int64)
     run_len = np.diff(np.append(run_start, len(ia)))
     e_uniq, e_first_run, run_inv = np.unique(e_code[run_start], return_index=True, return_inverse=True)
     e_row = ia[run_start[e_first_run]]  # the first adl_close row of each event
-    # The executor's price for the lots of each adl_close row: the engine's ``exec_price``
-    # column when it has one, else recomputed from the executor spec (docs/waterfall.md 2).
-    column = getattr(ev, "exec_price", None)
-    if column is not None:
-        a_px = np.asarray(column, dtype=np.int64)[ia]
-    else:
-        if len(e_uniq) and executor is None:
-            raise InvalidInput("executor: needed to price the executor's alternative of the adl_close rows "
-                               "(this result has no exec_price column)")
-        # the bankrupt position's size when its closings were computed: before the step, plus
-        # the rows that changed it before its first adl_close row: its partial fills, and the
-        # ADL it took as a winner in an earlier round of a cascade (not its own full-close
-        # fill, which comes before its ADL rows when the round's ADL demand is shared)
-        size_then = lookup(e_uniq, p_size).astype(np.int64, copy=False)
-        ifl = np.flatnonzero(rows_of("partial_fill"))
-        cascade = np.flatnonzero(np.isin(a_w, keys.account(e_uniq)))  # winners that were liquidated later
-        c_code = np.concatenate([keys.code(acc[ifl], mk[ifl]), keys.code(a_w[cascade], a_m[cascade])])
-        c_row = np.concatenate([ifl, ia[cascade]])
-        c_dq = np.concatenate([dq[ifl], a_dq[cascade]])
-        at = np.minimum(np.searchsorted(e_uniq, c_code), max(len(e_uniq) - 1, 0))
-        hit = (e_uniq[at] == c_code) if len(e_uniq) else np.zeros(len(c_code), dtype=bool)
-        hit &= c_row < np.where(hit, e_row[at] if len(e_uniq) else 0, 0)
-        np.add.at(size_then, at[hit], c_dq[hit])
-        e_markets = keys.market(e_uniq)
-        key_px = np.array([_executor_price_ticks(u, int(marks[m]), m, int(q), executor)  # type: ignore[arg-type]
-                           for m, q in zip(e_markets.tolist(), size_then.tolist())], dtype=np.int64)
-        a_px = np.repeat(key_px[run_inv], run_len) if len(ia) else np.empty(0, dtype=np.int64)
+    a_px = _adl_exec_prices(s, u, marks, executor, ia, e_uniq, e_row, run_inv, run_len)
     tenk = np.array([10**k for k in u.k], dtype=np.int64)[a_m] if len(ia) else np.empty(0, dtype=np.int64)
     gave_up = -_value(a_dq, marks[a_m] if len(ia) else a_px, tenk, u.S) - a_amt
     needed = _value(-a_dq, a_px, tenk, u.S) - a_amt
@@ -477,31 +498,73 @@ def measure(
     events: dict[int, list[int]] = {}  # code -> [first row, taken, needed]
     for c, r, t, n in zip(e_uniq.tolist(), e_row.tolist(), ev_taken.tolist(), ev_needed.tolist()):
         events[c] = [r, t, n]
+    return _AdlRows(ia, a_w, a_m, a_dq, gave_up, e_uniq), events
 
-    # ---- socialized_credit / bad_debt rows (one or two per creditor): in order
-    fill_market: dict[int, int] = dict(zip(acc[is_fill].tolist(), mk[is_fill].tolist()))  # the last fill of each account
+
+def _adl_exec_prices(s: _Step, u: _Units, marks: np.ndarray, executor: Optional[Executor], ia: np.ndarray,
+                     e_uniq: np.ndarray, e_row: np.ndarray, run_inv: np.ndarray, run_len: np.ndarray) -> np.ndarray:
+    """The executor's price for the lots of each adl_close row (the rows in runs of one event:
+    ``run_inv`` each run's index in ``e_uniq``, ``run_len`` its length): the engine's
+    ``exec_price`` column when it has one, else recomputed from the executor spec
+    (docs/waterfall.md 2)."""
+    column = getattr(s.events, "exec_price", None)
+    if column is not None:
+        return np.asarray(column, dtype=np.int64)[ia]
+    if len(e_uniq) and executor is None:
+        raise InvalidInput("executor: needed to price the executor's alternative of the adl_close rows "
+                           "(this result has no exec_price column)")
+    a_w, a_m, a_dq = s.acc[ia], s.mk[ia], s.dq[ia]
+    # the bankrupt position's size when its closings were computed: before the step, plus
+    # the rows that changed it before its first adl_close row: its partial fills, and the
+    # ADL it took as a winner in an earlier round of a cascade (not its own full-close
+    # fill, which comes before its ADL rows when the round's ADL demand is shared)
+    size_then = s.lookup(e_uniq, s.p_size).astype(np.int64, copy=False)
+    ifl = np.flatnonzero(s.rows_of("partial_fill"))
+    cascade = np.flatnonzero(np.isin(a_w, s.keys.account(e_uniq)))  # winners that were liquidated later
+    c_code = np.concatenate([s.keys.code(s.acc[ifl], s.mk[ifl]), s.keys.code(a_w[cascade], a_m[cascade])])
+    c_row = np.concatenate([ifl, ia[cascade]])
+    c_dq = np.concatenate([s.dq[ifl], a_dq[cascade]])
+    at = np.minimum(np.searchsorted(e_uniq, c_code), max(len(e_uniq) - 1, 0))
+    hit = (e_uniq[at] == c_code) if len(e_uniq) else np.zeros(len(c_code), dtype=bool)
+    hit &= c_row < np.where(hit, e_row[at] if len(e_uniq) else 0, 0)
+    np.add.at(size_then, at[hit], c_dq[hit])
+    e_markets = s.keys.market(e_uniq)
+    key_px = np.array([_executor_price_ticks(u, int(marks[m]), m, int(q), executor)  # type: ignore[arg-type]
+                       for m, q in zip(e_markets.tolist(), size_then.tolist())], dtype=np.int64)
+    return np.repeat(key_px[run_inv], run_len) if len(ia) else np.empty(0, dtype=np.int64)
+
+
+def _credit_events(s: _Step, events: dict[int, list[int]]) -> int:
+    """Adds the socialized_credit / bad_debt rows (one or two per creditor, in order) to their
+    events (module docstring: the market of a row without one); returns the bad debt."""
+    fill_market: dict[int, int] = dict(zip(s.acc[s.is_fill].tolist(), s.mk[s.is_fill].tolist()))  # each account's last fill
     credit_market: dict[int, int] = {}
     bad_debt = 0
-    for r in np.flatnonzero(is_credit).tolist():
-        a, m, x = int(acc[r]), int(mk[r]), int(amt[r])
+    for r in np.flatnonzero(s.is_credit).tolist():
+        a, m, x = int(s.acc[r]), int(s.mk[r]), int(s.amt[r])
         if m >= 0:
             credit_market[a] = m
             target = m
         else:
             target = credit_market[a] if a in credit_market else fill_market.get(a, -1)
-        c = int(keys.code(np.array([a]), np.array([target]))[0])
+        c = int(s.keys.code(np.array([a]), np.array([target]))[0])
         entry = events.setdefault(c, [r, 0, 0])
-        if kind[r] == "socialized_credit":
+        if s.kind[r] == "socialized_credit":
             entry[1] += x
             entry[2] += x
         else:
             entry[2] += x
             bad_debt += x
+    return bad_debt
+
+
+def _event_table(step: int, events: dict[int, list[int]], keys: "_Keys", md: int) -> EventMetrics:
+    """One row per event, in the order of its first row."""
     order = sorted(events, key=lambda c: events[c][0])
     codes = np.array(order, dtype=np.int64)
     taken_units = [events[c][1] for c in order]
     needed_units = [events[c][2] for c in order]
-    event_table = EventMetrics(
+    return EventMetrics(
         np.full(len(order), step, dtype=np.int64),
         keys.account(codes),
         keys.market(codes).astype(np.int32),
@@ -512,52 +575,56 @@ def measure(
         _int64(needed_units, "needed_units"),
     )
 
-    # ---- winner rows: adl (lots against size), haircut (money against positive PnL)
-    w_code, w_inv = _group(keys.code(a_w, a_m))
+
+def _winner_rows(s: _Step, adl: _AdlRows, step: int, u: _Units) -> WinnerMetrics:
+    """The winner rows: adl (lots against size), haircut (money against positive PnL)."""
+    w_code, w_inv = _group(s.keys.code(adl.winner, adl.market))
     w_lots = np.zeros(len(w_code), dtype=np.int64)
     w_value = np.zeros(len(w_code), dtype=np.int64)
-    np.add.at(w_lots, w_inv, np.abs(a_dq))
-    np.add.at(w_value, w_inv, gave_up)
-    ih = np.flatnonzero(is_hc)
-    h_code, h_inv = _group(keys.code(acc[ih], mk[ih]))
+    np.add.at(w_lots, w_inv, np.abs(adl.dq))
+    np.add.at(w_value, w_inv, adl.gave_up)
+    ih = np.flatnonzero(s.is_hc)
+    h_code, h_inv = _group(s.keys.code(s.acc[ih], s.mk[ih]))
     h_money = np.zeros(len(h_code), dtype=np.int64)
-    np.add.at(h_money, h_inv, -amt[ih])
+    np.add.at(h_money, h_inv, -s.amt[ih])
     all_codes = np.concatenate([w_code, h_code])
     how = np.array(["adl"] * len(w_code) + ["haircut"] * len(h_code), dtype=object)
     taken_w = np.concatenate([w_lots, h_money])
-    cap_w = np.concatenate([np.abs(lookup(w_code, p_size)), np.maximum(lookup(h_code, p_upnl), 0)]).astype(np.int64, copy=False)
+    cap_w = np.concatenate([np.abs(s.lookup(w_code, s.p_size)), np.maximum(s.lookup(h_code, s.p_upnl), 0)]).astype(np.int64,
+                                                                                                                 copy=False)
     value_w = np.concatenate([w_value, h_money])
     w_order = np.lexsort((how == "haircut", all_codes))  # by account, market, then adl before haircut
-    winners = _winner_table(step, keys.account(all_codes)[w_order], keys.market(all_codes)[w_order], how[w_order],
-                            taken_w[w_order], cap_w[w_order], value_w[w_order], u)
+    return _winner_table(step, s.keys.account(all_codes)[w_order], s.keys.market(all_codes)[w_order], how[w_order],
+                         taken_w[w_order], cap_w[w_order], value_w[w_order], u)
 
-    # ---- eligible winners
+
+def _eligible(s: _Step, winners: WinnerMetrics, adl: _AdlRows, exec_account: Optional[int]) -> np.ndarray:
+    """The eligible winner accounts: the touched ones, and every other account that could have
+    paid (a position on a side ADL closed against, or a profit in a market with haircuts),
+    except accounts liquidated in the step and the executor's."""
     touched = np.unique(winners.account)
-    excluded = np.unique(np.concatenate([acc[is_fill], cp[is_adl]] + ([np.array([exec_account])] if exec_account is not None else [])))
-    bankrupt_side = np.sign(lookup(e_uniq, p_size))  # the side of each bankrupt position that ADL closed
-    adl_side_code = np.unique(keys.market(e_uniq) * 2 + (bankrupt_side < 0))  # (market, opposite side is long)
-    hc_markets = np.unique(mk[ih])
-    eligible_mask = ~np.isin(p_acc, excluded) & (
-        np.isin(p_mk * 2 + (p_size > 0), adl_side_code) | (np.isin(p_mk, hc_markets) & (p_upnl > 0)))
-    eligible = np.union1d(touched, p_acc[eligible_mask])
+    excluded = np.unique(np.concatenate([s.acc[s.is_fill], s.cp[s.is_adl]]
+                                        + ([np.array([exec_account])] if exec_account is not None else [])))
+    bankrupt_side = np.sign(s.lookup(adl.event_codes, s.p_size))  # the side of each bankrupt position that ADL closed
+    adl_side_code = np.unique(s.keys.market(adl.event_codes) * 2 + (bankrupt_side < 0))  # (market, opposite side is long)
+    hc_markets = np.unique(s.mk[s.is_hc])
+    eligible_mask = ~np.isin(s.p_acc, excluded) & (
+        np.isin(s.p_mk * 2 + (s.p_size > 0), adl_side_code) | (np.isin(s.p_mk, hc_markets) & (s.p_upnl > 0)))
+    return np.union1d(touched, s.p_acc[eligible_mask])
 
-    # ---- top winner
+
+def _top_winner_equity(before: Exchange, after: Exchange, s: _Step, exec_account: Optional[int],
+                       top_winner: Optional[int]) -> tuple[int, int, int]:
+    """(top winner, its profit before the step, that plus its equity change over the step)."""
     if top_winner is None:
-        top, top_before = _top_winner(p_acc, p_upnl, exec_account)
+        top, top_before = _top_winner(s.p_acc, s.p_upnl, exec_account)
     else:
         top = int(top_winner)
-        top_before = sum(p_upnl[p_acc == top].tolist())
+        top_before = sum(s.p_upnl[s.p_acc == top].tolist())
     top_delta = 0
     if top >= 0:
         top_delta = int(after.account_margin(top, exact=True)["equity"]) - int(before.account_margin(top, exact=True)["equity"])
-
-    rank_cd, rank_pairs = _rank_stability(before, after, ranking)
-    tt = result.totals
-    # last_resort_needed / _planned: engines before the severity theta did not report them (then 0)
-    totals = (int(tt.adl_notional), int(tt.haircut_total), int(tt.fund_used), int(tt.deficit),
-              int(getattr(tt, "last_resort_needed", 0)), int(getattr(tt, "last_resort_planned", 0)))
-    return _summarize(md, 1, event_table, winners, eligible.astype(np.int64), top, top_before, top_before + top_delta,
-                      rank_cd, rank_pairs, totals, bad_debt)
+    return top, top_before, top_before + top_delta
 
 
 class _Keys:
@@ -723,7 +790,7 @@ def _summarize(md: int, steps: int, events: EventMetrics, winners: WinnerMetrics
     )
 
 
-def _concat(tables: Sequence[_Table], cls: Any) -> Any:
+def _concat(tables: Sequence[Table], cls: Any) -> Any:
     cols = [t.columns() for t in tables]
     return cls(*[np.concatenate([c[name] for c in cols]) for name in cols[0]])
 

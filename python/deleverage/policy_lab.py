@@ -20,6 +20,7 @@ from .exchange import Exchange
 from .executors import Executor
 from .metrics import PolicyMetrics
 from .waterfall import LAST_RESORT_POLICIES
+from .waterfall_spec import WaterfallSpec, spec_of_entry
 
 __all__ = ["compare", "ComparisonTable", "KNOWN_POLICIES"]
 
@@ -28,7 +29,7 @@ KNOWN_POLICIES: tuple[str, ...] = LAST_RESORT_POLICIES
 # liquidate keywords that only some policies take: dropped from the "none" counterfactual
 _POLICY_ONLY = ("policy", "cap", "lot", "g", "seed", "ranking", "label")
 
-PolicySpec = Union[str, Mapping[str, Any]]
+PolicySpec = Union[str, Mapping[str, Any], WaterfallSpec]
 Shock = Union[Mapping[Any, float], Sequence[float], np.ndarray]
 
 #: Columns of :meth:`ComparisonTable.to_markdown` by default (to_pandas has every metric).
@@ -80,7 +81,7 @@ class ComparisonTable:
         """A GitHub markdown table (no tabulate needed). Money in quote currency with 2
         decimals, ratios with 4, NaN as ``n/a``."""
         names = list(columns)
-        known = set(self.rows[0].to_dict()) if self.rows else set(_metrics._SUMMARY_FIELDS)
+        known = set(self.rows[0].to_dict()) if self.rows else set(_metrics.SUMMARY_FIELDS)
         for i, name in enumerate(names):
             if name not in known:
                 raise InvalidInput(f"columns[{i}]: unknown metric {name!r}")
@@ -179,32 +180,27 @@ def _format(name: str, value: Any) -> str:
 
 # ---------------------------------------------------------------------------- inputs
 
-def _policy_specs(policies: Any, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    if isinstance(policies, (str, Mapping)) or not isinstance(policies, Sequence):
+def _labelled_specs(policies: Any, executor: Executor, base: dict[str, Any]) -> list[tuple[str, WaterfallSpec, dict[str, Any]]]:
+    """(label, spec, liquidate keywords) per policy: a name or a dict over the shared keywords
+    ``base``, or a :class:`WaterfallSpec` (labelled by its ``name``)."""
+    if isinstance(policies, (str, Mapping, WaterfallSpec)) or not isinstance(policies, Sequence):
         raise InvalidInput("policies: expected a list of policy names or dicts of liquidate keywords")
     if len(policies) == 0:
         raise InvalidInput("policies: empty list, nothing to compare")
-    out: list[tuple[str, dict[str, Any]]] = []
-    for i, spec in enumerate(policies):
-        if isinstance(spec, str):
-            kw = {**base, "policy": spec}
-            label = spec
-        elif isinstance(spec, Mapping):
-            kw = {**base, **{k: v for k, v in spec.items() if k != "label"}}
-            if "policy" not in spec:
-                raise InvalidInput(f"policies[{i}]: a dict needs a 'policy' key")
-            label = str(spec["label"]) if "label" in spec else _label(spec)
+    out: list[tuple[str, WaterfallSpec, dict[str, Any]]] = []
+    for i, entry in enumerate(policies):
+        if isinstance(entry, Mapping) and "policy" not in entry:
+            raise InvalidInput(f"policies[{i}]: a dict needs a 'policy' key")
+        spec, kw = spec_of_entry(entry, i, executor=executor, base=base, caller="compare")
+        if isinstance(entry, str):
+            label = entry
+        elif isinstance(entry, Mapping):
+            label = str(entry["label"]) if "label" in entry else _label(entry)
         else:
-            raise InvalidInput(f"policies[{i}]: expected a policy name or a dict, got {type(spec).__name__}")
-        name = kw["policy"]
-        if not isinstance(name, str) or name not in KNOWN_POLICIES:
-            raise InvalidInput(f"policies[{i}]: unknown policy {name!r} (known: {', '.join(KNOWN_POLICIES)})")
-        for bad in ("executor", "exact"):
-            if bad in kw:
-                raise InvalidInput(f"policies[{i}]: {bad!r} is set by compare, not per policy")
-        if label in [lab for lab, _ in out]:
+            label = spec.name
+        if label in [lab for lab, _, _ in out]:
             raise InvalidInput(f"policies[{i}]: duplicate label {label!r} (give the dict a 'label')")
-        out.append((label, kw))
+        out.append((label, spec, kw))
     return out
 
 
@@ -275,17 +271,16 @@ def _path(ex: Exchange, shock: Any) -> list[dict[int, int]]:
 
 # ---------------------------------------------------------------------------- compare
 
-def _exact_keywords(exchange: Exchange, kw: dict[str, Any]) -> dict[str, Any]:
+def _exact_spec(exchange: Exchange, spec: WaterfallSpec) -> WaterfallSpec:
     """compare runs liquidate with exact=True (the metrics need integer amounts), but takes its
     keywords in human units: a haircut-mode ``lot`` is quote currency, converted here to money
     units (a close-mode ``lot`` is a number of the market's lots either way)."""
-    out = dict(kw)
-    lot = out.get("lot")
-    if lot is not None and out.get("mode", "close") == "haircut":
-        if isinstance(lot, bool) or not isinstance(lot, (int, float, np.integer, np.floating)) or not math.isfinite(lot):
-            raise InvalidInput(f"lot must be a positive amount of quote currency in haircut mode (got {lot!r})")
-        out["lot"] = int(round(float(lot) * 10**exchange.money_decimals))
-    return out
+    lot = spec.lot
+    if lot is None or spec.mode != "haircut":
+        return spec
+    if isinstance(lot, bool) or not isinstance(lot, (int, float, np.integer, np.floating)) or not math.isfinite(lot):
+        raise InvalidInput(f"lot must be a positive amount of quote currency in haircut mode (got {lot!r})")
+    return spec.replace(lot=int(round(float(lot) * 10**exchange.money_decimals)))
 
 
 def _horizon(horizon_steps: Any, steps: int) -> Optional[int]:
@@ -309,6 +304,41 @@ def _equities(ex: Exchange) -> dict[int, int]:
     return {int(a): int(e) for a, e in zip(report.account, report.equity)}
 
 
+def _run_policy(exchange: Exchange, path: list[dict[int, int]], spec: WaterfallSpec, horizon: Optional[int],
+                none_equity: dict[int, int]) -> PolicyMetrics:
+    """One row of :func:`compare`: ``spec`` along the path on a copy of ``exchange``, measured
+    step by step and combined; with a horizon, its winners' cost against the "none" run."""
+    ex = exchange.copy()
+    run_spec = _exact_spec(exchange, spec)
+    parts: list[PolicyMetrics] = []
+    top = None
+    winners: set[int] = set()
+    needed = 0
+    at_horizon: dict[int, int] = {}
+    for t, marks in enumerate(path):
+        _set_marks(ex, marks)
+        before = ex.copy()
+        result = ex.liquidate(run_spec, exact=True)
+        part = _metrics.measure(before, ex, result, executor=spec.executor, ranking=spec.ranking, top_winner=top)
+        if top is None:
+            top = part.top_winner
+        parts.append(part)
+        if horizon is not None and t <= horizon:
+            ev = result.events
+            paid = (ev.kind == "adl_close") | (ev.kind == "haircut")
+            winners.update(int(a) for a in ev.account[paid])
+            needed += int(result.totals.last_resort_needed)
+            if t == horizon:
+                at_horizon = _equities(ex)
+    row = _metrics.combine(parts)
+    if horizon is None:
+        return row
+    cost = sum(none_equity.get(a, 0) - at_horizon.get(a, 0) for a in winners)
+    scale = 10**exchange.money_decimals
+    return dataclasses.replace(row, winners_cost_at_horizon=cost / scale, overshoot_at_horizon=(cost - needed) / scale,
+                               winners_cost_at_horizon_units=cost, overshoot_at_horizon_units=cost - needed)
+
+
 def compare(
     exchange: Exchange,
     shock: Shock,
@@ -327,9 +357,12 @@ def compare(
             the nearest tick), or the new marks of every market (1-D, quote prices, NaN keeps a
             mark), or a price path (2-D, steps x markets): one :meth:`Exchange.liquidate` per
             step, after setting that step's marks.
-        policies: policy names (``"queue"``, ``"pro_rata"``, ...) or dicts of liquidate
-            keywords (``{"policy": "capped_pro_rata", "cap": 0.5, "label": "capped 50%"}``);
-            a dict's keys override the shared ones, ``label`` names the row.
+        policies: policy names (``"queue"``, ``"pro_rata"``, ``"haircut:pro_rata"``...), dicts of
+            liquidate keywords (``{"policy": "capped_pro_rata", "cap": 0.5, "label": "capped 50%"}``;
+            a dict's keys override the shared ones, ``label`` names the row), or
+            :class:`~deleverage.WaterfallSpec` objects (complete on their own: the shared
+            keywords do not apply; a spec without an executor runs with ``executor``; the row
+            is labelled by the spec's ``name``).
         executor, mode, liquidate_kwargs: passed to every :meth:`Exchange.liquidate` call
             (``ranking``, ``adl_price``, ``theta``, ``cap``, ``lot``, ``g``, ``seed``), in the
             units of ``exact=False`` (a haircut-mode ``lot`` in quote currency). ``ranking`` is
@@ -356,49 +389,21 @@ def compare(
     for bad in ("exact", "policy"):
         if bad in liquidate_kwargs:
             raise InvalidInput(f"{bad!r}: set by compare (policies go in the policies list)")
-    specs = _policy_specs(policies, {"mode": mode, **liquidate_kwargs})
+    base = {"mode": mode, **liquidate_kwargs}
+    specs = _labelled_specs(policies, executor, base)
     path = _path(exchange, shock)
     horizon = _horizon(horizon_steps, len(path))
     none_equity: dict[int, int] = {}
     if horizon is not None:
-        none_kw = {k: v for k, v in {"mode": mode, **liquidate_kwargs}.items() if k not in _POLICY_ONLY}
+        none_spec = WaterfallSpec(executor=executor, policy="none", **{k: v for k, v in base.items() if k not in _POLICY_ONLY})
         ex = exchange.copy()
         for marks in path[: horizon + 1]:
             _set_marks(ex, marks)
-            ex.liquidate(executor=executor, exact=True, policy="none", **_exact_keywords(exchange, none_kw))
+            ex.liquidate(_exact_spec(exchange, none_spec), exact=True)
         none_equity = _equities(ex)
     labels, rows, used = [], [], []
-    for label, kw in specs:
-        ex = exchange.copy()
-        ranking = kw.get("ranking", "bitmex")
-        run_kw = _exact_keywords(exchange, kw)
-        parts: list[PolicyMetrics] = []
-        top = None
-        winners: set[int] = set()
-        needed = 0
-        at_horizon: dict[int, int] = {}
-        for t, marks in enumerate(path):
-            _set_marks(ex, marks)
-            before = ex.copy()
-            result = ex.liquidate(executor=executor, exact=True, **run_kw)
-            part = _metrics.measure(before, ex, result, executor=executor, ranking=ranking, top_winner=top)
-            if top is None:
-                top = part.top_winner
-            parts.append(part)
-            if horizon is not None and t <= horizon:
-                ev = result.events
-                paid = (ev.kind == "adl_close") | (ev.kind == "haircut")
-                winners.update(int(a) for a in ev.account[paid])
-                needed += int(result.totals.last_resort_needed)
-                if t == horizon:
-                    at_horizon = _equities(ex)
-        row = _metrics.combine(parts)
-        if horizon is not None:
-            cost = sum(none_equity.get(a, 0) - at_horizon.get(a, 0) for a in winners)
-            scale = 10**exchange.money_decimals
-            row = dataclasses.replace(row, winners_cost_at_horizon=cost / scale, overshoot_at_horizon=(cost - needed) / scale,
-                                      winners_cost_at_horizon_units=cost, overshoot_at_horizon_units=cost - needed)
+    for label, spec, kw in specs:
         labels.append(label)
-        rows.append(row)
+        rows.append(_run_policy(exchange, path, spec, horizon, none_equity))
         used.append(dict(kw))
     return ComparisonTable(tuple(labels), tuple(rows), tuple(used))

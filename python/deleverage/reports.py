@@ -8,8 +8,9 @@ from typing import Any, Optional
 import numpy as np
 
 
-class _Table:
-    """Columns of equal length; the mixin behind every report."""
+class Table:
+    """Columns of equal length: the base of every result table of the package (``len``,
+    ``columns()``, ``to_pandas()``); subclasses are frozen dataclasses of numpy columns."""
 
     def columns(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "exact"}  # type: ignore[arg-type]
@@ -25,7 +26,7 @@ class _Table:
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class MarginReport(_Table):
+class MarginReport(Table):
     """Result of :meth:`Exchange.check_margin`, one row per account.
 
     Money columns are in quote currency (float64), or integer units of
@@ -67,7 +68,7 @@ class MarginReport(_Table):
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class PositionReport(_Table):
+class PositionReport(Table):
     """Result of :meth:`Exchange.positions`, one row per open position.
 
     Rows are ordered by account creation order, then market id. In float mode sizes are in

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _core
 from .errors import InvalidInput
-from .reports import _Table
+from .reports import Table
 
 EVENT_KINDS = ("liquidation_fill", "partial_fill", "backstop_fill", "fund_payment", "liquidation_fee",
                "adl_close", "haircut", "bad_debt", "socialized_credit")
@@ -52,7 +52,7 @@ def policy_spec(name: str, known: tuple[str, ...] = LAST_RESORT_POLICIES) -> dic
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class EventTable(_Table):
+class EventTable(Table):
     """Every movement of one waterfall step, in the order it happened.
 
     ``kind`` (str): liquidation_fill / partial_fill / backstop_fill (``account`` closes
@@ -129,7 +129,7 @@ class WaterfallResult:
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class AdlRanking(_Table):
+class AdlRanking(Table):
     """The ADL indicator of one market: one row per position.
 
     ``rank`` 1 is deleveraged first within its side; ``light`` is the 1-5 indicator

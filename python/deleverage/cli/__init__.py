@@ -14,7 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import demo, stress
-from ._args import USAGE_ERROR, _Parser
+from ._args import USAGE_ERROR, Parser
 
 __all__ = ["main", "USAGE_ERROR"]
 
@@ -22,9 +22,9 @@ __all__ = ["main", "USAGE_ERROR"]
 def _build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = _Parser(prog="deleverage", description="Exact loss-waterfall engine for derivatives exchanges.")
+    parser = Parser(prog="deleverage", description="Exact loss-waterfall engine for derivatives exchanges.")
     parser.add_argument("--version", action="version", version=f"deleverage {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo.add_parser(sub)
     stress.add_parser(sub)
     return parser

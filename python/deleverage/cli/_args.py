@@ -12,28 +12,28 @@ from ..waterfall import POLICIES, policy_spec
 USAGE_ERROR = 2
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with a one-line error: the message and where to find help, no usage dump."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
     return value
 
 
-def _nonnegative_int(text: str) -> int:
+def nonnegative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative (got {value})")
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -43,11 +43,11 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _theta(text: str) -> str:
-    return text if text == "deficit" else str(_fraction(text))
+def theta(text: str) -> str:
+    return text if text == "deficit" else str(fraction(text))
 
 
-def _policy_list(text: str) -> list[str]:
+def policy_list(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give at least one policy")

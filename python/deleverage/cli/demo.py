@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import USAGE_ERROR, _fraction, _positive_int, _theta
+from ._args import USAGE_ERROR, fraction, positive_int, theta
 
 
 def add_parser(sub: Any) -> None:
@@ -19,9 +19,9 @@ def add_parser(sub: Any) -> None:
                                       "markets per account), crash one market's mark by --shock, run the margin "
                                       "check and one waterfall step (liquidation, insurance fund, ADL or haircut) "
                                       "and print a summary.")
-    demo.add_argument("--positions", type=_positive_int, default=1_000_000, help="number of positions (default 1,000,000)")
-    demo.add_argument("--accounts", type=_positive_int, default=100_000, help="number of accounts (default 100,000)")
-    demo.add_argument("--markets", type=_positive_int, default=20, help="number of markets (default 20)")
+    demo.add_argument("--positions", type=positive_int, default=1_000_000, help="number of positions (default 1,000,000)")
+    demo.add_argument("--accounts", type=positive_int, default=100_000, help="number of accounts (default 100,000)")
+    demo.add_argument("--markets", type=positive_int, default=20, help="number of markets (default 20)")
     demo.add_argument("--shock", type=float, default=-0.30, help="relative move of market 0's mark, e.g. -0.3 (default)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.add_argument("--leverage", type=float, default=5.0, help="typical account leverage of the generated book (default 5)")
@@ -35,13 +35,13 @@ def add_parser(sub: Any) -> None:
     demo.add_argument("--ranking", choices=RANKINGS, default="bitmex", help="ADL queue ranking (default bitmex)")
     demo.add_argument("--adl-price", choices=ADL_PRICES, default="bankruptcy",
                       help="price of the ADL closes (default bankruptcy)")
-    demo.add_argument("--cap", type=_fraction, default=None,
+    demo.add_argument("--cap", type=fraction, default=None,
                       help="capped_pro_rata (default 0.25) and risk_aware (default none): the largest fraction of its "
                            "capacity a winner may lose")
     demo.add_argument("--lot", type=float, default=None,
                       help="min_max_lots: the lot, market lots in close mode (default 1), quote currency in haircut mode")
     demo.add_argument("--g", default="linear", help="risk_aware: risk function linear, power:k or excess:l0 (default linear)")
-    demo.add_argument("--theta", type=_theta, default="deficit",
+    demo.add_argument("--theta", type=theta, default="deficit",
                       help="severity: 'deficit' (default) or a share in [0, 1] of every deficit sent to the last resort")
 
 
@@ -50,31 +50,30 @@ def _money(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import MarketClose
-    from ..sample import MARKET_MAKER, sample_exchange
+    from .. import Exchange, MarketClose, WaterfallSpec
+    from ..books import MARKET_MAKER, sample_exchange
     from ..waterfall import default_mode
 
     if not -1.0 < args.shock < 10.0:
         print("deleverage demo: error: --shock must be between -1 and 10", file=sys.stderr)
         return USAGE_ERROR
     mode = args.mode or default_mode(args.policy)
-    waterfall: dict[str, Any] = {"mode": mode, "policy": args.policy, "ranking": args.ranking, "adl_price": args.adl_price}
+    options: dict[str, Any] = {}
     if args.theta != "deficit":
-        waterfall["theta"] = float(args.theta)
+        options["theta"] = float(args.theta)
     if args.policy == "capped_pro_rata" or args.cap is not None:
-        waterfall["cap"] = 0.25 if args.cap is None else args.cap
+        options["cap"] = 0.25 if args.cap is None else args.cap
     if args.lot is not None:
-        waterfall["lot"] = int(args.lot) if mode == "close" and float(args.lot).is_integer() else args.lot
+        options["lot"] = int(args.lot) if mode == "close" and float(args.lot).is_integer() else args.lot
     if args.g != "linear":
-        waterfall["g"] = args.g
+        options["g"] = args.g
     if args.policy == "random_walk":
-        waterfall["seed"] = args.seed
-    # the waterfall's options are checked on an empty exchange first: a bad combination is
-    # reported before the book is generated
-    from .. import Exchange
-
-    Exchange()._waterfall_config(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps),
-                                 **waterfall)
+        options["seed"] = args.seed
+    # the waterfall is checked before the book is generated: its options on construction, the
+    # units of a haircut-mode lot against an empty exchange of the same money decimals
+    waterfall = WaterfallSpec(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps), mode=mode,
+                              policy=args.policy, ranking=args.ranking, adl_price=args.adl_price, **options)
+    waterfall.engine_config(Exchange())
     t0 = time.perf_counter()
     ex = sample_exchange(args.positions, args.accounts, args.markets, seed=args.seed, leverage=args.leverage)
     ex.insurance.deposit(args.fund)
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     t_check = time.perf_counter() - t0
     fund_before = ex.insurance.balance()
     t0 = time.perf_counter()
-    result = ex.liquidate(executor=MarketClose(counterparty=MARKET_MAKER, slippage_bps=args.slippage_bps), **waterfall)
+    result = ex.liquidate(waterfall)
     t_waterfall = time.perf_counter() - t0
     ex.check_invariants()
     final = ex.check_margin()

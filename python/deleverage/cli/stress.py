@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..waterfall import policy_spec
-from ._args import _fraction, _nonnegative_int, _policy_list, _positive_int, _theta
+from ._args import fraction, nonnegative_int, policy_list, positive_int, theta
 
 PLOTS = (("fund", "fund.png", "Insurance fund over time (mean, 5-95% band)"),
          ("bad_debt", "bad_debt.png", "Cumulative bad debt (mean over paths)"),
@@ -125,12 +125,24 @@ def write_outputs(result: Any, out: str, meta: dict[str, Any], *, fmt: str = "md
     return written
 
 
+def _spec(name: str, args: argparse.Namespace, executor: Any) -> Any:
+    """The waterfall of one ``--policies`` entry, labelled as written."""
+    from ..waterfall_spec import WaterfallSpec
+
+    options: dict[str, Any] = {"ranking": args.ranking}
+    if policy_spec(name)["policy"] == "capped_pro_rata":
+        options["cap"] = args.cap
+    if args.theta != "deficit":
+        options["theta"] = float(args.theta)
+    return WaterfallSpec.parse(name, executor=executor, label=name, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import MarketClose
     from .._stress import stress
-    from ..books import load_book
+    from ..books import book_preset, load_book
     from ..errors import DeleverageError
-    from ..scenarios import GBMPaths, Shock, book_preset
+    from ..scenarios import GBMPaths, Shock
 
     if args.shock is not None and not -1.0 < args.shock < 10.0:
         return _err("--shock must be between -1 and 10")
@@ -169,14 +181,8 @@ def run(args: argparse.Namespace) -> int:
             sc_desc = f"instantaneous shock {args.shock:+.0%} of every mark (one path of one step)"
         if not ex.account_ids().size or args.counterparty not in set(ex.account_ids().tolist()):
             return _err(f"--counterparty {args.counterparty} is not an account of the book")
-        policies: list[Any] = []
-        for name in args.policies:
-            kw: dict[str, Any] = {**policy_spec(name), "ranking": args.ranking, "label": name}
-            if kw["policy"] == "capped_pro_rata":
-                kw["cap"] = args.cap
-            if args.theta != "deficit":
-                kw["theta"] = float(args.theta)
-            policies.append(kw)
+        executor = MarketClose(counterparty=args.counterparty, slippage_bps=args.slippage_bps)
+        policies = [_spec(name, args, executor) for name in args.policies]
         t_load = time.perf_counter() - t0
         client, cluster, where = None, None, f"local, {args.threads or os.cpu_count()} threads"
         if args.dask:
@@ -189,7 +195,6 @@ def run(args: argparse.Namespace) -> int:
             else:
                 client = Client(args.dask)
             where = f"Dask {args.dask}"
-        executor = MarketClose(counterparty=args.counterparty, slippage_bps=args.slippage_bps)
         try:
             result = stress(ex, scenario, policies=policies, executor=executor, client=client, threads=args.threads,
                             progress=not args.no_progress)
@@ -218,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from ..scenarios import BOOK_PRESETS
+    from ..books import BOOK_PRESETS
 
     st = sub.add_parser(
         "stress", help="stress a book over a shock and many random mark paths, per ADL policy",
@@ -228,9 +233,9 @@ def add_parser(sub: Any) -> None:
                     "alone is one path of one step. Prints a summary table and writes summary.json, a report and PNG "
                     "plots to --out. Money is in quote currency.")
     book = st.add_argument_group("book")
-    book.add_argument("--positions", type=_positive_int, default=100_000, help="positions of the generated book (default 100,000)")
-    book.add_argument("--accounts", type=_positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
-    book.add_argument("--markets", type=_positive_int, default=10, help="markets of the generated book (default 10)")
+    book.add_argument("--positions", type=positive_int, default=100_000, help="positions of the generated book (default 100,000)")
+    book.add_argument("--accounts", type=positive_int, default=20_000, help="accounts of the generated book (default 20,000)")
+    book.add_argument("--markets", type=positive_int, default=10, help="markets of the generated book (default 10)")
     book.add_argument("--preset", choices=sorted(BOOK_PRESETS), default="balanced",
                       help="shape of the generated book: leverage and long/short imbalance (default balanced)")
     book.add_argument("--leverage", type=float, default=None, help="typical account leverage, overrides the preset's")
@@ -243,9 +248,9 @@ def add_parser(sub: Any) -> None:
     book.add_argument("--fund", type=float, default=50_000.0, help="insurance fund at the start, quote currency (default 50,000)")
     sc = st.add_argument_group("scenario")
     sc.add_argument("--shock", type=float, default=None, help="instantaneous relative move of every mark first, e.g. -0.3")
-    sc.add_argument("--paths", type=_nonnegative_int, default=None,
+    sc.add_argument("--paths", type=nonnegative_int, default=None,
                     help="random paths after the shock (default 10 without --shock, 0 with it)")
-    sc.add_argument("--steps", type=_positive_int, default=100, help="steps per random path (default 100)")
+    sc.add_argument("--steps", type=positive_int, default=100, help="steps per random path (default 100)")
     sc.add_argument("--vol", type=float, default=0.005, help="volatility of log returns per step (default 0.005)")
     sc.add_argument("--correlation", type=float, default=0.6, help="correlation between markets (default 0.6)")
     sc.add_argument("--jump-rate", type=float, default=0.002, help="expected jumps per step (default 0.002)")
@@ -253,15 +258,15 @@ def add_parser(sub: Any) -> None:
     sc.add_argument("--jump-std", type=float, default=0.03, help="standard deviation of a jump's log size (default 0.03)")
     sc.add_argument("--seed", type=int, default=7, help="seed of the book and of the paths (default 7)")
     wf = st.add_argument_group("waterfall")
-    wf.add_argument("--policies", type=_policy_list, default=["queue", "pro_rata", "risk_aware"],
+    wf.add_argument("--policies", type=policy_list, default=["queue", "pro_rata", "risk_aware"],
                     help="comma-separated last-resort policies to compare, each NAME or MODE:NAME with MODE close or "
                          "haircut (NAME: queue, pro_rata, capped_pro_rata, risk_aware, min_max_lots, random_walk, "
                          "funding_index), e.g. queue,pro_rata,haircut:pro_rata,haircut:funding_index "
                          "(default queue,pro_rata,risk_aware)")
     wf.add_argument("--ranking", choices=["bitmex", "binance", "hyperliquid"], default="bitmex", help="ADL queue ranking (default bitmex)")
-    wf.add_argument("--cap", type=_fraction, default=0.25,
+    wf.add_argument("--cap", type=fraction, default=0.25,
                     help="capped_pro_rata: the largest fraction of its capacity a winner may lose (default 0.25)")
-    wf.add_argument("--theta", type=_theta, default="deficit",
+    wf.add_argument("--theta", type=theta, default="deficit",
                     help="severity: 'deficit' (default: the last resort takes only what the fund cannot pay) or a "
                          "share in [0, 1] of every deficit sent to the last resort")
     wf.add_argument("--slippage-bps", type=float, default=20.0, help="liquidation fill slippage in basis points (default 20)")
@@ -272,7 +277,7 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--dask", metavar="local|ADDRESS", default=None,
                      help="spread paths over Dask: 'local' starts a LocalCluster on this machine, otherwise the "
                           "scheduler address to connect to")
-    run.add_argument("--threads", type=_nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
+    run.add_argument("--threads", type=nonnegative_int, default=0, help="local threads for paths (default 0: every core)")
     run.add_argument("--confidence", type=float, default=0.99, help="confidence of the fund-size VaR / ES (default 0.99)")
     run.add_argument("--out", metavar="DIR", default="stress-out", help="output directory (default stress-out)")
     run.add_argument("--format", choices=["md", "html"], default="md", help="report format: report.md or report.html (default md)")

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from ._convert import plain
-from .errors import ConfigError, DeleverageError, InvalidInput
+from .._convert import plain
+from ..errors import ConfigError, DeleverageError, InvalidInput
 
 if TYPE_CHECKING:
-    from .exchange import Exchange
+    from ..exchange import Exchange
 
 BOOK_COLUMNS = ("account", "market", "size", "entry_price", "collateral")
 MARKET_COLUMNS = ("symbol", "qty_decimals", "price_decimals", "mark_decimals", "maintenance_margin", "initial_margin",
@@ -127,7 +127,7 @@ def load_book(
     ``.csv`` / ``.parquet`` path) with the module's column schema; ``fund`` is deposited in
     the shared insurance pool. Raises ``InvalidInput`` naming the column and row of the first
     bad value, ``ConfigError`` for a bad market table; nothing is returned half-loaded."""
-    from .exchange import Exchange
+    from ..exchange import Exchange
 
     df = _read_table(source, "book")
     missing = [c for c in BOOK_COLUMNS if c not in df.columns]
