@@ -20,6 +20,7 @@ ENGINE_CODES = {
     _core.AdlPrice: {"bankruptcy": 0, "mark": 1, "previous_mark": 2},
     _core.DeficitSplit: {"loss": 0, "maintenance": 1},
     _core.ExecutorKind: {"market_close": 0, "backstop": 1},
+    _core.AdlRefresh: {"exact": 0, "interval": 1},
     _core.Policy: {"queue": 0, "pro_rata": 1, "funding_index": 2, "capped_pro_rata": 3, "risk_aware": 4,
                    "min_max_lots": 5, "random_walk": 6, "none": 7},
 }

@@ -308,10 +308,7 @@ void register_engine(py::module_& m) {
            })
       .def(
           "positions",
-          [](PyEngine& s, int deficit_split) {
-            if (deficit_split < 0 || deficit_split > 1)
-              throw InvalidInput("deficit_split: unknown value " + std::to_string(deficit_split));
-            const DeficitSplit split = static_cast<DeficitSplit>(deficit_split);
+          [](PyEngine& s, DeficitSplit split) {
             PositionReport r = locked(s, [&](Engine& e) { return e.positions(split); });
             py::dict d;
             d["account"] = to_numpy(std::move(r.account_id));
@@ -323,7 +320,7 @@ void register_engine(py::module_& m) {
             d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
             return d;
           },
-          py::arg("deficit_split") = 0)
+          py::arg("deficit_split") = DeficitSplit::Loss)
       .def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
       .def("has_account",
            [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })

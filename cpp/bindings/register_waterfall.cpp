@@ -12,14 +12,6 @@ namespace py = pybind11;
 
 namespace deleverage::bindings {
 
-namespace {
-template <class E>
-E enum_from(int v, int count, const char* field) {
-  if (v < 0 || v >= count) throw InvalidInput(std::string(field) + ": unknown value " + std::to_string(v));
-  return static_cast<E>(v);
-}
-}  // namespace
-
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
   cls.def(
          "liquidate",
@@ -65,9 +57,7 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
          "skipped) in engine units.")
       .def(
           "adl_ranking",
-          [](PyEngine& s, MarketId market, int ranking, int deficit_split) {
-            const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
-            const DeficitSplit split = enum_from<DeficitSplit>(deficit_split, 2, "deficit_split");
+          [](PyEngine& s, MarketId market, Ranking rk, DeficitSplit split) {
             AdlRankingReport r = locked(s, [&](Engine& e) { return e.apply(commands::AdlRanking{market, rk, split}); });
             py::dict d;
             d["account"] = to_numpy(std::move(r.account));
@@ -79,24 +69,21 @@ void register_waterfall(py::module_& m, py::class_<PyEngine>& cls) {
             d["expected_loss"] = to_numpy(std::move(r.expected_loss));
             return d;
           },
-          py::arg("market"), py::arg("ranking"), py::arg("deficit_split") = 0)
+          py::arg("market"), py::arg("ranking"), py::arg("deficit_split") = DeficitSplit::Loss)
       .def("adl_rank",
-           [](PyEngine& s, i64 account, MarketId market, int ranking) {
-             const Ranking rk = enum_from<Ranking>(ranking, 3, "ranking");
+           [](PyEngine& s, i64 account, MarketId market, Ranking rk) {
              const AdlRank r =
                  locked(s, [&](Engine& e) { return e.apply(commands::AccountAdlRank{account, market, rk}); });
              return py::make_tuple(static_cast<int>(r.side), r.score, r.rank, r.side_count, static_cast<int>(r.light));
            })
       .def("set_adl_refresh",
-           [](PyEngine& s, int policy, i64 every) {
-             const AdlRefresh p = enum_from<AdlRefresh>(policy, 2, "adl_refresh");
+           [](PyEngine& s, AdlRefresh p, i64 every) {
              locked(s, [&](Engine& e) { e.apply(commands::SetAdlRefresh{p, every}); });
            })
       .def("adl_refresh",
            [](PyEngine& s) {
-             const auto r = locked(s, [&](Engine& e) {
-               return std::make_pair(static_cast<int>(e.adl_refresh()), e.adl_refresh_every());
-             });
+             const auto r =
+                 locked(s, [&](Engine& e) { return std::make_pair(e.adl_refresh(), e.adl_refresh_every()); });
              return py::make_tuple(r.first, r.second);
            })
       .def("give_market_own_pool",

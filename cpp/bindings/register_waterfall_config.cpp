@@ -8,6 +8,7 @@
 #include <string>
 
 #include "deleverage/commands.hpp"
+#include "deleverage/engine.hpp"
 #include "deleverage/waterfall.hpp"
 
 namespace py = pybind11;
@@ -44,6 +45,9 @@ void register_waterfall_config(py::module_& m) {
   py::enum_<DeficitSplit>(m, "DeficitSplit", "Where a bankrupt account's negative equity lands.")
       .value("loss", DeficitSplit::Loss)
       .value("maintenance", DeficitSplit::Maintenance);
+  py::enum_<AdlRefresh>(m, "AdlRefresh", "When the kept ADL queues are re-scored.")
+      .value("exact", AdlRefresh::Exact)
+      .value("interval", AdlRefresh::Interval);
   py::enum_<Policy> policy(m, "Policy", "The last-resort policies (names: POLICY_NAMES).");
   for (int i = 0; i < kPolicyCount; ++i)
     policy.value(kPolicyNames[static_cast<std::size_t>(i)].data(), static_cast<Policy>(i));

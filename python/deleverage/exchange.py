@@ -246,7 +246,7 @@ class Exchange:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         accounts = pd.DataFrame({"account": self._engine.account_ids(), "balance": self._engine.account_balances()})
-        raw = self._engine.positions(self._deficit_split)
+        raw = self._engine.positions(_core.DeficitSplit(self._deficit_split))
         symbols = np.array(self.markets, dtype=object)
         positions = pd.DataFrame({
             "account": raw["account"],
@@ -696,7 +696,7 @@ class Exchange:
     def positions(self, *, exact: bool = False) -> PositionReport:
         """Every open position with its unrealized PnL, liquidation and bankruptcy prices
         (a bankrupt account's negative equity split by the exchange's ``deficit_split``)."""
-        raw = self._engine.positions(self._deficit_split)
+        raw = self._engine.positions(_core.DeficitSplit(self._deficit_split))
         mk = raw["market"]
         qd = np.asarray(self._qty_decimals, dtype=np.int64)[mk]
         pd_ = np.asarray(self._mark_decimals, dtype=np.int64)[mk]
@@ -827,13 +827,13 @@ class Exchange:
             raise InvalidInput(f"policy must be one of {', '.join(ADL_REFRESH)} (got {policy!r})")
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)):
             raise InvalidInput(f"every must be an integer number of mark updates (got {every!r})")
-        self._engine.set_adl_refresh(ADL_REFRESH.index(policy), int(every))
+        self._engine.set_adl_refresh(_core.AdlRefresh.__members__[policy], int(every))
 
     @property
     def adl_refresh(self) -> tuple[str, int]:
         """The refresh policy of the kept ADL queues and its interval (mark updates)."""
-        code, every = self._engine.adl_refresh()
-        return ADL_REFRESH[code], int(every)
+        policy, every = self._engine.adl_refresh()
+        return policy.name, int(every)
 
     def adl_rank(self, account: int, market: MarketRef, *, ranking: str = "bitmex") -> AdlRank:
         """One account's place in its side's ADL queue in ``market`` (see :meth:`adl_ranking`),
@@ -841,7 +841,7 @@ class Exchange:
         if ranking not in RANKINGS:
             raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
         m = self.market_id(market)
-        side, score, rank, count, light = self._engine.adl_rank(int(account), m, RANKINGS.index(ranking))
+        side, score, rank, count, light = self._engine.adl_rank(int(account), m, _core.Ranking.__members__[ranking])
         return AdlRank(int(account), int(side), score / 1e9, int(score), int(rank), int(count), int(light))
 
     def _waterfall_result(self, raw: dict[str, np.ndarray], totals: dict[str, int], exact: bool,
@@ -882,7 +882,7 @@ class Exchange:
             raise InvalidInput(f"ranking must be one of {', '.join(RANKINGS)} (got {ranking!r})")
         split = self._deficit_split if deficit_split is None else deficit_split_code(deficit_split)
         m = self.market_id(market)
-        raw = self._engine.adl_ranking(m, RANKINGS.index(ranking), split)
+        raw = self._engine.adl_ranking(m, _core.Ranking.__members__[ranking], _core.DeficitSplit(split))
         size, loss = raw["size"], raw["expected_loss"]
         score = raw["score"] if exact else raw["score"] / 1e9
         if not exact:

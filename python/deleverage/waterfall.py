@@ -26,7 +26,7 @@ POLICIES: tuple[str, ...] = tuple(p for p in LAST_RESORT_POLICIES if p != "none"
 HAIRCUT_ONLY: tuple[str, ...] = ("funding_index",)
 RANKINGS: tuple[str, ...] = tuple(_core.Ranking.__members__)
 ADL_PRICES: tuple[str, ...] = tuple(_core.AdlPrice.__members__)
-ADL_REFRESH = ("exact", "interval")  # index = the engine's AdlRefresh code
+ADL_REFRESH: tuple[str, ...] = tuple(_core.AdlRefresh.__members__)
 DEFICIT_SPLITS: tuple[str, ...] = tuple(_core.DeficitSplit.__members__)
 
 
