@@ -26,17 +26,17 @@ void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::
   who.clear();
   w.clear();
   ids.clear();
-  for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
+  for (std::uint32_t b : e_.book_.holders(m)) {
     if (!eligible_winner(b) || b == a) continue;
-    const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
+    const i64 qb = e_.book_.sizes()[e_.find_slot(b, m)];
     if ((qb > 0) == (sign > 0)) continue;
     who.push_back(b);
   }
   // creation order, so the split does not depend on the market list's internal order
   std::sort(who.begin(), who.end());
   for (std::uint32_t b : who) {
-    w.push_back(abs64(e_.pos_size_[e_.find_slot(b, m)]));
-    ids.push_back(e_.acc_id_[b]);
+    w.push_back(abs64(e_.book_.sizes()[e_.find_slot(b, m)]));
+    ids.push_back(e_.book_.ids()[b]);
   }
 }
 
@@ -86,11 +86,11 @@ void WaterfallRun::run_round_adl() {
       const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.bk, d.exec_price, takes);
       const i64 rest = d.lots - closed;
       if (rest > 0) {  // the executor takes what the winners could not
-        const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
+        const i64 cash = e_.markets_.value_money(mk, d.sign * rest, d.exec_price);
         fill(d.account, m, -d.sign * rest, cash);
         fill(exec_account_, m, d.sign * rest, -cash);
-        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_],
-                           -d.sign * rest, cash, d.exec_price, -1, d.exec_price);
+        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.book_.ids()[d.account], m,
+                           e_.book_.ids()[exec_account_], -d.sign * rest, cash, d.exec_price, -1, d.exec_price);
       }
     }
   }
@@ -126,7 +126,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
       leverage.resize(who.size());
       for (std::size_t i = 0; i < who.size(); ++i) {
         const std::uint32_t s = e_.find_slot(who[i], m);
-        const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
+        const i128 notional = static_cast<i128>(abs64(e_.markets_.value_money(mk, e_.book_.sizes()[s], mk.mark)));
         const i64 eq = start_equity(who[i]);
         leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq))
                              : kMaxAllocLeverage;
@@ -191,30 +191,30 @@ i64 WaterfallRun::haircut_capacity(std::uint32_t b, MarketId m) const {
   const std::uint32_t s = e_.find_slot(b, m);
   const auto taken = haircut_taken_.find((static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m));
   const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
-  const Engine::Contribution ct = e_.contribution(mk, e_.pos_size_[s], e_.pos_entry_[s], mk.mark);
-  const i64 profit = static_cast<i64>(std::max<i128>(0, e_.div_s_.floor(ct.u)));
+  const Engine::Contribution ct = e_.contribution(mk, e_.book_.sizes()[s], e_.book_.entries()[s], mk.mark);
+  const i64 profit = static_cast<i64>(std::max<i128>(0, e_.markets_.div_s().floor(ct.u)));
   return std::min(free_equity, profit - already);  // only winners pay, from their profit
 }
 
 // The haircut of the policies that allocate (pro-rata, funding index, the kernel's): one pass
 // over the market's holders, then the allocation of what they can pay.
 void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const std::vector<std::uint32_t>& holders = e_.book_.holders(m);
   std::vector<i64> weight, cap, ids;
   // the kernel breaks ties by position: give it the winners in creation order
   std::vector<std::uint32_t> sorted_holders;
   if (uses_kernel()) {
-    sorted_holders = mk.accounts;
+    sorted_holders = holders;
     std::sort(sorted_holders.begin(), sorted_holders.end());
   }
-  for (std::uint32_t b : uses_kernel() ? sorted_holders : mk.accounts) {
+  for (std::uint32_t b : uses_kernel() ? sorted_holders : holders) {
     if (!eligible_winner(b)) continue;
     const i64 c = haircut_capacity(b, m);
     if (c <= 0) continue;
     who.push_back(b);
     cap.push_back(c);
-    weight.push_back(cfg_.policy == Policy::FundingIndex ? abs64(e_.pos_size_[e_.find_slot(b, m)]) : c);
-    ids.push_back(e_.acc_id_[b]);
+    weight.push_back(cfg_.policy == Policy::FundingIndex ? abs64(e_.book_.sizes()[e_.find_slot(b, m)]) : c);
+    ids.push_back(e_.book_.ids()[b]);
   }
   i128 capacity = 0;
   for (i64 c : cap) capacity += c;
@@ -241,11 +241,11 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (x[i] == 0) continue;
     const std::uint32_t b = who[i];
     touch(b);
-    e_.acc_[b].balance -= x[i];
+    e_.book_.hot()[b].balance -= x[i];
     e_.note_changed(b);
     haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
     mark_winner(b);
-    result_.events.add(e_.step_, EventKind::Haircut, e_.acc_id_[b], m, 0, 0, -x[i], 0, -1);
+    result_.events.add(e_.step_, EventKind::Haircut, e_.book_.ids()[b], m, 0, 0, -x[i], 0, -1);
     raised += x[i];
   }
   result_.totals.haircut_total += raised;
@@ -283,7 +283,7 @@ void WaterfallRun::resolve_pending_haircuts() {
       // a fixed theta kept this debt from the fund; with the winners exhausted, the fund pays
       if (p.amount > 0 && fixed_theta()) p.amount -= pay_from_fund(p.account, p.market, p.amount);
       if (p.amount > 0) {
-        result_.events.add(e_.step_, EventKind::BadDebt, e_.acc_id_[p.account], -1, 0, 0, p.amount, 0, -1);
+        result_.events.add(e_.step_, EventKind::BadDebt, e_.book_.ids()[p.account], -1, 0, 0, p.amount, 0, -1);
         result_.totals.bad_debt += p.amount;
       }
     }
@@ -293,9 +293,9 @@ void WaterfallRun::resolve_pending_haircuts() {
 
 void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
   touch(a);
-  e_.acc_[a].balance += amount;
+  e_.book_.hot()[a].balance += amount;
   e_.note_changed(a);
-  result_.events.add(e_.step_, EventKind::SocializedCredit, e_.acc_id_[a], m, 0, 0, amount, 0, -1);
+  result_.events.add(e_.step_, EventKind::SocializedCredit, e_.book_.ids()[a], m, 0, 0, amount, 0, -1);
 }
 
 }  // namespace deleverage

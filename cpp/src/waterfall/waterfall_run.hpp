@@ -74,7 +74,6 @@ class WaterfallRun {
   void require_representable() const;
 
  private:
-  using MarketState = Engine::MarketState;
   // What an account looked like before the step touched it; positions live in one arena
   // (backup_positions_[first, first + count)) so that backing up allocates nothing per account.
   struct Backup {
@@ -103,7 +102,8 @@ class WaterfallRun {
   // round's demand (docs/waterfall.md "Per-account liquidation").
   bool per_account_rounds() const { return cfg_.policy == Policy::Queue || cfg_.policy == Policy::RandomWalk; }
   bool liquidatable_now(std::uint32_t a) const {
-    return e_.acc_[a].count > 0 && e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+    return e_.book_.hot()[a].count > 0 &&
+           e_.margin_from_sums(e_.book_.hot()[a].balance, e_.book_.hot()[a].cache).liquidatable;
   }
   // Account a's equity at the start of the step (before the step touched it).
   i64 start_equity(std::uint32_t a) const;
@@ -181,9 +181,11 @@ class WaterfallRun {
   // nor liquidatable itself (it waits for its own liquidation).
   bool eligible_winner(std::uint32_t a) const {
     return a != exec_account_ && !flag(a, kExcluded) &&
-           !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+           !e_.margin_from_sums(e_.book_.hot()[a].balance, e_.book_.hot()[a].cache).liquidatable;
   }
-  i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
+  i64 equity(std::uint32_t a) const {
+    return e_.margin_from_sums(e_.book_.hot()[a].balance, e_.book_.hot()[a].cache).equity;
+  }
 
   Engine& e_;
   const WaterfallConfig& cfg_;
