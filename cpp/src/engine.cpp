@@ -1,4 +1,5 @@
-// Engine construction, markets (through the MarketTable) and the position storage (blocks per account).
+// Engine construction, markets (through the MarketTable), the insurance fund's entry points, and
+// the Engine's half of a position change (the cached sums; the storage is the Book's).
 #include "deleverage/engine.hpp"
 
 #include <algorithm>
@@ -41,6 +42,28 @@ i128 Engine::net_size(MarketId m) const {
   i128 net = 0;
   for (std::uint32_t a : book_.holders(m)) net += book_.sizes()[find_slot(a, m)];
   return net;
+}
+
+// The insurance fund's entry points (the fund itself: insurance.cpp).
+
+int Engine::give_market_own_pool(MarketId m) {
+  MarketState& mk = markets_.market_or_throw(m, "market", 0);
+  if (mk.pool != 0) return mk.pool;
+  mk.pool = insurance_.add_pool();
+  return mk.pool;
+}
+
+int Engine::market_pool(MarketId m) const { return markets_.market_or_throw(m, "market", 0).pool; }
+
+i64 Engine::previous_mark(MarketId m) const { return markets_.market_or_throw(m, "market", 0).previous_mark; }
+
+void Engine::insurance_deposit(i64 amount, int pool) {
+  if (amount < 0)
+    throw InvalidInput("amount: an insurance deposit must not be negative (got " + std::to_string(amount) + ")");
+  if (pool < 0 || pool >= insurance_.pool_count())
+    throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
+  insurance_.move(step_, pool, -1, 0, amount, LedgerReason::Deposit);
+  flows_.insurance_deposits += amount;
 }
 
 std::uint32_t Engine::account_index_or_throw(i64 id, const char* field, std::size_t row) const {

@@ -316,10 +316,18 @@ class Engine {
   std::size_t payload_estimate() const;
   static Engine read_payload(detail::Reader& r, int threads, std::uint32_t version);
 
- private:
-  // After a snapshot's sections are read: checks every position and rebuilds the derived
-  // state (holder lists, size bounds, cached sums); then conservation and zero net size.
-  void rebuild_after_load();
+  // ---- internal to the core: the parts, and the hooks the waterfall (cpp/src/waterfall/)
+  // and the kept ADL queues use. Not a stable embedding API: an application uses the calls
+  // above; these may change with any release. ----
+  detail::Book& book() { return book_; }
+  const detail::Book& book() const { return book_; }
+  MarketTable& market_table() { return markets_; }
+  const MarketTable& market_table() const { return markets_; }
+  InsuranceFund& fund() { return insurance_; }
+  EventSink* event_sink() const { return event_sink_; }
+  // Scratch flags of a waterfall call, one byte per account, all zero between calls.
+  std::vector<std::uint8_t>& waterfall_flags() { return wf_flags_; }
+
   using Sums = detail::MarginSums;
   using AccountHot = detail::AccountHot;
   struct Contribution {
@@ -387,49 +395,12 @@ class Engine {
   void set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry);
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
-  void undo_fills(const std::vector<FillUndo>& undo);
-  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
-  // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
-  struct LoadRows {
-    std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
-    column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
-    column<MarketId> market;
-    column<i64> size, entry;                // lots; entry notional (money)
-    std::vector<i128> net_size, net_entry;  // per market
-  };
-  LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                     std::span<const i64> entry_prices) const;
-  void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
-  void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
-                                    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
-  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* a_buyer,
-                      std::uint32_t* a_seller) const;
 
-  MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
-  // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
-  template <class Fn>
-  void atomic_check(Fn&& check);
-  // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
-  // market (sorted) unless `collect` is false (callers that only need the caches current).
-  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested,
-                                                   MarginReport* full_out = nullptr, bool* used_full_pass = nullptr,
-                                                   bool collect = true);
   // Every account's balance, equity and maintenance at the start of a waterfall step.
   struct StepMargins {
     column<i64> balance, equity, maintenance;
   };
-  // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
-  void revalue_all(const MarginColumns* out, StepMargins* step = nullptr);
-  static MarginColumns columns_of(MarginReport& r);
-  // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
-  // the pass also fills `step` and this returns true.
-  bool revalue_for_step(StepMargins& step);
-  void prefetch_account(std::uint32_t a) const;
-  void prefetch_block(std::uint32_t a) const;
-  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
-
   // waterfall helpers (cpp/src/waterfall/)
-  friend class WaterfallRun;
   WaterfallResult run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts);
   // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): `adl_queue` returns market m's
   // queue of `side` (+1 longs, -1 shorts), refreshed if stale and with every account changed
@@ -509,6 +480,47 @@ class Engine {
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
                 bool only_position = false) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
+
+ private:
+  // After a snapshot's sections are read: checks every position and rebuilds the derived
+  // state (holder lists, size bounds, cached sums); then conservation and zero net size.
+  void rebuild_after_load();
+  void undo_fills(const std::vector<FillUndo>& undo);
+  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
+  // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
+  struct LoadRows {
+    std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
+    column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
+    column<MarketId> market;
+    column<i64> size, entry;                // lots; entry notional (money)
+    std::vector<i128> net_size, net_entry;  // per market
+  };
+  LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                     std::span<const i64> entry_prices) const;
+  void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
+  void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
+                                    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
+  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* a_buyer,
+                      std::uint32_t* a_seller) const;
+
+  MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+  // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
+  template <class Fn>
+  void atomic_check(Fn&& check);
+  // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
+  // market (sorted) unless `collect` is false (callers that only need the caches current).
+  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested,
+                                                   MarginReport* full_out = nullptr, bool* used_full_pass = nullptr,
+                                                   bool collect = true);
+  // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
+  void revalue_all(const MarginColumns* out, StepMargins* step = nullptr);
+  static MarginColumns columns_of(MarginReport& r);
+  // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
+  // the pass also fills `step` and this returns true.
+  bool revalue_for_step(StepMargins& step);
+  void prefetch_account(std::uint32_t a) const;
+  void prefetch_block(std::uint32_t a) const;
+  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
 
   int threads_;
   MarketTable markets_;  // specs, marks, pools and the value scale (market_table.hpp)

@@ -283,7 +283,6 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
   catch_up_adl_queues();
   const std::size_t index = 2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0);
   detail::KeptAdlQueue& q = adl_queues_[index];
-  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || adl_queue_marks_stale(q, m);
   // superseded entries pile up with re-scorings: past four times the market's holders, start over
   if (!stale &&
@@ -392,7 +391,7 @@ void WaterfallRun::hold_back(detail::KeptAdlQueue& q, const detail::AdlEntry& e,
 // of the step pop it again (a crash step quadratic in the liquidatable accounts).
 i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
-  const i64 q = e_.book_.sizes()[slot];
+  const i64 q = e_.book().sizes()[slot];
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (winner, lots)
   takes.clear();
@@ -406,7 +405,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
       hold_back(queue, top, put_back);
       continue;
     }
-    const i64 size = abs64(e_.book_.sizes()[e_.find_slot(top.account, m)]);
+    const i64 size = abs64(e_.book().sizes()[e_.find_slot(top.account, m)]);
     const i64 take = std::min(left, size);
     takes.push_back({top.account, take});
     left -= take;
@@ -451,7 +450,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
       continue;
     }
     const i64 take = std::min(left, c);
-    takes.push_back({e_.book_.mslots()[e_.find_slot(b, m)], take});
+    takes.push_back({e_.book().mslots()[e_.find_slot(b, m)], take});
     left -= take;
     put_back[k].push_back(entry);
   }
@@ -461,7 +460,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
   }
   // in the market's holder order, as the other policies report theirs
   std::sort(takes.begin(), takes.end());
-  const std::vector<std::uint32_t>& holders = e_.book_.holders(m);
+  const std::vector<std::uint32_t>& holders = e_.book().holders(m);
   for (const auto& [slot, take] : takes) {
     who.push_back(holders[slot]);
     x.push_back(take);

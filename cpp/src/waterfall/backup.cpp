@@ -10,21 +10,21 @@ void WaterfallRun::touch(std::uint32_t a) {
   if (cfg_.policy == Policy::RiskAware) backup_of_[a] = backups_.size();
   // only the risk-aware policy reads the start equity (and only it pays for computing it)
   const i64 eq = cfg_.policy == Policy::RiskAware ? equity(a) : 0;
-  backups_.push_back(Backup{a, e_.book_.hot()[a].balance, eq, backup_positions_.size(), e_.book_.hot()[a].count});
-  for (std::uint32_t p = e_.book_.hot()[a].start; p < e_.book_.hot()[a].start + e_.book_.hot()[a].count; ++p)
-    backup_positions_.push_back(SavedPosition{e_.book_.markets()[p], e_.book_.sizes()[p], e_.book_.entries()[p]});
+  backups_.push_back(Backup{a, e_.book().hot()[a].balance, eq, backup_positions_.size(), e_.book().hot()[a].count});
+  for (std::uint32_t p = e_.book().hot()[a].start; p < e_.book().hot()[a].start + e_.book().hot()[a].count; ++p)
+    backup_positions_.push_back(SavedPosition{e_.book().markets()[p], e_.book().sizes()[p], e_.book().entries()[p]});
 }
 
 void WaterfallRun::restore() {
   for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {
     const std::uint32_t a = it->account;
     std::vector<MarketId> now;
-    for (std::uint32_t p = e_.book_.hot()[a].start; p < e_.book_.hot()[a].start + e_.book_.hot()[a].count; ++p)
-      now.push_back(e_.book_.markets()[p]);
+    for (std::uint32_t p = e_.book().hot()[a].start; p < e_.book().hot()[a].start + e_.book().hot()[a].count; ++p)
+      now.push_back(e_.book().markets()[p]);
     for (MarketId m : now) e_.set_position(a, m, 0, 0);
     for (std::size_t i = it->first; i < it->first + it->count; ++i)
       e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
-    e_.book_.hot()[a].balance = it->balance;
+    e_.book().hot()[a].balance = it->balance;
   }
   // what the failed call popped or pushed is not worth tracking: the queues start over
   e_.drop_adl_queues();
@@ -36,7 +36,7 @@ i64 WaterfallRun::start_equity(std::uint32_t a) const {
 }
 
 WaterfallRun::~WaterfallRun() {
-  for (std::uint32_t a : flagged_) e_.wf_flags_[a] = 0;
+  for (std::uint32_t a : flagged_) e_.waterfall_flags()[a] = 0;
   e_.release_notes(0);  // a step that threw (finish() released it otherwise)
 }
 
