@@ -1066,26 +1066,156 @@ struct LotMath<double> {
   }
 };
 
+// The winners of the uniform-lot min-max: L_i = floor(w_i / lot) lots each (float mode: cached
+// in x by the first pass, since a division costs more than reading it back; the passes read
+// it before they write x_i), and N, the lots at or below a level.
 template <class T>
-std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
+struct UniformLots {
   using L = LotMath<T>;
-  const auto w = req.capacity;
-  const T lot = *req.lot;
-  const std::size_t n = w.size();
+  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
+  std::span<const T> w;
+  T lot;
+  std::size_t n;
+  T* xp;
   ConstantDivider by_lot;
-  if constexpr (std::is_same_v<T, i64>) by_lot = ConstantDivider(lot);
-  // float mode: L_i = floor(w_i / lot) is cached in x by the first pass (a division costs
-  // more than reading it back); the passes read it before they write x_i
-  std::vector<T> x(n, T{0});
-  T* const xp = x.data();
-  auto lots = [&](std::size_t i) -> u64 {
+
+  u64 lots(std::size_t i) const {
     if constexpr (std::is_same_v<T, double>) {
       return static_cast<u64>(static_cast<i64>(xp[i]));  // < 2^53
     } else {
       return by_lot.div_u64(static_cast<u64>(w[i]));
     }
+  }
+  // N and the capacity of the winners not yet full (dN/dc, ignoring the floors) at two levels
+  void count2(double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) const {
+    const auto l1 = L::level(c1), l2 = L::level(c2);
+    u64 a[kParts][2] = {};
+    Sum u[kParts][2] = {};
+    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
+      u64 a1 = 0, a2 = 0;
+      Sum s1 = 0, s2 = 0;
+      for (std::size_t i = b; i < e; ++i) {
+        const u64 li = lots(i);
+        bool f1, f2;
+        a1 += L::count(l1, w[i], li, f1);
+        a2 += L::count(l2, w[i], li, f2);
+        s1 += f1 ? Sum{0} : static_cast<Sum>(w[i]);
+        s2 += f2 ? Sum{0} : static_cast<Sum>(w[i]);
+      }
+      a[p][0] = a1, a[p][1] = a2, u[p][0] = s1, u[p][1] = s2;
+    });
+    n1 = n2 = 0;
+    Sum s1 = 0, s2 = 0;
+    for (std::size_t p = 0; p < kParts; ++p) n1 += a[p][0], n2 += a[p][1], s1 += u[p][0], s2 += u[p][1];
+    u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
+  }
+};
+
+// N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per unfilled
+// winner below the line c * (their capacity): Newton steps aim there, with pivots a few times
+// the floors' noise (~sqrt(n) lots) either side. Returns levels lo < hi with N(lo) = nlo < M
+// <= N(hi) and few lots between.
+template <class T>
+void min_max_bracket(const UniformLots<T>& U, u64 M, u64 total_lots, u64 nlive, double wlive, double& lo, double& hi,
+                     u64& nlo) {
+  const T lot = U.lot;
+  lo = 0.0, hi = 2.0 / static_cast<double>(lot);
+  double ulo = wlive;
+  bool hi_pivot = false;
+  nlo = 0;
+  u64 nhi = total_lots;
+  const double noise = 8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0;
+  const u64 window = static_cast<u64>(4.0 * noise) + 65536;
+  double widen = 1.0;
+  for (int iter = 0; iter < 4000 && nhi - nlo > window; ++iter) {
+    const double next = std::nextafter(lo, hi);
+    if (next >= hi) break;
+    double est, slope;
+    if (hi_pivot) {  // both ends measured: the secant
+      slope = static_cast<double>(nhi - nlo) / (hi - lo);
+      est = lo + static_cast<double>(M - nlo) / slope;
+    } else {  // Newton from lo; from 0 the floors' half lot per winner is not yet in N(lo)
+      slope = ulo > 0 ? ulo : wlive;
+      est = lo + (static_cast<double>(M - nlo) + (iter == 0 ? 0.5 * static_cast<double>(nlive) : 0.0)) / slope;
+    }
+    const double d = widen * noise / slope;
+    double p1 = est - d, p2 = est + d;
+    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
+    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
+    p1 = std::max(p1, next);
+    p2 = std::min(std::max(p2, p1), hi);
+    u64 n1, n2;
+    double u1, u2;
+    U.count2(p1, p2, n1, n2, u1, u2);
+    if (n1 < M) lo = p1, nlo = n1, ulo = u1;
+    if (n2 < M) lo = p2, nlo = n2, ulo = u2;
+    if (n2 >= M && p2 < hi) hi = p2, nhi = n2, hi_pivot = true;
+    if (n1 >= M && p1 < hi) hi = p1, nhi = n1, hi_pivot = true;
+    widen = (n1 < M && n2 >= M) ? 1.0 : widen * 2.0;
+  }
+}
+
+// Every pair at or below lo, and the best `need` = M - N(lo) of the pairs in (lo, hi], into x.
+template <class T>
+void min_max_place(const UniformLots<T>& U, double lo, double hi, u64 need, std::vector<T>& x) {
+  using L = LotMath<T>;
+  const std::span<const T> w = U.w;
+  const T lot = U.lot;
+  const std::size_t n = U.n;
+  T* const xp = x.data();
+  auto lots = [&U](std::size_t i) { return U.lots(i); };
+  struct Pair {
+    u64 m;
+    u32 i;
   };
-  using Sum = std::conditional_t<std::is_same_v<T, double>, double, u64>;  // exact: sum w fits
+  std::vector<Pair> slice_pairs[kParts];
+  const auto llo = L::level(lo), lhi = L::level(hi);
+  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
+    std::vector<Pair>& pairs = slice_pairs[p];
+    for (std::size_t i = b; i < e; ++i) {
+      const u64 li = lots(i);
+      bool full;
+      const u64 a = L::count(llo, w[i], li, full);
+      const u64 c = L::count(lhi, w[i], li, full);
+      if constexpr (std::is_same_v<T, double>) {
+        xp[i] = static_cast<double>(a);  // lots for now: lot * (a + extra) below, as one product
+      } else {
+        xp[i] = static_cast<i64>(static_cast<u64>(lot) * a);
+      }
+      for (u64 m = a + 1; m <= c; ++m) pairs.push_back({m, static_cast<u32>(i)});
+    }
+  });
+  std::vector<Pair> pairs = std::move(slice_pairs[0]);
+  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
+  auto before = [&](const Pair& p, const Pair& q) {
+    if (L::less(p.m, w[p.i], q.m, w[q.i])) return true;
+    if (L::less(q.m, w[q.i], p.m, w[p.i])) return false;
+    return p.i < q.i;
+  };
+  if (need < pairs.size())
+    std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
+  if constexpr (std::is_same_v<T, double>) {
+    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += 1.0;
+    for_slices(n, [&, xp](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) xp[i] *= lot;
+    });
+  } else {
+    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += lot;
+  }
+}
+
+template <class T>
+std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
+  const auto w = req.capacity;
+  const T lot = *req.lot;
+  const std::size_t n = w.size();
+  ConstantDivider by_lot;
+  if constexpr (std::is_same_v<T, i64>) by_lot = ConstantDivider(lot);
+  std::vector<T> x(n, T{0});
+  T* const xp = x.data();
+  const UniformLots<T> U{w, lot, n, xp, by_lot};
+  auto lots = [&U](std::size_t i) { return U.lots(i); };
+  using Sum = typename UniformLots<T>::Sum;
   u64 lots_p[kParts] = {}, live_p[kParts] = {};
   Sum wlive_p[kParts] = {};
   for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
@@ -1136,104 +1266,10 @@ std::vector<T> min_max_lots_alloc(const AllocRequest<T>& req, T budget) {
     for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(lot * static_cast<T>(lots(i)));
     return x;
   }
-  // N and the capacity of the winners not yet full (dN/dc, ignoring the floors) at two levels
-  auto count2 = [&](double c1, double c2, u64& n1, u64& n2, double& u1, double& u2) {
-    const auto l1 = L::level(c1), l2 = L::level(c2);
-    u64 a[kParts][2] = {};
-    Sum u[kParts][2] = {};
-    for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) {
-      u64 a1 = 0, a2 = 0;
-      Sum s1 = 0, s2 = 0;
-      for (std::size_t i = b; i < e; ++i) {
-        const u64 li = lots(i);
-        bool f1, f2;
-        a1 += L::count(l1, w[i], li, f1);
-        a2 += L::count(l2, w[i], li, f2);
-        s1 += f1 ? Sum{0} : static_cast<Sum>(w[i]);
-        s2 += f2 ? Sum{0} : static_cast<Sum>(w[i]);
-      }
-      a[p][0] = a1, a[p][1] = a2, u[p][0] = s1, u[p][1] = s2;
-    });
-    n1 = n2 = 0;
-    Sum s1 = 0, s2 = 0;
-    for (std::size_t p = 0; p < kParts; ++p) n1 += a[p][0], n2 += a[p][1], s1 += u[p][0], s2 += u[p][1];
-    u1 = static_cast<double>(s1), u2 = static_cast<double>(s2);
-  };
-  // N(0) = 0 < M <= total = N(2 / lot). Between lots, N(c) runs about half a lot per
-  // unfilled winner below the line c * (their capacity): Newton steps aim there, with pivots
-  // a few times the floors' noise (~sqrt(n) lots) either side.
-  double lo = 0.0, hi = 2.0 / static_cast<double>(lot), ulo = wlive;
-  bool hi_pivot = false;
-  u64 nlo = 0, nhi = total_lots;
-  const double noise = 8.0 * std::sqrt(static_cast<double>(nlive)) + 64.0;
-  const u64 window = static_cast<u64>(4.0 * noise) + 65536;
-  double widen = 1.0;
-  for (int iter = 0; iter < 4000 && nhi - nlo > window; ++iter) {
-    const double next = std::nextafter(lo, hi);
-    if (next >= hi) break;
-    double est, slope;
-    if (hi_pivot) {  // both ends measured: the secant
-      slope = static_cast<double>(nhi - nlo) / (hi - lo);
-      est = lo + static_cast<double>(M - nlo) / slope;
-    } else {  // Newton from lo; from 0 the floors' half lot per winner is not yet in N(lo)
-      slope = ulo > 0 ? ulo : wlive;
-      est = lo + (static_cast<double>(M - nlo) + (iter == 0 ? 0.5 * static_cast<double>(nlive) : 0.0)) / slope;
-    }
-    const double d = widen * noise / slope;
-    double p1 = est - d, p2 = est + d;
-    if (!(p1 > lo && p1 < hi)) p1 = lo + (hi - lo) * 0.25;
-    if (!(p2 > p1 && p2 < hi)) p2 = p1 + (hi - p1) * 0.5;
-    p1 = std::max(p1, next);
-    p2 = std::min(std::max(p2, p1), hi);
-    u64 n1, n2;
-    double u1, u2;
-    count2(p1, p2, n1, n2, u1, u2);
-    if (n1 < M) lo = p1, nlo = n1, ulo = u1;
-    if (n2 < M) lo = p2, nlo = n2, ulo = u2;
-    if (n2 >= M && p2 < hi) hi = p2, nhi = n2, hi_pivot = true;
-    if (n1 >= M && p1 < hi) hi = p1, nhi = n1, hi_pivot = true;
-    widen = (n1 < M && n2 >= M) ? 1.0 : widen * 2.0;
-  }
-  // every pair at or below lo, and the best M - N(lo) of the pairs in (lo, hi]
-  struct Pair {
-    u64 m;
-    u32 i;
-  };
-  std::vector<Pair> slice_pairs[kParts];
-  const auto llo = L::level(lo), lhi = L::level(hi);
-  for_slices(n, [&, xp](std::size_t p, std::size_t b, std::size_t e) {
-    std::vector<Pair>& pairs = slice_pairs[p];
-    for (std::size_t i = b; i < e; ++i) {
-      const u64 li = lots(i);
-      bool full;
-      const u64 a = L::count(llo, w[i], li, full);
-      const u64 c = L::count(lhi, w[i], li, full);
-      if constexpr (std::is_same_v<T, double>) {
-        xp[i] = static_cast<double>(a);  // lots for now: lot * (a + extra) below, as one product
-      } else {
-        xp[i] = static_cast<i64>(static_cast<u64>(lot) * a);
-      }
-      for (u64 m = a + 1; m <= c; ++m) pairs.push_back({m, static_cast<u32>(i)});
-    }
-  });
-  std::vector<Pair> pairs = std::move(slice_pairs[0]);
-  for (std::size_t p = 1; p < kParts; ++p) pairs.insert(pairs.end(), slice_pairs[p].begin(), slice_pairs[p].end());
-  const u64 need = M - nlo;
-  auto before = [&](const Pair& p, const Pair& q) {
-    if (L::less(p.m, w[p.i], q.m, w[q.i])) return true;
-    if (L::less(q.m, w[q.i], p.m, w[p.i])) return false;
-    return p.i < q.i;
-  };
-  if (need < pairs.size())
-    std::nth_element(pairs.begin(), pairs.begin() + static_cast<std::ptrdiff_t>(need - 1), pairs.end(), before);
-  if constexpr (std::is_same_v<T, double>) {
-    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += 1.0;
-    for_slices(n, [&, xp](std::size_t, std::size_t b, std::size_t e) {
-      for (std::size_t i = b; i < e; ++i) xp[i] *= lot;
-    });
-  } else {
-    for (u64 j = 0; j < need; ++j) x[pairs[j].i] += lot;
-  }
+  double lo, hi;
+  u64 nlo;
+  min_max_bracket(U, M, total_lots, nlive, wlive, lo, hi, nlo);
+  min_max_place(U, lo, hi, M - nlo, x);
   return x;
 }
 
@@ -1724,8 +1760,10 @@ std::vector<T> based_water_fill(const AllocRequest<T>& req, const T* vp) {
 
 // ---------------------------------------------------------------- the entry point
 
+// Checks every field of the request for its policy; returns the total capacity (exact mode:
+// it must fit in int64).
 template <class T>
-std::vector<T> allocate_impl(const AllocRequest<T>& req) {
+T validated_total(const AllocRequest<T>& req) {
   const auto w = req.capacity;
   const std::size_t n = w.size();
   const Policy pol = req.policy;
@@ -1781,8 +1819,125 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
       throw ArithmeticOverflow("capacity: the total capacity does not fit in int64");
     total = static_cast<i64>(t);
   }
+  return total;
+}
 
-  switch (pol) {
+// Pro-rata: x_i = B w_i / W (or by the given weights).
+template <class T>
+std::vector<T> pro_rata_alloc(const AllocRequest<T>& req, T total) {
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  if (!req.weights.empty()) return weighted_pro_rata(req);
+  const T budget = budget_or_clip(req.budget, total, req);
+  if constexpr (std::is_same_v<T, double>) {
+    std::vector<double> x(n, 0.0);
+    if (budget > 0)
+      for (std::size_t i = 0; i < n; ++i) x[i] = std::min(w[i], budget * (w[i] / total));
+    return x;
+  } else {
+    // no winner saturates below the full budget: tau = B / W, straight to the rounding
+    const u64* wu = reinterpret_cast<const u64*>(w.data());
+    auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
+    const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
+    std::vector<i64> x(n);
+    if (b == t) {
+      water_round_exact(x.data(), n, get, b, 0, 0);
+    } else {
+      water_round_exact(x.data(), n, get, b, b, t);
+    }
+    return x;
+  }
+}
+
+// Risk-aware: the pull weights v_i (float mode: w_i * rho_i, exact mode: src_i * rho_i in
+// fixed point), written into vb; rho_i = r_i / max r.
+template <class T>
+void risk_pull_weights(const AllocRequest<T>& req, T* const vb, const T* const src, T src_total) {
+  const std::size_t n = req.capacity.size();
+  double rmaxs[kParts] = {};
+  for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
+  const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
+  if constexpr (std::is_same_v<T, double>) {
+    for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) vb[i] = src[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
+    });
+  } else {
+    const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(src_total))), 0, 32);
+    for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
+      for (std::size_t i = b; i < e; ++i) {
+        const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
+        // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
+        const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
+        const u128 prod = mulw(static_cast<u64>(src[i]), rh);
+        vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod)
+                                         : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
+      }
+    });
+  }
+}
+
+// Capped pro-rata and risk-aware: the water-fill of the pull weights under the caps.
+template <class T>
+std::vector<T> water_fill_alloc(const AllocRequest<T>& req, T total) {
+  const auto w = req.capacity;
+  const std::size_t n = w.size();
+  const Policy pol = req.policy;
+  const auto cap = req.cap;
+  const T* cp = cap.data();
+  const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
+  const bool capped = !cap.empty();
+  // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
+  std::optional<Scratch<T, 0>> vbuf;
+  // the pull weights come from the base when one is given (the fraction taken is of it)
+  const T* const src = req.base.empty() ? w.data() : req.base.data();
+  T src_total = total;
+  if (!req.base.empty()) {
+    src_total = T{0};
+    for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
+  }
+  if (pol == Policy::RiskAware) {
+    // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
+    vbuf.emplace(n);
+    risk_pull_weights(req, vbuf->get(), src, src_total);
+  }
+  const T* const vp = vbuf ? vbuf->get() : w.data();
+  if (!req.base.empty()) return based_water_fill(req, vbuf ? vbuf->get() : src);
+  const T* const wp = w.data();
+  auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
+  if constexpr (std::is_same_v<T, double>) {
+    if (capped)
+      return water_fill_float(
+          n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
+    return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
+  } else {
+    const u64* const vu = reinterpret_cast<const u64*>(vp);
+    auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
+    const u64 b = static_cast<u64>(req.budget);
+    std::vector<i64> x(n);
+    if (capped) {
+      // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
+      i64* const xp = x.data();
+      if (cstep == 0) {
+        for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+          for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
+        });
+      } else {
+        for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
+          for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
+        });
+      }
+      return water_fill_exact(
+          std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
+    }
+    return water_fill_exact(
+        std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
+  }
+}
+
+template <class T>
+std::vector<T> allocate_impl(const AllocRequest<T>& req) {
+  const T total = validated_total(req);
+  switch (req.policy) {
     case Policy::Queue:
       return queue_alloc(req, budget_or_clip(req.budget, total, req));
     case Policy::RandomWalk:
@@ -1790,101 +1945,11 @@ std::vector<T> allocate_impl(const AllocRequest<T>& req) {
     case Policy::MinMaxLots:
       if (req.lots.empty() && req.base.empty()) return min_max_lots_alloc(req, req.budget);
       return min_max_lots_general(req, req.budget);
-    case Policy::ProRata: {
-      if (!req.weights.empty()) return weighted_pro_rata(req);
-      const T budget = budget_or_clip(req.budget, total, req);
-      if constexpr (std::is_same_v<T, double>) {
-        std::vector<double> x(n, 0.0);
-        if (budget > 0)
-          for (std::size_t i = 0; i < n; ++i) x[i] = std::min(w[i], budget * (w[i] / total));
-        return x;
-      } else {
-        // no winner saturates below the full budget: tau = B / W, straight to the rounding
-        const u64* wu = reinterpret_cast<const u64*>(w.data());
-        auto get = [wu](std::size_t i) { return WfItem<u64>{wu[i], wu[i]}; };
-        const u64 b = static_cast<u64>(budget), t = static_cast<u64>(total);
-        std::vector<i64> x(n);
-        if (b == t) {
-          water_round_exact(x.data(), n, get, b, 0, 0);
-        } else {
-          water_round_exact(x.data(), n, get, b, b, t);
-        }
-        return x;
-      }
-    }
+    case Policy::ProRata:
+      return pro_rata_alloc(req, total);
     case Policy::CappedProRata:
-    case Policy::RiskAware: {
-      const auto cap = req.cap;
-      const T* cp = cap.data();
-      const std::size_t cstep = cap.size() == 1 ? 0 : 1;  // one cap for everyone, or one each
-      const bool capped = !cap.empty();
-      // risk_aware: the pull weights v_i (float mode: w_i * rho_i), computed once
-      std::optional<Scratch<T, 0>> vbuf;
-      // the pull weights come from the base when one is given (the fraction taken is of it)
-      const T* const src = req.base.empty() ? w.data() : req.base.data();
-      T src_total = total;
-      if (!req.base.empty()) {
-        src_total = T{0};
-        for (std::size_t i = 0; i < n; ++i) src_total += src[i];  // checked to fit above
-      }
-      if (pol == Policy::RiskAware) {
-        // r_i first, then v_i in its place (one buffer: a fresh array costs page faults)
-        vbuf.emplace(n);
-        T* const vb = vbuf->get();
-        double rmaxs[kParts] = {};
-        for_slices(n, [&](std::size_t p, std::size_t b, std::size_t e) { rmaxs[p] = risk_weights(req, vb, b, e); });
-        const double rmax = *std::max_element(rmaxs, rmaxs + kParts);
-        if constexpr (std::is_same_v<T, double>) {
-          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) vb[i] = src[i] * (rmax > 0 ? vb[i] / rmax : 0.0);
-          });
-        } else {
-          const int s = std::clamp(62 - static_cast<int>(std::bit_width(static_cast<u64>(src_total))), 0, 32);
-          for_slices(n, [&](std::size_t, std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) {
-              const double rho = rmax > 0 ? std::bit_cast<double>(vb[i]) / rmax : 0.0;
-              // floor of a value in [0, 2^32 + 1/2]: truncation through int64 (no library call)
-              const u64 rh = static_cast<u64>(static_cast<i64>(rho * 4294967296.0 + 0.5));
-              const u128 prod = mulw(static_cast<u64>(src[i]), rh);
-              vb[i] = static_cast<i64>(s == 32 ? static_cast<u64>(prod)
-                                               : static_cast<u64>((prod + (u128{1} << (31 - s))) >> (32 - s)));
-            }
-          });
-        }
-      }
-      const T* const vp = vbuf ? vbuf->get() : w.data();
-      if (!req.base.empty()) return based_water_fill(req, vbuf ? vbuf->get() : src);
-      const T* const wp = w.data();
-      auto clip = [&](T reach) { return budget_or_clip(req.budget, reach, req); };
-      if constexpr (std::is_same_v<T, double>) {
-        if (capped)
-          return water_fill_float(
-              n, [=](std::size_t i) { return WfItem<double>{wp[i] * cp[i * cstep], vp[i]}; }, req.budget, clip);
-        return water_fill_float(n, [=](std::size_t i) { return WfItem<double>{wp[i], vp[i]}; }, req.budget, clip);
-      } else {
-        const u64* const vu = reinterpret_cast<const u64*>(vp);
-        auto uclip = [&](u64 reach) { return static_cast<u64>(clip(static_cast<i64>(reach))); };
-        const u64 b = static_cast<u64>(req.budget);
-        std::vector<i64> x(n);
-        if (capped) {
-          // K_i = floor(w_i c_i / 1e8) once, cached in x: the later passes read it back
-          i64* const xp = x.data();
-          if (cstep == 0) {
-            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
-              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[0]));
-            });
-          } else {
-            for_slices(n, [=](std::size_t, std::size_t lo, std::size_t hi) {
-              for (std::size_t i = lo; i < hi; ++i) xp[i] = static_cast<i64>(cap_amount(wp[i], cp[i]));
-            });
-          }
-          return water_fill_exact(
-              std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(xp[i]), vu[i]}; }, b, uclip);
-        }
-        return water_fill_exact(
-            std::move(x), [=](std::size_t i) { return WfItem<u64>{static_cast<u64>(wp[i]), vu[i]}; }, b, uclip);
-      }
-    }
+    case Policy::RiskAware:
+      return water_fill_alloc(req, total);
     case Policy::FundingIndex:
     case Policy::None:
       break;  // refused at the top: waterfall policies, not the kernel's
