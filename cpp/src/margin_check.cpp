@@ -219,6 +219,93 @@ MarginColumns Engine::columns_of(MarginReport& r) {
   return c;
 }
 
+namespace {
+// Per market constants. For a flat-rate market whose mark value and requirement per lot
+// fit in 64 bits, each position costs three 64x64->128 multiplies:
+//   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
+// which regroups the exact products of docs/semantics.md without changing them.
+struct MarketHot {
+  i64 mark_v, mm_per_lot, im_per_lot;
+  bool fast;
+};
+
+// Tiered markets: the tier is found from |q| alone, by comparing it with each cap in lots
+// at this mark (|q| * mark_v > cap  <=>  |q| > floor(cap / mark_v)), and the requirement
+// regroups as |q| * (mark_v * rate) - deduction * S: the same exact values as
+// contribution() at the cost of a flat market plus a few compares. A market qualifies when
+// it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
+// per-lot requirement fits 64 bits.
+constexpr int kFastTiers = 16;
+constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
+struct TierRates {
+  i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
+  i64 mm_lot, im_lot;   // mark_v * rate
+};
+struct TierHot {
+  int count = 1;
+  // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
+  // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
+  // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
+  // market has at most kCountedTiers tiers, else over all of them
+  i64 lots_cap[kFastTiers - 1] = {};
+  TierRates rates[kFastTiers] = {};
+};
+// The per-market constants of a full pass (above), at the current marks.
+struct FullCheckTables {
+  std::vector<MarketHot> hot;
+  std::vector<TierHot> tier_hot;
+  bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
+  bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
+};
+
+FullCheckTables full_check_tables(const MarketTable& markets) {
+  FullCheckTables t;
+  std::vector<MarketHot>& hot = t.hot;
+  hot.resize(markets.size());
+  for (std::size_t m = 0; m < markets.size(); ++m) {
+    const MarketState& mk = markets[m];
+    const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+    const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
+    const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
+    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0,
+                       fast ? static_cast<i64>(im) : 0, fast};
+  }
+  bool& all_fast = t.all_fast;
+  all_fast = true;
+  for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
+  std::vector<TierHot>& tier_hot = t.tier_hot;
+  tier_hot.resize(markets.size());
+  bool& all_tier_fast = t.all_tier_fast;
+  all_tier_fast = !all_fast;  // only needed when some market is not flat-fast
+  for (std::size_t m = 0; m < markets.size() && all_tier_fast; ++m) {
+    const MarketState& mk = markets[m];
+    const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+    TierHot& th = tier_hot[m];
+    std::fill(std::begin(th.lots_cap), std::end(th.lots_cap), std::numeric_limits<i64>::max());
+    if (mark_v == 0) continue;  // no mark yet, so no positions (checked before any pass)
+    if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0) {
+      all_tier_fast = false;
+      break;
+    }
+    th.count = static_cast<int>(mk.tiers.size());
+    for (int j = 0; j < th.count; ++j) {
+      const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
+      const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
+      if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
+      th.rates[j] = TierRates{tier.maintenance_deduction * markets.scale(), tier.initial_deduction * markets.scale(),
+                              static_cast<i64>(mm), static_cast<i64>(im)};
+      if (j + 1 < th.count) {
+        const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
+        th.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
+      }
+    }
+    if (all_tier_fast && !hot[m].fast)
+      hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
+  }
+  return t;
+}
+}  // namespace
+
 // Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
 // per-account columns when given.
 void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
@@ -228,73 +315,10 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
   i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
 
-  // Per market constants. For a flat-rate market whose mark value and requirement per lot
-  // fit in 64 bits, each position costs three 64x64->128 multiplies:
-  //   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
-  // which regroups the exact products of docs/semantics.md without changing them.
-  struct MarketHot {
-    i64 mark_v, mm_per_lot, im_per_lot;
-    bool fast;
-  };
-  std::vector<MarketHot> hot(markets_.size());
-  for (std::size_t m = 0; m < markets_.size(); ++m) {
-    const MarketState& mk = markets_[m];
-    const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
-    const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
-    const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
-    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0,
-                       fast ? static_cast<i64>(im) : 0, fast};
-  }
-  bool all_fast = true;
-  for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
-  // Tiered markets: the tier is found from |q| alone, by comparing it with each cap in lots
-  // at this mark (|q| * mark_v > cap  <=>  |q| > floor(cap / mark_v)), and the requirement
-  // regroups as |q| * (mark_v * rate) - deduction * S: the same exact values as
-  // contribution() at the cost of a flat market plus a few compares. A market qualifies when
-  // it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
-  // per-lot requirement fits 64 bits.
-  constexpr int kFastTiers = 16;
-  constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
-  struct TierRates {
-    i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
-    i64 mm_lot, im_lot;   // mark_v * rate
-  };
-  struct TierHot {
-    int count = 1;
-    // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
-    // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
-    // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
-    // market has at most kCountedTiers tiers, else over all of them
-    i64 lots_cap[kFastTiers - 1] = {};
-    TierRates rates[kFastTiers] = {};
-  };
-  std::vector<TierHot> tier_hot(markets_.size());
-  bool all_tier_fast = !all_fast;  // only needed when some market is not flat-fast
-  for (std::size_t m = 0; m < markets_.size() && all_tier_fast; ++m) {
-    const MarketState& mk = markets_[m];
-    const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
-    TierHot& t = tier_hot[m];
-    std::fill(std::begin(t.lots_cap), std::end(t.lots_cap), std::numeric_limits<i64>::max());
-    if (mark_v == 0) continue;  // no mark yet, so no positions (checked before any pass)
-    if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0) {
-      all_tier_fast = false;
-      break;
-    }
-    t.count = static_cast<int>(mk.tiers.size());
-    for (int j = 0; j < t.count; ++j) {
-      const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
-      const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
-      if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
-      t.rates[j] = TierRates{tier.maintenance_deduction * markets_.scale(), tier.initial_deduction * markets_.scale(),
-                             static_cast<i64>(mm), static_cast<i64>(im)};
-      if (j + 1 < t.count) {
-        const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
-        t.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
-      }
-    }
-    if (all_tier_fast && !hot[m].fast)
-      hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
-  }
+  const FullCheckTables tables = full_check_tables(markets_);
+  const std::vector<MarketHot>& hot = tables.hot;
+  const std::vector<TierHot>& tier_hot = tables.tier_hot;
+  const bool all_fast = tables.all_fast, all_tier_fast = tables.all_tier_fast;
   const TierHot* const tp = tier_hot.data();
   const i64 S = markets_.scale();
   // Raw pointers in locals: the compiler keeps them in registers instead of reloading the
