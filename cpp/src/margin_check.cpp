@@ -37,17 +37,18 @@ Engine::Contribution Engine::contribution(const MarketState& mk, i64 size, i64 e
   std::size_t j = 0;
   while (j + 1 < mk.tiers.size() && notional > mk.caps_v[j]) ++j;
   const Tier& t = mk.tiers[j];
-  return Contribution{v - static_cast<i128>(entry) * scale_s_,
-                      notional * t.maintenance_rate - t.maintenance_deduction * scale_s_,
-                      notional * t.initial_rate - t.initial_deduction * scale_s_};
+  return Contribution{v - static_cast<i128>(entry) * markets_.scale(),
+                      notional * t.maintenance_rate - t.maintenance_deduction * markets_.scale(),
+                      notional * t.initial_rate - t.initial_deduction * markets_.scale()};
 }
 
 Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
   Sums s;
-  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+  const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
   for (std::uint32_t p = b; p < e; ++p) {
-    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
-    const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], at_valued_marks ? mk.valued_mark : mk.mark);
+    const MarketState& mk = markets_[static_cast<std::size_t>(book_.markets()[p])];
+    const Contribution c =
+        contribution(mk, book_.sizes()[p], book_.entries()[p], at_valued_marks ? mk.valued_mark : mk.mark);
     s.u += c.u;
     s.mm += c.mm;
     s.im += c.im;
@@ -56,28 +57,29 @@ Engine::Sums Engine::account_sums(std::uint32_t a, bool at_valued_marks) const {
 }
 
 bool Engine::sums_fit(i128 balance, const Sums& s) const {
-  const i128 equity = balance + div_s_.floor(s.u);
-  return fits_i64(balance) && fits_i64(equity) && fits_i64(div_sr_.ceil(s.mm)) && fits_i64(div_sr_.ceil(s.im));
+  const i128 equity = balance + markets_.div_s().floor(s.u);
+  return fits_i64(balance) && fits_i64(equity) && fits_i64(markets_.div_sr().ceil(s.mm)) &&
+         fits_i64(markets_.div_sr().ceil(s.im));
 }
 
 void Engine::throw_unrepresentable(std::uint32_t a, const std::string& where) const {
-  throw ArithmeticOverflow(where + ": account " + std::to_string(acc_id_[a]) +
+  throw ArithmeticOverflow(where + ": account " + std::to_string(book_.ids()[a]) +
                            "'s equity or margin requirement at the current marks would not fit in 64 bits");
 }
 
 bool Engine::representable(std::uint32_t a) const {
-  if (acc_[a].count == 0) return true;  // flat: equity == balance, which every write checks
+  if (book_.hot()[a].count == 0) return true;  // flat: equity == balance, which every write checks
   const Sums s = account_sums(a, false);
-  if (!sums_fit(acc_[a].balance, s)) return false;
-  note_in_range(acc_[a].balance, s);
+  if (!sums_fit(book_.hot()[a].balance, s)) return false;
+  note_in_range(book_.hot()[a].balance, s);
   return true;
 }
 
 void Engine::note_in_range(i128 balance, const Sums& s) const {
-  const i128 equity = balance + div_s_.floor(s.u);  // all three fit in int64 (sums_fit)
+  const i128 equity = balance + markets_.div_s().floor(s.u);  // all three fit in int64 (sums_fit)
   bound_equity_.raise(static_cast<std::uint64_t>(abs128(equity)));
-  bound_maintenance_.raise(static_cast<std::uint64_t>(std::max<i128>(0, div_sr_.ceil(s.mm))));
-  bound_initial_.raise(static_cast<std::uint64_t>(std::max<i128>(0, div_sr_.ceil(s.im))));
+  bound_maintenance_.raise(static_cast<std::uint64_t>(std::max<i128>(0, markets_.div_sr().ceil(s.mm))));
+  bound_initial_.raise(static_cast<std::uint64_t>(std::max<i128>(0, markets_.div_sr().ceil(s.im))));
 }
 
 namespace {
@@ -105,7 +107,7 @@ bool Engine::mark_move_within_bounds(std::span<const std::pair<MarketId, i64>> m
     dmm = std::min(dmm + mul_bounded(dv, static_cast<u128>(mk.tiers.back().maintenance_rate)), kTooLarge);
     dim = std::min(dim + mul_bounded(dv, static_cast<u128>(mk.tiers.back().initial_rate)), kTooLarge);
   }
-  const u128 s = static_cast<u128>(scale_s_), sr = s * static_cast<u128>(kRateScale);
+  const u128 s = static_cast<u128>(markets_.scale()), sr = s * static_cast<u128>(kRateScale);
   const u128 equity = bound_equity_.get() + du / s + 2;
   const u128 maintenance = bound_maintenance_.get() + dmm / sr + 2;
   const u128 initial = bound_initial_.get() + dim / sr + 2;
@@ -122,7 +124,7 @@ void Engine::tighten_range_bounds() {
   bound_equity_.set(0);
   bound_maintenance_.set(0);
   bound_initial_.set(0);
-  detail::parallel_for(acc_.size(), threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
+  detail::parallel_for(book_.hot().size(), threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) representable(static_cast<std::uint32_t>(a));
   });
 }
@@ -141,20 +143,20 @@ std::uint32_t Engine::first_unrepresentable(const std::vector<std::uint32_t>& ac
 
 void Engine::require_marks_for_open_positions() const {
   for (std::size_t m = 0; m < markets_.size(); ++m)
-    if (markets_[m].mark == 0 && !markets_[m].accounts.empty())
+    if (markets_[m].mark == 0 && !book_.holders(static_cast<MarketId>(m)).empty())
       throw InvalidInput("market '" + markets_[m].spec.symbol + "' (id " + std::to_string(m) +
                          ") has open positions but no mark price; call set_marks first");
 }
 
 AccountMargin Engine::account_margin(i64 account_id) const {
   const std::uint32_t a = account_index_or_throw(account_id, "account", 0);
-  const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+  const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
   for (std::uint32_t p = b; p < e; ++p) {
-    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
+    const MarketState& mk = markets_[static_cast<std::size_t>(book_.markets()[p])];
     if (mk.mark == 0)
       throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
   }
-  return margin_from_sums(acc_[a].balance, account_sums(a, false));
+  return margin_from_sums(book_.hot()[a].balance, account_sums(a, false));
 }
 
 // A check that raises leaves every cache as it was: the valued marks go back to what they
@@ -169,17 +171,18 @@ void Engine::atomic_check(Fn&& check) {
     check();
   } catch (...) {
     for (std::size_t m = 0; m < markets_.size(); ++m) markets_[m].valued_mark = valued[m];
-    for (std::size_t a = 0; a < acc_id_.size(); ++a) acc_[a].cache = account_sums(static_cast<std::uint32_t>(a), true);
+    for (std::size_t a = 0; a < book_.ids().size(); ++a)
+      book_.hot()[a].cache = account_sums(static_cast<std::uint32_t>(a), true);
     throw;
   }
 }
 
 MarginReport Engine::check_margin() {
   require_marks_for_open_positions();
-  const std::size_t n = acc_id_.size();
+  const std::size_t n = book_.ids().size();
   MarginReport r;
   r.resize(n);
-  std::copy(acc_id_.begin(), acc_id_.end(), r.account_id.begin());
+  std::copy(book_.ids().begin(), book_.ids().end(), r.account_id.begin());
   const MarginColumns cols = columns_of(r);
   atomic_check([&] { revalue_all(&cols); });
   return r;
@@ -188,7 +191,7 @@ MarginReport Engine::check_margin() {
 MarginReport Engine::check_margin_values() {
   require_marks_for_open_positions();
   MarginReport r;
-  r.resize(acc_id_.size());
+  r.resize(book_.ids().size());
   r.account_id = column<i64>();
   const MarginColumns cols = columns_of(r);
   atomic_check([&] { revalue_all(&cols); });
@@ -200,7 +203,7 @@ void Engine::check_margin_into(const MarginColumns& out) {
   const bool quote = out.equity_quote != nullptr && out.maintenance_quote != nullptr && out.initial_quote != nullptr &&
                      out.margin_ratio != nullptr;
   // (with no accounts the columns are empty and their pointers may be null)
-  if (!acc_id_.empty() && (out.liquidatable == nullptr || out.bankrupt == nullptr || (!exact && !quote)))
+  if (!book_.ids().empty() && (out.liquidatable == nullptr || out.bankrupt == nullptr || (!exact && !quote)))
     throw InvalidInput("check_margin_into: the flag columns and the exact or the float columns are required");
   require_marks_for_open_positions();
   atomic_check([&] { revalue_all(&out); });
@@ -216,90 +219,114 @@ MarginColumns Engine::columns_of(MarginReport& r) {
   return c;
 }
 
-// Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
-// per-account columns when given.
-void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
-  const std::size_t n = acc_id_.size();
-  const double quote_unit = detail::kPow10Double[money_decimals_];
-  i64* const step_balance = step != nullptr ? step->balance.data() : nullptr;
-  i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
-  i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
+namespace {
+// Per market constants. For a flat-rate market whose mark value and requirement per lot
+// fit in 64 bits, each position costs three 64x64->128 multiplies:
+//   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
+// which regroups the exact products of docs/semantics.md without changing them.
+struct MarketHot {
+  i64 mark_v, mm_per_lot, im_per_lot;
+  bool fast;
+};
 
-  // Per market constants. For a flat-rate market whose mark value and requirement per lot
-  // fit in 64 bits, each position costs three 64x64->128 multiplies:
-  //   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
-  // which regroups the exact products of docs/semantics.md without changing them.
-  struct MarketHot {
-    i64 mark_v, mm_per_lot, im_per_lot;
-    bool fast;
-  };
-  std::vector<MarketHot> hot(markets_.size());
-  for (std::size_t m = 0; m < markets_.size(); ++m) {
-    const MarketState& mk = markets_[m];
+// Tiered markets: the tier is found from |q| alone, by comparing it with each cap in lots
+// at this mark (|q| * mark_v > cap  <=>  |q| > floor(cap / mark_v)), and the requirement
+// regroups as |q| * (mark_v * rate) - deduction * S: the same exact values as
+// contribution() at the cost of a flat market plus a few compares. A market qualifies when
+// it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
+// per-lot requirement fits 64 bits.
+constexpr int kFastTiers = 16;
+constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
+struct TierRates {
+  i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
+  i64 mm_lot, im_lot;   // mark_v * rate
+};
+struct TierHot {
+  int count = 1;
+  // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
+  // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
+  // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
+  // market has at most kCountedTiers tiers, else over all of them
+  i64 lots_cap[kFastTiers - 1] = {};
+  TierRates rates[kFastTiers] = {};
+};
+// The per-market constants of a full pass (above), at the current marks.
+struct FullCheckTables {
+  std::vector<MarketHot> hot;
+  std::vector<TierHot> tier_hot;
+  bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
+  bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
+};
+
+FullCheckTables full_check_tables(const MarketTable& markets) {
+  FullCheckTables t;
+  std::vector<MarketHot>& hot = t.hot;
+  hot.resize(markets.size());
+  for (std::size_t m = 0; m < markets.size(); ++m) {
+    const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
     const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
     const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
     hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0,
                        fast ? static_cast<i64>(im) : 0, fast};
   }
-  bool all_fast = true;
+  bool& all_fast = t.all_fast;
+  all_fast = true;
   for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
-  // Tiered markets: the tier is found from |q| alone, by comparing it with each cap in lots
-  // at this mark (|q| * mark_v > cap  <=>  |q| > floor(cap / mark_v)), and the requirement
-  // regroups as |q| * (mark_v * rate) - deduction * S: the same exact values as
-  // contribution() at the cost of a flat market plus a few compares. A market qualifies when
-  // it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
-  // per-lot requirement fits 64 bits.
-  constexpr int kFastTiers = 16;
-  constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
-  struct TierRates {
-    i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
-    i64 mm_lot, im_lot;   // mark_v * rate
-  };
-  struct TierHot {
-    int count = 1;
-    // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
-    // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
-    // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
-    // market has at most kCountedTiers tiers, else over all of them
-    i64 lots_cap[kFastTiers - 1] = {};
-    TierRates rates[kFastTiers] = {};
-  };
-  std::vector<TierHot> tier_hot(markets_.size());
-  bool all_tier_fast = !all_fast;  // only needed when some market is not flat-fast
-  for (std::size_t m = 0; m < markets_.size() && all_tier_fast; ++m) {
-    const MarketState& mk = markets_[m];
+  std::vector<TierHot>& tier_hot = t.tier_hot;
+  tier_hot.resize(markets.size());
+  bool& all_tier_fast = t.all_tier_fast;
+  all_tier_fast = !all_fast;  // only needed when some market is not flat-fast
+  for (std::size_t m = 0; m < markets.size() && all_tier_fast; ++m) {
+    const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
-    TierHot& t = tier_hot[m];
-    std::fill(std::begin(t.lots_cap), std::end(t.lots_cap), std::numeric_limits<i64>::max());
+    TierHot& th = tier_hot[m];
+    std::fill(std::begin(th.lots_cap), std::end(th.lots_cap), std::numeric_limits<i64>::max());
     if (mark_v == 0) continue;  // no mark yet, so no positions (checked before any pass)
     if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0) {
       all_tier_fast = false;
       break;
     }
-    t.count = static_cast<int>(mk.tiers.size());
-    for (int j = 0; j < t.count; ++j) {
+    th.count = static_cast<int>(mk.tiers.size());
+    for (int j = 0; j < th.count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
       if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
-      t.rates[j] = TierRates{tier.maintenance_deduction * scale_s_, tier.initial_deduction * scale_s_,
-                             static_cast<i64>(mm), static_cast<i64>(im)};
-      if (j + 1 < t.count) {
+      th.rates[j] = TierRates{tier.maintenance_deduction * markets.scale(), tier.initial_deduction * markets.scale(),
+                              static_cast<i64>(mm), static_cast<i64>(im)};
+      if (j + 1 < th.count) {
         const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
-        t.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
+        th.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
       }
     }
     if (all_tier_fast && !hot[m].fast)
       hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
   }
+  return t;
+}
+}  // namespace
+
+// Recomputes every account's cached sums at the current marks (both cores); fills `out`'s
+// per-account columns when given.
+void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
+  const std::size_t n = book_.ids().size();
+  const double quote_unit = detail::kPow10Double[markets_.money_decimals()];
+  i64* const step_balance = step != nullptr ? step->balance.data() : nullptr;
+  i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
+  i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
+
+  const FullCheckTables tables = full_check_tables(markets_);
+  const std::vector<MarketHot>& hot = tables.hot;
+  const std::vector<TierHot>& tier_hot = tables.tier_hot;
+  const bool all_fast = tables.all_fast, all_tier_fast = tables.all_tier_fast;
   const TierHot* const tp = tier_hot.data();
-  const i64 S = scale_s_;
+  const i64 S = markets_.scale();
   // Raw pointers in locals: the compiler keeps them in registers instead of reloading the
   // vectors through `this` on every position.
-  const i64* __restrict const size = pos_size_.data();
-  const i64* __restrict const entry_col = pos_entry_.data();
-  const std::uint16_t* __restrict const market = pos_market_.data();
-  AccountHot* const accounts = acc_.data();
+  const i64* __restrict const size = book_.sizes().data();
+  const i64* __restrict const entry_col = book_.entries().data();
+  const std::uint16_t* __restrict const market = book_.markets().data();
+  AccountHot* const accounts = book_.hot().data();
   const MarketHot* const hp = hot.data();
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) {
@@ -381,7 +408,7 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
 MarginReport Engine::check_margin(std::span<const MarketId> moved) {
   std::vector<std::uint8_t> requested(markets_.size(), 0);
   for (std::size_t i = 0; i < moved.size(); ++i) {
-    market_or_throw(moved[i], "markets", i);
+    markets_.market_or_throw(moved[i], "markets", i);
     requested[static_cast<std::size_t>(moved[i])] = 1;
   }
   MarginReport full;
@@ -399,7 +426,7 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
   r.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint32_t a = touched[i];
-    r.account_id[i] = acc_id_[a];
+    r.account_id[i] = book_.ids()[a];
     r.equity[i] = full.equity[a];
     r.maintenance[i] = full.maintenance[a];
     r.initial[i] = full.initial[a];
@@ -412,12 +439,12 @@ MarginReport Engine::check_margin(std::span<const MarketId> moved) {
 bool Engine::revalue_for_step(StepMargins& step) {
   require_marks_for_open_positions();
   std::size_t moved_positions = 0;
-  for (const MarketState& mk : markets_)
-    if (mk.mark != mk.valued_mark) moved_positions += mk.accounts.size();
-  if (live_positions_ >= kFullPassMinPositions && moved_positions * kFullPassShare > live_positions_) {
-    step.balance.resize(acc_id_.size());
-    step.equity.resize(acc_id_.size());
-    step.maintenance.resize(acc_id_.size());
+  for (std::size_t m = 0; m < markets_.size(); ++m)
+    if (markets_[m].mark != markets_[m].valued_mark) moved_positions += book_.holders(static_cast<MarketId>(m)).size();
+  if (book_.live_positions() >= kFullPassMinPositions && moved_positions * kFullPassShare > book_.live_positions()) {
+    step.balance.resize(book_.ids().size());
+    step.equity.resize(book_.ids().size());
+    step.maintenance.resize(book_.ids().size());
     revalue_all(nullptr, &step);
     return true;
   }
@@ -439,10 +466,12 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
   // book, one full pass is cheaper than walking the moved markets.
   std::size_t moved_positions = 0;
   for (std::size_t m = 0; m < markets_.size(); ++m)
-    if (revalue[m] && markets_[m].mark != markets_[m].valued_mark) moved_positions += markets_[m].accounts.size();
-  const bool full_pass = live_positions_ >= kFullPassMinPositions && moved_positions * kFullPassShare > live_positions_;
+    if (revalue[m] && markets_[m].mark != markets_[m].valued_mark)
+      moved_positions += book_.holders(static_cast<MarketId>(m)).size();
+  const bool full_pass =
+      book_.live_positions() >= kFullPassMinPositions && moved_positions * kFullPassShare > book_.live_positions();
   if (full_pass) {
-    if (full_out != nullptr) full_out->resize(acc_id_.size());
+    if (full_out != nullptr) full_out->resize(book_.ids().size());
     if (full_out != nullptr) {
       const MarginColumns cols = columns_of(*full_out);
       revalue_all(&cols);
@@ -462,7 +491,7 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
       const i128 dv = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
       const bool flat = mk.tiers.size() == 1;
       const i128 dmm = dv * mk.tiers[0].maintenance_rate, dim = dv * mk.tiers[0].initial_rate;
-      const std::vector<std::uint32_t>& list = mk.accounts;
+      const std::vector<std::uint32_t>& list = book_.holders(mid);
       for (std::size_t i = 0; i < list.size(); ++i) {
         // The accounts of one market are scattered over the columns: prefetch ahead so
         // the cache misses overlap instead of being paid one after another.
@@ -470,16 +499,16 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
         if (i + kPrefetchNear < list.size()) prefetch_block(list[i + kPrefetchNear]);
         const std::uint32_t a = list[i];
         const std::uint32_t s = find_slot(a, mid);
-        const i64 q = pos_size_[s];
-        Sums& c = acc_[a].cache;
+        const i64 q = book_.sizes()[s];
+        Sums& c = book_.hot()[a].cache;
         if (flat) {
           const i128 abs_q = q < 0 ? -static_cast<i128>(q) : q;
           c.u += q * dv;
           c.mm += abs_q * dmm;
           c.im += abs_q * dim;
         } else {
-          const Contribution before = contribution(mk, q, pos_entry_[s], mk.valued_mark);
-          const Contribution after = contribution(mk, q, pos_entry_[s], mk.mark);
+          const Contribution before = contribution(mk, q, book_.entries()[s], mk.valued_mark);
+          const Contribution after = contribution(mk, q, book_.entries()[s], mk.mark);
           c.u += after.u - before.u;
           c.mm += after.mm - before.mm;
           c.im += after.im - before.im;
@@ -487,13 +516,16 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
       }
       mk.valued_mark = mk.mark;
     }
-    if (collect) touched.insert(touched.end(), mk.accounts.begin(), mk.accounts.end());
+    if (collect) {
+      const std::vector<std::uint32_t>& holders = book_.holders(mid);
+      touched.insert(touched.end(), holders.begin(), holders.end());
+    }
     ++lists;
   }
   if (!collect) return touched;
   if (lists > 1) {
     // several lists: a mark per account gives the sorted union in O(accounts + positions)
-    std::vector<std::uint8_t> seen(acc_id_.size(), 0);
+    std::vector<std::uint8_t> seen(book_.ids().size(), 0);
     for (std::uint32_t a : touched) seen[a] = 1;
     touched.clear();
     for (std::size_t a = 0; a < seen.size(); ++a)
@@ -505,15 +537,15 @@ std::vector<std::uint32_t> Engine::revalue_moved_markets(const std::vector<std::
 }
 
 void Engine::prefetch_account(std::uint32_t a) const {
-  __builtin_prefetch(&acc_[a]);
-  __builtin_prefetch(&acc_id_[a]);
+  __builtin_prefetch(&book_.hot()[a]);
+  __builtin_prefetch(&book_.ids()[a]);
 }
 
 void Engine::prefetch_block(std::uint32_t a) const {
   // pointer arithmetic, not operator[]: an empty block may start at the end of the columns
-  const std::uint32_t b = acc_[a].start;
-  __builtin_prefetch(pos_market_.data() + b);
-  __builtin_prefetch(pos_size_.data() + b);
+  const std::uint32_t b = book_.hot()[a].start;
+  __builtin_prefetch(book_.markets().data() + b);
+  __builtin_prefetch(book_.sizes().data() + b);
 }
 
 // Sorts a list that is ascending but for a few displaced entries (swap-removes and late
@@ -543,8 +575,8 @@ MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) cons
   for (std::size_t i = 0; i < n; ++i) {
     if (i + kPrefetchFar < n) prefetch_account(accounts[i + kPrefetchFar]);
     const std::uint32_t a = accounts[i];
-    const AccountMargin am = margin_from_sums(acc_[a].balance, acc_[a].cache);
-    r.account_id[i] = acc_id_[a];
+    const AccountMargin am = margin_from_sums(book_.hot()[a].balance, book_.hot()[a].cache);
+    r.account_id[i] = book_.ids()[a];
     r.equity[i] = am.equity;
     r.maintenance[i] = am.maintenance;
     r.initial[i] = am.initial;
@@ -556,9 +588,9 @@ MarginReport Engine::report_for(const std::vector<std::uint32_t>& accounts) cons
 
 PositionReport Engine::positions(DeficitSplit split) const {
   require_marks_for_open_positions();
-  const std::size_t n_acc = acc_id_.size();
+  const std::size_t n_acc = book_.ids().size();
   std::vector<std::size_t> offset(n_acc + 1, 0);
-  for (std::size_t a = 0; a < n_acc; ++a) offset[a + 1] = offset[a] + acc_[a].count;
+  for (std::size_t a = 0; a < n_acc; ++a) offset[a + 1] = offset[a] + book_.hot()[a].count;
   const std::size_t n = offset[n_acc];
   PositionReport r;
   r.account_id.resize(n);
@@ -568,45 +600,45 @@ PositionReport Engine::positions(DeficitSplit split) const {
   r.unrealized_pnl.resize(n);
   r.liquidation_price.resize(n);
   r.bankruptcy_price.resize(n);
-  const i64 S = scale_s_;
+  const i64 S = markets_.scale();
 
   detail::parallel_for(n_acc, threads_, kAccountsPerThreadMin, [&](std::size_t begin, std::size_t end) {
     std::vector<std::uint32_t> order;
     for (std::size_t a = begin; a < end; ++a) {
-      const std::uint32_t b = acc_[a].start, cnt = acc_[a].count;
+      const std::uint32_t b = book_.hot()[a].start, cnt = book_.hot()[a].count;
       if (cnt == 0) continue;
       order.assign(cnt, 0);
       for (std::uint32_t i = 0; i < cnt; ++i) order[i] = b + i;
       std::sort(order.begin(), order.end(),
-                [&](std::uint32_t x, std::uint32_t y) { return pos_market_[x] < pos_market_[y]; });
+                [&](std::uint32_t x, std::uint32_t y) { return book_.markets()[x] < book_.markets()[y]; });
       const Sums total = account_sums(static_cast<std::uint32_t>(a), false);
-      const AccountMargin am = margin_from_sums(acc_[a].balance, total);
+      const AccountMargin am = margin_from_sums(book_.hot()[a].balance, total);
       // weights for splitting the equity into per-position bankruptcy shares (split_equity's
       // rule; each price is priced from its own floor share, without the remainder)
       i128 w_mm = 0, w_notional = 0, w_loss = 0;
       for (std::uint32_t p : order) {
-        const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
-        const Contribution c = contribution(mk, pos_size_[p], pos_entry_[p], mk.mark);
-        w_mm += div_sr_.ceil(c.mm);
-        w_notional += div_s_.floor(abs128(value_v(mk, pos_size_[p], mk.mark)));
-        w_loss += std::max<i128>(0, -div_s_.floor(c.u));
+        const MarketState& mk = markets_[static_cast<std::size_t>(book_.markets()[p])];
+        const Contribution c = contribution(mk, book_.sizes()[p], book_.entries()[p], mk.mark);
+        w_mm += markets_.div_sr().ceil(c.mm);
+        w_notional += markets_.div_s().floor(abs128(markets_.value_v(mk, book_.sizes()[p], mk.mark)));
+        w_loss += std::max<i128>(0, -markets_.div_s().floor(c.u));
       }
       const bool by_loss = split == DeficitSplit::Loss && am.equity < 0 && w_loss > 0;
       std::size_t row = offset[a];
       for (std::uint32_t p : order) {
-        const MarketId m = pos_market_[p];
+        const MarketId m = book_.markets()[p];
         const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-        const i64 q = pos_size_[p], E = pos_entry_[p], price = mk.mark;
+        const i64 q = book_.sizes()[p], E = book_.entries()[p], price = mk.mark;
         const i64 abs_q = q < 0 ? -q : q;
         const Contribution c = contribution(mk, q, E, price);
-        r.account_id[row] = acc_id_[a];
+        r.account_id[row] = book_.ids()[a];
         r.market[row] = m;
         r.size[row] = q;
         r.entry_notional[row] = E;
-        r.unrealized_pnl[row] = to_i64_checked(div_s_.floor(c.u), "unrealized pnl");
+        r.unrealized_pnl[row] = to_i64_checked(markets_.div_s().floor(c.u), "unrealized pnl");
 
         // Liquidation price: root of equity(x) == maintenance(x), tier by tier.
-        const i128 eq_other = checked_add(static_cast<i128>(acc_[a].balance) * S, total.u - c.u);
+        const i128 eq_other = checked_add(static_cast<i128>(book_.hot()[a].balance) * S, total.u - c.u);
         const i128 mm_other = total.mm - c.mm;
         i64 liq = 0;
         for (std::size_t j = 0; j < mk.tiers.size(); ++j) {
@@ -627,13 +659,13 @@ PositionReport Engine::positions(DeficitSplit split) const {
         // Bankruptcy price: this position's share of the equity, by loss or maintenance margin.
         i128 w, w_sum;
         if (by_loss) {
-          w = std::max<i128>(0, -div_s_.floor(c.u));
+          w = std::max<i128>(0, -markets_.div_s().floor(c.u));
           w_sum = w_loss;
         } else if (w_mm > 0) {
-          w = div_sr_.ceil(c.mm);
+          w = markets_.div_sr().ceil(c.mm);
           w_sum = w_mm;
         } else if (w_notional > 0) {
-          w = div_s_.floor(abs128(value_v(mk, q, price)));
+          w = markets_.div_s().floor(abs128(markets_.value_v(mk, q, price)));
           w_sum = w_notional;
         } else {
           w = 1;
@@ -641,7 +673,7 @@ PositionReport Engine::positions(DeficitSplit split) const {
         }
         const i128 share = floor_div(checked_mul(am.equity, w), w_sum);
         const i128 bk_den = static_cast<i128>(q) * mk.pow10k;
-        const i128 bk_num = checked_add(value_v(mk, q, price), -checked_mul(share, S));
+        const i128 bk_num = checked_add(markets_.value_v(mk, q, price), -checked_mul(share, S));
         const i128 x = q > 0 ? floor_div_signed(bk_num, bk_den) : ceil_div_signed(bk_num, bk_den);
         r.bankruptcy_price[row] = x > 0 && fits_i64(x) ? static_cast<i64>(x) : 0;
         ++row;
@@ -654,9 +686,10 @@ PositionReport Engine::positions(DeficitSplit split) const {
 void Engine::check_invariants() const {
   // 1. conservation
   i128 cash = 0;
-  for (std::size_t a = 0; a < acc_id_.size(); ++a) {
-    cash += acc_[a].balance;
-    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) cash -= pos_entry_[p];
+  for (std::size_t a = 0; a < book_.ids().size(); ++a) {
+    cash += book_.hot()[a].balance;
+    for (std::uint32_t p = book_.hot()[a].start; p < book_.hot()[a].start + book_.hot()[a].count; ++p)
+      cash -= book_.entries()[p];
   }
   const i128 fund = insurance_.total();
   const i128 expected = flows_.deposits - flows_.withdrawals - flows_.loaded_entry_notional +
@@ -669,34 +702,35 @@ void Engine::check_invariants() const {
   std::vector<i128> net(markets_.size(), 0);
   std::vector<std::size_t> count(markets_.size(), 0);
   std::size_t live = 0;
-  for (std::size_t a = 0; a < acc_id_.size(); ++a) {
-    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
-      const MarketId m = pos_market_[p];
-      if (static_cast<std::size_t>(m) >= markets_.size() || pos_size_[p] == 0)
-        throw InvariantViolation("position slot " + std::to_string(p) + " of account " + std::to_string(acc_id_[a]) +
-                                 " is corrupt");
+  for (std::size_t a = 0; a < book_.ids().size(); ++a) {
+    for (std::uint32_t p = book_.hot()[a].start; p < book_.hot()[a].start + book_.hot()[a].count; ++p) {
+      const MarketId m = book_.markets()[p];
+      if (static_cast<std::size_t>(m) >= markets_.size() || book_.sizes()[p] == 0)
+        throw InvariantViolation("position slot " + std::to_string(p) + " of account " +
+                                 std::to_string(book_.ids()[a]) + " is corrupt");
       const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-      if (pos_mslot_[p] >= mk.accounts.size() || mk.accounts[pos_mslot_[p]] != a)
+      const std::vector<std::uint32_t>& holders = book_.holders(m);
+      if (book_.mslots()[p] >= holders.size() || holders[book_.mslots()[p]] != a)
         throw InvariantViolation("market list of '" + mk.spec.symbol + "' does not point back at account " +
-                                 std::to_string(acc_id_[a]));
+                                 std::to_string(book_.ids()[a]));
       if (find_slot(static_cast<std::uint32_t>(a), m) != p)
-        throw InvariantViolation("account " + std::to_string(acc_id_[a]) + " holds two positions in market '" +
+        throw InvariantViolation("account " + std::to_string(book_.ids()[a]) + " holds two positions in market '" +
                                  mk.spec.symbol + "'");
-      net[static_cast<std::size_t>(m)] += pos_size_[p];
+      net[static_cast<std::size_t>(m)] += book_.sizes()[p];
       ++count[static_cast<std::size_t>(m)];
       ++live;
     }
     const Sums fresh = account_sums(static_cast<std::uint32_t>(a), true);
-    const Sums& cached = acc_[a].cache;
+    const Sums& cached = book_.hot()[a].cache;
     if (fresh.u != cached.u || fresh.mm != cached.mm || fresh.im != cached.im)
-      throw InvariantViolation("cached margin sums of account " + std::to_string(acc_id_[a]) + " are stale");
+      throw InvariantViolation("cached margin sums of account " + std::to_string(book_.ids()[a]) + " are stale");
   }
-  if (live != live_positions_) throw InvariantViolation("position count is stale");
+  if (live != book_.live_positions()) throw InvariantViolation("position count is stale");
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net[m] != 0)
       throw InvariantViolation("zero net size: market '" + markets_[m].spec.symbol + "' nets to " +
                                to_string_i128(net[m]) + " lots");
-    if (count[m] != markets_[m].accounts.size())
+    if (count[m] != book_.holders(static_cast<MarketId>(m)).size())
       throw InvariantViolation("market list of '" + markets_[m].spec.symbol + "' has stale entries");
   }
 }

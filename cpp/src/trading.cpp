@@ -32,27 +32,22 @@ void Engine::deposit(std::span<const i64> accounts, std::span<const i64> amounts
     if (amounts[i] < 0)
       throw InvalidInput(at("amounts", i) + ": a deposit must not be negative (got " + std::to_string(amounts[i]) +
                          ")");
-  const std::size_t accounts_before = acc_id_.size();
-  reserve_accounts(accounts.size());
+  const std::size_t accounts_before = book_.ids().size();
+  book_.reserve_accounts(accounts.size());
   std::vector<std::pair<std::uint32_t, i64>> applied;
   try {
     for (std::size_t i = 0; i < accounts.size(); ++i) {
-      std::uint32_t a = index_.find(accounts[i], acc_id_);
-      if (a == AccountIndex::kNone) a = create_account(accounts[i]);
-      acc_[a].balance = add_checked(acc_[a].balance, amounts[i],
-                                    at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
+      std::uint32_t a = book_.find(accounts[i]);
+      if (a == AccountIndex::kNone) a = book_.create_account(accounts[i]);
+      book_.hot()[a].balance = add_checked(book_.hot()[a].balance, amounts[i],
+                                           at("amounts", i) + ": balance of account " + std::to_string(accounts[i]));
       note_changed(a);
       applied.emplace_back(a, amounts[i]);
       if (!representable(a)) throw_unrepresentable(a, at("amounts", i));
     }
   } catch (...) {
-    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_[it->first].balance -= it->second;
-    if (acc_id_.size() != accounts_before) {
-      acc_id_.resize(accounts_before);
-      acc_.resize(accounts_before);
-      acc_cap_.resize(accounts_before);
-      index_.rebuild(acc_id_);
-    }
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) book_.hot()[it->first].balance -= it->second;
+    book_.truncate_accounts(accounts_before);
     throw;
   }
   for (i64 v : amounts) flows_.deposits += v;
@@ -71,26 +66,26 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
   try {
     for (; done < accounts.size(); ++done) {
       const std::uint32_t a = idx[done];
-      const i64 before = acc_[a].balance;
-      acc_[a].balance = add_checked(before, -amounts[done], at("amounts", done));
+      const i64 before = book_.hot()[a].balance;
+      book_.hot()[a].balance = add_checked(before, -amounts[done], at("amounts", done));
       note_changed(a);
       AccountMargin m;
       try {
         m = account_margin(accounts[done]);
       } catch (...) {
-        acc_[a].balance = before;
+        book_.hot()[a].balance = before;
         throw;
       }
-      const bool flat = acc_[a].count == 0;
+      const bool flat = book_.hot()[a].count == 0;
       if (m.equity < m.initial || (flat && m.equity < 0)) {
-        acc_[a].balance = before;
+        book_.hot()[a].balance = before;
         throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) +
                                  " from account " + std::to_string(accounts[done]) + " would leave equity " +
                                  std::to_string(m.equity) + " below its initial margin " + std::to_string(m.initial));
       }
     }
   } catch (...) {
-    for (std::size_t i = done; i-- > 0;) acc_[idx[i]].balance += amounts[i];
+    for (std::size_t i = done; i-- > 0;) book_.hot()[idx[i]].balance += amounts[i];
     throw;
   }
   for (i64 v : amounts) flows_.withdrawals += v;
@@ -107,40 +102,26 @@ void Engine::load_balances(std::span<const i64> accounts, std::span<const i64> b
         throw InvalidInput(at("accounts", ids[j].second) + ": account " + std::to_string(ids[j].first) +
                            " appears twice (also at index " + std::to_string(ids[j - 1].second) + ")");
   }
-  const std::size_t accounts_before = acc_id_.size();
-  reserve_accounts(accounts.size());
+  const std::size_t accounts_before = book_.ids().size();
+  book_.reserve_accounts(accounts.size());
   std::vector<std::pair<std::uint32_t, i64>> applied;  // (account, balance before)
   i128 change = 0;
   try {
     for (std::size_t i = 0; i < accounts.size(); ++i) {
-      std::uint32_t a = index_.find(accounts[i], acc_id_);
-      if (a == AccountIndex::kNone) a = create_account(accounts[i]);
-      applied.emplace_back(a, acc_[a].balance);
-      change += static_cast<i128>(balances[i]) - acc_[a].balance;
-      acc_[a].balance = balances[i];
+      std::uint32_t a = book_.find(accounts[i]);
+      if (a == AccountIndex::kNone) a = book_.create_account(accounts[i]);
+      applied.emplace_back(a, book_.hot()[a].balance);
+      change += static_cast<i128>(balances[i]) - book_.hot()[a].balance;
+      book_.hot()[a].balance = balances[i];
       note_changed(a);
       if (!representable(a)) throw_unrepresentable(a, at("balances", i));
     }
   } catch (...) {
-    for (auto it = applied.rbegin(); it != applied.rend(); ++it) acc_[it->first].balance = it->second;
-    if (acc_id_.size() != accounts_before) {
-      acc_id_.resize(accounts_before);
-      acc_.resize(accounts_before);
-      acc_cap_.resize(accounts_before);
-      index_.rebuild(acc_id_);
-    }
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) book_.hot()[it->first].balance = it->second;
+    book_.truncate_accounts(accounts_before);
     throw;
   }
   flows_.loaded_balances += change;
-}
-
-// Trade and entry prices are whole order ticks; only marks (and the prices the engine
-// computes, such as bankruptcy prices) use the finer mark unit.
-[[noreturn]] void Engine::throw_off_tick(const MarketState& mk, i64 price, const char* field, std::size_t row) {
-  throw InvalidInput(at(field, row) + ": price " + std::to_string(price) + " is not a whole order tick of market '" +
-                     mk.spec.symbol + "' (prices are in units of 10^-" + std::to_string(mk.spec.mark_decimals) +
-                     ", the tick is 10^-" + std::to_string(mk.spec.price_decimals) + ": a multiple of " +
-                     std::to_string(mk.tick_units) + ")");
 }
 
 // ---------------------------------------------------------------- bulk load
@@ -156,32 +137,32 @@ Engine::LoadRows Engine::load_rows(std::span<const i64> accounts, std::span<cons
   LoadRows out;
   column<std::uint32_t> idx(n);
   detail::parallel_for(n, threads_, 1 << 16, [&](std::size_t b, std::size_t e) {
-    index_.find_many(accounts.data() + b, e - b, idx.data() + b, acc_id_);
+    book_.find_many(accounts.data() + b, e - b, idx.data() + b);
   });
   column<i64> entry(n);
   out.net_size.assign(markets_.size(), 0);
   out.net_entry.assign(markets_.size(), 0);
   for (std::size_t i = 0; i < n; ++i) {
     if (idx[i] == AccountIndex::kNone) account_index_or_throw(accounts[i], "accounts", i);  // raises
-    const MarketState& mk = market_or_throw(markets[i], "markets", i);
+    const MarketState& mk = markets_.market_or_throw(markets[i], "markets", i);
     if (sizes[i] == 0) throw InvalidInput(at("sizes", i) + ": a position must not have zero size");
     if (sizes[i] == std::numeric_limits<i64>::min()) throw ArithmeticOverflow(at("sizes", i) + ": size out of range");
     if (entry_prices[i] <= 0)
       throw InvalidInput(at("entry_prices", i) + ": price must be positive (got " + std::to_string(entry_prices[i]) +
                          ")");
     if (mk.tick_units != 1 && entry_prices[i] % mk.tick_units != 0)
-      throw_off_tick(mk, entry_prices[i], "entry_prices", i);
+      markets_.throw_off_tick(mk, entry_prices[i], "entry_prices", i);
     const i64 abs_size = sizes[i] < 0 ? -sizes[i] : sizes[i];
     // (the row labels are built only on the error path: this runs for every row of a dump)
-    if (!value_in_range(mk, abs_size, entry_prices[i])) [[unlikely]]
-      check_value_range(mk, abs_size, entry_prices[i], at("entry_prices", i));
-    if (!value_in_range(mk, abs_size, mk.mark)) [[unlikely]]
-      check_value_range(mk, abs_size, mk.mark, at("sizes", i));
-    entry[i] = value_money(mk, sizes[i], entry_prices[i]);
+    if (!markets_.value_in_range(mk, abs_size, entry_prices[i])) [[unlikely]]
+      markets_.check_value_range(mk, abs_size, entry_prices[i], at("entry_prices", i));
+    if (!markets_.value_in_range(mk, abs_size, mk.mark)) [[unlikely]]
+      markets_.check_value_range(mk, abs_size, mk.mark, at("sizes", i));
+    entry[i] = markets_.value_money(mk, sizes[i], entry_prices[i]);
     out.net_size[static_cast<std::size_t>(markets[i])] += sizes[i];
     out.net_entry[static_cast<std::size_t>(markets[i])] += entry[i];
   }
-  const std::size_t n_acc = acc_id_.size();
+  const std::size_t n_acc = book_.ids().size();
   out.first.assign(n_acc + 1, 0);
   for (std::size_t i = 0; i < n; ++i) ++out.first[idx[i] + 1];
   for (std::size_t a = 0; a < n_acc; ++a) out.first[a + 1] += out.first[a];
@@ -211,8 +192,8 @@ void Engine::require_new_pairs(const LoadRows& rows, std::span<const i64> accoun
   std::vector<std::uint32_t> stamp(markets_.size(), AccountIndex::kNone);
   for (std::size_t a = 0; a + 1 < rows.first.size(); ++a) {
     if (rows.first[a] == rows.first[a + 1]) continue;
-    for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p)
-      stamp[static_cast<std::size_t>(pos_market_[p])] = static_cast<std::uint32_t>(a);
+    for (std::uint32_t p = book_.hot()[a].start; p < book_.hot()[a].start + book_.hot()[a].count; ++p)
+      stamp[static_cast<std::size_t>(book_.markets()[p])] = static_cast<std::uint32_t>(a);
     for (std::uint32_t r = rows.first[a]; r < rows.first[a + 1]; ++r) {
       auto& s = stamp[static_cast<std::size_t>(rows.market[r])];
       if (s == a) {
@@ -233,10 +214,10 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   check_lengths(n, markets.size(), "accounts", "markets");
   check_lengths(n, sizes.size(), "accounts", "sizes");
   check_lengths(n, entry_prices.size(), "accounts", "entry_prices");
-  if (live_positions_ + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
+  if (book_.live_positions() + n >= kNoSlot) throw InvalidInput("too many positions (2^32)");
   const LoadRows rows = load_rows(accounts, markets, sizes, entry_prices);
   require_new_pairs(rows, accounts, markets);
-  const std::size_t n_acc = acc_id_.size();
+  const std::size_t n_acc = book_.ids().size();
   const std::vector<std::uint32_t>& first = rows.first;
   const std::vector<i128>& net_size = rows.net_size;
   const std::vector<i128>& net_entry = rows.net_entry;
@@ -259,13 +240,13 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
         e += rows.entry[r];
       }
     if (slot != kNoSlot) {
-      q += pos_size_[slot];
-      e += pos_entry_[slot];
+      q += book_.sizes()[slot];
+      e += book_.entries()[slot];
     }
     if (!fits_i64(q) || q == std::numeric_limits<i64>::min() || e > kMaxNotional || e < -kMaxNotional)
       throw ArithmeticOverflow("counterparty position in market '" + mk.spec.symbol + "' overflows 64 bits");
     const i64 q64 = static_cast<i64>(q);
-    check_value_range(mk, q64 < 0 ? -q64 : q64, mk.mark, "counterparty");
+    markets_.check_value_range(mk, q64 < 0 ? -q64 : q64, mk.mark, "counterparty");
     cp_positions.push_back({static_cast<MarketId>(m), {q64, static_cast<i64>(e)}});
   }
 
@@ -278,33 +259,32 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
     std::vector<std::size_t> per_market(markets_.size(), 0);
     for (std::size_t a = 0; a < n_acc; ++a) {
       const std::uint32_t k = first[a + 1] - first[a];
-      if (k == 0 || acc_[a].count + k <= acc_cap_[a]) continue;
-      new_slots += std::size_t{acc_[a].count} + k;
+      if (k == 0 || book_.hot()[a].count + k <= book_.capacity(static_cast<std::uint32_t>(a))) continue;
+      new_slots += std::size_t{book_.hot()[a].count} + k;
     }
     for (std::size_t r = 0; r < n; ++r) ++per_market[static_cast<std::size_t>(rows.market[r])];
     if (cp != AccountIndex::kNone) {  // the counterparty's block is moved once, at its final size
-      cp_slots = acc_[cp].count + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
+      cp_slots = book_.hot()[cp].count + (first[cp + 1] - first[cp]) + static_cast<std::uint32_t>(cp_positions.size());
       new_slots += cp_slots;
       for (const auto& [m, qe] : cp_positions) ++per_market[static_cast<std::size_t>(m)];
     }
-    reserve_positions(new_slots);
+    book_.reserve_positions(new_slots);
     for (std::size_t m = 0; m < markets_.size(); ++m) {
-      auto& list = markets_[m].accounts;
-      if (list.size() + per_market[m] > list.capacity()) list.reserve(list.size() + per_market[m] + 1);
+      book_.reserve_holders(static_cast<MarketId>(m), per_market[m]);
     }
   }
   for (std::size_t a = 0; a < n_acc; ++a) {
     const std::uint32_t k = first[a + 1] - first[a];
     if (k == 0) continue;
-    ensure_capacity(static_cast<std::uint32_t>(a), k, true);
+    book_.ensure_capacity(static_cast<std::uint32_t>(a), k, true);
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r)
       set_position(static_cast<std::uint32_t>(a), rows.market[r], rows.size[r], rows.entry[r]);
   }
-  if (cp != AccountIndex::kNone) ensure_capacity(cp, cp_slots - acc_[cp].count, true);
+  if (cp != AccountIndex::kNone) book_.ensure_capacity(cp, cp_slots - book_.hot()[cp].count, true);
   for (const auto& [m, qe] : cp_positions) {
     // The counterparty's position becomes (q, e); a flat result realizes its entry notional.
     if (qe.first == 0) {
-      acc_[cp].balance -= qe.second;  // keeps cash = balance - sum(E) unchanged
+      book_.hot()[cp].balance -= qe.second;  // keeps cash = balance - sum(E) unchanged
       set_position(cp, m, 0, 0);
     } else {
       set_position(cp, m, qe.first, qe.second);
@@ -314,7 +294,7 @@ void Engine::load_positions(std::span<const i64> accounts, std::span<const Marke
   // the counterparty's adjustment is -net_entry per unbalanced market: it cancels the rows' net
   for (std::size_t m = 0; m < markets_.size(); ++m)
     if (net_size[m] != 0) flows_.loaded_entry_notional -= net_entry[m];
-  compact_if_wasteful();
+  book_.compact_if_wasteful();
 }
 
 // Before a load changes anything: every account it touches, with its new rows (and the
@@ -337,7 +317,7 @@ void Engine::require_loaded_representable(
     const bool is_cp = a == cp;
     if (first[a] == first[a + 1] && !is_cp) continue;
     Sums s = account_sums(static_cast<std::uint32_t>(a), false);
-    i128 balance = acc_[a].balance;
+    i128 balance = book_.hot()[a].balance;
     for (std::uint32_t r = first[a]; r < first[a + 1]; ++r) {
       if (is_cp && adjusted(rows.market[r])) continue;  // part of the adjusted position below
       const MarketState& mk = markets_[static_cast<std::size_t>(rows.market[r])];
@@ -347,7 +327,7 @@ void Engine::require_loaded_representable(
       for (const auto& [m, qe] : cp_positions) {
         const MarketState& mk = markets_[static_cast<std::size_t>(m)];
         const std::uint32_t slot = find_slot(cp, m);
-        if (slot != kNoSlot) add(s, contribution(mk, pos_size_[slot], pos_entry_[slot], mk.mark), -1);
+        if (slot != kNoSlot) add(s, contribution(mk, book_.sizes()[slot], book_.entries()[slot], mk.mark), -1);
         if (qe.first != 0)
           add(s, contribution(mk, qe.first, qe.second, mk.mark), 1);
         else
@@ -366,20 +346,20 @@ void Engine::require_loaded_representable(
 
 Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv) {
   const std::uint32_t s = find_slot(a, m);
-  const i64 q0 = s == kNoSlot ? 0 : pos_size_[s];
-  const i64 e0 = s == kNoSlot ? 0 : pos_entry_[s];
-  const FillUndo undo{a, m, q0, e0, acc_[a].balance};
+  const i64 q0 = s == kNoSlot ? 0 : book_.sizes()[s];
+  const i64 e0 = s == kNoSlot ? 0 : book_.entries()[s];
+  const FillUndo undo{a, m, q0, e0, book_.hot()[a].balance};
   i64 q1;
   if (__builtin_add_overflow(q0, dq, &q1) || q1 == std::numeric_limits<i64>::min())
-    throw ArithmeticOverflow("position size of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
+    throw ArithmeticOverflow("position size of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
   const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   // (messages are built only on the error path: this runs for every fill of a cascade)
-  if (!value_in_range(mk, q1 < 0 ? -q1 : q1, mk.mark)) [[unlikely]]
-    check_value_range(mk, q1 < 0 ? -q1 : q1, mk.mark, "position of account " + std::to_string(acc_id_[a]));
+  if (!markets_.value_in_range(mk, q1 < 0 ? -q1 : q1, mk.mark)) [[unlikely]]
+    markets_.check_value_range(mk, q1 < 0 ? -q1 : q1, mk.mark, "position of account " + std::to_string(book_.ids()[a]));
   i64 e1;
   if (q0 == 0 || (q0 > 0) == (dq > 0)) {
     if (__builtin_add_overflow(e0, sv, &e1)) [[unlikely]]
-      throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
+      throw ArithmeticOverflow("entry notional of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
   } else if ((dq < 0 ? -static_cast<i128>(dq) : dq) <= (q0 < 0 ? -static_cast<i128>(q0) : q0)) {
     // |result| <= |e0|; the product mostly fits 64 bits, where the division is a single instruction
     i64 product;
@@ -388,21 +368,21 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
     e1 = static_cast<i64>(static_cast<i128>(sv) * q1 / dq);  // |result| <= |sv|
   }
   if (e1 > kMaxNotional || e1 < -kMaxNotional)
-    throw ArithmeticOverflow("entry notional of account " + std::to_string(acc_id_[a]) +
+    throw ArithmeticOverflow("entry notional of account " + std::to_string(book_.ids()[a]) +
                              " would exceed 2^62 money units");
-  const i128 balance = static_cast<i128>(acc_[a].balance) + (static_cast<i128>(e1) - e0) - sv;
+  const i128 balance = static_cast<i128>(book_.hot()[a].balance) + (static_cast<i128>(e1) - e0) - sv;
   if (!fits_i64(balance)) [[unlikely]]
-    throw ArithmeticOverflow("balance of account " + std::to_string(acc_id_[a]) + " overflows 64 bits");
+    throw ArithmeticOverflow("balance of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
   const i64 b1 = static_cast<i64>(balance);
   set_position_at(a, m, s, q1, e1);
-  acc_[a].balance = b1;
+  book_.hot()[a].balance = b1;
   return undo;
 }
 
 void Engine::undo_fills(const std::vector<FillUndo>& undo) {
   for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
     set_position(it->account, it->market, it->size, it->entry);
-    acc_[it->account].balance = it->balance;
+    book_.hot()[it->account].balance = it->balance;
   }
 }
 
@@ -412,24 +392,24 @@ void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 pri
   *as = account_index_or_throw(seller, "sellers", row);
   if (buyer == seller)
     throw InvalidInput(at("sellers", row) + ": buyer and seller are the same account " + std::to_string(buyer));
-  const MarketState& mk = market_or_throw(m, "markets", row);
+  const MarketState& mk = markets_.market_or_throw(m, "markets", row);
   if (size <= 0)
     throw InvalidInput(at("sizes", row) + ": trade size must be positive (got " + std::to_string(size) + ")");
   if (price <= 0)
     throw InvalidInput(at("prices", row) + ": price must be positive (got " + std::to_string(price) + ")");
-  if (mk.tick_units != 1 && price % mk.tick_units != 0) throw_off_tick(mk, price, "prices", row);
+  if (mk.tick_units != 1 && price % mk.tick_units != 0) markets_.throw_off_tick(mk, price, "prices", row);
   // (the message is built only on the error path: trade() must not allocate)
-  if (!value_in_range(mk, size, price)) [[unlikely]]
-    check_value_range(mk, size, price, at("prices", row));
+  if (!markets_.value_in_range(mk, size, price)) [[unlikely]]
+    markets_.check_value_range(mk, size, price, at("prices", row));
 }
 
 void Engine::prefetch_pair(std::uint32_t a, std::uint32_t b) const {
   prefetch_account(a);
   prefetch_account(b);
   for (const std::uint32_t x : {a, b}) {
-    if (acc_[x].count == 0) continue;  // no block (it may start at the end of the columns)
+    if (book_.hot()[x].count == 0) continue;  // no block (it may start at the end of the columns)
     prefetch_block(x);
-    __builtin_prefetch(pos_entry_.data() + acc_[x].start);
+    __builtin_prefetch(book_.entries().data() + book_.hot()[x].start);
   }
 }
 
@@ -442,7 +422,7 @@ void Engine::apply_trade(std::uint32_t ab, std::uint32_t as, MarketId m, i64 siz
     second = apply_fill(as, m, -size, -value);
   } catch (...) {
     set_position(first.account, first.market, first.size, first.entry);
-    acc_[first.account].balance = first.balance;
+    book_.hot()[first.account].balance = first.balance;
     throw;
   }
   const bool buyer_fits = representable(ab);
@@ -456,24 +436,24 @@ void Engine::trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price) 
   // The single-fill path of trades(), without its per-call vectors: this is a hot path.
   // On a large book each account costs a few cache misses (index slot, id, hot fields,
   // position block); the prefetches let the two accounts' misses overlap.
-  index_.prefetch(buyer);
-  index_.prefetch(seller);
+  book_.prefetch_id(buyer);
+  book_.prefetch_id(seller);
   std::uint32_t ab, as;
   validate_trade(buyer, seller, market, size, price, 0, &ab, &as);
   prefetch_pair(ab, as);
-  apply_trade(ab, as, market, size, value_money(markets_[static_cast<std::size_t>(market)], size, price));
-  compact_if_wasteful();
+  apply_trade(ab, as, market, size, markets_.value_money(markets_[static_cast<std::size_t>(market)], size, price));
+  book_.compact_if_wasteful();
 }
 
 void Engine::adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 price) {
-  index_.prefetch(bankrupt);
-  index_.prefetch(winner);
+  book_.prefetch_id(bankrupt);
+  book_.prefetch_id(winner);
   const std::uint32_t a = account_index_or_throw(bankrupt, "bankrupt", 0);
   const std::uint32_t b = account_index_or_throw(winner, "winner", 0);
   prefetch_pair(a, b);
   if (a == b)
     throw InvalidInput("winner: the winner must differ from the bankrupt account " + std::to_string(bankrupt));
-  const MarketState& mk = market_or_throw(market, "market", 0);
+  const MarketState& mk = markets_.market_or_throw(market, "market", 0);
   if (lots <= 0)
     throw InvalidInput("lots: an ADL fill must close a positive number of lots (got " + std::to_string(lots) + ")");
   if (price <= 0) throw InvalidInput("price: price must be positive (got " + std::to_string(price) + ")");
@@ -484,7 +464,7 @@ void Engine::adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 p
   if (sb == kNoSlot)
     throw InvalidInput("winner: account " + std::to_string(winner) + " has no position in market '" + mk.spec.symbol +
                        "'");
-  const i64 qa = pos_size_[sa], qb = pos_size_[sb];
+  const i64 qa = book_.sizes()[sa], qb = book_.sizes()[sb];
   if ((qa > 0) == (qb > 0))
     throw InvalidInput("winner: account " + std::to_string(winner) +
                        " is on the same side as the bankrupt account in market '" + mk.spec.symbol + "'");
@@ -492,16 +472,16 @@ void Engine::adl_fill(i64 bankrupt, i64 winner, MarketId market, i64 lots, i64 p
   if (lots > (qa < 0 ? -qa : qa) || lots > (qb < 0 ? -qb : qb))
     throw InvalidInput("lots: " + std::to_string(lots) + " lots exceed the bankrupt position (" + std::to_string(qa) +
                        ") or the winner's (" + std::to_string(qb) + "): an ADL fill only reduces both");
-  if (!value_in_range(mk, lots, price)) [[unlikely]]
-    check_value_range(mk, lots, price, "price");
+  if (!markets_.value_in_range(mk, lots, price)) [[unlikely]]
+    markets_.check_value_range(mk, lots, price, "price");
   // The bankrupt side is credited the floor and charged the ceiling (rounding favours solvency).
-  const i128 v = value_v(mk, lots, price);
+  const i128 v = markets_.value_v(mk, lots, price);
   if (qa > 0) {  // the bankrupt long sells to the short winner
-    apply_trade(b, a, market, lots, static_cast<i64>(div_s_.floor(v)));
+    apply_trade(b, a, market, lots, static_cast<i64>(markets_.div_s().floor(v)));
   } else {  // the bankrupt short buys from the long winner
-    apply_trade(a, b, market, lots, static_cast<i64>(div_s_.ceil(v)));
+    apply_trade(a, b, market, lots, static_cast<i64>(markets_.div_s().ceil(v)));
   }
-  compact_if_wasteful();
+  book_.compact_if_wasteful();
 }
 
 void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, std::span<const MarketId> markets,
@@ -518,7 +498,7 @@ void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, s
   undo.reserve(2 * n);
   try {
     for (std::size_t i = 0; i < n; ++i) {
-      const i64 v = value_money(markets_[static_cast<std::size_t>(markets[i])], sizes[i], prices[i]);
+      const i64 v = markets_.value_money(markets_[static_cast<std::size_t>(markets[i])], sizes[i], prices[i]);
       undo.push_back(apply_fill(ab[i], markets[i], sizes[i], v));
       undo.push_back(apply_fill(as[i], markets[i], -sizes[i], -v));
       if (!representable(ab[i])) throw_unrepresentable(ab[i], at("sizes", i));
@@ -528,7 +508,7 @@ void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, s
     undo_fills(undo);
     throw;
   }
-  compact_if_wasteful();
+  book_.compact_if_wasteful();
 }
 
 // ---------------------------------------------------------------- marks
@@ -537,23 +517,23 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
   check_lengths(markets.size(), prices.size(), "markets", "prices");
   std::vector<std::uint8_t> seen(markets_.size(), 0);
   for (std::size_t i = 0; i < markets.size(); ++i) {
-    const MarketState& mk = market_or_throw(markets[i], "markets", i);
+    const MarketState& mk = markets_.market_or_throw(markets[i], "markets", i);
     if (seen[static_cast<std::size_t>(markets[i])]++)
       throw InvalidInput(at("markets", i) + ": market id " + std::to_string(markets[i]) + " appears twice");
     if (prices[i] <= 0)
       throw InvalidInput(at("prices", i) + ": price must be positive (got " + std::to_string(prices[i]) + ")");
     try {
-      check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
+      markets_.check_value_range(mk, mk.max_abs_size, prices[i], at("prices", i));
     } catch (const ArithmeticOverflow&) {
       // max_abs_size only grows between recomputations: recompute it exactly and retry
       MarketState& mutable_mk = markets_[static_cast<std::size_t>(markets[i])];
       i64 largest = 0;
-      for (std::uint32_t a : mutable_mk.accounts) {
-        const i64 q = pos_size_[find_slot(a, markets[i])];
+      for (std::uint32_t a : book_.holders(markets[i])) {
+        const i64 q = book_.sizes()[find_slot(a, markets[i])];
         largest = std::max(largest, q < 0 ? -q : q);
       }
       mutable_mk.max_abs_size = largest;  // a tighter bound is not a change of state
-      check_value_range(mk, largest, prices[i], at("prices", i));
+      markets_.check_value_range(mk, largest, prices[i], at("prices", i));
     }
   }
   struct Changed {
@@ -582,11 +562,11 @@ void Engine::set_marks(std::span<const MarketId> markets, std::span<const i64> p
   }
   std::vector<std::uint32_t> holders;
   if (changed.size() == 1) {
-    holders = markets_[static_cast<std::size_t>(markets[changed[0].row])].accounts;
+    holders = book_.holders(markets[changed[0].row]);
   } else if (changed.size() > 1) {
-    std::vector<std::uint8_t> seen(acc_id_.size(), 0);
+    std::vector<std::uint8_t> seen(book_.ids().size(), 0);
     for (const Changed& c : changed)
-      for (std::uint32_t a : markets_[static_cast<std::size_t>(markets[c.row])].accounts)
+      for (std::uint32_t a : book_.holders(markets[c.row]))
         if (!seen[a]++) holders.push_back(a);
   }
   const std::uint32_t bad = first_unrepresentable(holders);

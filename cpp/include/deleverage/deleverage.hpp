@@ -19,6 +19,7 @@
 //   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
 //   journal.hpp      the journal (a Recorder of commands) and its replay
 //   stress.hpp       run_stress(): waterfall steps along price paths, in parallel
+//   book.hpp, market_table.hpp  the Engine's position store and market table (internal parts)
 //   account_index.hpp, detail/  internals the headers above need; not for direct use
 //
 // Units, rounding and atomicity: see engine.hpp and docs/semantics.md. Threads:

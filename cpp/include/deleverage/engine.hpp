@@ -36,12 +36,14 @@
 #include <vector>
 
 #include "deleverage/account_index.hpp"
+#include "deleverage/book.hpp"
 #include "deleverage/detail/adl_queue.hpp"
 #include "deleverage/detail/relaxed_max.hpp"
 #include "deleverage/detail/uninit.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/insurance.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/market_table.hpp"
 #include "deleverage/waterfall.hpp"
 
 namespace deleverage {
@@ -117,6 +119,33 @@ struct Flows {
   // Sum of the changes load_balances made to balances (signed): an imported book's
   // balances, negative ones included, enter conservation like deposits do.
   i128 loaded_balances = 0;
+
+  // The flows' part of the snapshot payload and of the state hash (docs/durability.md).
+  template <class Out>
+  void write(Out& w) const {
+    w.template put<i128>(deposits);
+    w.template put<i128>(withdrawals);
+    w.template put<i128>(loaded_entry_notional);
+    w.template put<i128>(insurance_deposits);
+    w.template put<i128>(loaded_balances);  // version 2
+  }
+  void read(detail::Reader& r, std::uint32_t version) {
+    deposits = r.get<i128>();
+    withdrawals = r.get<i128>();
+    loaded_entry_notional = r.get<i128>();
+    insurance_deposits = r.get<i128>();
+    if (version >= 2) loaded_balances = r.get<i128>();
+  }
+  void hash(detail::Hasher& g) const {
+    for (i128 v : {deposits, withdrawals, loaded_entry_notional, insurance_deposits}) {
+      g.add(static_cast<u64>(static_cast<u128>(v)));
+      g.add(static_cast<u64>(static_cast<u128>(v) >> 64));
+    }
+    if (loaded_balances != 0) {  // hashed only when used: earlier states keep their hashes
+      g.add(static_cast<u64>(static_cast<u128>(loaded_balances)));
+      g.add(static_cast<u64>(static_cast<u128>(loaded_balances) >> 64));
+    }
+  }
 };
 
 // A 128-bit hash of the logical state (see Engine::state_hash).
@@ -149,7 +178,7 @@ class Engine {
   // repeated symbol, decimals out of range (qty + price decimals may exceed money_decimals
   // by at most 8), bad rates or tiers, or more than 1024 markets.
   MarketId add_market(const MarketSpec& spec);
-  int money_decimals() const { return money_decimals_; }
+  int money_decimals() const { return markets_.money_decimals(); }
   // Threads used by batch checks and the waterfall's parallel parts; 0 = every hardware
   // thread. A stress path running beside others sets 1 on its own copy.
   void set_threads(int threads);
@@ -270,14 +299,14 @@ class Engine {
   i64 previous_mark(MarketId m) const;
 
   // ---- inspection ----
-  std::size_t account_count() const { return acc_id_.size(); }
-  std::size_t position_count() const { return live_positions_; }
-  bool has_account(i64 id) const { return index_.find(id, acc_id_) != AccountIndex::kNone; }
+  std::size_t account_count() const { return book_.account_count(); }
+  std::size_t position_count() const { return book_.live_positions(); }
+  bool has_account(i64 id) const { return book_.find(id) != AccountIndex::kNone; }
   // Collateral balance (money units): deposits - withdrawals + realized PnL, before
   // unrealized PnL. UnknownId for an unknown account.
   i64 balance(i64 account_id) const;
   // Account ids in creation order (the row order of check_margin's report).
-  const std::vector<i64>& account_ids() const { return acc_id_; }
+  const std::vector<i64>& account_ids() const { return book_.ids(); }
   // Money that entered or left from outside, for the conservation invariant (money units).
   const Flows& flows() const { return flows_; }
   // Bytes held by the engine's state (capacity of every column, index and list).
@@ -289,26 +318,32 @@ class Engine {
   // (pools, rule, ledger, history), flows, step and money_decimals. Independent of the order
   // in which accounts and positions were created; equal after save/load and after replay.
   StateHash state_hash() const;
+  // Every account's balance (money units), in creation order (aligned with account_ids()).
+  std::vector<i64> balances() const;
 
- private:
-  struct MarketState {
-    MarketSpec spec;
-    std::vector<Tier> tiers;
-    std::vector<i128> caps_v;  // tier caps in 10^-D units (cap * S)
-    int k = 0;                 // value_V = q * p * 10^k
-    i64 pow10k = 1;
-    i64 tick_units = 1;  // price units per order tick: 10^(mark_decimals - price_decimals)
-    i64 mark = 0;
-    i64 valued_mark = 0;                  // the mark the cached account sums reflect
-    i64 max_abs_size = 0;                 // upper bound on |q| of any position in the market
-    i64 previous_mark = 0;                // the mark before the last set_marks that changed it
-    int pool = 0;                         // insurance pool paying this market's deficits
-    std::uint64_t mark_updates = 0;       // set_marks calls that changed this market's mark
-    std::vector<std::uint32_t> accounts;  // dense indices of accounts with a position here
-  };
-  struct Sums {
-    i128 u = 0, mm = 0, im = 0;
-  };
+  // ---- internal to the core (snapshot.cpp): not a stable embedding API ----
+  // The snapshot payload (docs/durability.md), each component writing its own section, to a
+  // detail::Writer or snapshot.cpp's file sink; its size, about; and an engine rebuilt from
+  // one (CorruptSnapshot for inconsistent contents).
+  template <class Out>
+  void write_payload(Out& w) const;
+  std::size_t payload_estimate() const;
+  static Engine read_payload(detail::Reader& r, int threads, std::uint32_t version);
+
+  // ---- internal to the core: the parts, and the hooks the waterfall (cpp/src/waterfall/)
+  // and the kept ADL queues use. Not a stable embedding API: an application uses the calls
+  // above; these may change with any release. ----
+  detail::Book& book() { return book_; }
+  const detail::Book& book() const { return book_; }
+  MarketTable& market_table() { return markets_; }
+  const MarketTable& market_table() const { return markets_; }
+  InsuranceFund& fund() { return insurance_; }
+  EventSink* event_sink() const { return event_sink_; }
+  // Scratch flags of a waterfall call, one byte per account, all zero between calls.
+  std::vector<std::uint8_t>& waterfall_flags() { return wf_flags_; }
+
+  using Sums = detail::MarginSums;
+  using AccountHot = detail::AccountHot;
   struct Contribution {
     i128 u, mm, im;
   };
@@ -318,14 +353,8 @@ class Engine {
     i64 size, entry, balance;
   };
 
-  static constexpr std::uint32_t kNoSlot = 0xFFFFFFFFu;
-  static constexpr std::uint16_t kNoMarket = 0xFFFF;
+  static constexpr std::uint32_t kNoSlot = detail::Book::kNoSlot;
 
-  // scales
-  void set_value_scale(int new_d);
-  [[noreturn]] static void throw_off_tick(const MarketState& mk, i64 price, const char* field, std::size_t row);
-  i128 value_v(const MarketState& mk, i64 size, i64 price) const;
-  i64 value_money(const MarketState& mk, i64 size, i64 price) const;
   // An account's equity e' (cash + its mark values) split over its positions by `split`
   // (docs/semantics.md, "Bankruptcy values"), in market order; share = mark value - bankruptcy
   // value. The one place the waterfall and the ADL indicator get bankruptcy values from.
@@ -338,10 +367,10 @@ class Engine {
   Contribution contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const;
   AccountMargin margin_from_sums(i64 balance, const Sums& s) const {
     AccountMargin r;
-    const i128 u = scale_s_ == 1 ? s.u : div_s_.floor(s.u);
+    const i128 u = markets_.scale() == 1 ? s.u : markets_.div_s().floor(s.u);
     r.equity = to_i64_checked(static_cast<i128>(balance) + u, "equity");
-    r.maintenance = to_i64_checked(div_sr_.ceil(s.mm), "maintenance margin");
-    r.initial = to_i64_checked(div_sr_.ceil(s.im), "initial margin");
+    r.maintenance = to_i64_checked(markets_.div_sr().ceil(s.mm), "maintenance margin");
+    r.initial = to_i64_checked(markets_.div_sr().ceil(s.im), "initial margin");
     r.liquidatable = r.equity < r.maintenance;
     r.bankrupt = r.equity < 0;
     return r;
@@ -365,26 +394,12 @@ class Engine {
   std::uint32_t first_unrepresentable(const std::vector<std::uint32_t>& accounts) const;
   // ArithmeticOverflow naming `where` and the account (callers build `where` only on failure).
   [[noreturn]] void throw_unrepresentable(std::uint32_t a, const std::string& where) const;
-  bool value_in_range(const MarketState& mk, i64 abs_size, i64 price) const;
-  void check_value_range(const MarketState& mk, i64 abs_size, i64 price, const std::string& where) const;
   void require_marks_for_open_positions() const;
 
   // accounts and position storage
   std::uint32_t account_index_or_throw(i64 id, const char* field, std::size_t row) const;
-  std::uint32_t create_account(i64 id);
-  void reserve_accounts(std::size_t extra);
-  void reserve_positions(std::size_t extra_slots);
-  const MarketState& market_or_throw(MarketId m, const char* field, std::size_t row) const;
   // hot in the waterfall and the kept queues: inline
-  std::uint32_t find_slot(std::uint32_t a, MarketId m) const {
-    const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
-    for (std::uint32_t s = b; s < e; ++s)
-      if (pos_market_[s] == m) return s;
-    return kNoSlot;
-  }
-  // Bulk loads ask for an exact fit (no slack in a loaded book); single inserts double.
-  void ensure_capacity(std::uint32_t a, std::uint32_t extra, bool exact_fit);
-  void compact_if_wasteful();
+  std::uint32_t find_slot(std::uint32_t a, MarketId m) const { return book_.find_slot(a, m); }
   // Sets account a's position in m to (size, entry), creating or removing it; keeps caches
   // and market lists in step. Adjusts nothing else.
   void set_position(std::uint32_t a, MarketId m, i64 size, i64 entry) {
@@ -394,51 +409,12 @@ class Engine {
   void set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry);
   // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
   FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
-  void undo_fills(const std::vector<FillUndo>& undo);
-  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
-  // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
-  struct LoadRows {
-    std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
-    column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
-    column<MarketId> market;
-    column<i64> size, entry;                // lots; entry notional (money)
-    std::vector<i128> net_size, net_entry;  // per market
-  };
-  LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
-                     std::span<const i64> entry_prices) const;
-  void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
-  void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
-                                    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
-  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* a_buyer,
-                      std::uint32_t* a_seller) const;
 
-  MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
-  // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
-  template <class Fn>
-  void atomic_check(Fn&& check);
-  // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
-  // market (sorted) unless `collect` is false (callers that only need the caches current).
-  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested,
-                                                   MarginReport* full_out = nullptr, bool* used_full_pass = nullptr,
-                                                   bool collect = true);
   // Every account's balance, equity and maintenance at the start of a waterfall step.
   struct StepMargins {
     column<i64> balance, equity, maintenance;
   };
-  // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
-  void revalue_all(const MarginColumns* out, StepMargins* step = nullptr);
-  static MarginColumns columns_of(MarginReport& r);
-  // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
-  // the pass also fills `step` and this returns true.
-  bool revalue_for_step(StepMargins& step);
-  void prefetch_account(std::uint32_t a) const;
-  void prefetch_block(std::uint32_t a) const;
-  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
-
-  // snapshots and the state hash (snapshot.cpp) read and rebuild the private state
-  friend struct SnapshotAccess;
   // waterfall helpers (cpp/src/waterfall/)
-  friend class WaterfallRun;
   WaterfallResult run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts);
   // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): `adl_queue` returns market m's
   // queue of `side` (+1 longs, -1 shorts), refreshed if stale and with every account changed
@@ -490,7 +466,7 @@ class Engine {
     if (h.pending) note_changed(h.account);
   }
   void bump_version(std::uint32_t a) {
-    if (account_version_.size() <= a) account_version_.resize(acc_id_.size() > a ? acc_id_.size() : a + 1, 0);
+    if (account_version_.size() <= a) account_version_.resize(book_.ids().size() > a ? book_.ids().size() : a + 1, 0);
     if (++account_version_[a] == 0) drop_adl_queues();  // after 2^32 changes an old version could repeat
   }
   std::uint32_t account_version(std::uint32_t a) const { return a < account_version_.size() ? account_version_[a] : 0; }
@@ -498,7 +474,7 @@ class Engine {
   void log_change(std::uint32_t a) {
     // Forget the older half past the cap (queues behind it rebuild); the cap grows with the
     // accounts, since catching up a log longer than that costs about a rebuild anyway.
-    const std::size_t cap = std::max(kChangeLogCap, acc_id_.size());
+    const std::size_t cap = std::max(kChangeLogCap, book_.ids().size());
     if (changes_.accounts.size() >= cap) {
       changes_.accounts.erase(changes_.accounts.begin(),
                               changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
@@ -511,7 +487,7 @@ class Engine {
   // counts only while it does.
   bool holds_side(std::uint32_t a, MarketId m, int side) const {
     const std::uint32_t s = find_slot(a, m);
-    return s != kNoSlot && (pos_size_[s] > 0) == (side > 0);
+    return s != kNoSlot && (book_.sizes()[s] > 0) == (side > 0);
   }
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
@@ -519,34 +495,51 @@ class Engine {
                 bool only_position = false) const;
   i64 executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const;
 
-  int money_decimals_;
-  int threads_;
-  int value_decimals_;      // D
-  i64 scale_s_;             // S = 10^(D - money_decimals)
-  ConstantDivider div_s_;   // by S
-  ConstantDivider div_sr_;  // by S * kRateScale
-
-  std::vector<MarketState> markets_;
-
-  AccountIndex index_;
-  std::vector<i64> acc_id_;
-  // The fields every per-account operation touches share one cache line: a market's
-  // accounts are scattered, so each of them costs one miss instead of five.
-  struct alignas(64) AccountHot {
-    Sums cache;                          // sums at each market's valued mark (incremental check)
-    i64 balance = 0;                     // money units
-    std::uint32_t start = 0, count = 0;  // the account's block of position slots
+ private:
+  // After a snapshot's sections are read: checks every position and rebuilds the derived
+  // state (holder lists, size bounds, cached sums); then conservation and zero net size.
+  void rebuild_after_load();
+  void undo_fills(const std::vector<FillUndo>& undo);
+  void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
+  // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
+  struct LoadRows {
+    std::vector<std::uint32_t> first;  // account a's rows are [first[a], first[a + 1])
+    column<std::uint32_t> input_row;   // each row's index in the caller's arrays (for messages)
+    column<MarketId> market;
+    column<i64> size, entry;                // lots; entry notional (money)
+    std::vector<i128> net_size, net_entry;  // per market
   };
-  static_assert(sizeof(AccountHot) == 64);
-  std::vector<AccountHot> acc_;
-  std::vector<std::uint32_t> acc_cap_;
+  LoadRows load_rows(std::span<const i64> accounts, std::span<const MarketId> markets, std::span<const i64> sizes,
+                     std::span<const i64> entry_prices) const;
+  void require_new_pairs(const LoadRows& rows, std::span<const i64> accounts, std::span<const MarketId> markets) const;
+  void require_loaded_representable(const LoadRows& rows, std::uint32_t cp,
+                                    const std::vector<std::pair<MarketId, std::pair<i64, i64>>>& cp_positions) const;
+  void validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* a_buyer,
+                      std::uint32_t* a_seller) const;
 
-  std::vector<i64> pos_size_;
-  std::vector<i64> pos_entry_;
-  std::vector<std::uint16_t> pos_market_;  // market id (at most 1024 markets); kNoMarket in a free slot
-  std::vector<std::uint32_t> pos_mslot_;   // index of the account in its market's list
-  std::size_t live_positions_ = 0;
-  std::size_t abandoned_slots_ = 0;
+  MarginReport report_for(const std::vector<std::uint32_t>& accounts) const;
+  // Runs a margin check; if it throws, every cache and valued mark is put back (atomicity).
+  template <class Fn>
+  void atomic_check(Fn&& check);
+  // Brings the cached sums to the current marks; returns the accounts exposed to a revalued
+  // market (sorted) unless `collect` is false (callers that only need the caches current).
+  std::vector<std::uint32_t> revalue_moved_markets(const std::vector<std::uint8_t>& requested,
+                                                   MarginReport* full_out = nullptr, bool* used_full_pass = nullptr,
+                                                   bool collect = true);
+  // Recomputes every account's cached sums; fills `out` (every column) or `step` when given.
+  void revalue_all(const MarginColumns* out, StepMargins* step = nullptr);
+  static MarginColumns columns_of(MarginReport& r);
+  // Brings the caches to the current marks for a waterfall step. When that takes a full pass,
+  // the pass also fills `step` and this returns true.
+  bool revalue_for_step(StepMargins& step);
+  void prefetch_account(std::uint32_t a) const;
+  void prefetch_block(std::uint32_t a) const;
+  void prefetch_pair(std::uint32_t a, std::uint32_t b) const;  // both accounts' hot data
+
+  int threads_;
+  MarketTable markets_;  // specs, marks, pools and the value scale (market_table.hpp)
+
+  detail::Book book_;  // accounts, positions, holder lists (book.hpp)
 
   // Upper bounds on |equity|, maintenance and initial margin (money units) over every account
   // holding a position, at the current marks. Every state change that must keep an account in
@@ -597,5 +590,8 @@ class Engine {
   // clears what it set), so that a per-account call does not touch every account.
   std::vector<std::uint8_t> wf_flags_;
 };
+
+// Every account's balance (money units), in creation order: engine.balances().
+std::vector<i64> account_balances(const Engine& engine);
 
 }  // namespace deleverage

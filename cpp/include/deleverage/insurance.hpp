@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "deleverage/detail/serial.hpp"
 #include "deleverage/fixed_point.hpp"
 
 namespace deleverage {
@@ -91,8 +92,45 @@ class InsuranceFund {
     history_.resize(m.history_size);
   }
 
+  // ---- snapshot and state hash (docs/durability.md) ----
+  // The fund's section of the payload: pools, rule, step and opening balances, then the
+  // ledger and the history.
+  template <class Out>
+  void write(Out& w) const {
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(balance_.size()));
+    for (i64 b : balance_) w.template put<i64>(b);
+    w.template put<i64>(max_drawdown_);
+    w.template put<std::int32_t>(window_);
+    w.template put<i64>(current_step_);
+    w.template put<std::uint32_t>(static_cast<std::uint32_t>(opening_.size()));
+    for (i64 b : opening_) w.template put<i64>(b);
+    w.template put<u64>(ledger_.size());
+    for (const LedgerEntry& x : ledger_) {
+      w.template put<i64>(x.step);
+      w.template put<std::int32_t>(x.pool);
+      w.template put<std::int32_t>(x.market);
+      w.template put<i64>(x.account);
+      w.template put<i64>(x.amount);
+      w.template put<std::uint8_t>(static_cast<std::uint8_t>(x.reason));
+    }
+    w.template put<u64>(history_.size());
+    for (const HistoryRow& x : history_) {
+      w.template put<i64>(x.step);
+      w.template put<std::int32_t>(x.pool);
+      w.template put<i64>(x.balance);
+    }
+  }
+  // Reads the section in two parts (the caller checks the markets' pools in between):
+  // the pools, rule, step and opening balances of a fund serving n_markets markets ...
+  void read_pools(detail::Reader& r, std::size_t n_markets);
+  // ... then the ledger and the history (CorruptSnapshot for an unknown pool, market or reason).
+  void read_records(detail::Reader& r, std::size_t n_markets);
+  // The fund's part of the state hash.
+  void hash(detail::Hasher& g) const;
+  // Bytes of its section, about.
+  std::size_t snapshot_estimate() const { return 16 * balance_.size() + ledger_.size() * 33 + history_.size() * 20; }
+
  private:
-  friend struct SnapshotAccess;  // snapshot.cpp
   std::vector<i64> balance_;
   std::vector<LedgerEntry> ledger_;
   std::vector<HistoryRow> history_;

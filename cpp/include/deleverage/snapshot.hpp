@@ -44,9 +44,6 @@ Engine load_snapshot(const std::string& path, int threads = 0);
 // final avalanche). Not cryptographic: it catches accidental damage, not forgery.
 std::uint64_t checksum64(const void* data, std::size_t size, std::uint64_t seed = 0);
 
-// Every account's balance (money units), in creation order (aligned with account_ids()).
-std::vector<i64> account_balances(const Engine& engine);
-
 // Reads a whole file into memory (Error if it cannot be opened or read).
 column<std::byte> read_file_bytes(const std::string& path);
 // Writes bytes to `path` atomically (temporary file, fsync, rename, fsync of the directory).

@@ -17,21 +17,21 @@ constexpr std::size_t kReservePrefetch = 8;
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
   // equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
   // this runs once per position of a side when a queue is refreshed)
-  const Sums& c = acc_[a].cache;
-  const i128 u = scale_s_ == 1 ? c.u : div_s_.floor(c.u);
-  const i64 equity = to_i64_checked(static_cast<i128>(acc_[a].balance) + u, "equity");
-  const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
-  return adl_score(slot, ranking, acc_[a].balance, equity, maintenance, acc_[a].count == 1);
+  const Sums& c = book_.hot()[a].cache;
+  const i128 u = markets_.scale() == 1 ? c.u : markets_.div_s().floor(c.u);
+  const i64 equity = to_i64_checked(static_cast<i128>(book_.hot()[a].balance) + u, "equity");
+  const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
+  return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
 // The score of one position given its account's balance, equity and maintenance (money).
 // Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
 i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
                       bool only_position) const {
-  const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[slot])];
-  const i64 q = pos_size_[slot], E = pos_entry_[slot];
+  const MarketState& mk = markets_[static_cast<std::size_t>(book_.markets()[slot])];
+  const i64 q = book_.sizes()[slot], E = book_.entries()[slot];
   const i128 value = static_cast<i128>(q) * mk.mark * mk.pow10k;
-  const i128 mark_value = scale_s_ == 1 ? value : div_s_.floor(value);
+  const i128 mark_value = markets_.scale() == 1 ? value : markets_.div_s().floor(value);
   const i128 u = mark_value - E;  // floor(u_V / S): E * S is a multiple of S
   const i128 notional = mark_value < 0 ? -mark_value : mark_value;
   const i128 abs_entry = std::max<i128>(1, abs64(E));
@@ -42,7 +42,7 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
       const i128 pnl = floor_div_fast(u * kScoreScale, abs_entry);
       i128 share = equity;  // an account's only position carries all of its maintenance
       if (maintenance > 0 && !only_position) {
-        const i128 mm_i = div_sr_.ceil(contribution(mk, q, 0, mk.mark).mm);
+        const i128 mm_i = markets_.div_sr().ceil(contribution(mk, q, 0, mk.mark).mm);
         share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
       }
       i128 lev =
@@ -52,7 +52,7 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
     }
     case Ranking::Binance: {
       // LeveragePnl = max(0, upnl) / max(1, wallet balance) x maintenance / (wallet + upnl)
-      const i128 one_quote = pow10_i64(money_decimals_);
+      const i128 one_quote = pow10_i64(markets_.money_decimals());
       const i128 pnl = trunc_div(std::max<i128>(0, u) * kScoreScale, std::max<i128>(one_quote, balance));
       const i128 ratio = equity > 0 ? trunc_div(static_cast<i128>(maintenance) * kScoreScale, equity) : 0;
       return clamp_i64(
@@ -145,8 +145,8 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
 // scratch buffer are reused from one refresh to the next: a refresh after a mark move
 // allocates nothing once the side has been seen.
 void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
-  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
-  const std::size_t n = mk.accounts.size();
+  const std::vector<std::uint32_t>& holders = book_.holders(m);
+  const std::size_t n = holders.size();
   constexpr std::size_t kChunk = 16384;
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
   detail::AdlEntries& scratch = refresh_scratch_;
@@ -157,10 +157,10 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
       detail::AdlEntry* out = scratch.data() + c * kChunk;  // chunk c writes only its own region
       std::size_t k = 0;
       for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        const std::uint32_t a = mk.accounts[i];
+        const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
-        if ((pos_size_[s] > 0) != (side > 0)) continue;
-        out[k++] = detail::AdlEntry{adl_score(a, s, ranking), acc_id_[a], a, account_version(a)};
+        if ((book_.sizes()[s] > 0) != (side > 0)) continue;
+        out[k++] = detail::AdlEntry{adl_score(a, s, ranking), book_.ids()[a], a, account_version(a)};
       }
       count[c] = k;
     }
@@ -178,7 +178,7 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   q.built = true;
   q.ranking = static_cast<std::uint8_t>(ranking);
   q.marks_epoch = marks_epoch_;
-  q.market_updates = mk.mark_updates;
+  q.market_updates = markets_[static_cast<std::size_t>(m)].mark_updates;
   q.parked_epoch = marks_epoch_;
   select_adl_head(q);
 }
@@ -227,41 +227,44 @@ void Engine::catch_up_adl_queues() {
     std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
     catch_up_round_ = 1;
   }
-  if (catch_up_seen_.size() < acc_id_.size()) catch_up_seen_.resize(acc_id_.size(), 0);
+  if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
   const std::vector<std::uint32_t>& log = changes_.accounts;
   const std::size_t n = log.size();
   for (std::size_t i = static_cast<std::size_t>(caught_up_ - changes_.base); i < n; ++i) {
     // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
     if (i + kCatchUpPrefetch < n) {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch];
-      if (ahead < acc_id_.size()) {
+      if (ahead < book_.ids().size()) {
         prefetch_account(ahead);
         __builtin_prefetch(&catch_up_seen_[ahead]);
         if (ahead < account_version_.size()) __builtin_prefetch(&account_version_[ahead]);
       }
     }
-    if (i + kCatchUpPrefetch / 2 < n && log[i + kCatchUpPrefetch / 2] < acc_id_.size()) {
+    if (i + kCatchUpPrefetch / 2 < n && log[i + kCatchUpPrefetch / 2] < book_.ids().size()) {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch / 2];
       prefetch_block(ahead);
-      __builtin_prefetch(pos_entry_.data() + acc_[ahead].start);  // the score reads the entry too
+      __builtin_prefetch(book_.entries().data() + book_.hot()[ahead].start);  // the score reads the entry too
     }
     const std::uint32_t a = log[i];
-    if (a >= acc_id_.size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
+    if (a >= book_.ids().size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
     catch_up_seen_[a] = catch_up_round_;
     // an account that left a side keeps its old entries there, superseded by the new version
-    const std::uint32_t b = acc_[a].start, e = b + acc_[a].count;
+    const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
     if (b == e) continue;
     // the account's terms of the scores once, for all its positions (as adl_score(a, slot) has them)
-    const Sums& c = acc_[a].cache;
-    const i64 equity =
-        to_i64_checked(static_cast<i128>(acc_[a].balance) + (scale_s_ == 1 ? c.u : div_s_.floor(c.u)), "equity");
-    const i64 maintenance = to_i64_checked(div_sr_.ceil(c.mm), "maintenance margin");
-    const i64 id = acc_id_[a];
+    const Sums& c = book_.hot()[a].cache;
+    const i64 equity = to_i64_checked(
+        static_cast<i128>(book_.hot()[a].balance) + (markets_.scale() == 1 ? c.u : markets_.div_s().floor(c.u)),
+        "equity");
+    const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
+    const i64 id = book_.ids()[a];
     const std::uint32_t version = account_version(a);
     for (std::uint32_t s = b; s < e; ++s) {
-      detail::KeptAdlQueue& q = adl_queues_[2 * static_cast<std::size_t>(pos_market_[s]) + (pos_size_[s] > 0 ? 1 : 0)];
+      detail::KeptAdlQueue& q =
+          adl_queues_[2 * static_cast<std::size_t>(book_.markets()[s]) + (book_.sizes()[s] > 0 ? 1 : 0)];
       if (!q.catch_up) continue;
-      const i64 score = adl_score(s, static_cast<Ranking>(q.ranking), acc_[a].balance, equity, maintenance, e - b == 1);
+      const i64 score =
+          adl_score(s, static_cast<Ranking>(q.ranking), book_.hot()[a].balance, equity, maintenance, e - b == 1);
       adl_queue_push(q, detail::AdlEntry{score, id, a, version});
       ++q.superseded;
     }
@@ -280,10 +283,10 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
   catch_up_adl_queues();
   const std::size_t index = 2 * static_cast<std::size_t>(m) + (side > 0 ? 1 : 0);
   detail::KeptAdlQueue& q = adl_queues_[index];
-  const MarketState& mk = markets_[static_cast<std::size_t>(m)];
   bool stale = !q.built || q.ranking != static_cast<std::uint8_t>(ranking) || adl_queue_marks_stale(q, m);
   // superseded entries pile up with re-scorings: past four times the market's holders, start over
-  if (!stale && q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * mk.accounts.size() + 4096)
+  if (!stale &&
+      q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * book_.holders(m).size() + 4096)
     stale = true;
   if (stale) {
     refresh_adl_queue(q, m, side, ranking);
@@ -320,7 +323,7 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
 }
 
 AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
-  market_or_throw(m, "market", 0);
+  markets_.market_or_throw(m, "market", 0);
   if (side != 1 && side != -1)
     throw InvalidInput("side: must be +1 (longs) or -1 (shorts), got " + std::to_string(side));
   AdlQueueStats out;
@@ -357,7 +360,7 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
       prefetch_block(h.front().account);
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
-        __builtin_prefetch(&acc_[next]);
+        __builtin_prefetch(&book_.hot()[next]);
         if (next < account_version_.size()) __builtin_prefetch(&account_version_[next]);
       }
     }
@@ -388,7 +391,7 @@ void WaterfallRun::hold_back(detail::KeptAdlQueue& q, const detail::AdlEntry& e,
 // of the step pop it again (a crash step quadratic in the liquidatable accounts).
 i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
   const std::uint32_t slot = e_.find_slot(a, m);
-  const i64 q = e_.pos_size_[slot];
+  const i64 q = e_.book().sizes()[slot];
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (winner, lots)
   takes.clear();
@@ -402,7 +405,7 @@ i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i6
       hold_back(queue, top, put_back);
       continue;
     }
-    const i64 size = abs64(e_.pos_size_[e_.find_slot(top.account, m)]);
+    const i64 size = abs64(e_.book().sizes()[e_.find_slot(top.account, m)]);
     const i64 take = std::min(left, size);
     takes.push_back({top.account, take});
     left -= take;
@@ -447,7 +450,7 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
       continue;
     }
     const i64 take = std::min(left, c);
-    takes.push_back({e_.pos_mslot_[e_.find_slot(b, m)], take});
+    takes.push_back({e_.book().mslots()[e_.find_slot(b, m)], take});
     left -= take;
     put_back[k].push_back(entry);
   }
@@ -457,9 +460,9 @@ void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32
   }
   // in the market's holder order, as the other policies report theirs
   std::sort(takes.begin(), takes.end());
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const std::vector<std::uint32_t>& holders = e_.book().holders(m);
   for (const auto& [slot, take] : takes) {
-    who.push_back(mk.accounts[slot]);
+    who.push_back(holders[slot]);
     x.push_back(take);
   }
 }

@@ -24,12 +24,13 @@ std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, Liv
 }  // namespace
 
 AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit split) {
-  const MarketState& mk = market_or_throw(m, "market", 0);
-  if (mk.mark == 0 && !mk.accounts.empty())
+  const MarketState& mk = markets_.market_or_throw(m, "market", 0);
+  if (mk.mark == 0 && !book_.holders(m).empty())
     throw InvalidInput("market '" + mk.spec.symbol + "' has open positions but no mark price; call set_marks first");
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
   // rows in the market's holder order, filled from each side's queue
-  const std::size_t n = mk.accounts.size();
+  const std::vector<std::uint32_t>& holders = book_.holders(m);
+  const std::size_t n = holders.size();
   AdlRankingReport r;
   r.account.resize(n);
   r.side.resize(n);
@@ -43,14 +44,14 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit s
   std::unordered_map<std::uint32_t, std::size_t> row;
   row.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint32_t a = mk.accounts[i];
+    const std::uint32_t a = holders[i];
     const std::uint32_t s = find_slot(a, m);
     acc[i] = a;
     row[a] = i;
-    r.account[i] = acc_id_[a];
-    r.size[i] = pos_size_[s];
-    r.side[i] = pos_size_[s] > 0 ? 1 : -1;
-    margin[i] = margin_from_sums(acc_[a].balance, acc_[a].cache);
+    r.account[i] = book_.ids()[a];
+    r.size[i] = book_.sizes()[s];
+    r.side[i] = book_.sizes()[s] > 0 ? 1 : -1;
+    margin[i] = margin_from_sums(book_.hot()[a].balance, book_.hot()[a].cache);
   }
   std::vector<std::size_t> by_side[2];
   for (int side : {1, -1}) {
@@ -99,14 +100,14 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit s
 
 AdlRank Engine::adl_rank(i64 account_id, MarketId m, Ranking ranking) {
   const std::uint32_t a = account_index_or_throw(account_id, "account", 0);
-  const MarketState& mk = market_or_throw(m, "market", 0);
+  const MarketState& mk = markets_.market_or_throw(m, "market", 0);
   const std::uint32_t s = find_slot(a, m);
   if (s == kNoSlot)
     throw InvalidInput("account: account " + std::to_string(account_id) + " holds no position in market '" +
                        mk.spec.symbol + "'");
   revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
   AdlRank out;
-  out.side = pos_size_[s] > 0 ? 1 : -1;
+  out.side = book_.sizes()[s] > 0 ? 1 : -1;
   const detail::KeptAdlQueue& q = adl_queue(m, out.side, ranking);
   // a current entry of an account still on this side (entries of accounts that left it stay
   // in the queue until popped)

@@ -10,21 +10,23 @@ void WaterfallRun::touch(std::uint32_t a) {
   if (cfg_.policy == Policy::RiskAware) backup_of_[a] = backups_.size();
   // only the risk-aware policy reads the start equity (and only it pays for computing it)
   const i64 eq = cfg_.policy == Policy::RiskAware ? equity(a) : 0;
-  backups_.push_back(Backup{a, e_.acc_[a].balance, eq, backup_positions_.size(), e_.acc_[a].count});
-  for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
-    backup_positions_.push_back(SavedPosition{e_.pos_market_[p], e_.pos_size_[p], e_.pos_entry_[p]});
+  const detail::Book& book = e_.book();
+  const detail::AccountHot& h = book.hot()[a];
+  backups_.push_back(Backup{a, h.balance, eq, backup_positions_.size(), h.count});
+  for (std::uint32_t p = h.start; p < h.start + h.count; ++p)
+    backup_positions_.push_back(SavedPosition{book.markets()[p], book.sizes()[p], book.entries()[p]});
 }
 
 void WaterfallRun::restore() {
   for (auto it = backups_.rbegin(); it != backups_.rend(); ++it) {
     const std::uint32_t a = it->account;
+    const detail::AccountHot& h = e_.book().hot()[a];
     std::vector<MarketId> now;
-    for (std::uint32_t p = e_.acc_[a].start; p < e_.acc_[a].start + e_.acc_[a].count; ++p)
-      now.push_back(e_.pos_market_[p]);
+    for (std::uint32_t p = h.start; p < h.start + h.count; ++p) now.push_back(e_.book().markets()[p]);
     for (MarketId m : now) e_.set_position(a, m, 0, 0);
     for (std::size_t i = it->first; i < it->first + it->count; ++i)
       e_.set_position(a, backup_positions_[i].market, backup_positions_[i].size, backup_positions_[i].entry);
-    e_.acc_[a].balance = it->balance;
+    e_.book().hot()[a].balance = it->balance;
   }
   // what the failed call popped or pushed is not worth tracking: the queues start over
   e_.drop_adl_queues();
@@ -36,7 +38,7 @@ i64 WaterfallRun::start_equity(std::uint32_t a) const {
 }
 
 WaterfallRun::~WaterfallRun() {
-  for (std::uint32_t a : flagged_) e_.wf_flags_[a] = 0;
+  for (std::uint32_t a : flagged_) e_.waterfall_flags()[a] = 0;
   e_.release_notes(0);  // a step that threw (finish() released it otherwise)
 }
 

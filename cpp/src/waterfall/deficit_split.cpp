@@ -48,18 +48,18 @@ std::vector<i128> split_equity(i128 equity, DeficitSplit split, std::span<const 
 std::vector<Engine::EquityShare> Engine::equity_shares(std::uint32_t a, DeficitSplit split) const {
   // e' = cash + sum of mark values (money units, each floored), cash = balance - sum of entries
   std::vector<EquityShare> out;
-  i128 e_prime = acc_[a].balance;
-  for (std::uint32_t p = acc_[a].start; p < acc_[a].start + acc_[a].count; ++p) {
-    const MarketState& mk = markets_[static_cast<std::size_t>(pos_market_[p])];
-    const i64 mark_value = value_money(mk, pos_size_[p], mk.mark);
-    e_prime += static_cast<i128>(mark_value) - pos_entry_[p];
-    out.push_back(EquityShare{pos_market_[p], pos_size_[p], pos_entry_[p], mark_value, 0});
+  i128 e_prime = book_.hot()[a].balance;
+  for (std::uint32_t p = book_.hot()[a].start; p < book_.hot()[a].start + book_.hot()[a].count; ++p) {
+    const MarketState& mk = markets_[static_cast<std::size_t>(book_.markets()[p])];
+    const i64 mark_value = markets_.value_money(mk, book_.sizes()[p], mk.mark);
+    e_prime += static_cast<i128>(mark_value) - book_.entries()[p];
+    out.push_back(EquityShare{book_.markets()[p], book_.sizes()[p], book_.entries()[p], mark_value, 0});
   }
   std::sort(out.begin(), out.end(), [](const EquityShare& x, const EquityShare& y) { return x.m < y.m; });
   std::vector<i128> loss(out.size()), mm(out.size()), mv(out.size());
   for (std::size_t i = 0; i < out.size(); ++i) {
     const MarketState& mk = markets_[static_cast<std::size_t>(out[i].m)];
-    mm[i] = div_sr_.ceil(contribution(mk, out[i].size, 0, mk.mark).mm);
+    mm[i] = markets_.div_sr().ceil(contribution(mk, out[i].size, 0, mk.mark).mm);
     mv[i] = out[i].mark_value;
     loss[i] = std::max<i128>(0, static_cast<i128>(out[i].entry) - out[i].mark_value);  // -u_i
   }

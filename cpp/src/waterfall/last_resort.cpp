@@ -26,17 +26,17 @@ void WaterfallRun::opposite_winners(std::uint32_t a, MarketId m, int sign, std::
   who.clear();
   w.clear();
   ids.clear();
-  for (std::uint32_t b : e_.markets_[static_cast<std::size_t>(m)].accounts) {
+  for (std::uint32_t b : e_.book().holders(m)) {
     if (!eligible_winner(b) || b == a) continue;
-    const i64 qb = e_.pos_size_[e_.find_slot(b, m)];
+    const i64 qb = e_.book().sizes()[e_.find_slot(b, m)];
     if ((qb > 0) == (sign > 0)) continue;
     who.push_back(b);
   }
   // creation order, so the split does not depend on the market list's internal order
   std::sort(who.begin(), who.end());
   for (std::uint32_t b : who) {
-    w.push_back(abs64(e_.pos_size_[e_.find_slot(b, m)]));
-    ids.push_back(e_.acc_id_[b]);
+    w.push_back(abs64(e_.book().sizes()[e_.find_slot(b, m)]));
+    ids.push_back(e_.book().ids()[b]);
   }
 }
 
@@ -68,7 +68,7 @@ void WaterfallRun::run_round_adl() {
         uses_kernel() ? allocate_by_policy(budget, who, w, m, true) : allocate_capped_pro_rata(budget, w, w, ids);
     // hand the winners' lots (creation order) to the demands (liquidation order)
     std::size_t wi = 0;
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
     for (; g < end; ++g) {
       const AdlDemand& d = demands_[order[g]];
       takes.clear();
@@ -86,18 +86,18 @@ void WaterfallRun::run_round_adl() {
       const i64 closed = apply_adl_takes(d.account, m, d.sign, d.lots, d.value, d.bk, d.exec_price, takes);
       const i64 rest = d.lots - closed;
       if (rest > 0) {  // the executor takes what the winners could not
-        const i64 cash = e_.value_money(mk, d.sign * rest, d.exec_price);
+        const i64 cash = e_.market_table().value_money(mk, d.sign * rest, d.exec_price);
         fill(d.account, m, -d.sign * rest, cash);
         fill(exec_account_, m, d.sign * rest, -cash);
-        result_.events.add(e_.step_, EventKind::LiquidationFill, e_.acc_id_[d.account], m, e_.acc_id_[exec_account_],
-                           -d.sign * rest, cash, d.exec_price, -1, d.exec_price);
+        result_.events.add(e_.step(), EventKind::LiquidationFill, e_.book().ids()[d.account], m,
+                           e_.book().ids()[exec_account_], -d.sign * rest, cash, d.exec_price, -1, d.exec_price);
       }
     }
   }
   demands_.clear();
   for (DeferredSettlement& ds : deferred_) {
     for (std::size_t i = 0; i < ds.closings.size(); ++i)  // its promise becomes a payment
-      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(ds.closings[i].m)].pool)] -=
+      promised_[static_cast<std::size_t>(e_.market_table()[static_cast<std::size_t>(ds.closings[i].m)].pool)] -=
           ds.fund_planned[i];
     settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
   }
@@ -112,7 +112,7 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
   req.budget = budget;
   req.capacity = capacity;
   req.clip = true;  // a policy that cannot raise the whole budget takes what it can; the rest falls through
-  req.threads = e_.threads_;
+  req.threads = e_.threads();
   const std::vector<i64> cap{cfg_.cap};
   std::vector<i64> leverage;
   switch (cfg_.policy) {
@@ -122,11 +122,12 @@ std::vector<i64> WaterfallRun::allocate_by_policy(i64 budget, const std::vector<
     case Policy::RiskAware: {
       // leverage of the winner's position: its notional at mark over its account's equity at
       // the start of the step (1e-8 units), capped like the ranking scores' leverage
-      const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+      const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
       leverage.resize(who.size());
       for (std::size_t i = 0; i < who.size(); ++i) {
         const std::uint32_t s = e_.find_slot(who[i], m);
-        const i128 notional = static_cast<i128>(abs64(e_.value_money(mk, e_.pos_size_[s], mk.mark)));
+        const i128 notional =
+            static_cast<i128>(abs64(e_.market_table().value_money(mk, e_.book().sizes()[s], mk.mark)));
         const i64 eq = start_equity(who[i]);
         leverage[i] = eq > 0 ? static_cast<i64>(std::min<i128>(kMaxAllocLeverage, notional * kAllocRateScale / eq))
                              : kMaxAllocLeverage;
@@ -184,37 +185,37 @@ void WaterfallRun::clip_to_cap_allowance(std::vector<i64>& x, const std::vector<
 }
 
 i64 WaterfallRun::haircut_capacity(std::uint32_t b, MarketId m) const {
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
   const i64 free_equity = std::max<i64>(0, equity(b));
   if (cfg_.policy == Policy::FundingIndex)
     return free_equity;  // all open interest pays, capped by what the account has
   const std::uint32_t s = e_.find_slot(b, m);
   const auto taken = haircut_taken_.find((static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m));
   const i64 already = taken == haircut_taken_.end() ? 0 : taken->second;
-  const Engine::Contribution ct = e_.contribution(mk, e_.pos_size_[s], e_.pos_entry_[s], mk.mark);
-  const i64 profit = static_cast<i64>(std::max<i128>(0, e_.div_s_.floor(ct.u)));
+  const Engine::Contribution ct = e_.contribution(mk, e_.book().sizes()[s], e_.book().entries()[s], mk.mark);
+  const i64 profit = static_cast<i64>(std::max<i128>(0, e_.market_table().div_s().floor(ct.u)));
   return std::min(free_equity, profit - already);  // only winners pay, from their profit
 }
 
 // The haircut of the policies that allocate (pro-rata, funding index, the kernel's): one pass
 // over the market's holders, then the allocation of what they can pay.
 void WaterfallRun::allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const std::vector<std::uint32_t>& holders = e_.book().holders(m);
   std::vector<i64> weight, cap, ids;
   // the kernel breaks ties by position: give it the winners in creation order
   std::vector<std::uint32_t> sorted_holders;
   if (uses_kernel()) {
-    sorted_holders = mk.accounts;
+    sorted_holders = holders;
     std::sort(sorted_holders.begin(), sorted_holders.end());
   }
-  for (std::uint32_t b : uses_kernel() ? sorted_holders : mk.accounts) {
+  for (std::uint32_t b : uses_kernel() ? sorted_holders : holders) {
     if (!eligible_winner(b)) continue;
     const i64 c = haircut_capacity(b, m);
     if (c <= 0) continue;
     who.push_back(b);
     cap.push_back(c);
-    weight.push_back(cfg_.policy == Policy::FundingIndex ? abs64(e_.pos_size_[e_.find_slot(b, m)]) : c);
-    ids.push_back(e_.acc_id_[b]);
+    weight.push_back(cfg_.policy == Policy::FundingIndex ? abs64(e_.book().sizes()[e_.find_slot(b, m)]) : c);
+    ids.push_back(e_.book().ids()[b]);
   }
   i128 capacity = 0;
   for (i64 c : cap) capacity += c;
@@ -241,11 +242,11 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (x[i] == 0) continue;
     const std::uint32_t b = who[i];
     touch(b);
-    e_.acc_[b].balance -= x[i];
+    e_.book().hot()[b].balance -= x[i];
     e_.note_changed(b);
     haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
     mark_winner(b);
-    result_.events.add(e_.step_, EventKind::Haircut, e_.acc_id_[b], m, 0, 0, -x[i], 0, -1);
+    result_.events.add(e_.step(), EventKind::Haircut, e_.book().ids()[b], m, 0, 0, -x[i], 0, -1);
     raised += x[i];
   }
   result_.totals.haircut_total += raised;
@@ -257,8 +258,8 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
 // they were liquidated (worst first).
 void WaterfallRun::resolve_pending_haircuts() {
   if (pending_.empty()) return;
-  std::vector<i64> raised_left(e_.markets_.size(), 0);
-  std::vector<i128> wanted(e_.markets_.size(), 0);
+  std::vector<i64> raised_left(e_.market_table().size(), 0);
+  std::vector<i128> wanted(e_.market_table().size(), 0);
   for (const Pending& p : pending_) wanted[static_cast<std::size_t>(p.market)] += p.amount;
   for (std::size_t m = 0; m < wanted.size(); ++m)
     if (wanted[m] > 0) raised_left[m] = haircut(static_cast<MarketId>(m), to_i64_checked(wanted[m], "haircut"));
@@ -273,7 +274,7 @@ void WaterfallRun::resolve_pending_haircuts() {
   }
   if (unpaid > 0) {  // other markets' winners cover what the causing market could not
     i64 extra = 0;
-    for (std::size_t m = 0; m < e_.markets_.size() && extra < unpaid; ++m)
+    for (std::size_t m = 0; m < e_.market_table().size() && extra < unpaid; ++m)
       extra += haircut(static_cast<MarketId>(m), static_cast<i64>(unpaid - extra));
     for (Pending& p : pending_) {
       const i64 pay = std::min(extra, p.amount);
@@ -283,7 +284,7 @@ void WaterfallRun::resolve_pending_haircuts() {
       // a fixed theta kept this debt from the fund; with the winners exhausted, the fund pays
       if (p.amount > 0 && fixed_theta()) p.amount -= pay_from_fund(p.account, p.market, p.amount);
       if (p.amount > 0) {
-        result_.events.add(e_.step_, EventKind::BadDebt, e_.acc_id_[p.account], -1, 0, 0, p.amount, 0, -1);
+        result_.events.add(e_.step(), EventKind::BadDebt, e_.book().ids()[p.account], -1, 0, 0, p.amount, 0, -1);
         result_.totals.bad_debt += p.amount;
       }
     }
@@ -293,9 +294,9 @@ void WaterfallRun::resolve_pending_haircuts() {
 
 void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
   touch(a);
-  e_.acc_[a].balance += amount;
+  e_.book().hot()[a].balance += amount;
   e_.note_changed(a);
-  result_.events.add(e_.step_, EventKind::SocializedCredit, e_.acc_id_[a], m, 0, 0, amount, 0, -1);
+  result_.events.add(e_.step(), EventKind::SocializedCredit, e_.book().ids()[a], m, 0, 0, amount, 0, -1);
 }
 
 }  // namespace deleverage

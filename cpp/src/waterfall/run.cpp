@@ -1,31 +1,9 @@
 // Engine::liquidate and the round loop: detection, worst first, the per-account routine,
-// the round's shared ADL and haircuts, then the cascade. Also the insurance entry points.
+// the round's shared ADL and haircuts, then the cascade.
 #include "deleverage/detail/parallel.hpp"
 #include "waterfall_run.hpp"
 
 namespace deleverage {
-
-// ------------------------------------------------------------------ insurance plumbing
-
-int Engine::give_market_own_pool(MarketId m) {
-  MarketState& mk = const_cast<MarketState&>(market_or_throw(m, "market", 0));
-  if (mk.pool != 0) return mk.pool;
-  mk.pool = insurance_.add_pool();
-  return mk.pool;
-}
-
-int Engine::market_pool(MarketId m) const { return market_or_throw(m, "market", 0).pool; }
-
-i64 Engine::previous_mark(MarketId m) const { return market_or_throw(m, "market", 0).previous_mark; }
-
-void Engine::insurance_deposit(i64 amount, int pool) {
-  if (amount < 0)
-    throw InvalidInput("amount: an insurance deposit must not be negative (got " + std::to_string(amount) + ")");
-  if (pool < 0 || pool >= insurance_.pool_count())
-    throw UnknownId("pool: unknown insurance pool " + std::to_string(pool));
-  insurance_.move(step_, pool, -1, 0, amount, LedgerReason::Deposit);
-  flows_.insurance_deposits += amount;
-}
 
 namespace {
 constexpr std::size_t kEventsPerLiquidation = 24;
@@ -45,15 +23,14 @@ bool worse(const Candidate& x, const Candidate& y) {
 }  // namespace
 
 void WaterfallRun::setup() {
-  result_.totals.step = e_.step_;
-  result_.events.sink = e_.event_sink_;
+  result_.totals.step = e_.step();
+  result_.events.sink = e_.event_sink();
   exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
-  promised_.assign(static_cast<std::size_t>(e_.insurance_.pool_count()), 0);
+  promised_.assign(static_cast<std::size_t>(e_.fund().pool_count()), 0);
   matching_pool_.resize(promised_.size());
-  for (std::size_t p = 0; p < matching_pool_.size(); ++p)
-    matching_pool_[p] = e_.insurance_.available(static_cast<int>(p));
+  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.fund().available(static_cast<int>(p));
   // grows with the accounts only: a per-account call does not pay for the whole book
-  if (e_.wf_flags_.size() < e_.acc_id_.size()) e_.wf_flags_.resize(e_.acc_id_.size(), 0);
+  if (e_.waterfall_flags().size() < e_.book().ids().size()) e_.waterfall_flags().resize(e_.book().ids().size(), 0);
   e_.ensure_adl_queues();           // references to the queues stay valid through the step
   e_.hold_notes(0, exec_account_);  // the executor is never a winner: re-scored once, at the end
 }
@@ -68,15 +45,15 @@ WaterfallResult WaterfallRun::finish() {
 
 WaterfallResult WaterfallRun::run() {
   setup();
-  const std::size_t n = e_.acc_id_.size();
+  const std::size_t n = e_.book().ids().size();
   if (!have_start_margins_) {
     start_balance_.resize(n);
     start_equity_.resize(n);
     start_maintenance_.resize(n);
-    detail::parallel_for(n, e_.threads_, 16384, [&](std::size_t b, std::size_t end) {
+    detail::parallel_for(n, e_.threads(), 16384, [&](std::size_t b, std::size_t end) {
       for (std::size_t a = b; a < end; ++a) {
-        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-        start_balance_[a] = e_.acc_[a].balance;
+        const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+        start_balance_[a] = e_.book().hot()[a].balance;
         start_equity_[a] = am.equity;
         start_maintenance_[a] = am.maintenance;
       }
@@ -86,8 +63,8 @@ WaterfallResult WaterfallRun::run() {
   // flat account's old debt is not this step's to settle), worst first.
   std::vector<Candidate> work;
   for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
-    if (start_equity_[a] < start_maintenance_[a] && e_.acc_[a].count > 0 && a != exec_account_)
-      work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], e_.acc_id_[a]});
+    if (start_equity_[a] < start_maintenance_[a] && e_.book().hot()[a].count > 0 && a != exec_account_)
+      work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], e_.book().ids()[a]});
   std::sort(work.begin(), work.end(), worse);
   // A liquidation writes a fill per position and, when ADL runs, a few closes per position:
   // room for that up front spares copying a growing event table (a few % of a crash step).
@@ -111,7 +88,7 @@ WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
   for (std::uint32_t a : accounts) {
     // a round policy's accounts are all checked before its round, the others at their turn
     if (a == exec_account_ || !liquidatable_now(a) || (!per_account_rounds() && flag(a, kExcluded))) {
-      result_.skipped.push_back(e_.acc_id_[a]);
+      result_.skipped.push_back(e_.book().ids()[a]);
     } else if (per_account_rounds()) {
       run_rounds({a});
     } else {
@@ -125,7 +102,7 @@ WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
 }
 
 void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {
-  round_key_ = checked.empty() ? 0 : e_.acc_id_[checked.front()];
+  round_key_ = checked.empty() ? 0 : e_.book().ids()[checked.front()];
   random_walks_ = 0;
   bool first_round = true;
   while (!checked.empty()) {
@@ -137,15 +114,15 @@ void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {
       std::vector<Candidate> next;
       for (std::uint32_t a : checked) {
         if (a == exec_account_) continue;
-        if (e_.acc_[a].count == 0) {
-          if (e_.acc_[a].balance < 0 && !flag(a, kSettledFlat)) {  // a winner ADL left flat in debt
+        if (e_.book().hot()[a].count == 0) {
+          if (e_.book().hot()[a].balance < 0 && !flag(a, kSettledFlat)) {  // a winner ADL left flat in debt
             set_flag(a, kSettledFlat);
             settle_flat(a);
           }
           continue;
         }
-        const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
-        if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, e_.acc_id_[a]});
+        const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+        if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, e_.book().ids()[a]});
       }
       std::sort(next.begin(), next.end(), worse);
       for (const Candidate& c : next) work.push_back(c.a);
@@ -223,7 +200,7 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
     run.require_representable();  // e.g. an executor whose equity the step would push past int64
     r.events.sink = nullptr;      // the result does not hand out the engine's sink
     insurance_.close_step(step_);
-    compact_if_wasteful();
+    book_.compact_if_wasteful();
     return r;
   } catch (...) {
     run.restore();

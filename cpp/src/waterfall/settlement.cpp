@@ -8,7 +8,7 @@ namespace deleverage {
 i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& ex) const {
   i128 rate = ex.slippage_rate;
   if (ex.impact_depth > 0) {
-    const i128 notional = div_s_.floor(value_v(mk, abs64(size), mk.mark));
+    const i128 notional = markets_.div_s().floor(markets_.value_v(mk, abs64(size), mk.mark));
     rate += static_cast<i128>(ex.impact_rate) * notional / ex.impact_depth;
   }
   rate = std::min<i128>(rate, kRateScale);
@@ -29,10 +29,10 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
     const i128 share = shares[i].share;
     cl[i].bk_value = to_i64_checked(cl[i].mark_value - share, "bankruptcy value");
     if (with_executor) {
-      const MarketState& mk = e_.markets_[static_cast<std::size_t>(cl[i].m)];
+      const MarketState& mk = e_.market_table()[static_cast<std::size_t>(cl[i].m)];
       cl[i].exec_price = e_.executor_price(
           mk, cl[i].q, cfg_.executor.kind == ExecutorKind::MarketClose ? cfg_.executor : ExecutorSpec{});
-      cl[i].exec_value = e_.value_money(mk, cl[i].q, cl[i].exec_price);
+      cl[i].exec_value = e_.market_table().value_money(mk, cl[i].q, cl[i].exec_price);
       cl[i].deficit = to_i64_checked(static_cast<i128>(cl[i].bk_value) - cl[i].exec_value, "deficit");
     }
   }
@@ -41,14 +41,14 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
 
 i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
   if (wanted <= 0) return 0;
-  const int pool = e_.markets_[static_cast<std::size_t>(m)].pool;
-  const i64 paid = std::min(wanted, e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)]);
+  const int pool = e_.market_table()[static_cast<std::size_t>(m)].pool;
+  const i64 paid = std::min(wanted, e_.fund().available(pool) - promised_[static_cast<std::size_t>(pool)]);
   if (paid <= 0) return 0;
   touch(a);
-  e_.insurance_.move(e_.step_, pool, m, e_.acc_id_[a], -paid, LedgerReason::DeficitPayment);
-  e_.acc_[a].balance += paid;
+  e_.fund().move(e_.step(), pool, m, e_.book().ids()[a], -paid, LedgerReason::DeficitPayment);
+  e_.book().hot()[a].balance += paid;
   e_.note_changed(a);
-  result_.events.add(e_.step_, EventKind::FundPayment, e_.acc_id_[a], m, 0, 0, paid, 0, pool);
+  result_.events.add(e_.step(), EventKind::FundPayment, e_.book().ids()[a], m, 0, 0, paid, 0, pool);
   result_.totals.fund_used += paid;
   return paid;
 }
@@ -57,24 +57,25 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
   // The fund receives the surplus up to each position's fee, position by position.
   for (const Closing& c : cl) {
     if (surplus <= 0) break;
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
     const i64 cap =
         static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min(surplus, cap);
     if (fee <= 0) continue;
-    e_.acc_[a].balance -= fee;
+    e_.book().hot()[a].balance -= fee;
     e_.note_changed(a);
-    e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
-    result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
+    e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
+    result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
     result_.totals.fund_fees += fee;
     surplus -= fee;
   }
 }
 
 i64 WaterfallRun::adl_limit(std::uint32_t b, MarketId m, i64 dq) const {
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
   const i128 after =
-      static_cast<i128>(e_.acc_[b].balance) + e_.div_s_.floor(e_.acc_[b].cache.u + e_.value_v(mk, dq, mk.mark));
+      static_cast<i128>(e_.book().hot()[b].balance) +
+      e_.market_table().div_s().floor(e_.book().hot()[b].cache.u + e_.market_table().value_v(mk, dq, mk.mark));
   return clamp_i64(after - std::min<i64>(0, equity(b)));
 }
 
@@ -94,7 +95,7 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
   }
   // split by lots, the last counterparty takes the remainder
   i64 assigned = 0, bk_assigned = 0, lots_done = 0;
-  const MarketState& mk = e_.markets_[static_cast<std::size_t>(m)];
+  const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
   for (std::size_t i = 0; i < takes.size(); ++i) {
     const auto [b, x] = takes[i];
     lots_done += x;
@@ -115,16 +116,17 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
     fill(a, m, -sign * x, pay);
     adl_log_.push_back({b, m});
     mark_winner(b);
-    const i64 px = clamp_i64(static_cast<i128>(abs64(pay)) * e_.scale_s_ / (static_cast<i128>(x) * mk.pow10k));
-    result_.events.add(e_.step_, EventKind::AdlClose, e_.acc_id_[b], m, e_.acc_id_[a], sign * x, -pay, px, -1,
-                       exec_price);
+    const i64 px =
+        clamp_i64(static_cast<i128>(abs64(pay)) * e_.market_table().scale() / (static_cast<i128>(x) * mk.pow10k));
+    result_.events.add(e_.step(), EventKind::AdlClose, e_.book().ids()[b], m, e_.book().ids()[a], sign * x, -pay, px,
+                       -1, exec_price);
     result_.totals.adl_notional += abs64(pay);
     ++result_.totals.adl_closes;
     if (pay > owed) {  // more than the bankruptcy value: the excess is the fund's
       const i64 excess = pay - owed;
-      e_.acc_[a].balance -= excess;
-      e_.insurance_.move(e_.step_, mk.pool, m, e_.acc_id_[a], excess, LedgerReason::LiquidationFee);
-      result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], m, 0, 0, -excess, 0, mk.pool);
+      e_.book().hot()[a].balance -= excess;
+      e_.fund().move(e_.step(), mk.pool, m, e_.book().ids()[a], excess, LedgerReason::LiquidationFee);
+      result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], m, 0, 0, -excess, 0, mk.pool);
       result_.totals.fund_fees += excess;
     }
   }
@@ -135,7 +137,7 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
 // with f the smallest that restores maintenance if fills cost `slippage`:
 // equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
 bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
-  const AccountMargin am = e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache);
+  const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
   if (am.equity < 0 || !am.liquidatable) return false;
   cl = closings(a, true);
   // Closing a fraction f of every position costs f x (cost + fees): the value lost against
@@ -144,7 +146,7 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
   i128 den = 0;
   for (const Closing& c : cl) {
     den -= (static_cast<i128>(c.mark_value) - c.exec_value) * kRateScale;
-    const i64 fee_rate = e_.markets_[static_cast<std::size_t>(c.m)].spec.liquidation_fee_rate;
+    const i64 fee_rate = e_.market_table()[static_cast<std::size_t>(c.m)].spec.liquidation_fee_rate;
     if (fee_rate > 0) den -= static_cast<i128>(abs64(c.exec_value)) * fee_rate + kRateScale;
   }
   den += static_cast<i128>(am.maintenance) * kRateScale;
@@ -157,26 +159,27 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
         static_cast<std::uint64_t>(abs64(c.q)),
         mul_div_ceil_below(static_cast<std::uint64_t>(abs64(c.q)), static_cast<u128>(num), static_cast<u128>(den))));
     if (lots == 0) continue;
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
     const i64 dq = c.q > 0 ? -lots : lots;
-    const i64 cash = -e_.value_money(mk, dq, c.exec_price);
+    const i64 cash = -e_.market_table().value_money(mk, dq, c.exec_price);
     fill(a, c.m, dq, cash);
     fill(exec_account_, c.m, -dq, -cash);
-    result_.events.add(e_.step_, EventKind::PartialFill, e_.acc_id_[a], c.m, e_.acc_id_[exec_account_], dq, cash,
-                       c.exec_price, -1, c.exec_price);
+    result_.events.add(e_.step(), EventKind::PartialFill, e_.book().ids()[a], c.m, e_.book().ids()[exec_account_], dq,
+                       cash, c.exec_price, -1, c.exec_price);
     const i64 fee_cap =
         static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
-      e_.acc_[a].balance -= fee;
+      e_.book().hot()[a].balance -= fee;
       e_.note_changed(a);
-      e_.insurance_.move(e_.step_, mk.pool, c.m, e_.acc_id_[a], fee, LedgerReason::LiquidationFee);
-      result_.events.add(e_.step_, EventKind::LiquidationFee, e_.acc_id_[a], c.m, 0, 0, -fee, 0, mk.pool);
+      e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
+      result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
       result_.totals.fund_fees += fee;
     }
   }
   ++result_.totals.partial_liquidations;
-  return e_.acc_[a].count == 0 || !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+  return e_.book().hot()[a].count == 0 ||
+         !e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
 }
 
 void WaterfallRun::liquidate_account(std::uint32_t a) {
@@ -188,27 +191,27 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   e_.hold_notes(1, a);
   touch(a);
   ++result_.totals.liquidated_accounts;
-  const i64 id = e_.acc_id_[a];
+  const i64 id = e_.book().ids()[a];
   if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose) {
     std::vector<Closing> partial;
     const bool done = try_partial(a, partial);
-    if (e_.acc_[a].count == 0) {  // rounding up closed everything: settle what is left
+    if (e_.book().hot()[a].count == 0) {  // rounding up closed everything: settle what is left
       settle(a, partial, {});
       return;
     }
     if (done) return;
   }
-  if (e_.acc_[a].count == 0) return;
+  if (e_.book().hot()[a].count == 0) return;
 
   if (cfg_.executor.kind == ExecutorKind::Backstop) {
     for (const Closing& c : closings(a, false)) {
       fill(a, c.m, -c.q, c.bk_value);
       fill(exec_account_, c.m, c.q, -c.bk_value);
-      const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
-      const i64 px =
-          clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.scale_s_ / (static_cast<i128>(abs64(c.q)) * mk.pow10k));
-      result_.events.add(e_.step_, EventKind::BackstopFill, id, c.m, e_.acc_id_[exec_account_], -c.q, c.bk_value, px,
-                         -1, px);
+      const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
+      const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.market_table().scale() /
+                               (static_cast<i128>(abs64(c.q)) * mk.pow10k));
+      result_.events.add(e_.step(), EventKind::BackstopFill, id, c.m, e_.book().ids()[exec_account_], -c.q, c.bk_value,
+                         px, -1, px);
     }
     return;
   }
@@ -230,11 +233,11 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       const i64 use = static_cast<i64>(std::min<i128>(offset, cl[i].deficit));
       offset -= use;
       const i64 rest = cl[i].deficit - use;
-      const int pool = e_.markets_[static_cast<std::size_t>(cl[i].m)].pool;
+      const int pool = e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool;
       // what accounts waiting for the round's ADL were promised is not available any more
-      i64 avail = e_.insurance_.available(pool) - promised_[static_cast<std::size_t>(pool)];
+      i64 avail = e_.fund().available(pool) - promised_[static_cast<std::size_t>(pool)];
       for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
-        if (e_.markets_[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
+        if (e_.market_table()[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
       fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
       if (fixed_theta()) {
         // last_resort_needed: what deficit matching would have left to the last resort, with a
@@ -260,7 +263,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   // Fills: the executor takes what is not deleveraged.
   for (std::size_t i = 0; i < cl.size(); ++i) {
     const Closing& c = cl[i];
-    const MarketState& mk = e_.markets_[static_cast<std::size_t>(c.m)];
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
     const i64 sign = c.q > 0 ? 1 : -1;
     if (adl_lots[i] > 0) {
       // the deleveraged part closes at its share of the bankruptcy value (or at a mark)
@@ -270,7 +273,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
       i64 adl_value = bk_part;
       if (cfg_.adl_price != AdlPrice::Bankruptcy) {
         const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
-        adl_value = e_.value_money(mk, sign * adl_lots[i], px);
+        adl_value = e_.market_table().value_money(mk, sign * adl_lots[i], px);
       }
       if (batched_adl())  // the lots stay open until the round's shared ADL
         demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, bk_part, c.exec_price});
@@ -279,11 +282,11 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
     }
     const i64 exec_lots = abs64(c.q) - adl_lots[i];
     if (exec_lots > 0) {
-      const i64 cash = e_.value_money(mk, sign * exec_lots, c.exec_price);
+      const i64 cash = e_.market_table().value_money(mk, sign * exec_lots, c.exec_price);
       fill(a, c.m, -sign * exec_lots, cash);
       fill(exec_account_, c.m, sign * exec_lots, -cash);
-      result_.events.add(e_.step_, EventKind::LiquidationFill, id, c.m, e_.acc_id_[exec_account_], -sign * exec_lots,
-                         cash, c.exec_price, -1, c.exec_price);
+      result_.events.add(e_.step(), EventKind::LiquidationFill, id, c.m, e_.book().ids()[exec_account_],
+                         -sign * exec_lots, cash, c.exec_price, -1, c.exec_price);
     }
   }
 
@@ -292,7 +295,7 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
     for (i64 v : last_resort) reserved += v;
   if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
     for (std::size_t i = 0; i < cl.size(); ++i)
-      promised_[static_cast<std::size_t>(e_.markets_[static_cast<std::size_t>(cl[i].m)].pool)] += fund_planned[i];
+      promised_[static_cast<std::size_t>(e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool)] += fund_planned[i];
     deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
     return;
   }
@@ -304,23 +307,23 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
 // account's markets are haircut; what nobody can cover is bad debt).
 void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned,
                           i64 reserved) {
-  if (e_.acc_[a].balance > 0) {
-    charge_fee(a, cl, e_.acc_[a].balance);
+  if (e_.book().hot()[a].balance > 0) {
+    charge_fee(a, cl, e_.book().hot()[a].balance);
     return;
   }
-  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance < 0; ++i)
+  for (std::size_t i = 0; i < cl.size() && e_.book().hot()[a].balance < 0; ++i)
     if (i < fund_planned.size() && fund_planned[i] > 0)
-      pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.acc_[a].balance));
+      pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.book().hot()[a].balance));
   // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
   // then (at the end of the round) winners of the market that caused most of it.
-  reserved = std::min(reserved, std::max<i64>(0, -e_.acc_[a].balance));
-  for (std::size_t i = 0; i < cl.size() && e_.acc_[a].balance + reserved < 0; ++i)
-    pay_from_fund(a, cl[i].m, -e_.acc_[a].balance - reserved);
-  if (e_.acc_[a].balance < 0) {
+  reserved = std::min(reserved, std::max<i64>(0, -e_.book().hot()[a].balance));
+  for (std::size_t i = 0; i < cl.size() && e_.book().hot()[a].balance + reserved < 0; ++i)
+    pay_from_fund(a, cl[i].m, -e_.book().hot()[a].balance - reserved);
+  if (e_.book().hot()[a].balance < 0) {
     std::size_t worst = 0;
     for (std::size_t i = 1; i < cl.size(); ++i)
       if (cl[i].deficit > cl[worst].deficit) worst = i;
-    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.acc_[a].balance});
+    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.book().hot()[a].balance});
   }
 }
 

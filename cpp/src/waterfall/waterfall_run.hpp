@@ -74,7 +74,6 @@ class WaterfallRun {
   void require_representable() const;
 
  private:
-  using MarketState = Engine::MarketState;
   // What an account looked like before the step touched it; positions live in one arena
   // (backup_positions_[first, first + count)) so that backing up allocates nothing per account.
   struct Backup {
@@ -103,18 +102,19 @@ class WaterfallRun {
   // round's demand (docs/waterfall.md "Per-account liquidation").
   bool per_account_rounds() const { return cfg_.policy == Policy::Queue || cfg_.policy == Policy::RandomWalk; }
   bool liquidatable_now(std::uint32_t a) const {
-    return e_.acc_[a].count > 0 && e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+    return e_.book().hot()[a].count > 0 &&
+           e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
   }
   // Account a's equity at the start of the step (before the step touched it).
   i64 start_equity(std::uint32_t a) const;
   // Scratch flags in the engine's wf_flags_ (cleared by the destructor).
   enum : std::uint8_t { kBackedUp = 1, kWinnerTouched = 2, kCounted = 4, kExcluded = 8, kSettledFlat = 16 };
-  bool flag(std::uint32_t a, std::uint8_t f) const { return (e_.wf_flags_[a] & f) != 0; }
+  bool flag(std::uint32_t a, std::uint8_t f) const { return (e_.waterfall_flags()[a] & f) != 0; }
   void set_flag(std::uint32_t a, std::uint8_t f) {
-    if (e_.wf_flags_[a] == 0) flagged_.push_back(a);
-    e_.wf_flags_[a] |= f;
+    if (e_.waterfall_flags()[a] == 0) flagged_.push_back(a);
+    e_.waterfall_flags()[a] |= f;
   }
-  void clear_flag(std::uint32_t a, std::uint8_t f) { e_.wf_flags_[a] &= static_cast<std::uint8_t>(~f); }
+  void clear_flag(std::uint32_t a, std::uint8_t f) { e_.waterfall_flags()[a] &= static_cast<std::uint8_t>(~f); }
   void fill(std::uint32_t a, MarketId m, i64 dq, i64 cash_to_account);
   void liquidate_account(std::uint32_t a);
   bool try_partial(std::uint32_t a, std::vector<Closing>& cl);
@@ -181,9 +181,11 @@ class WaterfallRun {
   // nor liquidatable itself (it waits for its own liquidation).
   bool eligible_winner(std::uint32_t a) const {
     return a != exec_account_ && !flag(a, kExcluded) &&
-           !e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).liquidatable;
+           !e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
   }
-  i64 equity(std::uint32_t a) const { return e_.margin_from_sums(e_.acc_[a].balance, e_.acc_[a].cache).equity; }
+  i64 equity(std::uint32_t a) const {
+    return e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).equity;
+  }
 
   Engine& e_;
   const WaterfallConfig& cfg_;
