@@ -365,16 +365,7 @@ class Engine {
   };
   std::vector<EquityShare> equity_shares(std::uint32_t a, DeficitSplit split) const;
   Contribution contribution(const MarketState& mk, i64 size, i64 entry, i64 price) const;
-  AccountMargin margin_from_sums(i64 balance, const Sums& s) const {
-    AccountMargin r;
-    const i128 u = markets_.scale() == 1 ? s.u : markets_.div_s().floor(s.u);
-    r.equity = to_i64_checked(static_cast<i128>(balance) + u, "equity");
-    r.maintenance = to_i64_checked(markets_.div_sr().ceil(s.mm), "maintenance margin");
-    r.initial = to_i64_checked(markets_.div_sr().ceil(s.im), "initial margin");
-    r.liquidatable = r.equity < r.maintenance;
-    r.bankrupt = r.equity < 0;
-    return r;
-  }
+  AccountMargin margin_from_sums(i64 balance, const Sums& s) const;
   Sums account_sums(std::uint32_t a, bool at_valued_marks) const;
   // The representable range (docs/semantics.md): an account's equity, maintenance and initial
   // margin at the current marks must fit in int64, so that every later call can report them.
@@ -437,58 +428,23 @@ class Engine {
   // catch-up re-scores it in each of them from its positions then (so a note before the change
   // counts, and one for an account opening a position covers the new market too). Every note
   // bumps the account's version: a catch-up never pushes two current entries for one account.
-  void note_changed(std::uint32_t a) {
-    if (!track_changes_) return;
-    if (notes_held(a)) return;
-    bump_version(a);
-    log_change(a);
-  }
+  void note_changed(std::uint32_t a);
   // A waterfall holds back the notes of an account it cannot take as a winner while it runs
   // (its executor for the whole step, the account it is liquidating during that liquidation):
   // one note on release instead of one per fill, in every market the account holds. While
   // held, the account's entries may not match its positions; the waterfall never uses them
   // (both accounts are excluded from the winners).
-  bool notes_held(std::uint32_t a) {
-    for (HeldNotes& h : held_notes_)
-      if (h.account == a) {
-        h.pending = true;
-        return true;
-      }
-    return false;
-  }
-  void hold_notes(int which, std::uint32_t a) {
-    release_notes(which);
-    held_notes_[which] = HeldNotes{a, false};
-  }
-  void release_notes(int which) {
-    const HeldNotes h = held_notes_[which];
-    held_notes_[which] = HeldNotes{};
-    if (h.pending) note_changed(h.account);
-  }
-  void bump_version(std::uint32_t a) {
-    if (account_version_.size() <= a) account_version_.resize(book_.ids().size() > a ? book_.ids().size() : a + 1, 0);
-    if (++account_version_[a] == 0) drop_adl_queues();  // after 2^32 changes an old version could repeat
-  }
+  bool notes_held(std::uint32_t a);
+  void hold_notes(int which, std::uint32_t a);
+  void release_notes(int which);
+  void bump_version(std::uint32_t a);
   std::uint32_t account_version(std::uint32_t a) const { return a < account_version_.size() ? account_version_[a] : 0; }
   bool adl_entry_current(const detail::AdlEntry& e) const { return e.version == account_version(e.account); }
-  void log_change(std::uint32_t a) {
-    // Forget the older half past the cap (queues behind it rebuild); the cap grows with the
-    // accounts, since catching up a log longer than that costs about a rebuild anyway.
-    const std::size_t cap = std::max(kChangeLogCap, book_.ids().size());
-    if (changes_.accounts.size() >= cap) {
-      changes_.accounts.erase(changes_.accounts.begin(),
-                              changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
-      changes_.base += cap / 2;
-    }
-    changes_.accounts.push_back(a);
-  }
+  void log_change(std::uint32_t a);
   void drop_adl_queues();
   // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry
   // counts only while it does.
-  bool holds_side(std::uint32_t a, MarketId m, int side) const {
-    const std::uint32_t s = find_slot(a, m);
-    return s != kNoSlot && (book_.sizes()[s] > 0) == (side > 0);
-  }
+  bool holds_side(std::uint32_t a, MarketId m, int side) const;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
@@ -590,6 +546,68 @@ class Engine {
   // clears what it set), so that a per-account call does not touch every account.
   std::vector<std::uint8_t> wf_flags_;
 };
+
+// An account's margin from its balance and cached sums (hot: inline).
+inline AccountMargin Engine::margin_from_sums(i64 balance, const Sums& s) const {
+  AccountMargin r;
+  const i128 u = markets_.scale() == 1 ? s.u : markets_.div_s().floor(s.u);
+  r.equity = to_i64_checked(static_cast<i128>(balance) + u, "equity");
+  r.maintenance = to_i64_checked(markets_.div_sr().ceil(s.mm), "maintenance margin");
+  r.initial = to_i64_checked(markets_.div_sr().ceil(s.im), "initial margin");
+  r.liquidatable = r.equity < r.maintenance;
+  r.bankrupt = r.equity < 0;
+  return r;
+}
+
+// The kept queues' change notes (hot: every fill and balance change calls note_changed).
+inline void Engine::note_changed(std::uint32_t a) {
+  if (!track_changes_) return;
+  if (notes_held(a)) return;
+  bump_version(a);
+  log_change(a);
+}
+
+inline bool Engine::notes_held(std::uint32_t a) {
+  for (HeldNotes& h : held_notes_)
+    if (h.account == a) {
+      h.pending = true;
+      return true;
+    }
+  return false;
+}
+
+inline void Engine::hold_notes(int which, std::uint32_t a) {
+  release_notes(which);
+  held_notes_[which] = HeldNotes{a, false};
+}
+
+inline void Engine::release_notes(int which) {
+  const HeldNotes h = held_notes_[which];
+  held_notes_[which] = HeldNotes{};
+  if (h.pending) note_changed(h.account);
+}
+
+inline void Engine::bump_version(std::uint32_t a) {
+  if (account_version_.size() <= a) account_version_.resize(book_.ids().size() > a ? book_.ids().size() : a + 1, 0);
+  if (++account_version_[a] == 0) drop_adl_queues();  // after 2^32 changes an old version could repeat
+}
+
+inline void Engine::log_change(std::uint32_t a) {
+  // Forget the older half past the cap (queues behind it rebuild); the cap grows with the
+  // accounts, since catching up a log longer than that costs about a rebuild anyway.
+  const std::size_t cap = std::max(kChangeLogCap, book_.ids().size());
+  if (changes_.accounts.size() >= cap) {
+    changes_.accounts.erase(changes_.accounts.begin(),
+                            changes_.accounts.begin() + static_cast<std::ptrdiff_t>(cap / 2));
+    changes_.base += cap / 2;
+  }
+  changes_.accounts.push_back(a);
+}
+
+inline bool Engine::holds_side(std::uint32_t a, MarketId m, int side) const {
+  const std::uint32_t s = find_slot(a, m);
+  return s != kNoSlot && (book_.sizes()[s] > 0) == (side > 0);
+}
 
 // Every account's balance (money units), in creation order: engine.balances().
 std::vector<i64> account_balances(const Engine& engine);
