@@ -196,3 +196,44 @@ def test_set_marks_refuses_exactly_the_moves_that_leave_the_range(sizes: list[in
         if accepted:
             marks = target
             ex.check_margin()  # never bricked
+
+
+# (mode, fund, room): in close mode without a fund the bankrupt account 2's position goes to
+# ADL, not to the executor, so the executor takes two closes instead of three
+@pytest.mark.parametrize("mode, fund, room", [("close", 10**6, 2006), ("close", 0, 1006), ("haircut", 0, 2006)])
+def test_step_refused_part_way_undoes_every_kind_of_change(mode: str, fund: int, room: int) -> None:
+    """The executor (9) has room for `room` more units of equity; each close it takes gains it
+    900 (100 lots bought 9 under the mark), so its close of account 4, liquidated last,
+    overflows it. By then the step has covered account 2's deficit (from the fund, by ADL
+    against the winner 3, or by haircutting 3) and charged account 1 a fee out of its surplus:
+    the undo log must put every balance and position back."""
+    ex = Exchange(0, threads=1)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02, liquidation_fee=0.01, mark_price=10_000)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02)
+    ex.set_marks(["X"], [BIG], exact=True)
+    # at mark 9000 (maintenance 9000 each): account 2's equity is -10000, account 1's 5000,
+    # account 4's 6000; liquidated worst first: 2, 1, 4
+    accounts = [1, 2, 3, 4, 8, 9]
+    ex.deposit(accounts, [105_000, 90_000, 10**9, 106_000, 2**62, 2**62 - 5 - room], exact=True)
+    if fund:
+        ex.insurance.deposit(fund, exact=True)
+    for a in (1, 2, 4):
+        ex.trade(a, 3, "M", 100, 10_000, exact=True)
+    ex.trade(8, 9, "X", 1, BIG, exact=True)
+    ex.set_marks(["X", "M"], [1, 9_000], exact=True)
+
+    def state() -> tuple:
+        return (ex.state_hash(), [ex.balance(a, exact=True) for a in accounts],
+                ex.insurance.balance(exact=True), [ex.account_margin(a, exact=True) for a in accounts[:4]])
+
+    before = state()
+    with pytest.raises(ArithmeticOverflow):
+        ex.liquidate(executor=MarketClose(9, slippage_bps=10), mode=mode, exact=True)
+    assert state() == before
+    ex.check_invariants()
+    # the same step with another executor runs: a fee, and account 2's deficit covered
+    res = ex.liquidate(executor=MarketClose(8, slippage_bps=10), mode=mode, exact=True)
+    assert res.totals.liquidated_accounts == 3 and res.totals.fund_fees > 0
+    assert res.totals.fund_used + res.totals.adl_notional + res.totals.haircut_total > 0

@@ -684,6 +684,10 @@ PositionReport Engine::positions(DeficitSplit split) const {
 }
 
 void Engine::check_invariants() const {
+  // 0. every operation finished forgets its undo entries (undo_log.hpp)
+  if (book_.undo_log().mark() != 0)
+    throw InvariantViolation("the undo log holds " + std::to_string(book_.undo_log().mark()) +
+                             " entries between operations");
   // 1. conservation
   i128 cash = 0;
   for (std::size_t a = 0; a < book_.ids().size(); ++a) {

@@ -62,32 +62,26 @@ void Engine::withdraw(std::span<const i64> accounts, std::span<const i64> amount
       throw InvalidInput(at("amounts", i) + ": a withdrawal must not be negative (got " + std::to_string(amounts[i]) +
                          ")");
   }
-  std::size_t done = 0;
+  detail::UndoLog& undo = book_.undo_log();
+  const std::size_t start = undo.mark();
   try {
-    for (; done < accounts.size(); ++done) {
-      const std::uint32_t a = idx[done];
-      const i64 before = book_.hot()[a].balance;
-      book_.hot()[a].balance = add_checked(before, -amounts[done], at("amounts", done));
+    for (std::size_t i = 0; i < accounts.size(); ++i) {
+      const std::uint32_t a = idx[i];
+      add_checked(book_.hot()[a].balance, -amounts[i], at("amounts", i));  // (names the field)
+      add_to_balance(a, -amounts[i]);
       note_changed(a);
-      AccountMargin m;
-      try {
-        m = account_margin(accounts[done]);
-      } catch (...) {
-        book_.hot()[a].balance = before;
-        throw;
-      }
+      const AccountMargin m = account_margin(accounts[i]);
       const bool flat = book_.hot()[a].count == 0;
-      if (m.equity < m.initial || (flat && m.equity < 0)) {
-        book_.hot()[a].balance = before;
-        throw InsufficientMargin(at("amounts", done) + ": withdrawing " + std::to_string(amounts[done]) +
-                                 " from account " + std::to_string(accounts[done]) + " would leave equity " +
-                                 std::to_string(m.equity) + " below its initial margin " + std::to_string(m.initial));
-      }
+      if (m.equity < m.initial || (flat && m.equity < 0))
+        throw InsufficientMargin(at("amounts", i) + ": withdrawing " + std::to_string(amounts[i]) + " from account " +
+                                 std::to_string(accounts[i]) + " would leave equity " + std::to_string(m.equity) +
+                                 " below its initial margin " + std::to_string(m.initial));
     }
   } catch (...) {
-    for (std::size_t i = done; i-- > 0;) book_.hot()[idx[i]].balance += amounts[i];
+    roll_back(start);
     throw;
   }
+  undo.forget(start);
   for (i64 v : amounts) flows_.withdrawals += v;
 }
 
@@ -344,11 +338,10 @@ void Engine::require_loaded_representable(
 
 // ---------------------------------------------------------------- trades
 
-Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv) {
+void Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv) {
   const std::uint32_t s = find_slot(a, m);
   const i64 q0 = s == kNoSlot ? 0 : book_.sizes()[s];
   const i64 e0 = s == kNoSlot ? 0 : book_.entries()[s];
-  const FillUndo undo{a, m, q0, e0, book_.hot()[a].balance};
   i64 q1;
   if (__builtin_add_overflow(q0, dq, &q1) || q1 == std::numeric_limits<i64>::min())
     throw ArithmeticOverflow("position size of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
@@ -374,16 +367,24 @@ Engine::FillUndo Engine::apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 sv)
   if (!fits_i64(balance)) [[unlikely]]
     throw ArithmeticOverflow("balance of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
   const i64 b1 = static_cast<i64>(balance);
+  // (logged once every check passed: a fill that throws changed nothing)
+  book_.undo_log().save_position(a, m, q0, e0, book_.hot()[a].balance);
   set_position_at(a, m, s, q1, e1);
   book_.hot()[a].balance = b1;
-  return undo;
 }
 
-void Engine::undo_fills(const std::vector<FillUndo>& undo) {
-  for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-    set_position(it->account, it->market, it->size, it->entry);
+void Engine::throw_balance_overflow(std::uint32_t a) const {
+  throw ArithmeticOverflow("balance of account " + std::to_string(book_.ids()[a]) + " overflows 64 bits");
+}
+
+void Engine::roll_back(std::size_t mark) {
+  detail::UndoLog& undo = book_.undo_log();
+  for (const detail::UndoLog::Entry* it = undo.end(); it != undo.begin_at(mark);) {
+    --it;
+    if (it->market != detail::UndoLog::kBalanceOnly) set_position(it->account, it->market, it->size, it->entry);
     book_.hot()[it->account].balance = it->balance;
   }
+  undo.forget(mark);
 }
 
 void Engine::validate_trade(i64 buyer, i64 seller, MarketId m, i64 size, i64 price, std::size_t row, std::uint32_t* ab,
@@ -413,23 +414,22 @@ void Engine::prefetch_pair(std::uint32_t a, std::uint32_t b) const {
   }
 }
 
-// Applies both sides of one fill that validate_trade accepted; on failure the first side is
-// undone. No heap allocation unless a position is opened in a full block or market list.
+// Applies both sides of one fill that validate_trade accepted; on failure both are rolled
+// back. No heap allocation unless a position is opened in a full block or market list.
 void Engine::apply_trade(std::uint32_t ab, std::uint32_t as, MarketId m, i64 size, i64 value) {
-  const FillUndo first = apply_fill(ab, m, size, value);
-  FillUndo second{};
+  detail::UndoLog& undo = book_.undo_log();
+  const std::size_t start = undo.mark();
   try {
-    second = apply_fill(as, m, -size, -value);
+    apply_fill(ab, m, size, value);
+    apply_fill(as, m, -size, -value);
+    const bool buyer_fits = representable(ab);
+    if (!buyer_fits || !representable(as)) [[unlikely]]
+      throw_unrepresentable(buyer_fits ? as : ab, "trade");
   } catch (...) {
-    set_position(first.account, first.market, first.size, first.entry);
-    book_.hot()[first.account].balance = first.balance;
+    roll_back(start);
     throw;
   }
-  const bool buyer_fits = representable(ab);
-  if (!buyer_fits || !representable(as)) [[unlikely]] {
-    undo_fills({first, second});
-    throw_unrepresentable(buyer_fits ? as : ab, "trade");
-  }
+  undo.forget(start);
 }
 
 void Engine::trade(i64 buyer, i64 seller, MarketId market, i64 size, i64 price) {
@@ -494,20 +494,21 @@ void Engine::trades(std::span<const i64> buyers, std::span<const i64> sellers, s
   std::vector<std::uint32_t> ab(n), as(n);
   for (std::size_t i = 0; i < n; ++i)
     validate_trade(buyers[i], sellers[i], markets[i], sizes[i], prices[i], i, &ab[i], &as[i]);
-  std::vector<FillUndo> undo;
-  undo.reserve(2 * n);
+  detail::UndoLog& undo = book_.undo_log();
+  const std::size_t start = undo.mark();
   try {
     for (std::size_t i = 0; i < n; ++i) {
       const i64 v = markets_.value_money(markets_[static_cast<std::size_t>(markets[i])], sizes[i], prices[i]);
-      undo.push_back(apply_fill(ab[i], markets[i], sizes[i], v));
-      undo.push_back(apply_fill(as[i], markets[i], -sizes[i], -v));
+      apply_fill(ab[i], markets[i], sizes[i], v);
+      apply_fill(as[i], markets[i], -sizes[i], -v);
       if (!representable(ab[i])) throw_unrepresentable(ab[i], at("sizes", i));
       if (!representable(as[i])) throw_unrepresentable(as[i], at("sizes", i));
     }
   } catch (...) {
-    undo_fills(undo);
+    roll_back(start);
     throw;
   }
+  undo.forget(start);
   book_.compact_if_wasteful();
 }
 

@@ -26,6 +26,7 @@
 #include "deleverage/detail/serial.hpp"
 #include "deleverage/fixed_point.hpp"
 #include "deleverage/market.hpp"
+#include "deleverage/undo_log.hpp"
 
 namespace deleverage::detail {
 
@@ -139,6 +140,10 @@ class Book {
   // Bytes held (capacity of every column, the index and the holder lists).
   std::size_t memory_bytes() const;
 
+  // ---- the undo log (undo_log.hpp): empty between operations ----
+  UndoLog& undo_log() { return undo_; }
+  const UndoLog& undo_log() const { return undo_; }
+
   // ---- snapshot and state hash (docs/durability.md) ----
   // The accounts and positions sections of the payload, column by column, positions in
   // account order (each account's slots in block order).
@@ -181,6 +186,7 @@ class Book {
   std::size_t abandoned_slots_ = 0;
 
   std::vector<std::vector<std::uint32_t>> holders_;  // per market
+  UndoLog undo_;
 };
 
 }  // namespace deleverage::detail

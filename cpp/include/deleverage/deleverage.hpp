@@ -19,7 +19,8 @@
 //   snapshot.hpp     save/load of the whole state (versioned, checksummed, atomic), state_hash
 //   journal.hpp      the journal (a Recorder of commands) and its replay
 //   stress.hpp       run_stress(): waterfall steps along price paths, in parallel
-//   book.hpp, market_table.hpp  the Engine's position store and market table (internal parts)
+//   book.hpp, market_table.hpp, undo_log.hpp  the Engine's position store, its undo log and the
+//                    market table (internal parts)
 //   account_index.hpp, detail/  internals the headers above need; not for direct use
 //
 // Units, rounding and atomicity: see engine.hpp and docs/semantics.md. Threads:

@@ -347,12 +347,6 @@ class Engine {
   struct Contribution {
     i128 u, mm, im;
   };
-  struct FillUndo {
-    std::uint32_t account;
-    MarketId market;
-    i64 size, entry, balance;
-  };
-
   static constexpr std::uint32_t kNoSlot = detail::Book::kNoSlot;
 
   // An account's equity e' (cash + its mark values) split over its positions by `split`
@@ -398,8 +392,21 @@ class Engine {
   }
   // The same with the position's slot already found (find_slot(a, m), kNoSlot if none).
   void set_position_at(std::uint32_t a, MarketId m, std::uint32_t slot, i64 size, i64 entry);
-  // Applies one side of a fill (semantics.md "Trades"); returns the undo record.
-  FillUndo apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
+  // Applies one side of a fill (semantics.md "Trades"), recording the prior state in the
+  // book's undo log.
+  void apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
+  // Adds `delta` (money) to account a's balance, recording the prior balance in the undo log.
+  // No change note: callers note the account where the kept queues need it.
+  void add_to_balance(std::uint32_t a, i64 delta) {
+    i64 after;
+    if (__builtin_add_overflow(book_.hot()[a].balance, delta, &after)) [[unlikely]]
+      throw_balance_overflow(a);
+    book_.undo_log().save_balance(a, book_.hot()[a].balance);
+    book_.hot()[a].balance = after;
+  }
+  [[noreturn]] void throw_balance_overflow(std::uint32_t a) const;
+  // Puts back every change the undo log holds past `mark`, newest first, and forgets them.
+  void roll_back(std::size_t mark);
 
   // Every account's balance, equity and maintenance at the start of a waterfall step.
   struct StepMargins {
@@ -455,7 +462,6 @@ class Engine {
   // After a snapshot's sections are read: checks every position and rebuilds the derived
   // state (holder lists, size bounds, cached sums); then conservation and zero net size.
   void rebuild_after_load();
-  void undo_fills(const std::vector<FillUndo>& undo);
   void apply_trade(std::uint32_t buyer, std::uint32_t seller, MarketId m, i64 size, i64 value);
   // The rows of a bulk load, validated and in account order (trading.cpp, load_rows).
   struct LoadRows {

@@ -242,7 +242,7 @@ i64 WaterfallRun::haircut(MarketId m, i64 amount) {
     if (x[i] == 0) continue;
     const std::uint32_t b = who[i];
     touch(b);
-    e_.book().hot()[b].balance -= x[i];
+    e_.add_to_balance(b, -x[i]);
     e_.note_changed(b);
     haircut_taken_[(static_cast<std::uint64_t>(b) << 32) | static_cast<std::uint32_t>(m)] += x[i];
     mark_winner(b);
@@ -294,7 +294,7 @@ void WaterfallRun::resolve_pending_haircuts() {
 
 void WaterfallRun::credit(std::uint32_t a, MarketId m, i64 amount) {
   touch(a);
-  e_.book().hot()[a].balance += amount;
+  e_.add_to_balance(a, amount);
   e_.note_changed(a);
   result_.events.add(e_.step(), EventKind::SocializedCredit, e_.book().ids()[a], m, 0, 0, amount, 0, -1);
 }

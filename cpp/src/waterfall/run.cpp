@@ -187,6 +187,8 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
     have_margins = revalue_for_step(start);
   else  // only the moved markets (nothing if the margin check already ran)
     revalue_moved_markets(std::vector<std::uint8_t>(markets_.size(), 0), nullptr, nullptr, /*collect=*/false);
+  // a step that throws is undone: the book through its undo log, the fund through its save point
+  const std::size_t book_before = book_.undo_log().mark();
   const InsuranceFund::Mark fund_before = insurance_.save_point();
   ++step_;
   insurance_.open_step(step_);
@@ -200,10 +202,12 @@ WaterfallResult Engine::run_waterfall(const WaterfallConfig& config, const std::
     run.require_representable();  // e.g. an executor whose equity the step would push past int64
     r.events.sink = nullptr;      // the result does not hand out the engine's sink
     insurance_.close_step(step_);
+    book_.undo_log().forget(book_before);
     book_.compact_if_wasteful();
     return r;
   } catch (...) {
-    run.restore();
+    roll_back(book_before);
+    drop_adl_queues();  // what the failed call popped or pushed is not worth tracking: rebuild
     --step_;
     insurance_.restore(fund_before);
     throw;

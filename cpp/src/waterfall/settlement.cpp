@@ -46,7 +46,7 @@ i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
   if (paid <= 0) return 0;
   touch(a);
   e_.fund().move(e_.step(), pool, m, e_.book().ids()[a], -paid, LedgerReason::DeficitPayment);
-  e_.book().hot()[a].balance += paid;
+  e_.add_to_balance(a, paid);
   e_.note_changed(a);
   result_.events.add(e_.step(), EventKind::FundPayment, e_.book().ids()[a], m, 0, 0, paid, 0, pool);
   result_.totals.fund_used += paid;
@@ -62,7 +62,7 @@ void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i
         static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min(surplus, cap);
     if (fee <= 0) continue;
-    e_.book().hot()[a].balance -= fee;
+    e_.add_to_balance(a, -fee);
     e_.note_changed(a);
     e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
     result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
@@ -124,7 +124,7 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
     ++result_.totals.adl_closes;
     if (pay > owed) {  // more than the bankruptcy value: the excess is the fund's
       const i64 excess = pay - owed;
-      e_.book().hot()[a].balance -= excess;
+      e_.add_to_balance(a, -excess);
       e_.fund().move(e_.step(), mk.pool, m, e_.book().ids()[a], excess, LedgerReason::LiquidationFee);
       result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], m, 0, 0, -excess, 0, mk.pool);
       result_.totals.fund_fees += excess;
@@ -170,7 +170,7 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
         static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
     const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
     if (fee > 0) {
-      e_.book().hot()[a].balance -= fee;
+      e_.add_to_balance(a, -fee);
       e_.note_changed(a);
       e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
       result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);

@@ -1,7 +1,7 @@
 // The state of one liquidate() call, shared by the parts of the waterfall (private to the
 // core). Where each part lives:
 //   run.cpp          Engine::liquidate and the round loop (detection, worst first, cascade)
-//   backup.cpp       the atomic backup: every account the step touches is saved first
+//   touched.cpp      the accounts the step touches (its changes go through the book's undo log)
 //   adl_queue.cpp    ADL ranking scores, the per-(market, side) queue and queue ADL closes
 //   adl_ranking.cpp  the ADL indicator (Engine::adl_ranking)
 //   settlement.cpp   one account: bankruptcy values, partial close, surplus offsets and fund
@@ -48,8 +48,9 @@ using waterfall_detail::clamp_i64;
 using waterfall_detail::QueueEntry;
 using waterfall_detail::QueueOrder;
 
-// State of one liquidate() call: the backups that make it atomic, the round being
-// liquidated, and the result being built. The ADL queues are the engine's (kept between calls).
+// State of one liquidate() call: the accounts it touched, the round being liquidated, and
+// the result being built (Engine::run_waterfall rolls a failed call back). The ADL queues are the engine's (kept
+// between calls).
 class WaterfallRun {
  public:
   WaterfallRun(Engine& e, const WaterfallConfig& cfg) : e_(e), cfg_(cfg) {}
@@ -69,23 +70,10 @@ class WaterfallRun {
   WaterfallResult run();
   // The given accounts only, in the order given (per-account liquidation).
   WaterfallResult run(std::span<const std::uint32_t> accounts);
-  void restore();
   // The representable range (docs/semantics.md) for every account the step touched.
   void require_representable() const;
 
  private:
-  // What an account looked like before the step touched it; positions live in one arena
-  // (backup_positions_[first, first + count)) so that backing up allocates nothing per account.
-  struct Backup {
-    std::uint32_t account;
-    i64 balance;
-    i64 equity;  // at the start of the step (the risk-aware policy's leverage)
-    std::size_t first, count;
-  };
-  struct SavedPosition {
-    MarketId market;
-    i64 size, entry;
-  };
   struct Closing {  // one position of the account being liquidated
     MarketId m;
     i64 q, mark_value, bk_value, exec_price, exec_value, deficit;
@@ -108,7 +96,7 @@ class WaterfallRun {
   // Account a's equity at the start of the step (before the step touched it).
   i64 start_equity(std::uint32_t a) const;
   // Scratch flags in the engine's wf_flags_ (cleared by the destructor).
-  enum : std::uint8_t { kBackedUp = 1, kWinnerTouched = 2, kCounted = 4, kExcluded = 8, kSettledFlat = 16 };
+  enum : std::uint8_t { kTouched = 1, kWinnerTouched = 2, kCounted = 4, kExcluded = 8, kSettledFlat = 16 };
   bool flag(std::uint32_t a, std::uint8_t f) const { return (e_.waterfall_flags()[a] & f) != 0; }
   void set_flag(std::uint32_t a, std::uint8_t f) {
     if (e_.waterfall_flags()[a] == 0) flagged_.push_back(a);
@@ -193,12 +181,11 @@ class WaterfallRun {
   std::uint32_t exec_account_ = AccountIndex::kNone;
   column<i64> start_balance_, start_equity_, start_maintenance_;  // account margins at the start of the step
   bool have_start_margins_ = false;
-  std::vector<std::uint32_t> flagged_;       // accounts with a scratch flag set
-  std::vector<std::uint32_t> touched_list_;  // accounts with kWinnerTouched set
-  std::vector<Backup> backups_;
-  std::unordered_map<std::uint32_t, std::size_t> backup_of_;  // account -> backups_ index (risk-aware only)
-  std::vector<SavedPosition> backup_positions_;
-  std::unordered_map<std::uint64_t, i64> haircut_taken_;  // (account, market) -> taken this step
+  std::vector<std::uint32_t> flagged_;                      // accounts with a scratch flag set
+  std::vector<std::uint32_t> touched_list_;                 // accounts with kWinnerTouched set
+  std::vector<std::uint32_t> touched_;                      // accounts with kTouched set
+  std::unordered_map<std::uint32_t, i64> start_equity_of_;  // touched account -> equity before (risk-aware only)
+  std::unordered_map<std::uint64_t, i64> haircut_taken_;    // (account, market) -> taken this step
   struct CapUse {
     i64 allowance, used;
   };
