@@ -237,3 +237,31 @@ def test_step_refused_part_way_undoes_every_kind_of_change(mode: str, fund: int,
     res = ex.liquidate(executor=MarketClose(8, slippage_bps=10), mode=mode, exact=True)
     assert res.totals.liquidated_accounts == 3 and res.totals.fund_fees > 0
     assert res.totals.fund_used + res.totals.adl_notional + res.totals.haircut_total > 0
+
+
+# (without a fund, close mode sends both accounts to ADL: the executor takes nothing)
+@pytest.mark.parametrize("mode, fund", [("close", 10**6), ("haircut", 0), ("haircut", 10**6)])
+@pytest.mark.parametrize("policy", ["queue", "pro_rata", "risk_aware", "min_max_lots", "random_walk"])
+def test_executor_pushed_out_of_range_mid_step_is_named(mode: str, fund: int, policy: str) -> None:
+    """The executor (9) has 6 units of room; its first close exceeds it, so any margin or ADL
+    score the step computes for it afterwards (a haircut's pass over the winners, the kept
+    queue's re-scoring, the end-of-step check) must refuse the step naming the account, not
+    with a bare "equity does not fit"; and the step changes nothing."""
+    ex = Exchange(0, threads=1)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02, liquidation_fee=0.01, mark_price=100)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02)
+    ex.set_marks(["X"], [BIG], exact=True)
+    ex.deposit([1, 2, 3, 8, 9], [10_500, 9_000, 10**9, 2**62, 2**62 - 5], exact=True)
+    if fund:
+        ex.insurance.deposit(fund, exact=True)
+    ex.trade(1, 3, "M", 1000, 100, exact=True)
+    ex.trade(2, 3, "M", 1000, 100, exact=True)
+    ex.trade(8, 9, "X", 1, BIG, exact=True)
+    ex.set_marks(["X", "M"], [1, 90], exact=True)
+    before = ex.state_hash()
+    with pytest.raises(ArithmeticOverflow, match="account 9"):
+        ex.liquidate(executor=MarketClose(9, slippage_bps=10), mode=mode, policy=policy, exact=True)
+    assert ex.state_hash() == before
+    ex.check_invariants()

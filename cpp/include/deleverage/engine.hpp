@@ -453,6 +453,9 @@ class Engine {
   // counts only while it does.
   bool holds_side(std::uint32_t a, MarketId m, int side) const;
   i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
+  // Account a's equity and maintenance (money) from its cached sums; ArithmeticOverflow
+  // naming the account if either leaves int64.
+  std::pair<i64, i64> equity_and_maintenance(std::uint32_t a) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
                 bool only_position = false) const;

@@ -14,13 +14,21 @@ constexpr std::size_t kCatchUpPrefetch = 16;
 constexpr std::size_t kReservePrefetch = 8;
 }  // namespace
 
-i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
-  // equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
-  // this runs once per position of a side when a queue is refreshed)
+std::pair<i64, i64> Engine::equity_and_maintenance(std::uint32_t a) const {
+  // as margin_from_sums gives them (the initial margin is not needed: this runs once per
+  // position of a side when a queue is refreshed)
   const Sums& c = book_.hot()[a].cache;
   const i128 u = markets_.scale() == 1 ? c.u : markets_.div_s().floor(c.u);
-  const i64 equity = to_i64_checked(static_cast<i128>(book_.hot()[a].balance) + u, "equity");
-  const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
+  const i128 equity = static_cast<i128>(book_.hot()[a].balance) + u;
+  const i128 maintenance = markets_.div_sr().ceil(c.mm);
+  // an account a waterfall step pushed out of the representable range, named (the step rolls back)
+  if (!fits_i64(equity) || !fits_i64(maintenance)) [[unlikely]]
+    throw_unrepresentable(a, "ADL ranking");
+  return {static_cast<i64>(equity), static_cast<i64>(maintenance)};
+}
+
+i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
+  const auto [equity, maintenance] = equity_and_maintenance(a);
   return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
@@ -252,11 +260,7 @@ void Engine::catch_up_adl_queues() {
     const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
     if (b == e) continue;
     // the account's terms of the scores once, for all its positions (as adl_score(a, slot) has them)
-    const Sums& c = book_.hot()[a].cache;
-    const i64 equity = to_i64_checked(
-        static_cast<i128>(book_.hot()[a].balance) + (markets_.scale() == 1 ? c.u : markets_.div_s().floor(c.u)),
-        "equity");
-    const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
+    const auto [equity, maintenance] = equity_and_maintenance(a);
     const i64 id = book_.ids()[a];
     const std::uint32_t version = account_version(a);
     for (std::uint32_t s = b; s < e; ++s) {

@@ -52,7 +52,7 @@ WaterfallResult WaterfallRun::run() {
     start_maintenance_.resize(n);
     detail::parallel_for(n, e_.threads(), 16384, [&](std::size_t b, std::size_t end) {
       for (std::size_t a = b; a < end; ++a) {
-        const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+        const AccountMargin am = margin(a);
         start_balance_[a] = e_.book().hot()[a].balance;
         start_equity_[a] = am.equity;
         start_maintenance_[a] = am.maintenance;
@@ -121,7 +121,7 @@ void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {
           }
           continue;
         }
-        const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+        const AccountMargin am = margin(a);
         if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, e_.book().ids()[a]});
       }
       std::sort(next.begin(), next.end(), worse);

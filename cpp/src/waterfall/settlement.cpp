@@ -137,7 +137,7 @@ i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lot
 // with f the smallest that restores maintenance if fills cost `slippage`:
 // equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
 bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
-  const AccountMargin am = e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+  const AccountMargin am = margin(a);
   if (am.equity < 0 || !am.liquidatable) return false;
   cl = closings(a, true);
   // Closing a fraction f of every position costs f x (cost + fees): the value lost against
@@ -178,8 +178,7 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
     }
   }
   ++result_.totals.partial_liquidations;
-  return e_.book().hot()[a].count == 0 ||
-         !e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
+  return e_.book().hot()[a].count == 0 || !margin(a).liquidatable;
 }
 
 void WaterfallRun::liquidate_account(std::uint32_t a) {

@@ -89,9 +89,15 @@ class WaterfallRun {
   // step equals the same accounts liquidated one call at a time; the other policies share a
   // round's demand (docs/waterfall.md "Per-account liquidation").
   bool per_account_rounds() const { return cfg_.policy == Policy::Queue || cfg_.policy == Policy::RandomWalk; }
-  bool liquidatable_now(std::uint32_t a) const {
-    return e_.book().hot()[a].count > 0 &&
-           e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
+  bool liquidatable_now(std::uint32_t a) const { return e_.book().hot()[a].count > 0 && margin(a).liquidatable; }
+  // Account a's margin now. An account the step pushed out of the representable range is
+  // refused by name here rather than by a bare "equity does not fit" (the step rolls back).
+  AccountMargin margin(std::uint32_t a) const {
+    try {
+      return e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache);
+    } catch (const ArithmeticOverflow&) {
+      e_.throw_unrepresentable(a, "liquidate");
+    }
   }
   // Account a's equity at the start of the step (before the step touched it).
   i64 start_equity(std::uint32_t a) const;
@@ -168,12 +174,9 @@ class WaterfallRun {
   // A winner is neither the executor's account, nor an account of the round being liquidated,
   // nor liquidatable itself (it waits for its own liquidation).
   bool eligible_winner(std::uint32_t a) const {
-    return a != exec_account_ && !flag(a, kExcluded) &&
-           !e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).liquidatable;
+    return a != exec_account_ && !flag(a, kExcluded) && !margin(a).liquidatable;
   }
-  i64 equity(std::uint32_t a) const {
-    return e_.margin_from_sums(e_.book().hot()[a].balance, e_.book().hot()[a].cache).equity;
-  }
+  i64 equity(std::uint32_t a) const { return margin(a).equity; }
 
   Engine& e_;
   const WaterfallConfig& cfg_;
