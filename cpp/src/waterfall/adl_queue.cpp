@@ -1,7 +1,7 @@
-// ADL ranking scores (docs/waterfall.md section 7), the per-(market, side) queue of
-// opposite-side winners, and the queue policy's ADL closes.
+// ADL ranking scores (docs/waterfall.md section 7) and the engine's kept per-(market, side)
+// queues of opposite-side winners (the queue policy's closes are in adl_closes.cpp).
 #include "deleverage/detail/parallel.hpp"
-#include "waterfall_run.hpp"
+#include "step_state.hpp"
 
 namespace deleverage {
 
@@ -372,102 +372,6 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // side (every position change bumps the version): no need to read the position here.
     if (!adl_entry_current(out)) continue;
     return true;
-  }
-}
-
-// ------------------------------------------------------------------ queue ADL closes
-
-// A popped entry that is not a winner now: a liquidatable account is parked (see `parked`),
-// one excluded by this call only (its executor, its round) goes back with `put_back`.
-void WaterfallRun::hold_back(detail::KeptAdlQueue& q, const detail::AdlEntry& e, detail::AdlEntries& put_back) {
-  if (liquidatable_now(e.account))
-    q.parked.push_back(e);
-  else
-    put_back.push_back(e);
-}
-
-// Closes `lots` of account a's position in m against opposite-side winners taken from the
-// kept ADL queue; the account receives `value` in total (signed like its position). Returns
-// the lots closed. A popped winner the fills did not change goes back unchanged (one they
-// changed is re-scored when the queue is next used). A popped account that is
-// liquidatable itself is parked instead: only a change to that account (which re-scores it)
-// or a mark change can make it eligible, and putting it back would make every later close
-// of the step pop it again (a crash step quadratic in the liquidatable accounts).
-i64 WaterfallRun::adl_close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i64 exec_price) {
-  const std::uint32_t slot = e_.find_slot(a, m);
-  const i64 q = e_.book().sizes()[slot];
-  const int sign = q > 0 ? 1 : -1;
-  std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (winner, lots)
-  takes.clear();
-  detail::KeptAdlQueue& queue = e_.adl_queue(m, -sign, cfg_.ranking);
-  i64 left = lots;
-  detail::AdlEntries& put_back = adl_put_back_;
-  put_back.clear();
-  detail::AdlEntry top;
-  while (left > 0 && e_.adl_queue_pop(queue, top)) {
-    if (!eligible_winner(top.account)) {
-      hold_back(queue, top, put_back);
-      continue;
-    }
-    const i64 size = abs64(e_.book().sizes()[e_.find_slot(top.account, m)]);
-    const i64 take = std::min(left, size);
-    takes.push_back({top.account, take});
-    left -= take;
-    put_back.push_back(top);
-  }
-  const i64 closed = apply_adl_takes(a, m, sign, lots, value, bk, exec_price, takes);
-  // a winner the fills changed is re-scored when the queue is next used: its old entry is dead
-  for (const detail::AdlEntry& qe : put_back)
-    if (e_.adl_entry_current(qe)) e_.adl_queue_push(queue, qe);
-  return closed;
-}
-
-// ------------------------------------------------------------------ queue haircuts
-
-// Winners of both sides in one order (score, then account id), each paying up to its
-// capacity, as a sort of every holder by its current score would give; the kept queues give
-// that order from their heads. Entries popped but not taken go back; see `parked` and
-// `aside` (detail/adl_queue.hpp) for the ones that would stop every later haircut of the step.
-void WaterfallRun::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
-  const detail::AdlEntryAfter after{};
-  detail::KeptAdlQueue* queue[2] = {&e_.adl_queue(m, -1, cfg_.ranking), &e_.adl_queue(m, 1, cfg_.ranking)};
-  detail::AdlEntry top[2];
-  bool have[2];
-  for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
-  detail::AdlEntries(&put_back)[2] = haircut_put_back_;
-  for (detail::AdlEntries& v : put_back) v.clear();
-  std::vector<std::pair<std::uint32_t, i64>>& takes = adl_takes_;  // (holder-list index, amount)
-  takes.clear();
-  i64 left = amount;
-  while (left > 0 && (have[0] || have[1])) {
-    const int k = !have[0] ? 1 : !have[1] ? 0 : (after(top[0], top[1]) ? 1 : 0);
-    const detail::AdlEntry entry = top[k];
-    have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);
-    const std::uint32_t b = entry.account;
-    if (!eligible_winner(b)) {
-      hold_back(*queue[k], entry, put_back[k]);
-      continue;
-    }
-    const i64 c = haircut_capacity(b, m);
-    if (c <= 0) {
-      detail::adl_heap_push(queue[k]->aside, entry);
-      continue;
-    }
-    const i64 take = std::min(left, c);
-    takes.push_back({e_.book().mslots()[e_.find_slot(b, m)], take});
-    left -= take;
-    put_back[k].push_back(entry);
-  }
-  for (int k = 0; k < 2; ++k) {
-    if (have[k]) put_back[k].push_back(top[k]);
-    for (const detail::AdlEntry& qe : put_back[k]) e_.adl_queue_push(*queue[k], qe);
-  }
-  // in the market's holder order, as the other policies report theirs
-  std::sort(takes.begin(), takes.end());
-  const std::vector<std::uint32_t>& holders = e_.book().holders(m);
-  for (const auto& [slot, take] : takes) {
-    who.push_back(holders[slot]);
-    x.push_back(take);
   }
 }
 

@@ -1,7 +1,8 @@
 // Engine::liquidate and the round loop: detection, worst first, the per-account routine,
 // the round's shared ADL and haircuts, then the cascade.
-#include "deleverage/detail/parallel.hpp"
 #include "waterfall_run.hpp"
+
+#include "deleverage/detail/parallel.hpp"
 
 namespace deleverage {
 
@@ -23,53 +24,54 @@ bool worse(const Candidate& x, const Candidate& y) {
 }  // namespace
 
 void WaterfallRun::setup() {
-  result_.totals.step = e_.step();
-  result_.events.sink = e_.event_sink();
-  exec_account_ = e_.account_index_or_throw(cfg_.executor.account, "executor.account", 0);
-  promised_.assign(static_cast<std::size_t>(e_.fund().pool_count()), 0);
-  matching_pool_.resize(promised_.size());
-  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.fund().available(static_cast<int>(p));
+  Engine& e = s_.e;
+  s_.result.totals.step = e.step();
+  s_.result.events.sink = e.event_sink();
+  s_.exec_account = e.account_index_or_throw(s_.cfg.executor.account, "executor.account", 0);
+  settlement_.start();
   // grows with the accounts only: a per-account call does not pay for the whole book
-  if (e_.waterfall_flags().size() < e_.book().ids().size()) e_.waterfall_flags().resize(e_.book().ids().size(), 0);
-  e_.ensure_adl_queues();           // references to the queues stay valid through the step
-  e_.hold_notes(0, exec_account_);  // the executor is never a winner: re-scored once, at the end
+  if (e.waterfall_flags().size() < e.book().ids().size()) e.waterfall_flags().resize(e.book().ids().size(), 0);
+  e.ensure_adl_queues();             // references to the queues stay valid through the step
+  e.hold_notes(0, s_.exec_account);  // the executor is never a winner: re-scored once, at the end
 }
 
 WaterfallResult WaterfallRun::finish() {
-  // A queue haircut sets aside the winners whose capacity this step took; the next step may
-  // take from them again, so they are noted as changed (re-scored, back in the haircut order).
-  for (const auto& taken : haircut_taken_) e_.note_changed(static_cast<std::uint32_t>(taken.first >> 32));
-  e_.release_notes(0);
-  return std::move(result_);
+  haircuts_.note_haircut_winners();
+  s_.e.release_notes(0);
+  return std::move(s_.result);
+}
+
+void WaterfallRun::compute_start_margins() {
+  const std::size_t n = s_.e.book().ids().size();
+  start_balance_.resize(n);
+  start_equity_.resize(n);
+  start_maintenance_.resize(n);
+  detail::parallel_for(n, s_.e.threads(), 16384, [&](std::size_t b, std::size_t end) {
+    for (std::size_t a = b; a < end; ++a) {
+      const AccountMargin am = s_.margin(static_cast<std::uint32_t>(a));
+      start_balance_[a] = s_.e.book().hot()[a].balance;
+      start_equity_[a] = am.equity;
+      start_maintenance_[a] = am.maintenance;
+    }
+  });
 }
 
 WaterfallResult WaterfallRun::run() {
   setup();
-  const std::size_t n = e_.book().ids().size();
-  if (!have_start_margins_) {
-    start_balance_.resize(n);
-    start_equity_.resize(n);
-    start_maintenance_.resize(n);
-    detail::parallel_for(n, e_.threads(), 16384, [&](std::size_t b, std::size_t end) {
-      for (std::size_t a = b; a < end; ++a) {
-        const AccountMargin am = margin(a);
-        start_balance_[a] = e_.book().hot()[a].balance;
-        start_equity_[a] = am.equity;
-        start_maintenance_[a] = am.maintenance;
-      }
-    });
-  }
+  const detail::Book& book = s_.e.book();
+  const std::size_t n = book.ids().size();
+  if (!have_start_margins_) compute_start_margins();
   // Detection, from the start-of-step margins: accounts with positions below maintenance (a
   // flat account's old debt is not this step's to settle), worst first.
   std::vector<Candidate> work;
   for (std::uint32_t a = 0; a < n; ++a)  // the margins first: they are streamed, the account lines are not
-    if (start_equity_[a] < start_maintenance_[a] && e_.book().hot()[a].count > 0 && a != exec_account_)
-      work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], e_.book().ids()[a]});
+    if (start_equity_[a] < start_maintenance_[a] && book.hot()[a].count > 0 && a != s_.exec_account)
+      work.push_back(Candidate{a, start_equity_[a], start_maintenance_[a], book.ids()[a]});
   std::sort(work.begin(), work.end(), worse);
   // A liquidation writes a fill per position and, when ADL runs, a few closes per position:
   // room for that up front spares copying a growing event table (a few % of a crash step).
   // Capacity never written costs address space only.
-  result_.events.reserve_more(std::min<std::size_t>(work.size() * kEventsPerLiquidation, kMaxEventsReserved));
+  s_.result.events.reserve_more(std::min<std::size_t>(work.size() * kEventsPerLiquidation, kMaxEventsReserved));
   std::vector<std::uint32_t> order;
   order.reserve(work.size());
   for (const Candidate& c : work) order.push_back(c.a);
@@ -77,7 +79,7 @@ WaterfallResult WaterfallRun::run() {
     run_rounds(std::move(order));
   } else {
     for (std::uint32_t a : order)  // the per-account routine, one account at a time
-      if (liquidatable_now(a)) run_rounds({a});
+      if (s_.liquidatable_now(a)) run_rounds({a});
   }
   return finish();
 }
@@ -87,63 +89,58 @@ WaterfallResult WaterfallRun::run(std::span<const std::uint32_t> accounts) {
   std::vector<std::uint32_t> round;
   for (std::uint32_t a : accounts) {
     // a round policy's accounts are all checked before its round, the others at their turn
-    if (a == exec_account_ || !liquidatable_now(a) || (!per_account_rounds() && flag(a, kExcluded))) {
-      result_.skipped.push_back(e_.book().ids()[a]);
+    if (a == s_.exec_account || !s_.liquidatable_now(a) ||
+        (!per_account_rounds() && s_.flag(a, StepState::kExcluded))) {
+      s_.result.skipped.push_back(s_.e.book().ids()[a]);
     } else if (per_account_rounds()) {
       run_rounds({a});
     } else {
-      set_flag(a, kExcluded);  // also marks a repeated id
+      s_.set_flag(a, StepState::kExcluded);  // also marks a repeated id
       round.push_back(a);
     }
   }
-  for (std::uint32_t a : round) clear_flag(a, kExcluded);
+  for (std::uint32_t a : round) s_.clear_flag(a, StepState::kExcluded);
   if (!round.empty()) run_rounds(std::move(round));
   return finish();
 }
 
 void WaterfallRun::run_rounds(std::vector<std::uint32_t> checked) {
-  round_key_ = checked.empty() ? 0 : e_.book().ids()[checked.front()];
-  random_walks_ = 0;
+  const detail::Book& book = s_.e.book();
+  allocation_.start_liquidation(checked.empty() ? 0 : book.ids()[checked.front()]);
   bool first_round = true;
   while (!checked.empty()) {
-    std::sort(adl_log_.begin(), adl_log_.end());  // settle_flat looks winners up by account
+    std::sort(s_.adl_log.begin(), s_.adl_log.end());  // settle_flat looks winners up by account
     std::vector<std::uint32_t> work;
     if (first_round) {
       work = std::move(checked);  // in the caller's order (worst first for the batch step)
     } else {
       std::vector<Candidate> next;
       for (std::uint32_t a : checked) {
-        if (a == exec_account_) continue;
-        if (e_.book().hot()[a].count == 0) {
-          if (e_.book().hot()[a].balance < 0 && !flag(a, kSettledFlat)) {  // a winner ADL left flat in debt
-            set_flag(a, kSettledFlat);
-            settle_flat(a);
+        if (a == s_.exec_account) continue;
+        if (book.hot()[a].count == 0) {
+          if (book.hot()[a].balance < 0 && !s_.flag(a, StepState::kSettledFlat)) {  // a winner ADL left flat in debt
+            s_.set_flag(a, StepState::kSettledFlat);
+            settlement_.settle_flat(a);
           }
           continue;
         }
-        const AccountMargin am = margin(a);
-        if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, e_.book().ids()[a]});
+        const AccountMargin am = s_.margin(a);
+        if (am.liquidatable) next.push_back(Candidate{a, am.equity, am.maintenance, book.ids()[a]});
       }
       std::sort(next.begin(), next.end(), worse);
       for (const Candidate& c : next) work.push_back(c.a);
     }
     first_round = false;
     // the round's accounts are never winners while it runs
-    for (std::uint32_t a : work) set_flag(a, kExcluded);
-    adl_log_.clear();
-    for (std::uint32_t a : work) liquidate_account(a);
-    run_round_adl();
-    resolve_pending_haircuts();
-    for (std::uint32_t a : work) clear_flag(a, kExcluded);
+    for (std::uint32_t a : work) s_.set_flag(a, StepState::kExcluded);
+    s_.adl_log.clear();
+    for (std::uint32_t a : work) settlement_.liquidate(a);
+    adl_.run_round();
+    settlement_.settle_deferred();
+    haircuts_.resolve_round();
+    for (std::uint32_t a : work) s_.clear_flag(a, StepState::kExcluded);
     // a cascade: winners the round deleveraged or haircut may now be liquidatable themselves
-    checked.clear();
-    std::sort(touched_list_.begin(), touched_list_.end());
-    for (std::uint32_t a : touched_list_) {
-      clear_flag(a, kWinnerTouched);
-      checked.push_back(a);
-    }
-    touched_list_.clear();
-    ++rounds_;
+    checked = s_.take_winners_touched();
   }
 }
 

@@ -1,7 +1,7 @@
-// One account's liquidation and settlement: executor prices, bankruptcy values, the
-// partial close, surplus offsets and the fund plan, executor and ADL fills, fees, fund
+// One account's liquidation and settlement: bankruptcy values, the partial close, surplus
+// offsets and the fund plan, executor and backstop fills, the hand-over to ADL, fees, fund
 // payments, and what is left for the round's haircuts.
-#include "waterfall_run.hpp"
+#include "settlement.hpp"
 
 namespace deleverage {
 
@@ -18,7 +18,13 @@ i64 Engine::executor_price(const MarketState& mk, i64 size, const ExecutorSpec& 
   return to_i64_checked(ceil_div(static_cast<i128>(mk.mark) * (kRateScale + rate), kRateScale), "executor price");
 }
 
-std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool with_executor) {
+void Settlement::start() {
+  s_.promised.assign(static_cast<std::size_t>(e_.fund().pool_count()), 0);
+  matching_pool_.resize(s_.promised.size());
+  for (std::size_t p = 0; p < matching_pool_.size(); ++p) matching_pool_[p] = e_.fund().available(static_cast<int>(p));
+}
+
+std::vector<Settlement::Closing> Settlement::closings(std::uint32_t a, bool with_executor) {
   // Bankruptcy values: the account's equity e' = cash + sum(mark values) is split by the
   // configured rule (split_equity, docs/semantics.md), so that cash + sum(bk values) == 0
   // exactly.
@@ -39,105 +45,11 @@ std::vector<WaterfallRun::Closing> WaterfallRun::closings(std::uint32_t a, bool 
   return cl;
 }
 
-i64 WaterfallRun::pay_from_fund(std::uint32_t a, MarketId m, i64 wanted) {
-  if (wanted <= 0) return 0;
-  const int pool = e_.market_table()[static_cast<std::size_t>(m)].pool;
-  const i64 paid = std::min(wanted, e_.fund().available(pool) - promised_[static_cast<std::size_t>(pool)]);
-  if (paid <= 0) return 0;
-  touch(a);
-  e_.fund().move(e_.step(), pool, m, e_.book().ids()[a], -paid, LedgerReason::DeficitPayment);
-  e_.add_to_balance(a, paid);
-  e_.note_changed(a);
-  result_.events.add(e_.step(), EventKind::FundPayment, e_.book().ids()[a], m, 0, 0, paid, 0, pool);
-  result_.totals.fund_used += paid;
-  return paid;
-}
-
-void WaterfallRun::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus) {
-  // The fund receives the surplus up to each position's fee, position by position.
-  for (const Closing& c : cl) {
-    if (surplus <= 0) break;
-    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
-    const i64 cap =
-        static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
-    const i64 fee = std::min(surplus, cap);
-    if (fee <= 0) continue;
-    e_.add_to_balance(a, -fee);
-    e_.note_changed(a);
-    e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
-    result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
-    result_.totals.fund_fees += fee;
-    surplus -= fee;
-  }
-}
-
-i64 WaterfallRun::adl_limit(std::uint32_t b, MarketId m, i64 dq) const {
-  const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
-  const i128 after =
-      static_cast<i128>(e_.book().hot()[b].balance) +
-      e_.market_table().div_s().floor(e_.book().hot()[b].cache.u + e_.market_table().value_v(mk, dq, mk.mark));
-  return clamp_i64(after - std::min<i64>(0, equity(b)));
-}
-
-// ADL bounds (docs/waterfall.md section 5): each winner pays its share of `value`, but never
-// more than adl_limit (no new bankrupt). The account is owed its share of `bk`: below it, the
-// fund pays the gap if it can, then the same winner up to its limit (what is still missing
-// stays with the account's settlement); above it, the excess goes to the fund, so a bankrupt
-// account is never left with money it did not have.
-i64 WaterfallRun::apply_adl_takes(std::uint32_t a, MarketId m, int sign, i64 lots, i64 value, i64 bk, i64 exec_price,
-                                  const std::vector<std::pair<std::uint32_t, i64>>& takes) {
-  i64 closed = 0;
-  for (const auto& t : takes) closed += t.second;
-  if (closed == 0) return 0;
-  if (closed < lots) {  // not enough winners
-    value = static_cast<i64>(static_cast<i128>(value) * closed / lots);
-    bk = static_cast<i64>(static_cast<i128>(bk) * closed / lots);
-  }
-  // split by lots, the last counterparty takes the remainder
-  i64 assigned = 0, bk_assigned = 0, lots_done = 0;
-  const MarketState& mk = e_.market_table()[static_cast<std::size_t>(m)];
-  for (std::size_t i = 0; i < takes.size(); ++i) {
-    const auto [b, x] = takes[i];
-    lots_done += x;
-    const bool last = i + 1 == takes.size();
-    const i64 v = last ? value - assigned : static_cast<i64>(static_cast<i128>(value) * lots_done / closed) - assigned;
-    const i64 owed =
-        last ? bk - bk_assigned : static_cast<i64>(static_cast<i128>(bk) * lots_done / closed) - bk_assigned;
-    assigned += v;
-    bk_assigned += owed;
-    const i64 limit = adl_limit(b, m, sign * x);
-    i64 pay = std::min(v, limit);
-    if (pay < owed) {
-      const i64 from_fund = pay_from_fund(a, m, owed - pay);
-      pay += std::min(owed - pay - from_fund, limit - pay);
-    }
-    // the winner reduces its opposite position by x lots and pays `pay` (receives -pay)
-    fill(b, m, sign * x, -pay);
-    fill(a, m, -sign * x, pay);
-    adl_log_.push_back({b, m});
-    mark_winner(b);
-    const i64 px =
-        clamp_i64(static_cast<i128>(abs64(pay)) * e_.market_table().scale() / (static_cast<i128>(x) * mk.pow10k));
-    result_.events.add(e_.step(), EventKind::AdlClose, e_.book().ids()[b], m, e_.book().ids()[a], sign * x, -pay, px,
-                       -1, exec_price);
-    result_.totals.adl_notional += abs64(pay);
-    ++result_.totals.adl_closes;
-    if (pay > owed) {  // more than the bankruptcy value: the excess is the fund's
-      const i64 excess = pay - owed;
-      e_.add_to_balance(a, -excess);
-      e_.fund().move(e_.step(), mk.pool, m, e_.book().ids()[a], excess, LedgerReason::LiquidationFee);
-      result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], m, 0, 0, -excess, 0, mk.pool);
-      result_.totals.fund_fees += excess;
-    }
-  }
-  return closed;
-}
-
 // Partial liquidation: close the same fraction f of every position through the executor,
 // with f the smallest that restores maintenance if fills cost `slippage`:
 // equity - f*cost >= (1 - f)*MM  =>  f >= (MM - equity) / (MM - cost).
-bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
-  const AccountMargin am = margin(a);
+bool Settlement::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
+  const AccountMargin am = s_.margin(a);
   if (am.equity < 0 || !am.liquidatable) return false;
   cl = closings(a, true);
   // Closing a fraction f of every position costs f x (cost + fees): the value lost against
@@ -162,34 +74,34 @@ bool WaterfallRun::try_partial(std::uint32_t a, std::vector<Closing>& cl) {
     const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
     const i64 dq = c.q > 0 ? -lots : lots;
     const i64 cash = -e_.market_table().value_money(mk, dq, c.exec_price);
-    fill(a, c.m, dq, cash);
-    fill(exec_account_, c.m, -dq, -cash);
-    result_.events.add(e_.step(), EventKind::PartialFill, e_.book().ids()[a], c.m, e_.book().ids()[exec_account_], dq,
-                       cash, c.exec_price, -1, c.exec_price);
+    s_.fill(a, c.m, dq, cash);
+    s_.fill(s_.exec_account, c.m, -dq, -cash);
+    s_.result.events.add(e_.step(), EventKind::PartialFill, e_.book().ids()[a], c.m, e_.book().ids()[s_.exec_account],
+                         dq, cash, c.exec_price, -1, c.exec_price);
     const i64 fee_cap =
         static_cast<i64>(ceil_div(static_cast<i128>(abs64(cash)) * mk.spec.liquidation_fee_rate, kRateScale));
-    const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, equity(a)));
+    const i64 fee = std::min<i64>(fee_cap, std::max<i64>(0, s_.equity(a)));
     if (fee > 0) {
       e_.add_to_balance(a, -fee);
       e_.note_changed(a);
       e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
-      result_.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
-      result_.totals.fund_fees += fee;
+      s_.result.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
+      s_.result.totals.fund_fees += fee;
     }
   }
-  ++result_.totals.partial_liquidations;
-  return e_.book().hot()[a].count == 0 || !margin(a).liquidatable;
+  ++s_.result.totals.partial_liquidations;
+  return e_.book().hot()[a].count == 0 || !s_.margin(a).liquidatable;
 }
 
-void WaterfallRun::liquidate_account(std::uint32_t a) {
+void Settlement::liquidate(std::uint32_t a) {
   // its own fills re-score it once, when it is done (see Engine::hold_notes)
   struct Hold {
     Engine& e;
     ~Hold() { e.release_notes(1); }
   } hold{e_};
   e_.hold_notes(1, a);
-  touch(a);
-  ++result_.totals.liquidated_accounts;
+  s_.touch(a);
+  ++s_.result.totals.liquidated_accounts;
   const i64 id = e_.book().ids()[a];
   if (cfg_.executor.partial && cfg_.executor.kind == ExecutorKind::MarketClose) {
     std::vector<Closing> partial;
@@ -203,61 +115,13 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
   if (e_.book().hot()[a].count == 0) return;
 
   if (cfg_.executor.kind == ExecutorKind::Backstop) {
-    for (const Closing& c : closings(a, false)) {
-      fill(a, c.m, -c.q, c.bk_value);
-      fill(exec_account_, c.m, c.q, -c.bk_value);
-      const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
-      const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.market_table().scale() /
-                               (static_cast<i128>(abs64(c.q)) * mk.pow10k));
-      result_.events.add(e_.step(), EventKind::BackstopFill, id, c.m, e_.book().ids()[exec_account_], -c.q, c.bk_value,
-                         px, -1, px);
-    }
+    backstop(a);
     return;
   }
 
   std::vector<Closing> cl = closings(a, true);
-  i128 total_deficit = 0, surplus = 0;
-  for (const Closing& c : cl) {
-    total_deficit += c.deficit;
-    if (c.deficit < 0) surplus -= c.deficit;
-  }
-  if (total_deficit > 0) result_.totals.deficit += total_deficit;
-
-  // Plan: surplus positions offset deficits first, then each market's pool, then the last resort.
-  std::vector<i64> adl_lots(cl.size(), 0), fund_planned(cl.size(), 0), last_resort(cl.size(), 0);
-  if (total_deficit > 0) {
-    i128 offset = surplus;
-    for (std::size_t i = 0; i < cl.size(); ++i) {
-      if (cl[i].deficit <= 0) continue;
-      const i64 use = static_cast<i64>(std::min<i128>(offset, cl[i].deficit));
-      offset -= use;
-      const i64 rest = cl[i].deficit - use;
-      const int pool = e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool;
-      // what accounts waiting for the round's ADL were promised is not available any more
-      i64 avail = e_.fund().available(pool) - promised_[static_cast<std::size_t>(pool)];
-      for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
-        if (e_.market_table()[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
-      fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
-      if (fixed_theta()) {
-        // last_resort_needed: what deficit matching would have left to the last resort, with a
-        // counterfactual pool that pays every deficit of the step in turn
-        i64& left = matching_pool_[static_cast<std::size_t>(pool)];
-        const i64 matching = std::max<i64>(0, std::min(rest, left));
-        left -= matching;
-        result_.totals.last_resort_needed += rest - matching;
-        // the last resort takes at least theta of the deficit
-        const i64 share = static_cast<i64>(ceil_div(static_cast<i128>(rest) * cfg_.theta, kRateScale));
-        fund_planned[i] = std::min(fund_planned[i], rest - share);
-      } else {
-        result_.totals.last_resort_needed += rest - fund_planned[i];
-      }
-      last_resort[i] = rest - fund_planned[i];
-      result_.totals.last_resort_planned += last_resort[i];
-      if (cfg_.mode == WaterfallMode::Close && last_resort[i] > 0)
-        adl_lots[i] = static_cast<i64>(std::min<i128>(
-            abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
-    }
-  }
+  Plan p = plan(cl);
+  std::vector<i64>& adl_lots = p.adl_lots;
 
   // Fills: the executor takes what is not deleveraged.
   for (std::size_t i = 0; i < cl.size(); ++i) {
@@ -274,67 +138,158 @@ void WaterfallRun::liquidate_account(std::uint32_t a) {
         const i64 px = cfg_.adl_price == AdlPrice::Mark ? mk.mark : (mk.previous_mark > 0 ? mk.previous_mark : mk.mark);
         adl_value = e_.market_table().value_money(mk, sign * adl_lots[i], px);
       }
-      if (batched_adl())  // the lots stay open until the round's shared ADL
-        demands_.push_back(AdlDemand{a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, bk_part, c.exec_price});
+      if (adl_.batched())  // the lots stay open until the round's shared ADL
+        adl_.demand(a, c.m, static_cast<int>(sign), adl_lots[i], adl_value, bk_part, c.exec_price);
       else
-        adl_lots[i] = adl_close(a, c.m, adl_lots[i], adl_value, bk_part, c.exec_price);
+        adl_lots[i] = adl_.close(a, c.m, adl_lots[i], adl_value, bk_part, c.exec_price);
     }
     const i64 exec_lots = abs64(c.q) - adl_lots[i];
     if (exec_lots > 0) {
       const i64 cash = e_.market_table().value_money(mk, sign * exec_lots, c.exec_price);
-      fill(a, c.m, -sign * exec_lots, cash);
-      fill(exec_account_, c.m, sign * exec_lots, -cash);
-      result_.events.add(e_.step(), EventKind::LiquidationFill, id, c.m, e_.book().ids()[exec_account_],
-                         -sign * exec_lots, cash, c.exec_price, -1, c.exec_price);
+      s_.fill(a, c.m, -sign * exec_lots, cash);
+      s_.fill(s_.exec_account, c.m, sign * exec_lots, -cash);
+      s_.result.events.add(e_.step(), EventKind::LiquidationFill, id, c.m, e_.book().ids()[s_.exec_account],
+                           -sign * exec_lots, cash, c.exec_price, -1, c.exec_price);
     }
   }
 
   i64 reserved = 0;
   if (fixed_theta() && cfg_.mode == WaterfallMode::Haircut)
-    for (i64 v : last_resort) reserved += v;
-  if (!demands_.empty() && demands_.back().account == a) {  // settles after the round's ADL
+    for (i64 v : p.last_resort) reserved += v;
+  if (adl_.waiting(a)) {  // settles after the round's ADL
     for (std::size_t i = 0; i < cl.size(); ++i)
-      promised_[static_cast<std::size_t>(e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool)] += fund_planned[i];
-    deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(fund_planned), reserved});
+      s_.promised[static_cast<std::size_t>(e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool)] +=
+          p.fund_planned[i];
+    deferred_.push_back(DeferredSettlement{a, std::move(cl), std::move(p.fund_planned), reserved});
     return;
   }
-  settle(a, cl, fund_planned, reserved);
+  settle(a, cl, p.fund_planned, reserved);
+}
+
+// The backstop takes every position at its bankruptcy value: nothing is left to settle.
+void Settlement::backstop(std::uint32_t a) {
+  const i64 id = e_.book().ids()[a];
+  for (const Closing& c : closings(a, false)) {
+    s_.fill(a, c.m, -c.q, c.bk_value);
+    s_.fill(s_.exec_account, c.m, c.q, -c.bk_value);
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
+    const i64 px = clamp_i64(static_cast<i128>(abs64(c.bk_value)) * e_.market_table().scale() /
+                             (static_cast<i128>(abs64(c.q)) * mk.pow10k));
+    s_.result.events.add(e_.step(), EventKind::BackstopFill, id, c.m, e_.book().ids()[s_.exec_account], -c.q,
+                         c.bk_value, px, -1, px);
+  }
+}
+
+// Surplus positions offset deficits first, then each market's pool, then the last resort.
+Settlement::Plan Settlement::plan(const std::vector<Closing>& cl) {
+  i128 total_deficit = 0, surplus = 0;
+  for (const Closing& c : cl) {
+    total_deficit += c.deficit;
+    if (c.deficit < 0) surplus -= c.deficit;
+  }
+  if (total_deficit > 0) s_.result.totals.deficit += total_deficit;
+
+  Plan p{std::vector<i64>(cl.size(), 0), std::vector<i64>(cl.size(), 0), std::vector<i64>(cl.size(), 0)};
+  std::vector<i64>&adl_lots = p.adl_lots, &fund_planned = p.fund_planned, &last_resort = p.last_resort;
+  if (total_deficit > 0) {
+    i128 offset = surplus;
+    for (std::size_t i = 0; i < cl.size(); ++i) {
+      if (cl[i].deficit <= 0) continue;
+      const i64 use = static_cast<i64>(std::min<i128>(offset, cl[i].deficit));
+      offset -= use;
+      const i64 rest = cl[i].deficit - use;
+      const int pool = e_.market_table()[static_cast<std::size_t>(cl[i].m)].pool;
+      // what accounts waiting for the round's ADL were promised is not available any more
+      i64 avail = e_.fund().available(pool) - s_.promised[static_cast<std::size_t>(pool)];
+      for (std::size_t j = 0; j < i; ++j)  // earlier positions' plans on the same pool
+        if (e_.market_table()[static_cast<std::size_t>(cl[j].m)].pool == pool) avail -= fund_planned[j];
+      fund_planned[i] = std::max<i64>(0, std::min(rest, avail));
+      if (fixed_theta()) {
+        // last_resort_needed: what deficit matching would have left to the last resort, with a
+        // counterfactual pool that pays every deficit of the step in turn
+        i64& left = matching_pool_[static_cast<std::size_t>(pool)];
+        const i64 matching = std::max<i64>(0, std::min(rest, left));
+        left -= matching;
+        s_.result.totals.last_resort_needed += rest - matching;
+        // the last resort takes at least theta of the deficit
+        const i64 share = static_cast<i64>(ceil_div(static_cast<i128>(rest) * cfg_.theta, kRateScale));
+        fund_planned[i] = std::min(fund_planned[i], rest - share);
+      } else {
+        s_.result.totals.last_resort_needed += rest - fund_planned[i];
+      }
+      last_resort[i] = rest - fund_planned[i];
+      s_.result.totals.last_resort_planned += last_resort[i];
+      if (cfg_.mode == WaterfallMode::Close && last_resort[i] > 0)
+        adl_lots[i] = static_cast<i64>(std::min<i128>(
+            abs64(cl[i].q), ceil_div(static_cast<i128>(abs64(cl[i].q)) * last_resort[i], cl[i].deficit)));
+    }
+  }
+  return p;
+}
+
+void Settlement::charge_fee(std::uint32_t a, const std::vector<Closing>& cl, i64 surplus) {
+  // The fund receives the surplus up to each position's fee, position by position.
+  for (const Closing& c : cl) {
+    if (surplus <= 0) break;
+    const MarketState& mk = e_.market_table()[static_cast<std::size_t>(c.m)];
+    const i64 cap =
+        static_cast<i64>(ceil_div(static_cast<i128>(abs64(c.exec_value)) * mk.spec.liquidation_fee_rate, kRateScale));
+    const i64 fee = std::min(surplus, cap);
+    if (fee <= 0) continue;
+    e_.add_to_balance(a, -fee);
+    e_.note_changed(a);
+    e_.fund().move(e_.step(), mk.pool, c.m, e_.book().ids()[a], fee, LedgerReason::LiquidationFee);
+    s_.result.events.add(e_.step(), EventKind::LiquidationFee, e_.book().ids()[a], c.m, 0, 0, -fee, 0, mk.pool);
+    s_.result.totals.fund_fees += fee;
+    surplus -= fee;
+  }
 }
 
 // Settlement of a flat account: its balance is its surplus (the fund takes the fee) or its
 // deficit (the fund pays what is planned, then whatever it can, then winners of the
 // account's markets are haircut; what nobody can cover is bad debt).
-void WaterfallRun::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned,
-                          i64 reserved) {
+void Settlement::settle(std::uint32_t a, const std::vector<Closing>& cl, const std::vector<i64>& fund_planned,
+                        i64 reserved) {
   if (e_.book().hot()[a].balance > 0) {
     charge_fee(a, cl, e_.book().hot()[a].balance);
     return;
   }
   for (std::size_t i = 0; i < cl.size() && e_.book().hot()[a].balance < 0; ++i)
     if (i < fund_planned.size() && fund_planned[i] > 0)
-      pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.book().hot()[a].balance));
+      s_.pay_from_fund(a, cl[i].m, std::min(fund_planned[i], -e_.book().hot()[a].balance));
   // Rounding dust, an ADL at a mark, or haircut mode leave a remainder: the fund first,
   // then (at the end of the round) winners of the market that caused most of it.
   reserved = std::min(reserved, std::max<i64>(0, -e_.book().hot()[a].balance));
   for (std::size_t i = 0; i < cl.size() && e_.book().hot()[a].balance + reserved < 0; ++i)
-    pay_from_fund(a, cl[i].m, -e_.book().hot()[a].balance - reserved);
+    s_.pay_from_fund(a, cl[i].m, -e_.book().hot()[a].balance - reserved);
   if (e_.book().hot()[a].balance < 0) {
     std::size_t worst = 0;
     for (std::size_t i = 1; i < cl.size(); ++i)
       if (cl[i].deficit > cl[worst].deficit) worst = i;
-    pending_.push_back(Pending{a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.book().hot()[a].balance});
+    haircuts_.defer(a, cl.empty() ? MarketId{0} : cl[worst].m, -e_.book().hot()[a].balance);
   }
 }
 
 // A winner that ADL closes left flat and in debt: settle it against the markets it was
 // deleveraged in.
-void WaterfallRun::settle_flat(std::uint32_t a) {
-  touch(a);
+void Settlement::settle_flat(std::uint32_t a) {
+  s_.touch(a);
   std::vector<Closing> cl;
-  auto it = std::lower_bound(adl_log_.begin(), adl_log_.end(), std::make_pair(a, std::numeric_limits<MarketId>::min()));
-  for (; it != adl_log_.end() && it->first == a; ++it)
+  auto it =
+      std::lower_bound(s_.adl_log.begin(), s_.adl_log.end(), std::make_pair(a, std::numeric_limits<MarketId>::min()));
+  for (; it != s_.adl_log.end() && it->first == a; ++it)
     if (cl.empty() || cl.back().m != it->second) cl.push_back(Closing{it->second, 0, 0, 0, 0, 0, 1});
   settle(a, cl, {});
+}
+
+void Settlement::settle_deferred() {
+  for (DeferredSettlement& ds : deferred_) {
+    for (std::size_t i = 0; i < ds.closings.size(); ++i)  // its promise becomes a payment
+      s_.promised[static_cast<std::size_t>(e_.market_table()[static_cast<std::size_t>(ds.closings[i].m)].pool)] -=
+          ds.fund_planned[i];
+    settle(ds.account, ds.closings, ds.fund_planned, ds.reserved);
+  }
+  deferred_.clear();
 }
 
 }  // namespace deleverage
