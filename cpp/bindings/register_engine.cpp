@@ -64,7 +64,9 @@ py::dict margin_report_to_dict(MarginReport&& r) {
 void register_waterfall(py::module_& m, py::class_<PyEngine>& cls);
 void register_durability(py::module_& m, py::class_<PyEngine>& cls);
 
-void register_engine(py::module_& m) {
+namespace {
+// Module functions converting exact columns to floats for display (floats live only here).
+void register_float_columns(py::module_& m) {
   m.def(
       "margin_ratio",
       [](const py::array& equity, const py::array& maintenance) {
@@ -113,9 +115,10 @@ void register_engine(py::module_& m) {
                               to_numpy(std::move(ratio)));
       },
       py::arg("equity"), py::arg("maintenance"), py::arg("initial"), py::arg("decimals"));
-  py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
-  register_waterfall(m, cls);
-  register_durability(m, cls);
+}
+
+// Construction, copies, sizes and markets.
+void register_state(py::class_<PyEngine>& cls) {
   cls.def(py::init<int, int>(), py::arg("money_decimals") = 6, py::arg("threads") = 0)
       .def(
           "copy",
@@ -152,30 +155,33 @@ void register_engine(py::module_& m) {
           },
           py::arg("symbol"), py::arg("qty_decimals"), py::arg("price_decimals"), py::arg("maintenance_rate"),
           py::arg("initial_rate"), py::arg("liquidation_fee_rate"), py::arg("tiers"), py::arg("mark_decimals") = -1)
-      .def("market_info",
-           [](PyEngine& s, MarketId m) {
-             std::lock_guard<std::mutex> lock(s.mutex);
-             const MarketSpec& spec = s.engine.market_spec(m);
-             py::dict d;
-             d["symbol"] = spec.symbol;
-             d["qty_decimals"] = spec.qty_decimals;
-             d["price_decimals"] = spec.price_decimals;
-             d["mark_decimals"] = spec.mark_decimals;
-             d["liquidation_fee_rate"] = spec.liquidation_fee_rate;
-             d["mark"] = s.engine.mark(m);
-             py::list tiers;
-             for (const Tier& t : s.engine.market_tiers(m))
-               tiers.append(py::make_tuple(t.max_notional, t.maintenance_rate, t.initial_rate,
-                                           to_py_int(t.maintenance_deduction), to_py_int(t.initial_deduction)));
-             d["tiers"] = tiers;
-             return d;
-           })
-      .def("deposit",
-           [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
-             auto a = as_span<i64>(accounts, "accounts");
-             auto v = as_span<i64>(amounts, "amounts");
-             locked(s, [&](Engine& e) { e.apply(commands::Deposit{a, v}); });
-           })
+      .def("market_info", [](PyEngine& s, MarketId m) {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        const MarketSpec& spec = s.engine.market_spec(m);
+        py::dict d;
+        d["symbol"] = spec.symbol;
+        d["qty_decimals"] = spec.qty_decimals;
+        d["price_decimals"] = spec.price_decimals;
+        d["mark_decimals"] = spec.mark_decimals;
+        d["liquidation_fee_rate"] = spec.liquidation_fee_rate;
+        d["mark"] = s.engine.mark(m);
+        py::list tiers;
+        for (const Tier& t : s.engine.market_tiers(m))
+          tiers.append(py::make_tuple(t.max_notional, t.maintenance_rate, t.initial_rate,
+                                      to_py_int(t.maintenance_deduction), to_py_int(t.initial_deduction)));
+        d["tiers"] = tiers;
+        return d;
+      });
+}
+
+// State changes that are commands (commands.hpp): money, positions, trades, marks.
+void register_trading(py::class_<PyEngine>& cls) {
+  cls.def("deposit",
+          [](PyEngine& s, const py::array& accounts, const py::array& amounts) {
+            auto a = as_span<i64>(accounts, "accounts");
+            auto v = as_span<i64>(amounts, "amounts");
+            locked(s, [&](Engine& e) { e.apply(commands::Deposit{a, v}); });
+          })
       .def("load_balances",
            [](PyEngine& s, const py::array& accounts, const py::array& balances) {
              auto a = as_span<i64>(accounts, "accounts");
@@ -214,33 +220,36 @@ void register_engine(py::module_& m) {
              auto p = as_span<i64>(prices, "prices");
              locked(s, [&](Engine& e) { e.apply(commands::Trades{b, se, mk, q, p}); });
            })
-      .def("set_marks",
-           [](PyEngine& s, const py::array& markets, const py::array& prices) {
-             auto mk = as_span<MarketId>(markets, "markets");
-             auto p = as_span<i64>(prices, "prices");
-             locked(s, [&](Engine& e) { e.apply(commands::SetMarks{mk, p}); });
-           })
-      .def(
-          "check_margin",
-          [](PyEngine& s, std::optional<py::array> markets) {
-            MarginReport r;
-            if (markets) {
-              auto mk = as_span<MarketId>(*markets, "markets");
-              r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
-              return margin_report_to_dict(std::move(r));
-            }
-            IdsRefresh ids;
-            locked(s, [&](Engine& e) {
-              r = e.apply(commands::CheckMargin{commands::CheckMargin::Output::ReportWithoutIds});
-              ids.collect(s, e);
-            });
-            const std::size_t n = r.equity.size();
-            r.account_id = column<i64>();
-            py::dict d = margin_report_to_dict(std::move(r));
-            d["account"] = ids.column(s, n);
-            return d;
-          },
-          py::arg("markets") = py::none())
+      .def("set_marks", [](PyEngine& s, const py::array& markets, const py::array& prices) {
+        auto mk = as_span<MarketId>(markets, "markets");
+        auto p = as_span<i64>(prices, "prices");
+        locked(s, [&](Engine& e) { e.apply(commands::SetMarks{mk, p}); });
+      });
+}
+
+// Margin checks and position reports.
+void register_margin(py::class_<PyEngine>& cls) {
+  cls.def(
+         "check_margin",
+         [](PyEngine& s, std::optional<py::array> markets) {
+           MarginReport r;
+           if (markets) {
+             auto mk = as_span<MarketId>(*markets, "markets");
+             r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
+             return margin_report_to_dict(std::move(r));
+           }
+           IdsRefresh ids;
+           locked(s, [&](Engine& e) {
+             r = e.apply(commands::CheckMargin{commands::CheckMargin::Output::ReportWithoutIds});
+             ids.collect(s, e);
+           });
+           const std::size_t n = r.equity.size();
+           r.account_id = column<i64>();
+           py::dict d = margin_report_to_dict(std::move(r));
+           d["account"] = ids.column(s, n);
+           return d;
+         },
+         py::arg("markets") = py::none())
       .def("check_margin_quote",
            [](PyEngine& s) {
              // the full check with the float report (quote currency, margin ratio) written in
@@ -320,8 +329,12 @@ void register_engine(py::module_& m) {
             d["bankruptcy_price"] = to_numpy(std::move(r.bankruptcy_price));
             return d;
           },
-          py::arg("deficit_split") = DeficitSplit::Loss)
-      .def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
+          py::arg("deficit_split") = DeficitSplit::Loss);
+}
+
+// Read-only inspection and the invariant check.
+void register_inspection(py::class_<PyEngine>& cls) {
+  cls.def("balance", [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.balance(account); }); })
       .def("has_account",
            [](PyEngine& s, i64 account) { return locked(s, [&](Engine& e) { return e.has_account(account); }); })
       .def("mark", [](PyEngine& s, MarketId m) { return locked(s, [&](Engine& e) { return e.mark(m); }); })
@@ -343,6 +356,19 @@ void register_engine(py::module_& m) {
              return d;
            })
       .def("check_invariants", [](PyEngine& s) { locked(s, [&](Engine& e) { e.check_invariants(); }); });
+}
+
+}  // namespace
+
+void register_engine(py::module_& m) {
+  register_float_columns(m);
+  py::class_<PyEngine> cls(m, "Engine", "The compiled exchange state. Use deleverage.Exchange, which wraps it.");
+  register_waterfall(m, cls);
+  register_durability(m, cls);
+  register_state(cls);
+  register_trading(cls);
+  register_margin(cls);
+  register_inspection(cls);
 }
 
 }  // namespace deleverage::bindings
