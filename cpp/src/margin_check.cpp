@@ -243,6 +243,7 @@ struct TierRates {
 };
 struct TierHot {
   int count = 1;
+  i64 mark_v = 0;  // value per lot at the mark, in the line with the first caps
   // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
   // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
   // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
@@ -256,6 +257,7 @@ struct FullCheckTables {
   std::vector<TierHot> tier_hot;
   bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
   bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
+  bool all_counted = true;     // and each within kCountedTiers tiers
 };
 
 FullCheckTables full_check_tables(const MarketTable& markets) {
@@ -288,6 +290,8 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
       break;
     }
     th.count = static_cast<int>(mk.tiers.size());
+    th.mark_v = static_cast<i64>(mark_v);
+    if (th.count > kCountedTiers) t.all_counted = false;
     for (int j = 0; j < th.count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
@@ -299,8 +303,6 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
         th.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
       }
     }
-    if (all_tier_fast && !hot[m].fast)
-      hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
   }
   return t;
 }
@@ -356,7 +358,10 @@ detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::ui
   return detail::MarginSums{u, mm, im};
 }
 
-// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows.
+// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows. Counted:
+// every market has at most kCountedTiers tiers (one loop for the whole book, no branch on
+// each position's market).
+template <bool Counted>
 bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
   for (std::uint32_t p = b; p < e; ++p) {
     const std::size_t m = static_cast<std::size_t>(in.market[p]);
@@ -364,11 +369,11 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
     const i64 q = in.size[p];
     const i64 abs_q = q < 0 ? -q : q;
     i64 v;
-    if (__builtin_mul_overflow(q, in.hot[m].mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
+    if (__builtin_mul_overflow(q, t.mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
         __builtin_add_overflow(s.entry, in.entry[p], &s.entry)) [[unlikely]]
       return false;
     int j = 0;
-    if (t.count <= kCountedTiers) {
+    if (Counted) {
       for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
     } else {
       for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
@@ -426,6 +431,7 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   const Path path = tables.all_fast ? Path::Flat : (tables.all_tier_fast ? Path::Tiered : Path::General);
   const PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(),
                       tables.hot.data(),    tables.tier_hot.data(), markets_.scale()};
+  const bool counted = tables.all_counted;
   const ConstantDivider div_s = markets_.div_s(), div_sr = markets_.div_sr();
   AccountHot* const accounts = book_.hot().data();
   const bool rows = out != nullptr || step != nullptr;
@@ -435,7 +441,9 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
       const std::uint32_t b = acc.start, e = b + acc.count;
       FastSums f;
       const bool fast =
-          path == Path::Flat ? flat_sums(in, b, e, f) : (path == Path::Tiered && tiered_sums(in, b, e, f));
+          path == Path::Flat
+              ? flat_sums(in, b, e, f)
+              : (path == Path::Tiered && (counted ? tiered_sums<true>(in, b, e, f) : tiered_sums<false>(in, b, e, f)));
       Sums s;
       if (fast)
         s = Sums{static_cast<i128>(f.value) - static_cast<i128>(f.entry) * in.S, f.mm, f.im};
