@@ -93,3 +93,24 @@ def test_out_on_an_empty_exchange() -> None:
     ex = Exchange()
     r = ex.check_margin()
     assert len(r) == 0 and ex.check_margin(out=r) is r
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_new_reports_reuse_freed_memory_but_never_a_held_report(exact) -> None:
+    """A full report's columns come from a pool of freed report memory (blocks of 64 KiB and
+    up, cpp/bindings/report_pool.hpp): a report still held is never written by a later
+    check, and a report built on reused memory holds the new values."""
+    ex = sample_exchange(140_000, 70_000, 5, seed=3, threads=2)
+    cols = ("equity", "maintenance", "initial", "liquidatable", "bankrupt")
+    held = ex.check_margin(exact=exact)
+    kept = {c: getattr(held, c).copy() for c in cols}
+    ex.check_margin(exact=exact)  # dropped at once: its blocks go back to the pool
+    ex.set_marks([0, 1], [round(float(p) * 0.8, 2) for p in ex.marks()[:2]])
+    after = ex.check_margin(exact=exact)  # on the dropped report's blocks
+    again = ex.check_margin(exact=exact)
+    for c in cols:
+        assert _same(getattr(held, c), kept[c]), c
+        assert _same(getattr(after, c), getattr(again, c)), c
+        assert not np.shares_memory(getattr(after, c), getattr(again, c)), c
+        assert not np.shares_memory(getattr(after, c), getattr(held, c)), c
+    assert not np.array_equal(after.equity, held.equity)  # the marks moved

@@ -198,31 +198,44 @@ def test_set_marks_refuses_exactly_the_moves_that_leave_the_range(sizes: list[in
             ex.check_margin()  # never bricked
 
 
+def executor_at_the_limit(room: int, fund: int, deposits: dict[int, int], lots: int, price: int,
+                          crash: int) -> Exchange:
+    """Market M (1% maintenance and fee, marked `price`): the accounts of `deposits` other than
+    3 buy `lots` of M at `price` from the winner 3, then M is marked `crash`. The executor 9's
+    equity is `room` units under int64's maximum: it is short one lot of X bought at BIG by 8
+    and marked at 1."""
+    ex = Exchange(0, threads=1)
+    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02, liquidation_fee=0.01, mark_price=price)
+    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
+                  initial_margin=0.02)
+    ex.set_marks(["X"], [BIG], exact=True)
+    accounts = [*deposits, 8, 9]
+    ex.deposit(accounts, [*deposits.values(), 2**62, 2**62 + 1 - room], exact=True)
+    if fund:
+        ex.insurance.deposit(fund, exact=True)
+    for a in deposits:
+        if a != 3:
+            ex.trade(a, 3, "M", lots, price, exact=True)
+    ex.trade(8, 9, "X", 1, BIG, exact=True)
+    ex.set_marks(["X", "M"], [1, crash], exact=True)
+    assert ex.account_margin(9, exact=True)["equity"] == 2**63 - 1 - room
+    return ex
+
+
 # (mode, fund, room): in close mode without a fund the bankrupt account 2's position goes to
 # ADL, not to the executor, so the executor takes two closes instead of three
-@pytest.mark.parametrize("mode, fund, room", [("close", 10**6, 2006), ("close", 0, 1006), ("haircut", 0, 2006)])
+@pytest.mark.parametrize("mode, fund, room", [("close", 10**6, 2012), ("close", 0, 1012), ("haircut", 0, 2012)])
 def test_step_refused_part_way_undoes_every_kind_of_change(mode: str, fund: int, room: int) -> None:
     """The executor (9) has room for `room` more units of equity; each close it takes gains it
     900 (100 lots bought 9 under the mark), so its close of account 4, liquidated last,
     overflows it. By then the step has covered account 2's deficit (from the fund, by ADL
     against the winner 3, or by haircutting 3) and charged account 1 a fee out of its surplus:
     the undo log must put every balance and position back."""
-    ex = Exchange(0, threads=1)
-    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
-                  initial_margin=0.02, liquidation_fee=0.01, mark_price=10_000)
-    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
-                  initial_margin=0.02)
-    ex.set_marks(["X"], [BIG], exact=True)
     # at mark 9000 (maintenance 9000 each): account 2's equity is -10000, account 1's 5000,
     # account 4's 6000; liquidated worst first: 2, 1, 4
     accounts = [1, 2, 3, 4, 8, 9]
-    ex.deposit(accounts, [105_000, 90_000, 10**9, 106_000, 2**62, 2**62 - 5 - room], exact=True)
-    if fund:
-        ex.insurance.deposit(fund, exact=True)
-    for a in (1, 2, 4):
-        ex.trade(a, 3, "M", 100, 10_000, exact=True)
-    ex.trade(8, 9, "X", 1, BIG, exact=True)
-    ex.set_marks(["X", "M"], [1, 9_000], exact=True)
+    ex = executor_at_the_limit(room, fund, {1: 105_000, 2: 90_000, 3: 10**9, 4: 106_000}, 100, 10_000, 9_000)
 
     def state() -> tuple:
         return (ex.state_hash(), [ex.balance(a, exact=True) for a in accounts],
@@ -247,19 +260,7 @@ def test_executor_pushed_out_of_range_mid_step_is_named(mode: str, fund: int, po
     score the step computes for it afterwards (a haircut's pass over the winners, the kept
     queue's re-scoring, the end-of-step check) must refuse the step naming the account, not
     with a bare "equity does not fit"; and the step changes nothing."""
-    ex = Exchange(0, threads=1)
-    ex.add_market("M", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
-                  initial_margin=0.02, liquidation_fee=0.01, mark_price=100)
-    ex.add_market("X", qty_decimals=0, price_decimals=0, mark_decimals=0, maintenance_margin=0.01,
-                  initial_margin=0.02)
-    ex.set_marks(["X"], [BIG], exact=True)
-    ex.deposit([1, 2, 3, 8, 9], [10_500, 9_000, 10**9, 2**62, 2**62 - 5], exact=True)
-    if fund:
-        ex.insurance.deposit(fund, exact=True)
-    ex.trade(1, 3, "M", 1000, 100, exact=True)
-    ex.trade(2, 3, "M", 1000, 100, exact=True)
-    ex.trade(8, 9, "X", 1, BIG, exact=True)
-    ex.set_marks(["X", "M"], [1, 90], exact=True)
+    ex = executor_at_the_limit(6, fund, {1: 10_500, 2: 9_000, 3: 10**9}, 1000, 100, 90)
     before = ex.state_hash()
     with pytest.raises(ArithmeticOverflow, match="account 9"):
         ex.liquidate(executor=MarketClose(9, slippage_bps=10), mode=mode, policy=policy, exact=True)

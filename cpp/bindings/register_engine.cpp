@@ -17,6 +17,7 @@
 #include "deleverage/detail/display.hpp"
 #include "numpy_io.hpp"
 #include "py_engine.hpp"
+#include "report_pool.hpp"
 
 namespace py = pybind11;
 
@@ -232,55 +233,71 @@ void register_margin(py::class_<PyEngine>& cls) {
   cls.def(
          "check_margin",
          [](PyEngine& s, std::optional<py::array> markets) {
-           MarginReport r;
            if (markets) {
              auto mk = as_span<MarketId>(*markets, "markets");
-             r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
+             MarginReport r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
              return margin_report_to_dict(std::move(r));
            }
+           // the full check into columns from the report pool (report_pool.hpp)
+           std::optional<PooledColumn<i64>> equity, maintenance, initial;
+           std::optional<PooledColumn<std::uint8_t>> liquidatable, bankrupt;
            IdsRefresh ids;
+           std::size_t n = 0;
            locked(s, [&](Engine& e) {
-             r = e.apply(commands::CheckMargin{commands::CheckMargin::Output::ReportWithoutIds});
+             n = e.account_count();
+             for (auto* c : {&equity, &maintenance, &initial}) c->emplace(n);
+             liquidatable.emplace(n);
+             bankrupt.emplace(n);
+             MarginColumns out;
+             out.equity = equity->data();
+             out.maintenance = maintenance->data();
+             out.initial = initial->data();
+             out.liquidatable = liquidatable->data();
+             out.bankrupt = bankrupt->data();
+             e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
              ids.collect(s, e);
            });
-           const std::size_t n = r.equity.size();
-           r.account_id = column<i64>();
-           py::dict d = margin_report_to_dict(std::move(r));
+           py::dict d;
            d["account"] = ids.column(s, n);
+           d["equity"] = equity->to_numpy();
+           d["maintenance"] = maintenance->to_numpy();
+           d["initial"] = initial->to_numpy();
+           d["liquidatable"] = liquidatable->to_numpy(true);
+           d["bankrupt"] = bankrupt->to_numpy(true);
            return d;
          },
          py::arg("markets") = py::none())
       .def("check_margin_quote",
            [](PyEngine& s) {
              // the full check with the float report (quote currency, margin ratio) written in
-             // the same pass
-             column<double> equity, maintenance, initial, ratio;
-             column<std::uint8_t> liquidatable, bankrupt;
+             // the same pass, into columns from the report pool (report_pool.hpp)
+             std::optional<PooledColumn<double>> equity, maintenance, initial, ratio;
+             std::optional<PooledColumn<std::uint8_t>> liquidatable, bankrupt;
              IdsRefresh ids;
              std::size_t n = 0;
              locked(s, [&](Engine& e) {
                n = e.account_count();
-               for (auto* c : {&equity, &maintenance, &initial, &ratio}) c->resize(n);
-               liquidatable.resize(n);
-               bankrupt.resize(n);
+               for (auto* c : {&equity, &maintenance, &initial, &ratio}) c->emplace(n);
+               liquidatable.emplace(n);
+               bankrupt.emplace(n);
                MarginColumns out;
-               out.equity_quote = equity.data();
-               out.maintenance_quote = maintenance.data();
-               out.initial_quote = initial.data();
-               out.margin_ratio = ratio.data();
-               out.liquidatable = liquidatable.data();
-               out.bankrupt = bankrupt.data();
+               out.equity_quote = equity->data();
+               out.maintenance_quote = maintenance->data();
+               out.initial_quote = initial->data();
+               out.margin_ratio = ratio->data();
+               out.liquidatable = liquidatable->data();
+               out.bankrupt = bankrupt->data();
                e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
                ids.collect(s, e);
              });
              py::dict d;
              d["account"] = ids.column(s, n);
-             d["equity"] = to_numpy(std::move(equity));
-             d["maintenance"] = to_numpy(std::move(maintenance));
-             d["initial"] = to_numpy(std::move(initial));
-             d["margin_ratio"] = to_numpy(std::move(ratio));
-             d["liquidatable"] = to_numpy_bool(std::move(liquidatable));
-             d["bankrupt"] = to_numpy_bool(std::move(bankrupt));
+             d["equity"] = equity->to_numpy();
+             d["maintenance"] = maintenance->to_numpy();
+             d["initial"] = initial->to_numpy();
+             d["margin_ratio"] = ratio->to_numpy();
+             d["liquidatable"] = liquidatable->to_numpy(true);
+             d["bankrupt"] = bankrupt->to_numpy(true);
              return d;
            })
       .def(

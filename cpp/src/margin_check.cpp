@@ -243,6 +243,7 @@ struct TierRates {
 };
 struct TierHot {
   int count = 1;
+  i64 mark_v = 0;  // value per lot at the mark, in the line with the first caps
   // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
   // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
   // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
@@ -256,6 +257,7 @@ struct FullCheckTables {
   std::vector<TierHot> tier_hot;
   bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
   bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
+  bool all_counted = true;     // and each within kCountedTiers tiers
 };
 
 FullCheckTables full_check_tables(const MarketTable& markets) {
@@ -288,6 +290,8 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
       break;
     }
     th.count = static_cast<int>(mk.tiers.size());
+    th.mark_v = static_cast<i64>(mark_v);
+    if (th.count > kCountedTiers) t.all_counted = false;
     for (int j = 0; j < th.count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
@@ -299,10 +303,117 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
         th.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
       }
     }
-    if (all_tier_fast && !hot[m].fast)
-      hot[m].mark_v = static_cast<i64>(mark_v);  // the value per lot of a tiered market
   }
   return t;
+}
+// The position columns and per-market constants of a full pass as raw pointers in one
+// place: the compiler keeps them in registers instead of reloading them through the engine.
+struct PassInputs {
+  const i64* __restrict size;
+  const i64* __restrict entry;
+  const std::uint16_t* __restrict market;
+  const MarketHot* hot;
+  const TierHot* tiers;
+  i64 S;
+};
+
+// One account's sums on the fast paths. The value sum (q * mark_v, value units) and the
+// entry sum (money units) are kept in 64 bits, checked: u = value - entry * S is the same
+// integer as contribution()'s sum of (q * mark_v - E * S) with one widening multiply per
+// position less, and equity = balance + floor(u / S) = balance + floor(value / S) - entry
+// needs a 64-bit division only. The requirements stay 128-bit: in value units times
+// kRateScale they pass 2^63 on most accounts of a book with S = 1000.
+struct FastSums {
+  i64 value = 0, entry = 0;
+  i128 mm = 0, im = 0;
+};
+
+// Flat-rate markets (MarketHot::fast); false when a 64-bit sum overflows.
+bool flat_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
+  for (std::uint32_t p = b; p < e; ++p) {
+    const MarketHot& h = in.hot[static_cast<std::size_t>(in.market[p])];
+    const i64 q = in.size[p];
+    const i64 abs_q = q < 0 ? -q : q;
+    i64 v;
+    if (__builtin_mul_overflow(q, h.mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
+        __builtin_add_overflow(s.entry, in.entry[p], &s.entry)) [[unlikely]]
+      return false;
+    s.mm += static_cast<i128>(abs_q) * h.mm_per_lot;
+    s.im += static_cast<i128>(abs_q) * h.im_per_lot;
+  }
+  return true;
+}
+
+// The same sums in 128 bits (an account whose value or entry sum passes 64 bits).
+detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::uint32_t e) {
+  i128 u = 0, mm = 0, im = 0;
+  for (std::uint32_t p = b; p < e; ++p) {
+    const MarketHot& h = in.hot[static_cast<std::size_t>(in.market[p])];
+    const i64 q = in.size[p];
+    const i64 abs_q = q < 0 ? -q : q;
+    u += static_cast<i128>(q) * h.mark_v - static_cast<i128>(in.entry[p]) * in.S;
+    mm += static_cast<i128>(abs_q) * h.mm_per_lot;
+    im += static_cast<i128>(abs_q) * h.im_per_lot;
+  }
+  return detail::MarginSums{u, mm, im};
+}
+
+// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows. Counted:
+// every market has at most kCountedTiers tiers (one loop for the whole book, no branch on
+// each position's market).
+template <bool Counted>
+bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
+  for (std::uint32_t p = b; p < e; ++p) {
+    const std::size_t m = static_cast<std::size_t>(in.market[p]);
+    const TierHot& t = in.tiers[m];
+    const i64 q = in.size[p];
+    const i64 abs_q = q < 0 ? -q : q;
+    i64 v;
+    if (__builtin_mul_overflow(q, t.mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
+        __builtin_add_overflow(s.entry, in.entry[p], &s.entry)) [[unlikely]]
+      return false;
+    int j = 0;
+    if (Counted) {
+      for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
+    } else {
+      for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
+    }
+    const TierRates& r = t.rates[j];
+    s.mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
+    s.im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
+  }
+  return true;
+}
+
+// margin_from_sums' values from FastSums, by multiplications with reciprocals instead of
+// 128-bit divisions; false when one of them does not fit 64 bits (margin_from_sums then
+// reports which).
+bool fast_margin(i64 balance, const FastSums& s, const ConstantDivider& div_s, const ConstantDivider& div_sr,
+                 AccountMargin& r) {
+  const i128 equity = static_cast<i128>(balance) + div_s.floor_i64(s.value) - s.entry;
+  if (!fits_i64(equity) || !div_sr.round_i64(s.mm, true, r.maintenance) || !div_sr.round_i64(s.im, true, r.initial))
+    return false;
+  r.equity = static_cast<i64>(equity);
+  r.liquidatable = r.equity < r.maintenance;
+  r.bankrupt = r.equity < 0;
+  return true;
+}
+
+// One account's row of the caller's columns (the exact ones, the float ones, or both).
+void write_row(const MarginColumns& out, std::size_t a, const AccountMargin& am, double quote_unit) {
+  if (out.equity != nullptr) {
+    out.equity[a] = am.equity;
+    out.maintenance[a] = am.maintenance;
+    out.initial[a] = am.initial;
+  }
+  if (out.equity_quote != nullptr) {  // the display conversion, while the values are in registers
+    out.equity_quote[a] = static_cast<double>(am.equity) / quote_unit;
+    out.maintenance_quote[a] = static_cast<double>(am.maintenance) / quote_unit;
+    out.initial_quote[a] = static_cast<double>(am.initial) / quote_unit;
+    out.margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
+  }
+  out.liquidatable[a] = am.liquidatable;
+  out.bankrupt[a] = am.bankrupt;
 }
 }  // namespace
 
@@ -316,90 +427,40 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
 
   const FullCheckTables tables = full_check_tables(markets_);
-  const std::vector<MarketHot>& hot = tables.hot;
-  const std::vector<TierHot>& tier_hot = tables.tier_hot;
-  const bool all_fast = tables.all_fast, all_tier_fast = tables.all_tier_fast;
-  const TierHot* const tp = tier_hot.data();
-  const i64 S = markets_.scale();
-  // Raw pointers in locals: the compiler keeps them in registers instead of reloading the
-  // vectors through `this` on every position.
-  const i64* __restrict const size = book_.sizes().data();
-  const i64* __restrict const entry_col = book_.entries().data();
-  const std::uint16_t* __restrict const market = book_.markets().data();
+  enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
+  const Path path = tables.all_fast ? Path::Flat : (tables.all_tier_fast ? Path::Tiered : Path::General);
+  const PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(),
+                      tables.hot.data(),    tables.tier_hot.data(), markets_.scale()};
+  const bool counted = tables.all_counted;
+  const ConstantDivider div_s = markets_.div_s(), div_sr = markets_.div_sr();
   AccountHot* const accounts = book_.hot().data();
-  const MarketHot* const hp = hot.data();
+  const bool rows = out != nullptr || step != nullptr;
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
     for (std::size_t a = begin; a < end; ++a) {
-      // u = sum(q * mark_v - E * S): with S == 1 (money decimals cover the market's) the
-      // entry is subtracted directly, keeping the loop's live values in registers.
-      i128 u = 0, mm = 0, im = 0;
       AccountHot& acc = accounts[a];
       const std::uint32_t b = acc.start, e = b + acc.count;
+      FastSums f;
+      const bool fast =
+          path == Path::Flat
+              ? flat_sums(in, b, e, f)
+              : (path == Path::Tiered && (counted ? tiered_sums<true>(in, b, e, f) : tiered_sums<false>(in, b, e, f)));
       Sums s;
-      if (all_fast && S == 1) {
-        for (std::uint32_t p = b; p < e; ++p) {
-          const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
-          const i64 q = size[p];
-          const i64 abs_q = q < 0 ? -q : q;
-          u += static_cast<i128>(q) * h.mark_v - entry_col[p];
-          mm += static_cast<i128>(abs_q) * h.mm_per_lot;
-          im += static_cast<i128>(abs_q) * h.im_per_lot;
-        }
-        s = Sums{u, mm, im};
-      } else if (all_fast) {
-        for (std::uint32_t p = b; p < e; ++p) {
-          const MarketHot& h = hp[static_cast<std::size_t>(market[p])];
-          const i64 q = size[p];
-          const i64 abs_q = q < 0 ? -q : q;
-          u += static_cast<i128>(q) * h.mark_v - static_cast<i128>(entry_col[p]) * S;
-          mm += static_cast<i128>(abs_q) * h.mm_per_lot;
-          im += static_cast<i128>(abs_q) * h.im_per_lot;
-        }
-        s = Sums{u, mm, im};
-      } else if (all_tier_fast) {
-        for (std::uint32_t p = b; p < e; ++p) {
-          const std::size_t m = static_cast<std::size_t>(market[p]);
-          const TierHot& t = tp[m];
-          const i64 q = size[p];
-          const i64 abs_q = q < 0 ? -q : q;
-          u += static_cast<i128>(q) * hp[m].mark_v -
-               (S == 1 ? static_cast<i128>(entry_col[p]) : static_cast<i128>(entry_col[p]) * S);
-          int j = 0;
-          if (t.count <= kCountedTiers) {
-            for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
-          } else {
-            for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
-          }
-          const TierRates& r = t.rates[j];
-          mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
-          im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
-        }
-        s = Sums{u, mm, im};
-      } else {
-        s = account_sums(static_cast<std::uint32_t>(a), false);  // many tiers or huge values: the general path
-      }
+      if (fast)
+        s = Sums{static_cast<i128>(f.value) - static_cast<i128>(f.entry) * in.S, f.mm, f.im};
+      else if (path == Path::Flat)
+        s = flat_sums_wide(in, b, e);
+      else
+        s = account_sums(static_cast<std::uint32_t>(a), false);
       acc.cache = s;
-      if (out == nullptr && step_equity == nullptr) continue;
-      const AccountMargin am = margin_from_sums(acc.balance, s);
-      if (step_equity != nullptr) {
+      if (!rows) continue;
+      AccountMargin am;
+      if (!fast || !fast_margin(acc.balance, f, div_s, div_sr, am)) am = margin_from_sums(acc.balance, s);
+      if (step != nullptr) {
         step_balance[a] = acc.balance;
         step_equity[a] = am.equity;
         step_maintenance[a] = am.maintenance;
       }
-      if (out == nullptr) continue;
-      if (out->equity != nullptr) {
-        out->equity[a] = am.equity;
-        out->maintenance[a] = am.maintenance;
-        out->initial[a] = am.initial;
-      }
-      if (out->equity_quote != nullptr) {  // the display conversion, while the values are in registers
-        out->equity_quote[a] = static_cast<double>(am.equity) / quote_unit;
-        out->maintenance_quote[a] = static_cast<double>(am.maintenance) / quote_unit;
-        out->initial_quote[a] = static_cast<double>(am.initial) / quote_unit;
-        out->margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
-      }
-      out->liquidatable[a] = am.liquidatable;
-      out->bankrupt[a] = am.bankrupt;
+      if (out != nullptr) write_row(*out, a, am, quote_unit);
     }
   });
   for (MarketState& mk : markets_) mk.valued_mark = mk.mark;

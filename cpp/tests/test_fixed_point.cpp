@@ -34,6 +34,62 @@ TEST(ConstantDivider, MatchesPlainDivisionOnRandomAndEdgeValues) {
   }
 }
 
+// round_i64 and floor_i64 (the margin check's reciprocal paths): equal to plain division
+// wherever the result fits int64, and round_i64 refuses exactly where it does not.
+TEST(ConstantDivider, RoundI64MatchesPlainDivision) {
+  std::mt19937_64 rng(7);
+  const i64 divisors[] = {
+      1, 2, 3, 10, 1000, 100000000, 100000000000LL, 999999937, (i64{1} << 62) + 1, std::numeric_limits<i64>::max()};
+  const i128 lo64 = std::numeric_limits<i64>::min(), hi64 = std::numeric_limits<i64>::max();
+  for (i64 d : divisors) {
+    ConstantDivider div(d);
+    const i128 edge = static_cast<i128>(static_cast<u128>(d) << 64);  // the first |a| whose quotient needs 65 bits
+    const i128 top = static_cast<i128>(d) * hi64;
+    std::vector<i128> values = {0,
+                                1,
+                                -1,
+                                d - 1,
+                                d,
+                                -d,
+                                edge - 1,
+                                edge,
+                                edge + 1,
+                                -(edge - 1),
+                                -edge,
+                                -edge - 1,
+                                top,
+                                top + 1,
+                                top + d,
+                                -top,
+                                -top - d,
+                                -top - d - 1,
+                                i128{1} << 64,
+                                -(i128{1} << 64),
+                                std::numeric_limits<i128>::max(),
+                                std::numeric_limits<i128>::min(),
+                                std::numeric_limits<i128>::min() + 1,
+                                lo64,
+                                hi64};
+    for (int i = 0; i < 20000; ++i) {
+      const u128 raw = (static_cast<u128>(rng()) << 64) | rng();
+      const i128 v = static_cast<i128>(raw) >> (rng() % 127);
+      values.push_back(v);
+      values.push_back(v / d * d);  // exact multiples: no rounding
+    }
+    for (i128 v : values) {
+      for (bool up : {false, true}) {
+        const i128 want = up ? ceil_div(v, d) : floor_div(v, d);
+        i64 got = 0;
+        const bool fits = want >= lo64 && want <= hi64;
+        ASSERT_EQ(div.round_i64(v, up, got), fits) << "d=" << d << " v=" << to_string_i128(v) << " up=" << up;
+        if (fits) ASSERT_EQ(got, want) << "d=" << d << " v=" << to_string_i128(v) << " up=" << up;
+      }
+      if (v >= lo64 && v <= hi64)
+        ASSERT_EQ(div.floor_i64(static_cast<i64>(v)), floor_div(v, d)) << "d=" << d << " v=" << to_string_i128(v);
+    }
+  }
+}
+
 TEST(FloorCeil, RoundTowardMinusAndPlusInfinity) {
   EXPECT_EQ(floor_div(7, 2), 3);
   EXPECT_EQ(floor_div(-7, 2), -4);

@@ -95,7 +95,8 @@ inline i64 to_i64_checked(i128 v, const char* what) {
 
 // Division by a constant d >= 1 fixed at construction (Granlund & Montgomery 1994, fig. 4.1):
 // one multiply-high and two shifts replace a 40-cycle division in the per-account loop.
-// Exact for every 64-bit unsigned numerator; wider numerators fall back to 128-bit division.
+// Exact for every 64-bit unsigned numerator; wider numerators fall back to 128-bit division,
+// except in round_i64 (below).
 class ConstantDivider {
  public:
   ConstantDivider() : ConstantDivider(1) {}
@@ -105,6 +106,9 @@ class ConstantDivider {
     magic_ = static_cast<u64>(((u128{1} << 64) * ((u128{1} << l) - static_cast<u128>(d))) / static_cast<u128>(d) + 1);
     shift1_ = l > 0 ? 1 : 0;
     shift2_ = l > 0 ? l - 1 : 0;
+    while ((static_cast<u64>(d) << norm_shift_) >> 63 == 0) ++norm_shift_;
+    d_norm_ = static_cast<u64>(d) << norm_shift_;
+    recip_ = static_cast<u64>(~u128{0} / d_norm_ - (u128{1} << 64));  // d_norm_ >= 2^63: fits
   }
   i64 divisor() const { return d_; }
 
@@ -130,11 +134,67 @@ class ConstantDivider {
     return ceil_div(a, d_);
   }
 
+  // floor(v / d) for any int64 v, without a branch on the sign (a sum of signed position
+  // values is as often negative as positive: a branch would be mispredicted).
+  i64 floor_i64(i64 v) const {
+    const u64 neg = static_cast<u64>(v >> 63);          // all ones when v < 0
+    const u64 mag = (static_cast<u64>(v) ^ neg) - neg;  // |v|, also for INT64_MIN
+    // v < 0: floor(v / d) = -ceil(|v| / d) = -floor((|v| + d - 1) / d); |v| + d - 1 < 2^64
+    const u64 q = div_u64(mag + (neg & static_cast<u64>(d_ - 1)));
+    return static_cast<i64>((q ^ neg) - neg);
+  }
+  // floor(a / d) (up = false) or ceil(a / d) (up = true) into `out` when it fits int64, for
+  // any 128-bit a: false when it does not fit. A multiply by a reciprocal (Moller & Granlund
+  // 2011, "Improved division by invariant integers", alg. 4) instead of the ~100-cycle
+  // 128-bit library division that floor() and ceil() take past 2^63, where most accounts'
+  // requirement sums (value units x kRateScale) are; written on 64-bit halves without
+  // branches on the data so that it compiles to straight-line code.
+  bool round_i64(i128 a, bool up, i64& out) const {
+    const u64 lo = static_cast<u64>(a), hi = static_cast<u64>(static_cast<u128>(a) >> 64);
+    const u64 neg = static_cast<u64>(static_cast<i64>(hi) >> 63);  // all ones when a < 0
+    // |a| = n_hi * 2^64 + n_lo (two's complement negation when negative)
+    const u64 n_lo = (lo ^ neg) - neg;
+    const u64 n_hi = (hi ^ neg) + (neg & static_cast<u64>(lo == 0));
+    if (n_hi >= static_cast<u64>(d_)) return false;  // the quotient needs more than 64 bits
+    u64 rem = 0;
+    const u64 q = div_u128(n_hi, n_lo, rem);
+    if (q > (u64{1} << 63)) return false;
+    // round the magnitude away from zero when the direction asks for it (floor of a
+    // negative, ceil of a positive) and there is a remainder
+    const u64 mag = q + static_cast<u64>((rem != 0) & ((neg != 0) != up));
+    if (mag > (u64{1} << 63) - (neg != 0 ? 0 : 1)) return false;
+    out = static_cast<i64>((mag ^ neg) - neg);
+    return true;
+  }
+
  private:
+  // n / d and n % d for n = hi * 2^64 + lo with hi < d (the quotient fits 64 bits).
+  u64 div_u128(u64 hi, u64 lo, u64& rem) const {
+    const int s = norm_shift_;  // shift both so that the divisor's top bit is set
+    const u64 u1 = (hi << s) | ((lo >> 1) >> (63 - s));
+    const u64 u0 = lo << s;
+    const u128 p = static_cast<u128>(recip_) * u1 + ((static_cast<u128>(u1) << 64) | u0);
+    u64 q = static_cast<u64>(p >> 64) + 1;
+    u64 r = u0 - q * d_norm_;
+    // the first correction happens about half of the time: masks, not a branch
+    const u64 over = u64{0} - static_cast<u64>(r > static_cast<u64>(p));
+    q += over;
+    r += over & d_norm_;
+    if (r >= d_norm_) [[unlikely]] {
+      ++q;
+      r -= d_norm_;
+    }
+    rem = r >> s;
+    return q;
+  }
+
   i64 d_;
   u64 magic_ = 0;
   int shift1_ = 0;
   int shift2_ = 0;
+  int norm_shift_ = 0;  // leading zeros of d
+  u64 d_norm_ = 0;      // d << norm_shift_
+  u64 recip_ = 0;       // floor((2^128 - 1) / d_norm_) - 2^64
 };
 
 // Decimal text of a 128-bit integer (for messages: std::to_string has no i128 overload).
