@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 #include <optional>
+#include <type_traits>
 
 #include "deleverage/detail/parallel.hpp"
 #include "deleverage/commands.hpp"
@@ -228,6 +229,50 @@ void register_trading(py::class_<PyEngine>& cls) {
       });
 }
 
+// The full check into columns from the report pool (report_pool.hpp): int64 money units
+// (Money = i64), or float64 quote currency with the margin ratio written in the same pass
+// (Money = double).
+template <class Money>
+py::dict pooled_full_report(PyEngine& s) {
+  constexpr bool quote = std::is_same_v<Money, double>;
+  std::optional<PooledColumn<Money>> equity, maintenance, initial;
+  std::optional<PooledColumn<double>> ratio;
+  std::optional<PooledColumn<std::uint8_t>> liquidatable, bankrupt;
+  IdsRefresh ids;
+  std::size_t n = 0;
+  locked(s, [&](Engine& e) {
+    n = e.account_count();
+    for (auto* c : {&equity, &maintenance, &initial}) c->emplace(n);
+    liquidatable.emplace(n);
+    bankrupt.emplace(n);
+    MarginColumns out;
+    if constexpr (quote) {
+      ratio.emplace(n);
+      out.equity_quote = equity->data();
+      out.maintenance_quote = maintenance->data();
+      out.initial_quote = initial->data();
+      out.margin_ratio = ratio->data();
+    } else {
+      out.equity = equity->data();
+      out.maintenance = maintenance->data();
+      out.initial = initial->data();
+    }
+    out.liquidatable = liquidatable->data();
+    out.bankrupt = bankrupt->data();
+    e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
+    ids.collect(s, e);
+  });
+  py::dict d;
+  d["account"] = ids.column(s, n);
+  d["equity"] = equity->to_numpy();
+  d["maintenance"] = maintenance->to_numpy();
+  d["initial"] = initial->to_numpy();
+  if (quote) d["margin_ratio"] = ratio->to_numpy();
+  d["liquidatable"] = liquidatable->to_numpy(true);
+  d["bankrupt"] = bankrupt->to_numpy(true);
+  return d;
+}
+
 // Margin checks and position reports.
 void register_margin(py::class_<PyEngine>& cls) {
   cls.def(
@@ -238,68 +283,10 @@ void register_margin(py::class_<PyEngine>& cls) {
              MarginReport r = locked(s, [&](Engine& e) { return e.apply(commands::CheckMarginMoved{mk}); });
              return margin_report_to_dict(std::move(r));
            }
-           // the full check into columns from the report pool (report_pool.hpp)
-           std::optional<PooledColumn<i64>> equity, maintenance, initial;
-           std::optional<PooledColumn<std::uint8_t>> liquidatable, bankrupt;
-           IdsRefresh ids;
-           std::size_t n = 0;
-           locked(s, [&](Engine& e) {
-             n = e.account_count();
-             for (auto* c : {&equity, &maintenance, &initial}) c->emplace(n);
-             liquidatable.emplace(n);
-             bankrupt.emplace(n);
-             MarginColumns out;
-             out.equity = equity->data();
-             out.maintenance = maintenance->data();
-             out.initial = initial->data();
-             out.liquidatable = liquidatable->data();
-             out.bankrupt = bankrupt->data();
-             e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
-             ids.collect(s, e);
-           });
-           py::dict d;
-           d["account"] = ids.column(s, n);
-           d["equity"] = equity->to_numpy();
-           d["maintenance"] = maintenance->to_numpy();
-           d["initial"] = initial->to_numpy();
-           d["liquidatable"] = liquidatable->to_numpy(true);
-           d["bankrupt"] = bankrupt->to_numpy(true);
-           return d;
+           return pooled_full_report<i64>(s);
          },
          py::arg("markets") = py::none())
-      .def("check_margin_quote",
-           [](PyEngine& s) {
-             // the full check with the float report (quote currency, margin ratio) written in
-             // the same pass, into columns from the report pool (report_pool.hpp)
-             std::optional<PooledColumn<double>> equity, maintenance, initial, ratio;
-             std::optional<PooledColumn<std::uint8_t>> liquidatable, bankrupt;
-             IdsRefresh ids;
-             std::size_t n = 0;
-             locked(s, [&](Engine& e) {
-               n = e.account_count();
-               for (auto* c : {&equity, &maintenance, &initial, &ratio}) c->emplace(n);
-               liquidatable.emplace(n);
-               bankrupt.emplace(n);
-               MarginColumns out;
-               out.equity_quote = equity->data();
-               out.maintenance_quote = maintenance->data();
-               out.initial_quote = initial->data();
-               out.margin_ratio = ratio->data();
-               out.liquidatable = liquidatable->data();
-               out.bankrupt = bankrupt->data();
-               e.apply(commands::CheckMargin{commands::CheckMargin::Output::Into, &out});
-               ids.collect(s, e);
-             });
-             py::dict d;
-             d["account"] = ids.column(s, n);
-             d["equity"] = equity->to_numpy();
-             d["maintenance"] = maintenance->to_numpy();
-             d["initial"] = initial->to_numpy();
-             d["margin_ratio"] = ratio->to_numpy();
-             d["liquidatable"] = liquidatable->to_numpy(true);
-             d["bankrupt"] = bankrupt->to_numpy(true);
-             return d;
-           })
+      .def("check_margin_quote", [](PyEngine& s) { return pooled_full_report<double>(s); })
       .def(
           "check_margin_into",
           [](PyEngine& s, const py::array& equity, const py::array& maintenance, const py::array& initial,
