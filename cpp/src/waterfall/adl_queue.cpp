@@ -12,6 +12,8 @@ constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 constexpr std::size_t kCatchUpPrefetch = 16;
 // Entries ahead of a reserve's end whose line a push claims (see adl_queue_push).
 constexpr std::size_t kReservePrefetch = 8;
+// A heap this small is not worth a purge of its superseded entries (see purge_heap).
+constexpr std::size_t kHeapPurgeMin = 64;
 }  // namespace
 
 i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
@@ -259,13 +261,20 @@ void Engine::catch_up_adl_queues() {
     const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
     const i64 id = book_.ids()[a];
     const std::uint32_t version = account_version(a);
+    // A liquidatable account is no winner: a pop would only park its entry (see `parked`),
+    // so it is parked at once. In a crash the accounts waiting for their own liquidation
+    // rank first and are re-scored often; in the heap each would cost a pop.
+    const bool liquidatable = equity < maintenance;
     for (std::uint32_t s = b; s < e; ++s) {
       detail::KeptAdlQueue& q =
           adl_queues_[2 * static_cast<std::size_t>(book_.markets()[s]) + (book_.sizes()[s] > 0 ? 1 : 0)];
       if (!q.catch_up) continue;
       const i64 score =
           adl_score(s, static_cast<Ranking>(q.ranking), book_.hot()[a].balance, equity, maintenance, e - b == 1);
-      adl_queue_push(q, detail::AdlEntry{score, id, a, version});
+      if (liquidatable)
+        q.parked.push_back(detail::AdlEntry{score, id, a, version});
+      else
+        adl_queue_push(q, detail::AdlEntry{score, id, a, version});
       ++q.superseded;
     }
   }
@@ -320,6 +329,17 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
   detail::adl_heap_make(q.heap);
   detail::adl_heap_make(q.aside);
   q.superseded = 0;
+  q.dead_pops = 0;
+}
+
+// Drops the superseded entries of the heap alone (see `dead_pops`): O(heap), with the
+// versions of its accounts mostly in cache.
+void Engine::purge_heap(detail::KeptAdlQueue& q) {
+  q.heap.erase(
+      std::remove_if(q.heap.begin(), q.heap.end(), [&](const detail::AdlEntry& x) { return !adl_entry_current(x); }),
+      q.heap.end());
+  detail::adl_heap_make(q.heap);
+  q.dead_pops = 0;
 }
 
 AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
@@ -366,7 +386,10 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     }
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
-    if (!adl_entry_current(out)) continue;
+    if (!adl_entry_current(out)) {
+      if (!from_aside && 4 * ++q.dead_pops > q.heap.size() + kHeapPurgeMin) purge_heap(q);
+      continue;
+    }
     return true;
   }
 }

@@ -157,7 +157,8 @@ struct KeptAdlQueue {
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
   bool listed = false;               // in the engine's list of queues that catch-ups look at
   bool catch_up = false;             // fresh at the last catch-up: re-scored accounts are pushed here
-  // Current entries whose account was liquidatable itself when popped, so not a winner. They
+  // Current entries whose account was liquidatable itself when popped or re-scored, so not a
+  // winner. They
   // stay out of the heap, so later pops do not meet them again, until something can make them
   // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the
   // parked one) or a mark change (parked_epoch: they go back to the heap).
@@ -172,6 +173,11 @@ struct KeptAdlQueue {
   // Re-scored entries pushed since the last purge: each may have left an older entry behind,
   // which would cost a pop when it surfaces (see Engine::purge_superseded).
   std::size_t superseded = 0;
+  // Superseded entries popped off the heap since it was last purged of them: the re-scored
+  // winners of a crash go back near the head, so their old entries collect in the heap and
+  // each costs a pop (about half of a crash step's pops); past a quarter of the heap, one
+  // linear pass (Engine::purge_heap) is cheaper and keeps the heap small.
+  std::size_t dead_pops = 0;
 
   // Back to an unbuilt queue, keeping the buffers' capacity (a refresh reuses them).
   void reset() {
