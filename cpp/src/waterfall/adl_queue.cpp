@@ -153,18 +153,27 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
   detail::AdlEntries& scratch = refresh_scratch_;
   if (scratch.size() < n) scratch.resize(n);
-  std::vector<std::size_t> count(chunks, 0);
+  // Chunk c writes only its own region: the winners from its start, the entries of
+  // liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
+  // crash they rank first and each would cost a pop).
+  std::vector<std::size_t> count(chunks, 0), parked(chunks, 0);
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c) {
-      detail::AdlEntry* out = scratch.data() + c * kChunk;  // chunk c writes only its own region
-      std::size_t k = 0;
-      for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+      detail::AdlEntry* out = scratch.data() + c * kChunk;
+      const std::size_t end = std::min(n, (c + 1) * kChunk);
+      std::size_t k = 0, j = end - c * kChunk;
+      for (std::size_t i = c * kChunk; i < end; ++i) {
         const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
         if ((book_.sizes()[s] > 0) != (side > 0)) continue;
-        out[k++] = detail::AdlEntry{adl_score(a, s, ranking), book_.ids()[a], a, account_version(a)};
+        const detail::AdlEntry entry{adl_score(a, s, ranking), book_.ids()[a], a, account_version(a)};
+        if (margin_from_sums(book_.hot()[a].balance, book_.hot()[a].cache).liquidatable)
+          out[--j] = entry;
+        else
+          out[k++] = entry;
       }
       count[c] = k;
+      parked[c] = end - c * kChunk - j;
     }
   });
   std::vector<std::size_t> offset(chunks + 1, 0);
@@ -177,6 +186,10 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
                 scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
                 q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
   });
+  for (std::size_t c = 0; c < chunks; ++c) {
+    const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * kChunk));
+    q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[c]), end);
+  }
   q.built = true;
   q.ranking = static_cast<std::uint8_t>(ranking);
   q.marks_epoch = marks_epoch_;
@@ -378,6 +391,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // pop after: request their account lines and versions.
     if (!h.empty()) {
       prefetch_block(h.front().account);
+      // the winner's fill reads its entry notional too
+      __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);
