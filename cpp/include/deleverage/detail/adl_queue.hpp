@@ -3,6 +3,7 @@
 // (docs/waterfall.md "The kept ADL queue"). Internal to the engine; the operations are
 // Engine members (cpp/src/waterfall/adl_queue.cpp).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -118,6 +119,16 @@ AdlEntry adl_heap_pop(Entries& h) {
   for (;;) {
     const std::size_t c = 4 * i + 1;
     if (c + 4 > n) break;
+    // The hole goes down one of four ways: request the children of all four (16 entries,
+    // about six lines) before comparing these, so that on a heap larger than the cache each
+    // level's misses overlap the level above instead of following it.
+    const std::size_t g = 4 * c + 1;
+    if (g < n) {
+      const char* from = reinterpret_cast<const char*>(d + g);
+      const char* to = reinterpret_cast<const char*>(d + std::min(n, g + 16));
+      for (const char* p = from; p < to; p += 64) __builtin_prefetch(p);
+      __builtin_prefetch(to - 1);
+    }
     const std::size_t best = adl_heap_detail::best_of_four(d, c);
     d[i] = d[best];
     i = best;
