@@ -453,7 +453,8 @@ class Engine {
   // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry
   // counts only while it does.
   bool holds_side(std::uint32_t a, MarketId m, int side) const;
-  i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
+  // `liquidatable` (optional): set to whether account a is (equity < maintenance, same terms).
+  i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool* liquidatable = nullptr) const;
   // `only_position`: the account holds no other position (its maintenance is this one's).
   i64 adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
                 bool only_position = false) const;

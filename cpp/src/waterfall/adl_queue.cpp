@@ -16,13 +16,14 @@ constexpr std::size_t kReservePrefetch = 8;
 constexpr std::size_t kHeapPurgeMin = 64;
 }  // namespace
 
-i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
+i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool* liquidatable) const {
   // equity and maintenance as margin_from_sums gives them (the initial margin is not needed:
   // this runs once per position of a side when a queue is refreshed)
   const Sums& c = book_.hot()[a].cache;
   const i128 u = markets_.scale() == 1 ? c.u : markets_.div_s().floor(c.u);
   const i64 equity = to_i64_checked(static_cast<i128>(book_.hot()[a].balance) + u, "equity");
   const i64 maintenance = to_i64_checked(markets_.div_sr().ceil(c.mm), "maintenance margin");
+  if (liquidatable != nullptr) *liquidatable = equity < maintenance;
   return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
@@ -166,8 +167,9 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
         const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
         if ((book_.sizes()[s] > 0) != (side > 0)) continue;
-        const detail::AdlEntry entry{adl_score(a, s, ranking), book_.ids()[a], a, account_version(a)};
-        if (margin_from_sums(book_.hot()[a].balance, book_.hot()[a].cache).liquidatable)
+        bool liquidatable = false;
+        const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), book_.ids()[a], a, account_version(a)};
+        if (liquidatable)
           out[--j] = entry;
         else
           out[k++] = entry;
