@@ -379,10 +379,10 @@ void Engine::throw_balance_overflow(std::uint32_t a) const {
 
 void Engine::roll_back(std::size_t mark) {
   detail::UndoLog& undo = book_.undo_log();
-  for (const detail::UndoLog::Entry* it = undo.end(); it != undo.begin_at(mark);) {
-    --it;
-    if (it->market != detail::UndoLog::kBalanceOnly) set_position(it->account, it->market, it->size, it->entry);
-    book_.hot()[it->account].balance = it->balance;
+  for (std::size_t i = undo.mark(); i > mark;) {
+    const detail::UndoLog::Entry& it = undo.at(--i);
+    if (it.market != detail::UndoLog::kBalanceOnly) set_position(it.account, it.market, it.size, it.entry);
+    book_.hot()[it.account].balance = it.balance;
   }
   undo.forget(mark);
 }

@@ -430,6 +430,7 @@ class Engine {
   void catch_up_adl_queues();
   bool adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const;
   void purge_superseded(detail::KeptAdlQueue& q);
+  void purge_heap(detail::KeptAdlQueue& q);
   // Every account whose balance or positions change is noted here for the kept queues: its
   // scores in every market it holds depend on its balance and all its positions, and the next
   // catch-up re-scores it in each of them from its positions then (so a note before the change
@@ -452,7 +453,8 @@ class Engine {
   // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry
   // counts only while it does.
   bool holds_side(std::uint32_t a, MarketId m, int side) const;
-  i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const;
+  // `liquidatable` (optional): set to whether account a is (equity < maintenance, same terms).
+  i64 adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool* liquidatable = nullptr) const;
   // Account a's equity and maintenance (money) from its cached sums; ArithmeticOverflow
   // naming the account if either leaves int64.
   std::pair<i64, i64> equity_and_maintenance(std::uint32_t a) const;

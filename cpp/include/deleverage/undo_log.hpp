@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "deleverage/fixed_point.hpp"
@@ -28,10 +29,11 @@ class UndoLog {
     i64 size, entry, balance;
   };
   static constexpr MarketId kBalanceOnly = -1;
-  // Above this many entries of capacity a finished operation gives the memory back (a crash
-  // step logs about two entries per fill); below it the capacity is kept, so that single
-  // trades allocate nothing after the first.
-  static constexpr std::size_t kKeptCapacity = 4096;
+  // Entries per block. The log grows by whole blocks, never by copying: a crash step logs
+  // about two entries per fill (millions), and a doubling vector moved and page-faulted all
+  // of them again at each growth (about 5% of the step). A finished operation keeps the
+  // first block only, so single trades allocate nothing after the first.
+  static constexpr std::size_t kBlock = 4096;
 
   UndoLog() = default;
   // A copy starts empty: the log belongs to the operation running on the original.
@@ -39,22 +41,29 @@ class UndoLog {
   UndoLog& operator=(const UndoLog&) { return *this; }
 
   // Where an operation starts: it rolls back to, or forgets from, this mark.
-  std::size_t mark() const { return entries_.size(); }
+  std::size_t mark() const { return size_; }
   void save_position(std::uint32_t a, MarketId m, i64 size, i64 entry, i64 balance) {
-    entries_.push_back(Entry{a, m, size, entry, balance});
+    push(Entry{a, m, size, entry, balance});
   }
-  void save_balance(std::uint32_t a, i64 balance) { entries_.push_back(Entry{a, kBalanceOnly, 0, 0, balance}); }
-  // Entries past `mark`, oldest first (a rollback walks them backwards).
-  const Entry* begin_at(std::size_t mark) const { return entries_.data() + mark; }
-  const Entry* end() const { return entries_.data() + entries_.size(); }
+  void save_balance(std::uint32_t a, i64 balance) { push(Entry{a, kBalanceOnly, 0, 0, balance}); }
+  // Entry i (i < mark()); a rollback walks them from the newest.
+  const Entry& at(std::size_t i) const { return blocks_[i / kBlock][i % kBlock]; }
   // The operation that started at `mark` is done (succeeded, or rolled back): drop its entries.
   void forget(std::size_t mark) {
-    entries_.resize(mark);
-    if (mark == 0 && entries_.capacity() > kKeptCapacity) entries_ = std::vector<Entry>();
+    size_ = mark;
+    if (mark == 0 && blocks_.size() > 1) blocks_.resize(1);
   }
 
  private:
-  std::vector<Entry> entries_;
+  void push(const Entry& e) {
+    if (size_ == blocks_.size() * kBlock)
+      blocks_.push_back(std::unique_ptr<Entry[]>(new Entry[kBlock]));  // not zeroed: every entry is written first
+    blocks_[size_ / kBlock][size_ % kBlock] = e;
+    ++size_;
+  }
+
+  std::vector<std::unique_ptr<Entry[]>> blocks_;
+  std::size_t size_ = 0;
 };
 
 }  // namespace deleverage::detail

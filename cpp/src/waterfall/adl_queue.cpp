@@ -12,6 +12,8 @@ constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 constexpr std::size_t kCatchUpPrefetch = 16;
 // Entries ahead of a reserve's end whose line a push claims (see adl_queue_push).
 constexpr std::size_t kReservePrefetch = 8;
+// A heap this small is not worth a purge of its superseded entries (see purge_heap).
+constexpr std::size_t kHeapPurgeMin = 64;
 }  // namespace
 
 std::pair<i64, i64> Engine::equity_and_maintenance(std::uint32_t a) const {
@@ -27,8 +29,9 @@ std::pair<i64, i64> Engine::equity_and_maintenance(std::uint32_t a) const {
   return {static_cast<i64>(equity), static_cast<i64>(maintenance)};
 }
 
-i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking) const {
+i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool* liquidatable) const {
   const auto [equity, maintenance] = equity_and_maintenance(a);
+  if (liquidatable != nullptr) *liquidatable = equity < maintenance;
   return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
@@ -159,18 +162,28 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
   detail::AdlEntries& scratch = refresh_scratch_;
   if (scratch.size() < n) scratch.resize(n);
-  std::vector<std::size_t> count(chunks, 0);
+  // Chunk c writes only its own region: the winners from its start, the entries of
+  // liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
+  // crash they rank first and each would cost a pop).
+  std::vector<std::size_t> count(chunks, 0), parked(chunks, 0);
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c) {
-      detail::AdlEntry* out = scratch.data() + c * kChunk;  // chunk c writes only its own region
-      std::size_t k = 0;
-      for (std::size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+      detail::AdlEntry* out = scratch.data() + c * kChunk;
+      const std::size_t end = std::min(n, (c + 1) * kChunk);
+      std::size_t k = 0, j = end - c * kChunk;
+      for (std::size_t i = c * kChunk; i < end; ++i) {
         const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
         if ((book_.sizes()[s] > 0) != (side > 0)) continue;
-        out[k++] = detail::AdlEntry{adl_score(a, s, ranking), book_.ids()[a], a, account_version(a)};
+        bool liquidatable = false;
+        const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), book_.ids()[a], a, account_version(a)};
+        if (liquidatable)
+          out[--j] = entry;
+        else
+          out[k++] = entry;
       }
       count[c] = k;
+      parked[c] = end - c * kChunk - j;
     }
   });
   std::vector<std::size_t> offset(chunks + 1, 0);
@@ -183,6 +196,10 @@ void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ra
                 scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
                 q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
   });
+  for (std::size_t c = 0; c < chunks; ++c) {
+    const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * kChunk));
+    q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[c]), end);
+  }
   q.built = true;
   q.ranking = static_cast<std::uint8_t>(ranking);
   q.marks_epoch = marks_epoch_;
@@ -263,13 +280,20 @@ void Engine::catch_up_adl_queues() {
     const auto [equity, maintenance] = equity_and_maintenance(a);
     const i64 id = book_.ids()[a];
     const std::uint32_t version = account_version(a);
+    // A liquidatable account is no winner: a pop would only park its entry (see `parked`),
+    // so it is parked at once. In a crash the accounts waiting for their own liquidation
+    // rank first and are re-scored often; in the heap each would cost a pop.
+    const bool liquidatable = equity < maintenance;
     for (std::uint32_t s = b; s < e; ++s) {
       detail::KeptAdlQueue& q =
           adl_queues_[2 * static_cast<std::size_t>(book_.markets()[s]) + (book_.sizes()[s] > 0 ? 1 : 0)];
       if (!q.catch_up) continue;
       const i64 score =
           adl_score(s, static_cast<Ranking>(q.ranking), book_.hot()[a].balance, equity, maintenance, e - b == 1);
-      adl_queue_push(q, detail::AdlEntry{score, id, a, version});
+      if (liquidatable)
+        q.parked.push_back(detail::AdlEntry{score, id, a, version});
+      else
+        adl_queue_push(q, detail::AdlEntry{score, id, a, version});
       ++q.superseded;
     }
   }
@@ -324,6 +348,17 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
   detail::adl_heap_make(q.heap);
   detail::adl_heap_make(q.aside);
   q.superseded = 0;
+  q.dead_pops = 0;
+}
+
+// Drops the superseded entries of the heap alone (see `dead_pops`): O(heap), with the
+// versions of its accounts mostly in cache.
+void Engine::purge_heap(detail::KeptAdlQueue& q) {
+  q.heap.erase(
+      std::remove_if(q.heap.begin(), q.heap.end(), [&](const detail::AdlEntry& x) { return !adl_entry_current(x); }),
+      q.heap.end());
+  detail::adl_heap_make(q.heap);
+  q.dead_pops = 0;
 }
 
 AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
@@ -362,6 +397,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // pop after: request their account lines and versions.
     if (!h.empty()) {
       prefetch_block(h.front().account);
+      // the winner's fill reads its entry notional too
+      __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);
@@ -370,7 +407,10 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     }
     // A current entry's account has not changed since it was scored, so it still holds this
     // side (every position change bumps the version): no need to read the position here.
-    if (!adl_entry_current(out)) continue;
+    if (!adl_entry_current(out)) {
+      if (!from_aside && 4 * ++q.dead_pops > q.heap.size() + kHeapPurgeMin) purge_heap(q);
+      continue;
+    }
     return true;
   }
 }

@@ -3,6 +3,7 @@
 // (docs/waterfall.md "The kept ADL queue"). Internal to the engine; the operations are
 // Engine members (cpp/src/waterfall/adl_queue.cpp).
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -118,6 +119,16 @@ AdlEntry adl_heap_pop(Entries& h) {
   for (;;) {
     const std::size_t c = 4 * i + 1;
     if (c + 4 > n) break;
+    // The hole goes down one of four ways: request the children of all four (16 entries,
+    // about six lines) before comparing these, so that on a heap larger than the cache each
+    // level's misses overlap the level above instead of following it.
+    const std::size_t g = 4 * c + 1;
+    if (g < n) {
+      const char* from = reinterpret_cast<const char*>(d + g);
+      const char* to = reinterpret_cast<const char*>(d + std::min(n, g + 16));
+      for (const char* p = from; p < to; p += 64) __builtin_prefetch(p);
+      __builtin_prefetch(to - 1);
+    }
     const std::size_t best = adl_heap_detail::best_of_four(d, c);
     d[i] = d[best];
     i = best;
@@ -157,7 +168,8 @@ struct KeptAdlQueue {
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
   bool listed = false;               // in the engine's list of queues that catch-ups look at
   bool catch_up = false;             // fresh at the last catch-up: re-scored accounts are pushed here
-  // Current entries whose account was liquidatable itself when popped, so not a winner. They
+  // Current entries whose account was liquidatable itself when popped or re-scored, so not a
+  // winner. They
   // stay out of the heap, so later pops do not meet them again, until something can make them
   // eligible: a change to the account (its re-scoring pushes a new entry and supersedes the
   // parked one) or a mark change (parked_epoch: they go back to the heap).
@@ -172,6 +184,11 @@ struct KeptAdlQueue {
   // Re-scored entries pushed since the last purge: each may have left an older entry behind,
   // which would cost a pop when it surfaces (see Engine::purge_superseded).
   std::size_t superseded = 0;
+  // Superseded entries popped off the heap since it was last purged of them: the re-scored
+  // winners of a crash go back near the head, so their old entries collect in the heap and
+  // each costs a pop (about half of a crash step's pops); past a quarter of the heap, one
+  // linear pass (Engine::purge_heap) is cheaper and keeps the heap small.
+  std::size_t dead_pops = 0;
 
   // Back to an unbuilt queue, keeping the buffers' capacity (a refresh reuses them).
   void reset() {
