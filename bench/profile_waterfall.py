@@ -68,7 +68,7 @@ def _has(syms: list[str], *names: str) -> bool:
 def classify(syms: list[str], leaf_src: str) -> str | None:
     """The group of one sample from its frames (leaf first; with --call-graph dwarf, perf
     script lists inlined functions as frames of their own)."""
-    in_step = _has(syms, "Engine::liquidate", "WaterfallRun")  # worker threads lack liquidate
+    in_step = _has(syms, "Engine::liquidate", "WaterfallRun", "StepState::", "Settlement::", "AdlCloses::", "Haircuts::")  # worker threads lack liquidate
     if not in_step:
         if _has(syms, "register_waterfall"):
             return "binding: result columns to numpy"
@@ -79,7 +79,7 @@ def classify(syms: list[str], leaf_src: str) -> str | None:
     if not _has(syms, "Engine::liquidate"):  # a worker thread of a parallel_for in the step
         if _has(syms, "WaterfallRun::queue"):
             return "ADL queue build: other work in the parallel score loop"
-        if _has(syms, "WaterfallRun::run"):
+        if _has(syms, "WaterfallRun::compute_start_margins", "WaterfallRun::run"):
             return "step start: margins of every account (parallel)"
         return "step: other work on worker threads"
     if _has(syms, "sort_market_accounts"):
@@ -88,8 +88,8 @@ def classify(syms: list[str], leaf_src: str) -> str | None:
         return "revaluation: cached account sums of the moved markets"
     if _has(syms, "compact_if_wasteful"):
         return "compaction of the position columns"
-    if _has(syms, "adl_close"):
-        if _has(syms, "apply_fill", "set_position", "WaterfallRun::fill", "WaterfallRun::touch", "WaterfallEvents",
+    if _has(syms, "AdlCloses::"):
+        if _has(syms, "apply_fill", "set_position", "StepState::fill", "StepState::touch", "WaterfallEvents",
                 "mark_winner", "adl_markets_"):
             return "ADL event: fills, backups, event rows"
         if _has(syms, "make_heap", "adjust_heap", "push_heap", "pop_heap"):
@@ -98,16 +98,16 @@ def classify(syms: list[str], leaf_src: str) -> str | None:
             return "ADL queue build: find_slot per candidate"
         if any(s == "queue" or s.endswith("::queue") for s in syms):
             return "ADL queue build: loop (eligibility, side, push_back)"
-        return "ADL event: pops, takes, other code in adl_close"
-    if _has(syms, "resolve_pending_haircuts", "WaterfallRun::haircut"):
+        return "ADL event: pops, takes, other code in AdlCloses"
+    if _has(syms, "Haircuts::"):
         return "haircuts (pending deficits)"
     if _has(syms, "closings"):
         return "liquidation: bankruptcy values (closings)"
-    if _has(syms, "settle", "charge_fee", "pay_from_fund"):
+    if _has(syms, "settle", "charge_fee", "pay_from_fund", "Settlement::plan"):
         return "liquidation: settlement, fees, fund"
-    if _has(syms, "liquidate_account"):
+    if _has(syms, "Settlement::liquidate", "Settlement::backstop"):
         return "liquidation: executor fills and other"
-    if _has(syms, "WaterfallRun::run()::{lambda"):
+    if _has(syms, "WaterfallRun::compute_start_margins"):
         return "step start: margins of every account (parallel)"
     if _has(syms, "WaterfallRun::run"):
         if _has(syms, "margin_from_sums") or "WaterfallRun::run" in leaf or "divti3" in leaf:
