@@ -397,13 +397,7 @@ class Engine {
   void apply_fill(std::uint32_t a, MarketId m, i64 dq, i64 signed_value);
   // Adds `delta` (money) to account a's balance, recording the prior balance in the undo log.
   // No change note: callers note the account where the kept queues need it.
-  void add_to_balance(std::uint32_t a, i64 delta) {
-    i64 after;
-    if (__builtin_add_overflow(book_.hot()[a].balance, delta, &after)) [[unlikely]]
-      throw_balance_overflow(a);
-    book_.undo_log().save_balance(a, book_.hot()[a].balance);
-    book_.hot()[a].balance = after;
-  }
+  void add_to_balance(std::uint32_t a, i64 delta);
   [[noreturn]] void throw_balance_overflow(std::uint32_t a) const;
   // Puts back every change the undo log holds past `mark`, newest first, and forgets them.
   void roll_back(std::size_t mark);
@@ -568,6 +562,15 @@ inline AccountMargin Engine::margin_from_sums(i64 balance, const Sums& s) const 
   r.liquidatable = r.equity < r.maintenance;
   r.bankrupt = r.equity < 0;
   return r;
+}
+
+// (hot: every fee, fund payment, credit and haircut of a waterfall step)
+inline void Engine::add_to_balance(std::uint32_t a, i64 delta) {
+  i64 after;
+  if (__builtin_add_overflow(book_.hot()[a].balance, delta, &after)) [[unlikely]]
+    throw_balance_overflow(a);
+  book_.undo_log().save_balance(a, book_.hot()[a].balance);
+  book_.hot()[a].balance = after;
 }
 
 // The kept queues' change notes (hot: every fill and balance change calls note_changed).
