@@ -388,32 +388,86 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
 // margin_from_sums' values from FastSums, by multiplications with reciprocals instead of
 // 128-bit divisions; false when one of them does not fit 64 bits (margin_from_sums then
 // reports which).
-bool fast_margin(i64 balance, const FastSums& s, const ConstantDivider& div_s, const ConstantDivider& div_sr,
-                 AccountMargin& r) {
+[[gnu::always_inline]] inline bool fast_margin(i64 balance, const FastSums& s, const ConstantDivider& div_s,
+                                               const ConstantDivider& div_sr, AccountMargin& r) {
   const i128 equity = static_cast<i128>(balance) + div_s.floor_i64(s.value) - s.entry;
-  if (!fits_i64(equity) || !div_sr.round_i64(s.mm, true, r.maintenance) || !div_sr.round_i64(s.im, true, r.initial))
-    return false;
+  if (!fits_i64(equity) || !div_sr.ceil_i64(s.mm, r.maintenance) || !div_sr.ceil_i64(s.im, r.initial)) return false;
   r.equity = static_cast<i64>(equity);
   r.liquidatable = r.equity < r.maintenance;
   r.bankrupt = r.equity < 0;
   return true;
 }
 
-// One account's row of the caller's columns (the exact ones, the float ones, or both).
-void write_row(const MarginColumns& out, std::size_t a, const AccountMargin& am, double quote_unit) {
-  if (out.equity != nullptr) {
-    out.equity[a] = am.equity;
-    out.maintenance[a] = am.maintenance;
-    out.initial[a] = am.initial;
+// Everything a pass writes besides the cached sums, copied by value into each worker: the
+// flag columns are bytes, which may alias anything, so values reached through a pointer or a
+// reference would be reloaded after every row.
+struct PassOutputs {
+  MarginColumns cols;  // the caller's report columns (null ones are skipped)
+  i64* step_balance;   // a waterfall step's columns, or null
+  i64* step_equity;
+  i64* step_maintenance;
+  double quote_unit;
+  ConstantDivider div_s, div_sr;
+  bool rows() const { return cols.liquidatable != nullptr || step_balance != nullptr; }
+};
+
+void write_row(const PassOutputs& o, std::size_t a, i64 balance, const AccountMargin& am) {
+  if (o.step_balance != nullptr) {
+    o.step_balance[a] = balance;
+    o.step_equity[a] = am.equity;
+    o.step_maintenance[a] = am.maintenance;
   }
-  if (out.equity_quote != nullptr) {  // the display conversion, while the values are in registers
-    out.equity_quote[a] = static_cast<double>(am.equity) / quote_unit;
-    out.maintenance_quote[a] = static_cast<double>(am.maintenance) / quote_unit;
-    out.initial_quote[a] = static_cast<double>(am.initial) / quote_unit;
-    out.margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
+  if (o.cols.liquidatable == nullptr) return;
+  if (o.cols.equity != nullptr) {
+    o.cols.equity[a] = am.equity;
+    o.cols.maintenance[a] = am.maintenance;
+    o.cols.initial[a] = am.initial;
   }
-  out.liquidatable[a] = am.liquidatable;
-  out.bankrupt[a] = am.bankrupt;
+  if (o.cols.equity_quote != nullptr) {  // the display conversion, while the values are in registers
+    o.cols.equity_quote[a] = static_cast<double>(am.equity) / o.quote_unit;
+    o.cols.maintenance_quote[a] = static_cast<double>(am.maintenance) / o.quote_unit;
+    o.cols.initial_quote[a] = static_cast<double>(am.initial) / o.quote_unit;
+    o.cols.margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
+  }
+  o.cols.liquidatable[a] = am.liquidatable;
+  o.cols.bankrupt[a] = am.bankrupt;
+}
+
+enum class Path { Flat, TieredCounted, Tiered, General };  // General: many tiers or huge values
+
+// The full pass over accounts [begin, end), compiled once per path so that the loop holds no
+// branch on it. `wide_sums(a)` and `wide_margin(balance, sums)` are the engine's general
+// 128-bit computations, for the rare account whose 64-bit sums overflow.
+template <Path P, class WideSums, class WideMargin>
+void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot* accounts, std::size_t begin,
+                   std::size_t end, const WideSums& wide_sums, const WideMargin& wide_margin) {
+  const bool rows = o.rows();
+  for (std::size_t a = begin; a < end; ++a) {
+    detail::AccountHot& acc = accounts[a];
+    const std::uint32_t b = acc.start, e = b + acc.count;
+    FastSums f;
+    bool fast = false;
+    if constexpr (P == Path::Flat) fast = flat_sums(in, b, e, f);
+    if constexpr (P == Path::TieredCounted) fast = tiered_sums<true>(in, b, e, f);
+    if constexpr (P == Path::Tiered) fast = tiered_sums<false>(in, b, e, f);
+    AccountMargin am;
+    if (fast) [[likely]] {
+      // member by member: a whole-struct copy went through the stack and stalled on it
+      acc.cache.u = static_cast<i128>(f.value) - static_cast<i128>(f.entry) * in.S;
+      acc.cache.mm = f.mm;
+      acc.cache.im = f.im;
+      if (!rows) continue;
+      if (!fast_margin(acc.balance, f, o.div_s, o.div_sr, am)) am = wide_margin(acc.balance, acc.cache);
+    } else {
+      if constexpr (P == Path::Flat)
+        acc.cache = flat_sums_wide(in, b, e);
+      else
+        acc.cache = wide_sums(static_cast<std::uint32_t>(a));
+      if (!rows) continue;
+      am = wide_margin(acc.balance, acc.cache);
+    }
+    write_row(o, a, acc.balance, am);
+  }
 }
 }  // namespace
 
@@ -421,46 +475,34 @@ void write_row(const MarginColumns& out, std::size_t a, const AccountMargin& am,
 // per-account columns when given.
 void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   const std::size_t n = book_.ids().size();
-  const double quote_unit = detail::kPow10Double[markets_.money_decimals()];
-  i64* const step_balance = step != nullptr ? step->balance.data() : nullptr;
-  i64* const step_equity = step != nullptr ? step->equity.data() : nullptr;
-  i64* const step_maintenance = step != nullptr ? step->maintenance.data() : nullptr;
+  PassOutputs o{out != nullptr ? *out : MarginColumns{},
+                step != nullptr ? step->balance.data() : nullptr,
+                step != nullptr ? step->equity.data() : nullptr,
+                step != nullptr ? step->maintenance.data() : nullptr,
+                detail::kPow10Double[markets_.money_decimals()],
+                markets_.div_s(),
+                markets_.div_sr()};
+  if (n == 0) o.cols.liquidatable = nullptr;  // (empty columns may have null pointers)
 
   const FullCheckTables tables = full_check_tables(markets_);
-  enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
-  const Path path = tables.all_fast ? Path::Flat : (tables.all_tier_fast ? Path::Tiered : Path::General);
+  const Path path = tables.all_fast        ? Path::Flat
+                    : tables.all_tier_fast ? (tables.all_counted ? Path::TieredCounted : Path::Tiered)
+                                           : Path::General;
   const PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(),
                       tables.hot.data(),    tables.tier_hot.data(), markets_.scale()};
-  const bool counted = tables.all_counted;
-  const ConstantDivider div_s = markets_.div_s(), div_sr = markets_.div_sr();
   AccountHot* const accounts = book_.hot().data();
-  const bool rows = out != nullptr || step != nullptr;
+  const auto wide_sums = [this](std::uint32_t a) { return account_sums(a, false); };
+  const auto wide_margin = [this](i64 balance, const Sums& s) { return margin_from_sums(balance, s); };
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t a = begin; a < end; ++a) {
-      AccountHot& acc = accounts[a];
-      const std::uint32_t b = acc.start, e = b + acc.count;
-      FastSums f;
-      const bool fast =
-          path == Path::Flat
-              ? flat_sums(in, b, e, f)
-              : (path == Path::Tiered && (counted ? tiered_sums<true>(in, b, e, f) : tiered_sums<false>(in, b, e, f)));
-      Sums s;
-      if (fast)
-        s = Sums{static_cast<i128>(f.value) - static_cast<i128>(f.entry) * in.S, f.mm, f.im};
-      else if (path == Path::Flat)
-        s = flat_sums_wide(in, b, e);
-      else
-        s = account_sums(static_cast<std::uint32_t>(a), false);
-      acc.cache = s;
-      if (!rows) continue;
-      AccountMargin am;
-      if (!fast || !fast_margin(acc.balance, f, div_s, div_sr, am)) am = margin_from_sums(acc.balance, s);
-      if (step != nullptr) {
-        step_balance[a] = acc.balance;
-        step_equity[a] = am.equity;
-        step_maintenance[a] = am.maintenance;
-      }
-      if (out != nullptr) write_row(*out, a, am, quote_unit);
+    switch (path) {
+      case Path::Flat:
+        return revalue_range<Path::Flat>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case Path::TieredCounted:
+        return revalue_range<Path::TieredCounted>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case Path::Tiered:
+        return revalue_range<Path::Tiered>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case Path::General:
+        return revalue_range<Path::General>(in, o, accounts, begin, end, wide_sums, wide_margin);
     }
   });
   for (MarketState& mk : markets_) mk.valued_mark = mk.mark;

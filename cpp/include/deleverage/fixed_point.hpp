@@ -93,19 +93,38 @@ inline i64 to_i64_checked(i128 v, const char* what) {
   return static_cast<i64>(v);
 }
 
-// Division by a constant d >= 1 fixed at construction (Granlund & Montgomery 1994, fig. 4.1):
-// one multiply-high and two shifts replace a 40-cycle division in the per-account loop.
-// Exact for every 64-bit unsigned numerator; wider numerators fall back to 128-bit division,
-// except in round_i64 (below).
+// Division by a constant d >= 1 fixed at construction: one multiply-high and two shifts
+// (Reciprocal64) replace a 40-cycle division in the per-account loop. Exact for every 64-bit
+// unsigned numerator; wider numerators fall back to 128-bit division, except in round_i64
+// and ceil_i64 (below).
+// n / d for every 64-bit unsigned n by one multiply-high and two shifts (Granlund &
+// Montgomery 1994, fig. 4.1), for a divisor d >= 1 fixed in advance.
+struct Reciprocal64 {
+  u64 magic = 1;
+  int shift1 = 0, shift2 = 0;
+
+  static Reciprocal64 of(u64 d) {
+    int l = 0;
+    while ((u128{1} << l) < static_cast<u128>(d)) ++l;  // l = ceil(log2 d)
+    Reciprocal64 r;
+    r.magic = static_cast<u64>(((u128{1} << 64) * ((u128{1} << l) - static_cast<u128>(d))) / static_cast<u128>(d) + 1);
+    r.shift1 = l > 0 ? 1 : 0;
+    r.shift2 = l > 0 ? l - 1 : 0;
+    return r;
+  }
+  u64 div(u64 n) const {
+    const u64 t = static_cast<u64>((static_cast<u128>(magic) * n) >> 64);
+    return (t + ((n - t) >> shift1)) >> shift2;
+  }
+};
+
 class ConstantDivider {
  public:
   ConstantDivider() : ConstantDivider(1) {}
-  explicit ConstantDivider(i64 d) : d_(d) {
-    int l = 0;
-    while ((u128{1} << l) < static_cast<u128>(d)) ++l;  // l = ceil(log2 d)
-    magic_ = static_cast<u64>(((u128{1} << 64) * ((u128{1} << l) - static_cast<u128>(d))) / static_cast<u128>(d) + 1);
-    shift1_ = l > 0 ? 1 : 0;
-    shift2_ = l > 0 ? l - 1 : 0;
+  explicit ConstantDivider(i64 d) : d_(d), whole_(Reciprocal64::of(static_cast<u64>(d))) {
+    while ((static_cast<u64>(d) >> twos_ & 1) == 0) ++twos_;
+    odd_ = static_cast<u64>(d) >> twos_;
+    odd_recip_ = Reciprocal64::of(odd_);
     while ((static_cast<u64>(d) << norm_shift_) >> 63 == 0) ++norm_shift_;
     d_norm_ = static_cast<u64>(d) << norm_shift_;
     recip_ = static_cast<u64>(~u128{0} / d_norm_ - (u128{1} << 64));  // d_norm_ >= 2^63: fits
@@ -113,10 +132,7 @@ class ConstantDivider {
   i64 divisor() const { return d_; }
 
   // n / d for any unsigned 64-bit n.
-  u64 div_u64(u64 n) const {
-    u64 t = static_cast<u64>((static_cast<u128>(magic_) * n) >> 64);
-    return (t + ((n - t) >> shift1_)) >> shift2_;
-  }
+  u64 div_u64(u64 n) const { return whole_.div(n); }
   // floor(a / d) and ceil(a / d) for any a.
   i128 floor(i128 a) const {
     if (a >= 0 && a < (i128{1} << 63)) return static_cast<i128>(div_u64(static_cast<u64>(a)));
@@ -166,6 +182,24 @@ class ConstantDivider {
     out = static_cast<i64>((mag ^ neg) - neg);
     return true;
   }
+  // round_i64(a, true, out), cheaper for a margin requirement sum. Such a sum is
+  // non-negative and the divisor is S * kRateScale, a power of ten 10^k = 2^k * 5^k, so
+  // ceil(a / d) = ceil(ceil(a / 2^k) / 5^k): a shift, then one multiply by the 64-bit
+  // reciprocal of the odd factor whenever a / 2^k fits 64 bits (any requirement below
+  // 2^64 / 5^k money units), against round_i64's 128-bit normalised division.
+  bool ceil_i64(i128 a, i64& out) const {
+    if (a < 0) return round_i64(a, true, out);
+    // ceil(a / 2^twos) on 64-bit halves (twos < 63: no shift by 64, no branch on its size)
+    const u128 biased = static_cast<u128>(a) + ((u64{1} << twos_) - 1);
+    const u64 lo = static_cast<u64>(biased), hi = static_cast<u64>(biased >> 64);
+    if (hi >> twos_ != 0) return round_i64(a, true, out);
+    const u64 n = (lo >> twos_) | ((hi << 1) << (63 - twos_));
+    const u64 q = odd_recip_.div(n);
+    const u64 up = q + static_cast<u64>(n - q * odd_ != 0);
+    if (up > static_cast<u64>(std::numeric_limits<i64>::max())) return false;
+    out = static_cast<i64>(up);
+    return true;
+  }
 
  private:
   // n / d and n % d for n = hi * 2^64 + lo with hi < d (the quotient fits 64 bits).
@@ -189,12 +223,13 @@ class ConstantDivider {
   }
 
   i64 d_;
-  u64 magic_ = 0;
-  int shift1_ = 0;
-  int shift2_ = 0;
-  int norm_shift_ = 0;  // leading zeros of d
-  u64 d_norm_ = 0;      // d << norm_shift_
-  u64 recip_ = 0;       // floor((2^128 - 1) / d_norm_) - 2^64
+  Reciprocal64 whole_;  // of d
+  int twos_ = 0;        // d = odd_ * 2^twos_
+  u64 odd_ = 1;
+  Reciprocal64 odd_recip_;  // of odd_
+  int norm_shift_ = 0;      // leading zeros of d
+  u64 d_norm_ = 0;          // d << norm_shift_
+  u64 recip_ = 0;           // floor((2^128 - 1) / d_norm_) - 2^64
 };
 
 // Decimal text of a 128-bit integer (for messages: std::to_string has no i128 overload).
