@@ -221,12 +221,15 @@ MarginColumns Engine::columns_of(MarginReport& r) {
 
 namespace {
 // Per market constants. For a flat-rate market whose mark value and requirement per lot
-// fit in 64 bits, each position costs three 64x64->128 multiplies:
-//   value = q * mark_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
-// which regroups the exact products of docs/semantics.md without changing them.
+// fit in 64 bits, each position costs three 64x64 multiplies:
+//   value change = q * move_v,  mm = |q| * (mark_v * mmr),  im = |q| * (mark_v * imr)
+// which regroup the exact products of docs/semantics.md without changing them. The value
+// part is the change since the marks the account's cached sums are at (move_v = (mark -
+// valued mark) * 10^k per lot): the cached u already holds every - E * S term, so the pass
+// never reads the entry column.
 struct MarketHot {
-  i64 mark_v, mm_per_lot, im_per_lot;
-  bool fast;
+  i64 move_v, mm_per_lot, im_per_lot;
+  i64 mark_v;  // for the 128-bit fallback (flat_sums_wide)
 };
 
 // Tiered markets: the tier is found from |q| alone, by comparing it with each cap in lots
@@ -243,7 +246,7 @@ struct TierRates {
 };
 struct TierHot {
   int count = 1;
-  i64 mark_v = 0;  // value per lot at the mark, in the line with the first caps
+  i64 move_v = 0;  // value change per lot since the valued mark (MarketHot), in the line with the first caps
   // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
   // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
   // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
@@ -267,14 +270,14 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
   for (std::size_t m = 0; m < markets.size(); ++m) {
     const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+    const i128 move_v = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
     const i128 mm = mark_v * mk.tiers[0].maintenance_rate, im = mark_v * mk.tiers[0].initial_rate;
-    const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(mm) && fits_i64(im);
-    hot[m] = MarketHot{fast ? static_cast<i64>(mark_v) : 0, fast ? static_cast<i64>(mm) : 0,
-                       fast ? static_cast<i64>(im) : 0, fast};
+    const bool fast = mk.tiers.size() == 1 && fits_i64(mark_v) && fits_i64(move_v) && fits_i64(mm) && fits_i64(im);
+    t.all_fast = t.all_fast && fast;
+    hot[m] = MarketHot{fast ? static_cast<i64>(move_v) : 0, fast ? static_cast<i64>(mm) : 0,
+                       fast ? static_cast<i64>(im) : 0, fast ? static_cast<i64>(mark_v) : 0};
   }
-  bool& all_fast = t.all_fast;
-  all_fast = true;
-  for (const MarketHot& h : hot) all_fast = all_fast && h.fast;
+  const bool all_fast = t.all_fast;
   std::vector<TierHot>& tier_hot = t.tier_hot;
   tier_hot.resize(markets.size());
   bool& all_tier_fast = t.all_tier_fast;
@@ -282,15 +285,17 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
   for (std::size_t m = 0; m < markets.size() && all_tier_fast; ++m) {
     const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+    const i128 move_v = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
     TierHot& th = tier_hot[m];
     std::fill(std::begin(th.lots_cap), std::end(th.lots_cap), std::numeric_limits<i64>::max());
     if (mark_v == 0) continue;  // no mark yet, so no positions (checked before any pass)
-    if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0) {
+    if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0 ||
+        !fits_i64(move_v)) {
       all_tier_fast = false;
       break;
     }
     th.count = static_cast<int>(mk.tiers.size());
-    th.mark_v = static_cast<i64>(mark_v);
+    th.move_v = static_cast<i64>(move_v);
     if (th.count > kCountedTiers) t.all_counted = false;
     for (int j = 0; j < th.count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
@@ -317,14 +322,12 @@ struct PassInputs {
   i64 S;
 };
 
-// One account's sums on the fast paths. The value sum (q * mark_v, value units) and the
-// entry sum (money units) are kept in 64 bits, checked: u = value - entry * S is the same
-// integer as contribution()'s sum of (q * mark_v - E * S) with one widening multiply per
-// position less, and equity = balance + floor(u / S) = balance + floor(value / S) - entry
-// needs a 64-bit division only. The requirements stay 128-bit: in value units times
+// One account's sums on the fast paths. The value change (q * move_v, value units) is kept
+// in 64 bits, checked: added to the cached u it gives the same integer as contribution()'s
+// sum of (q * mark_v - E * S). The requirements stay 128-bit: in value units times
 // kRateScale they pass 2^63 on most accounts of a book with S = 1000.
 struct FastSums {
-  i64 value = 0, entry = 0;
+  i64 value_change = 0;
   i128 mm = 0, im = 0;
 };
 
@@ -335,8 +338,8 @@ bool flat_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums&
     const i64 q = in.size[p];
     const i64 abs_q = q < 0 ? -q : q;
     i64 v;
-    if (__builtin_mul_overflow(q, h.mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
-        __builtin_add_overflow(s.entry, in.entry[p], &s.entry)) [[unlikely]]
+    if (__builtin_mul_overflow(q, h.move_v, &v) || __builtin_add_overflow(s.value_change, v, &s.value_change))
+        [[unlikely]]
       return false;
     s.mm += static_cast<i128>(abs_q) * h.mm_per_lot;
     s.im += static_cast<i128>(abs_q) * h.im_per_lot;
@@ -369,8 +372,8 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
     const i64 q = in.size[p];
     const i64 abs_q = q < 0 ? -q : q;
     i64 v;
-    if (__builtin_mul_overflow(q, t.mark_v, &v) || __builtin_add_overflow(s.value, v, &s.value) ||
-        __builtin_add_overflow(s.entry, in.entry[p], &s.entry)) [[unlikely]]
+    if (__builtin_mul_overflow(q, t.move_v, &v) || __builtin_add_overflow(s.value_change, v, &s.value_change))
+        [[unlikely]]
       return false;
     int j = 0;
     if (Counted) {
@@ -388,9 +391,11 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
 // margin_from_sums' values from FastSums, by multiplications with reciprocals instead of
 // 128-bit divisions; false when one of them does not fit 64 bits (margin_from_sums then
 // reports which).
-[[gnu::always_inline]] inline bool fast_margin(i64 balance, const FastSums& s, const ConstantDivider& div_s,
+[[gnu::always_inline]] inline bool fast_margin(i64 balance, i128 u, const FastSums& s, const ConstantDivider& div_s,
                                                const ConstantDivider& div_sr, AccountMargin& r) {
-  const i128 equity = static_cast<i128>(balance) + div_s.floor_i64(s.value) - s.entry;
+  // floor(u / S): branch-free on int64 (u's sign is data, unpredictable); past int64 rare
+  const i128 pnl = fits_i64(u) ? static_cast<i128>(div_s.floor_i64(static_cast<i64>(u))) : div_s.floor(u);
+  const i128 equity = static_cast<i128>(balance) + pnl;
   if (!fits_i64(equity) || !div_sr.ceil_i64(s.mm, r.maintenance) || !div_sr.ceil_i64(s.im, r.initial)) return false;
   r.equity = static_cast<i64>(equity);
   r.liquidatable = r.equity < r.maintenance;
@@ -453,11 +458,11 @@ void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot*
     AccountMargin am;
     if (fast) [[likely]] {
       // member by member: a whole-struct copy went through the stack and stalled on it
-      acc.cache.u = static_cast<i128>(f.value) - static_cast<i128>(f.entry) * in.S;
+      acc.cache.u += f.value_change;
       acc.cache.mm = f.mm;
       acc.cache.im = f.im;
       if (!rows) continue;
-      if (!fast_margin(acc.balance, f, o.div_s, o.div_sr, am)) am = wide_margin(acc.balance, acc.cache);
+      if (!fast_margin(acc.balance, acc.cache.u, f, o.div_s, o.div_sr, am)) am = wide_margin(acc.balance, acc.cache);
     } else {
       if constexpr (P == Path::Flat)
         acc.cache = flat_sums_wide(in, b, e);
