@@ -239,7 +239,6 @@ struct MarketHot {
 // it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
 // per-lot requirement fits 64 bits.
 constexpr int kFastTiers = 16;
-constexpr int kCountedTiers = 6;  // up to this many tiers only the first caps are counted
 struct TierRates {
   i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
   i64 mm_lot, im_lot;   // mark_v * rate
@@ -249,8 +248,8 @@ struct TierHot {
   i64 move_v = 0;  // value change per lot since the valued mark (MarketHot), in the line with the first caps
   // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
   // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
-  // branch-free binary search measured slower), over kCountedTiers - 1 caps when the
-  // market has at most kCountedTiers tiers, else over all of them
+  // branch-free binary search measured slower), over as many caps as the longest schedule
+  // in the book has
   i64 lots_cap[kFastTiers - 1] = {};
   TierRates rates[kFastTiers] = {};
 };
@@ -260,7 +259,7 @@ struct FullCheckTables {
   std::vector<TierHot> tier_hot;
   bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
   bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
-  bool all_counted = true;     // and each within kCountedTiers tiers
+  int max_tiers = 1;           // the longest schedule's tier count
 };
 
 FullCheckTables full_check_tables(const MarketTable& markets) {
@@ -296,7 +295,7 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
     }
     th.count = static_cast<int>(mk.tiers.size());
     th.move_v = static_cast<i64>(move_v);
-    if (th.count > kCountedTiers) t.all_counted = false;
+    t.max_tiers = std::max(t.max_tiers, th.count);
     for (int j = 0; j < th.count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
@@ -361,10 +360,10 @@ detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::ui
   return detail::MarginSums{u, mm, im};
 }
 
-// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows. Counted:
-// every market has at most kCountedTiers tiers (one loop for the whole book, no branch on
-// each position's market).
-template <bool Counted>
+// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows. Caps: how
+// many caps to count, the longest schedule's tiers - 1 (one loop for the whole book, no
+// branch on each position's market).
+template <int Caps>
 bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
   for (std::uint32_t p = b; p < e; ++p) {
     const std::size_t m = static_cast<std::size_t>(in.market[p]);
@@ -376,11 +375,7 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
         [[unlikely]]
       return false;
     int j = 0;
-    if (Counted) {
-      for (int k = 0; k < kCountedTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
-    } else {
-      for (int k = 0; k < kFastTiers - 1; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
-    }
+    for (int k = 0; k < Caps; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
     const TierRates& r = t.rates[j];
     s.mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
     s.im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
@@ -438,12 +433,12 @@ void write_row(const PassOutputs& o, std::size_t a, i64 balance, const AccountMa
   o.cols.bankrupt[a] = am.bankrupt;
 }
 
-enum class Path { Flat, TieredCounted, Tiered, General };  // General: many tiers or huge values
+enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
 
 // The full pass over accounts [begin, end), compiled once per path so that the loop holds no
 // branch on it. `wide_sums(a)` and `wide_margin(balance, sums)` are the engine's general
 // 128-bit computations, for the rare account whose 64-bit sums overflow.
-template <Path P, class WideSums, class WideMargin>
+template <Path P, int Caps, class WideSums, class WideMargin>
 void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot* accounts, std::size_t begin,
                    std::size_t end, const WideSums& wide_sums, const WideMargin& wide_margin) {
   const bool rows = o.rows();
@@ -453,8 +448,7 @@ void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot*
     FastSums f;
     bool fast = false;
     if constexpr (P == Path::Flat) fast = flat_sums(in, b, e, f);
-    if constexpr (P == Path::TieredCounted) fast = tiered_sums<true>(in, b, e, f);
-    if constexpr (P == Path::Tiered) fast = tiered_sums<false>(in, b, e, f);
+    if constexpr (P == Path::Tiered) fast = tiered_sums<Caps>(in, b, e, f);
     AccountMargin am;
     if (fast) [[likely]] {
       // member by member: a whole-struct copy went through the stack and stalled on it
@@ -490,24 +484,33 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   if (n == 0) o.cols.liquidatable = nullptr;  // (empty columns may have null pointers)
 
   const FullCheckTables tables = full_check_tables(markets_);
-  const Path path = tables.all_fast        ? Path::Flat
-                    : tables.all_tier_fast ? (tables.all_counted ? Path::TieredCounted : Path::Tiered)
-                                           : Path::General;
+  const Path path = tables.all_fast ? Path::Flat : (tables.all_tier_fast ? Path::Tiered : Path::General);
+  const int caps = tables.max_tiers - 1;
   const PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(),
                       tables.hot.data(),    tables.tier_hot.data(), markets_.scale()};
   AccountHot* const accounts = book_.hot().data();
   const auto wide_sums = [this](std::uint32_t a) { return account_sums(a, false); };
   const auto wide_margin = [this](i64 balance, const Sums& s) { return margin_from_sums(balance, s); };
   detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
-    switch (path) {
-      case Path::Flat:
-        return revalue_range<Path::Flat>(in, o, accounts, begin, end, wide_sums, wide_margin);
-      case Path::TieredCounted:
-        return revalue_range<Path::TieredCounted>(in, o, accounts, begin, end, wide_sums, wide_margin);
-      case Path::Tiered:
-        return revalue_range<Path::Tiered>(in, o, accounts, begin, end, wide_sums, wide_margin);
-      case Path::General:
-        return revalue_range<Path::General>(in, o, accounts, begin, end, wide_sums, wide_margin);
+    // the common schedule lengths get a loop of their own; longer ones count every cap
+    switch (path == Path::Tiered ? std::min(caps, 6) : -1) {
+      case -1:
+        if (path == Path::Flat)
+          return revalue_range<Path::Flat, 0>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        return revalue_range<Path::General, 0>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case 0:
+      case 1:
+        return revalue_range<Path::Tiered, 1>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case 2:
+        return revalue_range<Path::Tiered, 2>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case 3:
+        return revalue_range<Path::Tiered, 3>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case 4:
+        return revalue_range<Path::Tiered, 4>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      case 5:
+        return revalue_range<Path::Tiered, 5>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      default:
+        return revalue_range<Path::Tiered, kFastTiers - 1>(in, o, accounts, begin, end, wide_sums, wide_margin);
     }
   });
   for (MarketState& mk : markets_) mk.valued_mark = mk.mark;
