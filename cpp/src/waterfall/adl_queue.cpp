@@ -151,61 +151,70 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   q.reserve.resize(n - k);
 }
 
-// One pass over the market's holders: every position on the side is scored (in parallel,
-// in chunks of the holder list), then only the head is selected. The queue's buffers and a
-// scratch buffer are reused from one refresh to the next: a refresh after a mark move
-// allocates nothing once the side has been seen.
-void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
+// One pass over the market's holders refreshes the queues in `qs` ([0] shorts, [1] longs;
+// a null one is left as it is): every position on a refreshed side is scored (in parallel,
+// in chunks of the holder list), then only each head is selected. Both sides in one pass
+// share its cache misses (the holder's block and position are read to learn the side). The
+// queues' buffers and a scratch buffer are reused from one refresh to the next: a refresh
+// after a mark move allocates nothing once the sides have been seen.
+void Engine::refresh_adl_queues(detail::KeptAdlQueue* const (&qs)[2], MarketId m, Ranking ranking) {
   const std::vector<std::uint32_t>& holders = book_.holders(m);
   const std::size_t n = holders.size();
   constexpr std::size_t kChunk = 16384;
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
-  detail::AdlEntries& scratch = refresh_scratch_;
-  if (scratch.size() < n) scratch.resize(n);
-  // Chunk c writes only its own region: the winners from its start, the entries of
-  // liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
+  detail::AdlEntries& scratch = refresh_scratch_;  // side k's entries in [k * n, (k + 1) * n)
+  if (scratch.size() < 2 * n) scratch.resize(2 * n);
+  // Chunk c writes only its own region of each side: the winners from its start, the entries
+  // of liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
   // crash they rank first and each would cost a pop).
-  std::vector<std::size_t> count(chunks, 0), parked(chunks, 0);
+  std::vector<std::size_t> count(2 * chunks, 0), parked(2 * chunks, 0);
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c) {
-      detail::AdlEntry* out = scratch.data() + c * kChunk;
-      const std::size_t end = std::min(n, (c + 1) * kChunk);
-      std::size_t k = 0, j = end - c * kChunk;
-      for (std::size_t i = c * kChunk; i < end; ++i) {
+      const std::size_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
+      std::size_t k[2] = {begin, n + begin}, j[2] = {end, n + end};
+      for (std::size_t i = begin; i < end; ++i) {
         const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
-        if ((book_.sizes()[s] > 0) != (side > 0)) continue;
+        const std::size_t side = book_.sizes()[s] > 0 ? 1 : 0;
+        if (qs[side] == nullptr) continue;
         bool liquidatable = false;
         const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), book_.ids()[a], a, account_version(a)};
         if (liquidatable)
-          out[--j] = entry;
+          scratch[--j[side]] = entry;
         else
-          out[k++] = entry;
+          scratch[k[side]++] = entry;
       }
-      count[c] = k;
-      parked[c] = end - c * kChunk - j;
+      for (std::size_t side = 0; side < 2; ++side) {
+        count[2 * c + side] = k[side] - (side * n + begin);
+        parked[2 * c + side] = side * n + end - j[side];
+      }
     }
   });
-  std::vector<std::size_t> offset(chunks + 1, 0);
-  for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[c];
-  q.reset();
-  q.reserve.resize(offset[chunks]);
-  detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
-    for (std::size_t c = b; c < e; ++c)
-      std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk),
-                scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
-                q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
-  });
-  for (std::size_t c = 0; c < chunks; ++c) {
-    const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * kChunk));
-    q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[c]), end);
+  for (std::size_t side = 0; side < 2; ++side) {
+    if (qs[side] == nullptr) continue;
+    detail::KeptAdlQueue& q = *qs[side];
+    std::vector<std::size_t> offset(chunks + 1, 0);
+    for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[2 * c + side];
+    q.reset();
+    q.reserve.resize(offset[chunks]);
+    detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
+      for (std::size_t c = b; c < e; ++c) {
+        const auto from = scratch.begin() + static_cast<std::ptrdiff_t>(side * n + c * kChunk);
+        std::copy(from, from + static_cast<std::ptrdiff_t>(count[2 * c + side]),
+                  q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
+      }
+    });
+    for (std::size_t c = 0; c < chunks; ++c) {
+      const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(side * n + std::min(n, (c + 1) * kChunk));
+      q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[2 * c + side]), end);
+    }
+    q.built = true;
+    q.ranking = static_cast<std::uint8_t>(ranking);
+    q.marks_epoch = marks_epoch_;
+    q.market_updates = markets_[static_cast<std::size_t>(m)].mark_updates;
+    q.parked_epoch = marks_epoch_;
+    select_adl_head(q);
   }
-  q.built = true;
-  q.ranking = static_cast<std::uint8_t>(ranking);
-  q.marks_epoch = marks_epoch_;
-  q.market_updates = markets_[static_cast<std::size_t>(m)].mark_updates;
-  q.parked_epoch = marks_epoch_;
-  select_adl_head(q);
 }
 
 // Whether a built queue must be rebuilt before its next use for the refresh policy (marks);
@@ -300,7 +309,7 @@ void Engine::catch_up_adl_queues() {
   caught_up_ = end;
 }
 
-detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
+detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, bool both_sides) {
   ensure_adl_queues();
   if (!track_changes_) {  // from now on account changes are noted
     track_changes_ = true;
@@ -317,12 +326,23 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
       q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * book_.holders(m).size() + 4096)
     stale = true;
   if (stale) {
-    refresh_adl_queue(q, m, side, ranking);
-    if (!q.listed) {
-      q.listed = true;
-      live_queues_.push_back(static_cast<std::uint32_t>(index));
+    // The other side, when asked for and unbuilt or behind the marks, is refreshed in the
+    // same pass (at its turn it would be refreshed anyway).
+    detail::KeptAdlQueue& other = adl_queues_[index ^ 1];
+    const bool other_too =
+        both_sides &&
+        (!other.built || (other.ranking == static_cast<std::uint8_t>(ranking) && adl_queue_marks_stale(other, m)));
+    detail::KeptAdlQueue* const qs[2] = {side > 0 ? (other_too ? &other : nullptr) : &q,
+                                         side > 0 ? &q : (other_too ? &other : nullptr)};
+    refresh_adl_queues(qs, m, ranking);
+    for (std::size_t i = index & ~std::size_t{1}; i <= (index | 1); ++i) {
+      if (qs[i & 1] == nullptr) continue;
+      if (!adl_queues_[i].listed) {
+        adl_queues_[i].listed = true;
+        live_queues_.push_back(static_cast<std::uint32_t>(i));
+      }
+      adl_queues_[i].catch_up = true;
     }
-    q.catch_up = true;
     return q;
   }
   if (2 * q.superseded > q.heap.size() + q.reserve.size()) purge_superseded(q);
