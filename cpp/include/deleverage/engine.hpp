@@ -409,9 +409,9 @@ class Engine {
   // waterfall helpers (cpp/src/waterfall/)
   WaterfallResult run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts);
   // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): market m's queue of `side` (+1 longs,
-  // -1 shorts), refreshed if stale (a stale other side too when `both_sides`: one pass for both)
-  // and with every account changed since its last use re-scored; the caches must be at the current marks.
-  detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking, bool both_sides = false);
+  // -1 shorts), refreshed if stale (with the stale queues of `scope` in the same pass) and with
+  // every account changed since its last use re-scored; the caches must be at the current marks.
+  detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking, detail::QueueScope scope = {});
   // Pops the queue's head (a current entry of an account holding that side); false if empty.
   // `with_aside`: false for haircuts, which skip the entries they set aside.
   bool adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool with_aside = true);

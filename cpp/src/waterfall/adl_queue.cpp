@@ -1,5 +1,8 @@
 // ADL ranking scores (docs/waterfall.md section 7) and the engine's kept per-(market, side)
 // queues of opposite-side winners (the queue policy's closes are in adl_closes.cpp).
+#include <span>
+#include <tuple>
+
 #include "deleverage/detail/parallel.hpp"
 #include "step_state.hpp"
 
@@ -217,6 +220,62 @@ void Engine::refresh_adl_queues(detail::KeptAdlQueue* const (&qs)[2], MarketId m
   }
 }
 
+namespace {
+// Refreshes the queues `qs` (index 2m + side; null: left as it is) of several markets in one
+// pass over the accounts: each account's block is read once, in order, and its equity computed
+// once, where a pass per market reads every holder's block and equity once per market.
+void refresh_queues_by_account(Engine& e, std::span<detail::KeptAdlQueue* const> qs, Ranking ranking,
+                               std::uint64_t marks_epoch) {
+  const detail::Book& book = e.book();
+  const std::size_t n = book.ids().size(), nq = qs.size();
+  constexpr std::size_t kChunk = 4096;  // accounts
+  const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
+  // per chunk and queue: the winners, then the entries of liquidatable accounts (parked at
+  // once, as in catch_up_adl_queues: in a crash they rank first and each would cost a pop)
+  std::vector<std::vector<detail::AdlEntry>> out(chunks * nq * 2);
+  detail::parallel_for_dynamic(chunks, e.threads(), 1, [&](std::size_t b, std::size_t end) {
+    for (std::size_t c = b; c < end; ++c) {
+      std::vector<detail::AdlEntry>* mine = out.data() + c * nq * 2;
+      for (std::uint32_t a = static_cast<std::uint32_t>(c * kChunk); a < std::min(n, (c + 1) * kChunk); ++a) {
+        const std::uint32_t first = book.hot()[a].start, count = book.hot()[a].count;
+        bool have_terms = false;
+        i64 equity = 0, maintenance = 0;
+        for (std::uint32_t s = first; s < first + count; ++s) {
+          const std::size_t i = 2 * static_cast<std::size_t>(book.markets()[s]) + (book.sizes()[s] > 0 ? 1 : 0);
+          if (qs[i] == nullptr) continue;
+          if (!have_terms) {
+            std::tie(equity, maintenance) = e.equity_and_maintenance(a);
+            have_terms = true;
+          }
+          const i64 score = e.adl_score(s, ranking, book.hot()[a].balance, equity, maintenance, count == 1);
+          mine[2 * i + (equity < maintenance ? 1 : 0)].push_back(
+              detail::AdlEntry{score, book.ids()[a], a, e.account_version(a)});
+        }
+      }
+    }
+  });
+  detail::parallel_for_dynamic(nq, e.threads(), 1, [&](std::size_t b, std::size_t end) {
+    for (std::size_t i = b; i < end; ++i) {
+      if (qs[i] == nullptr) continue;
+      detail::KeptAdlQueue& q = *qs[i];
+      q.reset();
+      for (std::size_t c = 0; c < chunks; ++c) {
+        const std::vector<detail::AdlEntry>& winners = out[(c * nq + i) * 2];
+        const std::vector<detail::AdlEntry>& parked = out[(c * nq + i) * 2 + 1];
+        q.reserve.insert(q.reserve.end(), winners.begin(), winners.end());
+        q.parked.insert(q.parked.end(), parked.begin(), parked.end());
+      }
+      q.built = true;
+      q.ranking = static_cast<std::uint8_t>(ranking);
+      q.marks_epoch = marks_epoch;
+      q.market_updates = e.market_table()[i / 2].mark_updates;
+      q.parked_epoch = marks_epoch;
+      e.select_adl_head(q);
+    }
+  });
+}
+}  // namespace
+
 // Whether a built queue must be rebuilt before its next use for the refresh policy (marks);
 // the other reasons (never built, another ranking, too many superseded entries) are checked
 // where the queue is used.
@@ -309,7 +368,7 @@ void Engine::catch_up_adl_queues() {
   caught_up_ = end;
 }
 
-detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, bool both_sides) {
+detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, detail::QueueScope scope) {
   ensure_adl_queues();
   if (!track_changes_) {  // from now on account changes are noted
     track_changes_ = true;
@@ -326,17 +385,27 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, b
       q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * book_.holders(m).size() + 4096)
     stale = true;
   if (stale) {
-    // The other side, when asked for and unbuilt or behind the marks, is refreshed in the
-    // same pass (at its turn it would be refreshed anyway).
-    detail::KeptAdlQueue& other = adl_queues_[index ^ 1];
-    const bool other_too =
-        both_sides &&
-        (!other.built || (other.ranking == static_cast<std::uint8_t>(ranking) && adl_queue_marks_stale(other, m)));
-    detail::KeptAdlQueue* const qs[2] = {side > 0 ? (other_too ? &other : nullptr) : &q,
-                                         side > 0 ? &q : (other_too ? &other : nullptr)};
-    refresh_adl_queues(qs, m, ranking);
-    for (std::size_t i = index & ~std::size_t{1}; i <= (index | 1); ++i) {
-      if (qs[i & 1] == nullptr) continue;
+    // The queues of `scope` that are unbuilt or behind the marks are refreshed in the same pass
+    // (at their turn they would be refreshed anyway).
+    std::vector<detail::KeptAdlQueue*> qs(adl_queues_.size(), nullptr);
+    std::size_t markets_refreshed = 0;
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      const detail::KeptAdlQueue& o = adl_queues_[i];
+      const bool in_scope =
+          scope == detail::QueueScope::Book || (scope == detail::QueueScope::Market && i / 2 == index / 2);
+      if (i == index || (in_scope && (!o.built || (o.ranking == static_cast<std::uint8_t>(ranking) &&
+                                                   adl_queue_marks_stale(o, static_cast<MarketId>(i / 2))))))
+        qs[i] = &adl_queues_[i];
+      if (i % 2 == 1 && (qs[i - 1] != nullptr || qs[i] != nullptr)) ++markets_refreshed;
+    }
+    if (markets_refreshed > 1) {
+      refresh_queues_by_account(*this, qs, ranking, marks_epoch_);
+    } else {
+      detail::KeptAdlQueue* const pair[2] = {qs[index & ~std::size_t{1}], qs[index | 1]};
+      refresh_adl_queues(pair, m, ranking);
+    }
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      if (qs[i] == nullptr) continue;
       if (!adl_queues_[i].listed) {
         adl_queues_[i].listed = true;
         live_queues_.push_back(static_cast<std::uint32_t>(i));
