@@ -128,10 +128,11 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   q.next_select = 2 * k;
   const detail::AdlEntryAfter after{};
   // The k best go to [n - k, n); q.reserve[n - k] is the worst of them. For a small head
-  // (k much smaller than n), a pivot from a sample first moves a few times k candidates to the
-  // end in one pass, so that the exact selection runs on those only.
+  // (k below a sixteenth of n), a pivot from a sample first moves a few times k candidates to
+  // the end in one pass, so that the exact selection runs on those only: one streaming pass
+  // over a reserve that outgrows the cache instead of the several of a selection over all of it.
   std::size_t from = 0;
-  if (k * 64 < n) {
+  if (k * 16 < n) {
     constexpr std::size_t kSample = 4096;
     std::vector<detail::AdlEntry> sample(kSample);
     for (std::size_t i = 0; i < kSample; ++i) sample[i] = q.reserve[i * (n / kSample)];
