@@ -489,6 +489,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
       prefetch_block(h.front().account);
       // the winner's fill reads its entry notional too
       __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
+      // and a winner closed out leaves its market's holder list: its place there is read too
+      __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);
