@@ -408,10 +408,10 @@ class Engine {
   };
   // waterfall helpers (cpp/src/waterfall/)
   WaterfallResult run_waterfall(const WaterfallConfig& config, const std::span<const i64>* accounts);
-  // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): `adl_queue` returns market m's
-  // queue of `side` (+1 longs, -1 shorts), refreshed if stale and with every account changed
-  // since its last use re-scored; the caches must be at the current marks.
-  detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking);
+  // The kept ADL queues (cpp/src/waterfall/adl_queue.cpp): market m's queue of `side` (+1 longs,
+  // -1 shorts), refreshed if stale (with the stale queues of `scope` in the same pass) and with
+  // every account changed since its last use re-scored; the caches must be at the current marks.
+  detail::KeptAdlQueue& adl_queue(MarketId m, int side, Ranking ranking, detail::QueueScope scope = {});
   // Pops the queue's head (a current entry of an account holding that side); false if empty.
   // `with_aside`: false for haircuts, which skip the entries they set aside.
   bool adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool with_aside = true);
@@ -419,7 +419,7 @@ class Engine {
     if (adl_queues_.size() < 2 * markets_.size()) adl_queues_.resize(2 * markets_.size());
   }
   void adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e);
-  void refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking);
+  void refresh_adl_queues(detail::KeptAdlQueue* const (&qs)[2], MarketId m, Ranking ranking);
   void select_adl_head(detail::KeptAdlQueue& q);
   void catch_up_adl_queues();
   bool adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const;
@@ -537,7 +537,7 @@ class Engine {
   std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
   std::vector<std::uint32_t> catch_up_seen_;  // scratch of catch_up_adl_queues: account -> last round that re-scored it
   std::uint32_t catch_up_round_ = 0;
-  detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queue
+  detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queues
   struct HeldNotes {
     std::uint32_t account = AccountIndex::kNone;
     bool pending = false;

@@ -20,7 +20,8 @@ i64 AdlCloses::close(std::uint32_t a, MarketId m, i64 lots, i64 value, i64 bk, i
   const int sign = q > 0 ? 1 : -1;
   std::vector<std::pair<std::uint32_t, i64>>& takes = takes_;  // (winner, lots)
   takes.clear();
-  detail::KeptAdlQueue& queue = e_.adl_queue(m, -sign, cfg_.ranking);
+  detail::KeptAdlQueue& queue =
+      e_.adl_queue(m, -sign, cfg_.ranking, s_.whole_book ? detail::QueueScope::Book : detail::QueueScope::Side);
   i64 left = lots;
   detail::AdlEntries& put_back = put_back_;
   put_back.clear();

@@ -1,5 +1,8 @@
 // ADL ranking scores (docs/waterfall.md section 7) and the engine's kept per-(market, side)
 // queues of opposite-side winners (the queue policy's closes are in adl_closes.cpp).
+#include <span>
+#include <tuple>
+
 #include "deleverage/detail/parallel.hpp"
 #include "step_state.hpp"
 
@@ -14,6 +17,17 @@ constexpr std::size_t kCatchUpPrefetch = 16;
 constexpr std::size_t kReservePrefetch = 8;
 // A heap this small is not worth a purge of its superseded entries (see purge_heap).
 constexpr std::size_t kHeapPurgeMin = 64;
+
+// The last line of account a's sizes and entries, where the callers prefetch the first: the
+// block of an account in ten markets spans two lines of each column, and a score reads every
+// position of the block.
+void prefetch_block_end(const detail::Book& book, std::uint32_t a) {
+  const std::uint32_t count = book.hot()[a].count;
+  if (count == 0) return;
+  const std::uint32_t last = book.hot()[a].start + count - 1;
+  __builtin_prefetch(book.sizes().data() + last);
+  __builtin_prefetch(book.entries().data() + last);
+}
 }  // namespace
 
 std::pair<i64, i64> Engine::equity_and_maintenance(std::uint32_t a) const {
@@ -125,10 +139,11 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   q.next_select = 2 * k;
   const detail::AdlEntryAfter after{};
   // The k best go to [n - k, n); q.reserve[n - k] is the worst of them. For a small head
-  // (k much smaller than n), a pivot from a sample first moves a few times k candidates to the
-  // end in one pass, so that the exact selection runs on those only.
+  // (k below a sixteenth of n), a pivot from a sample first moves a few times k candidates to
+  // the end in one pass, so that the exact selection runs on those only: one streaming pass
+  // over a reserve that outgrows the cache instead of the several of a selection over all of it.
   std::size_t from = 0;
-  if (k * 64 < n) {
+  if (k * 16 < n) {
     constexpr std::size_t kSample = 4096;
     std::vector<detail::AdlEntry> sample(kSample);
     for (std::size_t i = 0; i < kSample; ++i) sample[i] = q.reserve[i * (n / kSample)];
@@ -151,62 +166,127 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   q.reserve.resize(n - k);
 }
 
-// One pass over the market's holders: every position on the side is scored (in parallel,
-// in chunks of the holder list), then only the head is selected. The queue's buffers and a
-// scratch buffer are reused from one refresh to the next: a refresh after a mark move
-// allocates nothing once the side has been seen.
-void Engine::refresh_adl_queue(detail::KeptAdlQueue& q, MarketId m, int side, Ranking ranking) {
+// One pass over the market's holders refreshes the queues in `qs` ([0] shorts, [1] longs;
+// a null one is left as it is): every position on a refreshed side is scored (in parallel,
+// in chunks of the holder list), then only each head is selected. Both sides in one pass
+// share its cache misses (the holder's block and position are read to learn the side). The
+// queues' buffers and a scratch buffer are reused from one refresh to the next: a refresh
+// after a mark move allocates nothing once the sides have been seen.
+void Engine::refresh_adl_queues(detail::KeptAdlQueue* const (&qs)[2], MarketId m, Ranking ranking) {
   const std::vector<std::uint32_t>& holders = book_.holders(m);
   const std::size_t n = holders.size();
   constexpr std::size_t kChunk = 16384;
   const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
-  detail::AdlEntries& scratch = refresh_scratch_;
-  if (scratch.size() < n) scratch.resize(n);
-  // Chunk c writes only its own region: the winners from its start, the entries of
-  // liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
+  detail::AdlEntries& scratch = refresh_scratch_;  // side k's entries in [k * n, (k + 1) * n)
+  if (scratch.size() < 2 * n) scratch.resize(2 * n);
+  // Chunk c writes only its own region of each side: the winners from its start, the entries
+  // of liquidatable accounts from its end (parked at once, as in catch_up_adl_queues: in a
   // crash they rank first and each would cost a pop).
-  std::vector<std::size_t> count(chunks, 0), parked(chunks, 0);
+  std::vector<std::size_t> count(2 * chunks, 0), parked(2 * chunks, 0);
   detail::parallel_for_dynamic(chunks, threads_, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t c = b; c < e; ++c) {
-      detail::AdlEntry* out = scratch.data() + c * kChunk;
-      const std::size_t end = std::min(n, (c + 1) * kChunk);
-      std::size_t k = 0, j = end - c * kChunk;
-      for (std::size_t i = c * kChunk; i < end; ++i) {
+      const std::size_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
+      std::size_t k[2] = {begin, n + begin}, j[2] = {end, n + end};
+      for (std::size_t i = begin; i < end; ++i) {
         const std::uint32_t a = holders[i];
         const std::uint32_t s = find_slot(a, m);
-        if ((book_.sizes()[s] > 0) != (side > 0)) continue;
+        const std::size_t side = book_.sizes()[s] > 0 ? 1 : 0;
+        if (qs[side] == nullptr) continue;
         bool liquidatable = false;
         const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), book_.ids()[a], a, account_version(a)};
         if (liquidatable)
-          out[--j] = entry;
+          scratch[--j[side]] = entry;
         else
-          out[k++] = entry;
+          scratch[k[side]++] = entry;
       }
-      count[c] = k;
-      parked[c] = end - c * kChunk - j;
+      for (std::size_t side = 0; side < 2; ++side) {
+        count[2 * c + side] = k[side] - (side * n + begin);
+        parked[2 * c + side] = side * n + end - j[side];
+      }
     }
   });
-  std::vector<std::size_t> offset(chunks + 1, 0);
-  for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[c];
-  q.reset();
-  q.reserve.resize(offset[chunks]);
-  detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
-    for (std::size_t c = b; c < e; ++c)
-      std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk),
-                scratch.begin() + static_cast<std::ptrdiff_t>(c * kChunk + count[c]),
-                q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
-  });
-  for (std::size_t c = 0; c < chunks; ++c) {
-    const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * kChunk));
-    q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[c]), end);
+  for (std::size_t side = 0; side < 2; ++side) {
+    if (qs[side] == nullptr) continue;
+    detail::KeptAdlQueue& q = *qs[side];
+    std::vector<std::size_t> offset(chunks + 1, 0);
+    for (std::size_t c = 0; c < chunks; ++c) offset[c + 1] = offset[c] + count[2 * c + side];
+    q.reset();
+    q.reserve.resize(offset[chunks]);
+    detail::parallel_for_dynamic(chunks, threads_, 4, [&](std::size_t b, std::size_t e) {
+      for (std::size_t c = b; c < e; ++c) {
+        const auto from = scratch.begin() + static_cast<std::ptrdiff_t>(side * n + c * kChunk);
+        std::copy(from, from + static_cast<std::ptrdiff_t>(count[2 * c + side]),
+                  q.reserve.begin() + static_cast<std::ptrdiff_t>(offset[c]));
+      }
+    });
+    for (std::size_t c = 0; c < chunks; ++c) {
+      const auto end = scratch.begin() + static_cast<std::ptrdiff_t>(side * n + std::min(n, (c + 1) * kChunk));
+      q.parked.insert(q.parked.end(), end - static_cast<std::ptrdiff_t>(parked[2 * c + side]), end);
+    }
+    q.built = true;
+    q.ranking = static_cast<std::uint8_t>(ranking);
+    q.marks_epoch = marks_epoch_;
+    q.market_updates = markets_[static_cast<std::size_t>(m)].mark_updates;
+    q.parked_epoch = marks_epoch_;
+    select_adl_head(q);
   }
-  q.built = true;
-  q.ranking = static_cast<std::uint8_t>(ranking);
-  q.marks_epoch = marks_epoch_;
-  q.market_updates = markets_[static_cast<std::size_t>(m)].mark_updates;
-  q.parked_epoch = marks_epoch_;
-  select_adl_head(q);
 }
+
+namespace {
+// Refreshes the queues `qs` (index 2m + side; null: left as it is) of several markets in one
+// pass over the accounts: each account's block is read once, in order, and its equity computed
+// once, where a pass per market reads every holder's block and equity once per market.
+void refresh_queues_by_account(Engine& e, std::span<detail::KeptAdlQueue* const> qs, Ranking ranking,
+                               std::uint64_t marks_epoch) {
+  const detail::Book& book = e.book();
+  const std::size_t n = book.ids().size(), nq = qs.size();
+  constexpr std::size_t kChunk = 4096;  // accounts
+  const std::size_t chunks = std::max<std::size_t>(1, (n + kChunk - 1) / kChunk);
+  // per chunk and queue: the winners, then the entries of liquidatable accounts (parked at
+  // once, as in catch_up_adl_queues: in a crash they rank first and each would cost a pop)
+  std::vector<std::vector<detail::AdlEntry>> out(chunks * nq * 2);
+  detail::parallel_for_dynamic(chunks, e.threads(), 1, [&](std::size_t b, std::size_t end) {
+    for (std::size_t c = b; c < end; ++c) {
+      std::vector<detail::AdlEntry>* mine = out.data() + c * nq * 2;
+      for (std::uint32_t a = static_cast<std::uint32_t>(c * kChunk); a < std::min(n, (c + 1) * kChunk); ++a) {
+        const std::uint32_t first = book.hot()[a].start, count = book.hot()[a].count;
+        bool have_terms = false;
+        i64 equity = 0, maintenance = 0;
+        for (std::uint32_t s = first; s < first + count; ++s) {
+          const std::size_t i = 2 * static_cast<std::size_t>(book.markets()[s]) + (book.sizes()[s] > 0 ? 1 : 0);
+          if (qs[i] == nullptr) continue;
+          if (!have_terms) {
+            std::tie(equity, maintenance) = e.equity_and_maintenance(a);
+            have_terms = true;
+          }
+          const i64 score = e.adl_score(s, ranking, book.hot()[a].balance, equity, maintenance, count == 1);
+          mine[2 * i + (equity < maintenance ? 1 : 0)].push_back(
+              detail::AdlEntry{score, book.ids()[a], a, e.account_version(a)});
+        }
+      }
+    }
+  });
+  detail::parallel_for_dynamic(nq, e.threads(), 1, [&](std::size_t b, std::size_t end) {
+    for (std::size_t i = b; i < end; ++i) {
+      if (qs[i] == nullptr) continue;
+      detail::KeptAdlQueue& q = *qs[i];
+      q.reset();
+      for (std::size_t c = 0; c < chunks; ++c) {
+        const std::vector<detail::AdlEntry>& winners = out[(c * nq + i) * 2];
+        const std::vector<detail::AdlEntry>& parked = out[(c * nq + i) * 2 + 1];
+        q.reserve.insert(q.reserve.end(), winners.begin(), winners.end());
+        q.parked.insert(q.parked.end(), parked.begin(), parked.end());
+      }
+      q.built = true;
+      q.ranking = static_cast<std::uint8_t>(ranking);
+      q.marks_epoch = marks_epoch;
+      q.market_updates = e.market_table()[i / 2].mark_updates;
+      q.parked_epoch = marks_epoch;
+      e.select_adl_head(q);
+    }
+  });
+}
+}  // namespace
 
 // Whether a built queue must be rebuilt before its next use for the refresh policy (marks);
 // the other reasons (never built, another ranking, too many superseded entries) are checked
@@ -269,6 +349,7 @@ void Engine::catch_up_adl_queues() {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch / 2];
       prefetch_block(ahead);
       __builtin_prefetch(book_.entries().data() + book_.hot()[ahead].start);  // the score reads the entry too
+      prefetch_block_end(book_, ahead);
     }
     const std::uint32_t a = log[i];
     if (a >= book_.ids().size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
@@ -300,7 +381,7 @@ void Engine::catch_up_adl_queues() {
   caught_up_ = end;
 }
 
-detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
+detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, detail::QueueScope scope) {
   ensure_adl_queues();
   if (!track_changes_) {  // from now on account changes are noted
     track_changes_ = true;
@@ -317,12 +398,33 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking) {
       q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size() > 4 * book_.holders(m).size() + 4096)
     stale = true;
   if (stale) {
-    refresh_adl_queue(q, m, side, ranking);
-    if (!q.listed) {
-      q.listed = true;
-      live_queues_.push_back(static_cast<std::uint32_t>(index));
+    // The queues of `scope` that are unbuilt or behind the marks are refreshed in the same pass
+    // (at their turn they would be refreshed anyway).
+    std::vector<detail::KeptAdlQueue*> qs(adl_queues_.size(), nullptr);
+    std::size_t markets_refreshed = 0;
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      const detail::KeptAdlQueue& o = adl_queues_[i];
+      const bool in_scope =
+          scope == detail::QueueScope::Book || (scope == detail::QueueScope::Market && i / 2 == index / 2);
+      if (i == index || (in_scope && (!o.built || (o.ranking == static_cast<std::uint8_t>(ranking) &&
+                                                   adl_queue_marks_stale(o, static_cast<MarketId>(i / 2))))))
+        qs[i] = &adl_queues_[i];
+      if (i % 2 == 1 && (qs[i - 1] != nullptr || qs[i] != nullptr)) ++markets_refreshed;
     }
-    q.catch_up = true;
+    if (markets_refreshed > 1) {
+      refresh_queues_by_account(*this, qs, ranking, marks_epoch_);
+    } else {
+      detail::KeptAdlQueue* const pair[2] = {qs[index & ~std::size_t{1}], qs[index | 1]};
+      refresh_adl_queues(pair, m, ranking);
+    }
+    for (std::size_t i = 0; i < qs.size(); ++i) {
+      if (qs[i] == nullptr) continue;
+      if (!adl_queues_[i].listed) {
+        adl_queues_[i].listed = true;
+        live_queues_.push_back(static_cast<std::uint32_t>(i));
+      }
+      adl_queues_[i].catch_up = true;
+    }
     return q;
   }
   if (2 * q.superseded > q.heap.size() + q.reserve.size()) purge_superseded(q);
@@ -399,6 +501,8 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
       prefetch_block(h.front().account);
       // the winner's fill reads its entry notional too
       __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
+      // and a winner closed out leaves its market's holder list: its place there is read too
+      __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);

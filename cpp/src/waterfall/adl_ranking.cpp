@@ -56,7 +56,7 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit s
   std::vector<std::size_t> by_side[2];
   for (int side : {1, -1}) {
     std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
-    const detail::KeptAdlQueue& q = adl_queue(m, side, ranking);
+    const detail::KeptAdlQueue& q = adl_queue(m, side, ranking, detail::QueueScope::Market);
     for (const detail::AdlEntry& x : ordered_entries(
              q, [&](const detail::AdlEntry& e) { return adl_entry_current(e) && holds_side(e.account, m, side); })) {
       const std::size_t i = row.at(x.account);

@@ -59,7 +59,8 @@ void Haircuts::allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32
 // `aside` (detail/adl_queue.hpp) for the ones that would stop every later haircut of the step.
 void Haircuts::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
   const detail::AdlEntryAfter after{};
-  detail::KeptAdlQueue* queue[2] = {&e_.adl_queue(m, -1, cfg_.ranking), &e_.adl_queue(m, 1, cfg_.ranking)};
+  detail::KeptAdlQueue* queue[2] = {&e_.adl_queue(m, -1, cfg_.ranking, detail::QueueScope::Market),
+                                    &e_.adl_queue(m, 1, cfg_.ranking)};
   detail::AdlEntry top[2];
   bool have[2];
   for (int k = 0; k < 2; ++k) have[k] = e_.adl_queue_pop(*queue[k], top[k], /*with_aside=*/false);

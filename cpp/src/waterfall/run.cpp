@@ -58,6 +58,7 @@ void WaterfallRun::compute_start_margins() {
 
 WaterfallResult WaterfallRun::run() {
   setup();
+  s_.whole_book = true;
   const detail::Book& book = s_.e.book();
   const std::size_t n = book.ids().size();
   if (!have_start_margins_) compute_start_margins();

@@ -51,6 +51,7 @@ struct StepState {
   const WaterfallConfig& cfg;
   WaterfallResult result;
   std::uint32_t exec_account = AccountIndex::kNone;
+  bool whole_book = false;    // every liquidatable account: most markets see closes on both sides
   std::vector<i64> promised;  // per pool: fund payments planned for accounts whose settlement waits
   std::vector<std::pair<std::uint32_t, MarketId>> adl_log;  // (winner, market) of every ADL close this round
 

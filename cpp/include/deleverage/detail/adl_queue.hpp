@@ -154,6 +154,10 @@ void adl_heap_make(Entries& h) {
   for (std::size_t i = (n - 2) / 4 + 1; i-- > 0;) adl_heap_detail::sift_down(h.data(), n, i, h[i]);
 }
 
+// The queues a caller of Engine::adl_queue will use besides the one it asks for: the other
+// side of the market, or most queues of the book (a whole-book waterfall step).
+enum class QueueScope : std::uint8_t { Side, Market, Book };
+
 struct KeptAdlQueue {
   bool built = false;
   std::uint8_t ranking = 0;
