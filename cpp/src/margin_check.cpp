@@ -388,13 +388,15 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
 // reports which).
 [[gnu::always_inline]] inline bool fast_margin(i64 balance, i128 u, const FastSums& s, const ConstantDivider& div_s,
                                                const ConstantDivider& div_sr, AccountMargin& r) {
-  // floor(u / S): branch-free on int64 (u's sign is data, unpredictable); past int64 rare
-  const i128 pnl = fits_i64(u) ? static_cast<i128>(div_s.floor_i64(static_cast<i64>(u))) : div_s.floor(u);
-  const i128 equity = static_cast<i128>(balance) + pnl;
-  if (!fits_i64(equity) || !div_sr.ceil_i64(s.mm, r.maintenance) || !div_sr.ceil_i64(s.im, r.initial)) return false;
-  r.equity = static_cast<i64>(equity);
-  r.liquidatable = r.equity < r.maintenance;
-  r.bankrupt = r.equity < 0;
+  // floor(u / S) branch-free on int64 (u's sign is data, unpredictable); a u past int64 is
+  // rare and takes margin_from_sums. No 128-bit temporaries: they went through the stack.
+  if (!fits_i64(u)) return false;
+  i64 equity;
+  if (__builtin_add_overflow(balance, div_s.floor_i64(static_cast<i64>(u)), &equity)) return false;
+  if (!div_sr.ceil_i64(s.mm, r.maintenance) || !div_sr.ceil_i64(s.im, r.initial)) return false;
+  r.equity = equity;
+  r.liquidatable = equity < r.maintenance;
+  r.bankrupt = equity < 0;
   return true;
 }
 
