@@ -387,17 +387,13 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
 // 128-bit divisions; false when one of them does not fit 64 bits (margin_from_sums then
 // reports which).
 [[gnu::always_inline]] inline bool fast_margin(i64 balance, i128 u, const FastSums& s, const ConstantDivider& div_s,
-                                               const ConstantDivider& div_sr, AccountMargin& r) {
+                                               const ConstantDivider& div_sr, i64& equity, i64& maintenance,
+                                               i64& initial) {
   // floor(u / S) branch-free on int64 (u's sign is data, unpredictable); a u past int64 is
   // rare and takes margin_from_sums. No 128-bit temporaries: they went through the stack.
   if (!fits_i64(u)) return false;
-  i64 equity;
   if (__builtin_add_overflow(balance, div_s.floor_i64(static_cast<i64>(u)), &equity)) return false;
-  if (!div_sr.ceil_i64(s.mm, r.maintenance) || !div_sr.ceil_i64(s.im, r.initial)) return false;
-  r.equity = equity;
-  r.liquidatable = equity < r.maintenance;
-  r.bankrupt = equity < 0;
-  return true;
+  return div_sr.ceil_i64(s.mm, maintenance) && div_sr.ceil_i64(s.im, initial);
 }
 
 // Everything a pass writes besides the cached sums, copied by value into each worker: the
@@ -413,26 +409,27 @@ struct PassOutputs {
   bool rows() const { return cols.liquidatable != nullptr || step_balance != nullptr; }
 };
 
-void write_row(const PassOutputs& o, std::size_t a, i64 balance, const AccountMargin& am) {
+// The values by value, in registers (the flags are margin_from_sums' definitions).
+void write_row(const PassOutputs& o, std::size_t a, i64 balance, i64 equity, i64 maintenance, i64 initial) {
   if (o.step_balance != nullptr) {
     o.step_balance[a] = balance;
-    o.step_equity[a] = am.equity;
-    o.step_maintenance[a] = am.maintenance;
+    o.step_equity[a] = equity;
+    o.step_maintenance[a] = maintenance;
   }
   if (o.cols.liquidatable == nullptr) return;
   if (o.cols.equity != nullptr) {
-    o.cols.equity[a] = am.equity;
-    o.cols.maintenance[a] = am.maintenance;
-    o.cols.initial[a] = am.initial;
+    o.cols.equity[a] = equity;
+    o.cols.maintenance[a] = maintenance;
+    o.cols.initial[a] = initial;
   }
   if (o.cols.equity_quote != nullptr) {  // the display conversion, while the values are in registers
-    o.cols.equity_quote[a] = static_cast<double>(am.equity) / o.quote_unit;
-    o.cols.maintenance_quote[a] = static_cast<double>(am.maintenance) / o.quote_unit;
-    o.cols.initial_quote[a] = static_cast<double>(am.initial) / o.quote_unit;
-    o.cols.margin_ratio[a] = detail::margin_ratio(am.equity, am.maintenance);
+    o.cols.equity_quote[a] = static_cast<double>(equity) / o.quote_unit;
+    o.cols.maintenance_quote[a] = static_cast<double>(maintenance) / o.quote_unit;
+    o.cols.initial_quote[a] = static_cast<double>(initial) / o.quote_unit;
+    o.cols.margin_ratio[a] = detail::margin_ratio(equity, maintenance);
   }
-  o.cols.liquidatable[a] = am.liquidatable;
-  o.cols.bankrupt[a] = am.bankrupt;
+  o.cols.liquidatable[a] = equity < maintenance;
+  o.cols.bankrupt[a] = equity < 0;
 }
 
 enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
@@ -451,23 +448,29 @@ void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot*
     bool fast = false;
     if constexpr (P == Path::Flat) fast = flat_sums(in, b, e, f);
     if constexpr (P == Path::Tiered) fast = tiered_sums<Caps>(in, b, e, f);
-    AccountMargin am;
+    i64 equity = 0, maintenance = 0, initial = 0;
+    bool rounded = false;
     if (fast) [[likely]] {
       // member by member: a whole-struct copy went through the stack and stalled on it
       acc.cache.u += f.value_change;
       acc.cache.mm = f.mm;
       acc.cache.im = f.im;
       if (!rows) continue;
-      if (!fast_margin(acc.balance, acc.cache.u, f, o.div_s, o.div_sr, am)) am = wide_margin(acc.balance, acc.cache);
+      rounded = fast_margin(acc.balance, acc.cache.u, f, o.div_s, o.div_sr, equity, maintenance, initial);
     } else {
       if constexpr (P == Path::Flat)
         acc.cache = flat_sums_wide(in, b, e);
       else
         acc.cache = wide_sums(static_cast<std::uint32_t>(a));
       if (!rows) continue;
-      am = wide_margin(acc.balance, acc.cache);
     }
-    write_row(o, a, acc.balance, am);
+    if (!rounded) [[unlikely]] {
+      const AccountMargin am = wide_margin(acc.balance, acc.cache);
+      equity = am.equity;
+      maintenance = am.maintenance;
+      initial = am.initial;
+    }
+    write_row(o, a, acc.balance, equity, maintenance, initial);
   }
 }
 }  // namespace
