@@ -153,9 +153,20 @@ def crash_section(spec: ww.CrashSpec, repeat: int, repeat_large: int, log) -> di
           f"{f'<= {ww.TARGET_SCALING_RATIO:g}':>8} | {'yes' if big <= ww.TARGET_SCALING_RATIO else 'NO':3} |")
     print(f"| {f'ns/position {sizes[-1]:_} over {sizes[1]:_}':44} | "
           f"{series[sizes[-1]].best / sizes[-1] / (series[sizes[1]].best / sizes[1]):9.2f} | {'(info)':>8} |     |")
+    # the batch-speed issue's targets: a faster step, and time growing at most ~linearly
+    fast = ww.TARGET_CRASH_SECONDS_1M_FAST
+    print(f"| {f'step at {spec.positions:_} positions (s), fast target':44} | {t1:9.3f} | {f'<= {fast:g}':>8} | "
+          f"{'yes' if t1 <= fast else 'NO':3} |")
+    growth = {}
+    for (p0, p1), target in (((sizes[0], sizes[1]), ww.TARGET_GROWTH_TENFOLD),
+                             ((sizes[1], sizes[2]), ww.TARGET_GROWTH_FOURFOLD)):
+        g = series[p1].best / series[p0].best
+        growth[f"{p0}->{p1}"] = g
+        print(f"| {f'step time {p1:_} over {p0:_} (x)':44} | {g:9.2f} | {f'<= {target:g}':>8} | "
+              f"{'yes' if g <= target else 'NO':3} |")
     print(f"| {'compiled call only at ' + f'{spec.positions:_}' + ' (s)':44} | {compiled.best:9.3f} | {'(info)':>8} |     |")
     print()
-    return {"sizes": out, "compiled_call_best_s": compiled.best, "scaling_ratio": big}
+    return {"sizes": out, "compiled_call_best_s": compiled.best, "scaling_ratio": big, "growth": growth}
 
 
 def lrvx_section(specs: list[ww.CrashSpec], repeat: int, log) -> dict:

@@ -64,6 +64,9 @@ from deleverage.exchange import Exchange
 
 #: Targets of the issue.
 TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash
+TARGET_CRASH_SECONDS_1M_FAST = 0.35  # the batch-speed issue's target for the same step
+TARGET_GROWTH_TENFOLD = 11.0  # step time at 10x the positions (100k -> 1M), at most
+TARGET_GROWTH_FOURFOLD = 4.4  # step time at 4x the positions (1M -> 4M), at most
 TARGET_ADL_EVENT_SECONDS = 0.002  # one ADL event over 1M candidates, 1,000 counterparties
 #: "Linear": ns/position of the largest book over the smallest (1.0 = perfectly linear).
 TARGET_SCALING_RATIO = 1.5
