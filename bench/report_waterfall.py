@@ -1,17 +1,19 @@
 """Waterfall figures with plain time.perf_counter (best of N), for the closing note.
 
-    python bench/report_waterfall.py                     # crash 100k / 1M / 4M, lrvx 200k, ADL 1M
+    python bench/report_waterfall.py                     # crash 100k / 1M / 4M, lrvx 10k-1M, ADL 1M
     python bench/report_waterfall.py --positions 200000 --repeat 3 --json out.json
 
 1. the crash step (``ex.liquidate(MarketClose(0, 50 bps), "close", "queue")`` after a -28%
    move of every market, ~30% of the accounts liquidated, ADL running) at a tenth, once and
    four times ``--positions``: best time, ns per position, the < 1 s target at 1M and the
    linearity ratio;
-2. the same book and crash at a fifth of ``--positions`` (200k), or at each of
-   ``--lrvx-sizes`` (e.g. ``10000,50000,200000,1000000``), through deleverage and lrvx (and a
-   one-market variant, lrvx's best case: it walks every account once per moved market); the
-   ratio lrvx / deleverage, and each engine's liquidations, ADL closes and fund use side by
-   side;
+2. the same book and crash through deleverage and lrvx at a hundredth, a twentieth, a fifth
+   and once ``--positions`` (10k, 50k, 200k, 1M; or each of ``--lrvx-sizes``), in two
+   scenarios (every market -28%, market 0 only -50%): first with a fund that covers every
+   deficit, where both engines do the same work (checked on every row: the same liquidated
+   accounts, positions closed and fund used, no ADL), then with the issue's small fund, where
+   ADL runs and the work differs; the ratio lrvx / deleverage, the counts side by side, and
+   the issue's lrvx targets;
 3. one ADL event over ``--adl-candidates`` (1M) candidates with 1,000 counterparties: the
    step as is, the step with the market's account list already sorted, ``check_margin()``
    alone and the incremental revaluation of the moved market alone, and the differences.
@@ -170,53 +172,120 @@ def crash_section(spec: ww.CrashSpec, repeat: int, repeat_large: int, log) -> di
 
 
 def lrvx_section(specs: list[ww.CrashSpec], repeat: int, log) -> dict:
-    """Both engines on the same book and crash, for each size in ``specs`` and two crashes
-    (every market, one market); books above 200k positions get one round (lrvx's crash grows
-    quadratically: minutes at 1M)."""
-    res = []
-    for spec in specs:
-        variants = {
-            "every market -28%": spec,
-            "market 0 only, -50%": dataclasses.replace(spec, shocked_markets=1, shock=-0.5),
-        }
-        rounds = repeat if spec.positions <= 200_000 else 1
-        for name, s in variants.items():
-            inp = ww.lrvx_crash_inputs(s)
-            dlv, lrv = Series(), Series()
-            # a small book's fund may cover the crash: ADL is counted there, not required
-            check = lambda ex, r: ww.check_after_step(ex, r, expect_adl=False)  # noqa: E731
-            for _ in range(rounds):
-                fresh_call(dlv, lambda s=s: ww.build_crash(s), lambda e, s=s: ww.run_crash(e, s), check)
-                fresh_call(lrv, lambda inp=inp: ww.build_lrvx(inp), lambda st, inp=inp: ww.run_lrvx(st, inp), lambda st, out: ww.lrvx_summary(st, out))
-            res.append((name, s, rounds, dlv, lrv))
-            log(f"lrvx: {name} at {s.positions:_} positions done")
-
+    """Both engines on the same book and crash, for each size in ``specs``: the issue's crashes
+    with the small fund (ADL runs; the engines then do different work) and the same crashes
+    with a fund that covers every deficit (the engines do the same work, checked)."""
+    different = _lrvx_runs(specs, repeat, log, equal=False)
+    equal = _lrvx_runs(specs, repeat, log, equal=True)
     s0 = specs[0]
-    print(f"## 2. deleverage vs lrvx {ww.LRVX_PIN}: {s0.label().split(' / ', 1)[1]}")
-    print(f"#  the same generated book at each size (market maker 0 takes the imbalance), same slippage and fund; best of "
-          f"{repeat} (1 above 200k positions), interleaved, fresh books; lrvx timed on LiquidationEngine.on_marks(shocked "
-          f"marks) only. The counts side by side show how much work each engine did.")
+    print(f"## 2. deleverage vs lrvx {ww.LRVX_PIN}: {s0.markets} markets, 10 positions per account, leverage "
+          f"{s0.leverage:g}, slippage {s0.slippage_bps:g} bps")
+    print(f"#  the same generated book at each size (market maker 0 takes the imbalance), same slippage; best of "
+          f"{repeat} (1 above 1M positions), interleaved, fresh books; lrvx timed on LiquidationEngine.on_marks(shocked "
+          f"marks) only.")
     print()
-    print(f"| {'crash':20} | {'positions':>9} | {'engine':10} | {'best ms':>9} | {'median ms':>9} | {'liquidated':>10} | "
-          f"{'ADL closes':>10} | {'fund used':>9} | {'lrvx / dlv':>10} |")
-    print(f"|{'-' * 22}|{'-' * 10}:|{'-' * 12}|{'-' * 10}:|{'-' * 10}:|{'-' * 11}:|{'-' * 11}:|{'-' * 10}:|{'-' * 11}:|")
-    out = {}
-    for name, s, rounds, dlv, lrv in sorted(res, key=lambda r: (r[0], r[1].positions)):
-        ratio = lrv.best / dlv.best
-        di, li = dlv.info, lrv.info
-        print(f"| {name:20} | {s.positions:>9_} | {'deleverage':10} | {dlv.best * 1e3:9.1f} | {dlv.median * 1e3:9.1f} | "
-              f"{di['liquidated_accounts']:>10_} | {di['adl_closes']:>10_} | {di['fund_used']:>9,.0f} | {'':>10} |")
-        print(f"| {'':20} | {'':>9} | {'lrvx':10} | {lrv.best * 1e3:9.1f} | {lrv.median * 1e3:9.1f} | "
-              f"{li['liquidated_accounts']:>10_} | {li['adl_closeouts']:>10_} | {li['insurance_fund_used']:>9,.0f} | {ratio:10.2f} |")
-        out[f"{name} @ {s.positions}"] = {"positions": s.positions, "rounds": rounds, "deleverage_best_s": dlv.best,
-                                          "lrvx_best_s": lrv.best, "lrvx_over_deleverage": ratio, "deleverage": di, "lrvx": li}
+    print(f"### 2a. equal work: fund {ww.EQUAL_WORK_FUND:,.0f} covers every deficit, so neither engine reaches ADL")
+    print("#  'same work' is checked on every row: the same liquidated accounts, the same number of positions closed,")
+    print(f"#  no ADL, and the same fund used (to a relative {ww.FUND_TOLERANCE:g}: lrvx sums float64, deleverage integers).")
     print()
+    out = {"equal_work": _lrvx_table(equal, equal=True), "different_work": {}}
+    print(f"### 2b. the issue's crashes: fund {s0.insurance_fund:,.0f}, ADL runs (not the same work)")
+    print()
+    out["different_work"] = _lrvx_table(different, equal=False)
     print("#  not the same work: lrvx closes whole positions until the account passes maintenance, has no fee,")
     print("#  ADL closes whole counterparty positions at the mark up to the deficit, and drops what is left;")
     print("#  deleverage closes every liquidated account at bankruptcy-value accounting, ADL by lots at the")
     print("#  bankruptcy price, haircuts the rest, re-checks ADL'd winners (cascade). See bench/LRVX_NOTES.md.")
     print()
+    out["targets"] = _lrvx_targets(out)
     return out
+
+
+def _lrvx_runs(specs: list[ww.CrashSpec], repeat: int, log, *, equal: bool) -> list:
+    res = []
+    for spec in specs:
+        if equal:
+            variants = {name: ww.equal_work_spec(spec, k, shock) for name, k, shock in ww.EQUAL_WORK_CRASHES}
+        else:
+            variants = {name: dataclasses.replace(spec, shocked_markets=k, shock=shock)
+                        for name, k, shock in ww.EQUAL_WORK_CRASHES}
+        rounds = repeat if spec.positions <= 1_000_000 else 1
+        for name, s in variants.items():
+            inp = ww.lrvx_crash_inputs(s)
+            dlv, lrv = Series(), Series()
+
+            def dlv_after(ex, r, equal=equal):
+                # a small book's fund may cover the crash: ADL is counted there, not required
+                info = ww.check_after_step(ex, r, expect_adl=False)
+                return {**info, "work": ww.deleverage_work(r)} if equal else info
+
+            def lrv_after(st, out, equal=equal):
+                info = ww.lrvx_summary(st, out)
+                return {**info, "work": ww.lrvx_work(st, out)} if equal else info
+
+            for _ in range(rounds):
+                fresh_call(dlv, lambda s=s: ww.build_crash(s), lambda e, s=s: ww.run_crash(e, s), dlv_after)
+                fresh_call(lrv, lambda inp=inp: ww.build_lrvx(inp), lambda st, inp=inp: ww.run_lrvx(st, inp), lrv_after)
+            res.append((name, s, rounds, dlv, lrv))
+            log(f"lrvx{' (equal work)' if equal else ''}: {name} at {s.positions:_} positions done")
+    return sorted(res, key=lambda r: (r[0], r[1].positions))
+
+
+def _lrvx_table(runs: list, *, equal: bool) -> dict:
+    last = "same work" if equal else "fund used"
+    print(f"| {'crash':20} | {'positions':>9} | {'engine':10} | {'best ms':>9} | {'median ms':>9} | {'liquidated':>10} | "
+          f"{'positions closed' if equal else 'ADL closes':>16} | {last:>9} | {'lrvx / dlv':>10} |")
+    print(f"|{'-' * 22}|{'-' * 10}:|{'-' * 12}|{'-' * 10}:|{'-' * 10}:|{'-' * 11}:|{'-' * 17}:|{'-' * 10}:|{'-' * 11}:|")
+    out = {}
+    for name, s, rounds, dlv, lrv in runs:
+        ratio = lrv.best / dlv.best
+        di, li = dlv.info, lrv.info
+        row = {"positions": s.positions, "rounds": rounds, "deleverage_best_s": dlv.best, "lrvx_best_s": lrv.best,
+               "lrvx_over_deleverage": ratio}
+        if equal:
+            mismatch = ww.work_mismatch(di["work"], li["work"])
+            same = "yes" if mismatch is None else "NO"
+            if mismatch is not None:
+                print(f"#  {name} at {s.positions:_}: {mismatch}")
+            row["same_work"] = mismatch is None
+            row["mismatch"] = mismatch
+            d_cells = (di["liquidated_accounts"], di["work"].positions_closed, same)
+            l_cells = (li["liquidated_accounts"], li["work"].positions_closed, "")
+        else:
+            d_cells = (di["liquidated_accounts"], di["adl_closes"], f"{di['fund_used']:,.0f}")
+            l_cells = (li["liquidated_accounts"], li["adl_closeouts"], f"{li['insurance_fund_used']:,.0f}")
+        print(f"| {name:20} | {s.positions:>9_} | {'deleverage':10} | {dlv.best * 1e3:9.1f} | {dlv.median * 1e3:9.1f} | "
+              f"{d_cells[0]:>10_} | {d_cells[1]:>16_} | {d_cells[2]:>9} | {'':>10} |")
+        print(f"| {'':20} | {'':>9} | {'lrvx':10} | {lrv.best * 1e3:9.1f} | {lrv.median * 1e3:9.1f} | "
+              f"{l_cells[0]:>10_} | {l_cells[1]:>16_} | {l_cells[2]:>9} | {ratio:10.2f} |")
+        out[f"{name} @ {s.positions}"] = {**row, "deleverage": _plain(di), "lrvx": _plain(li)}
+    print()
+    return out
+
+
+def _plain(info: dict) -> dict:
+    return {k: v for k, v in info.items() if k != "work"}
+
+
+def _lrvx_targets(out: dict) -> dict:
+    """The batch-speed issue's lrvx targets, from the rows above."""
+    equal = out["equal_work"]
+    all_same = all(r["same_work"] for r in equal.values())
+    slowest = min((r["lrvx_over_deleverage"] for r in equal.values()), default=float("nan"))
+    single = [r for k, r in out["different_work"].items() if k.startswith("market 0 only") and r["positions"] == 200_000]
+    print(f"| {'lrvx target':58} | {'measured':>9} | {'target':>8} | met |")
+    print(f"|{'-' * 60}|{'-' * 10}:|{'-' * 9}:|-----|")
+    faster = all_same and slowest > 1.0
+    print(f"| {'lrvx / deleverage at equal work, lowest over all rows':58} | {slowest:9.2f} | {'> 1':>8} | "
+          f"{'yes' if faster else 'NO':3} |")
+    targets = {"equal_work_everywhere": all_same, "equal_work_lowest_ratio": slowest, "equal_work_faster": faster}
+    if single:
+        r = single[0]["lrvx_over_deleverage"]
+        targets["single_market_200k_ratio"] = r
+        print(f"| {'lrvx / deleverage, market 0 only -50%, 200k, issue fund':58} | {r:9.2f} | {'>= ' + format(ww.TARGET_LRVX_RATIO, 'g'):>8} | "
+              f"{'yes' if r >= ww.TARGET_LRVX_RATIO else 'NO':3} |")
+    print()
+    return targets
 
 
 def adl_section(spec: ww.AdlSpec, repeat: int, log) -> dict:
@@ -284,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrvx-positions", type=int, default=None, help="default: DELEVERAGE_BENCH_LRVX_POSITIONS or positions / 5")
     ap.add_argument("--lrvx-sizes", default=None,
                     help="comma-separated book sizes for the lrvx comparison, e.g. 10000,50000,200000,1000000 "
-                         "(default: --lrvx-positions only)")
+                         "(default: --lrvx-positions alone if given, else positions / 100, / 20, / 5 and x 1)")
     ap.add_argument("--adl-candidates", type=int, default=adl_env.candidates)
     ap.add_argument("--adl-counterparties", type=int, default=adl_env.counterparties)
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (best is reported)")
@@ -297,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     if "lrvx" not in args.skip:
         ww.require_lrvx()
     spec = env.scaled(args.positions)
-    lrvx_sizes = [int(x) for x in args.lrvx_sizes.split(",")] if args.lrvx_sizes else [args.lrvx_positions or ww.lrvx_positions(spec)]
+    if args.lrvx_sizes:
+        lrvx_sizes = [int(x) for x in args.lrvx_sizes.split(",")]
+    elif args.lrvx_positions:
+        lrvx_sizes = [args.lrvx_positions]
+    else:
+        lrvx_sizes = ww.lrvx_sizes(spec)
     lrvx_specs = [spec.scaled(n) for n in lrvx_sizes]
     adl = dataclasses.replace(adl_env, candidates=args.adl_candidates, counterparties=min(args.adl_counterparties, args.adl_candidates))
 

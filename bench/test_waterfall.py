@@ -22,6 +22,7 @@ bankrupt or liquidatable account left, ADL having run, no bad debt. ``extra_info
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -155,6 +156,70 @@ def test_lrvx_crash_lrvx(run_fresh, benchmark, timings):
         lrvx_over_deleverage=round(best / t_dlv, 3),
         lrvx_build_seconds=round(state.build_seconds, 3),
     )
+
+
+EQUAL_WORK = {name: ww.equal_work_spec(LRVX_SPEC, k, shock) for name, k, shock in ww.EQUAL_WORK_CRASHES}
+
+
+@pytest.mark.benchmark(group="waterfall-vs-lrvx-equal-work")
+@pytest.mark.parametrize("crash", list(EQUAL_WORK))
+def test_lrvx_equal_work_deleverage(run_fresh, benchmark, timings, crash):
+    """deleverage's step on the lrvx comparison book with a fund that covers every deficit
+    (no ADL in either engine, so both do the same work; checked in the lrvx benchmark)."""
+    _need_lrvx()
+    spec = EQUAL_WORK[crash]
+    ex, result, best = run_fresh(lambda: ww.build_crash(spec), lambda e: ww.run_crash(e, spec))
+    ww.check_after_step(ex, result, expect_adl=False)
+    timings[f"equal_work_deleverage {crash}"] = (best, ww.deleverage_work(result))
+    benchmark.extra_info.update(book=spec.label(), positions=spec.positions)
+
+
+@pytest.mark.benchmark(group="waterfall-vs-lrvx-equal-work")
+@pytest.mark.parametrize("crash", list(EQUAL_WORK))
+def test_lrvx_equal_work_lrvx(run_fresh, benchmark, timings, crash):
+    """The same crash through lrvx; fails if the two engines did not do the same work (the
+    same liquidated accounts, positions closed and fund used, no ADL). Target: lrvx slower."""
+    _need_lrvx()
+    spec = EQUAL_WORK[crash]
+    inp = ww.lrvx_crash_inputs(spec)
+    state, out, best = run_fresh(lambda: ww.build_lrvx(inp), lambda st: ww.run_lrvx(st, inp))
+    key = f"equal_work_deleverage {crash}"
+    if key not in timings:  # -k ran this one alone: run the other side here
+        ex = ww.build_crash(spec)
+        t = time.perf_counter()
+        result = ww.run_crash(ex, spec)
+        timings[key] = (time.perf_counter() - t, ww.deleverage_work(result))
+    t_dlv, dlv_work = timings[key]
+    mismatch = ww.work_mismatch(dlv_work, ww.lrvx_work(state, out))
+    assert mismatch is None, mismatch
+    ratio = best / t_dlv
+    benchmark.extra_info.update(book=spec.label(), positions=spec.positions, deleverage_seconds=round(t_dlv, 6),
+                                lrvx_over_deleverage=round(ratio, 3), liquidated_accounts=len(dlv_work.accounts),
+                                positions_closed=dlv_work.positions_closed, meets_target=ratio > 1.0)
+    if ENFORCE:
+        assert ratio > 1.0, ratio
+
+
+def test_equal_work_check_sees_different_work():
+    """The equal-work check is not vacuous: with the issue's small fund ADL runs in both
+    engines and the work differs, and a dropped account or position is caught."""
+    _need_lrvx()
+    spec = LRVX_SPEC
+    inp = ww.lrvx_crash_inputs(spec)
+    state = ww.build_lrvx(inp)
+    lrv = ww.lrvx_work(state, ww.run_lrvx(state, inp))
+    dlv = ww.deleverage_work(ww.run_crash(ww.build_crash(spec), spec))
+    assert ww.work_mismatch(dlv, lrv) is not None
+    same = ww.equal_work_spec(spec, 1, -0.5)
+    inp = ww.lrvx_crash_inputs(same)
+    state = ww.build_lrvx(inp)
+    lrv = ww.lrvx_work(state, ww.run_lrvx(state, inp))
+    dlv = ww.deleverage_work(ww.run_crash(ww.build_crash(same), same))
+    assert ww.work_mismatch(dlv, lrv) is None
+    one_less = sorted(dlv.accounts)[1:]
+    assert "accounts differ" in ww.work_mismatch(dlv, dataclasses.replace(lrv, accounts=frozenset(one_less)))
+    assert "positions closed" in ww.work_mismatch(dlv, dataclasses.replace(lrv, positions_closed=lrv.positions_closed - 1))
+    assert "fund used" in ww.work_mismatch(dlv, dataclasses.replace(lrv, fund_used=lrv.fund_used * (1 + 1e-5)))
 
 
 @pytest.mark.benchmark(group="waterfall-adl-event")

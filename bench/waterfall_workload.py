@@ -67,6 +67,7 @@ TARGET_CRASH_SECONDS_1M = 1.0  # whole step on the 1M-position crash
 TARGET_CRASH_SECONDS_1M_FAST = 0.35  # the batch-speed issue's target for the same step
 TARGET_GROWTH_TENFOLD = 11.0  # step time at 10x the positions (100k -> 1M), at most
 TARGET_GROWTH_FOURFOLD = 4.4  # step time at 4x the positions (1M -> 4M), at most
+TARGET_LRVX_RATIO = 100.0  # lrvx time / deleverage time on the 200k single-market crash, at least
 TARGET_ADL_EVENT_SECONDS = 0.002  # one ADL event over 1M candidates, 1,000 counterparties
 #: "Linear": ns/position of the largest book over the smallest (1.0 = perfectly linear).
 TARGET_SCALING_RATIO = 1.5
@@ -146,6 +147,12 @@ def scaling_sizes(spec: CrashSpec) -> list[int]:
 
 def lrvx_positions(spec: CrashSpec) -> int:
     return _env_int("DELEVERAGE_BENCH_LRVX_POSITIONS", max(100, spec.positions // 5))
+
+
+def lrvx_sizes(spec: CrashSpec) -> list[int]:
+    """Book sizes of the lrvx comparison in the report: a hundredth, a twentieth, a fifth and
+    once the crash size (10k, 50k, 200k and 1M by default)."""
+    return sorted({max(100, spec.positions // 100), max(100, spec.positions // 20), lrvx_positions(spec), spec.positions})
 
 
 def shocked_marks(spec: CrashSpec, marks: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -308,6 +315,64 @@ def lrvx_summary(state: Any, out: dict) -> dict[str, Any]:
         "insurance_fund_used": state.insurance_fund - float(eng.insurance_fund_balance()),
         "deficit_paid_by_adl": float(sum(eng.deficits_paid_by_adl())),
     }
+
+
+# ------------------------------------------------------------------ equal work with lrvx
+
+#: A fund (quote) that no crash of these books exhausts. With it neither engine reaches ADL,
+#: and the two do the same work: the same accounts liquidated, every one of their positions
+#: closed at the same slipped mark, the same deficits paid by the fund. ``work_mismatch``
+#: checks this on every run. With the small default fund the engines do different work
+#: (deleverage closes ADL by lots at the bankruptcy price, lrvx closes whole positions up to
+#: the deficit), so their times are not comparable there.
+EQUAL_WORK_FUND = 1e12
+
+#: Scenarios of the equal-work comparison: (name, shocked markets (0 = every one), shock).
+EQUAL_WORK_CRASHES = (("every market -28%", 0, -0.28), ("market 0 only, -50%", 1, -0.5))
+
+#: Relative tolerance on the fund used: lrvx sums float64 deficits, deleverage exact integers.
+FUND_TOLERANCE = 1e-7
+
+
+def equal_work_spec(spec: CrashSpec, shocked_markets: int, shock: float) -> CrashSpec:
+    return dataclasses.replace(spec, shocked_markets=shocked_markets, shock=shock, insurance_fund=EQUAL_WORK_FUND)
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """What one engine did in a crash: the liquidated accounts, how many positions it closed
+    in liquidations, its ADL closes and the fund it used (quote)."""
+
+    accounts: frozenset
+    positions_closed: int
+    adl_closes: int
+    fund_used: float
+
+
+def deleverage_work(result: deleverage.WaterfallResult) -> Work:
+    kind = np.asarray(result.events.kind)
+    fills = kind == "liquidation_fill"
+    return Work(frozenset(np.asarray(result.events.account)[fills].tolist()), int(np.count_nonzero(fills)),
+                int(result.totals.adl_closes), float(result.totals.fund_used))
+
+
+def lrvx_work(state: Any, out: dict) -> Work:
+    return Work(frozenset(int(a) for a in out["liquidated"]), len(out["liquidated"]), len(out["adl_closed_out"]),
+                state.insurance_fund - float(state.engine.insurance_fund_balance()))
+
+
+def work_mismatch(dlv: Work, lrv: Work) -> Optional[str]:
+    """None when both engines did the same work, else what differs."""
+    if dlv.accounts != lrv.accounts:
+        return (f"liquidated accounts differ: {len(dlv.accounts - lrv.accounts)} only in deleverage, "
+                f"{len(lrv.accounts - dlv.accounts)} only in lrvx")
+    if dlv.positions_closed != lrv.positions_closed:
+        return f"positions closed differ: {dlv.positions_closed} against {lrv.positions_closed}"
+    if dlv.adl_closes or lrv.adl_closes:
+        return f"ADL ran ({dlv.adl_closes} against {lrv.adl_closes} closes): the fund was not large enough"
+    if abs(dlv.fund_used - lrv.fund_used) > FUND_TOLERANCE * max(1.0, abs(dlv.fund_used)):
+        return f"fund used differs: {dlv.fund_used!r} against {lrv.fund_used!r}"
+    return None
 
 
 # ------------------------------------------------------------------ one ADL event (target 3)

@@ -107,6 +107,42 @@ class LrvxCrash(_Fresh):
     track_lrvx_over_deleverage.unit = "ratio"
 
 
+class LrvxEqualWork(_Fresh):
+    """The lrvx comparison with a fund that covers every deficit: neither engine reaches ADL,
+    so both do the same work (``track_lrvx_over_deleverage`` raises if they did not)."""
+
+    params = [[name for name, _, _ in ww.EQUAL_WORK_CRASHES],
+              [max(100, _SPEC.positions // 100), ww.lrvx_positions(_SPEC)]]
+    param_names = ["crash", "positions"]
+
+    def setup(self, crash, positions):
+        ww.require_lrvx()
+        k, shock = {name: (k, shock) for name, k, shock in ww.EQUAL_WORK_CRASHES}[crash]
+        self.spec = ww.equal_work_spec(_SPEC.scaled(positions), k, shock)
+        self.inp = ww.lrvx_crash_inputs(self.spec)
+        self.ex = ww.build_crash(self.spec)
+        self.state = ww.build_lrvx(self.inp)
+
+    def teardown(self, crash, positions):
+        self.ex = self.state = None
+
+    def time_deleverage(self, crash, positions):
+        ww.run_crash(self.ex, self.spec)
+
+    def time_lrvx(self, crash, positions):
+        ww.run_lrvx(self.state, self.inp)
+
+    def track_lrvx_over_deleverage(self, crash, positions):
+        dlv = ww.timed_fresh(lambda: ww.build_crash(self.spec), lambda e: ww.run_crash(e, self.spec), 3)
+        lrv = ww.timed_fresh(lambda: ww.build_lrvx(self.inp), lambda s: ww.run_lrvx(s, self.inp), 3)
+        mismatch = ww.work_mismatch(ww.deleverage_work(dlv[3]), ww.lrvx_work(lrv[2], lrv[3]))
+        if mismatch is not None:
+            raise AssertionError(f"not the same work: {mismatch}")
+        return lrv[0] / dlv[0]
+
+    track_lrvx_over_deleverage.unit = "ratio"
+
+
 class AdlEvent(_Fresh):
     """One bankrupt long deleveraged against 1,000 of 1M one-unit shorts, empty fund: the
     whole step (it also revalues the moved market, re-sorting the market's account list that
