@@ -1,11 +1,11 @@
-"""The tiered full check at the bounds of its 64-bit deductions, against the reference model.
+"""The tiered full check with deductions at the 64-bit boundary, against the reference model.
 
-The pass keeps a book's tier deductions (deduction * S, money x 1e8 units) and their sums
-per account in 64 bits when every deduction of the book fits int64, and takes 128-bit
-deductions otherwise; an account whose 64-bit sum of deductions overflows takes the general
-path. Each schedule below has two tiers and a top deduction of exactly INT64_MAX (the
-largest that fits) or 2^63 (the smallest that does not): a bound off by one would wrap the
-deduction and the requirements would differ from the reference model's.
+The tiered pass keeps each tier's deduction * S (money x 1e8 units) as a 128-bit value and
+subtracts it inside the account's 128-bit requirement sums. Each schedule below has two
+tiers and a top deduction of exactly INT64_MAX (the largest int64) or 2^63 (the smallest
+that is not one), and some accounts hold the top tier of two markets, so that their sum of
+deductions passes 2^63: a 64-bit shortcut (a deduction or a sum of them narrowed to int64)
+would wrap and the requirements would differ from the reference model's.
 """
 
 import pytest

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
-#include <type_traits>
 
 #include "deleverage/detail/display.hpp"
 #include "deleverage/engine.hpp"
@@ -241,27 +240,25 @@ struct MarketHot {
 // per-lot requirement fits 64 bits.
 constexpr int kFastTiers = 16;
 // One market's constants for a book whose longest schedule has at most N tiers: the tier
-// index j is the number of caps |q| exceeds. Ded is i64 when every deduction * S of the book
-// fits 64 bits (the usual case: the sums of deductions then stay 64-bit), else i128 (a
-// large schedule's top deductions).
-template <class Ded>
+// index j is the number of caps |q| exceeds, and tier j's values are one row (48 bytes, in
+// one or two cache lines), so that the blocks of a hundred markets stay in the first-level
+// cache.
 struct TierRow {
-  i64 mm_lot, im_lot;  // mark_v * rate
-  Ded mm_ded, im_ded;  // deduction * S
+  i64 mm_lot, im_lot;   // mark_v * rate
+  i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
 };
-template <int N, class Ded>
+template <int N>
 struct TierBlock {
   i64 move_v;           // value change per lot since the valued mark (MarketHot)
   u64 lots_cap[N - 1];  // caps past the market's last tier are UINT64_MAX
-  TierRow<Ded> rows[N];
+  TierRow rows[N];
 };
 // The per-market constants of a full pass (above), at the current marks.
 struct FullCheckTables {
   std::vector<MarketHot> hot;
-  bool all_fast = true;           // every market flat-rate with 64-bit per-lot values
-  bool all_tier_fast = false;     // else: every market within kFastTiers tiers, 64-bit per lot
-  int max_tiers = 1;              // the longest schedule's tier count
-  bool narrow_deductions = true;  // every deduction * S fits int64 (TierRow<i64>)
+  bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
+  bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
+  int max_tiers = 1;           // the longest schedule's tier count
 };
 
 // Whether a market's constants fit the tiered path's 64-bit words (at the current marks).
@@ -274,13 +271,6 @@ bool tier_fast(const MarketState& mk) {
   for (const Tier& tier : mk.tiers)
     if (!fits_i64(mark_v * tier.maintenance_rate) || !fits_i64(mark_v * tier.initial_rate)) return false;
   return true;
-}
-
-// Whether every deduction * S of the market fits int64 (TierRow<i64>). Deductions grow
-// from tier to tier: the last tier's are the largest.
-bool deductions_fit_i64(const MarketState& mk, i64 S) {
-  const Tier& last = mk.tiers.back();
-  return fits_i64(last.maintenance_deduction * S) && fits_i64(last.initial_deduction * S);
 }
 
 FullCheckTables full_check_tables(const MarketTable& markets) {
@@ -301,20 +291,19 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
   for (std::size_t m = 0; m < markets.size() && t.all_tier_fast; ++m) {
     t.all_tier_fast = tier_fast(markets[m]);
     t.max_tiers = std::max(t.max_tiers, static_cast<int>(markets[m].tiers.size()));
-    t.narrow_deductions = t.narrow_deductions && deductions_fit_i64(markets[m], markets.scale());
   }
   return t;
 }
 
 // The TierBlocks of every market (all tier_fast), for schedules of at most N tiers.
-template <int N, class Ded>
-std::vector<TierBlock<N, Ded>> tier_blocks(const MarketTable& markets) {
-  std::vector<TierBlock<N, Ded>> blocks(markets.size());
+template <int N>
+std::vector<TierBlock<N>> tier_blocks(const MarketTable& markets) {
+  std::vector<TierBlock<N>> blocks(markets.size());
   for (std::size_t m = 0; m < markets.size(); ++m) {
     const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
-    TierBlock<N, Ded>& b = blocks[m];
-    b = TierBlock<N, Ded>{};
+    TierBlock<N>& b = blocks[m];
+    b = TierBlock<N>{};
     std::fill(std::begin(b.lots_cap), std::end(b.lots_cap), std::numeric_limits<u64>::max());
     if (mark_v == 0) continue;  // no positions (tier_fast)
     b.move_v = static_cast<i64>((static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k);
@@ -322,9 +311,8 @@ std::vector<TierBlock<N, Ded>> tier_blocks(const MarketTable& markets) {
     for (int j = 0; j < count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
       b.rows[j] =
-          TierRow<Ded>{static_cast<i64>(mark_v * tier.maintenance_rate), static_cast<i64>(mark_v * tier.initial_rate),
-                       static_cast<Ded>(tier.maintenance_deduction * markets.scale()),
-                       static_cast<Ded>(tier.initial_deduction * markets.scale())};
+          TierRow{static_cast<i64>(mark_v * tier.maintenance_rate), static_cast<i64>(mark_v * tier.initial_rate),
+                  tier.maintenance_deduction * markets.scale(), tier.initial_deduction * markets.scale()};
       if (j + 1 < count) {
         const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
         b.lots_cap[j] = static_cast<u64>(std::min<i128>(cap_lots, std::numeric_limits<i64>::max()));
@@ -369,8 +357,9 @@ bool flat_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums&
   return true;
 }
 
-// The same sums in 128 bits (an account whose value or entry sum passes 64 bits).
-detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::uint32_t e) {
+// The same sums in 128 bits (an account whose value or entry sum passes 64 bits). Rare: kept
+// out of line, so that the pass's loop keeps its registers.
+[[gnu::noinline]] detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::uint32_t e) {
   i128 u = 0, mm = 0, im = 0;
   for (std::uint32_t p = b; p < e; ++p) {
     const MarketHot& h = in.hot[static_cast<std::size_t>(in.market[p])];
@@ -385,15 +374,16 @@ detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::ui
 
 // Tiered markets within N tiers (TierBlock); false when a 64-bit sum overflows. One loop
 // for the whole book, no branch on each position's market: every position counts the N - 1
-// caps of its market (positions spread over tiers would defeat a branch's prediction; a
-// branch-free binary search measured slower), an unsigned compare and an add with carry
-// per cap. With 64-bit deductions their sums are kept apart, in 64 bits, checked.
-template <int N, class Ded>
+// caps of its market, an unsigned compare and an add with carry per cap (positions spread
+// over tiers would defeat a branch's prediction; a branch-free binary search, and selecting
+// the row's values with conditional moves instead of loading row j, measured slower). The
+// deductions go into the same 128-bit sums as the products: separate sums took registers
+// the loop then spilled.
+template <int N>
 bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
-  const TierBlock<N, Ded>* blocks = static_cast<const TierBlock<N, Ded>*>(in.tiers);
-  Ded mm_ded = 0, im_ded = 0;
+  const TierBlock<N>* blocks = static_cast<const TierBlock<N>*>(in.tiers);
   for (std::uint32_t p = b; p < e; ++p) {
-    const TierBlock<N, Ded>& t = blocks[static_cast<std::size_t>(in.market[p])];
+    const TierBlock<N>& t = blocks[static_cast<std::size_t>(in.market[p])];
     const i64 q = in.size[p];
     const i64 abs_q = q < 0 ? -q : q;  // < 2^63: sizes never hold INT64_MIN
     i64 v;
@@ -402,20 +392,12 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
       return false;
     std::size_t j = 0;
     for (int k = 0; k < N - 1; ++k) j += static_cast<u64>(abs_q) > t.lots_cap[k] ? 1 : 0;
-    const TierRow<Ded>& r = t.rows[j];
+    const TierRow& r = t.rows[j];
     s.mm += static_cast<i128>(abs_q) * r.mm_lot;
     s.im += static_cast<i128>(abs_q) * r.im_lot;
-    if constexpr (std::is_same_v<Ded, i64>) {
-      if (__builtin_add_overflow(mm_ded, r.mm_ded, &mm_ded) || __builtin_add_overflow(im_ded, r.im_ded, &im_ded))
-          [[unlikely]]
-        return false;
-    } else {
-      mm_ded += r.mm_ded;
-      im_ded += r.im_ded;
-    }
+    s.mm -= r.mm_ded;
+    s.im -= r.im_ded;
   }
-  s.mm -= mm_ded;
-  s.im -= im_ded;
   return true;
 }
 
@@ -471,10 +453,10 @@ void write_row(const PassOutputs& o, std::size_t a, i64 balance, i64 equity, i64
 enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
 
 // The full pass over accounts [begin, end), compiled once per path so that the loop holds no
-// branch on it (N, Ded: the tiered path's TierBlock). `wide_sums(a)` and
+// branch on it (N: the tiered path's TierBlock). `wide_sums(a)` and
 // `wide_margin(balance, sums)` are the engine's general 128-bit computations, for the rare
 // account whose 64-bit sums overflow.
-template <Path P, int N, class Ded, class WideSums, class WideMargin>
+template <Path P, int N, class WideSums, class WideMargin>
 void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot* accounts, std::size_t begin,
                    std::size_t end, const WideSums& wide_sums, const WideMargin& wide_margin) {
   const bool rows = o.rows();
@@ -484,18 +466,16 @@ void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot*
     FastSums f;
     bool fast = false;
     if constexpr (P == Path::Flat) fast = flat_sums(in, b, e, f);
-    if constexpr (P == Path::Tiered) fast = tiered_sums<N, Ded>(in, b, e, f);
+    if constexpr (P == Path::Tiered) fast = tiered_sums<N>(in, b, e, f);
     i64 equity = 0, maintenance = 0, initial = 0;
     bool rounded = false;
     if (fast) [[likely]] {
       // member by member: a whole-struct copy went through the stack and stalled on it
-      // (u in a local: read back from the cache, it went through the stack too)
-      const i128 u = acc.cache.u + f.value_change;
-      acc.cache.u = u;
+      acc.cache.u += f.value_change;
       acc.cache.mm = f.mm;
       acc.cache.im = f.im;
       if (!rows) continue;
-      rounded = fast_margin(acc.balance, u, f, o.div_s, o.div_sr, equity, maintenance, initial);
+      rounded = fast_margin(acc.balance, acc.cache.u, f, o.div_s, o.div_sr, equity, maintenance, initial);
     } else {
       if constexpr (P == Path::Flat)
         acc.cache = flat_sums_wide(in, b, e);
@@ -534,28 +514,22 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
   AccountHot* const accounts = book_.hot().data();
   const auto wide_sums = [this](std::uint32_t a) { return account_sums(a, false); };
   const auto wide_margin = [this](i64 balance, const Sums& s) { return margin_from_sums(balance, s); };
-  const auto pass = [&]<Path P, int N, class Ded>() {
+  const auto pass = [&]<Path P, int N>() {
     detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
-      revalue_range<P, N, Ded>(in, o, accounts, begin, end, wide_sums, wide_margin);
+      revalue_range<P, N>(in, o, accounts, begin, end, wide_sums, wide_margin);
     });
   };
   // the tiered path sizes its blocks to the longest schedule: the common lengths get a
   // loop of their own, longer ones count kFastTiers - 1 caps
   const auto tiered = [&]<int N>() {
-    if (tables.narrow_deductions) {
-      const std::vector<TierBlock<N, i64>> blocks = tier_blocks<N, i64>(markets_);
-      in.tiers = blocks.data();
-      pass.template operator()<Path::Tiered, N, i64>();
-    } else {
-      const std::vector<TierBlock<N, i128>> blocks = tier_blocks<N, i128>(markets_);
-      in.tiers = blocks.data();
-      pass.template operator()<Path::Tiered, N, i128>();
-    }
+    const std::vector<TierBlock<N>> blocks = tier_blocks<N>(markets_);
+    in.tiers = blocks.data();
+    pass.template operator()<Path::Tiered, N>();
   };
   if (path == Path::Flat) {
-    pass.template operator()<Path::Flat, 1, i64>();
+    pass.template operator()<Path::Flat, 1>();
   } else if (path == Path::General) {
-    pass.template operator()<Path::General, 1, i64>();
+    pass.template operator()<Path::General, 1>();
   } else {
     switch (tables.max_tiers) {
       case 1:
