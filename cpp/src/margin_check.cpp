@@ -240,15 +240,17 @@ struct MarketHot {
 // per-lot requirement fits 64 bits.
 constexpr int kFastTiers = 16;
 // One market's constants for a book whose longest schedule has at most N tiers: the tier
-// index j is the number of caps |q| exceeds, and tier j's values are one row (48 bytes, in
-// one or two cache lines), so that the blocks of a hundred markets stay in the first-level
-// cache.
+// index j is the number of caps |q| exceeds, and tier j's values are one row. A block is
+// as small as N allows (a hundred 5-tier markets take 32 KB, against 90 KB for one layout
+// sized for 16 tiers) and starts a cache line, so that its first line always holds the
+// caps (unaligned 2-tier blocks measured 8% slower). Separate arrays of the rows' lots and
+// deductions, or rows padded to a cache line each, measured slower.
 struct TierRow {
   i64 mm_lot, im_lot;   // mark_v * rate
   i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
 };
 template <int N>
-struct TierBlock {
+struct alignas(64) TierBlock {
   i64 move_v;           // value change per lot since the valued mark (MarketHot)
   u64 lots_cap[N - 1];  // caps past the market's last tier are UINT64_MAX
   TierRow rows[N];
@@ -393,10 +395,8 @@ bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSum
     std::size_t j = 0;
     for (int k = 0; k < N - 1; ++k) j += static_cast<u64>(abs_q) > t.lots_cap[k] ? 1 : 0;
     const TierRow& r = t.rows[j];
-    s.mm += static_cast<i128>(abs_q) * r.mm_lot;
-    s.im += static_cast<i128>(abs_q) * r.im_lot;
-    s.mm -= r.mm_ded;
-    s.im -= r.im_ded;
+    s.mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
+    s.im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
   }
   return true;
 }
