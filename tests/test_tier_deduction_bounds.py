@@ -1,11 +1,13 @@
-"""The tiered full check with deductions at the 64-bit boundary, against the reference model.
+"""The tiered full check at the bound of its 64-bit deductions, against the reference model.
 
-The tiered pass keeps each tier's deduction * S (money x 1e8 units) as a 128-bit value and
-subtracts it inside the account's 128-bit requirement sums. Each schedule below has two
-tiers and a top deduction of exactly INT64_MAX (the largest int64) or 2^63 (the smallest
-that is not one), and some accounts hold the top tier of two markets, so that their sum of
-deductions passes 2^63: a 64-bit shortcut (a deduction or a sum of them narrowed to int64)
-would wrap and the requirements would differ from the reference model's.
+When every tier deduction of the book (money x 1e8 units) fits int64, the tiered pass keeps
+the deductions, and their sum over each account, in 64 bits (checked: an account whose sum
+overflows takes the general path) and multiplies the sums by S once; otherwise it uses
+128-bit deductions times S. Each schedule below has two tiers and a top deduction of
+exactly INT64_MAX (the largest that fits) or 2^63 (the smallest that does not), and some
+accounts hold the top tier of two markets, so that their sum passes 2^63: a bound off by
+one, or an unchecked sum, would wrap and the requirements would differ from the reference
+model's (both mutations were seen to fail this test).
 """
 
 import pytest
