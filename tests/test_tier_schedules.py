@@ -2,8 +2,9 @@
 apart, against the reference model.
 
 The pass counts as many tier caps as the book's longest schedule has (one loop each for
-up to 6 tiers, one shared loop up to 16 tiers) and sends longer schedules to the general
-128-bit path; each length below lands on a different one of those loops. The book mixes
+up to 6 tiers, one shared loop for 7 to 12 tiers and one for 13 to 16) and sends longer
+schedules to the general 128-bit path; each length below lands on one of those loops, and
+7, 12, 16 and 17 on each side of their bounds. The book mixes
 the schedule under test with a two-tier market, so that shorter schedules are padded,
 and holds positions in every tier of both. The marks then move (every market, then one),
 which revalues each position through the change since the cached marks and moves
@@ -45,7 +46,7 @@ def build(name: str, n_tiers: int):
     return ex, long_schedule, two_tiers
 
 
-@pytest.mark.parametrize("n_tiers", [1, 2, 3, 4, 5, 6, 7, 12, 16, 17])
+@pytest.mark.parametrize("n_tiers", [1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 17])
 def test_full_check_on_schedules_of_every_length(n_tiers: int) -> None:
     ref, long_schedule, two_tiers = build("reference", n_tiers)
     eng, _, _ = build("engine", n_tiers)

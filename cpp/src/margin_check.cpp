@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <type_traits>
 
 #include "deleverage/detail/display.hpp"
 #include "deleverage/engine.hpp"
@@ -239,28 +240,49 @@ struct MarketHot {
 // it has at most kFastTiers tiers (real schedules have up to about a dozen) and every
 // per-lot requirement fits 64 bits.
 constexpr int kFastTiers = 16;
-struct TierRates {
-  i128 mm_ded, im_ded;  // deduction * S (a large schedule's top deductions need more than 64 bits)
-  i64 mm_lot, im_lot;   // mark_v * rate
+// One market's constants for a book whose longest schedule has at most N tiers: the tier
+// index j is the number of caps |q| exceeds, and tier j's values are one row. A block is
+// as small as N allows (a hundred 5-tier markets take 32 KB, against 90 KB for one layout
+// sized for 16 tiers) and starts a cache line, so that its first line always holds the
+// caps (unaligned 2-tier blocks measured 8% slower). Separate arrays of the rows' lots and
+// deductions, or rows padded to a cache line each, measured slower.
+//
+// Ded = i64 when every deduction of the book fits int64: the rows hold the deductions
+// themselves (32 bytes a row) and the pass sums them apart in 64 bits, then multiplies the
+// sums by S once per account (8% faster at 5 tiers than 128-bit deductions times S in each
+// row). Else Ded = i128 and the rows hold deduction * S (a large schedule's top deductions
+// need more than 64 bits).
+template <class Ded>
+struct TierRow {
+  i64 mm_lot, im_lot;  // mark_v * rate
+  Ded mm_ded, im_ded;
 };
-struct TierHot {
-  int count = 1;
-  i64 move_v = 0;  // value change per lot since the valued mark (MarketHot), in the line with the first caps
-  // caps past the last tier are INT64_MAX, so that the tier index is the number of caps
-  // |q| exceeds: counted without branches (positions spread over tiers defeat prediction; a
-  // branch-free binary search measured slower), over as many caps as the longest schedule
-  // in the book has
-  i64 lots_cap[kFastTiers - 1] = {};
-  TierRates rates[kFastTiers] = {};
+template <int N, class Ded>
+struct alignas(64) TierBlock {
+  i64 move_v;           // value change per lot since the valued mark (MarketHot)
+  u64 lots_cap[N - 1];  // caps past the market's last tier are UINT64_MAX
+  TierRow<Ded> rows[N];
 };
 // The per-market constants of a full pass (above), at the current marks.
 struct FullCheckTables {
   std::vector<MarketHot> hot;
-  std::vector<TierHot> tier_hot;
-  bool all_fast = true;        // every market flat-rate with 64-bit per-lot values
-  bool all_tier_fast = false;  // else: every market within kFastTiers tiers, 64-bit per lot
-  int max_tiers = 1;           // the longest schedule's tier count
+  bool all_fast = true;           // every market flat-rate with 64-bit per-lot values
+  bool all_tier_fast = false;     // else: every market within kFastTiers tiers, 64-bit per lot
+  int max_tiers = 1;              // the longest schedule's tier count
+  bool narrow_deductions = true;  // every deduction fits int64 (TierRow<i64>)
 };
+
+// Whether a market's constants fit the tiered path's 64-bit words (at the current marks).
+bool tier_fast(const MarketState& mk) {
+  const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
+  const i128 move_v = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
+  if (mark_v == 0) return true;  // no mark yet, so no positions (checked before any pass)
+  if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0 || !fits_i64(move_v))
+    return false;
+  for (const Tier& tier : mk.tiers)
+    if (!fits_i64(mark_v * tier.maintenance_rate) || !fits_i64(mark_v * tier.initial_rate)) return false;
+  return true;
+}
 
 FullCheckTables full_check_tables(const MarketTable& markets) {
   FullCheckTables t;
@@ -276,39 +298,46 @@ FullCheckTables full_check_tables(const MarketTable& markets) {
     hot[m] = MarketHot{fast ? static_cast<i64>(move_v) : 0, fast ? static_cast<i64>(mm) : 0,
                        fast ? static_cast<i64>(im) : 0, fast ? static_cast<i64>(mark_v) : 0};
   }
-  const bool all_fast = t.all_fast;
-  std::vector<TierHot>& tier_hot = t.tier_hot;
-  tier_hot.resize(markets.size());
-  bool& all_tier_fast = t.all_tier_fast;
-  all_tier_fast = !all_fast;  // only needed when some market is not flat-fast
-  for (std::size_t m = 0; m < markets.size() && all_tier_fast; ++m) {
+  t.all_tier_fast = !t.all_fast;  // only needed when some market is not flat-fast
+  for (std::size_t m = 0; m < markets.size() && t.all_tier_fast; ++m) {
+    t.all_tier_fast = tier_fast(markets[m]);
+    t.max_tiers = std::max(t.max_tiers, static_cast<int>(markets[m].tiers.size()));
+    // deductions grow from tier to tier: the last tier's are the largest
+    const Tier& last = markets[m].tiers.back();
+    t.narrow_deductions =
+        t.narrow_deductions && fits_i64(last.maintenance_deduction) && fits_i64(last.initial_deduction);
+  }
+  return t;
+}
+
+// The TierBlocks of every market (all tier_fast), for schedules of at most N tiers.
+template <int N, class Ded>
+std::vector<TierBlock<N, Ded>> tier_blocks(const MarketTable& markets) {
+  // i64: the deduction (narrow_deductions); i128: deduction * S
+  const i64 ded_scale = std::is_same_v<Ded, i64> ? 1 : markets.scale();
+  std::vector<TierBlock<N, Ded>> blocks(markets.size());
+  for (std::size_t m = 0; m < markets.size(); ++m) {
     const MarketState& mk = markets[m];
     const i128 mark_v = static_cast<i128>(mk.mark) * mk.pow10k;
-    const i128 move_v = (static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k;
-    TierHot& th = tier_hot[m];
-    std::fill(std::begin(th.lots_cap), std::end(th.lots_cap), std::numeric_limits<i64>::max());
-    if (mark_v == 0) continue;  // no mark yet, so no positions (checked before any pass)
-    if (mk.tiers.size() > static_cast<std::size_t>(kFastTiers) || !fits_i64(mark_v) || mark_v < 0 ||
-        !fits_i64(move_v)) {
-      all_tier_fast = false;
-      break;
-    }
-    th.count = static_cast<int>(mk.tiers.size());
-    th.move_v = static_cast<i64>(move_v);
-    t.max_tiers = std::max(t.max_tiers, th.count);
-    for (int j = 0; j < th.count; ++j) {
+    TierBlock<N, Ded>& b = blocks[m];
+    b = TierBlock<N, Ded>{};
+    std::fill(std::begin(b.lots_cap), std::end(b.lots_cap), std::numeric_limits<u64>::max());
+    if (mark_v == 0) continue;  // no positions (tier_fast)
+    b.move_v = static_cast<i64>((static_cast<i128>(mk.mark) - mk.valued_mark) * mk.pow10k);
+    const int count = static_cast<int>(mk.tiers.size());
+    for (int j = 0; j < count; ++j) {
       const Tier& tier = mk.tiers[static_cast<std::size_t>(j)];
-      const i128 mm = mark_v * tier.maintenance_rate, im = mark_v * tier.initial_rate;
-      if (!fits_i64(mm) || !fits_i64(im)) all_tier_fast = false;
-      th.rates[j] = TierRates{tier.maintenance_deduction * markets.scale(), tier.initial_deduction * markets.scale(),
-                              static_cast<i64>(mm), static_cast<i64>(im)};
-      if (j + 1 < th.count) {
+      b.rows[j] =
+          TierRow<Ded>{static_cast<i64>(mark_v * tier.maintenance_rate), static_cast<i64>(mark_v * tier.initial_rate),
+                       static_cast<Ded>(tier.maintenance_deduction * ded_scale),
+                       static_cast<Ded>(tier.initial_deduction * ded_scale)};
+      if (j + 1 < count) {
         const i128 cap_lots = mk.caps_v[static_cast<std::size_t>(j)] / mark_v;  // caps are >= 0
-        th.lots_cap[j] = fits_i64(cap_lots) ? static_cast<i64>(cap_lots) : std::numeric_limits<i64>::max();
+        b.lots_cap[j] = static_cast<u64>(std::min<i128>(cap_lots, std::numeric_limits<i64>::max()));
       }
     }
   }
-  return t;
+  return blocks;
 }
 // The position columns and per-market constants of a full pass as raw pointers in one
 // place: the compiler keeps them in registers instead of reloading them through the engine.
@@ -317,7 +346,7 @@ struct PassInputs {
   const i64* __restrict entry;
   const std::uint16_t* __restrict market;
   const MarketHot* hot;
-  const TierHot* tiers;
+  const void* tiers;  // TierBlock<N, Ded>[markets] on the tiered path
   i64 S;
 };
 
@@ -346,8 +375,9 @@ bool flat_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums&
   return true;
 }
 
-// The same sums in 128 bits (an account whose value or entry sum passes 64 bits).
-detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::uint32_t e) {
+// The same sums in 128 bits (an account whose value or entry sum passes 64 bits). Rare: kept
+// out of line, so that the pass's loop keeps its registers.
+[[gnu::noinline]] detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::uint32_t e) {
   i128 u = 0, mm = 0, im = 0;
   for (std::uint32_t p = b; p < e; ++p) {
     const MarketHot& h = in.hot[static_cast<std::size_t>(in.market[p])];
@@ -360,26 +390,42 @@ detail::MarginSums flat_sums_wide(const PassInputs& in, std::uint32_t b, std::ui
   return detail::MarginSums{u, mm, im};
 }
 
-// Tiered markets within kFastTiers (TierHot); false when a 64-bit sum overflows. Caps: how
-// many caps to count, the longest schedule's tiers - 1 (one loop for the whole book, no
-// branch on each position's market).
-template <int Caps>
+// Tiered markets within N tiers (TierBlock); false when a 64-bit sum overflows. One loop
+// for the whole book, no branch on each position's market: every position counts the N - 1
+// caps of its market, an unsigned compare and an add with carry per cap (positions spread
+// over tiers would defeat a branch's prediction; a branch-free binary search, and selecting
+// the row's values with conditional moves instead of loading row j, measured slower).
+// 64-bit deductions are summed apart (checked) and multiplied by S at the end; 128-bit ones
+// (deduction * S) go into the requirement sums with the products: separate 128-bit sums
+// took registers the loop then spilled.
+template <int N, class Ded>
 bool tiered_sums(const PassInputs& in, std::uint32_t b, std::uint32_t e, FastSums& s) {
+  const TierBlock<N, Ded>* blocks = static_cast<const TierBlock<N, Ded>*>(in.tiers);
+  i64 mm_ded = 0, im_ded = 0;  // (narrow deductions)
   for (std::uint32_t p = b; p < e; ++p) {
-    const std::size_t m = static_cast<std::size_t>(in.market[p]);
-    const TierHot& t = in.tiers[m];
+    const TierBlock<N, Ded>& t = blocks[static_cast<std::size_t>(in.market[p])];
     const i64 q = in.size[p];
-    const i64 abs_q = q < 0 ? -q : q;
+    const i64 abs_q = q < 0 ? -q : q;  // < 2^63: sizes never hold INT64_MIN
     i64 v;
     if (__builtin_mul_overflow(q, t.move_v, &v) || __builtin_add_overflow(s.value_change, v, &s.value_change))
         [[unlikely]]
       return false;
-    int j = 0;
-    for (int k = 0; k < Caps; ++k) j += abs_q > t.lots_cap[k] ? 1 : 0;
-    const TierRates& r = t.rates[j];
-    s.mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
-    s.im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
+    std::size_t j = 0;
+    for (int k = 0; k < N - 1; ++k) j += static_cast<u64>(abs_q) > t.lots_cap[k] ? 1 : 0;
+    const TierRow<Ded>& r = t.rows[j];
+    if constexpr (std::is_same_v<Ded, i64>) {
+      s.mm += static_cast<i128>(abs_q) * r.mm_lot;
+      s.im += static_cast<i128>(abs_q) * r.im_lot;
+      if (__builtin_add_overflow(mm_ded, r.mm_ded, &mm_ded) || __builtin_add_overflow(im_ded, r.im_ded, &im_ded))
+          [[unlikely]]
+        return false;
+    } else {
+      s.mm += static_cast<i128>(abs_q) * r.mm_lot - r.mm_ded;
+      s.im += static_cast<i128>(abs_q) * r.im_lot - r.im_ded;
+    }
   }
+  s.mm -= static_cast<i128>(mm_ded) * in.S;
+  s.im -= static_cast<i128>(im_ded) * in.S;
   return true;
 }
 
@@ -435,9 +481,10 @@ void write_row(const PassOutputs& o, std::size_t a, i64 balance, i64 equity, i64
 enum class Path { Flat, Tiered, General };  // General: many tiers or huge values
 
 // The full pass over accounts [begin, end), compiled once per path so that the loop holds no
-// branch on it. `wide_sums(a)` and `wide_margin(balance, sums)` are the engine's general
-// 128-bit computations, for the rare account whose 64-bit sums overflow.
-template <Path P, int Caps, class WideSums, class WideMargin>
+// branch on it (N, Ded: the tiered path's TierBlock). `wide_sums(a)` and
+// `wide_margin(balance, sums)` are the engine's general 128-bit computations, for the rare
+// account whose 64-bit sums overflow.
+template <Path P, int N, class Ded, class WideSums, class WideMargin>
 void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot* accounts, std::size_t begin,
                    std::size_t end, const WideSums& wide_sums, const WideMargin& wide_margin) {
   const bool rows = o.rows();
@@ -447,7 +494,7 @@ void revalue_range(const PassInputs in, const PassOutputs o, detail::AccountHot*
     FastSums f;
     bool fast = false;
     if constexpr (P == Path::Flat) fast = flat_sums(in, b, e, f);
-    if constexpr (P == Path::Tiered) fast = tiered_sums<Caps>(in, b, e, f);
+    if constexpr (P == Path::Tiered) fast = tiered_sums<N, Ded>(in, b, e, f);
     i64 equity = 0, maintenance = 0, initial = 0;
     bool rounded = false;
     if (fast) [[likely]] {
@@ -490,34 +537,59 @@ void Engine::revalue_all(const MarginColumns* out, StepMargins* step) {
 
   const FullCheckTables tables = full_check_tables(markets_);
   const Path path = tables.all_fast ? Path::Flat : (tables.all_tier_fast ? Path::Tiered : Path::General);
-  const int caps = tables.max_tiers - 1;
-  const PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(),
-                      tables.hot.data(),    tables.tier_hot.data(), markets_.scale()};
+  PassInputs in{book_.sizes().data(), book_.entries().data(), book_.markets().data(), tables.hot.data(), nullptr,
+                markets_.scale()};
   AccountHot* const accounts = book_.hot().data();
   const auto wide_sums = [this](std::uint32_t a) { return account_sums(a, false); };
   const auto wide_margin = [this](i64 balance, const Sums& s) { return margin_from_sums(balance, s); };
-  detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
-    // the common schedule lengths get a loop of their own; longer ones count every cap
-    switch (path == Path::Tiered ? std::min(caps, 6) : -1) {
-      case -1:
-        if (path == Path::Flat)
-          return revalue_range<Path::Flat, 0>(in, o, accounts, begin, end, wide_sums, wide_margin);
-        return revalue_range<Path::General, 0>(in, o, accounts, begin, end, wide_sums, wide_margin);
-      case 0:
+  const auto pass = [&]<Path P, int N, class Ded>() {
+    detail::parallel_for_dynamic(n, threads_, 16384, [&](std::size_t begin, std::size_t end) {
+      revalue_range<P, N, Ded>(in, o, accounts, begin, end, wide_sums, wide_margin);
+    });
+  };
+  // the tiered path sizes its blocks to the longest schedule: the common lengths get a
+  // loop of their own, longer ones count 11 caps (12 tiers: 13% faster than counting 15)
+  // or kFastTiers - 1
+  const auto tiered_with = [&]<int N, class Ded>() {
+    const std::vector<TierBlock<N, Ded>> blocks = tier_blocks<N, Ded>(markets_);
+    in.tiers = blocks.data();
+    pass.template operator()<Path::Tiered, N, Ded>();
+  };
+  const auto tiered = [&]<int N>() {
+    if (tables.narrow_deductions)
+      tiered_with.template operator()<N, i64>();
+    else
+      tiered_with.template operator()<N, i128>();
+  };
+  if (path == Path::Flat) {
+    pass.template operator()<Path::Flat, 1, i64>();
+  } else if (path == Path::General) {
+    pass.template operator()<Path::General, 1, i64>();
+  } else {
+    switch (tables.max_tiers) {
       case 1:
-        return revalue_range<Path::Tiered, 1>(in, o, accounts, begin, end, wide_sums, wide_margin);
       case 2:
-        return revalue_range<Path::Tiered, 2>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        tiered.template operator()<2>();
+        break;
       case 3:
-        return revalue_range<Path::Tiered, 3>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        tiered.template operator()<3>();
+        break;
       case 4:
-        return revalue_range<Path::Tiered, 4>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        tiered.template operator()<4>();
+        break;
       case 5:
-        return revalue_range<Path::Tiered, 5>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        tiered.template operator()<5>();
+        break;
+      case 6:
+        tiered.template operator()<6>();
+        break;
       default:
-        return revalue_range<Path::Tiered, kFastTiers - 1>(in, o, accounts, begin, end, wide_sums, wide_margin);
+        if (tables.max_tiers <= 12)  // large exchanges' schedules: about a dozen tiers
+          tiered.template operator()<12>();
+        else
+          tiered.template operator()<kFastTiers>();
     }
-  });
+  }
   for (MarketState& mk : markets_) mk.valued_mark = mk.mark;
 }
 
