@@ -13,6 +13,8 @@ namespace {
 constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 // Changed accounts ahead of the one a catch-up re-scores whose lines it prefetches.
 constexpr std::size_t kCatchUpPrefetch = 16;
+// Changed accounts up to which a catch-up finds repeats by a look back (see catch_up_adl_queues).
+constexpr std::size_t kShortCatchUp = 32;
 // Entries ahead of a reserve's end whose line a push claims (see adl_queue_push).
 constexpr std::size_t kReservePrefetch = 8;
 // A heap this small is not worth a purge of its superseded entries (see purge_heap).
@@ -328,14 +330,20 @@ void Engine::catch_up_adl_queues() {
     caught_up_ = end;
     return;
   }
-  if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
-    std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
-    catch_up_round_ = 1;
-  }
-  if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
   const std::vector<std::uint32_t>& log = changes_.accounts;
-  const std::size_t n = log.size();
-  for (std::size_t i = static_cast<std::size_t>(caught_up_ - changes_.base); i < n; ++i) {
+  const std::size_t n = log.size(), first = static_cast<std::size_t>(caught_up_ - changes_.base);
+  // A crash step catches up before each ADL close, over the few winners of the close before:
+  // an account repeated among those is found by looking back over them (in cache), where
+  // the per-account marks of catch_up_seen_ cost a cache miss per account in a large book.
+  const bool short_run = n - first <= kShortCatchUp;
+  if (!short_run) {
+    if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
+      std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
+      catch_up_round_ = 1;
+    }
+    if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
+  }
+  for (std::size_t i = first; i < n; ++i) {
     // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
     if (i + kCatchUpPrefetch < n) {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch];
@@ -352,8 +360,15 @@ void Engine::catch_up_adl_queues() {
       prefetch_block_end(book_, ahead);
     }
     const std::uint32_t a = log[i];
-    if (a >= book_.ids().size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
-    catch_up_seen_[a] = catch_up_round_;
+    if (a >= book_.ids().size()) continue;  // rolled back
+    if (short_run) {
+      const auto seen = log.begin() + static_cast<std::ptrdiff_t>(first);
+      if (std::find(seen, log.begin() + static_cast<std::ptrdiff_t>(i), a) != log.begin() + static_cast<std::ptrdiff_t>(i))
+        continue;  // already done
+    } else {
+      if (catch_up_seen_[a] == catch_up_round_) continue;  // already done
+      catch_up_seen_[a] = catch_up_round_;
+    }
     // an account that left a side keeps its old entries there, superseded by the new version
     const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
     if (b == e) continue;
