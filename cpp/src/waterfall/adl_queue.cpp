@@ -51,6 +51,15 @@ i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool
   return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
+// contribution(mk, q, 0, mk.mark).mm for the position's value at the mark, |q * mark * 10^k|,
+// which the score has at hand: the same tier and product without the value and initial terms.
+i128 Engine::position_maintenance(const MarketState& mk, i128 abs_value) const {
+  std::size_t j = 0;
+  while (j + 1 < mk.tiers.size() && abs_value > mk.caps_v[j]) ++j;
+  const Tier& t = mk.tiers[j];
+  return abs_value * t.maintenance_rate - t.maintenance_deduction * markets_.scale();
+}
+
 // The score of one position given its account's balance, equity and maintenance (money).
 // Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
 i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
@@ -69,7 +78,7 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
       const i128 pnl = floor_div_fast(u * kScoreScale, abs_entry);
       i128 share = equity;  // an account's only position carries all of its maintenance
       if (maintenance > 0 && !only_position) {
-        const i128 mm_i = markets_.div_sr().ceil(contribution(mk, q, 0, mk.mark).mm);
+        const i128 mm_i = markets_.div_sr().ceil(position_maintenance(mk, value < 0 ? -value : value));
         share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
       }
       i128 lev =
@@ -342,6 +351,17 @@ void Engine::catch_up_adl_queues() {
       catch_up_round_ = 1;
     }
     if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
+  } else {
+    // The accounts were just changed (their lines are in cache) but a score reads every
+    // position of the block, most of it not touched by the change: request all of those
+    // lines first, so that their misses overlap instead of following one another.
+    for (std::size_t i = first; i < n; ++i) {
+      const std::uint32_t a = log[i];
+      if (a >= book_.ids().size()) continue;
+      prefetch_block(a);
+      __builtin_prefetch(book_.entries().data() + book_.hot()[a].start);
+      prefetch_block_end(book_, a);
+    }
   }
   for (std::size_t i = first; i < n; ++i) {
     // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
