@@ -533,11 +533,15 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // the top then): request its positions now. The top's children are the candidates for the
     // pop after: request their account lines and versions.
     if (!h.empty()) {
-      prefetch_block(h.front().account);
-      // the winner's fill reads its entry notional too
-      __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
-      // and a winner closed out leaves its market's holder list: its place there is read too
-      __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
+      // (not for a superseded top, which the next pop drops without reading its positions:
+      // finding its block would wait for its account line, often still on its way)
+      if (adl_entry_current(h.front())) {
+        prefetch_block(h.front().account);
+        // the winner's fill reads its entry notional too
+        __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
+        // and a winner closed out leaves its market's holder list: its place there is read too
+        __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
+      }
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);
