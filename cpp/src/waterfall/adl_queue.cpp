@@ -382,9 +382,8 @@ void Engine::catch_up_adl_queues() {
     const std::uint32_t a = log[i];
     if (a >= book_.ids().size()) continue;  // rolled back
     if (short_run) {
-      const auto seen = log.begin() + static_cast<std::ptrdiff_t>(first);
-      if (std::find(seen, log.begin() + static_cast<std::ptrdiff_t>(i), a) != log.begin() + static_cast<std::ptrdiff_t>(i))
-        continue;  // already done
+      const auto here = log.begin() + static_cast<std::ptrdiff_t>(i);
+      if (std::find(log.begin() + static_cast<std::ptrdiff_t>(first), here, a) != here) continue;  // already done
     } else {
       if (catch_up_seen_[a] == catch_up_round_) continue;  // already done
       catch_up_seen_[a] = catch_up_round_;
