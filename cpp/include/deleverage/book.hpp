@@ -113,9 +113,12 @@ class Book {
     list[ms] = moved_account;
     list.pop_back();
     if (moved_account != a) mslot_[find_slot(moved_account, m)] = ms;
-    // The next close in this market moves the new last account: start loading it (a crash
-    // closes many positions of one market in a row, and these lookups are cache misses).
-    if (!list.empty()) __builtin_prefetch(&acc_[list.back()]);
+    // The next closes in this market move the accounts now last: start loading them (a crash
+    // closes many positions of one market in a row, and these lookups are cache misses). Two
+    // stages: the line of the account before the last now, and the block of the last, whose
+    // line was requested at the previous removal (so reading where its block starts is a hit).
+    if (list.size() > 1) __builtin_prefetch(&acc_[list[list.size() - 2]]);
+    if (!list.empty()) __builtin_prefetch(market_.data() + acc_[list.back()].start);
     const std::uint32_t last = acc_[a].start + acc_[a].count - 1;
     size_[s] = size_[last];
     entry_[s] = entry_[last];

@@ -425,6 +425,7 @@ class Engine {
   bool adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) const;
   void purge_superseded(detail::KeptAdlQueue& q);
   void purge_heap(detail::KeptAdlQueue& q);
+  i128 position_maintenance(const MarketState& mk, i128 abs_value) const;
   // Every account whose balance or positions change is noted here for the kept queues: its
   // scores in every market it holds depend on its balance and all its positions, and the next
   // catch-up re-scores it in each of them from its positions then (so a note before the change

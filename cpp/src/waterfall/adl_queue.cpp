@@ -13,6 +13,8 @@ namespace {
 constexpr i128 kMaxLeverageScaled = i128{1'000'000} * kScoreScale;
 // Changed accounts ahead of the one a catch-up re-scores whose lines it prefetches.
 constexpr std::size_t kCatchUpPrefetch = 16;
+// Changed accounts up to which a catch-up finds repeats by a look back (see catch_up_adl_queues).
+constexpr std::size_t kShortCatchUp = 32;
 // Entries ahead of a reserve's end whose line a push claims (see adl_queue_push).
 constexpr std::size_t kReservePrefetch = 8;
 // A heap this small is not worth a purge of its superseded entries (see purge_heap).
@@ -49,6 +51,15 @@ i64 Engine::adl_score(std::uint32_t a, std::uint32_t slot, Ranking ranking, bool
   return adl_score(slot, ranking, book_.hot()[a].balance, equity, maintenance, book_.hot()[a].count == 1);
 }
 
+// contribution(mk, q, 0, mk.mark).mm for the position's value at the mark, |q * mark * 10^k|,
+// which the score has at hand: the same tier and product without the value and initial terms.
+i128 Engine::position_maintenance(const MarketState& mk, i128 abs_value) const {
+  std::size_t j = 0;
+  while (j + 1 < mk.tiers.size() && abs_value > mk.caps_v[j]) ++j;
+  const Tier& t = mk.tiers[j];
+  return abs_value * t.maintenance_rate - t.maintenance_deduction * markets_.scale();
+}
+
 // The score of one position given its account's balance, equity and maintenance (money).
 // Integer arithmetic in units of kScoreScale; see docs/waterfall.md section 7.
 i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equity, i64 maintenance,
@@ -67,7 +78,7 @@ i64 Engine::adl_score(std::uint32_t slot, Ranking ranking, i64 balance, i64 equi
       const i128 pnl = floor_div_fast(u * kScoreScale, abs_entry);
       i128 share = equity;  // an account's only position carries all of its maintenance
       if (maintenance > 0 && !only_position) {
-        const i128 mm_i = markets_.div_sr().ceil(contribution(mk, q, 0, mk.mark).mm);
+        const i128 mm_i = markets_.div_sr().ceil(position_maintenance(mk, value < 0 ? -value : value));
         share = trunc_div(static_cast<i128>(equity) * mm_i, maintenance);
       }
       i128 lev =
@@ -328,14 +339,31 @@ void Engine::catch_up_adl_queues() {
     caught_up_ = end;
     return;
   }
-  if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
-    std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
-    catch_up_round_ = 1;
-  }
-  if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
   const std::vector<std::uint32_t>& log = changes_.accounts;
-  const std::size_t n = log.size();
-  for (std::size_t i = static_cast<std::size_t>(caught_up_ - changes_.base); i < n; ++i) {
+  const std::size_t n = log.size(), first = static_cast<std::size_t>(caught_up_ - changes_.base);
+  // A crash step catches up before each ADL close, over the few winners of the close before:
+  // an account repeated among those is found by looking back over them (in cache), where
+  // the per-account marks of catch_up_seen_ cost a cache miss per account in a large book.
+  const bool short_run = n - first <= kShortCatchUp;
+  if (!short_run) {
+    if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
+      std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
+      catch_up_round_ = 1;
+    }
+    if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
+  } else {
+    // The accounts were just changed (their lines are in cache) but a score reads every
+    // position of the block, most of it not touched by the change: request all of those
+    // lines first, so that their misses overlap instead of following one another.
+    for (std::size_t i = first; i < n; ++i) {
+      const std::uint32_t a = log[i];
+      if (a >= book_.ids().size()) continue;
+      prefetch_block(a);
+      __builtin_prefetch(book_.entries().data() + book_.hot()[a].start);
+      prefetch_block_end(book_, a);
+    }
+  }
+  for (std::size_t i = first; i < n; ++i) {
     // The changed accounts are scattered: prefetch ahead so their cache misses overlap.
     if (i + kCatchUpPrefetch < n) {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch];
@@ -352,8 +380,14 @@ void Engine::catch_up_adl_queues() {
       prefetch_block_end(book_, ahead);
     }
     const std::uint32_t a = log[i];
-    if (a >= book_.ids().size() || catch_up_seen_[a] == catch_up_round_) continue;  // rolled back, or already done
-    catch_up_seen_[a] = catch_up_round_;
+    if (a >= book_.ids().size()) continue;  // rolled back
+    if (short_run) {
+      const auto here = log.begin() + static_cast<std::ptrdiff_t>(i);
+      if (std::find(log.begin() + static_cast<std::ptrdiff_t>(first), here, a) != here) continue;  // already done
+    } else {
+      if (catch_up_seen_[a] == catch_up_round_) continue;  // already done
+      catch_up_seen_[a] = catch_up_round_;
+    }
     // an account that left a side keeps its old entries there, superseded by the new version
     const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
     if (b == e) continue;
@@ -498,11 +532,15 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
     // the top then): request its positions now. The top's children are the candidates for the
     // pop after: request their account lines and versions.
     if (!h.empty()) {
-      prefetch_block(h.front().account);
-      // the winner's fill reads its entry notional too
-      __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
-      // and a winner closed out leaves its market's holder list: its place there is read too
-      __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
+      // (not for a superseded top, which the next pop drops without reading its positions:
+      // finding its block would wait for its account line, often still on its way)
+      if (adl_entry_current(h.front())) {
+        prefetch_block(h.front().account);
+        // the winner's fill reads its entry notional too
+        __builtin_prefetch(book_.entries().data() + book_.hot()[h.front().account].start);
+        // and a winner closed out leaves its market's holder list: its place there is read too
+        __builtin_prefetch(book_.mslots().data() + book_.hot()[h.front().account].start);
+      }
       for (std::size_t c = 1; c <= 4 && c < h.size(); ++c) {
         const std::uint32_t next = h[c].account;
         __builtin_prefetch(&book_.hot()[next]);

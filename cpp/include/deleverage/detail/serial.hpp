@@ -46,14 +46,15 @@ inline void store_array(void* dst, const T* src, std::size_t n) {
 // is first touched. Snapshot buffers and the columns of a loaded engine are large, fresh and
 // written once in full: with 4 KB pages their page faults cost more than the copy itself
 // (measured 4x on the CI machine for 240 MB). Only a hint: without THP it changes nothing.
+// `min_pages`: the smallest reservation (in 2 MB pages) worth the hint.
 template <class V>
-void reserve_huge(V& v, std::size_t n) {
+void reserve_huge(V& v, std::size_t n, std::size_t min_pages = 4) {
   v.reserve(n);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   using T = typename V::value_type;
   constexpr std::uintptr_t kHuge = std::uintptr_t{1} << 21;
   const std::size_t bytes = n * sizeof(T);
-  if (bytes < 4 * kHuge || !v.empty()) return;
+  if (bytes < min_pages * kHuge || !v.empty()) return;
   const auto begin = reinterpret_cast<std::uintptr_t>(v.data());
   const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
   const std::uintptr_t last = (begin + bytes) & ~(kHuge - 1);
