@@ -369,7 +369,8 @@ void Engine::catch_up_adl_queues() {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch];
       if (ahead < book_.ids().size()) {
         prefetch_account(ahead);
-        __builtin_prefetch(&catch_up_seen_[ahead]);
+        // (a short run leaves catch_up_seen_ unsized: no element to point at)
+        if (!short_run) __builtin_prefetch(catch_up_seen_.data() + ahead);
         if (ahead < account_version_.size()) __builtin_prefetch(&account_version_[ahead]);
       }
     }
