@@ -188,13 +188,16 @@ TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
   std::mt19937_64 rng(11);
   detail::AdlEntries mine;
   std::vector<detail::AdlEntry> reference;
-  const detail::AdlEntryAfter after{};
-  std::int64_t next_id = 1;
+  // account k has id ids[k]: not in account order, so a tie broken by account would fail
+  std::vector<i64> ids(8000);
+  for (std::size_t k = 0; k < ids.size(); ++k) ids[k] = static_cast<i64>((k * 7919) % ids.size()) + 1;
+  const detail::AdlEntryAfter after{ids.data()};
+  std::uint32_t next_account = 0;
   for (int round = 0; round < 2000; ++round) {
     const int pushes = static_cast<int>(rng() % 7);
     for (int i = 0; i < pushes; ++i) {
-      const detail::AdlEntry e{static_cast<i64>(rng() % 16) - 8, next_id++, 0, 0};
-      detail::adl_heap_push(mine, e);
+      const detail::AdlEntry e{static_cast<i64>(rng() % 16) - 8, next_account++ % 8000, 0};
+      detail::adl_heap_push(mine, e, after);
       reference.push_back(e);
       std::push_heap(reference.begin(), reference.end(), after);
     }
@@ -204,9 +207,9 @@ TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
       const detail::AdlEntry want = reference.back();
       reference.pop_back();
       ASSERT_FALSE(mine.empty());
-      const detail::AdlEntry got = detail::adl_heap_pop(mine);
+      const detail::AdlEntry got = detail::adl_heap_pop(mine, after);
       ASSERT_EQ(got.score, want.score) << "round " << round;
-      ASSERT_EQ(got.id, want.id) << "round " << round;
+      ASSERT_EQ(got.account, want.account) << "round " << round;
     }
     ASSERT_EQ(mine.size(), reference.size());
   }
@@ -215,19 +218,21 @@ TEST(WaterfallQueue, HeapWalkPopsInTheStandardOrder) {
 // A heap built at once pops every entry in (score, id) order, for every size up to a few levels.
 TEST(WaterfallQueue, HeapBuiltAtOncePopsInOrder) {
   std::mt19937_64 rng(5);
-  const detail::AdlEntryAfter after{};
+  std::vector<i64> ids(90);
+  for (std::size_t k = 0; k < ids.size(); ++k) ids[k] = 1000 - 3 * static_cast<i64>(k);
+  const detail::AdlEntryAfter after{ids.data()};
   for (std::size_t n = 0; n < 90; ++n) {
     detail::AdlEntries h;
     for (std::size_t i = 0; i < n; ++i)
-      h.push_back(detail::AdlEntry{static_cast<i64>(rng() % 9), static_cast<i64>(i), 0, 0});
+      h.push_back(detail::AdlEntry{static_cast<i64>(rng() % 9), static_cast<std::uint32_t>(i), 0});
     std::vector<detail::AdlEntry> want(h.begin(), h.end());
     std::sort(want.begin(), want.end(),
               [&](const detail::AdlEntry& x, const detail::AdlEntry& y) { return after(y, x); });
-    detail::adl_heap_make(h);
+    detail::adl_heap_make(h, after);
     for (const detail::AdlEntry& w : want) {
-      const detail::AdlEntry got = detail::adl_heap_pop(h);
+      const detail::AdlEntry got = detail::adl_heap_pop(h, after);
       ASSERT_EQ(got.score, w.score) << "n " << n;
-      ASSERT_EQ(got.id, w.id) << "n " << n;
+      ASSERT_EQ(got.account, w.account) << "n " << n;
     }
     ASSERT_TRUE(h.empty());
   }

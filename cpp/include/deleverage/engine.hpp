@@ -443,6 +443,8 @@ class Engine {
   void bump_version(std::uint32_t a);
   std::uint32_t account_version(std::uint32_t a) const { return a < account_version_.size() ? account_version_[a] : 0; }
   bool adl_entry_current(const detail::AdlEntry& e) const { return e.version == account_version(e.account); }
+  // The queues' order (its ties read the book's ids: take a new one after accounts are created).
+  detail::AdlEntryAfter adl_order() const { return detail::AdlEntryAfter{book_.ids().data()}; }
   void log_change(std::uint32_t a);
   void drop_adl_queues();
   // Whether account a holds a position in m on `side` (+1 long, -1 short): a queue entry

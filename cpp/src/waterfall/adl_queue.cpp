@@ -126,7 +126,8 @@ void Engine::drop_adl_queues() {
 // An entry after the threshold joins the unsorted reserve (O(1)); the heap keeps only the
 // head, so that pops stay cheap however many accounts are re-scored.
 void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) {
-  if (detail::AdlEntryAfter{}(e, q.threshold)) {
+  const detail::AdlEntryAfter after = adl_order();
+  if (after(e, q.threshold)) {
     // The reserve's end was last written long ago (a refresh, a purge): claim the lines a few
     // pushes ahead, or each new line stalls the push that first writes it.
     const std::size_t n = q.reserve.size();
@@ -134,7 +135,7 @@ void Engine::adl_queue_push(detail::KeptAdlQueue& q, const detail::AdlEntry& e) 
     q.reserve.push_back(e);
     return;
   }
-  detail::adl_heap_push(q.heap, e);
+  detail::adl_heap_push(q.heap, e, after);
 }
 
 // Moves the best entries of the reserve into the heap: a partial selection, linear in the
@@ -148,7 +149,7 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   if (n == 0) return;
   const std::size_t k = std::min(n, std::max<std::size_t>(256, std::min(q.next_select, n / 8)));
   q.next_select = 2 * k;
-  const detail::AdlEntryAfter after{};
+  const detail::AdlEntryAfter after = adl_order();
   // The k best go to [n - k, n); q.reserve[n - k] is the worst of them. For a small head
   // (k below a sixteenth of n), a pivot from a sample first moves a few times k candidates to
   // the end in one pass, so that the exact selection runs on those only: one streaming pass
@@ -171,9 +172,9 @@ void Engine::select_adl_head(detail::KeptAdlQueue& q) {
   }
   std::nth_element(q.reserve.begin() + static_cast<std::ptrdiff_t>(from),
                    q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end(), after);
-  q.threshold = q.reserve[n - k];
+  q.threshold = detail::AdlKey{q.reserve[n - k].score, book_.ids()[q.reserve[n - k].account]};
   q.heap.insert(q.heap.end(), q.reserve.begin() + static_cast<std::ptrdiff_t>(n - k), q.reserve.end());
-  detail::adl_heap_make(q.heap);
+  detail::adl_heap_make(q.heap, after);
   q.reserve.resize(n - k);
 }
 
@@ -204,7 +205,7 @@ void Engine::refresh_adl_queues(detail::KeptAdlQueue* const (&qs)[2], MarketId m
         const std::size_t side = book_.sizes()[s] > 0 ? 1 : 0;
         if (qs[side] == nullptr) continue;
         bool liquidatable = false;
-        const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), book_.ids()[a], a, account_version(a)};
+        const detail::AdlEntry entry{adl_score(a, s, ranking, &liquidatable), a, account_version(a)};
         if (liquidatable)
           scratch[--j[side]] = entry;
         else
@@ -271,8 +272,7 @@ void refresh_queues_by_account(Engine& e, std::span<detail::KeptAdlQueue* const>
             have_terms = true;
           }
           const i64 score = e.adl_score(s, ranking, book.hot()[a].balance, equity, maintenance, count == 1);
-          mine[2 * i + (equity < maintenance ? 1 : 0)].push_back(
-              detail::AdlEntry{score, book.ids()[a], a, e.account_version(a)});
+          mine[2 * i + (equity < maintenance ? 1 : 0)].push_back(detail::AdlEntry{score, a, e.account_version(a)});
         }
       }
     }
@@ -394,7 +394,6 @@ void Engine::catch_up_adl_queues() {
     if (b == e) continue;
     // the account's terms of the scores once, for all its positions (as adl_score(a, slot) has them)
     const auto [equity, maintenance] = equity_and_maintenance(a);
-    const i64 id = book_.ids()[a];
     const std::uint32_t version = account_version(a);
     // A liquidatable account is no winner: a pop would only park its entry (see `parked`),
     // so it is parked at once. In a crash the accounts waiting for their own liquidation
@@ -407,9 +406,9 @@ void Engine::catch_up_adl_queues() {
       const i64 score =
           adl_score(s, static_cast<Ranking>(q.ranking), book_.hot()[a].balance, equity, maintenance, e - b == 1);
       if (liquidatable)
-        q.parked.push_back(detail::AdlEntry{score, id, a, version});
+        q.parked.push_back(detail::AdlEntry{score, a, version});
       else
-        adl_queue_push(q, detail::AdlEntry{score, id, a, version});
+        adl_queue_push(q, detail::AdlEntry{score, a, version});
       ++q.superseded;
     }
   }
@@ -482,8 +481,8 @@ void Engine::purge_superseded(detail::KeptAdlQueue& q) {
   const auto superseded = [&](const detail::AdlEntry& x) { return !adl_entry_current(x); };
   for (detail::AdlEntries* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     part->erase(std::remove_if(part->begin(), part->end(), superseded), part->end());
-  detail::adl_heap_make(q.heap);
-  detail::adl_heap_make(q.aside);
+  detail::adl_heap_make(q.heap, adl_order());
+  detail::adl_heap_make(q.aside, adl_order());
   q.superseded = 0;
   q.dead_pops = 0;
 }
@@ -494,7 +493,7 @@ void Engine::purge_heap(detail::KeptAdlQueue& q) {
   q.heap.erase(
       std::remove_if(q.heap.begin(), q.heap.end(), [&](const detail::AdlEntry& x) { return !adl_entry_current(x); }),
       q.heap.end());
-  detail::adl_heap_make(q.heap);
+  detail::adl_heap_make(q.heap, adl_order());
   q.dead_pops = 0;
 }
 
@@ -515,7 +514,7 @@ AdlQueueStats Engine::adl_queue_stats(MarketId m, int side) const {
 }
 
 bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool with_aside) {
-  const detail::AdlEntryAfter after{};
+  const detail::AdlEntryAfter after = adl_order();
   for (;;) {
     // the heap's top is the head only while no reserve entry can come before it
     if (!q.reserve.empty() && (q.heap.empty() || after(q.heap.front(), q.threshold))) {
@@ -526,7 +525,7 @@ bool Engine::adl_queue_pop(detail::KeptAdlQueue& q, detail::AdlEntry& out, bool 
         with_aside && !q.aside.empty() && (q.heap.empty() || after(q.heap.front(), q.aside.front()));
     detail::AdlEntries& h = from_aside ? q.aside : q.heap;
     if (h.empty()) return false;
-    out = detail::adl_heap_pop(h);
+    out = detail::adl_heap_pop(h, after);
     ++q.pops;
     // The heap's entries point all over the book: load ahead in two stages. The next pop is
     // most likely the new top, whose account line was requested a pop ago (it was a child of

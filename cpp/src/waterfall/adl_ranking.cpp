@@ -11,14 +11,13 @@ namespace deleverage {
 namespace {
 // The live entries of a kept queue (see `live`), best first (no re-scoring: the scores it holds).
 template <class Live>
-std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, Live live) {
+std::vector<detail::AdlEntry> ordered_entries(const detail::KeptAdlQueue& q, detail::AdlEntryAfter after, Live live) {
   std::vector<detail::AdlEntry> all;
   all.reserve(q.heap.size() + q.reserve.size() + q.parked.size() + q.aside.size());
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part)
       if (live(x)) all.push_back(x);
-  std::sort(all.begin(), all.end(),
-            [](const detail::AdlEntry& x, const detail::AdlEntry& y) { return detail::AdlEntryAfter{}(y, x); });
+  std::sort(all.begin(), all.end(), [&](const detail::AdlEntry& x, const detail::AdlEntry& y) { return after(y, x); });
   return all;
 }
 }  // namespace
@@ -57,8 +56,9 @@ AdlRankingReport Engine::adl_ranking(MarketId m, Ranking ranking, DeficitSplit s
   for (int side : {1, -1}) {
     std::vector<std::size_t>& order = by_side[side > 0 ? 1 : 0];
     const detail::KeptAdlQueue& q = adl_queue(m, side, ranking, detail::QueueScope::Market);
-    for (const detail::AdlEntry& x : ordered_entries(
-             q, [&](const detail::AdlEntry& e) { return adl_entry_current(e) && holds_side(e.account, m, side); })) {
+    for (const detail::AdlEntry& x : ordered_entries(q, adl_order(), [&](const detail::AdlEntry& e) {
+           return adl_entry_current(e) && holds_side(e.account, m, side);
+         })) {
       const std::size_t i = row.at(x.account);
       r.score[i] = x.score;
       order.push_back(i);
@@ -125,7 +125,7 @@ AdlRank Engine::adl_rank(i64 account_id, MarketId m, Ranking ranking) {
   i64 before = 0;
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})
     for (const detail::AdlEntry& x : *part) {
-      if (!detail::AdlEntryAfter{}(*mine, x) || !live(x)) continue;
+      if (!adl_order()(*mine, x) || !live(x)) continue;
       ++before;
     }
   for (const auto* part : {&q.heap, &q.reserve, &q.parked, &q.aside})

@@ -58,7 +58,7 @@ void Haircuts::allocated_haircut(MarketId m, i64 amount, std::vector<std::uint32
 // that order from their heads. Entries popped but not taken go back; see `parked` and
 // `aside` (detail/adl_queue.hpp) for the ones that would stop every later haircut of the step.
 void Haircuts::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>& who, std::vector<i64>& x) {
-  const detail::AdlEntryAfter after{};
+  const detail::AdlEntryAfter after = e_.adl_order();
   detail::KeptAdlQueue* queue[2] = {&e_.adl_queue(m, -1, cfg_.ranking, detail::QueueScope::Market),
                                     &e_.adl_queue(m, 1, cfg_.ranking)};
   detail::AdlEntry top[2];
@@ -80,7 +80,7 @@ void Haircuts::queue_haircut(MarketId m, i64 amount, std::vector<std::uint32_t>&
     }
     const i64 c = haircut_capacity(b, m);
     if (c <= 0) {
-      detail::adl_heap_push(queue[k]->aside, entry);
+      detail::adl_heap_push(queue[k]->aside, entry, after);
       continue;
     }
     const i64 take = std::min(left, c);

@@ -16,19 +16,35 @@ namespace deleverage::detail {
 
 // One position's place in a queue: its score when it was (re)scored. `version` is the
 // account's change count then (Engine::account_version_): an entry whose account changed
-// since is superseded by the re-scored one.
+// since is superseded by the re-scored one. The tie-break key, the account id, is not
+// stored: 16 bytes instead of 24 put four children of a heap node in one cache line, and a
+// crash step's pops, selections and purges walk a third less memory (AdlEntryAfter reads
+// the id from the book, for equal scores only).
 struct AdlEntry {
   i64 score;
-  i64 id;
   std::uint32_t account;
   std::uint32_t version;
 };
 
+// An entry's place in the order without its account: a queue's threshold.
+struct AdlKey {
+  i64 score;
+  i64 id;
+};
+
 // Heap order: true when x comes after y (lower score; equal scores: larger account id).
-// Written without short-circuits so that the heap walks below compile to conditional moves.
+// `ids` is the book's id column (Book::ids), indexed by AdlEntry::account: an account's id
+// never changes, so the order is the one of entries that held (score, id). Scores are rarely
+// equal, so the id loads sit behind a branch that is almost never taken, and the score
+// comparison still compiles to conditional moves in the heap walks below.
 struct AdlEntryAfter {
+  const i64* ids;
   bool operator()(const AdlEntry& x, const AdlEntry& y) const {
-    return (x.score < y.score) | ((x.score == y.score) & (x.id > y.id));
+    return (x.score < y.score) | ((x.score == y.score) && ids[x.account] > ids[y.account]);
+  }
+  // against a queue's threshold, which holds its id (an unbuilt queue's is (0, 0), no account)
+  bool operator()(const AdlEntry& x, const AdlKey& y) const {
+    return (x.score < y.score) | ((x.score == y.score) && ids[x.account] > y.id);
   }
 };
 
@@ -60,15 +76,13 @@ using AdlEntries = std::vector<AdlEntry, UninitializedAllocator<AdlEntry>>;
 // child moves up is chosen by arithmetic (a tournament of three comparisons) instead of a
 // branch that mispredicts about once per level.
 namespace adl_heap_detail {
-inline std::size_t best_of_four(const AdlEntry* d, std::size_t c) {
-  const AdlEntryAfter after{};
+inline std::size_t best_of_four(const AdlEntry* d, std::size_t c, const AdlEntryAfter after) {
   const std::size_t x = c + static_cast<std::size_t>(after(d[c], d[c + 1]));
   const std::size_t y = c + 2 + static_cast<std::size_t>(after(d[c + 2], d[c + 3]));
   return after(d[x], d[y]) ? y : x;
 }
 // Moves e up from the hole at i to its place.
-inline void sift_up(AdlEntry* d, std::size_t i, const AdlEntry e) {
-  const AdlEntryAfter after{};
+inline void sift_up(AdlEntry* d, std::size_t i, const AdlEntry e, const AdlEntryAfter after) {
   while (i > 0) {
     const std::size_t parent = (i - 1) / 4;
     if (!after(d[parent], e)) break;
@@ -78,14 +92,14 @@ inline void sift_up(AdlEntry* d, std::size_t i, const AdlEntry e) {
   d[i] = e;
 }
 // Moves e down from the hole at i (n entries) to its place.
-inline void sift_down(AdlEntry* d, std::size_t n, std::size_t i, const AdlEntry e) {  // e by value: it may be d[i]
-  const AdlEntryAfter after{};
+inline void sift_down(AdlEntry* d, std::size_t n, std::size_t i, const AdlEntry e,  // e by value: it may be d[i]
+                      const AdlEntryAfter after) {
   for (;;) {
     const std::size_t c = 4 * i + 1;
     if (c >= n) break;
     std::size_t best = c;
     if (c + 4 <= n) {
-      best = best_of_four(d, c);
+      best = best_of_four(d, c, after);
     } else {
       for (std::size_t k = c + 1; k < n; ++k)
         if (after(d[best], d[k])) best = k;
@@ -99,16 +113,16 @@ inline void sift_down(AdlEntry* d, std::size_t n, std::size_t i, const AdlEntry 
 }  // namespace adl_heap_detail
 
 template <class Entries>
-void adl_heap_push(Entries& h, const AdlEntry& e) {
+void adl_heap_push(Entries& h, const AdlEntry& e, const AdlEntryAfter after) {
   h.push_back(e);
-  adl_heap_detail::sift_up(h.data(), h.size() - 1, e);
+  adl_heap_detail::sift_up(h.data(), h.size() - 1, e, after);
 }
 
 // Removes the top entry (h must not be empty) and returns it. The hole goes down to a leaf
 // along the best children first and the last entry climbs back from there (Floyd): the
 // last entry usually belongs near the bottom, so this saves a comparison per level.
 template <class Entries>
-AdlEntry adl_heap_pop(Entries& h) {
+AdlEntry adl_heap_pop(Entries& h, const AdlEntryAfter after) {
   AdlEntry* d = h.data();
   const AdlEntry top = d[0];
   const AdlEntry last = h.back();
@@ -120,7 +134,7 @@ AdlEntry adl_heap_pop(Entries& h) {
     const std::size_t c = 4 * i + 1;
     if (c + 4 > n) break;
     // The hole goes down one of four ways: request the children of all four (16 entries,
-    // about six lines) before comparing these, so that on a heap larger than the cache each
+    // four or five lines) before comparing these, so that on a heap larger than the cache each
     // level's misses overlap the level above instead of following it.
     const std::size_t g = 4 * c + 1;
     if (g < n) {
@@ -129,29 +143,28 @@ AdlEntry adl_heap_pop(Entries& h) {
       for (const char* p = from; p < to; p += 64) __builtin_prefetch(p);
       __builtin_prefetch(to - 1);
     }
-    const std::size_t best = adl_heap_detail::best_of_four(d, c);
+    const std::size_t best = adl_heap_detail::best_of_four(d, c, after);
     d[i] = d[best];
     i = best;
   }
   const std::size_t c = 4 * i + 1;
   if (c < n) {  // a last node with fewer than four children
-    const AdlEntryAfter after{};
     std::size_t best = c;
     for (std::size_t k = c + 1; k < n; ++k)
       if (after(d[best], d[k])) best = k;
     d[i] = d[best];
     i = best;
   }
-  adl_heap_detail::sift_up(d, i, last);
+  adl_heap_detail::sift_up(d, i, last, after);
   return top;
 }
 
 // Puts h in heap order (O(n)).
 template <class Entries>
-void adl_heap_make(Entries& h) {
+void adl_heap_make(Entries& h, const AdlEntryAfter after) {
   const std::size_t n = h.size();
   if (n < 2) return;
-  for (std::size_t i = (n - 2) / 4 + 1; i-- > 0;) adl_heap_detail::sift_down(h.data(), n, i, h[i]);
+  for (std::size_t i = (n - 2) / 4 + 1; i-- > 0;) adl_heap_detail::sift_down(h.data(), n, i, h[i], after);
 }
 
 // The queues a caller of Engine::adl_queue will use besides the one it asks for: the other
@@ -166,7 +179,7 @@ struct KeptAdlQueue {
   // selected), so the heap's top is the queue's head while it is not after `threshold`.
   AdlEntries heap;
   AdlEntries reserve;
-  AdlEntry threshold{};
+  AdlKey threshold{};
   std::size_t next_select = 256;     // the next selection's size (see Engine::select_adl_head)
   std::uint64_t marks_epoch = 0;     // the engine's mark-change count at the refresh
   std::uint64_t market_updates = 0;  // the market's mark-update count at the refresh
