@@ -49,9 +49,15 @@ inline i128 trunc_div(i128 a, i128 b) {
   return a / b;
 }
 
-// floor(a / b) for b > 0 using trunc_div's 64-bit fast path.
+// floor(a / b) for b > 0 using trunc_div's 64-bit fast path. There the division's remainder
+// tells whether it was exact, instead of a 128-bit product after the quotient is known.
 inline i128 floor_div_fast(i128 a, i128 b) {
-  const i128 q = trunc_div(a, b);
+  if (fits_i64(a) && fits_i64(b) && !(a == std::numeric_limits<i64>::min() && b == -1)) {
+    const i64 x = static_cast<i64>(a), y = static_cast<i64>(b);
+    const i64 q = x / y;
+    return (x % y != 0 && x < 0) ? q - 1 : q;
+  }
+  const i128 q = a / b;
   return (q * b != a && a < 0) ? q - 1 : q;
 }
 

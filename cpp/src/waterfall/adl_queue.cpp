@@ -116,6 +116,7 @@ void Engine::set_adl_refresh(AdlRefresh policy, i64 every) {
                        ")");
   adl_refresh_ = policy;
   adl_refresh_every_ = every;
+  live_checked_epoch_ = ~std::uint64_t{0};
 }
 
 void Engine::drop_adl_queues() {
@@ -318,24 +319,27 @@ void Engine::catch_up_adl_queues() {
   if (caught_up_ == end) return;
   if (caught_up_ < changes_.base) {  // the log forgot changes no queue has seen: start over
     for (detail::KeptAdlQueue& q : adl_queues_) q.built = false;
+    live_checked_epoch_ = ~std::uint64_t{0};
     caught_up_ = end;
     return;
   }
-  // the queues taking entries: built and fresh (a stale one leaves the list until rebuilt)
-  bool any = false;
-  std::size_t kept = 0;
-  for (const std::uint32_t i : live_queues_) {
-    detail::KeptAdlQueue& q = adl_queues_[i];
-    q.catch_up = q.built && !adl_queue_marks_stale(q, static_cast<MarketId>(i / 2));
-    if (q.catch_up) {
-      live_queues_[kept++] = i;
-      any = true;
-    } else {
-      q.listed = false;
+  // the queues taking entries: built and fresh (a stale one leaves the list until rebuilt).
+  // A crash step catches up before each of its ADL closes with the marks unchanged: the list
+  // is checked once, not per close (a queue refreshed since was listed fresh).
+  if (live_checked_epoch_ != marks_epoch_) {
+    std::size_t kept = 0;
+    for (const std::uint32_t i : live_queues_) {
+      detail::KeptAdlQueue& q = adl_queues_[i];
+      q.catch_up = q.built && !adl_queue_marks_stale(q, static_cast<MarketId>(i / 2));
+      if (q.catch_up)
+        live_queues_[kept++] = i;
+      else
+        q.listed = false;
     }
+    live_queues_.resize(kept);
+    live_checked_epoch_ = marks_epoch_;
   }
-  live_queues_.resize(kept);
-  if (!any) {
+  if (live_queues_.empty()) {
     caught_up_ = end;
     return;
   }
