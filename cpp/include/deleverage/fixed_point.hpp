@@ -139,7 +139,10 @@ class ConstantDivider {
 
   // n / d for any unsigned 64-bit n.
   u64 div_u64(u64 n) const { return whole_.div(n); }
-  // floor(a / d) and ceil(a / d) for any a.
+  // floor(a / d) and ceil(a / d) for any a. Past 2^63 (a requirement sum, value units x
+  // kRateScale, often is) the quotient usually still fits int64: round_i64 and ceil_i64 give
+  // it without the ~100-cycle 128-bit library division, which is left for a quotient that
+  // does not fit.
   i128 floor(i128 a) const {
     if (a >= 0 && a < (i128{1} << 63)) return static_cast<i128>(div_u64(static_cast<u64>(a)));
     if (a < 0 && a > -(i128{1} << 63)) {
@@ -147,12 +150,16 @@ class ConstantDivider {
       u64 n = static_cast<u64>(-a);
       return -static_cast<i128>(div_u64(n + static_cast<u64>(d_) - 1));
     }
+    i64 q = 0;
+    if (round_i64(a, false, q)) return q;
     return floor_div(a, d_);
   }
   i128 ceil(i128 a) const {
     if (a >= 0 && a < (i128{1} << 63))
       return static_cast<i128>(div_u64(static_cast<u64>(a) + static_cast<u64>(d_) - 1));
     if (a < 0 && a > -(i128{1} << 63)) return -static_cast<i128>(div_u64(static_cast<u64>(-a)));
+    i64 q = 0;
+    if (ceil_i64(a, q)) return q;
     return ceil_div(a, d_);
   }
 
