@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -50,8 +52,13 @@ struct AdlEntryAfter {
 
 // A vector whose resize leaves new entries uninitialized: a refresh writes every entry it
 // keeps, so zero-filling a side's worth of entries first would only cost a memory pass.
+// Entry 1 starts a cache line (the block is allocated 64 bytes early and aligned): in the
+// 4-ary heap the children of node i are entries 4i+1..4i+4, so each node's four children
+// then share one line, where a 16-byte misalignment would split every level of a pop over two.
 template <class T>
 struct UninitializedAllocator : std::allocator<T> {
+  static constexpr std::size_t kLine = 64;
+  static constexpr std::size_t kShift = sizeof(T) < kLine && kLine % sizeof(T) == 0 ? kLine - sizeof(T) : 0;
   template <class U>
   struct rebind {
     using other = UninitializedAllocator<U>;
@@ -59,6 +66,14 @@ struct UninitializedAllocator : std::allocator<T> {
   UninitializedAllocator() = default;
   template <class U>
   UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (n > (std::numeric_limits<std::size_t>::max() - kLine) / sizeof(T)) throw std::bad_array_new_length();
+    char* p = static_cast<char*>(::operator new(n * sizeof(T) + kShift, std::align_val_t{kLine}));
+    return reinterpret_cast<T*>(p + kShift);
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    ::operator delete(reinterpret_cast<char*>(p) - kShift, std::align_val_t{kLine});
+  }
   template <class U>
   void construct(U* p) noexcept {
     ::new (static_cast<void*>(p)) U;
@@ -134,7 +149,7 @@ AdlEntry adl_heap_pop(Entries& h, const AdlEntryAfter after) {
     const std::size_t c = 4 * i + 1;
     if (c + 4 > n) break;
     // The hole goes down one of four ways: request the children of all four (16 entries,
-    // four or five lines) before comparing these, so that on a heap larger than the cache each
+    // four lines) before comparing these, so that on a heap larger than the cache each
     // level's misses overlap the level above instead of following it.
     const std::size_t g = 4 * c + 1;
     if (g < n) {
