@@ -535,15 +535,9 @@ class Engine {
     std::uint64_t base = 0;               // absolute index of accounts[0]
   };
   ChangeLog changes_;
-  std::uint64_t caught_up_ = 0;             // the kept queues have seen the log up to here
-  std::vector<std::uint32_t> live_queues_;  // indices of the queues a catch-up looks at
-  // marks_epoch_ when a catch-up last checked which listed queues are fresh (~0: check at the
-  // next one): only a mark change, a new refresh policy or queues forgotten can make one stale
-  std::uint64_t live_checked_epoch_ = ~std::uint64_t{0};
+  detail::AdlCatchUp catch_up_;
   std::vector<std::uint32_t> account_version_;  // changes noted per account (missing: 0)
-  std::vector<std::uint32_t> catch_up_seen_;  // scratch of catch_up_adl_queues: account -> last round that re-scored it
-  std::uint32_t catch_up_round_ = 0;
-  detail::AdlEntries refresh_scratch_;  // reused by refresh_adl_queues
+  detail::AdlEntries refresh_scratch_;          // reused by refresh_adl_queues
   struct HeldNotes {
     std::uint32_t account = AccountIndex::kNone;
     bool pending = false;

@@ -116,12 +116,12 @@ void Engine::set_adl_refresh(AdlRefresh policy, i64 every) {
                        ")");
   adl_refresh_ = policy;
   adl_refresh_every_ = every;
-  live_checked_epoch_ = ~std::uint64_t{0};
+  catch_up_.live_checked_epoch = ~std::uint64_t{0};
 }
 
 void Engine::drop_adl_queues() {
   for (detail::KeptAdlQueue& q : adl_queues_) q = detail::KeptAdlQueue{};
-  live_queues_.clear();
+  catch_up_.live.clear();
 }
 
 // An entry after the threshold joins the unsorted reserve (O(1)); the heap keeps only the
@@ -316,45 +316,45 @@ bool Engine::adl_queue_marks_stale(const detail::KeptAdlQueue& q, MarketId m) co
 // hold several markets and are re-scored in each of them after every ADL close).
 void Engine::catch_up_adl_queues() {
   const std::uint64_t end = changes_.base + changes_.accounts.size();
-  if (caught_up_ == end) return;
-  if (caught_up_ < changes_.base) {  // the log forgot changes no queue has seen: start over
+  if (catch_up_.seen_to == end) return;
+  if (catch_up_.seen_to < changes_.base) {  // the log forgot changes no queue has seen: start over
     for (detail::KeptAdlQueue& q : adl_queues_) q.built = false;
-    live_checked_epoch_ = ~std::uint64_t{0};
-    caught_up_ = end;
+    catch_up_.live_checked_epoch = ~std::uint64_t{0};
+    catch_up_.seen_to = end;
     return;
   }
   // the queues taking entries: built and fresh (a stale one leaves the list until rebuilt).
   // A crash step catches up before each of its ADL closes with the marks unchanged: the list
   // is checked once, not per close (a queue refreshed since was listed fresh).
-  if (live_checked_epoch_ != marks_epoch_) {
+  if (catch_up_.live_checked_epoch != marks_epoch_) {
     std::size_t kept = 0;
-    for (const std::uint32_t i : live_queues_) {
+    for (const std::uint32_t i : catch_up_.live) {
       detail::KeptAdlQueue& q = adl_queues_[i];
       q.catch_up = q.built && !adl_queue_marks_stale(q, static_cast<MarketId>(i / 2));
       if (q.catch_up)
-        live_queues_[kept++] = i;
+        catch_up_.live[kept++] = i;
       else
         q.listed = false;
     }
-    live_queues_.resize(kept);
-    live_checked_epoch_ = marks_epoch_;
+    catch_up_.live.resize(kept);
+    catch_up_.live_checked_epoch = marks_epoch_;
   }
-  if (live_queues_.empty()) {
-    caught_up_ = end;
+  if (catch_up_.live.empty()) {
+    catch_up_.seen_to = end;
     return;
   }
   const std::vector<std::uint32_t>& log = changes_.accounts;
-  const std::size_t n = log.size(), first = static_cast<std::size_t>(caught_up_ - changes_.base);
+  const std::size_t n = log.size(), first = static_cast<std::size_t>(catch_up_.seen_to - changes_.base);
   // A crash step catches up before each ADL close, over the few winners of the close before:
   // an account repeated among those is found by looking back over them (in cache), where
-  // the per-account marks of catch_up_seen_ cost a cache miss per account in a large book.
+  // the per-account marks of catch_up_.seen cost a cache miss per account in a large book.
   const bool short_run = n - first <= kShortCatchUp;
   if (!short_run) {
-    if (++catch_up_round_ == 0) {  // the marks below could repeat: start them over
-      std::fill(catch_up_seen_.begin(), catch_up_seen_.end(), 0);
-      catch_up_round_ = 1;
+    if (++catch_up_.round == 0) {  // the marks below could repeat: start them over
+      std::fill(catch_up_.seen.begin(), catch_up_.seen.end(), 0);
+      catch_up_.round = 1;
     }
-    if (catch_up_seen_.size() < book_.ids().size()) catch_up_seen_.resize(book_.ids().size(), 0);
+    if (catch_up_.seen.size() < book_.ids().size()) catch_up_.seen.resize(book_.ids().size(), 0);
   } else {
     // The accounts were just changed (their lines are in cache) but a score reads every
     // position of the block, most of it not touched by the change: request all of those
@@ -373,8 +373,8 @@ void Engine::catch_up_adl_queues() {
       const std::uint32_t ahead = log[i + kCatchUpPrefetch];
       if (ahead < book_.ids().size()) {
         prefetch_account(ahead);
-        // (a short run leaves catch_up_seen_ unsized: no element to point at)
-        if (!short_run) __builtin_prefetch(catch_up_seen_.data() + ahead);
+        // (a short run leaves catch_up_.seen unsized: no element to point at)
+        if (!short_run) __builtin_prefetch(catch_up_.seen.data() + ahead);
         if (ahead < account_version_.size()) __builtin_prefetch(&account_version_[ahead]);
       }
     }
@@ -390,8 +390,8 @@ void Engine::catch_up_adl_queues() {
       const auto here = log.begin() + static_cast<std::ptrdiff_t>(i);
       if (std::find(log.begin() + static_cast<std::ptrdiff_t>(first), here, a) != here) continue;  // already done
     } else {
-      if (catch_up_seen_[a] == catch_up_round_) continue;  // already done
-      catch_up_seen_[a] = catch_up_round_;
+      if (catch_up_.seen[a] == catch_up_.round) continue;  // already done
+      catch_up_.seen[a] = catch_up_.round;
     }
     // an account that left a side keeps its old entries there, superseded by the new version
     const std::uint32_t b = book_.hot()[a].start, e = b + book_.hot()[a].count;
@@ -416,14 +416,14 @@ void Engine::catch_up_adl_queues() {
       ++q.superseded;
     }
   }
-  caught_up_ = end;
+  catch_up_.seen_to = end;
 }
 
 detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, detail::QueueScope scope) {
   ensure_adl_queues();
   if (!track_changes_) {  // from now on account changes are noted
     track_changes_ = true;
-    caught_up_ = changes_.base + changes_.accounts.size();
+    catch_up_.seen_to = changes_.base + changes_.accounts.size();
   }
   // Every fresh queue is current up to the end of the log from here on, so a queue rebuilt
   // below starts there too.
@@ -459,7 +459,7 @@ detail::KeptAdlQueue& Engine::adl_queue(MarketId m, int side, Ranking ranking, d
       if (qs[i] == nullptr) continue;
       if (!adl_queues_[i].listed) {
         adl_queues_[i].listed = true;
-        live_queues_.push_back(static_cast<std::uint32_t>(i));
+        catch_up_.live.push_back(static_cast<std::uint32_t>(i));
       }
       adl_queues_[i].catch_up = true;
     }

@@ -186,6 +186,18 @@ void adl_heap_make(Entries& h, const AdlEntryAfter after) {
 // side of the market, or most queues of the book (a whole-book waterfall step).
 enum class QueueScope : std::uint8_t { Side, Market, Book };
 
+// Where the kept queues' catch-up stands (Engine::catch_up_adl_queues).
+struct AdlCatchUp {
+  std::uint64_t seen_to = 0;        // the queues have seen the engine's change log up to here
+  std::vector<std::uint32_t> live;  // indices of the queues a catch-up looks at
+  // the engine's marks epoch when a catch-up last checked which listed queues are fresh (~0:
+  // check at the next one): only a mark change, a new refresh policy or queues forgotten can
+  // make one stale
+  std::uint64_t live_checked_epoch = ~std::uint64_t{0};
+  std::vector<std::uint32_t> seen;  // scratch: account -> the last round that re-scored it
+  std::uint32_t round = 0;
+};
+
 struct KeptAdlQueue {
   bool built = false;
   std::uint8_t ranking = 0;
